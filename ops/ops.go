@@ -1,0 +1,194 @@
+// Package ops is the map of the house: the one list of numeric operations that the
+// U-Net, the diffusion samplers and the training loop are written against. Every
+// operation exists twice, as a CPU twin in package cpu and as a CUDA kernel driven by
+// package cuda, and each is documented here by the plain loop it computes.
+//
+// Conventions, shared by every backend:
+//   - Tensors are row-major float32 arrays in NCHW order (a backend may store another
+//     precision: the CPU backend has a float64 build for gradient checks).
+//   - Forward ops overwrite their output. Backward ops ACCUMULATE (+=) into every
+//     gradient they produce (dx, dw, db, ...), as autograd does; the caller zeroes
+//     gradient buffers once per step. A nil gradient buffer means "not needed".
+//   - Shapes are passed explicitly. A buffer too small for its shape, or an
+//     inconsistent shape, is a programming error: the backend panics with a message
+//     naming the op and the shapes.
+//   - Launches may be asynchronous: device errors surface at the next Sync.
+package ops
+
+// Buf is a backend's contiguous array of elements (host memory on the CPU, device
+// memory on a GPU). A Buf made by Slice shares storage with its parent.
+type Buf interface {
+	Len() int
+}
+
+// ConvShape describes a 2-D convolution: x is [N, Cin, H, W], w is [Cout, Cin, K, K],
+// the bias b is [Cout], y is [N, Cout, OutH(), OutW()].
+type ConvShape struct {
+	N, Cin, H, W int
+	Cout, K      int
+	Stride, Pad  int
+}
+
+// OutH is the output height: (H + 2·Pad − K)/Stride + 1.
+func (s ConvShape) OutH() int { return (s.H+2*s.Pad-s.K)/s.Stride + 1 }
+
+// OutW is the output width: (W + 2·Pad − K)/Stride + 1.
+func (s ConvShape) OutW() int { return (s.W+2*s.Pad-s.K)/s.Stride + 1 }
+
+// FLOPs is the multiply-add count of the forward pass times two.
+func (s ConvShape) FLOPs() int64 {
+	return 2 * int64(s.N) * int64(s.Cout) * int64(s.OutH()) * int64(s.OutW()) * int64(s.Cin) * int64(s.K) * int64(s.K)
+}
+
+// NormShape describes a group norm over x [N, C, HW] with G groups of C/G channels.
+type NormShape struct {
+	N, C, HW, G int
+	Eps         float32
+}
+
+// AttnShape describes multi-head self-attention over L positions: q, k, v and the
+// output are [N, L, Heads·D] (position-major, heads interleaved as PyTorch's
+// view(N, L, Heads, D)); the saved probabilities are [N, Heads, L, L].
+type AttnShape struct {
+	N, L, Heads, D int
+}
+
+// AdamW holds the hyper-parameters of one decoupled-weight-decay Adam step
+// (Loshchilov & Hutter 2019, as torch.optim.AdamW):
+//
+//	m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
+//	m̂ = m/(1−β1^step);   v̂ = v/(1−β2^step)
+//	p = p − LR·WeightDecay·p − LR·m̂/(√v̂ + Eps)
+//
+// GradScale multiplies g first (1 / accumulation steps × the clipping factor).
+type AdamW struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float32
+	GradScale                          float32
+	Step                               int // 1-based
+}
+
+// Schedule is a diffusion schedule resident on the backend: tables of length T
+// uploaded once (see package diffusion for their formulas).
+type Schedule struct {
+	T                    int
+	SqrtAlphaBar         Buf // √ᾱ_t
+	SqrtOneMinusAlphaBar Buf // √(1−ᾱ_t)
+	SqrtRecipAlphaBar    Buf // 1/√ᾱ_t
+	SqrtRecipM1AlphaBar  Buf // √(1/ᾱ_t − 1)
+	PosteriorCoef1       Buf // c1 = √ᾱ_{t−1}·β_t/(1−ᾱ_t)
+	PosteriorCoef2       Buf // c2 = √α_t·(1−ᾱ_{t−1})/(1−ᾱ_t)
+	Sigma                Buf // σ_t of the DDPM step (√β_t or √β̃_t, as configured)
+	AlphaBar             Buf // ᾱ_t, for DDIM
+}
+
+// Backend is the op set. Methods are grouped as in kernels/*.cu.
+type Backend interface {
+	Name() string
+
+	// Memory. Alloc returns a zero-filled buffer; Slice a view [off, off+n).
+	Alloc(n int) Buf
+	Slice(b Buf, off, n int) Buf
+	Free(b Buf)
+	Upload(dst Buf, src []float32)
+	Download(dst []float32, src Buf)
+	Fill(b Buf, v float32)
+	Copy(dst, src Buf)
+	// Sync waits for queued work and returns the first error since the last Sync.
+	Sync() error
+
+	// Elementwise.
+	// Add: y[i] = a[i] + b[i] (y may alias a or b).
+	Add(a, b, y Buf)
+	// Axpy: y[i] += alpha·x[i].
+	Axpy(alpha float32, x, y Buf)
+	// Scale: x[i] *= alpha.
+	Scale(alpha float32, x Buf)
+	// SiLU: y = x·σ(x). SiLUBackward: dx += dy·σ(x)·(1 + x·(1−σ(x))).
+	SiLU(x, y Buf)
+	SiLUBackward(x, dy, dx Buf)
+
+	// Convolution (kernels/conv2d.cu). b may be nil (no bias).
+	//   y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (zero outside x).
+	Conv2D(s ConvShape, x, w, b, y Buf)
+	// Conv2DBackward accumulates dx (backward-data), dw (backward-weight) and
+	// db[o] += Σ_{n,i,j} dy[n,o,i,j]; any of them may be nil.
+	Conv2DBackward(s ConvShape, x, w, dy, dx, dw, db Buf)
+
+	// Group norm (kernels/groupnorm.cu). stats is [N·G·2]: per (n, g) the mean and
+	// 1/√(var+eps) (biased variance), saved for backward.
+	//   y[n,c,i] = (x[n,c,i] − μ[n,g])·rstd[n,g]·gamma[c] + beta[c],  g = c/(C/G).
+	GroupNorm(s NormShape, x, gamma, beta, y, stats Buf)
+	GroupNormBackward(s NormShape, x, gamma, stats, dy, dx, dgamma, dbeta Buf)
+
+	// Linear: y[n,o] = b[o] + Σ_i x[n,i]·w[o,i]; x [N, In], w [Out, In] (torch layout).
+	Linear(n, in, out int, x, w, b, y Buf)
+	LinearBackward(n, in, out int, x, w, dy, dx, dw, db Buf)
+
+	// TimestepEmbedding: the sinusoidal embedding of diffusers' Timesteps with
+	// flip_sin_to_cos = true, downscale_freq_shift = 0: for i < half = dim/2,
+	// f_i = exp(−ln(10000)·i/half), y[n,i] = cos(t_n·f_i), y[n,half+i] = sin(t_n·f_i).
+	// t holds N timesteps as float values. No backward: t is not learned.
+	TimestepEmbedding(n, dim int, t, y Buf)
+
+	// Upsample2x: nearest ×2, x [N·C, H, W] → y [N·C, 2H, 2W], y[c,i,j] = x[c,i/2,j/2].
+	Upsample2x(nc, h, w int, x, y Buf)
+	// Upsample2xBackward: dx[c,i,j] += Σ of the four dy it fed.
+	Upsample2xBackward(nc, h, w int, dy, dx Buf)
+
+	// Concat along channels: a [N, Ca, HW], b [N, Cb, HW] → y [N, Ca+Cb, HW].
+	Concat(n, ca, cb, hw int, a, b, y Buf)
+	// ConcatBackward: da += dy[:, :Ca], db += dy[:, Ca:].
+	ConcatBackward(n, ca, cb, hw int, dy, da, db Buf)
+
+	// AddChannel: y[n,c,i] = x[n,c,i] + p[n·C+c] (the time projection added per
+	// sample and channel; y may alias x).
+	AddChannel(n, c, hw int, x, p, y Buf)
+	// ChannelSum: dp[n·C+c] += Σ_i dy[n,c,i] (the backward of AddChannel for p).
+	ChannelSum(n, c, hw int, dy, dp Buf)
+
+	// Transpose: batched 2-D transpose, x [N, R, C] → y [N, C, R] (NCHW ↔ N(HW)C).
+	Transpose(n, r, c int, x, y Buf)
+	// TransposeBackward: dx [N, R, C] += transpose of dy [N, C, R].
+	TransposeBackward(n, r, c int, dy, dx Buf)
+
+	// Attention: o = softmax(q·kᵀ/√D)·v per (sample, head), the softmax taken
+	// after subtracting the row maximum; p saves the probabilities.
+	Attention(s AttnShape, q, k, v, o, p Buf)
+	AttentionBackward(s AttnShape, q, k, v, p, do, dq, dk, dv Buf)
+
+	// Dropout with keep probability 1−rate and scale 1/(1−rate): element i is kept
+	// when rng.Uniform(seed, rng.StreamDropout, offset+i) ≥ rate. The backward
+	// recomputes the same mask: dx += mask·dy/(1−rate).
+	Dropout(rate float32, seed, offset uint64, x, y Buf)
+	DropoutBackward(rate float32, seed, offset uint64, dy, dx Buf)
+
+	// MSE: loss[0] = (1/n)·Σ (a[i] − b[i])² over n = a.Len() elements.
+	MSE(a, b, loss Buf)
+	// MSEBackward: da[i] += scale·2·(a[i] − b[i])/n.
+	MSEBackward(scale float32, a, b, da Buf)
+
+	// Reductions, deterministic for a given length (fixed partition and order).
+	// SumSquares: out[0] = Σ x[i]² (accumulated in float64 where the backend can).
+	SumSquares(x, out Buf)
+
+	// Optimizer over flat buffers (kernels/adamw.cu, kernels/ema.cu).
+	AdamWStep(h AdamW, p, g, m, v Buf)
+	// EMA: e[i] = decay·e[i] + (1−decay)·p[i].
+	EMA(decay float32, e, p Buf)
+
+	// Diffusion (kernels/noise.cu, kernels/posterior.cu). t holds N timesteps
+	// (float values) for N samples of d elements each.
+	// Normal: y[i] = rng.Normal(seed, stream, offset+i).
+	Normal(seed uint64, stream uint32, offset uint64, y Buf)
+	// QSample: xt = √ᾱ_t·x0 + √(1−ᾱ_t)·eps, per sample.
+	QSample(sch *Schedule, n, d int, t, x0, eps, xt Buf)
+	// Posterior is the fused DDPM reverse step (Algorithm 2), replacing
+	//   x̂0 = √(1/ᾱ_t)·x_t − √(1/ᾱ_t − 1)·ε̂;  x̂0 = clip(x̂0, −1, 1) if clip;
+	//   μ = c1(t)·x̂0 + c2(t)·x_t;  out = μ + σ_t·z  (z ignored where t = 0).
+	Posterior(sch *Schedule, n, d int, clip bool, t, xt, epsHat, z, out Buf)
+	// DDIMStep: from t to tPrev (−1 means ᾱ_prev = 1), all samples at the same t:
+	//   x̂0 as above (clipped if clip, then ε̂ recomputed from it);
+	//   σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev);
+	//   out = √ᾱ_prev·x̂0 + √(1−ᾱ_prev−σ²)·ε̂ + σ·z.
+	DDIMStep(alphaBar, alphaBarPrev, eta float32, clip bool, xt, epsHat, z, out Buf)
+}
