@@ -1,0 +1,464 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/ddpmgo/ddpm/config"
+)
+
+// Param is one named tensor of the flat parameter buffer: its diffusers state-dict
+// key, its shape (torch layout: conv weights [Cout, Cin, K, K], linear weights
+// [Out, In]) and the range [Offset, Offset+Size) it occupies in Params() and Grads().
+type Param struct {
+	Name         string
+	Shape        []int
+	Offset, Size int
+}
+
+// initKind says how Init draws a parameter: PyTorch's default for its layer type.
+type initKind int
+
+const (
+	initUniform initKind = iota // Conv2d/Linear weight and bias: U(−1/√fan_in, 1/√fan_in)
+	initOnes                    // GroupNorm weight
+	initZeros                   // GroupNorm bias
+)
+
+type initSpec struct {
+	kind  initKind
+	fanIn int // Cin·K·K of the conv or In of the linear that owns the tensor
+}
+
+// Tensor kinds of the workspace.
+const (
+	kindSaved   = iota // a forward activation kept for backward
+	kindGrad           // the gradient of a module's input or output, zeroed once per Backward
+	kindScratch        // a temporary living in a shared slot, dead once its op sequence ends
+)
+
+// tensorSpec is one workspace tensor: `per` elements per sample. All tensors scale
+// linearly with the batch, so for batch n a tensor at per-sample offset o lives at
+// n·o with length n·per, and the workspace of any batch ≤ maxBatch is compact.
+type tensorSpec struct {
+	name string
+	per  int
+	kind int
+	slot int // scratch slot, for kindScratch
+}
+
+// Reserved tensor ids: buffers that the caller owns and passes per call.
+const (
+	idInput     = iota // x of Forward
+	idInputGrad        // dL/dx (only for tests; nil otherwise)
+	idOutGrad          // dout of Backward
+	numReserved
+)
+
+// act is an activation flowing between modules: its value tensor, the tensor that
+// accumulates its gradient, and its shape per sample.
+type act struct {
+	v, g    int
+	c, h, w int
+}
+
+func (a act) hw() int { return a.h * a.w }
+
+// Layer parameter handles: indices into the parameter table.
+type convP struct {
+	w, b                   int
+	cin, cout, k, str, pad int
+}
+
+type normP struct {
+	w, b, c int
+}
+
+type linP struct {
+	w, b, in, out int
+}
+
+// blockInfo is a row of the Summary table.
+type blockInfo struct {
+	name   string
+	params int
+	out    [3]int // C, H, W of the block's output
+}
+
+// plan is the whole U-Net laid out without a backend: the parameter table, the
+// workspace tensors and the module sequence. New attaches buffers to it; Summary and
+// CountParams read it alone.
+type plan struct {
+	cfg        config.Model
+	in, size   int
+	groups     int
+	eps        float32
+	dropout    float32
+	tembDim    int
+	params     []Param
+	inits      []initSpec
+	numParams  int
+	tensors    []tensorSpec
+	slotPer    []int // per-sample size of each scratch slot
+	layers     []layer
+	blocks     []blockInfo
+	dropPer    int // dropout draws per sample and step
+	out        act
+	tact       act // SiLU(temb), the input of every resnet's time projection
+	perSample  int // workspace elements per sample
+	savedPer   int
+	gradPer    int
+	scratchPer int
+}
+
+// validate checks what the plan needs of a model config and image size (the same
+// rules as config.Validate, repeated so that a plan built from code fails clearly).
+func validate(cfg config.Model, inChannels, imageSize int) error {
+	L := len(cfg.BlockChannels)
+	switch {
+	case L == 0:
+		return fmt.Errorf("model: block_channels is empty")
+	case inChannels <= 0:
+		return fmt.Errorf("model: in channels %d must be > 0", inChannels)
+	case cfg.NormGroups <= 0:
+		return fmt.Errorf("model: norm_groups %d must be > 0", cfg.NormGroups)
+	case cfg.LayersPerBlock < 1:
+		return fmt.Errorf("model: layers_per_block %d must be ≥ 1", cfg.LayersPerBlock)
+	case cfg.AttentionHeadDim <= 0:
+		return fmt.Errorf("model: attention_head_dim %d must be > 0", cfg.AttentionHeadDim)
+	case !(cfg.NormEps > 0):
+		return fmt.Errorf("model: norm_eps %g must be > 0", cfg.NormEps)
+	case !(cfg.Dropout >= 0 && cfg.Dropout < 1):
+		return fmt.Errorf("model: dropout %g must be in [0, 1)", cfg.Dropout)
+	}
+	for i, c := range cfg.BlockChannels {
+		if c <= 0 || c%cfg.NormGroups != 0 {
+			return fmt.Errorf("model: block_channels[%d] = %d is not a positive multiple of norm_groups %d", i, c, cfg.NormGroups)
+		}
+	}
+	if imageSize > 0 {
+		if f := 1 << (L - 1); imageSize%f != 0 {
+			return fmt.Errorf("model: image size %d is not divisible by 2^(levels−1) = %d", imageSize, f)
+		}
+		for _, r := range cfg.AttentionResolutions {
+			found := false
+			for l := 0; l < L; l++ {
+				if imageSize>>l == r {
+					found = true
+					if cfg.BlockChannels[l]%cfg.AttentionHeadDim != 0 {
+						return fmt.Errorf("model: attention_head_dim %d does not divide the %d channels at resolution %d", cfg.AttentionHeadDim, cfg.BlockChannels[l], r)
+					}
+				}
+			}
+			if !found {
+				return fmt.Errorf("model: attention resolution %d is not a level of a %d-pixel, %d-level U-Net", r, imageSize, L)
+			}
+		}
+	}
+	if cfg.MidAttention && cfg.BlockChannels[L-1]%cfg.AttentionHeadDim != 0 {
+		return fmt.Errorf("model: attention_head_dim %d does not divide the middle block's %d channels", cfg.AttentionHeadDim, cfg.BlockChannels[L-1])
+	}
+	return nil
+}
+
+// newPlan lays out diffusers' UNet2DModel for cfg: conv_in; the time embedding;
+// per level l a DownBlock2D (AttnDownBlock2D where size>>l is an attention
+// resolution) of layers_per_block resnets and, except at the last level, a stride-2
+// conv; the middle block; per level in reverse an UpBlock2D (AttnUpBlock2D) of
+// layers_per_block+1 resnets each fed one skip by concatenation and, except at the
+// last, nearest ×2 + conv; GroupNorm → SiLU → conv_out. A non-positive imageSize
+// lays out parameters only (CountParams).
+func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
+	if err := validate(cfg, inChannels, imageSize); err != nil {
+		return nil, err
+	}
+	p := &plan{
+		cfg: cfg, in: inChannels, size: imageSize,
+		groups:  cfg.NormGroups,
+		eps:     float32(cfg.NormEps),
+		dropout: float32(cfg.Dropout),
+		tembDim: 4 * cfg.BlockChannels[0],
+	}
+	p.tensors = make([]tensorSpec, numReserved)
+	size := max(imageSize, 1)
+	L := len(cfg.BlockChannels)
+	ch := cfg.BlockChannels
+	attnAt := func(level int) bool { return slices.Contains(cfg.AttentionResolutions, size>>level) }
+
+	// conv_in
+	mark := p.numParams
+	x := act{v: idInput, g: idInputGrad, c: inChannels, h: size, w: size}
+	convIn := &convLayer{x: x, p: p.conv("conv_in", inChannels, ch[0], 3, 1, 1)}
+	convIn.out = p.act("conv_in", ch[0], size, size)
+	p.layers = append(p.layers, convIn)
+	p.block("conv_in", mark, convIn.out)
+
+	// time_proj (no parameters) + time_embedding, then SiLU once for all resnets.
+	mark = p.numParams
+	te := &timeLayer{dim: ch[0], tdim: p.tembDim}
+	te.l1 = p.linear("time_embedding.linear_1", ch[0], p.tembDim)
+	te.l2 = p.linear("time_embedding.linear_2", p.tembDim, p.tembDim)
+	te.emb = p.saved("time_proj", ch[0])
+	te.h1 = p.saved("time_embedding.linear_1", p.tembDim)
+	te.a1 = p.saved("time_embedding.act", p.tembDim)
+	te.h2 = p.saved("time_embedding.linear_2", p.tembDim)
+	te.g1 = p.grad("time_embedding.linear_1.grad", p.tembDim)
+	te.ga1 = p.grad("time_embedding.act.grad", p.tembDim)
+	te.g2 = p.grad("time_embedding.linear_2.grad", p.tembDim)
+	te.out = p.act("time_embedding.silu", p.tembDim, 1, 1)
+	p.tact = te.out
+	p.layers = append(p.layers, te)
+	p.block("time_embedding", mark, act{c: p.tembDim, h: 1, w: 1})
+
+	// Down path; skips is the stack of activations the up path concatenates.
+	h := convIn.out
+	skips := []act{h}
+	for l := 0; l < L; l++ {
+		mark = p.numParams
+		name := fmt.Sprintf("down_blocks.%d", l)
+		for j := 0; j < cfg.LayersPerBlock; j++ {
+			h = p.resnet(fmt.Sprintf("%s.resnets.%d", name, j), h, ch[l])
+			if attnAt(l) {
+				h = p.attention(fmt.Sprintf("%s.attentions.%d", name, j), h)
+			}
+			skips = append(skips, h)
+		}
+		if l < L-1 {
+			d := &convLayer{x: h, p: p.conv(name+".downsamplers.0.conv", ch[l], ch[l], 3, 2, 1)}
+			d.out = p.act(name+".downsamplers.0", ch[l], h.h/2, h.w/2)
+			p.layers = append(p.layers, d)
+			h = d.out
+			skips = append(skips, h)
+		}
+		p.block(name, mark, h)
+	}
+
+	// Middle block.
+	mark = p.numParams
+	h = p.resnet("mid_block.resnets.0", h, ch[L-1])
+	if cfg.MidAttention {
+		h = p.attention("mid_block.attentions.0", h)
+	}
+	h = p.resnet("mid_block.resnets.1", h, ch[L-1])
+	p.block("mid_block", mark, h)
+
+	// Up path.
+	for i := 0; i < L; i++ {
+		mark = p.numParams
+		l := L - 1 - i
+		name := fmt.Sprintf("up_blocks.%d", i)
+		for j := 0; j <= cfg.LayersPerBlock; j++ {
+			s := skips[len(skips)-1]
+			skips = skips[:len(skips)-1]
+			cat := &concatLayer{a: h, b: s}
+			cat.out = p.act(fmt.Sprintf("%s.cat.%d", name, j), h.c+s.c, h.h, h.w)
+			p.layers = append(p.layers, cat)
+			h = p.resnet(fmt.Sprintf("%s.resnets.%d", name, j), cat.out, ch[l])
+			if attnAt(l) {
+				h = p.attention(fmt.Sprintf("%s.attentions.%d", name, j), h)
+			}
+		}
+		if i < L-1 {
+			u := &upsampleLayer{x: h}
+			u.up = p.saved(name+".upsamplers.0.interp", h.c*4*h.hw())
+			u.gup = p.scratch(name+".upsamplers.0.interp.grad", 0, h.c*4*h.hw())
+			u.conv = p.conv(name+".upsamplers.0.conv", ch[l], ch[l], 3, 1, 1)
+			u.out = p.act(name+".upsamplers.0", ch[l], 2*h.h, 2*h.w)
+			p.layers = append(p.layers, u)
+			h = u.out
+		}
+		p.block(name, mark, h)
+	}
+	if len(skips) != 0 {
+		panic(fmt.Sprintf("model: %d skip connections left unused", len(skips)))
+	}
+
+	// Output head.
+	mark = p.numParams
+	o := &headLayer{x: h}
+	o.norm = p.norm("conv_norm_out", ch[0])
+	o.conv = p.conv("conv_out", ch[0], inChannels, 3, 1, 1)
+	o.n = p.saved("conv_norm_out", ch[0]*h.hw())
+	o.stats = p.saved("conv_norm_out.stats", 2*p.groups)
+	o.a = p.saved("conv_act", ch[0]*h.hw())
+	o.ga = p.scratch("conv_act.grad", 0, ch[0]*h.hw())
+	o.gn = p.scratch("conv_norm_out.grad", 1, ch[0]*h.hw())
+	o.out = act{v: p.saved("conv_out", inChannels*h.hw()), g: idOutGrad, c: inChannels, h: h.h, w: h.w}
+	p.out = o.out
+	p.layers = append(p.layers, o)
+	p.block("conv_norm_out+conv_out", mark, o.out)
+
+	// Workspace layout: saved | grads | scratch slots, per sample.
+	off := 0
+	for _, k := range []int{kindSaved, kindGrad} {
+		for _, t := range p.tensors[numReserved:] {
+			if t.kind == k {
+				off += t.per
+			}
+		}
+		if k == kindSaved {
+			p.savedPer = off
+		} else {
+			p.gradPer = off - p.savedPer
+		}
+	}
+	for _, s := range p.slotPer {
+		p.scratchPer += s
+	}
+	p.perSample = p.savedPer + p.gradPer + p.scratchPer
+	return p, nil
+}
+
+// offsets returns the per-sample offset of every tensor (reserved ids get −1).
+func (p *plan) offsets() []int {
+	offs := make([]int, len(p.tensors))
+	off := 0
+	for _, k := range []int{kindSaved, kindGrad} {
+		for i, t := range p.tensors {
+			if i < numReserved {
+				offs[i] = -1
+				continue
+			}
+			if t.kind == k {
+				offs[i] = off
+				off += t.per
+			}
+		}
+	}
+	slotOff := make([]int, len(p.slotPer))
+	for s, per := range p.slotPer {
+		slotOff[s] = off
+		off += per
+	}
+	for i, t := range p.tensors {
+		if i >= numReserved && t.kind == kindScratch {
+			offs[i] = slotOff[t.slot]
+		}
+	}
+	return offs
+}
+
+func (p *plan) block(name string, mark int, out act) {
+	p.blocks = append(p.blocks, blockInfo{name: name, params: p.numParams - mark, out: [3]int{out.c, out.h, out.w}})
+}
+
+func (p *plan) param(name string, init initSpec, shape ...int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	p.params = append(p.params, Param{Name: name, Shape: shape, Offset: p.numParams, Size: n})
+	p.inits = append(p.inits, init)
+	p.numParams += n
+	return len(p.params) - 1
+}
+
+func (p *plan) conv(name string, cin, cout, k, stride, pad int) convP {
+	fan := initSpec{initUniform, cin * k * k}
+	return convP{
+		w:   p.param(name+".weight", fan, cout, cin, k, k),
+		b:   p.param(name+".bias", fan, cout),
+		cin: cin, cout: cout, k: k, str: stride, pad: pad,
+	}
+}
+
+func (p *plan) linear(name string, in, out int) linP {
+	fan := initSpec{initUniform, in}
+	return linP{w: p.param(name+".weight", fan, out, in), b: p.param(name+".bias", fan, out), in: in, out: out}
+}
+
+func (p *plan) norm(name string, c int) normP {
+	return normP{w: p.param(name+".weight", initSpec{kind: initOnes}, c), b: p.param(name+".bias", initSpec{kind: initZeros}, c), c: c}
+}
+
+func (p *plan) tensor(name string, per, kind, slot int) int {
+	p.tensors = append(p.tensors, tensorSpec{name: name, per: per, kind: kind, slot: slot})
+	if kind == kindScratch {
+		for len(p.slotPer) <= slot {
+			p.slotPer = append(p.slotPer, 0)
+		}
+		p.slotPer[slot] = max(p.slotPer[slot], per)
+	}
+	return len(p.tensors) - 1
+}
+
+func (p *plan) saved(name string, per int) int         { return p.tensor(name, per, kindSaved, 0) }
+func (p *plan) grad(name string, per int) int          { return p.tensor(name, per, kindGrad, 0) }
+func (p *plan) scratch(name string, slot, per int) int { return p.tensor(name, per, kindScratch, slot) }
+
+// act registers a module output: a saved value and its accumulated gradient.
+func (p *plan) act(name string, c, h, w int) act {
+	n := c * h * w
+	return act{v: p.saved(name, n), g: p.grad(name+".grad", n), c: c, h: h, w: w}
+}
+
+// resnet adds a ResnetBlock2D from x to cout channels and returns its output.
+func (p *plan) resnet(name string, x act, cout int) act {
+	hw := x.hw()
+	r := &resnetLayer{x: x, cout: cout, name: name}
+	r.norm1 = p.norm(name+".norm1", x.c)
+	r.conv1 = p.conv(name+".conv1", x.c, cout, 3, 1, 1)
+	r.temb = p.linear(name+".time_emb_proj", p.tembDim, cout)
+	r.norm2 = p.norm(name+".norm2", cout)
+	r.conv2 = p.conv(name+".conv2", cout, cout, 3, 1, 1)
+	if x.c != cout {
+		sc := p.conv(name+".conv_shortcut", x.c, cout, 1, 1, 0)
+		r.short = &sc
+		r.sc = p.scratch(name+".shortcut", 0, cout*hw)
+	}
+	r.tact = p.tact
+	r.n1 = p.saved(name+".norm1", x.c*hw)
+	r.st1 = p.saved(name+".norm1.stats", 2*p.groups)
+	r.a1 = p.saved(name+".act1", x.c*hw)
+	r.h = p.saved(name+".conv1+temb", cout*hw)
+	r.n2 = p.saved(name+".norm2", cout*hw)
+	r.st2 = p.saved(name+".norm2.stats", 2*p.groups)
+	r.a2 = p.saved(name+".act2", cout*hw)
+	r.proj = p.scratch(name+".time_emb_proj", 3, cout)
+	if p.dropout > 0 {
+		r.d = p.saved(name+".dropout", cout*hw)
+		r.dropBase = p.dropPer
+		p.dropPer += cout * hw
+		r.gd = p.scratch(name+".dropout.grad", 0, cout*hw)
+	}
+	r.ga2 = p.scratch(name+".act2.grad", 1, cout*hw)
+	r.gn2 = p.scratch(name+".norm2.grad", 2, cout*hw)
+	r.gh = p.scratch(name+".conv1+temb.grad", 0, cout*hw)
+	r.gproj = p.scratch(name+".time_emb_proj.grad", 3, cout)
+	r.ga1 = p.scratch(name+".act1.grad", 1, x.c*hw)
+	r.gn1 = p.scratch(name+".norm1.grad", 2, x.c*hw)
+	r.out = p.act(name, cout, x.h, x.w)
+	p.layers = append(p.layers, r)
+	return r.out
+}
+
+// attention adds diffusers' Attention block (GroupNorm, q/k/v/out projections with
+// biases, heads = channels/attention_head_dim, residual) over x.
+func (p *plan) attention(name string, x act) act {
+	c, L := x.c, x.hw()
+	a := &attnLayer{x: x, heads: c / p.cfg.AttentionHeadDim, dh: p.cfg.AttentionHeadDim}
+	a.norm = p.norm(name+".group_norm", c)
+	a.q = p.linear(name+".to_q", c, c)
+	a.k = p.linear(name+".to_k", c, c)
+	a.v = p.linear(name+".to_v", c, c)
+	a.o = p.linear(name+".to_out.0", c, c)
+	a.gn = p.scratch(name+".group_norm", 0, c*L)
+	a.stats = p.saved(name+".group_norm.stats", 2*p.groups)
+	a.gnT = p.saved(name+".group_norm.T", c*L)
+	a.qv = p.saved(name+".q", c*L)
+	a.kv = p.saved(name+".k", c*L)
+	a.vv = p.saved(name+".v", c*L)
+	a.ov = p.saved(name+".attn", c*L)
+	a.pv = p.saved(name+".probs", a.heads*L*L)
+	a.y = p.scratch(name+".to_out", 0, c*L)
+	a.gy = p.scratch(name+".to_out.grad", 0, c*L)
+	a.gov = p.scratch(name+".attn.grad", 1, c*L)
+	a.gq = p.scratch(name+".q.grad", 2, c*L)
+	a.gk = p.scratch(name+".k.grad", 3, c*L)
+	a.gvv = p.scratch(name+".v.grad", 4, c*L)
+	a.ggnT = p.scratch(name+".group_norm.T.grad", 0, c*L)
+	a.ggn = p.scratch(name+".group_norm.grad", 1, c*L)
+	a.out = p.act(name, c, x.h, x.w)
+	p.layers = append(p.layers, a)
+	return a.out
+}

@@ -1,0 +1,224 @@
+// Package model is the U-Net of the trainer: diffusers' UNet2DModel (DownBlock2D /
+// UpBlock2D, AttnDownBlock2D / AttnUpBlock2D at chosen resolutions, a middle block
+// with self-attention) written once against the op set ops.Backend, so that it runs
+// on the CPU backend and on the GPU one.
+//
+// Memory is flat: all parameters live in one buffer and their gradients in another,
+// with a table of diffusers state-dict keys → shape → offset (Table), so that
+// checkpoints interchange with PyTorch and AdamW/EMA run over one buffer each. The
+// activations that backward needs, the gradients of the activations between modules
+// and the temporaries live in one workspace allocated by New for up to maxBatch
+// samples and sliced per batch size (the views of a batch size are made once, on its
+// first use): the steady-state training step allocates nothing.
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/ops"
+	"github.com/ddpmgo/ddpm/rng"
+)
+
+// UNet is a U-Net bound to a backend, with its parameters, gradients and workspace.
+type UNet struct {
+	be       ops.Backend
+	p        *plan
+	maxBatch int
+
+	params, grads ops.Buf
+	pv, gv        []ops.Buf // per-parameter views of params and grads
+
+	ws      ops.Buf
+	offs    []int             // per-sample offset of each workspace tensor
+	views   map[int][]ops.Buf // per batch size: one view per tensor id
+	cur     []ops.Buf         // views of the current batch
+	n       int               // current batch (0 before the first Forward)
+	forward bool              // a Forward has run since the last Backward
+
+	train       bool
+	dropSeed    uint64
+	dropStep    uint64
+	dropActive  bool    // dropout applied by the last Forward
+	tIn         ops.Buf // t of the last Forward
+	inputGrad   ops.Buf // where Backward accumulates dL/dx when set (tests)
+	fwdFLOPsPer int64
+}
+
+// New lays out the U-Net of cfg for inChannels-channel images of imageSize² pixels
+// and allocates on b its parameters (zero until Init or a load), gradients and the
+// workspace for batches of up to maxBatch images.
+func New(b ops.Backend, cfg config.Model, inChannels, imageSize, maxBatch int) (*UNet, error) {
+	if imageSize <= 0 || maxBatch <= 0 {
+		return nil, fmt.Errorf("model.New: image size %d and max batch %d must be > 0", imageSize, maxBatch)
+	}
+	p, err := newPlan(cfg, inChannels, imageSize)
+	if err != nil {
+		return nil, err
+	}
+	u := &UNet{be: b, p: p, maxBatch: maxBatch, views: map[int][]ops.Buf{}}
+	u.params = b.Alloc(p.numParams)
+	u.grads = b.Alloc(p.numParams)
+	for _, t := range p.params {
+		u.pv = append(u.pv, b.Slice(u.params, t.Offset, t.Size))
+		u.gv = append(u.gv, b.Slice(u.grads, t.Offset, t.Size))
+	}
+	u.ws = b.Alloc(maxBatch * p.perSample)
+	u.offs = p.offsets()
+	u.fwdFLOPsPer = p.flops(1)
+	return u, nil
+}
+
+// Params is the flat parameter buffer (Table gives each tensor's range).
+func (u *UNet) Params() ops.Buf { return u.params }
+
+// Grads is the flat gradient buffer, laid out as Params. Backward accumulates into
+// it; the caller zeroes it once per optimizer step (ZeroGrads).
+func (u *UNet) Grads() ops.Buf { return u.grads }
+
+// ZeroGrads sets every gradient to 0.
+func (u *UNet) ZeroGrads() { u.be.Fill(u.grads, 0) }
+
+// UseParams makes the model read its weights from p, a flat buffer laid out as
+// Params (e.g. the EMA copy, for sampling), and returns the buffer it used before;
+// UseParams(prev) switches back. Gradients still go to Grads. It makes one view per
+// tensor, so it belongs outside the training step.
+func (u *UNet) UseParams(p ops.Buf) ops.Buf {
+	if p.Len() != u.p.numParams {
+		panic(fmt.Sprintf("model.UseParams: buffer has %d elements, the model %d parameters", p.Len(), u.p.numParams))
+	}
+	prev := u.params
+	u.params = p
+	for i, t := range u.p.params {
+		u.pv[i] = u.be.Slice(p, t.Offset, t.Size)
+	}
+	return prev
+}
+
+// Table lists the parameters in buffer order (a copy; shapes are shared).
+func (u *UNet) Table() []Param { return append([]Param(nil), u.p.params...) }
+
+// NumParams is the number of scalar parameters.
+func (u *UNet) NumParams() int { return u.p.numParams }
+
+// MaxBatch is the largest batch Forward accepts.
+func (u *UNet) MaxBatch() int { return u.maxBatch }
+
+// WorkspaceElems is the size of the workspace in elements (maxBatch samples).
+func (u *UNet) WorkspaceElems() int { return u.maxBatch * u.p.perSample }
+
+// Backend is the backend the U-Net lives on.
+func (u *UNet) Backend() ops.Backend { return u.be }
+
+// Init draws every parameter as PyTorch's default initialisation of its layer would,
+// from the project RNG so that the weights are a pure function of seed:
+//
+//	Conv2d / Linear weight and bias: (2·u_i − 1)/√fan_in,  u_i = rng.Uniform(seed, rng.StreamInit, i)
+//	GroupNorm weight 1, bias 0
+//
+// where i is the element's index in the flat buffer and fan_in is Cin·K·K (conv) or
+// In (linear). kaiming_uniform_(a=√5) gives the weight bound gain·√(3/fan_in) with
+// gain = √(2/(1+5)), i.e. exactly 1/√fan_in, the same bound as the bias.
+func (u *UNet) Init(seed uint64) {
+	host := make([]float32, u.p.numParams)
+	rng.FillUniform(host, seed, rng.StreamInit, 0)
+	for i, t := range u.p.params {
+		s := host[t.Offset : t.Offset+t.Size]
+		switch in := u.p.inits[i]; in.kind {
+		case initOnes:
+			for j := range s {
+				s[j] = 1
+			}
+		case initZeros:
+			clear(s)
+		default:
+			bound := float32(1 / math.Sqrt(float64(in.fanIn)))
+			for j, v := range s {
+				s[j] = bound * (2*v - 1)
+			}
+		}
+	}
+	u.be.Upload(u.params, host)
+}
+
+// SetTrain switches dropout on (train) or off and sets its RNG position: the mask of
+// element i of the resnet whose dropout draws start at per-sample offset o is
+//
+//	rng.Uniform(dropoutSeed, rng.StreamDropout, step·2^40 + n·o + i) ≥ rate
+//
+// for batch n, so each step draws fresh masks (a step may draw up to 2^40) and a
+// resumed run replays them. Without dropout in the config, train only records the mode.
+func (u *UNet) SetTrain(train bool, dropoutSeed, step uint64) {
+	u.train, u.dropSeed, u.dropStep = train, dropoutSeed, step
+}
+
+// ForwardFLOPs counts the floating-point operations (2 per multiply-add) of one
+// forward pass at the given batch: convolutions, linear layers and attention's two
+// batched matrix products. Normalisation and elementwise ops are not counted.
+func (u *UNet) ForwardFLOPs(batch int) int64 { return int64(batch) * u.fwdFLOPsPer }
+
+// setBatch points cur at the views of batch n, making them on the first use of n.
+func (u *UNet) setBatch(n int) {
+	if n <= 0 || n > u.maxBatch {
+		panic(fmt.Sprintf("model: batch %d outside [1, %d] (New's maxBatch)", n, u.maxBatch))
+	}
+	if n == u.n {
+		return
+	}
+	v, ok := u.views[n]
+	if !ok {
+		// One view per tensor, then one over the whole gradient region.
+		v = make([]ops.Buf, len(u.p.tensors)+1)
+		for i, t := range u.p.tensors {
+			if i >= numReserved {
+				v[i] = u.be.Slice(u.ws, n*u.offs[i], n*t.per)
+			}
+		}
+		v[len(u.p.tensors)] = u.be.Slice(u.ws, n*u.p.savedPer, n*u.p.gradPer)
+		u.views[n] = v
+	}
+	u.cur, u.n = v, n
+}
+
+// buf returns tensor id's view for the current batch.
+func (u *UNet) buf(id int) ops.Buf { return u.cur[id] }
+
+// Forward runs the U-Net on x [batch, C, H, W] at timesteps t [batch] (float values)
+// and returns the predicted noise [batch, C, H, W], a view into the workspace that
+// the next Forward overwrites.
+func (u *UNet) Forward(x, t ops.Buf, batch int) ops.Buf {
+	u.setBatch(batch)
+	px := batch * u.p.in * u.p.size * u.p.size
+	if x.Len() < px || t.Len() < batch {
+		panic(fmt.Sprintf("model.Forward: x has %d elements (want %d = %d×%d×%d×%d), t has %d (want %d)",
+			x.Len(), px, batch, u.p.in, u.p.size, u.p.size, t.Len(), batch))
+	}
+	u.cur[idInput] = x
+	u.tIn = t
+	u.dropActive = u.train && u.p.dropout > 0
+	for _, l := range u.p.layers {
+		l.forward(u)
+	}
+	u.forward = true
+	return u.buf(u.p.out.v)
+}
+
+// Backward takes dL/d(output) [batch, C, H, W] of the last Forward and accumulates
+// dL/dθ into Grads(). It may run once per Forward.
+func (u *UNet) Backward(dout ops.Buf) {
+	if !u.forward {
+		panic("model.Backward: no Forward to differentiate (Backward runs once per Forward)")
+	}
+	u.forward = false
+	if want := u.n * u.p.out.c * u.p.out.hw(); dout.Len() != want {
+		panic(fmt.Sprintf("model.Backward: dout has %d elements, want %d = %d×%d×%d×%d",
+			dout.Len(), want, u.n, u.p.out.c, u.p.out.h, u.p.out.w))
+	}
+	u.cur[idOutGrad] = dout
+	u.cur[idInputGrad] = u.inputGrad
+	u.be.Fill(u.cur[len(u.p.tensors)], 0) // the gradients between modules
+	for i := len(u.p.layers) - 1; i >= 0; i-- {
+		u.p.layers[i].backward(u)
+	}
+}
