@@ -1,0 +1,162 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// Buf is a float32 array in device memory (ops.Buf of this backend). A Buf made by Slice shares its parent's memory.
+type Buf struct {
+	p    DevicePtr
+	n    int
+	view bool
+}
+
+// Len is the number of float32 elements.
+func (b *Buf) Len() int { return b.n }
+
+// Ptr is the device address of element 0.
+func (b *Buf) Ptr() DevicePtr { return b.p }
+
+// Backend runs the op set on a Driver (the GPU or the emulator). Its methods are named and typed as ops.Backend's;
+// this first part implements the elementwise, reduction, optimizer and diffusion families. Shape errors panic with
+// the op and the shapes (as ops.Backend specifies); device errors are kept and returned by the next Sync.
+type Backend struct {
+	d       Driver
+	err     error
+	partial DevicePtr // reduceMaxBlocks doubles: pass-1 sums of the reductions
+}
+
+// NewBackend returns a backend over d.
+func NewBackend(d Driver) (*Backend, error) {
+	p, err := d.Alloc(8 * reduceMaxBlocks)
+	if err != nil {
+		return nil, fmt.Errorf("cuda backend: reduction scratch: %w", err)
+	}
+	return &Backend{d: d, partial: p}, nil
+}
+
+// Name is "cuda/" and the driver's name.
+func (be *Backend) Name() string { return "cuda/" + be.d.Name() }
+
+// Driver returns the driver the backend launches on.
+func (be *Backend) Driver() Driver { return be.d }
+
+// Close frees the backend's scratch memory (not the driver, nor the buffers it handed out).
+func (be *Backend) Close() error { return be.d.Free(be.partial) }
+
+// keep records the first device error, for Sync.
+func (be *Backend) keep(op string, err error) {
+	if err != nil && be.err == nil {
+		be.err = fmt.Errorf("%s: %w", op, err)
+	}
+}
+
+// Sync waits for queued work and returns (and clears) the first error since the last Sync.
+func (be *Backend) Sync() error {
+	be.keep("Sync", be.d.Sync())
+	err := be.err
+	be.err = nil
+	return err
+}
+
+// buf unwraps an ops.Buf of this backend, panicking with the op and argument name otherwise.
+func (be *Backend) buf(op, name string, b ops.Buf) *Buf {
+	cb, ok := b.(*Buf)
+	if !ok || cb == nil {
+		panic(fmt.Sprintf("cuda %s: %s is %T, not a *cuda.Buf", op, name, b))
+	}
+	return cb
+}
+
+// bufs unwraps buffers that must all hold n elements; names is a comma-separated list for messages.
+func (be *Backend) bufs(op string, n int, names []string, bs ...ops.Buf) []*Buf {
+	out := make([]*Buf, len(bs))
+	for i, b := range bs {
+		out[i] = be.buf(op, names[i], b)
+		if out[i].n != n {
+			panic(fmt.Sprintf("cuda %s: %s has %d elements, want %d", op, names[i], out[i].n, n))
+		}
+	}
+	return out
+}
+
+// Alloc returns a zero-filled buffer of n float32.
+func (be *Backend) Alloc(n int) ops.Buf {
+	if n < 0 {
+		panic(fmt.Sprintf("cuda Alloc: negative length %d", n))
+	}
+	p, err := be.d.Alloc(4 * max(n, 1))
+	if err != nil {
+		panic(fmt.Sprintf("cuda Alloc of %d float32: %v", n, err))
+	}
+	be.keep("Alloc", be.d.Memset32(p, 0, max(n, 1)))
+	return &Buf{p: p, n: n}
+}
+
+// Slice returns the view [off, off+n) of b.
+func (be *Backend) Slice(b ops.Buf, off, n int) ops.Buf {
+	cb := be.buf("Slice", "b", b)
+	if off < 0 || n < 0 || off+n > cb.n {
+		panic(fmt.Sprintf("cuda Slice: [%d, %d+%d) out of a buffer of %d elements", off, off, n, cb.n))
+	}
+	return &Buf{p: cb.p + DevicePtr(4*off), n: n, view: true}
+}
+
+// Free releases a buffer from Alloc (a view frees nothing); its length is 0 afterwards.
+func (be *Backend) Free(b ops.Buf) {
+	cb := be.buf("Free", "b", b)
+	if !cb.view && cb.p != 0 {
+		be.keep("Free", be.d.Free(cb.p))
+	}
+	cb.p, cb.n = 0, 0
+}
+
+// Upload copies src into dst (same length).
+func (be *Backend) Upload(dst ops.Buf, src []float32) {
+	d := be.buf("Upload", "dst", dst)
+	if d.n != len(src) {
+		panic(fmt.Sprintf("cuda Upload: dst has %d elements, src %d", d.n, len(src)))
+	}
+	be.keep("Upload", Upload(be.d, d.p, src))
+}
+
+// Download copies src into dst (same length), after the work queued before it.
+func (be *Backend) Download(dst []float32, src ops.Buf) {
+	s := be.buf("Download", "src", src)
+	if s.n != len(dst) {
+		panic(fmt.Sprintf("cuda Download: src has %d elements, dst %d", s.n, len(dst)))
+	}
+	be.keep("Download", Download(be.d, dst, s.p))
+}
+
+// Fill sets every element of b to v.
+func (be *Backend) Fill(b ops.Buf, v float32) {
+	cb := be.buf("Fill", "b", b)
+	be.keep("Fill", be.d.Memset32(cb.p, math.Float32bits(v), cb.n))
+}
+
+// Copy copies src into dst (same length).
+func (be *Backend) Copy(dst, src ops.Buf) {
+	s := be.buf("Copy", "src", src)
+	d := be.bufs("Copy", s.n, []string{"dst"}, dst)[0]
+	be.keep("Copy", be.d.DtoD(d.p, s.p, 4*s.n))
+}
+
+// elementwiseThreads is the block size of the grid-stride elementwise kernels; elementwiseMaxBlocks caps their grid
+// (each thread then loops), which keeps launches cheap for huge n on the GPU and bounded on the emulator.
+const (
+	elementwiseThreads   = 256
+	elementwiseMaxBlocks = 8192
+)
+
+// launch1D runs a grid-stride kernel over n elements; a no-op for n = 0.
+func (be *Backend) launch1D(op, kernel string, n int, args ...Arg) {
+	if n == 0 {
+		return
+	}
+	blocks := min((n+elementwiseThreads-1)/elementwiseThreads, elementwiseMaxBlocks)
+	be.keep(op, be.d.Launch(kernel, Dim3{X: blocks}, Dim3{X: elementwiseThreads}, 0, args...))
+}

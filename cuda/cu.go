@@ -1,0 +1,248 @@
+//go:build cuda
+
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"runtime"
+	"strings"
+	"unsafe"
+
+	"gorgonia.org/cu"
+
+	"github.com/ddpmgo/ddpm/kernels"
+)
+
+// GPU is the Driver over gorgonia.org/cu. A CUDA context is current per OS thread, so one goroutine, locked to its
+// thread, creates the context and makes every driver call; the methods hand it closures and wait for the result.
+// Only package-level cu functions are called there (cu's *Ctx methods would deadlock or lose errors).
+type GPU struct {
+	work chan func()
+	quit chan struct{}
+	name string
+	fns  map[string]cu.Function // kernel name -> function, filled at start from every embedded module
+}
+
+var _ Driver = (*GPU)(nil)
+
+func openEmu() (Driver, error) {
+	return nil, errors.New("cuda: -device emu is not in builds with -tags cuda (build without the tag for the emulator)")
+}
+
+func openCUDA() (Driver, error) { return NewGPU(0) }
+
+// NewGPU opens device ordinal, creates its context on a dedicated locked OS thread, and loads every embedded PTX
+// module. Note: gorgonia.org/cu's init exits the process when the CUDA driver cannot initialise, before this runs.
+func NewGPU(ordinal int) (*GPU, error) {
+	g := &GPU{work: make(chan func()), quit: make(chan struct{}), fns: map[string]cu.Function{}}
+	ready := make(chan error)
+	go g.loop(ordinal, ready)
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *GPU) loop(ordinal int, ready chan<- error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	dev, err := cu.GetDevice(ordinal)
+	if err != nil {
+		ready <- fmt.Errorf("cuda: device %d: %w", ordinal, err)
+		return
+	}
+	name, err := dev.Name()
+	if err != nil {
+		ready <- fmt.Errorf("cuda: device %d name: %w", ordinal, err)
+		return
+	}
+	ctx, err := dev.MakeContext(cu.SchedAuto)
+	if err != nil {
+		ready <- fmt.Errorf("cuda: context on %s: %w", name, err)
+		return
+	}
+	var mods []cu.Module
+	cleanup := func() {
+		for _, m := range mods {
+			m.Unload()
+		}
+		ctx.Destroy()
+	}
+	if err := g.loadModules(&mods); err != nil {
+		cleanup()
+		ready <- err
+		return
+	}
+	g.name = "cuda:" + name
+	ready <- nil
+	for {
+		select {
+		case f := <-g.work:
+			f()
+		case <-g.quit:
+			cleanup()
+			return
+		}
+	}
+}
+
+// loadModules loads kernels/ptx/*.ptx and indexes the .entry functions of each by name.
+func (g *GPU) loadModules(mods *[]cu.Module) error {
+	files, err := fs.Glob(kernels.PTX, "ptx/*.ptx")
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("cuda: no embedded PTX (run make ptx): %v", err)
+	}
+	for _, f := range files {
+		src, err := fs.ReadFile(kernels.PTX, f)
+		if err != nil {
+			return fmt.Errorf("cuda: read %s: %w", f, err)
+		}
+		m, err := cu.LoadData(string(src))
+		if err != nil {
+			return fmt.Errorf("cuda: load %s: %w", path.Base(f), err)
+		}
+		*mods = append(*mods, m)
+		for _, entry := range ptxEntries(string(src)) {
+			fn, err := m.Function(entry)
+			if err != nil {
+				return fmt.Errorf("cuda: %s: function %s: %w", path.Base(f), entry, err)
+			}
+			if _, dup := g.fns[entry]; dup {
+				return fmt.Errorf("cuda: kernel %s defined twice (second in %s)", entry, path.Base(f))
+			}
+			g.fns[entry] = fn
+		}
+	}
+	return nil
+}
+
+// ptxEntries lists the names of a PTX module's kernels (".visible .entry NAME(").
+func ptxEntries(src string) []string {
+	var names []string
+	for _, line := range strings.Split(src, "\n") {
+		line = strings.TrimSpace(line)
+		rest, ok := strings.CutPrefix(line, ".visible .entry ")
+		if !ok {
+			continue
+		}
+		if i := strings.IndexAny(rest, "( "); i > 0 {
+			names = append(names, rest[:i])
+		}
+	}
+	return names
+}
+
+// do runs f on the context's goroutine and returns its error.
+func (g *GPU) do(f func() error) error {
+	errc := make(chan error, 1)
+	g.work <- func() { errc <- f() }
+	return <-errc
+}
+
+// Name returns "cuda:" and the device name.
+func (g *GPU) Name() string { return g.name }
+
+// Alloc returns bytes of device memory.
+func (g *GPU) Alloc(bytes int) (DevicePtr, error) {
+	if bytes <= 0 {
+		return 0, fmt.Errorf("cuda: alloc of %d bytes", bytes)
+	}
+	var p cu.DevicePtr
+	err := g.do(func() (err error) { p, err = cu.MemAlloc(int64(bytes)); return })
+	if err != nil {
+		return 0, fmt.Errorf("cuda: alloc of %d bytes: %w", bytes, err)
+	}
+	return DevicePtr(p), nil
+}
+
+// Free releases device memory.
+func (g *GPU) Free(p DevicePtr) error {
+	if err := g.do(func() error { return cu.MemFree(cu.DevicePtr(p)) }); err != nil {
+		return fmt.Errorf("cuda: free %#x: %w", uintptr(p), err)
+	}
+	return nil
+}
+
+// HtoD copies host memory to the device (synchronously: src may be reused on return).
+func (g *GPU) HtoD(dst DevicePtr, src unsafe.Pointer, bytes int) error {
+	if bytes == 0 {
+		return nil
+	}
+	if err := g.do(func() error { return cu.MemcpyHtoD(cu.DevicePtr(dst), src, int64(bytes)) }); err != nil {
+		return fmt.Errorf("cuda: HtoD of %d bytes: %w", bytes, err)
+	}
+	return nil
+}
+
+// DtoH copies device memory to the host, after the work queued before it.
+func (g *GPU) DtoH(dst unsafe.Pointer, src DevicePtr, bytes int) error {
+	if bytes == 0 {
+		return nil
+	}
+	if err := g.do(func() error { return cu.MemcpyDtoH(dst, cu.DevicePtr(src), int64(bytes)) }); err != nil {
+		return fmt.Errorf("cuda: DtoH of %d bytes: %w", bytes, err)
+	}
+	return nil
+}
+
+// DtoD copies within the device.
+func (g *GPU) DtoD(dst, src DevicePtr, bytes int) error {
+	if bytes == 0 {
+		return nil
+	}
+	if err := g.do(func() error { return cu.MemcpyDtoD(cu.DevicePtr(dst), cu.DevicePtr(src), int64(bytes)) }); err != nil {
+		return fmt.Errorf("cuda: DtoD of %d bytes: %w", bytes, err)
+	}
+	return nil
+}
+
+// Memset32 writes v to n 32-bit words at p.
+func (g *GPU) Memset32(p DevicePtr, v uint32, n int) error {
+	if n == 0 {
+		return nil
+	}
+	if err := g.do(func() error { return cu.MemsetD32(cu.DevicePtr(p), v, int64(n)) }); err != nil {
+		return fmt.Errorf("cuda: Memset32 of %d words: %w", n, err)
+	}
+	return nil
+}
+
+// Launch queues the kernel on the default stream. Each argument is passed as a pointer to 8 bytes holding the
+// value in its low bytes; cu copies 8 bytes per argument and the driver reads the parameter's own size.
+func (g *GPU) Launch(kernel string, grid, block Dim3, sharedBytes int, args ...Arg) error {
+	grid, block = grid.norm(), block.norm()
+	fn, ok := g.fns[kernel]
+	if !ok {
+		return fmt.Errorf("cuda: launch %s: no such kernel in the embedded PTX", kernel)
+	}
+	vals := make([]uint64, len(args))
+	ptrs := make([]unsafe.Pointer, len(args))
+	for i, a := range args {
+		vals[i] = a.bits
+		ptrs[i] = unsafe.Pointer(&vals[i])
+	}
+	err := g.do(func() error {
+		return fn.Launch(grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, cu.NoStream, ptrs)
+	})
+	if err != nil {
+		return fmt.Errorf("cuda: launch %s grid %v block %v shared %d: %w", kernel, grid, block, sharedBytes, err)
+	}
+	return nil
+}
+
+// Sync waits for the device and returns the first error of the queued work (e.g. a kernel's illegal address).
+func (g *GPU) Sync() error {
+	if err := g.do(cu.Synchronize); err != nil {
+		return fmt.Errorf("cuda: synchronize: %w", err)
+	}
+	return nil
+}
+
+// Close destroys the context (freeing all its memory) and stops the owning goroutine.
+func (g *GPU) Close() error {
+	close(g.quit)
+	return nil
+}

@@ -1,0 +1,140 @@
+// Package cuda is the GPU backend: a small driver layer with two implementations, and above it one launcher per
+// kernel family (kernels/*.cu).
+//
+//   - Built with -tags cuda, the driver runs on an NVIDIA GPU through gorgonia.org/cu: one OS-thread-locked goroutine
+//     owns the context, and the PTX of kernels/ptx is embedded and loaded with cu.LoadData.
+//   - In the default build, the driver is the CPU emulator (kernels/emu): the same kernel sources compiled with g++
+//     through a CUDA shim and called over cgo, with "device" memory allocated in C.
+//
+// Open("emu") or Open("cuda") picks one; each build offers only its own and says so for the other.
+package cuda
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+// DevicePtr is an address in device memory (for the emulator, an address on the C heap). Zero is the null pointer.
+type DevicePtr uintptr
+
+// Dim3 is a grid or block shape, as CUDA's dim3. A zero field counts as 1.
+type Dim3 struct{ X, Y, Z int }
+
+func (d Dim3) norm() Dim3 {
+	if d.Y == 0 {
+		d.Y = 1
+	}
+	if d.Z == 0 {
+		d.Z = 1
+	}
+	return d
+}
+
+// Arg is one kernel argument: a device pointer or a 4- or 8-byte scalar, stored in the low bytes of a uint64 (the
+// layout cu.Launch copies, 8 bytes per argument). Kind and size let the emulator check each launch against the
+// kernel's C++ signature.
+type Arg struct {
+	bits uint64
+	kind byte // 'p' pointer, 'i' signed, 'u' unsigned, 'f' float
+	size uint8
+}
+
+// Ptr passes a device pointer.
+func Ptr(p DevicePtr) Arg { return Arg{uint64(p), 'p', 8} }
+
+// I32 passes a C int.
+func I32(v int32) Arg { return Arg{uint64(uint32(v)), 'i', 4} }
+
+// U32 passes a C unsigned int.
+func U32(v uint32) Arg { return Arg{uint64(v), 'u', 4} }
+
+// I64 passes a C long long.
+func I64(v int64) Arg { return Arg{uint64(v), 'i', 8} }
+
+// U64 passes a C unsigned long long.
+func U64(v uint64) Arg { return Arg{v, 'u', 8} }
+
+// F32 passes a C float.
+func F32(v float32) Arg { return Arg{uint64(math.Float32bits(v)), 'f', 4} }
+
+// F64 passes a C double.
+func F64(v float64) Arg { return Arg{math.Float64bits(v), 'f', 8} }
+
+func (a Arg) String() string {
+	return fmt.Sprintf("%c%d(%#x)", a.kind, 8*int(a.size), a.bits)
+}
+
+// Driver is the device: memory, copies and kernel launches. Launches may be asynchronous (on a GPU, errors of a
+// kernel surface at the next Sync); the emulator runs them synchronously. A Driver is safe for use by one goroutine
+// at a time.
+type Driver interface {
+	// Name says which device this is, e.g. "emu" or "cuda:NVIDIA H100".
+	Name() string
+	// Alloc returns bytes of uninitialised device memory, 256-byte aligned.
+	Alloc(bytes int) (DevicePtr, error)
+	// Free releases memory from Alloc.
+	Free(p DevicePtr) error
+	// HtoD copies bytes from host memory src to dst; DtoH the other way; DtoD within the device.
+	HtoD(dst DevicePtr, src unsafe.Pointer, bytes int) error
+	DtoH(dst unsafe.Pointer, src DevicePtr, bytes int) error
+	DtoD(dst, src DevicePtr, bytes int) error
+	// Memset32 writes the 32-bit pattern v to n consecutive words at p.
+	Memset32(p DevicePtr, v uint32, n int) error
+	// Launch runs the extern "C" kernel named kernel on grid × block threads with sharedBytes of dynamic shared memory.
+	Launch(kernel string, grid, block Dim3, sharedBytes int, args ...Arg) error
+	// Sync waits for all queued work and returns its first error.
+	Sync() error
+	// Close releases the device; the Driver must not be used afterwards.
+	Close() error
+}
+
+// Open returns the driver named by dev: "emu" (default build) or "cuda" (a build with -tags cuda).
+func Open(dev string) (Driver, error) {
+	switch dev {
+	case "emu":
+		return openEmu()
+	case "cuda":
+		return openCUDA()
+	}
+	return nil, fmt.Errorf("cuda: unknown device %q (want emu or cuda)", dev)
+}
+
+// Scalar is an element type that can be copied to and from the device.
+type Scalar interface {
+	~float32 | ~float64 | ~int32 | ~uint32 | ~int64 | ~uint64 | ~uint8 | ~int8 | ~uint16 | ~int16
+}
+
+// Upload copies src to device memory at dst.
+func Upload[T Scalar](d Driver, dst DevicePtr, src []T) error {
+	if len(src) == 0 {
+		return nil
+	}
+	return d.HtoD(dst, unsafe.Pointer(&src[0]), len(src)*int(unsafe.Sizeof(src[0])))
+}
+
+// Download copies len(dst) elements from device memory at src into dst.
+func Download[T Scalar](d Driver, dst []T, src DevicePtr) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return d.DtoH(unsafe.Pointer(&dst[0]), src, len(dst)*int(unsafe.Sizeof(dst[0])))
+}
+
+// AllocFrom allocates device memory for src and uploads it.
+func AllocFrom[T Scalar](d Driver, src []T) (DevicePtr, error) {
+	var zero T
+	n := len(src) * int(unsafe.Sizeof(zero))
+	if n == 0 {
+		n = int(unsafe.Sizeof(zero))
+	}
+	p, err := d.Alloc(n)
+	if err != nil {
+		return 0, err
+	}
+	if err := Upload(d, p, src); err != nil {
+		d.Free(p)
+		return 0, err
+	}
+	return p, nil
+}

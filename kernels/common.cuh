@@ -1,0 +1,22 @@
+// common.cuh -- included by every kernels/*.cu: what differs between nvcc and the CPU emulator (kernels/emu/emu.h),
+// and small index helpers.
+#pragma once
+
+#ifdef __CUDACC__
+// Under nvcc the emulator's registration is not needed: the driver finds kernels by name in the PTX module.
+#define EMU_REGISTER(name)
+// Dynamic shared memory: `extern __shared__ T name[]` on the GPU; the emulator hands out a per-block buffer.
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#else
+#ifndef EMU_CUDA_SHIM
+#error "kernels/*.cu are compiled by nvcc or, for the CPU emulator, after kernels/emu/emu.h"
+#endif
+#define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::emu::dynamic_shared())
+#endif
+
+// Global index of this thread in a 1-D launch, as a 64-bit value so that n > 2^31 loops stay correct.
+__device__ __forceinline__ long long global_index() {
+  return (long long)blockIdx.x * blockDim.x + threadIdx.x;
+}
+// Total threads of a 1-D launch, the stride of a grid-stride loop.
+__device__ __forceinline__ long long global_stride() { return (long long)gridDim.x * blockDim.x; }
