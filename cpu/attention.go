@@ -1,0 +1,111 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+func checkAttn(op string, s ops.AttnShape) {
+	if s.N < 0 || s.L < 1 || s.Heads < 1 || s.D < 1 {
+		panic(fmt.Sprintf("cpu %s %+v: invalid shape", op, s))
+	}
+}
+
+// Attention, per (sample n, head h), with q_h = q[n, :, h·D:(h+1)·D] ([L, D], row
+// stride Heads·D) and likewise k_h, v_h, o_h:
+//
+//	S = q_h·k_hᵀ/√D;  P[i,j] = exp(S[i,j] − max_j S[i,·]) / Σ_j exp(…);  o_h = P·v_h
+//
+// P is written to p[n, h] ([L, L]) and kept for the backward pass. The exponentials
+// run in T (exp32 for float32) and the row sums in float64. (n, h) pairs run in parallel.
+func (be *Backend[T]) Attention(s ops.AttnShape, q, k, v, o, p ops.Buf) {
+	checkAttn("Attention", s)
+	hd := s.Heads * s.D
+	qs := be.arg("Attention", s, "q", q, s.N*s.L*hd)
+	ks := be.arg("Attention", s, "k", k, s.N*s.L*hd)
+	vs := be.arg("Attention", s, "v", v, s.N*s.L*hd)
+	os := be.arg("Attention", s, "o", o, s.N*s.L*hd)
+	ps := be.arg("Attention", s, "p", p, s.N*s.Heads*s.L*s.L)
+	scale := T(1 / math.Sqrt(float64(s.D)))
+	be.forEach(s.N*s.Heads, func(_, nh int) {
+		n, h := nh/s.Heads, nh%s.Heads
+		off := n*s.L*hd + h*s.D
+		pm := ps[nh*s.L*s.L : (nh+1)*s.L*s.L]
+		gemm(false, true, s.L, s.L, s.D, scale, qs[off:], hd, ks[off:], hd, 0, pm, s.L)
+		for i := 0; i < s.L; i++ {
+			softmaxRow(pm[i*s.L : (i+1)*s.L])
+		}
+		gemm(false, false, s.L, s.D, s.L, 1, pm, s.L, vs[off:], hd, 0, os[off:], hd)
+	})
+}
+
+// softmaxRow replaces r by softmax(r), subtracting the row maximum first.
+func softmaxRow[T Float](r []T) {
+	mx := r[0]
+	for _, v := range r[1:] {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for j, v := range r {
+		e := expT(v - mx)
+		r[j] = e
+		sum += float64(e)
+	}
+	inv := T(1 / sum)
+	for j := range r {
+		r[j] *= inv
+	}
+}
+
+// AttentionBackward accumulates, per (n, h), from the saved P:
+//
+//	dv_h += Pᵀ·do_h;  dP = do_h·v_hᵀ;  dS[i,j] = P[i,j]·(dP[i,j] − Σ_l P[i,l]·dP[i,l])
+//	dq_h += dS·k_h/√D;  dk_h += dSᵀ·q_h/√D
+//
+// Any of dq, dk, dv may be nil. Each (n, h) writes only its own slices, so the
+// parallel split does not change a result.
+func (be *Backend[T]) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk, dv ops.Buf) {
+	checkAttn("AttentionBackward", s)
+	hd := s.Heads * s.D
+	qs := be.arg("AttentionBackward", s, "q", q, s.N*s.L*hd)
+	ks := be.arg("AttentionBackward", s, "k", k, s.N*s.L*hd)
+	vs := be.arg("AttentionBackward", s, "v", v, s.N*s.L*hd)
+	ps := be.arg("AttentionBackward", s, "p", p, s.N*s.Heads*s.L*s.L)
+	dos := be.arg("AttentionBackward", s, "do", do, s.N*s.L*hd)
+	dqs := be.opt("AttentionBackward", s, "dq", dq, s.N*s.L*hd)
+	dks := be.opt("AttentionBackward", s, "dk", dk, s.N*s.L*hd)
+	dvs := be.opt("AttentionBackward", s, "dv", dv, s.N*s.L*hd)
+	scale := T(1 / math.Sqrt(float64(s.D)))
+	tmp := scratch(&be.attn, be.workers, s.L*s.L)
+	be.forEach(s.N*s.Heads, func(wk, nh int) {
+		n, h := nh/s.Heads, nh%s.Heads
+		off := n*s.L*hd + h*s.D
+		pm := ps[nh*s.L*s.L : (nh+1)*s.L*s.L]
+		if dvs != nil {
+			gemm(true, false, s.L, s.D, s.L, 1, pm, s.L, dos[off:], hd, 1, dvs[off:], hd)
+		}
+		if dqs == nil && dks == nil {
+			return
+		}
+		ds := tmp[wk]
+		gemm(false, true, s.L, s.L, s.D, 1, dos[off:], hd, vs[off:], hd, 0, ds, s.L)
+		for i := 0; i < s.L; i++ {
+			pr, dr := pm[i*s.L:(i+1)*s.L], ds[i*s.L:(i+1)*s.L]
+			var dot float64
+			for j, pv := range pr {
+				dot += float64(pv) * float64(dr[j])
+			}
+			for j, pv := range pr {
+				dr[j] = T(float64(pv) * (float64(dr[j]) - dot))
+			}
+		}
+		if dqs != nil {
+			gemm(false, false, s.L, s.D, s.L, scale, ds, s.L, ks[off:], hd, 1, dqs[off:], hd)
+		}
+		if dks != nil {
+			gemm(true, false, s.L, s.D, s.L, scale, ds, s.L, qs[off:], hd, 1, dks[off:], hd)
+		}
+	})
+}

@@ -1,0 +1,62 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+type linearShape struct{ N, In, Out int }
+
+func checkLinear(op string, s linearShape) {
+	if s.N < 0 || s.In < 1 || s.Out < 1 {
+		panic(fmt.Sprintf("cpu %s %+v: invalid shape", op, s))
+	}
+}
+
+// Linear: y[n,o] = b[o] + Σ_i x[n,i]·w[o,i], one GEMM y = x·wᵀ; b may be nil.
+func (be *Backend[T]) Linear(n, in, out int, x, w, b, y ops.Buf) {
+	s := linearShape{n, in, out}
+	checkLinear("Linear", s)
+	xs := be.arg("Linear", s, "x", x, n*in)
+	ws := be.arg("Linear", s, "w", w, out*in)
+	bs := be.opt("Linear", s, "b", b, out)
+	ys := be.arg("Linear", s, "y", y, n*out)
+	gemm(false, true, n, out, in, 1, xs, in, ws, in, 0, ys, out)
+	if bs != nil {
+		for r := 0; r < n; r++ {
+			addTo(ys[r*out:(r+1)*out], bs)
+		}
+	}
+}
+
+// LinearBackward accumulates dx += dy·w, dw += dyᵀ·x and db[o] += Σ_n dy[n,o] (float64,
+// increasing n). Any of dx, dw, db may be nil.
+func (be *Backend[T]) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) {
+	s := linearShape{n, in, out}
+	checkLinear("LinearBackward", s)
+	xs := be.arg("LinearBackward", s, "x", x, n*in)
+	ws := be.arg("LinearBackward", s, "w", w, out*in)
+	dys := be.arg("LinearBackward", s, "dy", dy, n*out)
+	dxs := be.opt("LinearBackward", s, "dx", dx, n*in)
+	dws := be.opt("LinearBackward", s, "dw", dw, out*in)
+	dbs := be.opt("LinearBackward", s, "db", db, out)
+	if n == 0 {
+		return
+	}
+	if dxs != nil {
+		gemm(false, false, n, in, out, 1, dys, out, ws, in, 1, dxs, in)
+	}
+	if dws != nil {
+		gemm(true, false, out, in, n, 1, dys, out, xs, in, 1, dws, in)
+	}
+	if dbs != nil {
+		for o := range dbs {
+			var sum float64
+			for r := 0; r < n; r++ {
+				sum += float64(dys[r*out+o])
+			}
+			dbs[o] += T(sum)
+		}
+	}
+}

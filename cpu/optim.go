@@ -1,0 +1,47 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// AdamWStep updates p, m, v in place from the gradient g (see ops.AdamW):
+//
+//	g' = GradScale·g;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'²
+//	p = p − LR·WeightDecay·p − LR·(m/(1−β1^step)) / (√(v/(1−β2^step)) + Eps)
+//
+// The bias corrections are formed once in float64; the per-element arithmetic runs in T.
+func (be *Backend[T]) AdamWStep(h ops.AdamW, p, g, m, v ops.Buf) {
+	if h.Step < 1 {
+		panic(fmt.Sprintf("cpu AdamWStep %+v: Step is 1-based", h))
+	}
+	s := be.same("AdamWStep", "p, g, m, v", p, g, m, v)
+	ps, gs, ms, vs := s[0], s[1], s[2], s[3]
+	b1, b2 := T(h.Beta1), T(h.Beta2)
+	rc1 := T(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step))))
+	rc2 := T(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step))))
+	lr, decay, eps, gsc := T(h.LR), T(h.LR)*T(h.WeightDecay), T(h.Eps), T(h.GradScale)
+	be.parallel(len(ps), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			gi := gsc * gs[i]
+			mi := b1*ms[i] + (1-b1)*gi
+			vi := b2*vs[i] + (1-b2)*gi*gi
+			ms[i], vs[i] = mi, vi
+			ps[i] = ps[i] - decay*ps[i] - lr*(mi*rc1)/(T(math.Sqrt(float64(vi*rc2)))+eps)
+		}
+	})
+}
+
+// EMA: e[i] = decay·e[i] + (1−decay)·p[i].
+func (be *Backend[T]) EMA(decay float32, e, p ops.Buf) {
+	s := be.same("EMA", "e, p", e, p)
+	es, ps := s[0], s[1]
+	d := T(decay)
+	be.parallel(len(es), func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			es[i] = d*es[i] + (1-d)*ps[i]
+		}
+	})
+}
