@@ -14,5 +14,13 @@
 #include "../kernels/noise.cu"
 #include "../kernels/optim.cu"
 #include "../kernels/reduce.cu"
+#include "../kernels/conv2d.cu"
+#include "../kernels/groupnorm.cu"
+#include "../kernels/linear.cu"
+#include "../kernels/embed.cu"
+#include "../kernels/resample.cu"
+#include "../kernels/concat.cu"
+#include "../kernels/attention.cu"
+#include "../kernels/dropout.cu"
 
 #include "../kernels/emu/emu_runtime.h"

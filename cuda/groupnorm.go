@@ -1,0 +1,79 @@
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// Launchers of kernels/groupnorm.cu.
+
+// gnThreads is GN_THREADS of kernels/groupnorm.cu: one block per (sample, group).
+const gnThreads = 256
+
+func checkNorm(op string, s ops.NormShape) {
+	if s.N < 0 || s.C < 1 || s.HW < 1 || s.G < 1 || s.C%s.G != 0 || !(s.Eps >= 0) {
+		panic(fmt.Sprintf("cuda %s %+v: invalid shape (C must be a positive multiple of G, eps ≥ 0)", op, s))
+	}
+	i32(op, s, s.N*s.C*s.HW, s.N*s.G, 2*s.N*s.C)
+}
+
+// GroupNorm: per (n, g) over the (C/G)·HW elements of the group, μ and rstd = 1/√(σ²+eps) (biased σ², two passes),
+// y[n,c,i] = (x[n,c,i] − μ)·rstd·gamma[c] + beta[c]; stats[2(n·G+g)] = μ, stats[2(n·G+g)+1] = rstd.
+func (be *Backend) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
+	be.groupNorm("GroupNorm", "groupnorm_fwd_f32", s, x, gamma, beta, y, stats)
+}
+
+// GroupNormSiLU is GroupNorm followed by SiLU in one pass: y = v·σ(v) with v the GroupNorm output (stats as
+// GroupNorm's). It is not part of ops.Backend: the backward of the pair needs v, which the caller recomputes or
+// keeps by running the unfused ops.
+func (be *Backend) GroupNormSiLU(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
+	be.groupNorm("GroupNormSiLU", "groupnorm_silu_fwd_f32", s, x, gamma, beta, y, stats)
+}
+
+func (be *Backend) groupNorm(op, kernel string, s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
+	checkNorm(op, s)
+	n := s.N * s.C * s.HW
+	xs := be.arg(op, s, "x", x, n)
+	gs := be.arg(op, s, "gamma", gamma, s.C)
+	bs := be.arg(op, s, "beta", beta, s.C)
+	ys := be.arg(op, s, "y", y, n)
+	st := be.arg(op, s, "stats", stats, 2*s.N*s.G)
+	if s.N == 0 {
+		return
+	}
+	be.keep(op, be.d.Launch(kernel, Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p), Ptr(gs.p), Ptr(bs.p),
+		Ptr(ys.p), Ptr(st.p), I32(int32(s.C)), I32(int32(s.HW)), I32(int32(s.G)), F32(s.Eps)))
+}
+
+// GroupNormBackward accumulates, with x̂ = (x−μ)·rstd and gy = dy·gamma[c],
+//
+//	dx += rstd·(gy − mean_group(gy) − x̂·mean_group(gy·x̂)),  dgamma[c] += Σ_{n,i} dy·x̂,  dbeta[c] += Σ_{n,i} dy
+//
+// Any of dx, dgamma, dbeta may be nil. One block per (n, g) writes the per-(n, c) sums to scratch; a second kernel
+// adds them over n in order, so the parameter gradients are deterministic.
+func (be *Backend) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx, dgamma, dbeta ops.Buf) {
+	const op = "GroupNormBackward"
+	checkNorm(op, s)
+	n := s.N * s.C * s.HW
+	xs := be.arg(op, s, "x", x, n)
+	gs := be.arg(op, s, "gamma", gamma, s.C)
+	st := be.arg(op, s, "stats", stats, 2*s.N*s.G)
+	dys := be.arg(op, s, "dy", dy, n)
+	dxs := be.opt(op, s, "dx", dx, n)
+	dgs := be.opt(op, s, "dgamma", dgamma, s.C)
+	dbs := be.opt(op, s, "dbeta", dbeta, s.C)
+	if s.N == 0 || (dxs == nil && dgs == nil && dbs == nil) {
+		return
+	}
+	sums := Ptr(0)
+	if dgs != nil || dbs != nil {
+		sums = Ptr(be.scratch(op, 2*s.N*s.C))
+	}
+	be.keep(op, be.d.Launch("groupnorm_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p), Ptr(gs.p),
+		Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)), I32(int32(s.HW)), I32(int32(s.G))))
+	if dgs != nil || dbs != nil {
+		be.gridStride(op, "groupnorm_param_grad_f32", s.C, elementwiseThreads, sums, ptr(dgs), ptr(dbs),
+			I32(int32(s.N)), I32(int32(s.C)))
+	}
+}

@@ -1,0 +1,114 @@
+package cuda
+
+import (
+	"fmt"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// Launchers of kernels/linear.cu: the strided batched GEMM (also used by attention.go) and Linear.
+
+// gemmMaxZ is the largest grid z of a launch (CUDA's limit); longer batches are cut into several launches.
+const gemmMaxZ = 65535
+
+// gemmCall describes one gemm_f32 launch (see kernels/linear.cu): for each batch index z < batch,
+//
+//	C_z[m, n] = alpha·Σ_k A_z[m, k]·B_z[k, n] + bias[n] + (acc ? C_z[m, n] : 0)
+//
+// with A_z[m, k] at a + off(z) + m·aSM + k·aSK, B_z[k, n] at b + off(z) + k·bSK + n·bSN, C_z[m, n] at
+// c + off(z) + m·cSM + n, and off(z) = (z / zdiv)·s1 + (z % zdiv)·s2 per operand. Strides count elements.
+type gemmCall struct {
+	M, N, K            int
+	a, b, c, bias      DevicePtr
+	aSM, aSK, bSK, bSN int
+	cSM                int
+	batch, zdiv        int
+	aS1, aS2, bS1, bS2 int
+	cS1, cS2           int
+	alpha              float32
+	acc                bool
+}
+
+func (be *Backend) gemm(op string, g gemmCall) {
+	if g.batch == 0 {
+		g.batch = 1
+	}
+	if g.zdiv == 0 {
+		g.zdiv = 1
+	}
+	if g.M == 0 || g.N == 0 {
+		return
+	}
+	v := i32(op, g, g.M, g.N, g.K, g.aSM, g.aSK, g.bSK, g.bSN, g.cSM, g.zdiv, g.aS1, g.aS2, g.bS1, g.bS2, g.cS1, g.cS2)
+	chunk := gemmMaxZ / g.zdiv * g.zdiv // whole groups of zdiv, so that z / zdiv and z % zdiv stay right
+	for z0 := 0; z0 < g.batch; z0 += chunk {
+		nz := min(chunk, g.batch-z0)
+		q := DevicePtr(4 * (z0 / g.zdiv))
+		args := []Arg{Ptr(g.a + q*DevicePtr(g.aS1)), Ptr(g.b + q*DevicePtr(g.bS1)), Ptr(g.c + q*DevicePtr(g.cS1)),
+			Ptr(g.bias)}
+		for _, x := range v {
+			args = append(args, I32(x))
+		}
+		args = append(args, F32(g.alpha), I32(b2i(g.acc)))
+		grid := Dim3{X: ceilDiv(g.N, gemmTile), Y: ceilDiv(g.M, gemmTile), Z: nz}
+		if grid.Y > 65535 {
+			panic(fmt.Sprintf("cuda %s: GEMM with %d rows exceeds the grid (%d row tiles > 65535)", op, g.M, grid.Y))
+		}
+		be.keep(op, be.d.Launch("gemm_f32", grid, Dim3{X: gemmThreads}, 0, args...))
+	}
+}
+
+type linearShape struct{ N, In, Out int }
+
+func checkLinear(op string, s linearShape) {
+	if s.N < 0 || s.In < 1 || s.Out < 1 {
+		panic(fmt.Sprintf("cuda %s %+v: invalid shape", op, s))
+	}
+	i32(op, s, s.N*s.In, s.N*s.Out, s.In*s.Out)
+}
+
+// Linear: y[n,o] = b[o] + Σ_i x[n,i]·w[o,i] (x [N, In], w [Out, In]), one GEMM y = x·wᵀ; b may be nil.
+func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) {
+	const op = "Linear"
+	s := linearShape{n, in, out}
+	checkLinear(op, s)
+	xs := be.arg(op, s, "x", x, n*in)
+	ws := be.arg(op, s, "w", w, out*in)
+	bs := be.opt(op, s, "b", b, out)
+	ys := be.arg(op, s, "y", y, n*out)
+	bp := DevicePtr(0)
+	if bs != nil {
+		bp = bs.p
+	}
+	be.gemm(op, gemmCall{M: n, N: out, K: in, a: xs.p, b: ws.p, c: ys.p, bias: bp,
+		aSM: in, aSK: 1, bSK: 1, bSN: in, cSM: out, alpha: 1})
+}
+
+// LinearBackward accumulates dx += dy·w, dw += dyᵀ·x (two GEMMs) and db[o] += Σ_n dy[n,o] (n increasing); any of
+// dx, dw, db may be nil.
+func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) {
+	const op = "LinearBackward"
+	s := linearShape{n, in, out}
+	checkLinear(op, s)
+	xs := be.arg(op, s, "x", x, n*in)
+	ws := be.arg(op, s, "w", w, out*in)
+	dys := be.arg(op, s, "dy", dy, n*out)
+	dxs := be.opt(op, s, "dx", dx, n*in)
+	dws := be.opt(op, s, "dw", dw, out*in)
+	dbs := be.opt(op, s, "db", db, out)
+	if n == 0 {
+		return
+	}
+	if dxs != nil { // dx[r, i] += Σ_o dy[r, o]·w[o, i]
+		be.gemm(op, gemmCall{M: n, N: in, K: out, a: dys.p, b: ws.p, c: dxs.p,
+			aSM: out, aSK: 1, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: true})
+	}
+	if dws != nil { // dw[o, i] += Σ_r dy[r, o]·x[r, i]
+		be.gemm(op, gemmCall{M: out, N: in, K: n, a: dys.p, b: xs.p, c: dws.p,
+			aSM: 1, aSK: out, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: true})
+	}
+	if dbs != nil {
+		be.gridStride(op, "linear_bias_grad_f32", out, elementwiseThreads, Ptr(dys.p), Ptr(dbs.p), I32(int32(n)),
+			I32(int32(out)))
+	}
+}

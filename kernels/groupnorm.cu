@@ -1,0 +1,128 @@
+// groupnorm.cu -- group normalisation forward (plain and fused with SiLU) and backward. Launched by cuda/groupnorm.go
+// with one block of GN_THREADS threads per (sample, group) and warp-shuffle block reductions (warp_reduce.cuh).
+//
+// x, y, dy, dx are [N, C, HW]; group g of sample n is the contiguous run of M = (C/G)·HW elements of channels
+// [g·C/G, (g+1)·C/G); stats[2(n·G+g)] = μ, stats[2(n·G+g)+1] = rstd = 1/√(σ² + eps), σ² the biased variance.
+#include "common.cuh"
+#include "warp_reduce.cuh"
+
+#define GN_THREADS 256
+
+// Forward, block ng = n·G + g (two passes over the group, so the variance has no cancellation):
+//   μ = Σx/M;  σ² = Σ(x−μ)²/M;  rstd = 1/√(σ²+eps)
+//   y[n,c,i] = (x[n,c,i] − μ)·rstd·gamma[c] + beta[c]         (SILU = false)
+//   y[n,c,i] = silu of the above, v·σ(v) = v/(1+e^−v)         (SILU = true: GroupNorm then SiLU in one pass)
+template <bool SILU>
+__device__ __forceinline__ void groupnorm_fwd(const float* x, const float* gamma, const float* beta, float* y,
+                                              float* stats, int C, int HW, int G, float eps) {
+  __shared__ float sh[32];
+  const int ng = blockIdx.x, cpg = C / G, c0 = (ng % G) * cpg, M = cpg * HW;
+  const float* xs = x + (long long)ng * M;
+  float* ys = y + (long long)ng * M;
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < M; i += GN_THREADS) s += xs[i];
+  const float mu = block_sum_f32(s, sh) / (float)M;
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < M; i += GN_THREADS) {
+    const float d = xs[i] - mu;
+    ss += d * d;
+  }
+  const float rstd = 1.0f / sqrtf(block_sum_f32(ss, sh) / (float)M + eps);
+  if (threadIdx.x == 0) {
+    stats[2 * ng] = mu;
+    stats[2 * ng + 1] = rstd;
+  }
+  for (int i = threadIdx.x; i < M; i += GN_THREADS) {
+    const int c = c0 + i / HW;
+    float v = (xs[i] - mu) * (rstd * gamma[c]) + beta[c];
+    if (SILU) v = v / (1.0f + expf(-v));
+    ys[i] = v;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C, int HW,
+                      int G, float eps) {
+  groupnorm_fwd<false>(x, gamma, beta, y, stats, C, HW, G, eps);
+}
+EMU_REGISTER(groupnorm_fwd_f32)
+
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_silu_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C,
+                           int HW, int G, float eps) {
+  groupnorm_fwd<true>(x, gamma, beta, y, stats, C, HW, G, eps);
+}
+EMU_REGISTER(groupnorm_silu_fwd_f32)
+
+// Backward, block ng = n·G + g, with x̂ = (x − μ)·rstd and the upstream gradient through gamma, gy = dy·gamma[c]:
+//   per channel c of the group: a_c = Σ_i dy,  b_c = Σ_i dy·x̂      → sums[n·C+c] and sums[N·C + n·C+c] (if sums)
+//   m1 = Σ_c gamma[c]·a_c / M = mean(gy),  m2 = Σ_c gamma[c]·b_c / M = mean(gy·x̂)
+//   dx[n,c,i] += rstd·(gy − m1 − x̂·m2)                               (if dx)
+// which is the derivative of y = x̂·gamma + beta through the group's μ and rstd. groupnorm_param_grad_f32 then adds
+// the per-sample a_c and b_c over the batch into dbeta and dgamma.
+// Warp w reduces channels w, w + GN_WARPS, ... with shuffles only (no block barrier per channel, which matters when
+// HW is small); the per-warp m1, m2 are then added in warp order.
+#define GN_WARPS (GN_THREADS / 32)
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_bwd_f32(const float* x, const float* gamma, const float* stats, const float* dy, float* dx, float* sums,
+                      int N, int C, int HW, int G) {
+  __shared__ float part[2][GN_WARPS];
+  const int ng = blockIdx.x, n = ng / G, cpg = C / G, c0 = (ng % G) * cpg, M = cpg * HW;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float mu = stats[2 * ng], rstd = stats[2 * ng + 1];
+  const long long base = (long long)ng * M;
+  float m1 = 0.0f, m2 = 0.0f;  // this warp's share, identical on its lanes
+  for (int cc = warp; cc < cpg; cc += GN_WARPS) {
+    const float* xs = x + base + (long long)cc * HW;
+    const float* ds = dy + base + (long long)cc * HW;
+    float a = 0.0f, b = 0.0f;
+    for (int i = lane; i < HW; i += 32) {
+      const float d = ds[i];
+      a += d;
+      b += d * ((xs[i] - mu) * rstd);
+    }
+    a = warp_sum_f32(a);
+    b = warp_sum_f32(b);
+    const int c = c0 + cc;
+    if (sums && lane == 0) {
+      sums[(long long)n * C + c] = a;
+      sums[(long long)N * C + (long long)n * C + c] = b;
+    }
+    m1 += gamma[c] * a;
+    m2 += gamma[c] * b;
+  }
+  if (!dx) return;  // uniform over the block: no barrier is skipped by some threads only
+  if (lane == 0) {
+    part[0][warp] = m1;
+    part[1][warp] = m2;
+  }
+  __syncthreads();
+  m1 = 0.0f;
+  m2 = 0.0f;
+  for (int w = 0; w < GN_WARPS; w++) {
+    m1 += part[0][w];
+    m2 += part[1][w];
+  }
+  m1 /= (float)M;
+  m2 /= (float)M;
+  for (int i = threadIdx.x; i < M; i += GN_THREADS) {
+    const int c = c0 + i / HW;
+    const float xh = (x[base + i] - mu) * rstd;
+    dx[base + i] += rstd * (dy[base + i] * gamma[c] - m1 - xh * m2);
+  }
+}
+EMU_REGISTER(groupnorm_bwd_f32)
+
+// dbeta[c] += Σ_n sums[n·C+c],  dgamma[c] += Σ_n sums[N·C + n·C+c]  (n increasing; either output may be null).
+extern "C" __global__ void groupnorm_param_grad_f32(const float* sums, float* dgamma, float* dbeta, int N, int C) {
+  for (long long c = global_index(); c < C; c += global_stride()) {
+    float a = 0.0f, b = 0.0f;
+    for (int n = 0; n < N; n++) {
+      a += sums[(long long)n * C + c];
+      b += sums[(long long)N * C + (long long)n * C + c];
+    }
+    if (dbeta) dbeta[c] += a;
+    if (dgamma) dgamma[c] += b;
+  }
+}
+EMU_REGISTER(groupnorm_param_grad_f32)
