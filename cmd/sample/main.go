@@ -1,0 +1,226 @@
+// Command sample draws images from a trainer checkpoint with the DDPM or DDIM sampler.
+//
+//	bin/sample -ckpt runs/fashion32/checkpoints/latest.safetensors -out grid.png
+//	bin/sample -ckpt CKPT -sampler ddim -steps 50 -eta 0 -seed 3 -n 64 -out grid.png -npy samples.npy
+//	bin/sample -ckpt CKPT -sampler ddpm -init xT.npy -npy x0.npy
+//
+// The model and the diffusion schedule come from the config stored in the checkpoint; the sampler settings default
+// to its [sample] section. Same checkpoint, seed and flags: same output bytes.
+//
+// Exit status: 0 success, 2 usage errors, 1 runtime failures (including a damaged checkpoint).
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/diffusion"
+	"github.com/ddpmgo/ddpm/imgio"
+	"github.com/ddpmgo/ddpm/model"
+	"github.com/ddpmgo/ddpm/progress"
+	"github.com/ddpmgo/ddpm/sampler"
+	"github.com/ddpmgo/ddpm/train"
+)
+
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usageHead = `Usage: sample -ckpt PATH [flags]
+
+Draws images from a checkpoint written by bin/train (the EMA weights unless -raw) and writes a PNG grid (-out)
+and/or the float32 samples in [-1, 1] as a NumPy array [n, C, H, W] (-npy). Sampler defaults come from the
+checkpoint's [sample] config. With -init the sampler starts from the given x_T instead of drawing it.
+
+Exit status: 0 success, 2 usage error, 1 runtime failure.
+
+Flags:
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	ckpt := fs.String("ckpt", "", "trainer checkpoint `PATH` (e.g. runs/fashion32/checkpoints/latest.safetensors)")
+	smp := fs.String("sampler", "", "ddpm | ddim (default: the checkpoint's sample.sampler)")
+	steps := fs.Int("steps", 0, "ddim: sampling steps (default: sample.steps; ddpm always takes all T)")
+	eta := fs.Float64("eta", 0, "ddim: 0 = deterministic … 1 = DDPM-like noise (default: sample.eta)")
+	n := fs.Int("n", 0, "number of images (default: sample.count, or the first dimension of -init)")
+	batch := fs.Int("batch", 64, "images per network evaluation (does not change the samples)")
+	seed := fs.Uint64("seed", 0, "seed of x_T and of the sampler noise")
+	out := fs.String("out", "", "PNG grid `FILE` (default samples.png when -npy is not given)")
+	npy := fs.String("npy", "", "write the samples as float32 NumPy `FILE` [n, C, H, W] in [-1, 1]")
+	initPath := fs.String("init", "", "start from x_T read from this float32 NumPy `FILE` [n, C, H, W]")
+	device := fs.String("device", "cpu", "backend: cpu | cuda | emu (cuda and emu arrive later)")
+	raw := fs.Bool("raw", false, "use the trained weights instead of their EMA")
+	noClip := fs.Bool("no-clip", false, "do not clip x̂0 to [-1, 1] in each step (default: sample.clip)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHead)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	usage := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "sample: "+format+"\n", a...)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return usage("unexpected argument %q (flags only; see -h)", fs.Arg(0))
+	}
+	if *ckpt == "" {
+		return usage("-ckpt PATH is required (see -h)")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if *batch < 1 {
+		return usage("-batch %d: must be ≥ 1", *batch)
+	}
+	be, err := train.OpenBackend(*device)
+	if err != nil {
+		return usage("%v", err)
+	}
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "sample: %v\n", err)
+		return exitRuntime
+	}
+
+	text, f, err := train.CheckpointConfig(*ckpt)
+	if err != nil {
+		return fail(err)
+	}
+	cfg, err := config.Parse(*ckpt, []byte(text), nil)
+	if err != nil {
+		return fail(fmt.Errorf("checkpoint %s: stored config: %w", *ckpt, err))
+	}
+	sc := cfg.Sample
+	opt := sampler.Options{Sampler: sc.Sampler, Steps: sc.Steps, Eta: sc.Eta, Clip: sc.Clip && !*noClip, Variance: sc.Variance, Seed: *seed}
+	if set["sampler"] {
+		opt.Sampler = *smp
+		if opt.Sampler == "ddpm" && !set["steps"] {
+			opt.Steps = cfg.Diffusion.Timesteps
+		}
+	}
+	if set["steps"] {
+		opt.Steps = *steps
+	}
+	if opt.Sampler == "ddpm" && opt.Steps != cfg.Diffusion.Timesteps {
+		return usage("-sampler ddpm takes all %d steps; -steps %d needs -sampler ddim", cfg.Diffusion.Timesteps, opt.Steps)
+	}
+	if set["eta"] {
+		opt.Eta = *eta
+	}
+	C, S := cfg.Data.Channels, cfg.Data.ImageSize
+	D := C * S * S
+	count := sc.Count
+	var xT []float32
+	if *initPath != "" {
+		x, shape, err := imgio.ReadNPY(*initPath)
+		if err != nil {
+			return fail(err)
+		}
+		if len(shape) != 4 || shape[1] != C || shape[2] != S || shape[3] != S {
+			return usage("-init %s: shape %v; this model wants [n, %d, %d, %d]", *initPath, shape, C, S, S)
+		}
+		if set["n"] && *n != shape[0] {
+			return usage("-n %d but -init holds %d images", *n, shape[0])
+		}
+		xT, count = x, shape[0]
+	} else if set["n"] {
+		count = *n
+	}
+	if count < 1 {
+		return usage("-n %d: must be ≥ 1", count)
+	}
+	pngPath := *out
+	if pngPath == "" && *npy == "" {
+		pngPath = "samples.png"
+	}
+
+	mb := min(*batch, count)
+	unet, err := model.New(be, cfg.Model, C, S, mb)
+	if err != nil {
+		return fail(err)
+	}
+	prefix := train.PrefixEMA
+	if *raw {
+		prefix = ""
+	}
+	w, err := train.Weights(f, unet.Table(), prefix)
+	if err != nil {
+		return fail(err)
+	}
+	be.Upload(unet.Params(), w)
+	unet.SetTrain(false, 0, 0)
+	sch, err := diffusion.New(cfg.Diffusion.Schedule, cfg.Diffusion.Timesteps, cfg.Diffusion.BetaStart, cfg.Diffusion.BetaEnd)
+	if err != nil {
+		return fail(err)
+	}
+	sp, err := sampler.New(be, sch, opt, mb, D)
+	if err != nil {
+		return usage("%v", err)
+	}
+
+	tty := false
+	if f, ok := stderr.(*os.File); ok {
+		tty = progress.IsTerminal(f)
+	}
+	bar := progress.New(stderr, tty, 0, "evals")
+	samples := make([]float32, count*D)
+	t0 := time.Now()
+	err = sp.Sample(ctx, unet, count, xT, samples, func(done, total int) {
+		if done == 1 {
+			bar.SetTotal(total)
+		}
+		bar.Update(done, "")
+	})
+	bar.Finish()
+	if err != nil {
+		return fail(err)
+	}
+	if pngPath != "" {
+		var b bytes.Buffer
+		if err := imgio.WriteGridPNG(&b, samples, count, C, S, S); err != nil {
+			return fail(err)
+		}
+		if err := os.WriteFile(pngPath, b.Bytes(), 0o644); err != nil {
+			return fail(err)
+		}
+	}
+	if *npy != "" {
+		var b bytes.Buffer
+		if err := imgio.WriteNPY(&b, samples, []int{count, C, S, S}); err != nil {
+			return fail(err)
+		}
+		if err := os.WriteFile(*npy, b.Bytes(), 0o644); err != nil {
+			return fail(err)
+		}
+	}
+	weights := "ema"
+	if *raw {
+		weights = "raw"
+	}
+	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps (eta %g, seed %d, %s weights of step %s) in %s → %s %s\n",
+		count, C, S, S, opt.Sampler, len(sp.Timesteps()), opt.Eta, *seed, weights, f.Metadata["step"],
+		time.Since(t0).Round(time.Millisecond), pngPath, *npy)
+	return exitOK
+}

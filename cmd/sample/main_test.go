@@ -1,0 +1,163 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"image/png"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/configs"
+	"github.com/ddpmgo/ddpm/cpu"
+	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/imgio"
+	"github.com/ddpmgo/ddpm/rng"
+	"github.com/ddpmgo/ddpm/train"
+)
+
+// checkpoint trains a very small model for a few steps on random images and returns its latest checkpoint.
+func checkpoint(t *testing.T) string {
+	t.Helper()
+	src, err := configs.Files.ReadFile("tiny.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse("tiny.toml", src, []string{"data.image_size=8", "model.block_channels=[8, 16]",
+		"model.norm_groups=4", "diffusion.timesteps=20", "train.batch_size=4", "train.max_steps=3", "train.lr=1e-2",
+		"sample.count=2", "sample.steps=2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Run.Dir = t.TempDir()
+	m := &data.Images{C: 1, H: 8, W: 8, Pix: make([]uint8, 8*64)}
+	for i := range m.Pix {
+		m.Pix[i] = uint8(rng.Uint32(5, 1, uint64(i)))
+	}
+	res, err := train.Run(context.Background(), cfg, train.Options{Backend: cpu.New(), Dataset: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Checkpoint
+}
+
+func sample(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, errb.String()
+}
+
+func read(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestSample(t *testing.T) {
+	ck := checkpoint(t)
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+
+	// Same seed and flags: same bytes, whatever the batch.
+	for i, batch := range []string{"5", "5", "2"} {
+		code, stderr := sample(t, "-ckpt", ck, "-sampler", "ddim", "-steps", "4", "-eta", "0", "-seed", "3", "-n", "5",
+			"-batch", batch, "-out", p("g"+string(rune('0'+i))+".png"), "-npy", p("s"+string(rune('0'+i))+".npy"))
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+	}
+	for _, pair := range [][2]string{{"g0.png", "g1.png"}, {"s0.npy", "s1.npy"}, {"g0.png", "g2.png"}, {"s0.npy", "s2.npy"}} {
+		if !bytes.Equal(read(t, p(pair[0])), read(t, p(pair[1]))) {
+			t.Errorf("%s and %s differ", pair[0], pair[1])
+		}
+	}
+	x, shape, err := imgio.ReadNPY(p("s0.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(shape, []int{5, 1, 8, 8}) {
+		t.Errorf("npy shape %v", shape)
+	}
+	for i, v := range x {
+		if !(v >= -1 && v <= 1) {
+			t.Fatalf("sample %d = %v outside [-1, 1]", i, v)
+		}
+	}
+	img, err := png.Decode(bytes.NewReader(read(t, p("g0.png"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := img.Bounds().Dx(); w != 3*(8+imgio.Pad)+imgio.Pad {
+		t.Errorf("grid width %d for 5 images in 3 columns", w)
+	}
+
+	// -init with the x_T the sampler would draw for seed 3 gives the same samples; another seed differs.
+	xT := make([]float32, 5*64)
+	rng.FillNormal(xT, 3, rng.StreamSampler, 0)
+	var b bytes.Buffer
+	imgio.WriteNPY(&b, xT, []int{5, 1, 8, 8})
+	os.WriteFile(p("xT.npy"), b.Bytes(), 0o644)
+	for _, c := range []struct {
+		args []string
+		same bool
+	}{
+		{[]string{"-init", p("xT.npy"), "-seed", "9"}, true}, // eta 0: the seed only draws x_T, replaced by -init
+		{[]string{"-seed", "4", "-n", "5"}, false},
+		{[]string{"-seed", "3", "-n", "5", "-raw"}, false},
+	} {
+		args := append([]string{"-ckpt", ck, "-sampler", "ddim", "-steps", "4", "-eta", "0", "-npy", p("c.npy")}, c.args...)
+		if code, stderr := sample(t, args...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", c.args, code, stderr)
+		}
+		if got := bytes.Equal(read(t, p("c.npy")), read(t, p("s0.npy"))); got != c.same {
+			t.Errorf("%v: same as seed 3 = %v, want %v", c.args, got, c.same)
+		}
+	}
+
+	// DDPM (all T steps) runs and defaults to a PNG.
+	wd, _ := os.Getwd()
+	os.Chdir(dir)
+	code, stderr := sample(t, "-ckpt", ck, "-sampler", "ddpm", "-n", "2")
+	os.Chdir(wd)
+	if code != 0 {
+		t.Fatalf("ddpm: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(p("samples.png")); err != nil {
+		t.Error("no default samples.png")
+	}
+}
+
+func TestSampleErrors(t *testing.T) {
+	ck := checkpoint(t)
+	good := read(t, ck)
+	bad := filepath.Join(t.TempDir(), "flipped.safetensors")
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 1
+	os.WriteFile(bad, flipped, 0o644)
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{nil, 2, "-ckpt"},
+		{[]string{"-ckpt", ck, "-sampler", "ddpm", "-steps", "5"}, 2, "ddim"},
+		{[]string{"-ckpt", ck, "-sampler", "euler"}, 2, "euler"},
+		{[]string{"-ckpt", ck, "-device", "cuda"}, 2, "later"},
+		{[]string{"-ckpt", ck, "-n", "0"}, 2, "-n"},
+		{[]string{"-ckpt", bad}, 1, bad},
+		{[]string{"-ckpt", filepath.Join(t.TempDir(), "none.safetensors")}, 1, "none.safetensors"},
+	}
+	for _, c := range cases {
+		code, stderr := sample(t, c.args...)
+		if code != c.code || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: exit %d, %q; want %d naming %q", c.args, code, stderr, c.code, c.want)
+		}
+	}
+}

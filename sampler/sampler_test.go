@@ -1,0 +1,179 @@
+package sampler
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/ddpmgo/ddpm/cpu"
+	"github.com/ddpmgo/ddpm/diffusion"
+	"github.com/ddpmgo/ddpm/ops"
+	"github.com/ddpmgo/ddpm/rng"
+)
+
+// pointMass is the exact noise predictor for data concentrated at the single value c:
+// ε̂(x_t, t) = (x_t − √ᾱ_t·c)/√(1−ᾱ_t). Both samplers must then land on c.
+type pointMass struct {
+	be  ops.Backend
+	s   *diffusion.Schedule
+	c   float64
+	out ops.Buf
+}
+
+func (p *pointMass) Forward(x, t ops.Buf, batch int) ops.Buf {
+	th := make([]float32, t.Len())
+	p.be.Download(th, t)
+	xs := make([]float32, x.Len())
+	p.be.Download(xs, x)
+	d := len(xs) / batch
+	for j := range xs {
+		ti := int(th[j/d])
+		xs[j] = float32((float64(xs[j]) - p.s.SqrtAlphaBar[ti]*p.c) / p.s.SqrtOneMinusAlphaBar[ti])
+	}
+	if p.out == nil || p.out.Len() != len(xs) {
+		p.out = p.be.Alloc(len(xs))
+	}
+	p.be.Upload(p.out, xs)
+	return p.out
+}
+
+// shrink is a deliberately imperfect predictor, ε̂ = 0.5·x_t, whose output depends on the noise.
+type shrink struct {
+	be  ops.Backend
+	out ops.Buf
+}
+
+func (s *shrink) Forward(x, t ops.Buf, batch int) ops.Buf {
+	if s.out == nil || s.out.Len() != x.Len() {
+		s.out = s.be.Alloc(x.Len())
+	}
+	s.be.Copy(s.out, x)
+	s.be.Scale(0.5, s.out)
+	return s.out
+}
+
+func schedule(t *testing.T, T int) *diffusion.Schedule {
+	t.Helper()
+	s, err := diffusion.New("linear", T, 1e-4, 0.02)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sample(t *testing.T, net func(ops.Backend) Denoiser, s *diffusion.Schedule, opt Options, n, batch, d int, xT []float32) []float32 {
+	t.Helper()
+	be := cpu.New()
+	sp, err := New(be, s, opt, batch, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, n*d)
+	calls := 0
+	if err := sp.Sample(context.Background(), net(be), n, xT, out, func(done, total int) { calls++ }); err != nil {
+		t.Fatal(err)
+	}
+	if want := (n + batch - 1) / batch * len(sp.Timesteps()); calls != want {
+		t.Errorf("progress called %d times, want %d", calls, want)
+	}
+	return out
+}
+
+func TestSamplersLandOnAPointMass(t *testing.T) {
+	s := schedule(t, 100)
+	for _, opt := range []Options{
+		{Sampler: "ddpm", Clip: true, Variance: "beta", Seed: 1},
+		{Sampler: "ddpm", Clip: false, Variance: "posterior", Seed: 2},
+		{Sampler: "ddim", Steps: 10, Eta: 0, Clip: true, Seed: 3},
+		{Sampler: "ddim", Steps: 7, Eta: 1, Clip: false, Seed: 4},
+	} {
+		net := func(be ops.Backend) Denoiser { return &pointMass{be: be, s: s, c: 0.5} }
+		out := sample(t, net, s, opt, 5, 2, 12, nil)
+		for i, v := range out {
+			if math.Abs(float64(v)-0.5) > 1e-3 {
+				t.Fatalf("%+v: sample value %d = %v, want 0.5", opt, i, v)
+			}
+		}
+	}
+}
+
+func TestSameSeedSameBitsAnyBatch(t *testing.T) {
+	s := schedule(t, 40)
+	net := func(be ops.Backend) Denoiser { return &shrink{be: be} }
+	for _, opt := range []Options{
+		{Sampler: "ddim", Steps: 8, Eta: 0, Clip: true, Seed: 3},
+		{Sampler: "ddim", Steps: 8, Eta: 0.5, Clip: true, Seed: 3},
+		{Sampler: "ddpm", Clip: true, Variance: "beta", Seed: 3},
+	} {
+		a := sample(t, net, s, opt, 7, 7, 10, nil)
+		b := sample(t, net, s, opt, 7, 7, 10, nil)
+		c := sample(t, net, s, opt, 7, 3, 10, nil) // three batches: 3, 3, 1
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) || math.Float32bits(a[i]) != math.Float32bits(c[i]) {
+				t.Fatalf("%+v: element %d: %v %v %v", opt, i, a[i], b[i], c[i])
+			}
+		}
+		opt.Seed = 4
+		d := sample(t, net, s, opt, 7, 7, 10, nil)
+		same := 0
+		for i := range a {
+			if a[i] == d[i] {
+				same++
+			}
+		}
+		if same == len(a) {
+			t.Errorf("%+v: another seed gave the same samples", opt)
+		}
+	}
+}
+
+// TestCounterMapping checks the documented noise indices: x_T from draws j·D…, and the DDPM z of step k from draws
+// (k·n + j)·D…, by replaying the sampler on the host with the float64 reference step of package diffusion.
+func TestCounterMapping(t *testing.T) {
+	const T, n, d, seed = 20, 3, 5, 11
+	s := schedule(t, T)
+	opt := Options{Sampler: "ddpm", Clip: true, Variance: "beta", Seed: seed}
+	got := sample(t, func(be ops.Backend) Denoiser { return &shrink{be: be} }, s, opt, n, 2, d, nil)
+
+	x := make([]float32, n*d)
+	rng.FillNormal(x, seed, rng.StreamSampler, 0)
+	// With x_T given explicitly as those draws, the output is the same.
+	init := sample(t, func(be ops.Backend) Denoiser { return &shrink{be: be} }, s, opt, n, 3, d, append([]float32(nil), x...))
+	for i := range got {
+		if got[i] != init[i] {
+			t.Fatalf("-init with the drawn x_T differs at %d: %v vs %v", i, got[i], init[i])
+		}
+	}
+	ref := make([]float64, n*d)
+	for i := range ref {
+		ref[i] = float64(x[i])
+	}
+	for k := 1; k <= T; k++ {
+		tt := T - k
+		for i := range ref {
+			z := float64(rng.Normal(seed, rng.StreamSampler, uint64(k*n*d+i)))
+			ref[i] = s.DDPMStepAt(tt, ref[i], 0.5*ref[i], z, diffusion.VarBeta, true)
+		}
+	}
+	for i := range ref {
+		if math.Abs(ref[i]-float64(got[i])) > 1e-4 {
+			t.Fatalf("element %d: sampler %v, host replay %v", i, got[i], ref[i])
+		}
+	}
+}
+
+func TestOptionsAreChecked(t *testing.T) {
+	s := schedule(t, 10)
+	be := cpu.New()
+	for _, opt := range []Options{
+		{Sampler: "ddpm", Steps: 5},
+		{Sampler: "ddim", Steps: 11},
+		{Sampler: "ddim", Steps: 5, Eta: 2},
+		{Sampler: "euler", Steps: 5},
+		{Sampler: "ddpm", Variance: "large"},
+	} {
+		if _, err := New(be, s, opt, 1, 1); err == nil {
+			t.Errorf("%+v accepted", opt)
+		}
+	}
+}
