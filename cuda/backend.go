@@ -46,8 +46,21 @@ func (be *Backend) Name() string { return "cuda/" + be.d.Name() }
 // Driver returns the driver the backend launches on.
 func (be *Backend) Driver() Driver { return be.d }
 
-// Close frees the backend's scratch memory (not the driver, nor the buffers it handed out).
-func (be *Backend) Close() error { return be.d.Free(be.partial) }
+// Close frees the backend's scratch memory: the reduction partials and the launchers' workspace (not the driver,
+// nor the buffers it handed out).
+func (be *Backend) Close() error {
+	err := be.FreeScratch()
+	if be.partial != 0 {
+		if e := be.d.Free(be.partial); err == nil {
+			err = e
+		}
+		be.partial = 0
+	}
+	return err
+}
+
+// MemUsed is the driver's device memory in use, in bytes (see Driver.MemUsed).
+func (be *Backend) MemUsed() int64 { return be.d.MemUsed() }
 
 // keep records the first device error, for Sync.
 func (be *Backend) keep(op string, err error) {

@@ -392,7 +392,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 	launchedKernels.launched = map[string]bool{}
 	launchedKernels.mu.Unlock()
 	for name, f := range map[string]func(*testing.T){"Conformance": TestEmuConformance,
-		"NormalMatchesRNG": TestEmuNormalMatchesRNG, "QSampleNoise": TestEmuQSampleNoise, "GatherBatch": TestEmuGatherBatch} {
+		"NormalMatchesRNG": TestEmuNormalMatchesRNG, "QSampleNoise": TestEmuQSampleNoise, "GatherBatch": TestEmuGatherBatch,
+		"GatherEpoch": TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "ClipScaleAdamWCtl": TestEmuClipScaleAdamWCtl} {
 		t.Run(name, f)
 	}
 	var missing []string

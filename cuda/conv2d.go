@@ -31,9 +31,14 @@ const (
 
 // SetTensorCores selects the convolution kernels: on = TF32 tensor cores (nvcuda::wmma m16n16k8, inputs rounded to
 // 10-bit mantissas, FP32 accumulation; a relative error of about 1e-3 per product), off = FP32 FMAs (the default).
-// The TF32 kernels use tensor cores where the PTX targets sm_80 or newer; with the compute_70 PTX of kernels/ptx.mk
-// they run the FP32 core under the same tiling. The emulator always emulates TF32 rounding.
-func (be *Backend) SetTensorCores(on bool) { be.tc = on }
+// The TF32 kernels come from kernels/ptx/sm80/conv2d.ptx, which the GPU driver loads on devices of compute
+// capability 8.0 or newer; on older devices (Driver.TensorCores false) a request for them is refused and the FP32
+// kernels stay in use: SetTensorCores returns whether the TF32 kernels are now selected. The emulator always
+// emulates TF32 rounding.
+func (be *Backend) SetTensorCores(on bool) bool {
+	be.tc = on && be.d.TensorCores()
+	return be.tc
+}
 
 // TensorCores reports whether the convolutions use the TF32 kernels.
 func (be *Backend) TensorCores() bool { return be.tc }

@@ -24,6 +24,7 @@ type GPU struct {
 	quit chan struct{}
 	name string
 	fns  map[string]cu.Function // kernel name -> function, filled at start from every embedded module
+	cc   int                    // compute capability, major·10 + minor (e.g. 90 for an H100)
 }
 
 var _ Driver = (*GPU)(nil)
@@ -59,6 +60,17 @@ func (g *GPU) loop(ordinal int, ready chan<- error) {
 		ready <- fmt.Errorf("cuda: device %d name: %w", ordinal, err)
 		return
 	}
+	major, err := dev.Attribute(cu.ComputeCapabilityMajor)
+	if err != nil {
+		ready <- fmt.Errorf("cuda: %s compute capability: %w", name, err)
+		return
+	}
+	minor, err := dev.Attribute(cu.ComputeCapabilityMinor)
+	if err != nil {
+		ready <- fmt.Errorf("cuda: %s compute capability: %w", name, err)
+		return
+	}
+	g.cc = 10*major + minor
 	ctx, err := dev.MakeContext(cu.SchedAuto)
 	if err != nil {
 		ready <- fmt.Errorf("cuda: context on %s: %w", name, err)
@@ -89,12 +101,29 @@ func (g *GPU) loop(ordinal int, ready chan<- error) {
 	}
 }
 
-// loadModules loads kernels/ptx/*.ptx and indexes the .entry functions of each by name.
+// loadModules loads kernels/ptx/*.ptx (compute_70) and indexes the .entry functions of each by name; on devices of
+// compute capability 8.0 or newer it then loads kernels/ptx/sm80/*.ptx (compute_80, where the _tf32 kernels use
+// tensor cores), whose functions replace those of the same name.
 func (g *GPU) loadModules(mods *[]cu.Module) error {
 	files, err := fs.Glob(kernels.PTX, "ptx/*.ptx")
 	if err != nil || len(files) == 0 {
 		return fmt.Errorf("cuda: no embedded PTX (run make ptx): %v", err)
 	}
+	if err := g.loadFiles(mods, files, false); err != nil {
+		return err
+	}
+	if g.cc < 80 {
+		return nil
+	}
+	sm80, err := fs.Glob(kernels.PTX, "ptx/sm80/*.ptx")
+	if err != nil || len(sm80) == 0 {
+		return fmt.Errorf("cuda: no embedded sm80 PTX (run make ptx): %v", err)
+	}
+	return g.loadFiles(mods, sm80, true)
+}
+
+// loadFiles loads PTX modules and indexes their kernels; replace lets a kernel override one loaded before.
+func (g *GPU) loadFiles(mods *[]cu.Module, files []string, replace bool) error {
 	for _, f := range files {
 		src, err := fs.ReadFile(kernels.PTX, f)
 		if err != nil {
@@ -110,7 +139,7 @@ func (g *GPU) loadModules(mods *[]cu.Module) error {
 			if err != nil {
 				return fmt.Errorf("cuda: %s: function %s: %w", path.Base(f), entry, err)
 			}
-			if _, dup := g.fns[entry]; dup {
+			if _, dup := g.fns[entry]; dup && !replace {
 				return fmt.Errorf("cuda: kernel %s defined twice (second in %s)", entry, path.Base(f))
 			}
 			g.fns[entry] = fn
@@ -231,6 +260,21 @@ func (g *GPU) Launch(kernel string, grid, block Dim3, sharedBytes int, args ...A
 		return fmt.Errorf("cuda: launch %s grid %v block %v shared %d: %w", kernel, grid, block, sharedBytes, err)
 	}
 	return nil
+}
+
+// TensorCores says whether the device has them for the _tf32 kernels (compute capability 8.0 or newer).
+func (g *GPU) TensorCores() bool { return g.cc >= 80 }
+
+// ComputeCapability is major·10 + minor, e.g. 80 for an A100, 90 for an H100.
+func (g *GPU) ComputeCapability() int { return g.cc }
+
+// MemUsed is total − free device memory as cuMemGetInfo reports them (0 if the query fails).
+func (g *GPU) MemUsed() int64 {
+	var free, total int64
+	if err := g.do(func() (err error) { free, total, err = cu.MemInfo(); return }); err != nil {
+		return 0
+	}
+	return total - free
 }
 
 // Sync waits for the device and returns the first error of the queued work (e.g. a kernel's illegal address).

@@ -61,6 +61,15 @@ func F32(v float32) Arg { return Arg{uint64(math.Float32bits(v)), 'f', 4} }
 // F64 passes a C double.
 func F64(v float64) Arg { return Arg{math.Float64bits(v), 'f', 8} }
 
+// Kind is 'p' (pointer), 'i' (signed), 'u' (unsigned) or 'f' (float).
+func (a Arg) Kind() byte { return a.kind }
+
+// Size is the argument's size in bytes (4 or 8).
+func (a Arg) Size() int { return int(a.size) }
+
+// Bits is the value in the low Size bytes (a pointer's address, an integer, a float's IEEE bits).
+func (a Arg) Bits() uint64 { return a.bits }
+
 func (a Arg) String() string {
 	return fmt.Sprintf("%c%d(%#x)", a.kind, 8*int(a.size), a.bits)
 }
@@ -87,6 +96,12 @@ type Driver interface {
 	Sync() error
 	// Close releases the device; the Driver must not be used afterwards.
 	Close() error
+	// TensorCores says whether the _tf32 convolution kernels run on tensor cores here: a GPU of compute capability
+	// 8.0 or newer (which loads kernels/ptx/sm80), and the emulator (which emulates TF32 rounding).
+	TensorCores() bool
+	// MemUsed is the device memory in use, in bytes: the emulator's live allocations; on a GPU, total − free as
+	// cuMemGetInfo reports them (so it includes the context and other processes).
+	MemUsed() int64
 }
 
 // Open returns the driver named by dev: "emu" (default build) or "cuda" (a build with -tags cuda).

@@ -22,6 +22,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"unsafe"
 
@@ -59,7 +60,8 @@ func NewEmulator(opts EmuOptions) *Emulator {
 	return &Emulator{opts: opts, allocs: map[DevicePtr]int{}}
 }
 
-func openEmu() (Driver, error) { return NewEmulator(EmuOptions{}), nil }
+// openEmu is Open("emu"): an emulator with a worker per CPU.
+func openEmu() (Driver, error) { return NewEmulator(EmuOptions{Workers: runtime.NumCPU()}), nil }
 
 func openCUDA() (Driver, error) {
 	return nil, errors.New("cuda: -device cuda needs a binary built with -tags cuda (this build has only the emulator, -device emu)")
@@ -221,6 +223,20 @@ func EmuKernels() []string {
 		names[i] = C.GoString(C.emu_kernel_name(C.int(i)))
 	}
 	return names
+}
+
+// TensorCores is true: the emulator runs the _tf32 kernels with TF32 rounding (kernels/emu/wmma.h).
+func (e *Emulator) TensorCores() bool { return true }
+
+// MemUsed is the sum of the live allocations' sizes.
+func (e *Emulator) MemUsed() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var n int64
+	for _, b := range e.allocs {
+		n += int64(b)
+	}
+	return n
 }
 
 // Sync returns nil: emulator launches are synchronous.

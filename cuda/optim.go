@@ -27,3 +27,47 @@ func (be *Backend) EMA(decay float32, e, p ops.Buf) {
 	s := be.bufs("EMA", e.Len(), []string{"e", "p"}, e, p)
 	be.launch1D("EMA", "ema_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), F32(decay), I64(int64(s[0].n)))
 }
+
+// Ctl is the device-side control block of a training step that the host does not read every step: [GradScale,
+// skip, non-finite count] (see kernels/optim.cu: clip_scale_f32).
+type Ctl struct{ b *Buf }
+
+// NewCtl allocates a zeroed control block.
+func (be *Backend) NewCtl() *Ctl { return &Ctl{b: be.Alloc(3).(*Buf)} }
+
+// Buf is the block as a 3-element buffer (to read or reset it).
+func (c *Ctl) Buf() ops.Buf { return c.b }
+
+// ClipScale writes ctl's GradScale = min(1, maxNorm/(‖G‖/A + 1e-6))/A (1/A when maxNorm ≤ 0) from
+// scalars = [‖G‖², loss_0 … loss_{A−1}], and its skip flag (sticky: once set it stays) and non-finite count, in one
+// thread on the device.
+func (be *Backend) ClipScale(scalars ops.Buf, A int, maxNorm float64, sticky bool, ctl *Ctl) {
+	s := be.bufs("ClipScale", 1+A, []string{"scalars"}, scalars)[0]
+	if A < 1 {
+		panic(fmt.Sprintf("cuda ClipScale: A = %d", A))
+	}
+	be.keep("ClipScale", be.d.Launch("clip_scale_f32", Dim3{X: 1}, Dim3{X: 1}, 0, Ptr(s.p), Ptr(ctl.b.p),
+		I32(int32(A)), F64(maxNorm), I32(b2i(sticky))))
+}
+
+// AdamWStepCtl is AdamWStep with GradScale taken from ctl on the device (h.GradScale is ignored), skipped when ctl's
+// skip flag is set.
+func (be *Backend) AdamWStepCtl(h ops.AdamW, ctl *Ctl, p, g, m, v ops.Buf) {
+	if h.Step < 1 {
+		panic(fmt.Sprintf("cuda AdamWStepCtl %+v: Step is 1-based", h))
+	}
+	s := be.bufs("AdamWStepCtl", p.Len(), []string{"p", "g", "m", "v"}, p, g, m, v)
+	rc1 := float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step))))
+	rc2 := float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step))))
+	n := s[0].n
+	be.launch1D("AdamWStepCtl", "adamw_dev_f32", n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), Ptr(s[3].p),
+		I64(int64(n)), F32(h.LR), F32(h.Beta1), F32(h.Beta2), F32(h.Eps), F32(h.LR*h.WeightDecay), Ptr(ctl.b.p),
+		F32(rc1), F32(rc2))
+}
+
+// EMACtl is EMA skipped when ctl's skip flag is set.
+func (be *Backend) EMACtl(decay float32, ctl *Ctl, e, p ops.Buf) {
+	s := be.bufs("EMACtl", e.Len(), []string{"e", "p"}, e, p)
+	be.launch1D("EMACtl", "ema_dev_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), F32(decay), I64(int64(s[0].n)),
+		Ptr(ctl.b.p))
+}
