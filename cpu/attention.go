@@ -21,15 +21,26 @@ func checkAttn(op string, s ops.AttnShape) {
 // P is written to p[n, h] ([L, L]) and kept for the backward pass. The exponentials
 // run in T (exp32 for float32) and the row sums in float64. (n, h) pairs run in parallel.
 func (be *Backend[T]) Attention(s ops.AttnShape, q, k, v, o, p ops.Buf) {
+	defer be.stop(FamAttention, be.start())
 	checkAttn("Attention", s)
 	hd := s.Heads * s.D
-	qs := be.arg("Attention", s, "q", q, s.N*s.L*hd)
-	ks := be.arg("Attention", s, "k", k, s.N*s.L*hd)
-	vs := be.arg("Attention", s, "v", v, s.N*s.L*hd)
-	os := be.arg("Attention", s, "o", o, s.N*s.L*hd)
-	ps := be.arg("Attention", s, "p", p, s.N*s.Heads*s.L*s.L)
+	qs := arg(be, "Attention", s, "q", q, s.N*s.L*hd)
+	ks := arg(be, "Attention", s, "k", k, s.N*s.L*hd)
+	vs := arg(be, "Attention", s, "v", v, s.N*s.L*hd)
+	os := arg(be, "Attention", s, "o", o, s.N*s.L*hd)
+	ps := arg(be, "Attention", s, "p", p, s.N*s.Heads*s.L*s.L)
+	j := be.newJob(jAttention)
+	j.attn = s
+	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = qs, ks, vs, os, ps
+	be.forEach(j, s.N*s.Heads)
+}
+
+// attentionItem is the forward pass of (sample, head) nh.
+func attentionItem[T Float](j *job[T], nh int) {
+	s, qs, ks, vs, os, ps := j.attn, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
+	hd := s.Heads * s.D
 	scale := T(1 / math.Sqrt(float64(s.D)))
-	be.forEach(s.N*s.Heads, func(_, nh int) {
+	{
 		n, h := nh/s.Heads, nh%s.Heads
 		off := n*s.L*hd + h*s.D
 		pm := ps[nh*s.L*s.L : (nh+1)*s.L*s.L]
@@ -38,7 +49,7 @@ func (be *Backend[T]) Attention(s ops.AttnShape, q, k, v, o, p ops.Buf) {
 			softmaxRow(pm[i*s.L : (i+1)*s.L])
 		}
 		gemm(false, false, s.L, s.D, s.L, 1, pm, s.L, vs[off:], hd, 0, os[off:], hd)
-	})
+	}
 }
 
 // softmaxRow replaces r by softmax(r), subtracting the row maximum first.
@@ -67,19 +78,39 @@ func softmaxRow[T Float](r []T) {
 // Any of dq, dk, dv may be nil. Each (n, h) writes only its own slices, so the
 // parallel split does not change a result.
 func (be *Backend[T]) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk, dv ops.Buf) {
+	defer be.stop(FamAttention, be.start())
 	checkAttn("AttentionBackward", s)
 	hd := s.Heads * s.D
-	qs := be.arg("AttentionBackward", s, "q", q, s.N*s.L*hd)
-	ks := be.arg("AttentionBackward", s, "k", k, s.N*s.L*hd)
-	vs := be.arg("AttentionBackward", s, "v", v, s.N*s.L*hd)
-	ps := be.arg("AttentionBackward", s, "p", p, s.N*s.Heads*s.L*s.L)
-	dos := be.arg("AttentionBackward", s, "do", do, s.N*s.L*hd)
-	dqs := be.opt("AttentionBackward", s, "dq", dq, s.N*s.L*hd)
-	dks := be.opt("AttentionBackward", s, "dk", dk, s.N*s.L*hd)
-	dvs := be.opt("AttentionBackward", s, "dv", dv, s.N*s.L*hd)
+	qs := arg(be, "AttentionBackward", s, "q", q, s.N*s.L*hd)
+	ks := arg(be, "AttentionBackward", s, "k", k, s.N*s.L*hd)
+	vs := arg(be, "AttentionBackward", s, "v", v, s.N*s.L*hd)
+	ps := arg(be, "AttentionBackward", s, "p", p, s.N*s.Heads*s.L*s.L)
+	dos := arg(be, "AttentionBackward", s, "do", do, s.N*s.L*hd)
+	dqs := opt(be, "AttentionBackward", s, "dq", dq, s.N*s.L*hd)
+	dks := opt(be, "AttentionBackward", s, "dk", dk, s.N*s.L*hd)
+	dvs := opt(be, "AttentionBackward", s, "dv", dv, s.N*s.L*hd)
+	j := be.newJob(jAttentionBwd)
+	j.attn = s
+	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = qs, ks, vs, ps, dos
+	j.sets[0] = scratch(&be.attn, be.workers, s.L*s.L)
+	j.sets[1] = be.attnGrads(dqs, dks, dvs)
+	be.forEach(j, s.N*s.Heads)
+}
+
+// attnGrads returns the backend's 3-slice holder of (dq, dk, dv), reused across calls.
+func (be *Backend[T]) attnGrads(dq, dk, dv []T) [][]T {
+	be.attnG[0], be.attnG[1], be.attnG[2] = dq, dk, dv
+	return be.attnG[:]
+}
+
+// attentionBwdItem is the backward pass of (sample, head) nh on goroutine wk.
+func attentionBwdItem[T Float](j *job[T], wk, nh int) {
+	s, qs, ks, vs, ps, dos := j.attn, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
+	dqs, dks, dvs := j.sets[1][0], j.sets[1][1], j.sets[1][2]
+	tmp := j.sets[0]
+	hd := s.Heads * s.D
 	scale := T(1 / math.Sqrt(float64(s.D)))
-	tmp := scratch(&be.attn, be.workers, s.L*s.L)
-	be.forEach(s.N*s.Heads, func(wk, nh int) {
+	{
 		n, h := nh/s.Heads, nh%s.Heads
 		off := n*s.L*hd + h*s.D
 		pm := ps[nh*s.L*s.L : (nh+1)*s.L*s.L]
@@ -107,5 +138,5 @@ func (be *Backend[T]) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk,
 		if dks != nil {
 			gemm(true, false, s.L, s.D, s.L, scale, ds, s.L, qs[off:], hd, 1, dks[off:], hd)
 		}
-	})
+	}
 }

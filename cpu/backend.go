@@ -5,25 +5,33 @@
 // trains, New64 the float64 backend that the gradient checks and the conformance suite
 // use as ground truth. Both store tensors as plain Go slices in row-major NCHW order.
 //
-// Speed. GEMM-shaped work (convolution as im2col + GEMM, linear, attention) goes to
-// OpenBLAS through cgo (see blas.go for why). OpenBLAS is pinned to one thread and the
-// backend parallelises itself over goroutines with a fixed partition: per sample for
-// convolution, per (sample, head) for attention, fixed-size blocks for elementwise ops
-// and reductions. Every reduction that crosses a partition boundary (the batch sums of
-// the weight and bias gradients, the sums of SumSquares and MSE) combines its partial
-// sums in one fixed order, and the partition does not depend on the number of
-// goroutines, so results are bit-identical run to run and for any GOMAXPROCS.
+// Speed. GEMM-shaped work (convolution as im2col + GEMM over multi-sample column
+// panels, linear, attention) goes to OpenBLAS through cgo (see blas.go for why).
+// OpenBLAS is pinned to one thread and the backend parallelises itself on a persistent
+// pool of worker goroutines (pool.go) over a fixed partition: per column panel for
+// convolution, per batch chunk for its backward pass, per (sample, head) for attention,
+// per (sample, group) for group norm, fixed ranges for elementwise ops and blocks for
+// reductions. Every reduction that crosses a partition boundary (the batch sums of the
+// weight and bias gradients, the sums of SumSquares and MSE) combines its partial sums
+// in one fixed order, and the partition does not depend on the number of goroutines,
+// so results are bit-identical run to run and for any GOMAXPROCS. SiLU and long
+// additions run AVX-512 kernels (package internal/vec) where the CPU has them.
 //
-// Memory. Scratch (im2col columns, per-chunk weight-gradient partials, reduction
-// partials) is owned by the backend, allocated on first use and only ever grown, so a
-// steady-state training step allocates no buffers. A Backend is therefore not safe for
-// concurrent use by several goroutines; it is used like a CUDA stream, one op at a time.
+// Memory. Scratch (im2col panels, per-chunk weight-gradient partials, reduction
+// partials) is owned by the backend, allocated on first use and only ever grown, and
+// parallel ops hand the pool a job struct the backend owns (jobs.go) rather than a
+// closure, so a steady-state training step allocates nothing. A Backend is therefore
+// not safe for concurrent use by several goroutines; it is used like a CUDA stream, one
+// op at a time.
+//
+// Profiling. SetProfile (or DDPM_CPU_PROFILE=1 in the environment) times every op by
+// family; Profile().Table formats the result (profile.go, docs/perf.md).
 package cpu
 
 import (
 	"fmt"
+	"math"
 	"runtime"
-	"sync"
 
 	"github.com/ddpmgo/ddpm/ops"
 )
@@ -57,10 +65,19 @@ type Backend[T Float] struct {
 	workers int // goroutines per parallel op (never changes a result, only the speed)
 
 	// Scratch, grown on demand, never shrunk.
-	cols    [][]T     // per worker: im2col columns [Cin·K·K, OH·OW]
+	cols    [][]T     // per worker: im2col columns of a panel [Cin·K·K, cols]
+	ytmp    [][]T     // per worker: a multi-sample panel's y or dy [Cout, cols]
 	partial [][]T     // per batch chunk ≥ 1: weight-gradient partials [Cout·Cin·K·K]
 	sums    []float64 // reduction partials (one per block), group-norm per-(n,c) sums
 	attn    [][]T     // per worker: attention dP [L, L]
+	attnG   [3][]T    // AttentionBackward's dq, dk, dv for its job
+	dw      []T       // Conv2DBackward's dw for its job (nil when not wanted)
+
+	prof *profiler // per-op-family timer; nil when off (see SetProfile)
+
+	j       job[T]           // the parallel op in flight (see jobs.go)
+	pool    *pool            // persistent worker goroutines (see pool.go)
+	cleanup *runtime.Cleanup // ends the pool's helpers once the backend is unreachable
 }
 
 var (
@@ -77,7 +94,9 @@ func New64() *Backend[float64] { return newBackend[float64]() }
 
 func newBackend[T Float]() *Backend[T] {
 	blasInit()
-	return &Backend[T]{workers: max(1, runtime.GOMAXPROCS(0))}
+	be := &Backend[T]{workers: max(1, runtime.GOMAXPROCS(0))}
+	be.SetProfile(profileFromEnv())
+	return be
 }
 
 // Name is "cpu-float32" or "cpu-float64".
@@ -102,8 +121,10 @@ func (be *Backend[T]) buf(op, name string, b ops.Buf) []T {
 	return p.data
 }
 
-// arg unwraps a required operand of at least n elements and returns its first n.
-func (be *Backend[T]) arg(op string, shape any, name string, b ops.Buf, n int) []T {
+// arg unwraps a required operand of at least n elements and returns its first n. It is
+// a function, generic in the shape type, so that the shape is boxed for the panic
+// message only when there is one (a method taking `any` would allocate on every call).
+func arg[T Float, S any](be *Backend[T], op string, shape S, name string, b ops.Buf, n int) []T {
 	d := be.buf(op, name, b)
 	if d == nil {
 		panic(fmt.Sprintf("cpu %s %+v: %s is nil", op, shape, name))
@@ -115,17 +136,17 @@ func (be *Backend[T]) arg(op string, shape any, name string, b ops.Buf, n int) [
 }
 
 // opt is arg for an optional operand (a gradient that may not be needed): nil stays nil.
-func (be *Backend[T]) opt(op string, shape any, name string, b ops.Buf, n int) []T {
+func opt[T Float, S any](be *Backend[T], op string, shape S, name string, b ops.Buf, n int) []T {
 	if isNil(b) {
 		return nil
 	}
-	return be.arg(op, shape, name, b, n)
+	return arg(be, op, shape, name, b, n)
 }
 
-// same unwraps operands that must all have the length of the first (the ops whose
-// length is the buffers' length); none may be nil.
-func (be *Backend[T]) same(op string, names string, bs ...ops.Buf) [][]T {
-	out := make([][]T, len(bs))
+// same unwraps up to four operands that must all have the length of the first (the ops
+// whose length is the buffers' length); none may be nil.
+func (be *Backend[T]) same(op string, names string, bs ...ops.Buf) [4][]T {
+	var out [4][]T
 	for i, b := range bs {
 		out[i] = be.buf(op, names, b)
 	}
@@ -214,17 +235,27 @@ func (be *Backend[T]) Download(dst []float32, src ops.Buf) {
 
 // Fill sets every element to v.
 func (be *Backend[T]) Fill(b ops.Buf, v float32) {
+	defer be.stop(FamOther, be.start())
 	d := be.buf("Fill", "b", b)
-	be.parallel(len(d), func(lo, hi int) {
-		x := T(v)
-		for i := lo; i < hi; i++ {
-			d[i] = x
-		}
-	})
+	j := be.newJob(jFill)
+	j.a[0], j.c[0] = d, T(v)
+	be.parallel(j, len(d))
+}
+
+func fillRange[T Float](j *job[T], lo, hi int) {
+	d, x := j.a[0][lo:hi], j.c[0]
+	if x == 0 && !math.Signbit(float64(x)) { // the common case (zeroing gradients): memclr
+		clear(d)
+		return
+	}
+	for i := range d {
+		d[i] = x
+	}
 }
 
 // Copy copies src into dst; both have the same length.
 func (be *Backend[T]) Copy(dst, src ops.Buf) {
+	defer be.stop(FamOther, be.start())
 	d, s := be.buf("Copy", "dst", dst), be.buf("Copy", "src", src)
 	if len(d) != len(s) {
 		panic(fmt.Sprintf("cpu Copy: dst has %d elements, src %d", len(d), len(s)))
@@ -240,71 +271,6 @@ func (be *Backend[T]) Sync() error { return nil }
 // parallelMin is the length below which an elementwise op runs on the calling
 // goroutine: under ~64k elements the op costs less than waking a second goroutine.
 const parallelMin = 1 << 16
-
-// parallel runs fn over [0, n) split into one contiguous range per worker. Only for
-// ops whose every output element depends on its own index alone, so the split never
-// changes a result.
-func (be *Backend[T]) parallel(n int, fn func(lo, hi int)) {
-	if n < parallelMin || be.workers == 1 {
-		fn(0, n)
-		return
-	}
-	splitRun(be.workers, n, fn)
-}
-
-// splitRun runs fn on w contiguous ranges that cover [0, n), concurrently.
-func splitRun(w, n int, fn func(lo, hi int)) {
-	var wg sync.WaitGroup
-	wg.Add(w - 1)
-	for k := 1; k < w; k++ {
-		go func(k int) {
-			defer wg.Done()
-			fn(k*n/w, (k+1)*n/w)
-		}(k)
-	}
-	fn(0, n/w)
-	wg.Wait()
-}
-
-// forEach calls fn(worker, i) once for every item i in [0, n), spreading the items
-// over up to be.workers goroutines; worker ∈ [0, workers) names the goroutine, so fn
-// may use per-worker scratch. Which worker gets which item is not fixed: fn must write
-// only memory owned by item i (or worker scratch it fully overwrites per item).
-func (be *Backend[T]) forEach(n int, fn func(worker, i int)) {
-	w := min(be.workers, n)
-	if w <= 1 {
-		for i := 0; i < n; i++ {
-			fn(0, i)
-		}
-		return
-	}
-	var (
-		mu   sync.Mutex
-		next int
-		wg   sync.WaitGroup
-	)
-	take := func() int {
-		mu.Lock()
-		i := next
-		next++
-		mu.Unlock()
-		return i
-	}
-	run := func(k int) {
-		for i := take(); i < n; i = take() {
-			fn(k, i)
-		}
-	}
-	wg.Add(w - 1)
-	for k := 1; k < w; k++ {
-		go func(k int) {
-			defer wg.Done()
-			run(k)
-		}(k)
-	}
-	run(0)
-	wg.Wait()
-}
 
 // grow returns s resized to n elements, reallocating only when it is too small. The
 // contents are unspecified.

@@ -63,8 +63,12 @@ func TestDeterministicAcrossWorkers(t *testing.T) {
 		be.Fill(g, 1.5)
 		be.GroupNorm(ns, in(gx), g, beta, gy, st)
 		be.GroupNormBackward(ns, in(gx), g, st, in(gdy), gdx, dg, dbeta)
+		// SiLU's vector kernel runs every element the same way wherever a worker's range starts.
+		sy, sdx := be.Alloc(len(big)), be.Alloc(len(big))
+		be.SiLU(in(big), sy)
+		be.SiLUBackward(in(big), sy, sdx)
 		var res [][]float32
-		for _, b := range []ops.Buf{dx, dw, db, out, gy, gdx, dg, dbeta} {
+		for _, b := range []ops.Buf{dx, dw, db, out, gy, gdx, dg, dbeta, sy, sdx} {
 			res = append(res, append([]float32(nil), Data[float32](b)...))
 		}
 		return res

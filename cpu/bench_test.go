@@ -41,10 +41,11 @@ func timeFLOPs(b *testing.B, flops float64, f func()) {
 // three shapes (64→64 @32², 128→128 @16², 256→256 @8²); the backward pass is twice that
 // (backward-data and backward-weight). Peak FP32 on this machine is 2 cores × 2.6 GHz ×
 // 2 AVX-512 FMA units × 16 lanes × 2 = 333 GFLOP/s; OpenBLAS's SkylakeX sgemm reaches
-// ~140 GFLOP/s on one core for large square GEMMs, ~100-120 on these per-sample shapes
-// (M = Cout, N = OH·OW, K = 9·Cin). So a forward pass should take ≈ 4.83/220 ≈ 22 ms on
-// two idle cores plus the im2col traffic (N·9·Cin·OH·OW·4 B = 151 MB at 64→64 @32²,
-// written once and read once by the GEMM: a few ms).
+// ~140 GFLOP/s on one core for large square GEMMs, ~110–150 on the column panels Conv2D
+// multiplies (M = Cout, N ≈ 1024 columns of one or several samples, K = 9·Cin). So a
+// forward pass should take ≈ 4.83/250 ≈ 20 ms on two idle cores plus the im2col traffic
+// (N·9·Cin·OH·OW·4 B = 151 MB at 64→64 @32², written once and read once by the GEMM: a
+// few ms).
 func BenchmarkConv2D(b *testing.B) {
 	be := New()
 	for _, s := range []ops.ConvShape{
@@ -52,6 +53,7 @@ func BenchmarkConv2D(b *testing.B) {
 		{N: 64, Cin: 128, H: 16, W: 16, Cout: 128, K: 3, Stride: 1, Pad: 1},
 		{N: 64, Cin: 256, H: 8, W: 8, Cout: 256, K: 3, Stride: 1, Pad: 1},
 		{N: 64, Cin: 128, H: 16, W: 16, Cout: 128, K: 1, Stride: 1, Pad: 0},
+		{N: 64, Cin: 512, H: 8, W: 8, Cout: 256, K: 3, Stride: 1, Pad: 1}, // the up path's concatenations
 	} {
 		x := be.Alloc(s.N * s.Cin * s.H * s.W)
 		w := be.Alloc(s.Cout * s.Cin * s.K * s.K)

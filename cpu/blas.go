@@ -12,7 +12,7 @@ package cpu
 //
 // Threading: OpenBLAS is pinned to one thread (openblas_set_num_threads(1)) and the
 // backend runs several single-threaded GEMMs at once on its own goroutines over a fixed
-// partition (per sample, per (sample, head)). That also parallelises the im2col and
+// partition (per column panel or batch chunk, per (sample, head)). That also parallelises the im2col and
 // col2im around each GEMM, which OpenBLAS threading would leave serial, and makes every
 // result independent of the thread count. Each cblas call computes every output element
 // with one fixed summation order, so a call is deterministic. OpenBLAS's pthread build

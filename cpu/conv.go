@@ -25,158 +25,317 @@ func checkConv(op string, s ops.ConvShape) {
 // padding): the im2col matrix would be x itself.
 func direct(s ops.ConvShape) bool { return s.K == 1 && s.Stride == 1 && s.Pad == 0 }
 
-// Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P], per sample
-// as the GEMM y_n [Cout, OH·OW] = w [Cout, Cin·K·K] · cols_n [Cin·K·K, OH·OW] on the
-// im2col matrix cols_n[(c·K+p)·K+q, i·OW+j] = x[n, c, i·S+p−P, j·S+q−P] (0 outside x),
-// built and multiplied in blocks of output rows (see colBlockBytes). A 1×1 stride-1
-// convolution multiplies x_n itself. Samples run in parallel; b may be nil.
+// Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P], as GEMMs
+// over column panels (see convPanels): for a panel of g samples (or of a block of one
+// sample's output rows), y_panel [Cout, cols] = w [Cout, Cin·K·K] · im2col_panel
+// [Cin·K·K, cols], with im2col(x)[(c·K+p)·K+q, i·OW+j] = x[n, c, i·S+p−P, j·S+q−P]
+// (0 outside x). A panel of several samples goes through a [Cout, cols] scratch and is
+// scattered to y's NCHW rows (adding b); a one-sample panel is written in place. A 1×1
+// stride-1 convolution multiplies x_n itself. Panels run in parallel; b may be nil.
 func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
+	defer be.stop(FamConvFwd, be.start())
 	checkConv("Conv2D", s)
 	ckk, ohw, hw := s.Cin*s.K*s.K, s.OutH()*s.OutW(), s.H*s.W
-	xs := be.arg("Conv2D", s, "x", x, s.N*s.Cin*hw)
-	ws := be.arg("Conv2D", s, "w", w, s.Cout*ckk)
-	bs := be.opt("Conv2D", s, "b", b, s.Cout)
-	ys := be.arg("Conv2D", s, "y", y, s.N*s.Cout*ohw)
-	rows := rowBlock[T](s)
-	var cols [][]T
-	if !direct(s) {
-		cols = scratch(&be.cols, be.workers, ckk*rows*s.OutW())
+	xs := arg(be, "Conv2D", s, "x", x, s.N*s.Cin*hw)
+	ws := arg(be, "Conv2D", s, "w", w, s.Cout*ckk)
+	bs := opt(be, "Conv2D", s, "b", b, s.Cout)
+	ys := arg(be, "Conv2D", s, "y", y, s.N*s.Cout*ohw)
+	if s.N == 0 {
+		return
 	}
-	be.forEach(s.N, func(wk, n int) {
-		xn := xs[n*s.Cin*hw : (n+1)*s.Cin*hw]
-		yn := ys[n*s.Cout*ohw : (n+1)*s.Cout*ohw]
-		if cols == nil {
-			gemm(false, false, s.Cout, ohw, ckk, 1, ws, ckk, xn, ohw, 0, yn, ohw)
-		} else {
-			ow := s.OutW()
-			for i0 := 0; i0 < s.OutH(); i0 += rows {
-				i1 := min(i0+rows, s.OutH())
-				np := (i1 - i0) * ow
-				im2col(s, xn, cols[wk], i0, i1)
-				gemm(false, false, s.Cout, np, ckk, 1, ws, ckk, cols[wk], np, 0, yn[i0*ow:], ohw)
-			}
-		}
-		if bs != nil {
-			for o, bv := range bs {
-				row := yn[o*ohw : (o+1)*ohw]
-				for i := range row {
-					row[i] += bv
-				}
-			}
-		}
-	})
+	j := be.newJob(jConvDirect)
+	j.conv = s
+	j.a[0], j.a[1], j.a[2], j.a[3] = xs, ws, bs, ys
+	if direct(s) {
+		be.forEach(j, s.N)
+		return
+	}
+	j.kind = jConvFwd
+	j.pl = convPanels[T](s)
+	j.sets[0] = scratch(&be.cols, be.workers, ckk*j.pl.maxCols)
+	if j.pl.group > 1 {
+		j.sets[1] = scratch(&be.ytmp, be.workers, s.Cout*j.pl.maxCols)
+	}
+	be.forEach(j, j.pl.count(0, s.N))
 }
 
-// Conv2DBackward accumulates, per sample n,
+// convDirectItem is sample n of a 1×1 stride-1 convolution: y_n = w·x_n (+ b).
+func convDirectItem[T Float](j *job[T], n int) {
+	s, xs, ws, bs, ys := j.conv, j.a[0], j.a[1], j.a[2], j.a[3]
+	ckk, ohw, hw := s.Cin, s.OutH()*s.OutW(), s.H*s.W
+	yn := ys[n*s.Cout*ohw : (n+1)*s.Cout*ohw]
+	gemm(false, false, s.Cout, ohw, ckk, 1, ws, ckk, xs[n*s.Cin*hw:(n+1)*s.Cin*hw], ohw, 0, yn, ohw)
+	addBias(yn, bs, ohw, 0, ohw)
+}
+
+// convFwdPanel is panel k of Conv2D on goroutine wk.
+func convFwdPanel[T Float](j *job[T], wk, k int) {
+	s, xs, ws, bs, ys := j.conv, j.a[0], j.a[1], j.a[2], j.a[3]
+	ckk, ohw := s.Cin*s.K*s.K, s.OutH()*s.OutW()
+	p := j.pl.at(0, s.N, k)
+	np := p.cols(s)
+	col := j.sets[0][wk][:ckk*np]
+	panelIm2col(p, s, xs, col)
+	if p.n1-p.n0 == 1 {
+		ow := s.OutW()
+		yn := ys[p.n0*s.Cout*ohw : (p.n0+1)*s.Cout*ohw]
+		gemm(false, false, s.Cout, np, ckk, 1, ws, ckk, col, np, 0, yn[p.i0*ow:], ohw)
+		addBias(yn, bs, ohw, p.i0*ow, p.i1*ow)
+		return
+	}
+	yt := j.sets[1][wk][:s.Cout*np]
+	gemm(false, false, s.Cout, np, ckk, 1, ws, ckk, col, np, 0, yt, np)
+	for n := p.n0; n < p.n1; n++ {
+		yn := ys[n*s.Cout*ohw : (n+1)*s.Cout*ohw]
+		off := (n - p.n0) * ohw
+		for o := 0; o < s.Cout; o++ {
+			copy(yn[o*ohw:(o+1)*ohw], yt[o*np+off:o*np+off+ohw])
+		}
+		addBias(yn, bs, ohw, 0, ohw)
+	}
+}
+
+// addBias adds b[o] to the elements [lo, hi) of row o of y [len(b), hw]; nil b adds
+// nothing.
+func addBias[T Float](y, b []T, hw, lo, hi int) {
+	for o, bv := range b {
+		row := y[o*hw+lo : o*hw+hi]
+		for i := range row {
+			row[i] += bv
+		}
+	}
+}
+
+// Conv2DBackward accumulates, per column panel (see Conv2D and convPanels),
 //
-//	dw += dy_n · cols_nᵀ            (backward-weight, summed over the batch in convChunks fixed chunks)
-//	dx_n += col2im(wᵀ · dy_n)       (backward-data: each column entry goes back to the x it came from)
-//	db[o] += Σ_{n,i,j} dy[n,o,i,j]  (in float64, n then i·OW+j order)
+//	dw += dy_panel · im2col_panelᵀ        (backward-weight; panels summed over the batch in convChunks fixed chunks)
+//	dx += col2im(wᵀ · dy_panel)           (backward-data: each column entry goes back to the x it came from)
+//	db[o] += Σ_{n,i,j} dy[n,o,i,j]         (in float64, per sample by sum64, then in n order)
 //
-// Any of dx, dw, db may be nil.
+// where dy_panel [Cout, cols] is dy's rows of the panel's samples side by side. Any of
+// dx, dw, db may be nil.
 func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	checkConv("Conv2DBackward", s)
+	defer be.convBwdSplit(be.convBwdStart())
 	ckk, ohw, hw := s.Cin*s.K*s.K, s.OutH()*s.OutW(), s.H*s.W
-	xs := be.arg("Conv2DBackward", s, "x", x, s.N*s.Cin*hw)
-	ws := be.arg("Conv2DBackward", s, "w", w, s.Cout*ckk)
-	dys := be.arg("Conv2DBackward", s, "dy", dy, s.N*s.Cout*ohw)
-	dxs := be.opt("Conv2DBackward", s, "dx", dx, s.N*s.Cin*hw)
-	dws := be.opt("Conv2DBackward", s, "dw", dw, s.Cout*ckk)
-	dbs := be.opt("Conv2DBackward", s, "db", db, s.Cout)
+	xs := arg(be, "Conv2DBackward", s, "x", x, s.N*s.Cin*hw)
+	ws := arg(be, "Conv2DBackward", s, "w", w, s.Cout*ckk)
+	dys := arg(be, "Conv2DBackward", s, "dy", dy, s.N*s.Cout*ohw)
+	dxs := opt(be, "Conv2DBackward", s, "dx", dx, s.N*s.Cin*hw)
+	dws := opt(be, "Conv2DBackward", s, "dw", dw, s.Cout*ckk)
+	dbs := opt(be, "Conv2DBackward", s, "db", db, s.Cout)
 
+	j := be.newJob(jConvBias)
+	j.conv = s
+	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = xs, ws, dys, dxs, dbs
 	if dbs != nil {
-		be.forEach(s.Cout, func(_, o int) {
-			var sum float64
-			for n := 0; n < s.N; n++ {
-				for _, v := range dys[(n*s.Cout+o)*ohw : (n*s.Cout+o+1)*ohw] {
-					sum += float64(v)
-				}
-			}
-			dbs[o] += T(sum)
-		})
+		t0 := be.phase()
+		be.forEach(j, s.Cout)
+		be.endPhase(0, 0, t0)
 	}
 	if (dxs == nil && dws == nil) || s.N == 0 {
 		return
 	}
-
-	chunks := min(s.N, convChunks)
-	var parts [][]T
-	if dws != nil && chunks > 1 {
-		parts = scratch(&be.partial, chunks-1, s.Cout*ckk)
+	j.kind = jConvBwd
+	j.m[0] = min(s.N, convChunks)
+	if dws != nil && j.m[0] > 1 {
+		j.sets[2] = scratch(&be.partial, j.m[0]-1, s.Cout*ckk)
 	}
-	rows, ow := rowBlock[T](s), s.OutW()
-	var cols [][]T
+	j.pl = convPanels[T](s)
 	if !direct(s) {
-		cols = scratch(&be.cols, be.workers, ckk*rows*ow)
-	}
-	be.forEach(chunks, func(wk, c int) {
-		dwc := dws // chunk 0 accumulates straight into dw
-		if c > 0 && dwc != nil {
-			dwc = parts[c-1]
-			clear(dwc)
+		j.sets[0] = scratch(&be.cols, be.workers, ckk*j.pl.maxCols)
+		if j.pl.group > 1 {
+			j.sets[1] = scratch(&be.ytmp, be.workers, s.Cout*j.pl.maxCols)
 		}
-		for n := c * s.N / chunks; n < (c+1)*s.N/chunks; n++ {
+	}
+	be.dw = dws
+	be.forEach(j, j.m[0])
+	if parts := j.sets[2]; parts != nil {
+		t0 := be.phase()
+		j.kind = jAddParts
+		be.parallel(j, len(dws))
+		be.endPhase(0, 0, t0)
+	}
+}
+
+// convBiasItem: db[o] += Σ_n Σ_i dy[n, o, i] in float64: per sample by sum64, the
+// samples added in n order.
+func convBiasItem[T Float](j *job[T], o int) {
+	s, dys, dbs := j.conv, j.a[2], j.a[4]
+	ohw := s.OutH() * s.OutW()
+	var sum float64
+	for n := 0; n < s.N; n++ {
+		sum += sum64(dys[(n*s.Cout+o)*ohw : (n*s.Cout+o+1)*ohw])
+	}
+	dbs[o] += T(sum)
+}
+
+// addPartsRange adds the weight-gradient partials of chunks 1, 2, … into dw, in chunk order.
+func addPartsRange[T Float](j *job[T], lo, hi int) {
+	dws := j.be.dw
+	for _, p := range j.sets[2] {
+		addTo(dws[lo:hi], p[lo:hi])
+	}
+}
+
+// convBwdChunk is batch chunk c of Conv2DBackward on goroutine wk: samples
+// [c·N/m, (c+1)·N/m) with m = min(N, convChunks), its weight gradient summed into a
+// partial of its own (chunk 0 straight into dw).
+func convBwdChunk[T Float](j *job[T], wk, c int) {
+	be, s, xs, ws, dys, dxs := j.be, j.conv, j.a[0], j.a[1], j.a[2], j.a[3]
+	chunks, pl := j.m[0], j.pl
+	ckk, ohw, hw := s.Cin*s.K*s.K, s.OutH()*s.OutW(), s.H*s.W
+	dwc := be.dw // chunk 0 accumulates straight into dw
+	if c > 0 && dwc != nil {
+		dwc = j.sets[2][c-1]
+		clear(dwc)
+	}
+	n0, n1 := c*s.N/chunks, (c+1)*s.N/chunks
+	if j.sets[0] == nil { // 1×1 stride 1: the columns of sample n are x_n
+		for n := n0; n < n1; n++ {
 			xn := xs[n*s.Cin*hw : (n+1)*s.Cin*hw]
 			dyn := dys[n*s.Cout*ohw : (n+1)*s.Cout*ohw]
-			if cols == nil { // 1×1 stride 1: cols_n is x_n
-				if dwc != nil {
-					gemm(false, true, s.Cout, s.Cin, hw, 1, dyn, hw, xn, hw, 1, dwc, s.Cin)
-				}
-				if dxs != nil {
-					dxn := dxs[n*s.Cin*hw : (n+1)*s.Cin*hw]
-					gemm(true, false, s.Cin, hw, s.Cout, 1, ws, s.Cin, dyn, hw, 1, dxn, hw)
-				}
-				continue
+			if dwc != nil {
+				t0 := be.phase()
+				gemm(false, true, s.Cout, s.Cin, hw, 1, dyn, hw, xn, hw, 1, dwc, s.Cin)
+				be.endPhase(wk, 0, t0)
 			}
-			col := cols[wk]
-			for i0 := 0; i0 < s.OutH(); i0 += rows {
-				i1 := min(i0+rows, s.OutH())
-				np := (i1 - i0) * ow
-				if dwc != nil {
-					im2col(s, xn, col, i0, i1)
-					gemm(false, true, s.Cout, ckk, np, 1, dyn[i0*ow:], ohw, col, np, 1, dwc, ckk)
-				}
-				if dxs != nil {
-					gemm(true, false, ckk, np, s.Cout, 1, ws, ckk, dyn[i0*ow:], ohw, 0, col, np)
-					col2im(s, col, dxs[n*s.Cin*hw:(n+1)*s.Cin*hw], i0, i1)
-				}
+			if dxs != nil {
+				t0 := be.phase()
+				dxn := dxs[n*s.Cin*hw : (n+1)*s.Cin*hw]
+				gemm(true, false, s.Cin, hw, s.Cout, 1, ws, s.Cin, dyn, hw, 1, dxn, hw)
+				be.endPhase(wk, 1, t0)
 			}
 		}
-	})
-	if parts != nil {
-		be.parallel(len(dws), func(lo, hi int) {
-			for _, p := range parts {
-				addTo(dws[lo:hi], p[lo:hi])
+		return
+	}
+	for k := range pl.count(n0, n1) {
+		p := pl.at(n0, n1, k)
+		np := p.cols(s)
+		col := j.sets[0][wk][:ckk*np]
+		// dyp: the panel's dy as a [Cout, np] matrix with row stride ld.
+		dyp, ld := dys[p.n0*s.Cout*ohw+p.i0*s.OutW():], ohw
+		if p.n1-p.n0 > 1 {
+			t0 := be.phase()
+			dyt := j.sets[1][wk][:s.Cout*np]
+			for n := p.n0; n < p.n1; n++ {
+				dyn := dys[n*s.Cout*ohw : (n+1)*s.Cout*ohw]
+				off := (n - p.n0) * ohw
+				for o := 0; o < s.Cout; o++ {
+					copy(dyt[o*np+off:o*np+off+ohw], dyn[o*ohw:(o+1)*ohw])
+				}
 			}
-		})
+			dyp, ld = dyt, np
+			be.endPhase(wk, 0, t0)
+		}
+		if dwc != nil {
+			t0 := be.phase()
+			panelIm2col(p, s, xs, col)
+			gemm(false, true, s.Cout, ckk, np, 1, dyp, ld, col, np, 1, dwc, ckk)
+			be.endPhase(wk, 0, t0)
+		}
+		if dxs != nil {
+			t0 := be.phase()
+			gemm(true, false, ckk, np, s.Cout, 1, ws, ckk, dyp, ld, 0, col, np)
+			panelCol2im(p, s, col, dxs)
+			be.endPhase(wk, 1, t0)
+		}
 	}
 }
 
-// colBlockBytes bounds the im2col block of one sample: the convolution runs over
-// blocks of output rows whose columns [Cin·K·K, rows·OW] fit in this many bytes, so
-// that the block stays in the 2 MiB L2 between im2col writing it and the GEMM reading
-// it (at 64 channels and 32×32 a whole sample's columns are 2.4 MB). A variable only so
-// that tests can force one-row blocks.
-var colBlockBytes = 1 << 20
+// colBlockBytes bounds the im2col panel of one GEMM (see convPanels): its columns
+// [Cin·K·K, cols] take at most this many bytes (or one output row when a row is
+// larger), so that the panel stays in the 4 MiB L2 of a core between im2col writing it
+// and the GEMM packing it. A variable only so that tests can force small panels.
+var colBlockBytes = 3 << 20
 
-// rowBlock is the number of output rows per im2col block (see colBlockBytes). It
+// panelCols is the number of GEMM columns a panel aims at: OpenBLAS's sgemm runs
+// ~110 GFLOP/s on one core for N = 64 columns and ~150 for N ≥ 512 (K = 2304,
+// M = 256), because it packs the weight matrix once per call. At 8×8 and 16×16 one
+// sample has too few columns, so a panel takes several samples.
+const panelCols = 1024
+
+// panels cuts the output columns of a convolution into GEMM panels. When one sample's
+// columns fit the budget, a panel is group whole samples (the last panel of a range
+// may have fewer); otherwise it is one sample's block of rows output rows. The plan
 // depends on the shape and the element size only, never on the number of workers.
-func rowBlock[T Float](s ops.ConvShape) int {
-	var z T
-	perRow := s.Cin * s.K * s.K * s.OutW() * int(unsafe.Sizeof(z))
-	return max(1, min(s.OutH(), colBlockBytes/perRow))
+type panels struct {
+	group   int // samples per panel (1 when panels are row blocks)
+	rows    int // output rows per panel when group is 1
+	outH    int
+	maxCols int // the widest panel's column count
 }
 
-// im2col fills cols [Cin·K·K, (i1−i0)·OW] from one sample x [Cin, H, W] for the output
-// rows [i0, i1): cols[(c·K+p)·K+q, (i−i0)·OW+j] = x[c, i·S+p−P, j·S+q−P], 0 outside x.
-func im2col[T Float](s ops.ConvShape, x, cols []T, i0, i1 int) {
+func convPanels[T Float](s ops.ConvShape) panels {
+	var z T
+	ow, oh := s.OutW(), s.OutH()
+	perRow := s.Cin * s.K * s.K * ow * int(unsafe.Sizeof(z))
+	perSample := perRow * oh
+	if perSample <= colBlockBytes {
+		g := max(1, min(colBlockBytes/perSample, (panelCols+oh*ow-1)/(oh*ow), s.N))
+		return panels{group: g, rows: oh, outH: oh, maxCols: g * oh * ow}
+	}
+	rows := max(1, min(oh, colBlockBytes/perRow))
+	return panels{group: 1, rows: rows, outH: oh, maxCols: rows * ow}
+}
+
+// count is the number of panels over the samples [n0, n1).
+func (pl panels) count(n0, n1 int) int {
+	if pl.group > 1 {
+		return (n1 - n0 + pl.group - 1) / pl.group
+	}
+	return (n1 - n0) * ((pl.outH + pl.rows - 1) / pl.rows)
+}
+
+// panel is samples [n0, n1) whole, or output rows [i0, i1) of sample n0 (n1 = n0+1).
+type panel struct{ n0, n1, i0, i1 int }
+
+// at is the k-th panel over the samples [n0, n1).
+func (pl panels) at(n0, n1, k int) panel {
+	if pl.group > 1 {
+		a := n0 + k*pl.group
+		return panel{a, min(n1, a+pl.group), 0, pl.outH}
+	}
+	per := (pl.outH + pl.rows - 1) / pl.rows
+	n, b := n0+k/per, k%per
+	return panel{n, n + 1, b * pl.rows, min(pl.outH, (b+1)*pl.rows)}
+}
+
+// cols is the panel's column count.
+func (p panel) cols(s ops.ConvShape) int { return (p.n1 - p.n0) * (p.i1 - p.i0) * s.OutW() }
+
+// panelIm2col fills col [Cin·K·K, cols] for panel p from x [N, Cin, H, W]: sample
+// n's columns start at (n−n0)·(i1−i0)·OW.
+func panelIm2col[T Float](p panel, s ops.ConvShape, x, col []T) {
+	np, w := p.cols(s), (p.i1-p.i0)*s.OutW()
+	for n := p.n0; n < p.n1; n++ {
+		im2col(s, x[n*s.Cin*s.H*s.W:(n+1)*s.Cin*s.H*s.W], col[(n-p.n0)*w:], np, p.i0, p.i1)
+	}
+}
+
+// panelCol2im is the adjoint of panelIm2col: it adds col's entries into dx [N, Cin, H, W].
+func panelCol2im[T Float](p panel, s ops.ConvShape, col, dx []T) {
+	np, w := p.cols(s), (p.i1-p.i0)*s.OutW()
+	for n := p.n0; n < p.n1; n++ {
+		col2im(s, col[(n-p.n0)*w:], np, dx[n*s.Cin*s.H*s.W:(n+1)*s.Cin*s.H*s.W], p.i0, p.i1)
+	}
+}
+
+// im2col fills cols [Cin·K·K, (i1−i0)·OW] (row stride ld) from one sample x [Cin, H, W]
+// for the output rows [i0, i1): cols[(c·K+p)·K+q, (i−i0)·OW+j] = x[c, i·S+p−P, j·S+q−P],
+// 0 outside x.
+func im2col[T Float](s ops.ConvShape, x, cols []T, ld, i0, i1 int) {
+	if sameShape(s) {
+		im2colSame(s, x, cols, ld, i0, i1)
+		return
+	}
 	ow := s.OutW()
 	np := (i1 - i0) * ow
 	for c := 0; c < s.Cin; c++ {
 		xc := x[c*s.H*s.W : (c+1)*s.H*s.W]
 		for p := 0; p < s.K; p++ {
 			for q := 0; q < s.K; q++ {
-				row := cols[((c*s.K+p)*s.K+q)*np : ((c*s.K+p)*s.K+q+1)*np]
+				row := cols[((c*s.K+p)*s.K+q)*ld:][:np]
 				j0, j1 := validRange(s, q, ow)
 				for i := i0; i < i1; i++ {
 					dst := row[(i-i0)*ow : (i-i0+1)*ow]
@@ -203,15 +362,19 @@ func im2col[T Float](s ops.ConvShape, x, cols []T, i0, i1 int) {
 
 // col2im is the adjoint of im2col for the output rows [i0, i1):
 // dx[c, i·S+p−P, j·S+q−P] += cols[(c·K+p)·K+q, (i−i0)·OW+j] for every in-range target,
-// in (c, p, q, i, j) order.
-func col2im[T Float](s ops.ConvShape, cols, dx []T, i0, i1 int) {
+// in (c, p, q, i, j) order. cols has row stride ld.
+func col2im[T Float](s ops.ConvShape, cols []T, ld int, dx []T, i0, i1 int) {
+	if sameShape(s) {
+		col2imSame(s, cols, ld, dx, i0, i1)
+		return
+	}
 	ow := s.OutW()
 	np := (i1 - i0) * ow
 	for c := 0; c < s.Cin; c++ {
 		dxc := dx[c*s.H*s.W : (c+1)*s.H*s.W]
 		for p := 0; p < s.K; p++ {
 			for q := 0; q < s.K; q++ {
-				row := cols[((c*s.K+p)*s.K+q)*np : ((c*s.K+p)*s.K+q+1)*np]
+				row := cols[((c*s.K+p)*s.K+q)*ld:][:np]
 				j0, j1 := validRange(s, q, ow)
 				for i := i0; i < i1; i++ {
 					ih := i*s.Stride + p - s.Pad
@@ -228,6 +391,97 @@ func col2im[T Float](s ops.ConvShape, cols, dx []T, i0, i1 int) {
 						dst[j*s.Stride+q-s.Pad] += src[j]
 					}
 				}
+			}
+		}
+	}
+}
+
+// sameShape reports whether the convolution is stride 1 with "same" padding
+// (2·P = K−1, so OH = H and OW = W). Then column (i, j) of im2col row (c, p, q) reads
+// x[c] at flat index i·W+j+δ with δ = (p−P)·W + (q−P): each row is one contiguous run
+// of x[c] shifted by δ, except for the out-of-range rows and columns, which are 0.
+// im2colSame and col2imSame use that to move whole runs instead of OW-element pieces
+// (8–32 elements at U-Net sizes, where a call per piece costs more than the copy).
+func sameShape(s ops.ConvShape) bool {
+	return s.Stride == 1 && 2*s.Pad == s.K-1
+}
+
+// sameRows is, for kernel row p, the output rows [ia, ib) ⊆ [i0, i1) whose input row
+// i+p−P lies in [0, H).
+func sameRows(s ops.ConvShape, p, i0, i1 int) (int, int) {
+	return max(i0, s.Pad-p), min(i1, s.H+s.Pad-p)
+}
+
+// im2colSame is im2col for sameShape convolutions.
+func im2colSame[T Float](s ops.ConvShape, x, cols []T, ld, i0, i1 int) {
+	w, hw := s.W, s.H*s.W
+	np := (i1 - i0) * w
+	for c := 0; c < s.Cin; c++ {
+		xc := x[c*hw : (c+1)*hw]
+		for p := 0; p < s.K; p++ {
+			ia, ib := sameRows(s, p, i0, i1)
+			for q := 0; q < s.K; q++ {
+				row := cols[((c*s.K+p)*s.K+q)*ld:][:np]
+				if ia >= ib {
+					clear(row)
+					continue
+				}
+				lo, hi := (ia-i0)*w, (ib-i0)*w
+				clear(row[:lo])
+				clear(row[hi:])
+				// row[k] = xc[k' + δ] with k' = k + i0·W the flat output index; the
+				// clamp to [0, H·W) drops only boundary columns, zeroed below.
+				d := (p-s.Pad)*w + (q - s.Pad)
+				a, b := lo+i0*w+d, hi+i0*w+d
+				ka, kb := lo+max(0, -a), hi-max(0, b-hw)
+				copy(row[ka:kb], xc[max(0, a):min(hw, b)])
+				zeroEdges(row[lo:hi], w, q-s.Pad)
+			}
+		}
+	}
+}
+
+// zeroEdges zeroes, in every length-w row of r, the columns j whose input column j+dq
+// lies outside [0, w).
+func zeroEdges[T Float](r []T, w, dq int) {
+	if dq < 0 {
+		for k := 0; k < len(r); k += w {
+			for t := k; t < k-dq; t++ {
+				r[t] = 0
+			}
+		}
+	} else if dq > 0 {
+		for k := w - dq; k < len(r); k += w {
+			for t := k; t < k+dq; t++ {
+				r[t] = 0
+			}
+		}
+	}
+}
+
+// col2imSame is col2im for sameShape convolutions: the in-range entries of each row
+// are added to one contiguous run of dx[c]. cols is scratch: the out-of-range entries
+// are zeroed first, so that adding the whole run adds exactly 0 where a boundary
+// column wraps onto a neighbouring row. The order of the additions into each dx
+// element is col2im's (c, p, q) order.
+func col2imSame[T Float](s ops.ConvShape, cols []T, ld int, dx []T, i0, i1 int) {
+	w, hw := s.W, s.H*s.W
+	np := (i1 - i0) * w
+	for c := 0; c < s.Cin; c++ {
+		dxc := dx[c*hw : (c+1)*hw]
+		for p := 0; p < s.K; p++ {
+			ia, ib := sameRows(s, p, i0, i1)
+			if ia >= ib {
+				continue
+			}
+			for q := 0; q < s.K; q++ {
+				row := cols[((c*s.K+p)*s.K+q)*ld:][:np]
+				lo, hi := (ia-i0)*w, (ib-i0)*w
+				zeroEdges(row[lo:hi], w, q-s.Pad)
+				d := (p-s.Pad)*w + (q - s.Pad)
+				a, b := lo+i0*w+d, hi+i0*w+d
+				ka, kb := lo+max(0, -a), hi-max(0, b-hw)
+				addTo(dxc[max(0, a):min(hw, b)], row[ka:kb])
 			}
 		}
 	}

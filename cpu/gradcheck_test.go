@@ -151,14 +151,21 @@ func TestGradients(t *testing.T) {
 	for _, gc := range gradCases() {
 		t.Run(gc.name, func(t *testing.T) { runGradCase(t, gc) })
 	}
-	// The convolutions again with one output row per im2col block.
-	withColBlock(1, func() {
-		for _, gc := range gradCases() {
-			if strings.HasPrefix(gc.name, "Conv2D/") {
-				t.Run("rowblocks/"+gc.name, func(t *testing.T) { runGradCase(t, gc) })
+	// The convolutions again with one output row per im2col block, and with panels of
+	// two samples of the 3×5×7 3×3 shapes (27·35 float64 columns each; the default
+	// budget puts a whole backward chunk in one panel).
+	for _, v := range []struct {
+		name   string
+		budget int
+	}{{"rowblocks", 1}, {"panels2", 2 * 27 * 35 * 8}} {
+		withColBlock(v.budget, func() {
+			for _, gc := range gradCases() {
+				if strings.HasPrefix(gc.name, "Conv2D/") {
+					t.Run(v.name+"/"+gc.name, func(t *testing.T) { runGradCase(t, gc) })
+				}
 			}
-		}
-	})
+		})
+	}
 }
 
 func gradCases() []gradCase {
@@ -194,6 +201,9 @@ func gradCases() []gradCase {
 		}
 	}
 	for _, s := range []ops.ConvShape{
+		// Batch 9: backward chunks of 2, 2, 2 and 3 samples, so that multi-sample panels
+		// (see TestGradients' panel pass) include a partial one.
+		{N: 9, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 1, Pad: 1},
 		{N: 3, Cin: 2, H: 1, W: 1, Cout: 3, K: 3, Stride: 1, Pad: 1}, // 1×1 spatial: only the kernel centre sees x
 		{N: 2, Cin: 6, H: 4, W: 6, Cout: 5, K: 3, Stride: 2, Pad: 0}, // even sizes, stride 2, the last row/column unused
 	} {

@@ -16,12 +16,13 @@ func checkLinear(op string, s linearShape) {
 
 // Linear: y[n,o] = b[o] + Σ_i x[n,i]·w[o,i], one GEMM y = x·wᵀ; b may be nil.
 func (be *Backend[T]) Linear(n, in, out int, x, w, b, y ops.Buf) {
+	defer be.stop(FamLinear, be.start())
 	s := linearShape{n, in, out}
 	checkLinear("Linear", s)
-	xs := be.arg("Linear", s, "x", x, n*in)
-	ws := be.arg("Linear", s, "w", w, out*in)
-	bs := be.opt("Linear", s, "b", b, out)
-	ys := be.arg("Linear", s, "y", y, n*out)
+	xs := arg(be, "Linear", s, "x", x, n*in)
+	ws := arg(be, "Linear", s, "w", w, out*in)
+	bs := opt(be, "Linear", s, "b", b, out)
+	ys := arg(be, "Linear", s, "y", y, n*out)
 	gemm(false, true, n, out, in, 1, xs, in, ws, in, 0, ys, out)
 	if bs != nil {
 		for r := 0; r < n; r++ {
@@ -33,14 +34,15 @@ func (be *Backend[T]) Linear(n, in, out int, x, w, b, y ops.Buf) {
 // LinearBackward accumulates dx += dy·w, dw += dyᵀ·x and db[o] += Σ_n dy[n,o] (float64,
 // increasing n). Any of dx, dw, db may be nil.
 func (be *Backend[T]) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) {
+	defer be.stop(FamLinear, be.start())
 	s := linearShape{n, in, out}
 	checkLinear("LinearBackward", s)
-	xs := be.arg("LinearBackward", s, "x", x, n*in)
-	ws := be.arg("LinearBackward", s, "w", w, out*in)
-	dys := be.arg("LinearBackward", s, "dy", dy, n*out)
-	dxs := be.opt("LinearBackward", s, "dx", dx, n*in)
-	dws := be.opt("LinearBackward", s, "dw", dw, out*in)
-	dbs := be.opt("LinearBackward", s, "db", db, out)
+	xs := arg(be, "LinearBackward", s, "x", x, n*in)
+	ws := arg(be, "LinearBackward", s, "w", w, out*in)
+	dys := arg(be, "LinearBackward", s, "dy", dy, n*out)
+	dxs := opt(be, "LinearBackward", s, "dx", dx, n*in)
+	dws := opt(be, "LinearBackward", s, "dw", dw, out*in)
+	dbs := opt(be, "LinearBackward", s, "db", db, out)
 	if n == 0 {
 		return
 	}

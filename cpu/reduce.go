@@ -12,67 +12,85 @@ import (
 // same for any number of workers.
 const reduceBlock = 1 << 14
 
-// reduce returns Σ_i term(i) over [0, n) in float64, in the fixed blocked order above.
-func (be *Backend[T]) reduce(n int, term func(lo, hi int) float64) float64 {
+// reduce returns the float64 sum of job j's term (sumSquaresTerm or mseTerm) over its
+// n = len(j.a[0]) elements, in the fixed blocked order above.
+func (be *Backend[T]) reduce(j *job[T]) float64 {
+	n := len(j.a[0])
 	nb := (n + reduceBlock - 1) / reduceBlock
+	be.sums = grow(be.sums, max(1, nb))
+	j.sums[0] = be.sums[:max(1, nb)]
 	if nb <= 1 {
-		return term(0, n)
+		reduceBlock1(j, 0)
+		return j.sums[0][0]
 	}
-	be.sums = grow(be.sums, nb)
-	parts := be.sums[:nb]
-	be.forEach(nb, func(_, b int) {
-		parts[b] = term(b*reduceBlock, min(n, (b+1)*reduceBlock))
-	})
+	be.forEach(j, nb)
 	var s float64
-	for _, p := range parts {
+	for _, p := range j.sums[0] {
 		s += p
 	}
 	return s
 }
 
-// SumSquares: out[0] = Σ x[i]², accumulated in float64 (see reduceBlock).
-func (be *Backend[T]) SumSquares(x, out ops.Buf) {
-	xs := be.buf("SumSquares", "x", x)
-	os := be.arg("SumSquares", struct{ Len int }{len(xs)}, "out", out, 1)
-	os[0] = T(be.reduce(len(xs), func(lo, hi int) float64 {
-		var s float64
-		for _, v := range xs[lo:hi] {
+// reduceBlock1 stores block b's sum of the job's term in j.sums[0][b].
+func reduceBlock1[T Float](j *job[T], b int) {
+	lo, hi := b*reduceBlock, min(len(j.a[0]), (b+1)*reduceBlock)
+	var s float64
+	if j.kind == jSumSquares {
+		for _, v := range j.a[0][lo:hi] {
 			s += float64(v) * float64(v)
 		}
-		return s
-	}))
+	} else {
+		as, bs := j.a[0][lo:hi], j.a[1][lo:hi]
+		for i := range as {
+			d := float64(as[i]) - float64(bs[i])
+			s += d * d
+		}
+	}
+	j.sums[0][b] = s
 }
+
+// SumSquares: out[0] = Σ x[i]², accumulated in float64 (see reduceBlock).
+func (be *Backend[T]) SumSquares(x, out ops.Buf) {
+	defer be.stop(FamOther, be.start())
+	xs := be.buf("SumSquares", "x", x)
+	os := arg(be, "SumSquares", lenShape{len(xs)}, "out", out, 1)
+	j := be.newJob(jSumSquares)
+	j.a[0] = xs
+	os[0] = T(be.reduce(j))
+}
+
+type lenShape struct{ Len int }
 
 // MSE: loss[0] = (1/n)·Σ (a[i] − b[i])², accumulated in float64 (see reduceBlock).
 func (be *Backend[T]) MSE(a, b, loss ops.Buf) {
+	defer be.stop(FamOther, be.start())
 	s := be.same("MSE", "a, b", a, b)
 	as, bs := s[0], s[1]
 	if len(as) == 0 {
 		panic("cpu MSE: empty operands")
 	}
-	ls := be.arg("MSE", struct{ Len int }{len(as)}, "loss", loss, 1)
-	sum := be.reduce(len(as), func(lo, hi int) float64 {
-		var s float64
-		for i := lo; i < hi; i++ {
-			d := float64(as[i]) - float64(bs[i])
-			s += d * d
-		}
-		return s
-	})
-	ls[0] = T(sum / float64(len(as)))
+	ls := arg(be, "MSE", lenShape{len(as)}, "loss", loss, 1)
+	j := be.newJob(jMSE)
+	j.a[0], j.a[1] = as, bs
+	ls[0] = T(be.reduce(j) / float64(len(as)))
 }
 
 // MSEBackward: da[i] += scale·2·(a[i] − b[i])/n, the factor 2·scale/n formed in float64.
 func (be *Backend[T]) MSEBackward(scale float32, a, b, da ops.Buf) {
+	defer be.stop(FamOther, be.start())
 	s := be.same("MSEBackward", "a, b, da", a, b, da)
 	as, bs, das := s[0], s[1], s[2]
 	if len(as) == 0 {
 		panic(fmt.Sprintf("cpu MSEBackward: empty operands"))
 	}
-	c := T(2 * float64(scale) / float64(len(as)))
-	be.parallel(len(as), func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			das[i] += c * (as[i] - bs[i])
-		}
-	})
+	j := be.newJob(jMSEBwd)
+	j.a[0], j.a[1], j.a[2], j.c[0] = as, bs, das, T(2*float64(scale)/float64(len(as)))
+	be.parallel(j, len(as))
+}
+
+func mseBwdRange[T Float](j *job[T], lo, hi int) {
+	as, bs, das, c := j.a[0][lo:hi], j.a[1][lo:hi], j.a[2][lo:hi], j.c[0]
+	for i := range das {
+		das[i] += c * (as[i] - bs[i])
+	}
 }

@@ -52,7 +52,7 @@ func withColBlock(bytes int, f func()) {
 }
 
 func TestConv2DMatchesLoops(t *testing.T) {
-	for _, budget := range []int{colBlockBytes, 1, 500} {
+	for _, budget := range []int{colBlockBytes, 1, 500, 2 * 27 * 35 * 8} { // default, rows, mixed, 2 samples of 3×5×7
 		t.Run(fmt.Sprintf("colBlockBytes=%d", budget), func(t *testing.T) {
 			withColBlock(budget, func() { testConv2DMatchesLoops(t) })
 		})
