@@ -2,6 +2,7 @@
 #
 #   docker build -t ddpm .
 #   docker run --gpus all -v $PWD/datasets:/data -v $PWD/runs:/app/runs ddpm -c configs/celeba32.toml
+#   docker run --gpus all ddpm -c configs/celeba32.toml -bench 50     (timing on random data; no dataset needed)
 #
 # /data is where the image looks for datasets (configs name datasets/..., and
 # /app/datasets points at /data), so DATA/img_align_celeba holds the CelebA JPEGs.
@@ -22,7 +23,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# PTX from the sources (the committed PTX is regenerated, so the image matches them),
+# PTX from the sources (the committed PTX is regenerated, so the image matches them; kernels/ptx/sm80 holds the
+# tensor-core convolutions loaded on compute capability >= 8.0),
 # then the cuda-tagged binaries linked against the driver stub; the real libcuda.so.1
 # comes from the host through the NVIDIA container toolkit at run time.
 RUN make ptx && make build-cuda STUBS=/usr/local/cuda/lib64/stubs

@@ -26,6 +26,7 @@ type Config struct {
 	Diffusion Diffusion `toml:"diffusion"`
 	Train     Train     `toml:"train"`
 	Sample    Sample    `toml:"sample"`
+	Device    Device    `toml:"device"`
 }
 
 // Run names the run and where its files go.
@@ -88,6 +89,7 @@ type Train struct {
 	LogEvery        int     `toml:"log_every"`
 	SampleEvery     int     `toml:"sample_every"` // 0 = only at the end
 	SkipNonfinite   bool    `toml:"skip_nonfinite"`
+	OnWriteError    string  `toml:"on_write_error"` // stop | continue: after a failed checkpoint, sample, plot or metrics write
 	Seed            uint64  `toml:"seed"`
 }
 
@@ -100,6 +102,14 @@ type Sample struct {
 	Count    int     `toml:"count"`
 	Variance string  `toml:"variance"` // beta | posterior (σ² of the DDPM step)
 	Clip     bool    `toml:"clip"`     // clip x̂0 to [−1, 1]
+}
+
+// Device tunes the GPU backend (-device cuda and its emulator, -device emu); the CPU backend ignores it.
+type Device struct {
+	// TensorCores runs the convolutions on TF32 tensor cores (inputs rounded to 10-bit mantissas, FP32
+	// accumulation): faster on compute capability 8.0 and newer, where the sm_80 PTX is loaded; older GPUs fall
+	// back to FP32 and say so.
+	TensorCores bool `toml:"tensor_cores"`
 }
 
 // Default is the configuration every file is decoded on top of.
@@ -142,6 +152,7 @@ func Default() Config {
 			CheckpointEvery: 1000,
 			KeepCheckpoints: 3,
 			LogEvery:        50,
+			OnWriteError:    "stop",
 		},
 		Sample: Sample{
 			Sampler:  "ddpm",

@@ -133,6 +133,7 @@ func TestInvalidValuesSayWhatIsAllowed(t *testing.T) {
 		{"model.norm_groups=24", "not divisible by model.norm_groups = 24"},
 		{"data.channels=2", "allowed: 1 or 3"},
 		{"sample.sampler=euler", "allowed: ddpm, ddim"},
+		{"train.on_write_error=ignore", "allowed: stop, continue"},
 		{"model.attention_resolutions=[7]", "allowed: [32 16 8]"},
 		{"train.ema_decay=1.5", "0 ≤ decay < 1"},
 	}

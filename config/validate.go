@@ -162,6 +162,9 @@ func (c Config) Validate() error {
 	if t.SampleEvery < 0 {
 		bad("train.sample_every", "is %d; must be ≥ 0 (0 = only at the end)", t.SampleEvery)
 	}
+	if t.OnWriteError != "stop" && t.OnWriteError != "continue" {
+		bad("train.on_write_error", "is %q; allowed: stop, continue", t.OnWriteError)
+	}
 
 	s := c.Sample
 	if s.Sampler != "ddpm" && s.Sampler != "ddim" {

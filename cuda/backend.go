@@ -59,6 +59,10 @@ func (be *Backend) Close() error {
 	return err
 }
 
+// MemInfo is the device's free and total memory (see Driver.MemInfo); the trainer checks a run against it before
+// allocating anything.
+func (be *Backend) MemInfo() (free, total int64, err error) { return be.d.MemInfo() }
+
 // MemUsed is the driver's device memory in use, in bytes (see Driver.MemUsed).
 func (be *Backend) MemUsed() int64 { return be.d.MemUsed() }
 

@@ -277,6 +277,15 @@ func (g *GPU) MemUsed() int64 {
 	return total - free
 }
 
+// MemInfo is cuMemGetInfo: the device's free and total memory.
+func (g *GPU) MemInfo() (free, total int64, err error) {
+	err = g.do(func() (err error) { free, total, err = cu.MemInfo(); return })
+	if err != nil {
+		return 0, 0, fmt.Errorf("cuda: cuMemGetInfo: %w", err)
+	}
+	return free, total, nil
+}
+
 // Sync waits for the device and returns the first error of the queued work (e.g. a kernel's illegal address).
 func (g *GPU) Sync() error {
 	if err := g.do(cu.Synchronize); err != nil {

@@ -102,6 +102,9 @@ type Driver interface {
 	// MemUsed is the device memory in use, in bytes: the emulator's live allocations; on a GPU, total − free as
 	// cuMemGetInfo reports them (so it includes the context and other processes).
 	MemUsed() int64
+	// MemInfo is the device's free and total memory in bytes: cuMemGetInfo on a GPU; on the emulator, whose
+	// "device" memory is host memory, MemAvailable and MemTotal of /proc/meminfo.
+	MemInfo() (free, total int64, err error)
 }
 
 // Open returns the driver named by dev: "emu" (default build) or "cuda" (a build with -tags cuda).

@@ -22,7 +22,9 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -237,6 +239,26 @@ func (e *Emulator) MemUsed() int64 {
 		n += int64(b)
 	}
 	return n
+}
+
+// MemInfo reads MemAvailable and MemTotal from /proc/meminfo: the emulator's device memory is host memory.
+func (e *Emulator) MemInfo() (free, total int64, err error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, 0, fmt.Errorf("emu: memory info: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "MemAvailable: %d kB", &kb); err == nil {
+			free = kb << 10
+		} else if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
+			total = kb << 10
+		}
+	}
+	if free == 0 || total == 0 {
+		return 0, 0, fmt.Errorf("emu: memory info: no MemAvailable/MemTotal in /proc/meminfo")
+	}
+	return free, total, nil
 }
 
 // Sync returns nil: emulator launches are synchronous.

@@ -306,3 +306,19 @@ func TestEmuOutOfBoundsWriteIsCaught(t *testing.T) {
 		t.Fatalf("emulator launch with a write past the end: error %v, want an out-of-bounds error naming the kernel", err)
 	}
 }
+
+// The emulator's device memory is host memory, so its MemInfo must report the host's.
+func TestEmuMemInfoIsHostMemory(t *testing.T) {
+	be, err := NewBackend(NewEmulator(EmuOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	free, total, err := be.MemInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if free <= 0 || total < free || total < 1<<28 {
+		t.Fatalf("MemInfo free %d total %d: want 0 < free ≤ total, total ≥ 256 MiB", free, total)
+	}
+}

@@ -87,7 +87,8 @@ func ToFloat(dst []float32, src []uint8) {
 // Options say how to load a dataset. The zero value loads everything at its native size (image folders need Size).
 type Options struct {
 	// Size is the side of the square output of an image folder: each image is center-cropped to a square and
-	// resized to Size×Size. Required for folders. Ignored for IDX and pack files.
+	// resized to Size×Size. Required for folders. IDX images larger than Size×Size (after Pad) are shrunk to it with
+	// the same filter; smaller ones are left alone (0: native size). Ignored for pack files.
 	Size int
 	// Crop is the side of the centered square cut from each folder image before resizing (140 is the usual CelebA
 	// recipe for 178×218 img_align_celeba); 0 takes the largest centered square. An image smaller than Crop is bad.

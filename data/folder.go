@@ -66,9 +66,14 @@ func ImageFiles(dir string) ([]string, error) {
 // transparent pixel is black and a half-transparent white one is mid-gray. With Channels 1 the RGB is reduced to
 // BT.601 luma 0.299R+0.587G+0.114B before resizing.
 //
-// A file that cannot be read or decoded, or is smaller than Crop, is bad: without SkipBad LoadFolder stops with an
-// error naming the first bad file in name order; with SkipBad it leaves the file out and lists it in the returned
-// slice. MaxItems keeps the first MaxItems good images. Files are decoded by Workers goroutines (default 2), each
+// Policy for odd files, each case tested (TestFolderOddFiles): gray and CMYK JPEGs, paletted PNGs, PNGs with alpha
+// and 16-bit PNGs are converted as above. A file that is bad is: empty (0 bytes), not a regular file, not a
+// decodable JPEG or PNG (a text file named .jpg), larger than 64 MiB, an image over 2^26 pixels (67 megapixels,
+// e.g. 8192×8192: refused from its header by image.DecodeConfig before any pixel is decoded, so a hostile header
+// cannot make the loader allocate gigabytes), smaller than Crop, or a symlink that leads nowhere or loops. Without
+// SkipBad LoadFolder stops with an error naming the first bad file in name order and why; with SkipBad it leaves
+// the file out and lists it in the returned slice (the trainer logs the count). Nothing panics: a decoder panic
+// is caught and the file is bad. MaxItems keeps the first MaxItems good images. Files are decoded by Workers goroutines (default 2), each
 // into its own slot, so the result does not depend on scheduling.
 func LoadFolder(dir string, opts Options) (*Images, []BadFile, error) {
 	if opts.Size <= 0 {

@@ -2,6 +2,10 @@ package data
 
 import (
 	"bytes"
+	"image"
+	"image/color"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -64,6 +68,43 @@ func FuzzReadPack(f *testing.F) {
 		}
 		if !bytes.Equal(again, data) {
 			t.Fatalf("re-encoding gives %d bytes, input had %d", len(again), len(data))
+		}
+	})
+}
+
+// FuzzLoadFolder: a folder holding one file of arbitrary bytes loads as one 3×8×8 image or fails with an error
+// naming that file (it is a bad file); it never panics, and with SkipBad a bad file is skipped and listed instead.
+// Seeds: the odd kinds of TestFolderOddFiles (f.Add below) and testdata/fuzz/FuzzLoadFolder.
+func FuzzLoadFolder(f *testing.F) {
+	f.Add(encodePNG(f, constNRGBA(3, 5, color.NRGBA{1, 2, 3, 255})))
+	f.Add(encodePNG(f, constNRGBA(4, 4, color.NRGBA{200, 0, 9, 30})))
+	f.Add(encodeJPEG(f, image.NewGray(image.Rect(0, 0, 9, 7))))
+	f.Add(encodePNG(f, image.NewRGBA64(image.Rect(0, 0, 2, 2))))
+	f.Add(hugePNG(f, 1<<20, 1<<20))
+	if b, err := os.ReadFile(filepath.Join("testdata", "odd", "cmyk.jpg")); err == nil {
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte("\x89PNG\r\n\x1a\n"))
+	dir := f.TempDir() // one per worker process, reused: a t.TempDir per input slows fuzzing to a crawl
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(dir, "x.png")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, bad, err := LoadFolder(dir, Options{Size: 8, Workers: 1})
+		if err != nil {
+			if !strings.Contains(err.Error(), p) || len(bad) != 0 {
+				t.Fatalf("error does not name the file, or lists skipped files without SkipBad: %v %v", err, bad)
+			}
+			_, bad, err2 := LoadFolder(dir, Options{Size: 8, Workers: 1, SkipBad: true})
+			if err2 == nil || len(bad) != 1 || bad[0].Path != p {
+				t.Fatalf("SkipBad over one bad file: err %v, skipped %v", err2, bad)
+			}
+			return
+		}
+		if m.Len() != 1 || m.C != 3 || m.H != 8 || m.W != 8 || len(bad) != 0 {
+			t.Fatalf("accepted as %d images %dx%dx%d, skipped %v", m.Len(), m.C, m.H, m.W, bad)
 		}
 	})
 }

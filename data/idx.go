@@ -145,9 +145,12 @@ func findIDXImages(dir string) string {
 }
 
 // LoadFashionMNIST loads Fashion-MNIST training images. path is an IDX images file (raw or gzip) or a directory
-// holding train-images-idx3-ubyte(.gz), such as FashionMNISTDir. Options used: Pad (zero-pad 28×28 to Pad×Pad,
-// centered; with an odd difference the extra row/column goes bottom/right), Channels (0 or 1: gray; 3: gray
-// repeated), MaxItems. The test split is loaded by naming its file (t10k-images-idx3-ubyte.gz).
+// holding train-images-idx3-ubyte(.gz), such as FashionMNISTDir. Options used, in this order: MaxItems; Pad
+// (zero-pad 28×28 to Pad×Pad, centered; with an odd difference the extra row/column goes bottom/right); Size (when
+// the images are still larger than Size×Size, each is shrunk to Size×Size with the same anti-aliased filter as
+// image folders, see resize.go: configs/tiny.toml trains at 16×16; IDX images are never enlarged by Size, Pad is
+// the way to grow them); Channels (0 or 1: gray; 3: gray repeated). The test split is loaded by naming its file
+// (t10k-images-idx3-ubyte.gz).
 func LoadFashionMNIST(path string, opts Options) (*Images, error) {
 	file, err := fashionImageFile(path)
 	if err != nil {
@@ -164,7 +167,7 @@ func LoadFashionMNIST(path string, opts Options) (*Images, error) {
 	return shapeIDX(m, file, opts)
 }
 
-// shapeIDX applies MaxItems, Pad and Channels to 1-channel IDX images.
+// shapeIDX applies MaxItems, Pad, Size and Channels to 1-channel IDX images.
 func shapeIDX(m *Images, name string, opts Options) (*Images, error) {
 	if opts.MaxItems < 0 {
 		return nil, fmt.Errorf("data: IDX %s: MaxItems %d is negative", name, opts.MaxItems)
@@ -175,6 +178,12 @@ func shapeIDX(m *Images, name string, opts Options) (*Images, error) {
 			return nil, fmt.Errorf("data: IDX %s: pad to %d is smaller than the %dx%d images", name, opts.Pad, m.H, m.W)
 		}
 		m = padImages(m, opts.Pad, opts.Pad)
+	}
+	if opts.Size < 0 {
+		return nil, fmt.Errorf("data: IDX %s: size %d is negative", name, opts.Size)
+	}
+	if opts.Size > 0 && (m.H > opts.Size || m.W > opts.Size) {
+		m = shrinkImages(m, opts.Size)
 	}
 	switch opts.Channels {
 	case 0, 1:
@@ -198,6 +207,29 @@ func padImages(m *Images, h, w int) *Images {
 		for c := 0; c < m.C; c++ {
 			for y := 0; y < m.H; y++ {
 				copy(dst[(c*h+top+y)*w+left:][:m.W], src[(c*m.H+y)*m.W:][:m.W])
+			}
+		}
+	}
+	return out
+}
+
+// shrinkImages resizes every plane of m to size×size with the anti-aliased filter of resize.go (rounded to the
+// nearest byte, as folder images are).
+func shrinkImages(m *Images, size int) *Images {
+	out := &Images{C: m.C, H: size, W: size, Pix: make([]uint8, m.Len()*m.C*size*size)}
+	rx, ry := newResampleWeights(m.W, size), newResampleWeights(m.H, size)
+	plane := make([]float32, m.H*m.W)
+	tmp := make([]float32, m.H*size)
+	res := make([]float32, size*size)
+	for i := 0; i < m.Len(); i++ {
+		src, dst := m.At(i), out.At(i)
+		for c := 0; c < m.C; c++ {
+			for k, v := range src[c*m.H*m.W : (c+1)*m.H*m.W] {
+				plane[k] = float32(v)
+			}
+			resizePlane(res, size, size, plane, m.H, m.W, rx, ry, tmp)
+			for k, v := range res {
+				dst[c*size*size+k] = toUint8(v)
 			}
 		}
 	}

@@ -174,9 +174,6 @@ func sameShape(a, b []int) bool {
 	return true
 }
 
-// checkpointHook, when set (tests), wraps the writer a checkpoint is written through.
-var checkpointHook func(io.Writer) io.Writer
-
 // SaveCheckpoint writes st atomically as dir/step-NNNNNNNN.safetensors, points dir/latest.safetensors at it (a hard
 // link replaced by rename, so it too changes atomically), and deletes all but the newest keep step files. It
 // returns the new file's path.
@@ -185,12 +182,7 @@ func SaveCheckpoint(dir string, table []model.Param, st *State, keep int) (strin
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
 	path := filepath.Join(dir, checkpointName(st.Step))
-	err := writeAtomic(path, func(w io.Writer) error {
-		if checkpointHook != nil {
-			w = checkpointHook(w)
-		}
-		return encodeCheckpoint(w, table, st)
-	})
+	err := writeAtomic(path, func(w io.Writer) error { return encodeCheckpoint(w, table, st) })
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}

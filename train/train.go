@@ -67,6 +67,12 @@ type Options struct {
 	ResumeFrom string        // continue from this checkpoint (takes precedence over Resume)
 	Dataset    data.Dataset  // nil: load cfg.Data; tests pass images held in memory
 	Bar        *progress.Bar // nil: no progress bar
+
+	// Inject, when set (tests only), is called once per step, after the backward pass and before the NaN/Inf
+	// check, with the step's 1-based number. Returning a parameter name (model.Param.Name) sets element 0 of that
+	// parameter's accumulated gradient to value; "loss" sets the loss of the first micro-batch; "" does nothing.
+	// It is how the tests poison a step with a NaN or Inf.
+	Inject func(step int) (name string, value float32)
 }
 
 // Result says how a run ended.
@@ -92,13 +98,14 @@ const (
 // Metrics is one line of metrics.jsonl, written after step 1, every train.log_every steps and after the last step.
 type Metrics struct {
 	Step         int     `json:"step"`
-	Epoch        float64 `json:"epoch"`          // epochs done, with the fraction of the current one
-	Loss         float64 `json:"loss"`           // mean ε-MSE over the steps since the previous line
-	LR           float64 `json:"lr"`             // learning rate of the last step
-	GradNorm     float64 `json:"grad_norm"`      // mean global gradient norm (before clipping) over those steps
-	ImagesPerSec float64 `json:"images_per_sec"` // training images per second over those steps
-	ElapsedSec   float64 `json:"elapsed_s"`      // wall-clock seconds since this process started the loop
-	Skipped      int     `json:"skipped,omitempty"`
+	Epoch        float64 `json:"epoch"`                  // epochs done, with the fraction of the current one
+	Loss         float64 `json:"loss"`                   // mean ε-MSE over the steps since the previous line
+	LR           float64 `json:"lr"`                     // learning rate of the last step
+	GradNorm     float64 `json:"grad_norm"`              // mean global gradient norm (before clipping) over those steps
+	ImagesPerSec float64 `json:"images_per_sec"`         // training images per second over those steps
+	ElapsedSec   float64 `json:"elapsed_s"`              // wall-clock seconds since this process started the loop
+	Skipped      int     `json:"skipped,omitempty"`      // steps skipped so far for a NaN/Inf (train.skip_nonfinite)
+	WriteErrors  int     `json:"write_errors,omitempty"` // failed writes so far (train.on_write_error = "continue")
 }
 
 // ErrNonFinite is wrapped by the error of a run stopped by a NaN or Inf loss.
@@ -129,12 +136,16 @@ type trainer struct {
 
 	// Host buffers, allocated once.
 	batch, tHost, scalarsHost, sampleOut []float32
+	feed                                 *deviceFeed // nil: batches come from the host (resident.go)
 
 	st       State // Step, AdamStep, Skipped (the rest is filled when saving)
 	lastCkpt string
 	lastSave int // step of the last checkpoint (−1: none)
 	metricsF *os.File
 	history  []Metrics
+
+	inject      func(step int) (string, float32)
+	writeErrors int // failed writes skipped under train.on_write_error = "continue"
 }
 
 // Run trains cfg on opt.Backend until a budget is spent or ctx is cancelled, writing everything into cfg.Run.Dir.
@@ -164,7 +175,7 @@ func Run(ctx context.Context, cfg config.Config, opt Options) (res Result, err e
 // setup loads the data, builds the model and its buffers, and initialises or restores the state.
 func setup(cfg config.Config, opt Options, log *zap.Logger) (*trainer, error) {
 	tc := cfg.Train
-	tr := &trainer{cfg: cfg, be: opt.Backend, log: log, bar: opt.Bar, lastSave: -1,
+	tr := &trainer{cfg: cfg, be: opt.Backend, log: log, bar: opt.Bar, lastSave: -1, inject: opt.Inject,
 		B: tc.BatchSize, A: tc.GradAccum, C: cfg.Data.Channels, S: cfg.Data.ImageSize, T: cfg.Diffusion.Timesteps, seed: tc.Seed}
 	tr.D = tr.C * tr.S * tr.S
 	dir := cfg.Run.Dir
@@ -194,6 +205,13 @@ func setup(cfg config.Config, opt Options, log *zap.Logger) (*trainer, error) {
 		return nil, fmt.Errorf("train: data set images are %dx%dx%d, the config wants %dx%dx%d (data.channels × data.image_size²)", c, h, w, tr.C, tr.S, tr.S)
 	}
 	tr.nData = ds.Len()
+	mem, err := EstimateMemory(cfg, tr.be, tr.nData)
+	if err != nil {
+		return nil, err
+	}
+	if err := mem.Check(); err != nil {
+		return nil, err
+	}
 	ld, err := data.NewLoader(ds, tr.B, tr.seed, cfg.Data.Flip)
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
@@ -233,10 +251,14 @@ func setup(cfg config.Config, opt Options, log *zap.Logger) (*trainer, error) {
 	tr.tHost = make([]float32, tr.B)
 	tr.scalarsHost = make([]float32, 1+tr.A)
 	tr.sampleOut = make([]float32, cfg.Sample.Count*tr.D)
+	if tr.feed, err = newDeviceFeed(tr, ds, log); err != nil { // resident.go
+		return nil, err
+	}
 
 	if err := os.MkdirAll(ckdir, 0o755); err != nil {
 		return nil, fmt.Errorf("train: run directory: %w", err)
 	}
+	removeStaleTemps(log, dir, ckdir, filepath.Join(dir, SamplesDir))
 	if resumeFrom != "" {
 		if err := tr.restore(resumeFrom); err != nil {
 			return nil, err
@@ -340,10 +362,12 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 		m := Metrics{
 			Step: tr.st.Step, Epoch: tr.epoch(), Loss: winLoss / float64(winSteps), LR: lr, GradNorm: winNorm / float64(winSteps),
 			ImagesPerSec: float64(winSteps*tr.B*tr.A) / now.Sub(winStart).Seconds(),
-			ElapsedSec:   now.Sub(start).Seconds(), Skipped: tr.st.Skipped,
+			ElapsedSec:   now.Sub(start).Seconds(), Skipped: tr.st.Skipped, WriteErrors: tr.writeErrors,
 		}
 		if err := tr.writeMetrics(m); err != nil {
-			return err
+			if err := tr.writeFailed(err); err != nil {
+				return err
+			}
 		}
 		res.Loss = m.Loss
 		fields := []zap.Field{zap.Int("step", m.Step), zap.Float64("epoch", round(m.Epoch, 3)), zap.Float64("loss", round(m.Loss, 5)),
@@ -384,15 +408,17 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 				if last == "" {
 					last = "none (no checkpoint was written yet)"
 				}
-				return res, fmt.Errorf("train: step %d: %w (loss %v, gradient norm %v); stopped without updating the weights. "+
-					"The last good checkpoint is %s. Lower train.lr or set train.skip_nonfinite = true to skip such steps",
-					tr.st.Step+1, ErrNonFinite, loss, gnorm, last)
+				return res, fmt.Errorf("train: step %d: %w (loss %v, gradient norm %v); first non-finite tensor: %s; "+
+					"stopped without updating the weights. The last good checkpoint is %s. Lower train.lr or set "+
+					"train.skip_nonfinite = true to skip such steps",
+					tr.st.Step+1, ErrNonFinite, loss, gnorm, tr.firstNonFinite(), last)
 			}
+			first := tr.firstNonFinite()
 			tr.unet.ZeroGrads()
 			tr.st.Step++
 			tr.st.Skipped++
 			tr.log.Warn("skipped a step with a non-finite loss", zap.Int("step", tr.st.Step), zap.Float64("loss", loss),
-				zap.Float64("grad_norm", gnorm), zap.Int("skipped", tr.st.Skipped))
+				zap.Float64("grad_norm", gnorm), zap.String("first_non_finite", first), zap.Int("skipped", tr.st.Skipped))
 		} else {
 			lr = tr.update(gnorm)
 			winLoss += loss
@@ -420,7 +446,7 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 			}
 		}
 		if tc.CheckpointEvery > 0 && step%tc.CheckpointEvery == 0 {
-			if err := tr.checkpoint(&res); err != nil {
+			if err := tr.checkpoint(&res, false); err != nil {
 				return res, err
 			}
 		}
@@ -441,16 +467,24 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 	res.Elapsed = time.Since(start)
 	res.Step, res.Skipped = tr.st.Step, tr.st.Skipped
 	if stepsHere == 0 {
+		res.Checkpoint = tr.lastCkpt
 		if res.Interrupted {
 			tr.log.Info("interrupted before the first step; nothing written", zap.Int("step", tr.st.Step))
-		} else {
-			tr.log.Info("nothing to do: the budget was already spent", zap.Int("step", tr.st.Step))
+			return res, nil
 		}
-		res.Checkpoint = tr.lastCkpt
-		return res, nil
+		if tr.exported() {
+			tr.log.Info("nothing to do: the budget was already spent", zap.Int("step", tr.st.Step))
+			return res, nil
+		}
+		// The process that spent the budget died after its final checkpoint but before the final outputs.
+		tr.log.Info("the budget was already spent; writing the final samples and EMA weights it did not", zap.Int("step", tr.st.Step))
+		if err := tr.sampleGrid(ctx, &res); err != nil {
+			return res, err
+		}
+		return res, tr.exportEMA()
 	}
 	if tr.lastSave != tr.st.Step {
-		if err := tr.checkpoint(&res); err != nil {
+		if err := tr.checkpoint(&res, true); err != nil {
 			return res, err
 		}
 	}
@@ -530,12 +564,9 @@ func (tr *trainer) step() (loss, gnorm float64, err error) {
 	be, B, A, D := tr.be, tr.B, tr.A, tr.D
 	for k := 0; k < A; k++ {
 		g := uint64(tr.st.Step)*uint64(A) + uint64(k)
-		tr.ld.Next(tr.batch)
-		be.Upload(tr.x0, tr.batch)
-		for i := range tr.tHost {
-			tr.tHost[i] = float32(rng.Intn(tr.seed, rng.StreamTimestep, g*uint64(B)+uint64(i), tr.T))
+		if err := tr.nextBatch(g); err != nil { // x0 and t (resident.go)
+			return 0, 0, err
 		}
-		be.Upload(tr.tBuf, tr.tHost)
 		be.Normal(tr.seed, rng.StreamNoise, g*uint64(B)*uint64(D), tr.eps)
 		be.QSample(tr.sch, B, D, tr.tBuf, tr.x0, tr.eps, tr.xt)
 		tr.unet.SetTrain(true, tr.seed, g)
@@ -544,6 +575,11 @@ func (tr *trainer) step() (loss, gnorm float64, err error) {
 		be.Fill(tr.dout, 0)
 		be.MSEBackward(1, pred, tr.eps, tr.dout)
 		tr.unet.Backward(tr.dout)
+	}
+	if tr.inject != nil {
+		if err := tr.poison(); err != nil {
+			return 0, 0, err
+		}
 	}
 	be.SumSquares(tr.unet.Grads(), tr.gsq)
 	be.Download(tr.scalarsHost, tr.scalars)
@@ -591,14 +627,22 @@ func (tr *trainer) hostState() *State {
 	return st
 }
 
-// checkpoint saves the state, keeps the newest train.keep_checkpoints, and redraws the loss plot.
-func (tr *trainer) checkpoint(res *Result) error {
+// checkpoint saves the state, keeps the newest train.keep_checkpoints, and redraws the loss plot. A failed write
+// leaves the previous checkpoint as it was (SaveCheckpoint is atomic) and is handled by train.on_write_error,
+// except for the final checkpoint of a run (final), whose failure is always an error: the run has nothing left to
+// do, and its last steps would be lost silently.
+func (tr *trainer) checkpoint(res *Result, final bool) error {
 	if err := tr.be.Sync(); err != nil {
 		return fmt.Errorf("train: checkpoint at step %d: %w", tr.st.Step, err)
 	}
 	path, err := SaveCheckpoint(CheckpointDir(tr.cfg.Run.Dir), tr.table, tr.hostState(), tr.cfg.Train.KeepCheckpoints)
 	if err != nil {
-		return fmt.Errorf("train: step %d: %w", tr.st.Step, err)
+		err = fmt.Errorf("train: step %d: %w", tr.st.Step, err)
+		if final {
+			return fmt.Errorf("%w; the final checkpoint was not written, the last good checkpoint is %s (continue from it with -resume once the disk is fixed)",
+				err, tr.lastGood())
+		}
+		return tr.writeFailed(err)
 	}
 	if tr.metricsF != nil {
 		tr.metricsF.Sync()
@@ -630,12 +674,18 @@ func (tr *trainer) sampleGrid(ctx context.Context, res *Result) error {
 	path := filepath.Join(dir, fmt.Sprintf("step-%08d.png", tr.st.Step))
 	err = writeAtomic(path, func(w io.Writer) error { return imgio.WriteGridPNG(w, tr.sampleOut, n, tr.C, tr.S, tr.S) })
 	if err != nil {
-		return fmt.Errorf("train: %w", err)
+		return tr.writeFailed(fmt.Errorf("train: samples at step %d: %w", tr.st.Step, err))
 	}
 	res.Samples = path
 	tr.log.Info("samples", zap.Int("step", tr.st.Step), zap.String("path", path), zap.String("sampler", tr.cfg.Sample.Sampler),
 		zap.Int("sampler_steps", len(tr.smp.Timesteps())), zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
 	return nil
+}
+
+// exported says whether the run directory's EMA export is that of the current step.
+func (tr *trainer) exported() bool {
+	f, err := safetensors.ReadFile(filepath.Join(tr.cfg.Run.Dir, EMAWeights))
+	return err == nil && f.Metadata["step"] == fmt.Sprint(tr.st.Step)
 }
 
 // exportEMA writes the EMA weights alone under diffusers' names: the file to load into a PyTorch UNet2DModel.
@@ -694,10 +744,80 @@ func (tr *trainer) writeMetrics(m Metrics) error {
 	if err != nil {
 		return fmt.Errorf("train: metrics: %w", err)
 	}
+	// A failed append (a full disk) is cut back off, so that the file never holds a partial line.
+	st, serr := tr.metricsF.Stat()
 	if _, err := tr.metricsF.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("train: metrics: %w", err)
+		if serr == nil {
+			tr.metricsF.Truncate(st.Size())
+		}
+		return fmt.Errorf("train: metrics %s: %w", tr.metricsF.Name(), err)
 	}
 	return nil
+}
+
+// lastGood names the last checkpoint written or restored, for error messages.
+func (tr *trainer) lastGood() string {
+	if tr.lastCkpt == "" {
+		return "none (no checkpoint was written yet)"
+	}
+	return tr.lastCkpt
+}
+
+// writeFailed applies train.on_write_error to a failed write (a checkpoint, a sample grid, the loss plot, a metrics
+// line): "stop" returns err, completed with the last good checkpoint; "continue" logs it, counts it (write_errors
+// in metrics.jsonl) and returns nil, so that training goes on and the next write tries again.
+func (tr *trainer) writeFailed(err error) error {
+	if tr.cfg.Train.OnWriteError == "continue" {
+		tr.writeErrors++
+		tr.log.Error("write failed; training goes on (train.on_write_error = \"continue\")", zap.Error(err),
+			zap.Int("write_errors", tr.writeErrors), zap.String("last_good_checkpoint", tr.lastGood()))
+		return nil
+	}
+	return fmt.Errorf("%w; stopped (train.on_write_error = \"stop\"). The last good checkpoint is %s: free space or fix the disk and continue with -resume",
+		err, tr.lastGood())
+}
+
+// poison applies Options.Inject to the step about to be checked (tests only).
+func (tr *trainer) poison() error {
+	name, v := tr.inject(tr.st.Step + 1)
+	switch name {
+	case "":
+		return nil
+	case "loss":
+		tr.be.Upload(tr.losses[0], []float32{v})
+		return nil
+	}
+	for _, p := range tr.table {
+		if p.Name == name {
+			tr.be.Upload(tr.be.Slice(tr.unet.Grads(), p.Offset, 1), []float32{v})
+			return nil
+		}
+	}
+	return fmt.Errorf("train: Inject: no parameter %q", name)
+}
+
+// firstNonFinite names the first tensor, in the model's table order, holding a NaN or Inf: the weights first (a
+// blown-up weight is the cause when there is one), then the accumulated gradients. It downloads both, so it runs
+// only after a step has failed the finite check of its loss and gradient norm: the loop itself pays nothing for it.
+func (tr *trainer) firstNonFinite() string {
+	host := make([]float32, tr.unet.NumParams())
+	for _, g := range []struct {
+		what string
+		buf  ops.Buf
+	}{{"weight", tr.unet.Params()}, {"gradient of", tr.unet.Grads()}} {
+		tr.be.Download(host, g.buf)
+		if err := tr.be.Sync(); err != nil {
+			return fmt.Sprintf("unknown (reading the %s tensors: %v)", g.what, err)
+		}
+		for _, p := range tr.table {
+			for i, v := range host[p.Offset : p.Offset+p.Size] {
+				if !finite(float64(v)) {
+					return fmt.Sprintf("%s %s (element %d of shape %v is %v)", g.what, p.Name, i, p.Shape, v)
+				}
+			}
+		}
+	}
+	return "none of the weights or gradients (only the loss is non-finite)"
 }
 
 // plotLoss redraws loss.png from the metrics so far.
@@ -709,12 +829,13 @@ func (tr *trainer) plotLoss() error {
 	}
 	path := filepath.Join(tr.cfg.Run.Dir, LossPlot)
 	if err := writeAtomic(path, func(w io.Writer) error { return plot.Loss(w, steps, losses, 800, 480) }); err != nil {
-		return fmt.Errorf("train: %w", err)
+		return tr.writeFailed(fmt.Errorf("train: loss plot: %w", err))
 	}
 	return nil
 }
 
 func (tr *trainer) close() {
+	tr.feed.close()
 	if tr.metricsF != nil {
 		tr.metricsF.Close()
 	}

@@ -357,8 +357,8 @@ func TestCheckpointWriteIsAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Step = 2
-	checkpointHook = func(w io.Writer) io.Writer { return &failingWriter{w: w, n: 3000} }
-	defer func() { checkpointHook = nil }()
+	writeFault = func(_ string, w io.Writer) io.Writer { return &failingWriter{w: w, n: 3000} }
+	defer func() { writeFault = nil }()
 	if _, err := SaveCheckpoint(ckdir, table, st, 3); !errors.Is(err, errInjected) {
 		t.Fatalf("want the injected error, got %v", err)
 	}
@@ -375,7 +375,7 @@ func TestCheckpointWriteIsAtomic(t *testing.T) {
 		t.Error("latest changed after a failed write")
 	}
 	// Without the fault the same save works and moves latest.
-	checkpointHook = nil
+	writeFault = nil
 	if _, err := SaveCheckpoint(ckdir, table, st, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -510,24 +510,5 @@ func TestCheckpointNamesAreTheModelTable(t *testing.T) {
 		if s, ok := plain[name]; !ok || !sameShape(s, shape) {
 			t.Errorf("diffusers key %s: got %v (present %v), want %v", name, s, ok, shape)
 		}
-	}
-}
-
-func TestShrinkImages(t *testing.T) {
-	// 4×4 → 2×2 averages 2×2 blocks; 3×3 → 2×2 weights the middle row/column by halves.
-	m := &data.Images{C: 1, H: 4, W: 4, Pix: []uint8{
-		0, 0, 100, 100,
-		0, 0, 100, 100,
-		200, 200, 40, 40,
-		200, 200, 40, 41}}
-	got := shrinkImages(m, 2).Pix
-	want := []uint8{0, 100, 200, 40} // the last block averages to 40.25
-	if !bytes.Equal(got, want) {
-		t.Errorf("4→2: %v want %v", got, want)
-	}
-	m3 := &data.Images{C: 1, H: 3, W: 3, Pix: []uint8{90, 0, 0, 0, 0, 0, 0, 0, 0}}
-	// Output (0,0) covers [0, 1.5)²: pixel (0,0) has weight (1/1.5)² = 4/9, so 90·4/9 = 40.
-	if got := shrinkImages(m3, 2).Pix[0]; got != 40 {
-		t.Errorf("3→2 corner = %d want 40", got)
 	}
 }

@@ -3,6 +3,10 @@
 //	bin/sample -ckpt runs/fashion32/checkpoints/latest.safetensors -out grid.png
 //	bin/sample -ckpt CKPT -sampler ddim -steps 50 -eta 0 -seed 3 -n 64 -out grid.png -npy samples.npy
 //	bin/sample -ckpt CKPT -sampler ddpm -init xT.npy -npy x0.npy
+//	bin/sample -ckpt CKPT -device cuda          on an NVIDIA GPU (binaries built with -tags cuda)
+//	bin/sample -bench 50 -c configs/tiny.toml   time 50 sampling steps (forward + update, -batch images) of a
+//	                                            freshly initialised model (or -ckpt's weights); the last line is
+//	                                            bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak
 //
 // The model and the diffusion schedule come from the config stored in the checkpoint; the sampler settings default
 // to its [sample] section. Same checkpoint, seed and flags: same output bytes.
@@ -11,7 +15,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -23,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/diffusion"
 	"github.com/ddpmgo/ddpm/imgio"
 	"github.com/ddpmgo/ddpm/model"
@@ -38,8 +42,13 @@ const (
 )
 
 func main() {
+	// SIGINT/SIGTERM cancel ctx: sampling stops between network evaluations and nothing is written (outputs are
+	// only ever written whole, see writeOut); a second signal kills at once.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -49,7 +58,9 @@ Draws images from a checkpoint written by bin/train (the EMA weights unless -raw
 and/or the float32 samples in [-1, 1] as a NumPy array [n, C, H, W] (-npy). Sampler defaults come from the
 checkpoint's [sample] config. With -init the sampler starts from the given x_T instead of drawing it.
 
-Exit status: 0 success, 2 usage error, 1 runtime failure.
+Outputs are written whole or not at all. SIGINT/SIGTERM stop sampling and exit 1 without writing anything.
+
+Exit status: 0 success, 2 usage error, 1 runtime failure (including an interruption).
 
 Flags:
 `
@@ -67,7 +78,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "", "PNG grid `FILE` (default samples.png when -npy is not given)")
 	npy := fs.String("npy", "", "write the samples as float32 NumPy `FILE` [n, C, H, W] in [-1, 1]")
 	initPath := fs.String("init", "", "start from x_T read from this float32 NumPy `FILE` [n, C, H, W]")
-	device := fs.String("device", "cpu", "backend: cpu | cuda | emu (cuda and emu arrive later)")
+	device := fs.String("device", "cpu", "backend: cpu | cuda (NVIDIA GPU, binaries built with -tags cuda) | emu (the CUDA kernels on the CPU emulator)")
+	bench := fs.Int("bench", 0, "time `N` sampling steps at -batch images after -bench-warmup steps, print a bench: line and exit")
+	benchWarmup := fs.Int("bench-warmup", 2, "untimed warm-up steps before -bench")
+	benchCfg := fs.String("c", "", "-bench without -ckpt: the config `FILE` whose model to time (random weights)")
 	raw := fs.Bool("raw", false, "use the trained weights instead of their EMA")
 	noClip := fs.Bool("no-clip", false, "do not clip x̂0 to [-1, 1] in each step (default: sample.clip)")
 	fs.Usage = func() {
@@ -87,23 +101,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() > 0 {
 		return usage("unexpected argument %q (flags only; see -h)", fs.Arg(0))
 	}
-	if *ckpt == "" {
-		return usage("-ckpt PATH is required (see -h)")
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if *batch < 1 {
 		return usage("-batch %d: must be ≥ 1", *batch)
-	}
-	be, err := train.OpenBackend(*device)
-	if err != nil {
-		return usage("%v", err)
 	}
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "sample: %v\n", err)
 		return exitRuntime
 	}
-
+	if *bench < 0 || *benchWarmup < 0 {
+		return usage("-bench %d -bench-warmup %d: must be ≥ 0", *bench, *benchWarmup)
+	}
+	if *bench > 0 {
+		return runBench(ctx, *ckpt, *benchCfg, *device, *batch, *bench, *benchWarmup, *raw, stdout, stderr)
+	}
+	if *ckpt == "" {
+		return usage("-ckpt PATH is required (see -h)")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	text, f, err := train.CheckpointConfig(*ckpt)
 	if err != nil {
 		return fail(err)
@@ -112,6 +127,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(fmt.Errorf("checkpoint %s: stored config: %w", *ckpt, err))
 	}
+	be, closeBe, err := train.Open(*device, cfg.Device, nil)
+	if err != nil {
+		return usage("%v", err)
+	}
+	defer closeBe()
+
 	sc := cfg.Sample
 	opt := sampler.Options{Sampler: sc.Sampler, Steps: sc.Steps, Eta: sc.Eta, Clip: sc.Clip && !*noClip, Variance: sc.Variance, Seed: *seed}
 	if set["sampler"] {
@@ -195,23 +216,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	})
 	bar.Finish()
 	if err != nil {
+		if ctx.Err() != nil {
+			return fail(fmt.Errorf("interrupted by a signal while sampling; nothing written (%v)", err))
+		}
 		return fail(err)
 	}
+	// Each output is written to a temporary file, fsynced and renamed into place (train.WriteAtomic): a full disk
+	// or an I/O error leaves no partial file under the name and an existing file as it was.
 	if pngPath != "" {
-		var b bytes.Buffer
-		if err := imgio.WriteGridPNG(&b, samples, count, C, S, S); err != nil {
-			return fail(err)
-		}
-		if err := os.WriteFile(pngPath, b.Bytes(), 0o644); err != nil {
+		if err := train.WriteAtomic(pngPath, func(w io.Writer) error { return imgio.WriteGridPNG(w, samples, count, C, S, S) }); err != nil {
 			return fail(err)
 		}
 	}
 	if *npy != "" {
-		var b bytes.Buffer
-		if err := imgio.WriteNPY(&b, samples, []int{count, C, S, S}); err != nil {
-			return fail(err)
-		}
-		if err := os.WriteFile(*npy, b.Bytes(), 0o644); err != nil {
+		if err := train.WriteAtomic(*npy, func(w io.Writer) error { return imgio.WriteNPY(w, samples, []int{count, C, S, S}) }); err != nil {
 			return fail(err)
 		}
 	}
@@ -222,5 +240,61 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps (eta %g, seed %d, %s weights of step %s) in %s → %s %s\n",
 		count, C, S, S, opt.Sampler, len(sp.Timesteps()), opt.Eta, *seed, weights, f.Metadata["step"],
 		time.Since(t0).Round(time.Millisecond), pngPath, *npy)
+	return exitOK
+}
+
+// runBench times sampling steps: the model of -ckpt (its EMA weights, or the raw ones with -raw) or of -c FILE
+// (seeded initial weights).
+func runBench(ctx context.Context, ckpt, cfgPath, device string, batch, steps, warmup int, raw bool, stdout, stderr io.Writer) int {
+	var cfg config.Config
+	var weights []float32
+	switch {
+	case ckpt != "":
+		text, f, err := train.CheckpointConfig(ckpt)
+		if err != nil {
+			fmt.Fprintf(stderr, "sample: %v\n", err)
+			return exitRuntime
+		}
+		if cfg, err = config.Parse(ckpt, []byte(text), nil); err != nil {
+			fmt.Fprintf(stderr, "sample: checkpoint %s: stored config: %v\n", ckpt, err)
+			return exitRuntime
+		}
+		prefix := train.PrefixEMA
+		if raw {
+			prefix = ""
+		}
+		u, err := model.New(cpu.New(), cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, 1)
+		if err != nil {
+			fmt.Fprintf(stderr, "sample: %v\n", err)
+			return exitRuntime
+		}
+		if weights, err = train.Weights(f, u.Table(), prefix); err != nil {
+			fmt.Fprintf(stderr, "sample: %v\n", err)
+			return exitRuntime
+		}
+	case cfgPath != "":
+		var err error
+		if cfg, err = config.Load(cfgPath, nil); err != nil {
+			fmt.Fprintf(stderr, "sample: %v\n", err)
+			return exitUsage
+		}
+	default:
+		fmt.Fprintln(stderr, "sample: -bench needs -ckpt PATH or -c FILE (see -h)")
+		return exitUsage
+	}
+	be, closeBe, err := train.Open(device, cfg.Device, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "sample: %v\n", err)
+		return exitUsage
+	}
+	defer closeBe()
+	r, err := train.BenchSample(ctx, cfg, be, weights, batch, steps, warmup)
+	if err != nil {
+		fmt.Fprintf(stderr, "sample: %v\n", err)
+		return exitRuntime
+	}
+	fmt.Fprintf(stdout, "bench: %s sampling, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
+		r.Device, batch, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
+	fmt.Fprintln(stdout, r.Line())
 	return exitOK
 }

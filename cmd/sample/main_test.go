@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -149,7 +151,7 @@ func TestSampleErrors(t *testing.T) {
 		{nil, 2, "-ckpt"},
 		{[]string{"-ckpt", ck, "-sampler", "ddpm", "-steps", "5"}, 2, "ddim"},
 		{[]string{"-ckpt", ck, "-sampler", "euler"}, 2, "euler"},
-		{[]string{"-ckpt", ck, "-device", "cuda"}, 2, "later"},
+		{[]string{"-ckpt", ck, "-device", "cuda"}, 2, "-tags cuda"},
 		{[]string{"-ckpt", ck, "-n", "0"}, 2, "-n"},
 		{[]string{"-ckpt", bad}, 1, bad},
 		{[]string{"-ckpt", filepath.Join(t.TempDir(), "none.safetensors")}, 1, "none.safetensors"},
@@ -159,5 +161,29 @@ func TestSampleErrors(t *testing.T) {
 		if code != c.code || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: exit %d, %q; want %d naming %q", c.args, code, stderr, c.code, c.want)
 		}
+	}
+}
+
+// TestSampleBench: -bench times sampling steps of a checkpoint's model and ends with the bench line; without a model
+// it is a usage error.
+func TestSampleBench(t *testing.T) {
+	ck := checkpoint(t)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"-ckpt", ck, "-bench", "3", "-bench-warmup", "1", "-batch", "2"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	last := lines[len(lines)-1]
+	m := regexp.MustCompile(`^bench: ([0-9.]+) img/s, ([0-9.]+) GFLOP/s, ([0-9.]+) ms/step, ([0-9]+) MiB peak$`).FindStringSubmatch(last)
+	if m == nil {
+		t.Fatalf("last line %q is not a bench line", last)
+	}
+	imgs, _ := strconv.ParseFloat(m[1], 64)
+	ms, _ := strconv.ParseFloat(m[3], 64)
+	if r := imgs * ms / 1000 / 2; r < 0.95 || r > 1.05 {
+		t.Errorf("bench line %q: img/s × s/step = %.3f batches of 2, want 1", last, r)
+	}
+	if code, stderr := sample(t, "-bench", "3"); code != 2 || !strings.Contains(stderr, "-ckpt PATH or -c FILE") {
+		t.Errorf("-bench without a model: exit %d, %q", code, stderr)
 	}
 }

@@ -7,6 +7,10 @@
 //	bin/train -c FILE -dry-run                  the model summary, then exit
 //	bin/train -c FILE -resume                   continue the run in run.dir from its latest checkpoint
 //	bin/train -c FILE -resume-from PATH         continue from a given checkpoint
+//	bin/train -c FILE -device cuda              on an NVIDIA GPU (a build with -tags cuda: make build-cuda)
+//	bin/train -c FILE -device emu               the CUDA kernels on the CPU emulator (slow; for checks)
+//	bin/train -c FILE -bench 20 [-device cuda]  time 20 training steps on random data; the last line is
+//	                                            bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak
 //
 // Exit status: 0 success (also after SIGINT/SIGTERM, which finish the step and checkpoint), 2 usage or config
 // errors, 1 runtime failures.
@@ -78,7 +82,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&sets, "set", "override one key, `section.key=value` (TOML value; a bare word is a string); repeatable")
 	printCfg := fs.Bool("print-config", false, "print the resolved config (file + -set) and exit")
 	dryRun := fs.Bool("dry-run", false, "print the model summary (blocks, parameters, output shapes, training-step memory) and exit")
-	device := fs.String("device", "cpu", "backend: cpu | cuda | emu (cuda and emu arrive later)")
+	device := fs.String("device", "cpu", "backend: cpu | cuda (NVIDIA GPU, binaries built with -tags cuda) | emu (the CUDA kernels on the CPU emulator)")
+	bench := fs.Int("bench", 0, "time `N` training steps on random data after -bench-warmup steps, print a bench: line and exit (writes no run directory)")
+	benchWarmup := fs.Int("bench-warmup", 3, "untimed warm-up steps before -bench")
 	logFormat := fs.String("log-format", "console", "log format: console (readable lines) | json (one JSON object per line)")
 	debug := fs.Bool("debug", false, "also log debug lines")
 	resume := fs.Bool("resume", false, "continue the run in run.dir from checkpoints/latest.safetensors")
@@ -124,15 +130,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if params == 0 { // the table holds the error
 			return exitUsage
 		}
+		fmt.Fprint(stdout, train.DryRunMemory(cfg, nil)) // the check Run makes before training
 		return exitOK
 	}
 	if *logFormat != "console" && *logFormat != "json" {
 		fmt.Fprintf(stderr, "train: -log-format %q: allowed: console, json\n", *logFormat)
 		return exitUsage
 	}
-	be, err := train.OpenBackend(*device)
-	if err != nil {
-		fmt.Fprintf(stderr, "train: %v\n", err)
+	if *bench < 0 || *benchWarmup < 0 {
+		fmt.Fprintf(stderr, "train: -bench %d -bench-warmup %d: must be ≥ 0\n", *bench, *benchWarmup)
 		return exitUsage
 	}
 
@@ -147,6 +153,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	defer log.Sync()
+	be, closeBe, err := train.Open(*device, cfg.Device, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "train: %v\n", err)
+		return exitUsage
+	}
+	defer closeBe()
+
+	if *bench > 0 {
+		r, err := train.BenchTrain(ctx, cfg, be, *bench, *benchWarmup, log)
+		if err != nil {
+			log.Error("benchmark failed", zap.Error(err))
+			return exitRuntime
+		}
+		fmt.Fprintf(stdout, "bench: %s, %s, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
+			cfg.Run.Name, r.Device, r.Images, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
+		fmt.Fprintln(stdout, r.Line())
+		return exitOK
+	}
 
 	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: bar})
 	if err != nil {

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,7 +64,7 @@ func TestBinary(t *testing.T) {
 			{[]string{"-c", tiny, "-set", "train.bogus_key=1"}, "train.bogus_key"},
 			{[]string{"-c", tiny, "-set", "train.batch_size=-4"}, "train.batch_size"},
 			{[]string{"-c", filepath.Join(tmp, "missing.toml")}, "missing.toml"},
-			{[]string{"-c", tiny, "-device", "cuda"}, "later"},
+			{[]string{"-c", tiny, "-device", "cuda"}, "-tags cuda"},
 			{[]string{"-c", tiny, "-device", "tpu"}, "allowed: cpu, cuda, emu"},
 			{[]string{"-no-such-flag"}, "no-such-flag"},
 			{[]string{"-c", tiny, "-log-format", "xml"}, "console, json"},
@@ -79,7 +81,7 @@ func TestBinary(t *testing.T) {
 		if code != 0 {
 			t.Errorf("-h exit %d", code)
 		}
-		for _, f := range []string{"-c FILE", "-set", "-print-config", "-dry-run", "-device", "-log-format", "-resume", "-resume-from", "Exit status"} {
+		for _, f := range []string{"-c FILE", "-set", "-print-config", "-dry-run", "-device", "-log-format", "-resume", "-resume-from", "-bench", "Exit status"} {
 			if !strings.Contains(stderr, f) {
 				t.Errorf("-h does not mention %s", f)
 			}
@@ -107,6 +109,33 @@ func TestBinary(t *testing.T) {
 		code, stdout, _ := exe("-c", celeba, "-dry-run")
 		if code != 0 || !strings.Contains(stdout, "14,406,531") || !strings.Contains(stdout, "mid_block") {
 			t.Errorf("exit %d, summary:\n%s", code, stdout)
+		}
+	})
+
+	t.Run("bench prints its line last and writes no run directory", func(t *testing.T) {
+		dir := filepath.Join(tmp, "bench-run")
+		code, stdout, stderr := exe("-c", tiny, "-bench", "2", "-bench-warmup", "1", "-set", "train.batch_size=8", "-set", "run.dir="+dir)
+		if code != 0 {
+			t.Fatalf("exit %d:\n%s", code, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		last := lines[len(lines)-1]
+		re := regexp.MustCompile(`^bench: ([0-9.]+) img/s, ([0-9.]+) GFLOP/s, ([0-9.]+) ms/step, ([0-9]+) MiB peak$`)
+		m := re.FindStringSubmatch(last)
+		if m == nil {
+			t.Fatalf("last line %q does not read bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak", last)
+		}
+		imgs, _ := strconv.ParseFloat(m[1], 64)
+		ms, _ := strconv.ParseFloat(m[3], 64)
+		if mib, _ := strconv.Atoi(m[4]); imgs <= 0 || ms <= 0 || mib <= 0 {
+			t.Errorf("bench line %q: figures must be positive", last)
+		}
+		// img/s and ms/step describe the same steps of 8 images.
+		if r := imgs * ms / 1000 / 8; r < 0.95 || r > 1.05 {
+			t.Errorf("bench line %q: img/s × s/step = %.3f batches, want 1", last, r)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Errorf("-bench wrote the run directory %s", dir)
 		}
 	})
 

@@ -1,0 +1,166 @@
+//go:build !cuda
+
+package train
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unsafe"
+
+	"go.uber.org/zap"
+
+	"github.com/ddpmgo/ddpm/cuda"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/launches_tiny_step.golden")
+
+// launchRecorder is a Driver over the emulator that notes every launch and, when dry, does not run it (the launch
+// sequence of a step does not depend on the values computed, so recording needs no kernel to run).
+type launchRecorder struct {
+	cuda.Driver
+	dry   bool
+	on    bool
+	lines []string
+}
+
+// Launch notes kernel, grid, block, dynamic shared bytes and each argument: pointers as p64 (addresses differ from
+// run to run), integers with their values (sizes, seeds, counters), floats as f32/f64 with their values omitted
+// (learning rates and scales are not launch geometry).
+func (r *launchRecorder) Launch(kernel string, grid, block cuda.Dim3, smem int, args ...cuda.Arg) error {
+	if r.on {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s grid=%s block=%s smem=%d args=", kernel, dim(grid), dim(block), smem)
+		for i, a := range args {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			switch a.Kind() {
+			case 'p', 'f':
+				fmt.Fprintf(&b, "%c%d", a.Kind(), 8*a.Size())
+			case 'i':
+				v := int64(a.Bits())
+				if a.Size() == 4 {
+					v = int64(int32(uint32(a.Bits())))
+				}
+				fmt.Fprintf(&b, "i%d=%d", 8*a.Size(), v)
+			default:
+				fmt.Fprintf(&b, "%c%d=%d", a.Kind(), 8*a.Size(), a.Bits())
+			}
+		}
+		r.lines = append(r.lines, b.String())
+	}
+	if r.dry {
+		return nil
+	}
+	return r.Driver.Launch(kernel, grid, block, smem, args...)
+}
+
+// The copies and fills of the step are noted too (sizes only): the golden file shows what crosses the bus.
+func (r *launchRecorder) HtoD(dst cuda.DevicePtr, src unsafe.Pointer, bytes int) error {
+	r.note("HtoD", bytes)
+	return r.Driver.HtoD(dst, src, bytes)
+}
+
+func (r *launchRecorder) DtoH(dst unsafe.Pointer, src cuda.DevicePtr, bytes int) error {
+	r.note("DtoH", bytes)
+	return r.Driver.DtoH(dst, src, bytes)
+}
+
+func (r *launchRecorder) DtoD(dst, src cuda.DevicePtr, bytes int) error {
+	r.note("DtoD", bytes)
+	return r.Driver.DtoD(dst, src, bytes)
+}
+
+func (r *launchRecorder) Memset32(p cuda.DevicePtr, v uint32, n int) error {
+	r.note("Memset32", 4*n)
+	return r.Driver.Memset32(p, v, n)
+}
+
+func (r *launchRecorder) note(op string, bytes int) {
+	if r.on {
+		r.lines = append(r.lines, fmt.Sprintf("%s %d bytes", op, bytes))
+	}
+}
+
+func dim(d cuda.Dim3) string { return fmt.Sprintf("%dx%dx%d", max(d.X, 1), max(d.Y, 1), max(d.Z, 1)) }
+
+// TestEmuLaunchGoldenTinyStep records the launch sequence of one training step of configs/tiny.toml on the GPU
+// backend (forward, backward, clipping reduction, AdamW, EMA, the resident batch gather and timestep draw) and
+// compares it with testdata/launches_tiny_step.golden (with the step's copies and fills: one DtoH of the A+1
+// scalars, no HtoD), so that a change to the launchers or the model shows its
+// effect on the launches in review, without a GPU. `go test ./train -run LaunchGolden -update` rewrites the file.
+func TestEmuLaunchGoldenTinyStep(t *testing.T) {
+	cfg := parityConfig(t, t.TempDir())
+	rec := &launchRecorder{Driver: cuda.NewEmulator(cuda.EmuOptions{}), dry: true}
+	be, err := cuda.NewBackend(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Driver.Close()
+	// Synthetic images, so that the file does not depend on which data sets are installed (2048: tiny.toml's
+	// max_items, an argument of the gather).
+	tr, err := setup(cfg, Options{Backend: be, Dataset: syntheticTiny(2048)}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.close()
+	if tr.feed == nil {
+		t.Fatal("the GPU backend did not take the device-resident path")
+	}
+	// Step 1 draws the epoch's order (an upload outside the step proper); record step 2, a steady-state step.
+	for s := 0; s < 2; s++ {
+		rec.on = s == 1
+		_, gnorm, err := tr.step()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.update(gnorm)
+	}
+	got := strings.Join(rec.lines, "\n") + "\n"
+	path := filepath.Join("testdata", "launches_tiny_step.golden")
+	if *update {
+		if err := os.MkdirAll("testdata", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s: %d launches", path, len(rec.lines))
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (create it with go test ./train -run LaunchGolden -update)", err)
+	}
+	if got != string(want) {
+		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+		for i := 0; i < max(len(gl), len(wl)); i++ {
+			var g, w string
+			if i < len(gl) {
+				g = gl[i]
+			}
+			if i < len(wl) {
+				w = wl[i]
+			}
+			if g != w {
+				t.Fatalf("launch %d of %d (golden %d) differs:\n got  %s\n want %s\n(if the change is intended: go test ./train -run LaunchGolden -update)",
+					i+1, len(gl)-1, len(wl)-1, g, w)
+			}
+		}
+	}
+	var htod, dtoh int
+	for _, l := range rec.lines {
+		htod += strings.Count(l, "HtoD ")
+		dtoh += strings.Count(l, "DtoH ")
+	}
+	if htod != 0 || dtoh != 1 {
+		t.Errorf("a steady-state step copies %d times to and %d times from the device; want 0 and 1 (the scalars)", htod, dtoh)
+	}
+	if len(rec.lines) < 50 {
+		t.Fatalf("only %d launches recorded for a U-Net step", len(rec.lines))
+	}
+}

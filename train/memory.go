@@ -1,0 +1,183 @@
+package train
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/model"
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// DeviceMemory is implemented by backends with memory of their own (a GPU): the driver's free and total bytes.
+// The trainer checks for it with a type assertion, so backends without it (the CPU) need nothing.
+type DeviceMemory interface {
+	MemInfo() (free, total int64, err error)
+}
+
+// Memory is the estimate of what a run needs, compared with what is available, before anything is allocated.
+//
+// The training step's bytes are model.Summary's: 5·P·4 for the weights, gradients, AdamW m and v and the EMA, plus
+// B·w·4 of workspace (saved activations, activation gradients, scratch) for w floats per image, so they are affine
+// in the batch B: step(B) = Fixed + B·PerImage. The data set is held as uint8 in host memory (Data bytes).
+//
+// On the CPU everything shares host memory: need = step(B) + Data, against MemAvailable of /proc/meminfo. With a
+// DeviceMemory backend the step lives on the device, with the data set kept resident there too when it is at most
+// residentMaxBytes (Data + 4·N bytes for the uint8 images and an epoch's int32 order, see resident.go), against
+// the device's free memory; the host holds the data set as well.
+type Memory struct {
+	Batch         int
+	Fixed         int64 // step bytes that do not grow with the batch (weights, gradients, moments, EMA)
+	PerImage      int64 // step bytes per image of the batch
+	Data          int64 // data set bytes (N·C·H·W)
+	Resident      int64 // device bytes of the resident data set (Device only; 0 when it streams from the host)
+	HostAvail     int64 // MemAvailable; −1 when unknown (not Linux)
+	Device        bool  // the step lives on a device with its own memory
+	DeviceAvail   int64 // the device's free bytes (Device only); −1 when unknown
+	DeviceName    string
+	hostErr, dErr error
+}
+
+// Step is model.Summary's training-step bytes at the run's batch.
+func (m Memory) Step() int64 { return m.Fixed + int64(m.Batch)*m.PerImage }
+
+// EstimateMemory builds the estimate for cfg with dataImages images (be may be nil: host memory only, as
+// -dry-run does before a backend is opened).
+func EstimateMemory(cfg config.Config, be ops.Backend, dataImages int) (Memory, error) {
+	c, s, b := cfg.Data.Channels, cfg.Data.ImageSize, cfg.Train.BatchSize
+	_, p1, s1 := model.Summary(cfg.Model, c, s, 1)
+	_, _, s2 := model.Summary(cfg.Model, c, s, 2)
+	if p1 == 0 {
+		return Memory{}, fmt.Errorf("train: memory estimate: the model does not build (see -dry-run)")
+	}
+	m := Memory{Batch: b, PerImage: s2 - s1, Fixed: s1 - (s2 - s1), Data: int64(dataImages) * int64(c*s*s),
+		HostAvail: -1, DeviceAvail: -1}
+	m.HostAvail, m.hostErr = hostMemAvailable()
+	if dm, ok := be.(DeviceMemory); ok {
+		m.Device, m.DeviceName = true, be.Name()
+		free, _, err := dm.MemInfo()
+		if err != nil {
+			m.DeviceAvail, m.dErr = -1, err
+		} else {
+			m.DeviceAvail = free
+		}
+		if m.Data <= residentMaxBytes {
+			m.Resident = m.Data + 4*int64(dataImages)
+		}
+	}
+	return m, nil
+}
+
+// fit is the largest batch whose step fits in avail bytes next to other bytes (0 if not even one image fits).
+func (m Memory) fit(avail, other int64) int {
+	left := avail - other - m.Fixed
+	if left < m.PerImage || m.PerImage <= 0 {
+		return 0
+	}
+	return int(left / m.PerImage)
+}
+
+// Check returns nil when the run fits, and otherwise an error with the memory needed, the memory available and the
+// largest train.batch_size that fits. Unknown availability is not an error.
+func (m Memory) Check() error {
+	need, avail, where := m.Step()+m.Data, m.HostAvail, "host memory (MemAvailable in /proc/meminfo)"
+	other := m.Data
+	if m.Device {
+		need, avail, where, other = m.Step()+m.Resident, m.DeviceAvail, "free memory on "+m.DeviceName, m.Resident
+		if m.HostAvail >= 0 && m.Data > m.HostAvail {
+			return fmt.Errorf("train: the data set needs %s of host memory, only %s is available (MemAvailable); lower data.max_items",
+				gib(m.Data), gib(m.HostAvail))
+		}
+	}
+	if avail < 0 || need <= avail {
+		return nil
+	}
+	msg := fmt.Sprintf("train: batch %d needs about %s (training step %s: %s fixed + %d × %s per image; data set %s), but only %s of %s is available",
+		m.Batch, gib(need), gib(m.Step()), gib(m.Fixed), m.Batch, gib(m.PerImage), gib(m.Data), gib(avail), where)
+	if k := m.fit(avail, other); k > 0 {
+		msg += fmt.Sprintf("; train.batch_size = %d fits (raise train.grad_accum to keep the effective batch)", k)
+	} else {
+		msg += "; not even batch 1 fits: use a smaller model or fewer images"
+	}
+	return fmt.Errorf("%s", msg)
+}
+
+// String is the estimate as -dry-run prints it.
+func (m Memory) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "memory estimate at batch %d: training step %s (%s fixed + %s per image) + data set %s\n",
+		m.Batch, gib(m.Step()), gib(m.Fixed), gib(m.PerImage), gib(m.Data))
+	switch {
+	case m.Device && m.DeviceAvail >= 0:
+		fmt.Fprintf(&b, "  %s free: %s (resident data set %s); largest batch that fits: %d\n", m.DeviceName, gib(m.DeviceAvail),
+			gib(m.Resident), m.fit(m.DeviceAvail, m.Resident))
+	case m.Device:
+		fmt.Fprintf(&b, "  %s free memory unknown (%v)\n", m.DeviceName, m.dErr)
+	}
+	if m.HostAvail >= 0 {
+		if m.Device {
+			fmt.Fprintf(&b, "  host MemAvailable: %s (holds the data set)\n", gib(m.HostAvail))
+		} else {
+			fmt.Fprintf(&b, "  host MemAvailable: %s; largest batch that fits: %d\n", gib(m.HostAvail), m.fit(m.HostAvail, m.Data))
+		}
+	} else {
+		fmt.Fprintf(&b, "  host memory available: unknown (%v)\n", m.hostErr)
+	}
+	if err := m.Check(); err != nil {
+		fmt.Fprintf(&b, "  DOES NOT FIT: %v\n", err)
+	}
+	return b.String()
+}
+
+func gib(b int64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(b)/(1<<30))
+	default:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	}
+}
+
+// hostMemAvailable reads MemAvailable (the kernel's estimate of memory available to a new program without
+// swapping) from /proc/meminfo; −1 with an error elsewhere.
+var hostMemAvailable = func() (int64, error) {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return -1, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
+			fields := strings.Fields(rest)
+			if len(fields) == 2 && fields[1] == "kB" {
+				kb, err := strconv.ParseInt(fields[0], 10, 64)
+				if err == nil {
+					return kb << 10, nil
+				}
+			}
+			return -1, fmt.Errorf("/proc/meminfo: unreadable MemAvailable line %q", sc.Text())
+		}
+	}
+	return -1, fmt.Errorf("/proc/meminfo has no MemAvailable line")
+}
+
+// DryRunMemory is the estimate for cfg before anything is loaded, as -dry-run prints it: the data set's size comes
+// from its headers or listing (data.Count); be may be nil (host only). When the data set cannot be counted (not
+// there yet), the estimate leaves it out and the text says so.
+func DryRunMemory(cfg config.Config, be ops.Backend) string {
+	n, cerr := data.Count(cfg.Data.Path, data.Options{MaxItems: cfg.Data.MaxItems})
+	m, err := EstimateMemory(cfg, be, n)
+	if err != nil {
+		return err.Error() + "\n"
+	}
+	s := m.String()
+	if cerr != nil {
+		s += fmt.Sprintf("  (data set left out: %v)\n", cerr)
+	}
+	return s
+}
