@@ -98,24 +98,10 @@ func BenchTrain(ctx context.Context, cfg config.Config, be ops.Backend, steps, w
 		tr.update(gnorm)
 		return nil
 	}
-	for i := 0; i < warmup; i++ {
-		if err := one(); err != nil {
-			return res, err
-		}
+	el, err := timeSteps(be, warmup, steps, one)
+	if err != nil {
+		return res, err
 	}
-	if err := be.Sync(); err != nil {
-		return res, fmt.Errorf("train: bench warm-up: %w", err)
-	}
-	t0 := time.Now()
-	for i := 0; i < steps; i++ {
-		if err := one(); err != nil {
-			return res, err
-		}
-	}
-	if err := be.Sync(); err != nil {
-		return res, fmt.Errorf("train: bench: %w", err)
-	}
-	el := time.Since(t0).Seconds()
 	res.Images = tr.B * tr.A
 	res.Seconds = el
 	res.ImagesPerSec = float64(res.Images*steps) / el
@@ -170,28 +156,37 @@ func BenchSample(ctx context.Context, cfg config.Config, be ops.Backend, weights
 		k++
 		return nil
 	}
-	for i := 0; i < warmup; i++ {
-		if err := one(); err != nil {
-			return res, err
-		}
+	el, err := timeSteps(be, warmup, steps, one)
+	if err != nil {
+		return res, err
 	}
-	if err := be.Sync(); err != nil {
-		return res, fmt.Errorf("train: bench warm-up: %w", err)
-	}
-	t0 := time.Now()
-	for i := 0; i < steps; i++ {
-		if err := one(); err != nil {
-			return res, err
-		}
-	}
-	if err := be.Sync(); err != nil {
-		return res, fmt.Errorf("train: bench: %w", err)
-	}
-	el := time.Since(t0).Seconds()
 	res.Seconds = el
 	res.ImagesPerSec = float64(batch*steps) / el
 	res.GFLOPs = float64(u.ForwardFLOPs(batch)) * float64(steps) / el / 1e9
 	res.MsPerStep = 1e3 * el / float64(steps)
 	benchMemory(&res, be)
 	return res, nil
+}
+
+// timeSteps runs one warmup times untimed, then steps times, and returns the seconds the timed steps took, from
+// the first launch to the device's completion of the last.
+func timeSteps(be ops.Backend, warmup, steps int, one func() error) (float64, error) {
+	for i := 0; i < warmup; i++ {
+		if err := one(); err != nil {
+			return 0, err
+		}
+	}
+	if err := be.Sync(); err != nil {
+		return 0, fmt.Errorf("train: bench warm-up: %w", err)
+	}
+	t0 := time.Now()
+	for i := 0; i < steps; i++ {
+		if err := one(); err != nil {
+			return 0, err
+		}
+	}
+	if err := be.Sync(); err != nil {
+		return 0, fmt.Errorf("train: bench: %w", err)
+	}
+	return time.Since(t0).Seconds(), nil
 }
