@@ -127,15 +127,3 @@ func relErr(got, want []float64) (maxAbs, scale float64) {
 	}
 	return maxAbs, scale
 }
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

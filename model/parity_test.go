@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,7 +69,7 @@ func TestTorchParity(t *testing.T) {
 				if !ok {
 					t.Fatalf("parameter %s %v is not in the PyTorch model", p.Name, p.Shape)
 				}
-				if !sameShape(w.shape, p.Shape) {
+				if !slices.Equal(w.shape, p.Shape) {
 					t.Fatalf("parameter %s: Go shape %v, PyTorch %v", p.Name, p.Shape, w.shape)
 				}
 				copy(host[p.Offset:p.Offset+p.Size], w.f32)

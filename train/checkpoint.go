@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -149,7 +150,7 @@ func stateFromFile(f *safetensors.File, table []model.Param) (*State, error) {
 			if !ok {
 				return nil, bad("tensor %q is missing (the checkpoint is from another model configuration?)", g.prefix+p.Name)
 			}
-			if !sameShape(t.Shape, p.Shape) {
+			if !slices.Equal(t.Shape, p.Shape) {
 				return nil, bad("tensor %q has shape %v, the model wants %v", g.prefix+p.Name, t.Shape, p.Shape)
 			}
 			copy(flat[p.Offset:p.Offset+p.Size], t.Data)
@@ -160,18 +161,6 @@ func stateFromFile(f *safetensors.File, table []model.Param) (*State, error) {
 		return nil, bad("holds %d tensors, the model has %d (×4 with EMA and AdamW moments = %d)", len(f.Tensors), len(table), want)
 	}
 	return st, nil
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // SaveCheckpoint writes st atomically as dir/step-NNNNNNNN.safetensors, points dir/latest.safetensors at it (a hard
@@ -278,7 +267,7 @@ func Weights(f *safetensors.File, table []model.Param, prefix string) ([]float32
 		if !ok {
 			return nil, fmt.Errorf("checkpoint %s: tensor %q is missing", f.Path, prefix+p.Name)
 		}
-		if !sameShape(t.Shape, p.Shape) {
+		if !slices.Equal(t.Shape, p.Shape) {
 			return nil, fmt.Errorf("checkpoint %s: tensor %q has shape %v, the model wants %v", f.Path, prefix+p.Name, t.Shape, p.Shape)
 		}
 		copy(flat[p.Offset:], t.Data)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -232,7 +233,7 @@ func TestRunLeavesItsFilesAndLearns(t *testing.T) {
 	for _, p := range table {
 		e, ok := ema.Get(p.Name)
 		c, _ := ck.Get(PrefixEMA + p.Name)
-		if !ok || !sameShape(e.Shape, p.Shape) || e.Data[0] != c.Data[0] {
+		if !ok || !slices.Equal(e.Shape, p.Shape) || e.Data[0] != c.Data[0] {
 			t.Errorf("EMA export %s", p.Name)
 		}
 	}
@@ -484,11 +485,11 @@ func TestCheckpointNamesAreTheModelTable(t *testing.T) {
 		t.Errorf("%d un-prefixed tensors, model has %d", len(plain), len(table))
 	}
 	for _, p := range table {
-		if s, ok := plain[p.Name]; !ok || !sameShape(s, p.Shape) {
+		if s, ok := plain[p.Name]; !ok || !slices.Equal(s, p.Shape) {
 			t.Errorf("weight %s: shape %v in the checkpoint, %v in the model", p.Name, s, p.Shape)
 		}
 		for _, pre := range []string{PrefixEMA, PrefixAdamM, PrefixAdamV} {
-			if ts, ok := f.Get(pre + p.Name); !ok || !sameShape(ts.Shape, p.Shape) {
+			if ts, ok := f.Get(pre + p.Name); !ok || !slices.Equal(ts.Shape, p.Shape) {
 				t.Errorf("%s%s missing or misshapen", pre, p.Name)
 			}
 		}
@@ -507,7 +508,7 @@ func TestCheckpointNamesAreTheModelTable(t *testing.T) {
 		"conv_norm_out.weight":                         {64},
 		"conv_out.weight":                              {3, 64, 3, 3},
 	} {
-		if s, ok := plain[name]; !ok || !sameShape(s, shape) {
+		if s, ok := plain[name]; !ok || !slices.Equal(s, shape) {
 			t.Errorf("diffusers key %s: got %v (present %v), want %v", name, s, ok, shape)
 		}
 	}
