@@ -393,7 +393,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 	launchedKernels.mu.Unlock()
 	for name, f := range map[string]func(*testing.T){"Conformance": TestEmuConformance,
 		"NormalMatchesRNG": TestEmuNormalMatchesRNG, "QSampleNoise": TestEmuQSampleNoise, "GatherBatch": TestEmuGatherBatch,
-		"GatherEpoch": TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "ClipScaleAdamWCtl": TestEmuClipScaleAdamWCtl} {
+		"GatherEpoch": TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "ClipScaleAdamWCtl": TestEmuClipScaleAdamWCtl,
+		"StepStatsWin": TestEmuStepStatsWin} {
 		t.Run(name, f)
 	}
 	var missing []string

@@ -72,3 +72,104 @@ extern "C" __global__ void ema_dev_f32(float* e, const float* p, float decay, lo
   for (long long i = global_index(); i < n; i += global_stride()) e[i] = decay * e[i] + (1.0f - decay) * p[i];
 }
 EMU_REGISTER(ema_dev_f32)
+
+// The window statistics of the training loop, so that the host reads the losses only every train.log_every steps
+// (and at checkpoints and the end) instead of every step. One thread, after clip_scale_f32 of the same step.
+// stats (10 floats, its own allocation: 8-byte aligned) holds
+//   [0..1] double  Σ loss over the window's updated steps (each step's loss: the mean of its A micro-batch losses)
+//   [2..3] double  Σ gnorm over those steps (gnorm = √‖G‖²/A, before clipping)
+//   [4]    int     number of those steps (ctl[1] = 0: the update was applied)
+//   [5]    int     number of non-finite steps in the window (‖G‖² or a loss NaN/Inf)
+//   [6]    int     the first of them (its 1-based step number; 0: none)
+//   [7]    float   the mean loss of that step, [8] float its ‖G‖² (for the error message)
+//   [9..13] float  this step's AdamW and EMA settings: lr, lr·weight_decay, rc1, rc2, EMA decay (read by
+//                  adamw_win_f32 and ema_win_f32)
+// reset ≠ 0 (the first step after a host read) starts a new window: the sums, counts and first step are cleared
+// first. The settings are those of AdamW step k = k_host − [5]: the host counts every step of the window as an
+// update and learns of the skipped ones at its next read, so the device takes them off here (after counting this
+// step: a skipped step's settings are not used). As train.LR and train.EMADecay, in double:
+//   lr = base_lr · (warmup > 0 && k < warmup ? k/warmup : 1);  rc1 = 1/(1−β1^k), rc2 = 1/(1−β2^k)
+//   EMA decay = ema_warmup ? min(ema_decay, (1 + s)/(10 + s)), s = max(k − 1, 0) : ema_decay
+extern "C" __global__ void step_stats_f32(const float* scalars, const float* ctl, float* stats, int A, int step,
+                                          int reset, int k_host, double base_lr, int warmup, double beta1,
+                                          double beta2, double weight_decay, double ema_decay, int ema_warmup) {
+  if (global_index() != 0) return;
+  double* sums = (double*)stats;
+  int* cnt = (int*)(stats + 4);
+  if (reset) {
+    sums[0] = 0.0;
+    sums[1] = 0.0;
+    cnt[0] = 0;
+    cnt[1] = 0;
+    cnt[2] = 0;
+  }
+  bool bad = !isfinite(scalars[0]);
+  double loss = 0.0;
+  for (int k = 0; k < A; k++) {
+    bad = bad || !isfinite(scalars[1 + k]);
+    loss += (double)scalars[1 + k];
+  }
+  loss /= (double)A;
+  if (bad) {
+    cnt[1] += 1;
+    if (cnt[2] == 0) {
+      cnt[2] = step;
+      stats[7] = (float)loss;
+      stats[8] = scalars[0];
+    }
+  }
+  if (ctl[1] == 0.0f) {
+    sums[0] += loss;
+    sums[1] += sqrt((double)scalars[0]) / (double)A;
+    cnt[0] += 1;
+  }
+  const int k = k_host - cnt[1];
+  double lr = base_lr;
+  if (warmup > 0 && k < warmup) lr = base_lr * (double)k / (double)warmup;
+  stats[9] = (float)lr;
+  stats[10] = (float)lr * (float)weight_decay;
+  stats[11] = (float)(1.0 / (1.0 - pow(beta1, (double)k)));
+  stats[12] = (float)(1.0 / (1.0 - pow(beta2, (double)k)));
+  double decay = ema_decay;
+  if (ema_warmup) {
+    const double s = (double)(k > 1 ? k - 1 : 0);
+    decay = fmin(ema_decay, (1.0 + s) / (10.0 + s));
+  }
+  stats[13] = (float)decay;
+}
+EMU_REGISTER(step_stats_f32)
+
+// Zeroes the accumulated gradients unless ctl[1] ≠ 0 (a skipped step): under a sticky skip flag (a run that stops
+// on a non-finite step) the gradients of the first bad step are kept (later steps add to them, and NaN/Inf stay
+// non-finite under addition), so that the host, which notices the flag only at its next read, can still name the
+// first non-finite gradient tensor.
+extern "C" __global__ void zero_unless_skip_f32(float* g, long long n, const float* ctl) {
+  if (ctl[1] != 0.0f) return;
+  for (long long i = global_index(); i < n; i += global_stride()) g[i] = 0.0f;
+}
+EMU_REGISTER(zero_unless_skip_f32)
+
+// adamw_dev_f32 with the learning rate, decay and bias corrections read from stats[9..12] (step_stats_f32).
+extern "C" __global__ void adamw_win_f32(float* p, const float* g, float* m, float* v, long long n, float beta1,
+                                         float beta2, float eps, const float* ctl, const float* stats) {
+  if (ctl[1] != 0.0f) return;
+  const float gscale = ctl[0], lr = stats[9], decay = stats[10], rc1 = stats[11], rc2 = stats[12];
+  for (long long i = global_index(); i < n; i += global_stride()) {
+    const float gi = gscale * g[i];
+    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    const float pi = p[i];
+    p[i] = pi - decay * pi - lr * (mi * rc1) / (sqrtf(vi * rc2) + eps);
+  }
+}
+EMU_REGISTER(adamw_win_f32)
+
+// ema_dev_f32 with the decay read from stats[13] (step_stats_f32).
+extern "C" __global__ void ema_win_f32(float* e, const float* p, long long n, const float* ctl, const float* stats) {
+  if (ctl[1] != 0.0f) return;
+  const float decay = stats[13];
+  for (long long i = global_index(); i < n; i += global_stride()) e[i] = decay * e[i] + (1.0f - decay) * p[i];
+}
+EMU_REGISTER(ema_win_f32)

@@ -89,10 +89,12 @@ func (r *launchRecorder) note(op string, bytes int) {
 func dim(d cuda.Dim3) string { return fmt.Sprintf("%dx%dx%d", max(d.X, 1), max(d.Y, 1), max(d.Z, 1)) }
 
 // TestEmuLaunchGoldenTinyStep records the launch sequence of one training step of configs/tiny.toml on the GPU
-// backend (forward, backward, clipping reduction, AdamW, EMA, the resident batch gather and timestep draw) and
-// compares it with testdata/launches_tiny_step.golden (with the step's copies and fills: one DtoH of the A+1
-// scalars, no HtoD), so that a change to the launchers or the model shows its
-// effect on the launches in review, without a GPU. `go test ./train -run LaunchGolden -update` rewrites the file.
+// backend (forward, backward, the gradient-norm reduction, the device-side clipping factor and window statistics,
+// AdamW, EMA, the resident batch gather and timestep draw) and compares it with testdata/launches_tiny_step.golden
+// (with the step's copies and fills), so that a change to the launchers or the model shows its effect on the
+// launches in review, without a GPU. A steady-state step between two reads of the metrics must copy nothing between
+// host and device (issue 6); the read itself is one DtoH of the window statistics. `go test ./train -run
+// LaunchGolden -update` rewrites the file.
 func TestEmuLaunchGoldenTinyStep(t *testing.T) {
 	cfg := parityConfig(t, t.TempDir())
 	rec := &launchRecorder{Driver: cuda.NewEmulator(cuda.EmuOptions{}), dry: true}
@@ -108,18 +110,17 @@ func TestEmuLaunchGoldenTinyStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.close()
-	if tr.feed == nil {
-		t.Fatal("the GPU backend did not take the device-resident path")
+	if tr.feed == nil || tr.dev == nil {
+		t.Fatalf("the GPU backend did not take the device path (resident feed %v, device-controlled step %v)", tr.feed != nil, tr.dev != nil)
 	}
 	// Step 1 draws the epoch's order (an upload outside the step proper); record step 2, a steady-state step.
 	for s := 0; s < 2; s++ {
 		rec.on = s == 1
-		_, gnorm, err := tr.step()
-		if err != nil {
+		if _, err := tr.stepDev(); err != nil {
 			t.Fatal(err)
 		}
-		tr.update(gnorm)
 	}
+	rec.on = false
 	got := strings.Join(rec.lines, "\n") + "\n"
 	path := filepath.Join("testdata", "launches_tiny_step.golden")
 	if *update {
@@ -152,15 +153,30 @@ func TestEmuLaunchGoldenTinyStep(t *testing.T) {
 			}
 		}
 	}
-	var htod, dtoh int
-	for _, l := range rec.lines {
-		htod += strings.Count(l, "HtoD ")
-		dtoh += strings.Count(l, "DtoH ")
-	}
-	if htod != 0 || dtoh != 1 {
-		t.Errorf("a steady-state step copies %d times to and %d times from the device; want 0 and 1 (the scalars)", htod, dtoh)
+	if htod, dtoh := copies(rec.lines); htod != 0 || dtoh != 0 {
+		t.Errorf("a steady-state step copies %d times to and %d times from the device; want none", htod, dtoh)
 	}
 	if len(rec.lines) < 50 {
 		t.Fatalf("only %d launches recorded for a U-Net step", len(rec.lines))
 	}
+
+	// The read of the metrics: one copy of the window statistics from the device, nothing to it.
+	rec.lines, rec.on = nil, true
+	if _, err := tr.readDev(); err != nil {
+		t.Fatal(err)
+	}
+	rec.on = false
+	want1 := fmt.Sprintf("DtoH %d bytes", 4*cuda.StepStats)
+	if htod, dtoh := copies(rec.lines); htod != 0 || dtoh != 1 || len(rec.lines) != 1 || rec.lines[0] != want1 {
+		t.Errorf("the read of the window statistics did %v; want one %q", rec.lines, want1)
+	}
+}
+
+// copies counts the HtoD and DtoH lines of a recording.
+func copies(lines []string) (htod, dtoh int) {
+	for _, l := range lines {
+		htod += strings.Count(l, "HtoD ")
+		dtoh += strings.Count(l, "DtoH ")
+	}
+	return htod, dtoh
 }

@@ -24,10 +24,13 @@
 //
 // # Host reads
 //
-// AdamW takes the clipping factor from the host, so every step downloads one small buffer: ‖G‖² (SumSquares) and
-// the A micro-batch losses, adjacent in one device allocation (one transfer, one synchronisation). The same numbers
-// serve the NaN/Inf check of every step and the loss averages of the metrics; nothing else leaves the device inside
-// the loop, and the loop allocates nothing.
+// On the CPU backend (the host path) AdamW takes the clipping factor from the host, so every step downloads one
+// small buffer: ‖G‖² (SumSquares) and the A micro-batch losses, adjacent in one device allocation (one transfer, one
+// synchronisation). The same numbers serve the NaN/Inf check of every step and the loss averages of the metrics.
+// On a GPU backend (the device path, devstep.go) the clipping factor, the NaN/Inf check and the loss sums stay on
+// the device, and a step copies nothing between host and device: the host reads the window statistics only every
+// train.log_every steps, at checkpoints and at the end (a NaN/Inf is then noticed up to log_every steps late, but no
+// update happens after it). Nothing else leaves the device inside the loop, and the loop allocates nothing.
 package train
 
 import (
@@ -137,6 +140,7 @@ type trainer struct {
 	// Host buffers, allocated once.
 	batch, tHost, scalarsHost, sampleOut []float32
 	feed                                 *deviceFeed // nil: batches come from the host (resident.go)
+	dev                                  *devStep    // nil: clipping, NaN check and metrics on the host (devstep.go)
 
 	st       State // Step, AdamStep, Skipped (the rest is filled when saving)
 	lastCkpt string
@@ -254,6 +258,7 @@ func setup(cfg config.Config, opt Options, log *zap.Logger) (*trainer, error) {
 	if tr.feed, err = newDeviceFeed(tr, ds, log); err != nil { // resident.go
 		return nil, err
 	}
+	tr.dev = newDevStep(tr) // devstep.go
 
 	if err := os.MkdirAll(ckdir, 0o755); err != nil {
 		return nil, fmt.Errorf("train: run directory: %w", err)
@@ -379,27 +384,11 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 		winLoss, winNorm, winSteps, winStart = 0, 0, 0, now
 		return nil
 	}
-	for {
-		stop := ""
-		switch {
-		case tc.MaxSteps > 0 && tr.st.Step >= tc.MaxSteps:
-			stop = "max_steps"
-		case tc.Epochs > 0 && tr.ld.Position().Epoch >= tc.Epochs:
-			stop = "epochs"
-		case tc.MaxMinutes > 0 && time.Since(start).Minutes() >= tc.MaxMinutes:
-			stop = "max_minutes"
-		case ctx.Err() != nil:
-			stop = "interrupted"
-		}
-		if stop != "" {
-			tr.log.Info("stopping", zap.String("reason", stop), zap.Int("step", tr.st.Step))
-			res.Interrupted = stop == "interrupted"
-			break
-		}
-
+	// hostStep is a step of the host path: its loss and gradient norm are read, checked and added every step.
+	hostStep := func() error {
 		loss, gnorm, err := tr.step()
 		if err != nil {
-			return res, err
+			return err
 		}
 		stepsHere++
 		if !finite(loss) || !finite(gnorm) {
@@ -408,7 +397,7 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 				if last == "" {
 					last = "none (no checkpoint was written yet)"
 				}
-				return res, fmt.Errorf("train: step %d: %w (loss %v, gradient norm %v); first non-finite tensor: %s; "+
+				return fmt.Errorf("train: step %d: %w (loss %v, gradient norm %v); first non-finite tensor: %s; "+
 					"stopped without updating the weights. The last good checkpoint is %s. Lower train.lr or set "+
 					"train.skip_nonfinite = true to skip such steps",
 					tr.st.Step+1, ErrNonFinite, loss, gnorm, tr.firstNonFinite(), last)
@@ -430,10 +419,68 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 			smoothW = 0.98*smoothW + 0.02
 			smooth = smoothSum / smoothW
 		}
+		return nil
+	}
+	// readDev adds the window of the device path (devstep.go) since its previous read to the metrics window.
+	readDev := func() error {
+		w, err := tr.readDev()
+		if err != nil {
+			return err
+		}
+		if w.bad > 0 {
+			tr.log.Warn("skipped steps with a non-finite loss or gradient norm", zap.Int("first", w.firstBad),
+				zap.Float64("loss", w.badLoss), zap.Float64("grad_norm", w.badNorm), zap.Int("in_window", w.bad),
+				zap.Int("step", tr.st.Step), zap.Int("skipped", tr.st.Skipped))
+		}
+		if w.steps > 0 {
+			winLoss += w.loss
+			winNorm += w.norm
+			winSteps += w.steps
+			// The bar's average, as if each step of the window had had the window's mean loss.
+			f := math.Pow(0.98, float64(w.steps))
+			smoothSum = f*smoothSum + (1-f)*w.loss/float64(w.steps)
+			smoothW = f*smoothW + (1 - f)
+			smooth = smoothSum / smoothW
+		}
+		return nil
+	}
+	for {
+		stop := ""
+		switch {
+		case tc.MaxSteps > 0 && tr.st.Step >= tc.MaxSteps:
+			stop = "max_steps"
+		case tc.Epochs > 0 && tr.ld.Position().Epoch >= tc.Epochs:
+			stop = "epochs"
+		case tc.MaxMinutes > 0 && time.Since(start).Minutes() >= tc.MaxMinutes:
+			stop = "max_minutes"
+		case ctx.Err() != nil:
+			stop = "interrupted"
+		}
+		if stop != "" {
+			tr.log.Info("stopping", zap.String("reason", stop), zap.Int("step", tr.st.Step))
+			res.Interrupted = stop == "interrupted"
+			break
+		}
+
+		if tr.dev != nil {
+			var err error
+			if lr, err = tr.stepDev(); err != nil {
+				return res, err
+			}
+			stepsHere++
+		} else if err := hostStep(); err != nil {
+			return res, err
+		}
 		step := tr.st.Step
 
 		last := tr.budgetReached(start) || ctx.Err() != nil
-		if winSteps > 0 && (step%tc.LogEvery == 0 || step == 1 || last) { // step 1: the curve starts at the untrained loss
+		logNow := step%tc.LogEvery == 0 || step == 1 || last // step 1: the curve starts at the untrained loss
+		if tr.dev != nil && (logNow || (tc.CheckpointEvery > 0 && step%tc.CheckpointEvery == 0)) {
+			if err := readDev(); err != nil {
+				return res, err
+			}
+		}
+		if winSteps > 0 && logNow {
 			if err := flush(); err != nil {
 				return res, err
 			}
@@ -454,6 +501,11 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 			if err := tr.sampleGrid(ctx, &res); err != nil {
 				return res, err
 			}
+		}
+	}
+	if tr.dev != nil { // steps not read yet (a budget or a signal that came between the checks)
+		if err := readDev(); err != nil {
+			return res, err
 		}
 	}
 	if winSteps > 0 { // steps after the last line (a budget or a signal that came between the checks)
@@ -561,25 +613,9 @@ func (tr *trainer) epoch() float64 {
 // step runs the forward and backward passes of one optimizer step (see the package doc) and returns the mean
 // loss and the global gradient norm ‖G‖/A. It does not update the weights.
 func (tr *trainer) step() (loss, gnorm float64, err error) {
-	be, B, A, D := tr.be, tr.B, tr.A, tr.D
-	for k := 0; k < A; k++ {
-		g := uint64(tr.st.Step)*uint64(A) + uint64(k)
-		if err := tr.nextBatch(g); err != nil { // x0 and t (resident.go)
-			return 0, 0, err
-		}
-		be.Normal(tr.seed, rng.StreamNoise, g*uint64(B)*uint64(D), tr.eps)
-		be.QSample(tr.sch, B, D, tr.tBuf, tr.x0, tr.eps, tr.xt)
-		tr.unet.SetTrain(true, tr.seed, g)
-		pred := tr.unet.Forward(tr.xt, tr.tBuf, B)
-		be.MSE(pred, tr.eps, tr.losses[k])
-		be.Fill(tr.dout, 0)
-		be.MSEBackward(1, pred, tr.eps, tr.dout)
-		tr.unet.Backward(tr.dout)
-	}
-	if tr.inject != nil {
-		if err := tr.poison(); err != nil {
-			return 0, 0, err
-		}
+	be, A := tr.be, tr.A
+	if err := tr.forwardBackward(); err != nil {
+		return 0, 0, err
 	}
 	be.SumSquares(tr.unet.Grads(), tr.gsq)
 	be.Download(tr.scalarsHost, tr.scalars)
@@ -592,6 +628,30 @@ func (tr *trainer) step() (loss, gnorm float64, err error) {
 	loss /= float64(A)
 	gnorm = math.Sqrt(float64(tr.scalarsHost[0])) / float64(A)
 	return loss, gnorm, nil
+}
+
+// forwardBackward runs the A micro-batches of the next step (see the package doc), leaving their losses in
+// tr.losses and the sum of their mean gradients in the model's gradients, and applies Options.Inject.
+func (tr *trainer) forwardBackward() error {
+	be, B, A, D := tr.be, tr.B, tr.A, tr.D
+	for k := 0; k < A; k++ {
+		g := uint64(tr.st.Step)*uint64(A) + uint64(k)
+		if err := tr.nextBatch(g); err != nil { // x0 and t (resident.go)
+			return err
+		}
+		be.Normal(tr.seed, rng.StreamNoise, g*uint64(B)*uint64(D), tr.eps)
+		be.QSample(tr.sch, B, D, tr.tBuf, tr.x0, tr.eps, tr.xt)
+		tr.unet.SetTrain(true, tr.seed, g)
+		pred := tr.unet.Forward(tr.xt, tr.tBuf, B)
+		be.MSE(pred, tr.eps, tr.losses[k])
+		be.Fill(tr.dout, 0)
+		be.MSEBackward(1, pred, tr.eps, tr.dout)
+		tr.unet.Backward(tr.dout)
+	}
+	if tr.inject != nil {
+		return tr.poison()
+	}
+	return nil
 }
 
 // update applies clipping, AdamW and the EMA to the accumulated gradients, zeroes them and advances the counters.
