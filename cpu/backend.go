@@ -6,7 +6,9 @@
 // use as ground truth. Both store tensors as plain Go slices in row-major NCHW order.
 //
 // Speed. GEMM-shaped work (convolution as im2col + GEMM over multi-sample column
-// panels, linear, attention) goes to OpenBLAS through cgo (see blas.go for why).
+// panels, or as nine shifted GEMMs on a zero-padded grid for the forward and
+// backward-data passes of 3×3 "same" convolutions on large images (convshift.go),
+// linear, attention) goes to OpenBLAS through cgo (see blas.go for why).
 // OpenBLAS is pinned to one thread and the backend parallelises itself on a persistent
 // pool of worker goroutines (pool.go) over a fixed partition: per column panel for
 // convolution, per batch chunk for its backward pass, per (sample, head) for attention,
@@ -67,7 +69,9 @@ type Backend[T Float] struct {
 	// Scratch, grown on demand, never shrunk.
 	cols    [][]T     // per worker: im2col columns of a panel [Cin·K·K, cols]
 	ytmp    [][]T     // per worker: a multi-sample panel's y or dy [Cout, cols]
-	partial [][]T     // per batch chunk ≥ 1: weight-gradient partials [Cout·Cin·K·K]
+	partial [][]T     // per batch chunk: weight-gradient partials [Cout·Cin·K·K]
+	dxgrid  [][]T     // per worker: the shifted-GEMM backward's dx on the input grid (convshift.go)
+	wtap    []T       // the shifted-GEMM path's weights in tap order [K·K, Cout, Cin]
 	sums    []float64 // reduction partials (one per block), group-norm per-(n,c) sums
 	attn    [][]T     // per worker: attention dP [L, L]
 	attnG   [3][]T    // AttentionBackward's dq, dk, dv for its job

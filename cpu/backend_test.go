@@ -35,8 +35,14 @@ func TestGemmMatchesGoLoops(t *testing.T) {
 }
 
 // TestDeterministicAcrossWorkers: the reductions over the batch use fixed chunks, so
-// 1, 2 and 3 goroutines give the same bits, and so do repeated runs.
+// 1, 2 and 3 goroutines give the same bits, and so do repeated runs; with the
+// convolution on im2col and on the shifted-GEMM path.
 func TestDeterministicAcrossWorkers(t *testing.T) {
+	t.Run("im2col", testDeterministicAcrossWorkers)
+	t.Run("shifted", func(t *testing.T) { withShiftMin(1, func() { testDeterministicAcrossWorkers(t) }) })
+}
+
+func testDeterministicAcrossWorkers(t *testing.T) {
 	s := ops.ConvShape{N: 7, Cin: 8, H: 9, W: 9, Cout: 6, K: 3, Stride: 1, Pad: 1}
 	ns := ops.NormShape{N: 5, C: 12, HW: 49, G: 4, Eps: 1e-5}
 	r := rand.New(rand.NewSource(8))
@@ -56,6 +62,8 @@ func TestDeterministicAcrossWorkers(t *testing.T) {
 		in := func(d []float32) ops.Buf { b := be.Alloc(len(d)); be.Upload(b, d); return b }
 		dx, dw, db, out := be.Alloc(len(x)), be.Alloc(len(w)), be.Alloc(s.Cout), be.Alloc(2)
 		be.Conv2DBackward(s, in(x), in(w), in(dy), dx, dw, db)
+		cy := be.Alloc(len(dy))
+		be.Conv2D(s, in(x), in(w), db, cy)
 		be.SumSquares(in(big), be.Slice(out, 0, 1))
 		be.MSE(in(big), in(make([]float32, len(big))), be.Slice(out, 1, 1))
 		gy, st, gdx, dg, dbeta := be.Alloc(len(gx)), be.Alloc(2*ns.N*ns.G), be.Alloc(len(gx)), be.Alloc(ns.C), be.Alloc(ns.C)
@@ -68,7 +76,7 @@ func TestDeterministicAcrossWorkers(t *testing.T) {
 		be.SiLU(in(big), sy)
 		be.SiLUBackward(in(big), sy, sdx)
 		var res [][]float32
-		for _, b := range []ops.Buf{dx, dw, db, out, gy, gdx, dg, dbeta, sy, sdx} {
+		for _, b := range []ops.Buf{dx, dw, db, cy, out, gy, gdx, dg, dbeta, sy, sdx} {
 			res = append(res, append([]float32(nil), Data[float32](b)...))
 		}
 		return res

@@ -24,3 +24,14 @@ func TestConformanceRowBlocks(t *testing.T) {
 		}
 	}
 }
+
+// TestConformanceShifted runs the convolution cases with every stride-1 "same"
+// convolution on the shifted-GEMM path (convshift.go), on both sides.
+func TestConformanceShifted(t *testing.T) {
+	got, ref := New(), New64()
+	for _, c := range opstest.Cases() {
+		if strings.HasPrefix(c.Name, "Conv2D/") {
+			t.Run(c.Name, func(t *testing.T) { withShiftMin(1, func() { opstest.RunCase(t, c, got, ref) }) })
+		}
+	}
+}

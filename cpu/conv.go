@@ -32,6 +32,8 @@ func direct(s ops.ConvShape) bool { return s.K == 1 && s.Stride == 1 && s.Pad ==
 // (0 outside x). A panel of several samples goes through a [Cout, cols] scratch and is
 // scattered to y's NCHW rows (adding b); a one-sample panel is written in place. A 1×1
 // stride-1 convolution multiplies x_n itself. Panels run in parallel; b may be nil.
+// Stride-1 "same" convolutions with K > 1 on images of at least shiftMinHW pixels take
+// the shifted-GEMM path instead (convshift.go).
 func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	defer be.stop(FamConvFwd, be.start())
 	checkConv("Conv2D", s)
@@ -41,6 +43,10 @@ func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	bs := opt(be, "Conv2D", s, "b", b, s.Cout)
 	ys := arg(be, "Conv2D", s, "y", y, s.N*s.Cout*ohw)
 	if s.N == 0 {
+		return
+	}
+	if shiftable(s) {
+		be.convShiftFwd(s, xs, ws, bs, ys)
 		return
 	}
 	j := be.newJob(jConvDirect)
@@ -113,7 +119,8 @@ func addBias[T Float](y, b []T, hw, lo, hi int) {
 //	db[o] += Σ_{n,i,j} dy[n,o,i,j]         (in float64, per sample by sum64, then in n order)
 //
 // where dy_panel [Cout, cols] is dy's rows of the panel's samples side by side. Any of
-// dx, dw, db may be nil.
+// dx, dw, db may be nil. Where Conv2D takes the shifted-GEMM path, so does the
+// backward-data pass here (convShiftBwdData, per batch chunk); dw stays on the panels.
 func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	checkConv("Conv2DBackward", s)
 	defer be.convBwdSplit(be.convBwdStart())
@@ -124,6 +131,10 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 	dxs := opt(be, "Conv2DBackward", s, "dx", dx, s.N*s.Cin*hw)
 	dws := opt(be, "Conv2DBackward", s, "dw", dw, s.Cout*ckk)
 	dbs := opt(be, "Conv2DBackward", s, "db", db, s.Cout)
+	var wt []T // the weights in tap order for the shifted backward-data pass
+	if dxs != nil && s.N > 0 && shiftable(s) {
+		wt = be.tapWeights(s, ws) // before newJob: it runs a job of its own
+	}
 
 	j := be.newJob(jConvBias)
 	j.conv = s
@@ -144,8 +155,19 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 	j.pl = convPanels[T](s)
 	if !direct(s) {
 		j.sets[0] = scratch(&be.cols, be.workers, ckk*j.pl.maxCols)
+		ytmp := 0
 		if j.pl.group > 1 {
-			j.sets[1] = scratch(&be.ytmp, be.workers, s.Cout*j.pl.maxCols)
+			ytmp = s.Cout * j.pl.maxCols
+		}
+		if wt != nil { // backward-data on the shifted-GEMM path (convshift.go)
+			j.grid = convGrid[T](s)
+			j.a[1] = wt
+			j.flag = true
+			ytmp = max(ytmp, s.Cout*j.grid.l(s, j.grid.g))
+			j.sets[3] = scratch(&be.dxgrid, be.workers, s.Cin*j.grid.t(j.grid.g))
+		}
+		if ytmp > 0 {
+			j.sets[1] = scratch(&be.ytmp, be.workers, ytmp)
 		}
 	}
 	be.dw = dws
@@ -209,6 +231,15 @@ func convBwdChunk[T Float](j *job[T], wk, c int) {
 		}
 		return
 	}
+	shift := j.flag // backward-data on the shifted-GEMM path: the panels do dw only
+	if shift && dxs != nil {
+		t0 := be.phase()
+		convShiftBwdData(j, wk, n0, n1)
+		be.endPhase(wk, 1, t0)
+	}
+	if shift && dwc == nil {
+		return
+	}
 	for k := range pl.count(n0, n1) {
 		p := pl.at(n0, n1, k)
 		np := p.cols(s)
@@ -234,7 +265,7 @@ func convBwdChunk[T Float](j *job[T], wk, c int) {
 			gemm(false, true, s.Cout, ckk, np, 1, dyp, ld, col, np, 1, dwc, ckk)
 			be.endPhase(wk, 0, t0)
 		}
-		if dxs != nil {
+		if dxs != nil && !shift {
 			t0 := be.phase()
 			gemm(true, false, ckk, np, s.Cout, 1, ws, ckk, dyp, ld, 0, col, np)
 			panelCol2im(p, s, col, dxs)

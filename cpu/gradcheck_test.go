@@ -153,17 +153,25 @@ func TestGradients(t *testing.T) {
 	}
 	// The convolutions again with one output row per im2col block, and with panels of
 	// two samples of the 3×5×7 3×3 shapes (27·35 float64 columns each; the default
-	// budget puts a whole backward chunk in one panel).
+	// budget puts a whole backward chunk in one panel); then on the shifted-GEMM path
+	// (convshift.go) with groups as large as the batch or chunk, of one sample, and of
+	// two samples of the 5×7 shapes (4 channels of a 6×8 grid).
 	for _, v := range []struct {
-		name   string
-		budget int
-	}{{"rowblocks", 1}, {"panels2", 2 * 27 * 35 * 8}} {
-		withColBlock(v.budget, func() {
-			for _, gc := range gradCases() {
-				if strings.HasPrefix(gc.name, "Conv2D/") {
-					t.Run(v.name+"/"+gc.name, func(t *testing.T) { runGradCase(t, gc) })
+		name     string
+		budget   int
+		shiftMin int
+	}{
+		{"rowblocks", 1, shiftMinHW}, {"panels2", 2 * 27 * 35 * 8, shiftMinHW},
+		{"shifted", colBlockBytes, 1}, {"shifted/groups1", 1, 1}, {"shifted/groups2", 2 * 4 * 6 * 8 * 8, 1},
+	} {
+		withShiftMin(v.shiftMin, func() {
+			withColBlock(v.budget, func() {
+				for _, gc := range gradCases() {
+					if strings.HasPrefix(gc.name, "Conv2D/") {
+						t.Run(v.name+"/"+gc.name, func(t *testing.T) { runGradCase(t, gc) })
+					}
 				}
-			}
+			})
 		})
 	}
 }

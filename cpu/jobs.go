@@ -33,6 +33,8 @@ const (
 	jConvBias
 	jConvBwd
 	jAddParts
+	jTapWeights
+	jConvShiftFwd
 	jGroupNorm
 	jGroupNormBwd
 	jAttention
@@ -63,7 +65,8 @@ type job[T Float] struct {
 	norm  ops.NormShape
 	attn  ops.AttnShape
 	pl    panels
-	sets  [3][][]T // scratch sets: per-worker columns and panel buffers, weight-gradient partials
+	grid  grid
+	sets  [4][][]T // scratch sets: per-worker columns (or input grids) and panel buffers, weight-gradient partials, per-worker dx grids
 	sums  [2][]float64
 	first bool
 }
@@ -169,6 +172,10 @@ func (j *job[T]) run(wk, i int) {
 		convBwdChunk(j, wk, i)
 	case jAddParts:
 		addPartsRange(j, lo, hi)
+	case jTapWeights:
+		tapWeightsRows(j, lo, hi)
+	case jConvShiftFwd:
+		convShiftFwdGroup(j, wk, i)
 	case jGroupNorm:
 		groupNormItem(j, i)
 	case jGroupNormBwd:

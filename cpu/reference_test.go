@@ -51,10 +51,26 @@ func withColBlock(bytes int, f func()) {
 	f()
 }
 
+// withShiftMin runs f with shiftMinHW set to hw (1: every stride-1 "same" 3×3
+// convolution takes the shifted-GEMM path of convshift.go).
+func withShiftMin(hw int, f func()) {
+	old := shiftMinHW
+	shiftMinHW = hw
+	defer func() { shiftMinHW = old }()
+	f()
+}
+
 func TestConv2DMatchesLoops(t *testing.T) {
 	for _, budget := range []int{colBlockBytes, 1, 500, 2 * 27 * 35 * 8} { // default, rows, mixed, 2 samples of 3×5×7
 		t.Run(fmt.Sprintf("colBlockBytes=%d", budget), func(t *testing.T) {
 			withColBlock(budget, func() { testConv2DMatchesLoops(t) })
+		})
+	}
+	// The shifted-GEMM path (convshift.go): groups of all samples, one sample, and two
+	// samples (4 channels of the 6×8 grid of a 5×7 image, float64).
+	for _, budget := range []int{colBlockBytes, 1, 2 * 4 * 6 * 8 * 8} {
+		t.Run(fmt.Sprintf("shifted/colBlockBytes=%d", budget), func(t *testing.T) {
+			withShiftMin(1, func() { withColBlock(budget, func() { testConv2DMatchesLoops(t) }) })
 		})
 	}
 }
