@@ -50,28 +50,6 @@ func (be *Backend) ClipScale(scalars ops.Buf, A int, maxNorm float64, sticky boo
 		I32(int32(A)), F64(maxNorm), I32(b2i(sticky))))
 }
 
-// AdamWStepCtl is AdamWStep with GradScale taken from ctl on the device (h.GradScale is ignored), skipped when ctl's
-// skip flag is set.
-func (be *Backend) AdamWStepCtl(h ops.AdamW, ctl *Ctl, p, g, m, v ops.Buf) {
-	if h.Step < 1 {
-		panic(fmt.Sprintf("cuda AdamWStepCtl %+v: Step is 1-based", h))
-	}
-	s := be.bufs("AdamWStepCtl", p.Len(), []string{"p", "g", "m", "v"}, p, g, m, v)
-	rc1 := float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step))))
-	rc2 := float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step))))
-	n := s[0].n
-	be.launch1D("AdamWStepCtl", "adamw_dev_f32", n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), Ptr(s[3].p),
-		I64(int64(n)), F32(h.LR), F32(h.Beta1), F32(h.Beta2), F32(h.Eps), F32(h.LR*h.WeightDecay), Ptr(ctl.b.p),
-		F32(rc1), F32(rc2))
-}
-
-// EMACtl is EMA skipped when ctl's skip flag is set.
-func (be *Backend) EMACtl(decay float32, ctl *Ctl, e, p ops.Buf) {
-	s := be.bufs("EMACtl", e.Len(), []string{"e", "p"}, e, p)
-	be.launch1D("EMACtl", "ema_dev_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), F32(decay), I64(int64(s[0].n)),
-		Ptr(ctl.b.p))
-}
-
 // StepStats is the number of float32 elements of a step-statistics buffer (see StepStatsCtl).
 const StepStats = 14
 
@@ -103,8 +81,9 @@ func (be *Backend) StepStatsCtl(scalars ops.Buf, A, step int, reset bool, sc Ste
 		I32(int32(sc.Warmup)), F64(sc.Beta1), F64(sc.Beta2), F64(sc.WeightDecay), F64(sc.EMA), I32(b2i(sc.EMAWarmup))))
 }
 
-// AdamWStepWin is AdamWStepCtl with the learning rate, weight decay and bias corrections read from stats
-// (StepStatsCtl); of h only Beta1, Beta2 and Eps are used.
+// AdamWStepWin is AdamWStep with GradScale read from ctl (ClipScale) and the learning rate, weight decay and bias
+// corrections from stats (StepStatsCtl), all on the device; skipped when ctl's skip flag is set. Of h only Beta1,
+// Beta2 and Eps are used.
 func (be *Backend) AdamWStepWin(h ops.AdamW, ctl *Ctl, stats ops.Buf, p, g, m, v ops.Buf) {
 	s := be.bufs("AdamWStepWin", p.Len(), []string{"p", "g", "m", "v"}, p, g, m, v)
 	st := be.bufs("AdamWStepWin", StepStats, []string{"stats"}, stats)[0]
@@ -113,7 +92,7 @@ func (be *Backend) AdamWStepWin(h ops.AdamW, ctl *Ctl, stats ops.Buf, p, g, m, v
 		I64(int64(n)), F32(h.Beta1), F32(h.Beta2), F32(h.Eps), Ptr(ctl.b.p), Ptr(st.p))
 }
 
-// EMAWin is EMACtl with the decay read from stats (StepStatsCtl).
+// EMAWin is EMA with the decay read from stats (StepStatsCtl) on the device; skipped when ctl's skip flag is set.
 func (be *Backend) EMAWin(ctl *Ctl, stats ops.Buf, e, p ops.Buf) {
 	s := be.bufs("EMAWin", e.Len(), []string{"e", "p"}, e, p)
 	st := be.bufs("EMAWin", StepStats, []string{"stats"}, stats)[0]

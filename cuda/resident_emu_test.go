@@ -14,7 +14,8 @@ import (
 )
 
 // Conformance of the kernels of the device-resident training step (kernels/data.cu: gather_epoch_u8_f32,
-// timesteps_f32; kernels/optim.cu: clip_scale_f32, adamw_dev_f32, ema_dev_f32) against their host definitions.
+// timesteps_f32; kernels/optim.cu: clip_scale_f32 and the window updates it drives, adamw_win_f32 and ema_win_f32)
+// against their host definitions.
 
 // TestEmuGatherEpoch: the device batch of an epoch equals data.Gather of the same images and flips, with the order
 // from data.EpochOrder and the flips from data.FlipAt (both bit for bit: the same bytes scaled by one float
@@ -96,8 +97,26 @@ func TestEmuTimesteps(t *testing.T) {
 	}
 }
 
-// TestEmuClipScaleAdamWCtl: the device-side clipping factor drives the AdamW and EMA updates exactly as the same
-// factor passed from the host (ClipScale in float64, as train.ClipScale), and a non-finite loss or norm skips them.
+// winSched is a StepSched with no warm-ups, so that StepStatsCtl hands AdamWStepWin and EMAWin exactly h's learning
+// rate, weight decay and bias corrections and the EMA decay ema (the same float64 → float32 roundings as AdamWStep's
+// launcher and EMA's argument).
+func winSched(h ops.AdamW, ema float32) StepSched {
+	return StepSched{AdamStep: h.Step, LR: float64(h.LR), Beta1: float64(h.Beta1), Beta2: float64(h.Beta2),
+		WeightDecay: float64(h.WeightDecay), EMA: float64(ema)}
+}
+
+// hostClipScale is train.ClipScale's GradScale, formed here: min(1, maxNorm/(‖G‖/A + 1e-6))/A, 1/A when maxNorm ≤ 0.
+func hostClipScale(gsq float32, A int, maxNorm float64) float32 {
+	clip := 1.0
+	if gn := math.Sqrt(float64(gsq)) / float64(A); maxNorm > 0 {
+		clip = math.Min(1, maxNorm/(gn+1e-6))
+	}
+	return float32(clip / float64(A))
+}
+
+// TestEmuClipScaleAdamWCtl: the device-side clipping factor drives the AdamW and EMA updates (AdamWStepWin, EMAWin)
+// exactly as the same factor passed from the host to the plain AdamWStep and EMA (ClipScale in float64, as
+// train.ClipScale), and a non-finite loss or norm skips them.
 func TestEmuClipScaleAdamWCtl(t *testing.T) {
 	be := recordingBackend(t)
 	const P, A = 1000, 2
@@ -128,18 +147,15 @@ func TestEmuClipScaleAdamWCtl(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := func(v []float32) ops.Buf { b := be.Alloc(len(v)); be.Upload(b, v); return b }
 			scal := up([]float32{tc.gsq, 0.25, tc.loss})
-			ctl := be.NewCtl()
+			ctl, stats := be.NewCtl(), be.Alloc(StepStats)
 			p1, g1, m1, v1, e1 := up(p0), up(g0), up(m0), up(v0), up(e0)
 			be.ClipScale(scal, A, tc.maxNorm, tc.sticky, ctl)
-			be.AdamWStepCtl(h, ctl, p1, g1, m1, v1)
-			be.EMACtl(0.9, ctl, e1, p1)
-			// The reference: the host factor, the plain kernels.
-			clip := 1.0
-			if gn := math.Sqrt(float64(tc.gsq)) / A; tc.maxNorm > 0 {
-				clip = math.Min(1, tc.maxNorm/(gn+1e-6))
-			}
+			be.StepStatsCtl(scal, A, 1, true, winSched(h, 0.9), ctl, stats)
+			be.AdamWStepWin(h, ctl, stats, p1, g1, m1, v1)
+			be.EMAWin(ctl, stats, e1, p1)
+			// The reference: the host factor, the plain kernels (none when the step is skipped).
 			hh := h
-			hh.GradScale = float32(clip / A)
+			hh.GradScale = hostClipScale(tc.gsq, A, tc.maxNorm)
 			p2, g2, m2, v2, e2 := up(p0), up(g0), up(m0), up(v0), up(e0)
 			if !tc.skip {
 				be.AdamWStep(hh, p2, g2, m2, v2)
@@ -184,9 +200,10 @@ func TestEmuClipScaleAdamWCtl(t *testing.T) {
 	}
 }
 
-// TestEmuAdamWCtlMatchesCPU: the ctl variant against the CPU twin with the same factor (the CPU backend's AdamW is
-// the reference of the training-step parity).
-func TestEmuAdamWCtlMatchesCPU(t *testing.T) {
+// TestEmuAdamWWinMatchesCPU: the device-side update of the training loop (ClipScale, StepStatsCtl, AdamWStepWin)
+// against the CPU twin's AdamWStep with the same factor formed on the host (the CPU backend's AdamW is the reference
+// of the training-step parity).
+func TestEmuAdamWWinMatchesCPU(t *testing.T) {
 	be, ref := recordingBackend(t), cpu.New()
 	const P = 513
 	rnd := rand.New(rand.NewSource(8))
@@ -216,12 +233,13 @@ func TestEmuAdamWCtlMatchesCPU(t *testing.T) {
 	scal := be.Alloc(2)
 	be.Upload(scal, []float32{16, 0.3}) // ‖G‖ = 4 > clip 1: factor 1/(4 + 1e-6)
 	got := run(be, func(p, g, m, v ops.Buf) {
-		ctl := be.NewCtl()
+		ctl, stats := be.NewCtl(), be.Alloc(StepStats)
 		be.ClipScale(scal, 1, 1, false, ctl)
-		be.AdamWStepCtl(h, ctl, p, g, m, v)
+		be.StepStatsCtl(scal, 1, 1, true, winSched(h, 0.999), ctl, stats)
+		be.AdamWStepWin(h, ctl, stats, p, g, m, v)
 	})
 	hh := h
-	hh.GradScale = float32(1 / (4 + 1e-6))
+	hh.GradScale = hostClipScale(16, 1, 1)
 	want := run(ref, func(p, g, m, v ops.Buf) { ref.AdamWStep(hh, p, g, m, v) })
 	if e := normErr(got, want); !(e <= 1e-6) {
 		t.Fatalf("normalized error %.3g > 1e-6 (the same float32 expression; sqrt and division rounding only)", e)

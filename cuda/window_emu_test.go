@@ -12,7 +12,8 @@ import (
 // TestEmuStepStatsWin: the window statistics of the training loop (kernels/optim.cu: step_stats_f32) against sums
 // done here, the AdamW and EMA settings it forms against their host definitions (train.LR, train.EMADecay; the bias
 // corrections as AdamWStep forms them), with the window's skipped steps taken off the AdamW counter, and
-// adamw_win_f32, ema_win_f32 and zero_unless_skip_f32 against the ctl variants given the same settings.
+// adamw_win_f32, ema_win_f32 and zero_unless_skip_f32 against the plain AdamWStep and EMA given the same settings and
+// the host's clipping factor (and against no update at all on a skipped step).
 func TestEmuStepStatsWin(t *testing.T) {
 	be := recordingBackend(t)
 	const P, A = 300, 2
@@ -53,7 +54,8 @@ func TestEmuStepStatsWin(t *testing.T) {
 		be.ClipScale(scal, A, 1, false, ctl)
 		sc.AdamStep = kHost
 		be.StepStatsCtl(scal, A, step, st.reset, sc, ctl, stats)
-		// The reference: the ctl kernels with the host's settings of step k, on copies.
+		// The reference: the plain kernels with the host's settings of step k and its clipping factor, on copies;
+		// nothing for a skipped step.
 		lr := sc.LR
 		if st.k < sc.Warmup {
 			lr = sc.LR * float64(st.k) / float64(sc.Warmup)
@@ -61,8 +63,11 @@ func TestEmuStepStatsWin(t *testing.T) {
 		s := float64(max(st.k-1, 0))
 		decay := float32(math.Min(sc.EMA, (1+s)/(10+s)))
 		pr, gr, mr, vr, er := up(pb), up(down(g)), up(mb), up(vb), up(eb)
-		be.AdamWStepCtl(ops.AdamW{LR: float32(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, Step: st.k}, ctl, pr, gr, mr, vr)
-		be.EMACtl(decay, ctl, er, pr)
+		if !st.bad {
+			be.AdamWStep(ops.AdamW{LR: float32(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01,
+				GradScale: hostClipScale(st.scalars[0], A, 1), Step: st.k}, pr, gr, mr, vr)
+			be.EMA(decay, er, pr)
+		}
 		be.AdamWStepWin(ops.AdamW{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}, ctl, stats, p, g, m, v)
 		be.EMAWin(ctl, stats, e, p)
 		be.ZeroUnlessSkip(ctl, g)

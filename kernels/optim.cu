@@ -6,23 +6,34 @@
 // corrections rc1 = 1/(1−β1^step), rc2 = 1/(1−β2^step) in float64. Unfused it is:
 //   g' = gscale·g;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'²
 //   p  = p − decay·p − lr·(m·rc1)/(√(v·rc2) + eps)
+// adamw_update is that update of element i, shared by adamw_f32 and adamw_win_f32 so that the two round alike
+// (m and v are stored before p is read, as in the unfused order above).
+__device__ __forceinline__ void adamw_update(float* p, const float* g, float* m, float* v, long long i, float lr,
+                                             float beta1, float beta2, float eps, float decay, float gscale, float rc1,
+                                             float rc2) {
+  const float gi = gscale * g[i];
+  const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
+  const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  const float pi = p[i];
+  p[i] = pi - decay * pi - lr * (mi * rc1) / (sqrtf(vi * rc2) + eps);
+}
+
 extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* v, long long n, float lr, float beta1,
                                      float beta2, float eps, float decay, float gscale, float rc1, float rc2) {
-  for (long long i = global_index(); i < n; i += global_stride()) {
-    const float gi = gscale * g[i];
-    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float pi = p[i];
-    p[i] = pi - decay * pi - lr * (mi * rc1) / (sqrtf(vi * rc2) + eps);
-  }
+  for (long long i = global_index(); i < n; i += global_stride())
+    adamw_update(p, g, m, v, i, lr, beta1, beta2, eps, decay, gscale, rc1, rc2);
 }
 EMU_REGISTER(adamw_f32)
 
-// EMA of the weights: e[i] = decay·e[i] + (1−decay)·p[i].
+// EMA of the weights: e[i] = decay·e[i] + (1−decay)·p[i] (ema_update, shared by ema_f32 and ema_win_f32).
+__device__ __forceinline__ void ema_update(float* e, const float* p, long long i, float decay) {
+  e[i] = decay * e[i] + (1.0f - decay) * p[i];
+}
+
 extern "C" __global__ void ema_f32(float* e, const float* p, float decay, long long n) {
-  for (long long i = global_index(); i < n; i += global_stride()) e[i] = decay * e[i] + (1.0f - decay) * p[i];
+  for (long long i = global_index(); i < n; i += global_stride()) ema_update(e, p, i, decay);
 }
 EMU_REGISTER(ema_f32)
 
@@ -46,32 +57,6 @@ extern "C" __global__ void clip_scale_f32(const float* scalars, float* ctl, int 
   if (bad) ctl[2] += 1.0f;
 }
 EMU_REGISTER(clip_scale_f32)
-
-// adamw_f32 with GradScale read from the device (ctl[0], written by clip_scale_f32); does nothing when ctl[1] ≠ 0
-// (a skipped step).
-extern "C" __global__ void adamw_dev_f32(float* p, const float* g, float* m, float* v, long long n, float lr,
-                                         float beta1, float beta2, float eps, float decay, const float* ctl, float rc1,
-                                         float rc2) {
-  if (ctl[1] != 0.0f) return;
-  const float gscale = ctl[0];
-  for (long long i = global_index(); i < n; i += global_stride()) {
-    const float gi = gscale * g[i];
-    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float pi = p[i];
-    p[i] = pi - decay * pi - lr * (mi * rc1) / (sqrtf(vi * rc2) + eps);
-  }
-}
-EMU_REGISTER(adamw_dev_f32)
-
-// ema_f32, doing nothing when ctl[1] ≠ 0 (a skipped step).
-extern "C" __global__ void ema_dev_f32(float* e, const float* p, float decay, long long n, const float* ctl) {
-  if (ctl[1] != 0.0f) return;
-  for (long long i = global_index(); i < n; i += global_stride()) e[i] = decay * e[i] + (1.0f - decay) * p[i];
-}
-EMU_REGISTER(ema_dev_f32)
 
 // The window statistics of the training loop, so that the host reads the losses only every train.log_every steps
 // (and at checkpoints and the end) instead of every step. One thread, after clip_scale_f32 of the same step.
@@ -149,27 +134,21 @@ extern "C" __global__ void zero_unless_skip_f32(float* g, long long n, const flo
 }
 EMU_REGISTER(zero_unless_skip_f32)
 
-// adamw_dev_f32 with the learning rate, decay and bias corrections read from stats[9..12] (step_stats_f32).
+// adamw_f32 with GradScale read from the device (ctl[0], written by clip_scale_f32) and the learning rate, decay
+// and bias corrections from stats[9..12] (step_stats_f32); does nothing when ctl[1] ≠ 0 (a skipped step).
 extern "C" __global__ void adamw_win_f32(float* p, const float* g, float* m, float* v, long long n, float beta1,
                                          float beta2, float eps, const float* ctl, const float* stats) {
   if (ctl[1] != 0.0f) return;
   const float gscale = ctl[0], lr = stats[9], decay = stats[10], rc1 = stats[11], rc2 = stats[12];
-  for (long long i = global_index(); i < n; i += global_stride()) {
-    const float gi = gscale * g[i];
-    const float mi = beta1 * m[i] + (1.0f - beta1) * gi;
-    const float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    const float pi = p[i];
-    p[i] = pi - decay * pi - lr * (mi * rc1) / (sqrtf(vi * rc2) + eps);
-  }
+  for (long long i = global_index(); i < n; i += global_stride())
+    adamw_update(p, g, m, v, i, lr, beta1, beta2, eps, decay, gscale, rc1, rc2);
 }
 EMU_REGISTER(adamw_win_f32)
 
-// ema_dev_f32 with the decay read from stats[13] (step_stats_f32).
+// ema_f32 with the decay read from stats[13] (step_stats_f32); does nothing when ctl[1] ≠ 0 (a skipped step).
 extern "C" __global__ void ema_win_f32(float* e, const float* p, long long n, const float* ctl, const float* stats) {
   if (ctl[1] != 0.0f) return;
   const float decay = stats[13];
-  for (long long i = global_index(); i < n; i += global_stride()) e[i] = decay * e[i] + (1.0f - decay) * p[i];
+  for (long long i = global_index(); i < n; i += global_stride()) ema_update(e, p, i, decay);
 }
 EMU_REGISTER(ema_win_f32)

@@ -6,5 +6,9 @@ import "testing"
 
 // TestEmuStepParityTiny: two training steps of configs/tiny.toml and a DDIM sample on the CUDA kernels over the
 // emulator (the device-resident step: data set, batch gather, flips and timesteps on the device) match the CPU
-// backend (see parity_test.go for the tolerances).
-func TestEmuStepParityTiny(t *testing.T) { stepParity(t, "emu") }
+// backend (see parity_test.go for the tolerances). Parallel with the package's other emulator tests: the emulator
+// runs one launch stream on about one core.
+func TestEmuStepParityTiny(t *testing.T) {
+	t.Parallel()
+	stepParity(t, "emu")
+}

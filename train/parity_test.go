@@ -33,7 +33,7 @@ import (
 //     bound is checked for every weight. For the whole vector, the normalized error of the update p_2 − p_0 must be
 //     below 1e-3: the gradients agree to ~1e-6 relative (as the moments m and v show, checked at 1e-3 too), so the
 //     updates agree to far better than that unless some kernel is wrong (measured on the emulator: ~5e-5).
-//   - the DDIM η = 0 sample (5 steps, 4 images, the same x_T and EMA weights): normalized error 1e-4. Each step is a
+//   - the DDIM η = 0 sample (3 steps, 2 images, the same x_T and EMA weights): normalized error 1e-4. Each step is a
 //     forward pass (~1e-6 relative differences) and an affine DDIM update; clipping of x̂0 is continuous
 //     (measured on the emulator: ~1e-7).
 const (
@@ -101,131 +101,153 @@ func normErr64(got, want []float32) float64 {
 	return math.Sqrt(num) / math.Max(math.Sqrt(den), 1e-30)
 }
 
-// stepParity runs the comparison on device (cuda or emu).
+// stepParity runs the comparison on device (cuda or emu): the CPU reference run first (a fraction of a second), then
+// two subtests that share it, "step" (the device's training run against the CPU's) and "ddim" (a sample from the
+// CPU-trained EMA weights on both backends). On the emulator, which runs one launch stream on about one core, the
+// two are independent and run in parallel, each on a backend of its own.
 func stepParity(t *testing.T, device string) {
-	cpuDir, devDir := t.TempDir(), t.TempDir()
+	cpuDir := t.TempDir()
 	cfg := parityConfig(t, cpuDir)
 	ds := parityData(t, cfg)
-	runOn := func(dev, dir string) (Result, ops.Backend, func() error) {
+	open := func(t *testing.T, dev string) ops.Backend {
+		t.Helper()
 		be, closeBe, err := Open(dev, config.Device{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { closeBe() })
+		return be
+	}
+	runOn := func(t *testing.T, dev, dir string) Result {
+		t.Helper()
 		c := cfg
 		c.Run.Dir = dir
-		res, err := Run(context.Background(), c, Options{Backend: be, Dataset: ds})
+		res, err := Run(context.Background(), c, Options{Backend: open(t, dev), Dataset: ds})
 		if err != nil {
 			t.Fatalf("%s: %v", dev, err)
 		}
-		return res, be, closeBe
+		return res
 	}
-	resCPU, cpuBe, _ := runOn("cpu", cpuDir)
-	resDev, devBe, closeDev := runOn(device, devDir)
-	defer closeDev()
-
-	mc, md := readMetrics(t, cpuDir), readMetrics(t, devDir)
-	if len(mc) != 2 || len(md) != 2 {
-		t.Fatalf("metrics lines: cpu %d, %s %d; want 2 each", len(mc), device, len(md))
-	}
-	for i := range mc {
-		if e := relErr(md[i].Loss, mc[i].Loss); !(e <= parityLossTol) {
-			t.Errorf("step %d loss: %s %.7g, cpu %.7g: relative error %.3g > %g", i+1, device, md[i].Loss, mc[i].Loss, e, parityLossTol)
-		} else {
-			t.Logf("step %d loss: %s %.7g, cpu %.7g (relative error %.2g)", i+1, device, md[i].Loss, mc[i].Loss, e)
-		}
-		if e := relErr(md[i].GradNorm, mc[i].GradNorm); !(e <= parityLossTol) {
-			t.Errorf("step %d gradient norm: %s %.7g, cpu %.7g: relative error %.3g > %g", i+1, device, md[i].GradNorm, mc[i].GradNorm, e, parityLossTol)
-		}
-	}
-
+	resCPU := runOn(t, "cpu", cpuDir)
+	mc := readMetrics(t, cpuDir)
 	table := tinyTableFor(t, cfg)
 	sc, err := ReadCheckpoint(resCPU.Checkpoint, table)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sd, err := ReadCheckpoint(resDev.Checkpoint, table)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sc.Step != 2 || sd.Step != 2 || sc.AdamStep != sd.AdamStep || sc.Data != sd.Data {
-		t.Fatalf("counters: cpu %d/%d/%+v, %s %d/%d/%+v", sc.Step, sc.AdamStep, sc.Data, device, sd.Step, sd.AdamStep, sd.Data)
-	}
-	// The initial weights, from the same seed on the host: the update of each run is p − p0.
-	u, err := model.New(cpuBe, cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Init(cfg.Train.Seed)
-	p0 := make([]float32, u.NumParams())
-	cpuBe.Download(p0, u.Params())
-	upd := func(p []float32) []float32 {
-		d := make([]float32, len(p))
-		for i := range p {
-			d[i] = p[i] - p0[i]
-		}
-		return d
-	}
-	lr := cfg.Train.LR
-	bound := 4 * lr * (1 + cfg.Train.WeightDecay)
-	var worst float64
-	for i := range sc.Params {
-		worst = math.Max(worst, math.Abs(float64(sd.Params[i])-float64(sc.Params[i])))
-	}
-	if !(worst <= bound) {
-		t.Errorf("parameters: largest difference %.3g > 2 steps × 2·lr·(1+wd) = %.3g", worst, bound)
-	}
-	if e := normErr64(upd(sd.Params), upd(sc.Params)); !(e <= parityUpdateTol) {
-		t.Errorf("parameter update p2 − p0: normalized error %.3g > %g", e, parityUpdateTol)
-	} else {
-		t.Logf("parameter update: normalized error %.3g (largest parameter difference %.3g, bound %.3g)", e, worst, bound)
-	}
-	if e := normErr64(upd(sd.EMA), upd(sc.EMA)); !(e <= parityUpdateTol) {
-		t.Errorf("EMA update: normalized error %.3g > %g", e, parityUpdateTol)
-	}
-	for _, m := range []struct {
-		name      string
-		got, want []float32
-		tol       float64
-	}{{"AdamW m", sd.AdamM, sc.AdamM, parityLossTol}, {"AdamW v", sd.AdamV, sc.AdamV, parityLossTol}} {
-		// The moments are sums of (scaled) gradients and squared gradients: as close as the gradients are.
-		if e := normErr64(m.got, m.want); !(e <= m.tol) {
-			t.Errorf("%s: normalized error %.3g > %g", m.name, e, m.tol)
-		} else {
-			t.Logf("%s: normalized error %.3g", m.name, e)
+	parallel := func(t *testing.T) {
+		if device == "emu" {
+			t.Parallel()
 		}
 	}
 
-	// DDIM η = 0 from the same x_T, the same (CPU-trained) EMA weights on both backends.
-	const n, steps = 4, 5
-	host, err := diffusion.New(cfg.Diffusion.Schedule, cfg.Diffusion.Timesteps, cfg.Diffusion.BetaStart, cfg.Diffusion.BetaEnd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	D := cfg.Data.Channels * cfg.Data.ImageSize * cfg.Data.ImageSize
-	xT := make([]float32, n*D)
-	rng.FillNormal(xT, 77, rng.StreamSampler, 0)
-	sample := func(be ops.Backend) []float32 {
-		un, err := model.New(be, cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, n)
+	t.Run("step", func(t *testing.T) {
+		parallel(t)
+		devDir := t.TempDir()
+		resDev := runOn(t, device, devDir)
+		md := readMetrics(t, devDir)
+		if len(mc) != 2 || len(md) != 2 {
+			t.Fatalf("metrics lines: cpu %d, %s %d; want 2 each", len(mc), device, len(md))
+		}
+		for i := range mc {
+			if e := relErr(md[i].Loss, mc[i].Loss); !(e <= parityLossTol) {
+				t.Errorf("step %d loss: %s %.7g, cpu %.7g: relative error %.3g > %g", i+1, device, md[i].Loss, mc[i].Loss, e, parityLossTol)
+			} else {
+				t.Logf("step %d loss: %s %.7g, cpu %.7g (relative error %.2g)", i+1, device, md[i].Loss, mc[i].Loss, e)
+			}
+			if e := relErr(md[i].GradNorm, mc[i].GradNorm); !(e <= parityLossTol) {
+				t.Errorf("step %d gradient norm: %s %.7g, cpu %.7g: relative error %.3g > %g", i+1, device, md[i].GradNorm, mc[i].GradNorm, e, parityLossTol)
+			}
+		}
+
+		sd, err := ReadCheckpoint(resDev.Checkpoint, table)
 		if err != nil {
 			t.Fatal(err)
 		}
-		be.Upload(un.Params(), sc.EMA)
-		un.SetTrain(false, 0, 0)
-		sp, err := sampler.New(be, host, sampler.Options{Sampler: "ddim", Steps: steps, Eta: 0, Clip: true, Seed: 5}, n, D)
+		if sc.Step != 2 || sd.Step != 2 || sc.AdamStep != sd.AdamStep || sc.Data != sd.Data {
+			t.Fatalf("counters: cpu %d/%d/%+v, %s %d/%d/%+v", sc.Step, sc.AdamStep, sc.Data, device, sd.Step, sd.AdamStep, sd.Data)
+		}
+		// The initial weights, from the same seed on the host: the update of each run is p − p0.
+		hostBe := open(t, "cpu")
+		u, err := model.New(hostBe, cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := make([]float32, n*D)
-		if err := sp.Sample(context.Background(), un, n, xT, out, nil); err != nil {
+		u.Init(cfg.Train.Seed)
+		p0 := make([]float32, u.NumParams())
+		hostBe.Download(p0, u.Params())
+		upd := func(p []float32) []float32 {
+			d := make([]float32, len(p))
+			for i := range p {
+				d[i] = p[i] - p0[i]
+			}
+			return d
+		}
+		lr := cfg.Train.LR
+		bound := 4 * lr * (1 + cfg.Train.WeightDecay)
+		var worst float64
+		for i := range sc.Params {
+			worst = math.Max(worst, math.Abs(float64(sd.Params[i])-float64(sc.Params[i])))
+		}
+		if !(worst <= bound) {
+			t.Errorf("parameters: largest difference %.3g > 2 steps × 2·lr·(1+wd) = %.3g", worst, bound)
+		}
+		if e := normErr64(upd(sd.Params), upd(sc.Params)); !(e <= parityUpdateTol) {
+			t.Errorf("parameter update p2 − p0: normalized error %.3g > %g", e, parityUpdateTol)
+		} else {
+			t.Logf("parameter update: normalized error %.3g (largest parameter difference %.3g, bound %.3g)", e, worst, bound)
+		}
+		if e := normErr64(upd(sd.EMA), upd(sc.EMA)); !(e <= parityUpdateTol) {
+			t.Errorf("EMA update: normalized error %.3g > %g", e, parityUpdateTol)
+		}
+		for _, m := range []struct {
+			name      string
+			got, want []float32
+			tol       float64
+		}{{"AdamW m", sd.AdamM, sc.AdamM, parityLossTol}, {"AdamW v", sd.AdamV, sc.AdamV, parityLossTol}} {
+			// The moments are sums of (scaled) gradients and squared gradients: as close as the gradients are.
+			if e := normErr64(m.got, m.want); !(e <= m.tol) {
+				t.Errorf("%s: normalized error %.3g > %g", m.name, e, m.tol)
+			} else {
+				t.Logf("%s: normalized error %.3g", m.name, e)
+			}
+		}
+	})
+
+	t.Run("ddim", func(t *testing.T) {
+		parallel(t)
+		// DDIM η = 0 from the same x_T, the same (CPU-trained) EMA weights on both backends.
+		const n, steps = 2, 3 // more than one image and more than one step: the cost is the emulator's
+		host, err := diffusion.New(cfg.Diffusion.Schedule, cfg.Diffusion.Timesteps, cfg.Diffusion.BetaStart, cfg.Diffusion.BetaEnd)
+		if err != nil {
 			t.Fatal(err)
 		}
-		return out
-	}
-	if e := normErr64(sample(devBe), sample(cpuBe)); !(e <= paritySampleTol) {
-		t.Errorf("DDIM η=0 sample: normalized error %.3g > %g", e, paritySampleTol)
-	} else {
-		t.Logf("DDIM η=0 sample (%d images, %d steps): normalized error %.3g", n, steps, e)
-	}
+		D := cfg.Data.Channels * cfg.Data.ImageSize * cfg.Data.ImageSize
+		xT := make([]float32, n*D)
+		rng.FillNormal(xT, 77, rng.StreamSampler, 0)
+		sample := func(be ops.Backend) []float32 {
+			un, err := model.New(be, cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			be.Upload(un.Params(), sc.EMA)
+			un.SetTrain(false, 0, 0)
+			sp, err := sampler.New(be, host, sampler.Options{Sampler: "ddim", Steps: steps, Eta: 0, Clip: true, Seed: 5}, n, D)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make([]float32, n*D)
+			if err := sp.Sample(context.Background(), un, n, xT, out, nil); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		if e := normErr64(sample(open(t, device)), sample(open(t, "cpu"))); !(e <= paritySampleTol) {
+			t.Errorf("DDIM η=0 sample: normalized error %.3g > %g", e, paritySampleTol)
+		} else {
+			t.Logf("DDIM η=0 sample (%d images, %d steps): normalized error %.3g", n, steps, e)
+		}
+	})
 }
 
 // tinyTableFor is the parameter table of cfg's model.
