@@ -5,10 +5,13 @@
 // trains, New64 the float64 backend that the gradient checks and the conformance suite
 // use as ground truth. Both store tensors as plain Go slices in row-major NCHW order.
 //
-// Speed. GEMM-shaped work (convolution as im2col + GEMM over multi-sample column
-// panels, or as nine shifted GEMMs on a zero-padded grid for the forward and
-// backward-data passes of 3×3 "same" convolutions on large images (convshift.go),
-// linear, attention) goes to OpenBLAS through cgo (see blas.go for why).
+// Speed. On the float32 backend, convolution (forward, backward-data, backward-weight
+// and bias) goes to oneDNN through cgo, the library PyTorch's CPU convolutions use
+// (dnnl.go). Everywhere else, GEMM-shaped work (convolution on the float64 backend as
+// im2col + GEMM over multi-sample column panels, or as nine shifted GEMMs on a
+// zero-padded grid for the forward and backward-data passes of 3×3 "same"
+// convolutions on large images (convshift.go), linear, attention) goes to OpenBLAS
+// through cgo (see blas.go for why).
 // OpenBLAS is pinned to one thread and the backend parallelises itself on a persistent
 // pool of worker goroutines (pool.go) over a fixed partition: per column panel for
 // convolution, per batch chunk for its backward pass, per (sample, head) for attention,
@@ -16,7 +19,8 @@
 // reductions. Every reduction that crosses a partition boundary (the batch sums of the
 // weight and bias gradients, the sums of SumSquares and MSE) combines its partial sums
 // in one fixed order, and the partition does not depend on the number of goroutines,
-// so results are bit-identical run to run and for any GOMAXPROCS. SiLU and long
+// so results are bit-identical run to run and for any GOMAXPROCS (oneDNN's
+// convolutions: run to run for a fixed GOMAXPROCS; see dnnl.go). SiLU and long
 // additions run AVX-512 kernels (package internal/vec) where the CPU has them.
 //
 // Memory. Scratch (im2col panels, per-chunk weight-gradient partials, reduction
@@ -77,6 +81,8 @@ type Backend[T Float] struct {
 	attnG   [3][]T    // AttentionBackward's dq, dk, dv for its job
 	dw      []T       // Conv2DBackward's dw for its job (nil when not wanted)
 
+	dn *dnnlState // oneDNN convolution plans (float32 with cgo; nil: the GEMM path of conv.go)
+
 	prof *profiler // per-op-family timer; nil when off (see SetProfile)
 
 	j       job[T]           // the parallel op in flight (see jobs.go)
@@ -98,7 +104,7 @@ func New64() *Backend[float64] { return newBackend[float64]() }
 
 func newBackend[T Float]() *Backend[T] {
 	blasInit()
-	be := &Backend[T]{workers: max(1, runtime.GOMAXPROCS(0))}
+	be := &Backend[T]{workers: max(1, runtime.GOMAXPROCS(0)), dn: newDNNL[T]()}
 	be.SetProfile(profileFromEnv())
 	return be
 }

@@ -33,7 +33,8 @@ func direct(s ops.ConvShape) bool { return s.K == 1 && s.Stride == 1 && s.Pad ==
 // scattered to y's NCHW rows (adding b); a one-sample panel is written in place. A 1×1
 // stride-1 convolution multiplies x_n itself. Panels run in parallel; b may be nil.
 // Stride-1 "same" convolutions with K > 1 on images of at least shiftMinHW pixels take
-// the shifted-GEMM path instead (convshift.go).
+// the shifted-GEMM path instead (convshift.go). The float32 backend hands the whole
+// convolution to oneDNN instead (dnnl.go).
 func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	defer be.stop(FamConvFwd, be.start())
 	checkConv("Conv2D", s)
@@ -43,6 +44,10 @@ func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	bs := opt(be, "Conv2D", s, "b", b, s.Cout)
 	ys := arg(be, "Conv2D", s, "y", y, s.N*s.Cout*ohw)
 	if s.N == 0 {
+		return
+	}
+	if be.dn != nil { // float32: oneDNN (dnnl.go)
+		dnnlConvFwd(be.dn, s, xs, ws, bs, ys)
 		return
 	}
 	if shiftable(s) {
@@ -121,6 +126,7 @@ func addBias[T Float](y, b []T, hw, lo, hi int) {
 // where dy_panel [Cout, cols] is dy's rows of the panel's samples side by side. Any of
 // dx, dw, db may be nil. Where Conv2D takes the shifted-GEMM path, so does the
 // backward-data pass here (convShiftBwdData, per batch chunk); dw stays on the panels.
+// The float32 backend goes to oneDNN instead (dnnlConvBwd, dnnl.go).
 func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	checkConv("Conv2DBackward", s)
 	defer be.convBwdSplit(be.convBwdStart())
@@ -131,6 +137,10 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 	dxs := opt(be, "Conv2DBackward", s, "dx", dx, s.N*s.Cin*hw)
 	dws := opt(be, "Conv2DBackward", s, "dw", dw, s.Cout*ckk)
 	dbs := opt(be, "Conv2DBackward", s, "db", db, s.Cout)
+	if be.dn != nil && s.N > 0 && (dxs != nil || dws != nil) { // float32: oneDNN (dnnl.go)
+		be.dnnlConvBwd(s, xs, ws, dys, dxs, dws, dbs)
+		return
+	}
 	var wt []T // the weights in tap order for the shifted backward-data pass
 	if dxs != nil && s.N > 0 && shiftable(s) {
 		wt = be.tapWeights(s, ws) // before newJob: it runs a job of its own
@@ -176,6 +186,30 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 		t0 := be.phase()
 		j.kind = jAddParts
 		be.parallel(j, len(dws))
+		be.endPhase(0, 0, t0)
+	}
+}
+
+// dnnlConvBwd is Conv2DBackward on oneDNN; a bias gradient without a weight gradient
+// goes through convBiasItem.
+func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []T) {
+	if dxs != nil {
+		t0 := be.phase()
+		dnnlConvBwdData(be.dn, s, ws, dys, dxs)
+		be.endPhase(0, 1, t0)
+	}
+	if dws != nil {
+		t0 := be.phase()
+		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, dbs)
+		be.endPhase(0, 0, t0)
+		return
+	}
+	if dbs != nil {
+		j := be.newJob(jConvBias)
+		j.conv = s
+		j.a[2], j.a[4] = dys, dbs
+		t0 := be.phase()
+		be.forEach(j, s.Cout)
 		be.endPhase(0, 0, t0)
 	}
 }

@@ -2,6 +2,7 @@
 # Installs what building, training and testing need on a fresh Debian 12 machine that
 # has Go 1.26 (run as root, or with sudo available):
 #   - libopenblas-dev and pkg-config: the CPU backend's GEMM (cgo), g++ for the emulator
+#   - libdnnl-dev: oneDNN, the float32 CPU backend's convolutions (cgo)
 #   - dataset-fashion-mnist: the embedded default's data, under /usr/share/datasets/fashion-mnist
 #   - with --cuda: nvidia-cuda-toolkit (nvcc 11.8, about 1.6 GB) from Debian's non-free
 #     component, for `make ptx`; not needed to train on the CPU or to run the tests
@@ -23,7 +24,7 @@ for a in "$@"; do
   esac
 done
 
-pkgs=(g++ make pkg-config libopenblas-dev dataset-fashion-mnist)
+pkgs=(g++ make pkg-config libopenblas-dev libdnnl-dev dataset-fashion-mnist)
 [ "$torch" = 1 ] && pkgs+=(python3-torch python3-numpy)
 if [ "$cuda" = 1 ] && ! command -v nvcc >/dev/null 2>&1; then
   $SUDO bash scripts/enable-debian-nonfree.sh

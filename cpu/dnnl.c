@@ -1,0 +1,223 @@
+// oneDNN convolution plans for the float32 CPU backend (see dnnl.go).
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include "dnnl_conv.h"
+
+static dnnl_engine_t eng;
+static dnnl_stream_t strm;
+
+// Workspace shared by all plans (calls are serialised by the backend): one buffer per
+// role, grown at plan creation to the largest size any plan needs.
+enum { W_SRC, W_WEI, W_DST, W_DDST_D, W_DDST_W, W_DSRC, W_DWEI, W_DBIAS, W_SCRATCH, W_N };
+static void *work[W_N];
+static size_t workSize[W_N];
+
+// A port binds a user buffer (plain layout) to a primitive argument (layout chosen by
+// oneDNN). When the layouts differ, reorder converts between the user memory and the
+// workspace memory; for outputs with accumulate, reorder is always present and adds.
+typedef struct {
+	dnnl_memory_t user, prim;
+	dnnl_primitive_t reorder; // NULL when the primitive uses the user memory directly
+	dnnl_memory_t scratch;    // the reorder's scratchpad (user mode, in W_SCRATCH)
+	int role;
+} port;
+
+struct ddpm_conv {
+	int nthr;
+	dnnl_primitive_t fwd, bwdd, bwdw;
+	dnnl_memory_t sfwd, sbwdd, sbwdw; // their scratchpads (user mode, in W_SCRATCH)
+	port x, w, b, y;           // forward
+	port dyD, wD, dx;           // backward-data (wD: weights in the bwd-data layout)
+	port xW, dyW, dw, db;       // backward-weights
+};
+
+static int fail(char *err, int n, const char *what, dnnl_status_t st) {
+	snprintf(err, n, "%s: dnnl status %d", what, (int)st);
+	return -1;
+}
+
+#define CK(call, what) do { dnnl_status_t st_ = (call); if (st_ != dnnl_success) return fail(err, errn, what, st_); } while (0)
+
+static int grow(int role, size_t sz) {
+	if (sz <= workSize[role]) return 0;
+	free(work[role]);
+	work[role] = aligned_alloc(64, (sz + 63) & ~(size_t)63);
+	if (!work[role]) { workSize[role] = 0; return -1; }
+	workSize[role] = sz;
+	return 0;
+}
+
+// scratchMem creates the memory for a primitive's scratchpad (user mode: the library's
+// own scratchpad is per OS thread at creation, and goroutines move between threads).
+static int scratchMem(dnnl_memory_t *m, const_dnnl_primitive_desc_t pd) {
+	const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	if (grow(W_SCRATCH, dnnl_memory_desc_get_size(md) + 64)) return -1;
+	return dnnl_memory_create(m, md, eng, DNNL_MEMORY_NONE) == dnnl_success ? 0 : -1;
+}
+
+// makePort: in (user → primitive), out (primitive → user), acc (out, and add into the
+// user memory with a sum post-op on the reorder).
+static int makePort(port *p, const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *prim,
+		int isOut, int acc, int role, char *err, int errn) {
+	memset(p, 0, sizeof *p);
+	p->role = -1;
+	CK(dnnl_memory_create(&p->user, user, eng, DNNL_MEMORY_NONE), "memory_create user");
+	if (dnnl_memory_desc_equal(user, prim) && !acc) {
+		p->prim = p->user;
+		return 0;
+	}
+	p->role = role;
+	if (grow(role, dnnl_memory_desc_get_size(prim))) return fail(err, errn, "workspace alloc", dnnl_out_of_memory);
+	CK(dnnl_memory_create(&p->prim, prim, eng, DNNL_MEMORY_NONE), "memory_create prim");
+	dnnl_primitive_attr_t attr = NULL;
+	CK(dnnl_primitive_attr_create(&attr), "attr_create");
+	CK(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "set_scratchpad_mode");
+	if (acc) {
+		dnnl_post_ops_t po;
+		CK(dnnl_post_ops_create(&po), "post_ops_create");
+		CK(dnnl_post_ops_append_sum(po, 1.0f), "append_sum");
+		CK(dnnl_primitive_attr_set_post_ops(attr, po), "set_post_ops");
+		dnnl_post_ops_destroy(po);
+	}
+	dnnl_primitive_desc_t rpd;
+	dnnl_status_t st = isOut ? dnnl_reorder_primitive_desc_create(&rpd, prim, eng, user, eng, attr)
+	                         : dnnl_reorder_primitive_desc_create(&rpd, user, eng, prim, eng, attr);
+	if (attr) dnnl_primitive_attr_destroy(attr);
+	if (st != dnnl_success) return fail(err, errn, "reorder_primitive_desc_create", st);
+	CK(dnnl_primitive_create(&p->reorder, rpd), "reorder primitive_create");
+	if (scratchMem(&p->scratch, rpd)) return fail(err, errn, "scratchpad", dnnl_out_of_memory);
+	dnnl_primitive_desc_destroy(rpd);
+	return 0;
+}
+
+static int bind(port *p, void *ptr) {
+	if (dnnl_memory_set_data_handle(p->user, ptr) != dnnl_success) return -1;
+	if (p->prim != p->user && dnnl_memory_set_data_handle(p->prim, work[p->role]) != dnnl_success) return -1;
+	return 0;
+}
+
+static int runReorder(port *p, int isOut) {
+	if (!p->reorder) return 0;
+	if (dnnl_memory_set_data_handle(p->scratch, work[W_SCRATCH]) != dnnl_success) return -1;
+	dnnl_exec_arg_t a[3] = {{DNNL_ARG_FROM, isOut ? p->prim : p->user}, {DNNL_ARG_TO, isOut ? p->user : p->prim},
+		{DNNL_ARG_SCRATCHPAD, p->scratch}};
+	return dnnl_primitive_execute(p->reorder, strm, 3, a) == dnnl_success ? 0 : -1;
+}
+
+int ddpm_dnnl_init(char *err, int errn) {
+	if (eng) return 0;
+	CK(dnnl_engine_create(&eng, dnnl_cpu, 0), "engine_create");
+	CK(dnnl_stream_create(&strm, eng, dnnl_stream_default_flags), "stream_create");
+	return 0;
+}
+
+ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int nthr,
+		char *err, int errn) {
+	ddpm_conv *c = calloc(1, sizeof *c);
+	if (!c) { snprintf(err, errn, "calloc"); return NULL; }
+	c->nthr = nthr;
+	int oh = (h + 2 * pad - k) / s + 1, ow = (w + 2 * pad - k) / s + 1;
+	dnnl_dims_t xd = {n, cin, h, w}, wd = {cout, cin, k, k}, bd = {cout}, yd = {n, cout, oh, ow};
+	dnnl_dims_t strides = {s, s}, pl = {pad, pad};
+	dnnl_dims_t pr = {(oh - 1) * s + k - h - pad, (ow - 1) * s + k - w - pad};
+	dnnl_memory_desc_t ux, uw, ub, uy, ax, aw, ay;
+	dnnl_memory_desc_init_by_tag(&ux, 4, xd, dnnl_f32, dnnl_nchw);
+	dnnl_memory_desc_init_by_tag(&uw, 4, wd, dnnl_f32, dnnl_oihw);
+	dnnl_memory_desc_init_by_tag(&ub, 1, bd, dnnl_f32, dnnl_x);
+	dnnl_memory_desc_init_by_tag(&uy, 4, yd, dnnl_f32, dnnl_nchw);
+	dnnl_memory_desc_init_by_tag(&ax, 4, xd, dnnl_f32, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_tag(&aw, 4, wd, dnnl_f32, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_tag(&ay, 4, yd, dnnl_f32, dnnl_format_tag_any);
+	dnnl_status_t st;
+	dnnl_primitive_attr_t attr;
+#define CKN(call, what) do { st = (call); if (st != dnnl_success) { fail(err, errn, what, st); return NULL; } } while (0)
+#define CKP(call) do { if ((call) != 0) return NULL; } while (0)
+
+	CKN(dnnl_primitive_attr_create(&attr), "attr_create");
+	CKN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "set_scratchpad_mode");
+	dnnl_convolution_desc_t fd, dd, wdsc;
+	dnnl_primitive_desc_t fpd, dpd, wpd;
+	CKN(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training, dnnl_convolution_direct,
+		&ax, &aw, &ub, &ay, strides, pl, pr), "convolution_forward_desc_init");
+	CKN(dnnl_primitive_desc_create(&fpd, &fd, attr, eng, NULL), "forward primitive_desc_create");
+	CKN(dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct,
+		&ax, &aw, &ay, strides, pl, pr), "convolution_backward_data_desc_init");
+	CKN(dnnl_primitive_desc_create(&dpd, &dd, attr, eng, fpd), "backward-data primitive_desc_create");
+	CKN(dnnl_convolution_backward_weights_desc_init(&wdsc, dnnl_convolution_direct,
+		&ax, &aw, &ub, &ay, strides, pl, pr), "convolution_backward_weights_desc_init");
+	CKN(dnnl_primitive_desc_create(&wpd, &wdsc, attr, eng, fpd), "backward-weights primitive_desc_create");
+
+	// Forward: x, w (in), b (user layout), y (out).
+	CKP(makePort(&c->x, &ux, dnnl_primitive_desc_query_md(fpd, dnnl_query_src_md, 0), 0, 0, W_SRC, err, errn));
+	CKP(makePort(&c->w, &uw, dnnl_primitive_desc_query_md(fpd, dnnl_query_weights_md, 0), 0, 0, W_WEI, err, errn));
+	CKP(makePort(&c->b, &ub, dnnl_primitive_desc_query_md(fpd, dnnl_query_weights_md, 1), 0, 0, W_DBIAS, err, errn));
+	CKP(makePort(&c->y, &uy, dnnl_primitive_desc_query_md(fpd, dnnl_query_dst_md, 0), 1, 0, W_DST, err, errn));
+	// Backward-data: dy, w (in), dx (accumulate).
+	CKP(makePort(&c->dyD, &uy, dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_dst_md, 0), 0, 0, W_DDST_D, err, errn));
+	CKP(makePort(&c->wD, &uw, dnnl_primitive_desc_query_md(dpd, dnnl_query_weights_md, 0), 0, 0, W_WEI, err, errn));
+	CKP(makePort(&c->dx, &ux, dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_src_md, 0), 1, 1, W_DSRC, err, errn));
+	// Backward-weights: x, dy (in), dw, db (accumulate).
+	CKP(makePort(&c->xW, &ux, dnnl_primitive_desc_query_md(wpd, dnnl_query_src_md, 0), 0, 0, W_SRC, err, errn));
+	CKP(makePort(&c->dyW, &uy, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0), 0, 0, W_DDST_W, err, errn));
+	CKP(makePort(&c->dw, &uw, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 0), 1, 1, W_DWEI, err, errn));
+	CKP(makePort(&c->db, &ub, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 1), 1, 1, W_DBIAS, err, errn));
+
+	CKN(dnnl_primitive_create(&c->fwd, fpd), "forward primitive_create");
+	CKN(dnnl_primitive_create(&c->bwdd, dpd), "backward-data primitive_create");
+	CKN(dnnl_primitive_create(&c->bwdw, wpd), "backward-weights primitive_create");
+	if (scratchMem(&c->sfwd, fpd) || scratchMem(&c->sbwdd, dpd) || scratchMem(&c->sbwdw, wpd)) {
+		snprintf(err, errn, "scratchpad alloc");
+		return NULL;
+	}
+	dnnl_primitive_attr_destroy(attr);
+	dnnl_primitive_desc_destroy(fpd);
+	dnnl_primitive_desc_destroy(dpd);
+	dnnl_primitive_desc_destroy(wpd);
+	return c;
+}
+
+// The bias port of the forward pass reads the user's bias directly (layout x); a nil
+// bias is a zero vector kept here.
+int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, float *y) {
+	omp_set_num_threads(c->nthr);
+	if (bind(&c->x, (void *)x) || bind(&c->w, (void *)w) || bind(&c->b, (void *)b) || bind(&c->y, y)) return -1;
+	if (runReorder(&c->x, 0) || runReorder(&c->w, 0) || runReorder(&c->b, 0)) return -2;
+	if (dnnl_memory_set_data_handle(c->sfwd, work[W_SCRATCH]) != dnnl_success) return -1;
+	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->x.prim}, {DNNL_ARG_WEIGHTS, c->w.prim},
+		{DNNL_ARG_BIAS, c->b.prim}, {DNNL_ARG_DST, c->y.prim}, {DNNL_ARG_SCRATCHPAD, c->sfwd}};
+	if (dnnl_primitive_execute(c->fwd, strm, 5, a) != dnnl_success) return -3;
+	if (runReorder(&c->y, 1)) return -4;
+	return 0;
+}
+
+int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx) {
+	omp_set_num_threads(c->nthr);
+	if (bind(&c->wD, (void *)w) || bind(&c->dyD, (void *)dy) || bind(&c->dx, dx)) return -1;
+	if (runReorder(&c->wD, 0) || runReorder(&c->dyD, 0)) return -2;
+	if (dnnl_memory_set_data_handle(c->sbwdd, work[W_SCRATCH]) != dnnl_success) return -1;
+	dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, c->dyD.prim}, {DNNL_ARG_WEIGHTS, c->wD.prim},
+		{DNNL_ARG_DIFF_SRC, c->dx.prim}, {DNNL_ARG_SCRATCHPAD, c->sbwdd}};
+	if (dnnl_primitive_execute(c->bwdd, strm, 4, a) != dnnl_success) return -3;
+	if (runReorder(&c->dx, 1)) return -4;
+	return 0;
+}
+
+// db may be NULL when the plan's caller has no bias gradient: then the bias gradient is
+// computed into the workspace and dropped.
+int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db) {
+	omp_set_num_threads(c->nthr);
+	if (bind(&c->xW, (void *)x) || bind(&c->dyW, (void *)dy) || bind(&c->dw, dw) || bind(&c->db, db)) return -1;
+	if (runReorder(&c->xW, 0) || runReorder(&c->dyW, 0)) return -2;
+	if (dnnl_memory_set_data_handle(c->sbwdw, work[W_SCRATCH]) != dnnl_success) return -1;
+	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->xW.prim}, {DNNL_ARG_DIFF_DST, c->dyW.prim},
+		{DNNL_ARG_DIFF_WEIGHTS, c->dw.prim}, {DNNL_ARG_DIFF_BIAS, c->db.prim}, {DNNL_ARG_SCRATCHPAD, c->sbwdw}};
+	if (dnnl_primitive_execute(c->bwdw, strm, 5, a) != dnnl_success) return -3;
+	if (dw && runReorder(&c->dw, 1)) return -4;
+	if (db && runReorder(&c->db, 1)) return -5;
+	return 0;
+}

@@ -1,0 +1,120 @@
+//go:build cgo
+
+package cpu
+
+// Convolution on the float32 backend goes to oneDNN (Debian libdnnl-dev 2.6), the
+// library PyTorch's own CPU convolutions run on: its JIT kernels work on channel-blocked
+// layouts (nChw16c) with AVX-512 micro-kernels, ~220–240 GFLOP/s on two cores for the
+// U-Net's 3×3 layers, and cut the celeba32 step's convolution time by ~30% against the
+// im2col/shifted GEMMs on OpenBLAS (docs/perf.md, round 3). The float64 backend
+// (gradient checks, conformance reference) keeps the GEMM code of conv.go.
+//
+// The primitives run in oneDNN's user scratchpad mode: in library mode the scratchpad
+// is a per-OS-thread buffer sized when a primitive is created, and a goroutine may
+// execute on another thread than the one that created the primitive (that crashed).
+//
+// Per ConvShape, a plan (dnnl.c) holds the forward, backward-data and backward-weights
+// primitives (prop_kind forward_training, layouts chosen by oneDNN: format_tag any)
+// and the reorders between them and the backend's NCHW / OIHW buffers, created on the
+// shape's first use and kept; the reorders' blocked-layout buffers are one workspace
+// shared by all plans (calls are serialised by the backend). The backward ops
+// accumulate: dx, dw and db are reorders from the primitive's output with a sum
+// post-op (dst = 1·dst + src, one IEEE addition per element).
+//
+// Threading: oneDNN's CPU runtime in Debian's build is OpenMP (libgomp). It runs on
+// the calling goroutine's thread with dnnlThreads threads (GOMAXPROCS at New, set with
+// omp_set_num_threads before every call because the OpenMP setting is per OS thread
+// and goroutines move between threads); the backend's own worker pool is idle
+// meanwhile. oneDNN's kernels partition work by thread count only, so results are
+// bit-identical run to run for a fixed GOMAXPROCS (TestDNNLConvMatchesGEMMPath checks
+// a second backend); the backend's worker count (Backend.workers) does not enter, so
+// TestDeterministicAcrossWorkers holds unchanged. Across GOMAXPROCS values the
+// backward-weight sums may differ in the last bits.
+
+/*
+#cgo LDFLAGS: -ldnnl -lgomp
+#include <stdlib.h>
+#include "dnnl_conv.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// dnnlState is a float32 backend's oneDNN convolution plans.
+type dnnlState struct {
+	threads int
+	plans   map[ops.ConvShape]*C.ddpm_conv
+	zeros   []float32 // the forward's bias when b is nil
+}
+
+// newDNNL returns the oneDNN state for a float32 backend; nil (GEMM path) for float64.
+func newDNNL[T Float]() *dnnlState {
+	var z T
+	if unsafe.Sizeof(z) != 4 {
+		return nil
+	}
+	var err [256]C.char
+	if C.ddpm_dnnl_init(&err[0], C.int(len(err))) != 0 {
+		panic("cpu: oneDNN init: " + C.GoString(&err[0]))
+	}
+	return &dnnlState{threads: max(1, runtime.GOMAXPROCS(0)), plans: map[ops.ConvShape]*C.ddpm_conv{}}
+}
+
+// plan returns the shape's plan, creating it on first use.
+func (d *dnnlState) plan(op string, s ops.ConvShape) *C.ddpm_conv {
+	if p, ok := d.plans[s]; ok {
+		return p
+	}
+	var err [256]C.char
+	p := C.ddpm_conv_create(C.int(s.N), C.int(s.Cin), C.int(s.H), C.int(s.W), C.int(s.Cout), C.int(s.K),
+		C.int(s.Stride), C.int(s.Pad), C.int(d.threads), &err[0], C.int(len(err)))
+	if p == nil {
+		panic(fmt.Sprintf("cpu %s %+v: oneDNN plan: %s", op, s, C.GoString(&err[0])))
+	}
+	d.plans[s] = p
+	if len(d.zeros) < s.Cout {
+		d.zeros = make([]float32, s.Cout)
+	}
+	return p
+}
+
+func f32p[T Float](v []T) *C.float {
+	if v == nil {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&v[0]))
+}
+
+func dnnlCheck(op string, s ops.ConvShape, rc C.int) {
+	if rc != 0 {
+		panic(fmt.Sprintf("cpu %s %+v: oneDNN execution failed (step %d)", op, s, -int(rc)))
+	}
+}
+
+// dnnlConvFwd: y = conv(x, w) + b (b nil: 0).
+func dnnlConvFwd[T Float](d *dnnlState, s ops.ConvShape, xs, ws, bs, ys []T) {
+	p := d.plan("Conv2D", s)
+	b := f32p(bs)
+	if b == nil {
+		b = (*C.float)(unsafe.Pointer(&d.zeros[0]))
+	}
+	dnnlCheck("Conv2D", s, C.ddpm_conv_fwd(p, f32p(xs), f32p(ws), b, f32p(ys)))
+}
+
+// dnnlConvBwdData: dx += conv_backward_data(w, dy).
+func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T) {
+	p := d.plan("Conv2DBackward", s)
+	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_data(p, f32p(ws), f32p(dys), f32p(dxs)))
+}
+
+// dnnlConvBwdWeights: dw += Σ_n dy_n ⋆ x_n, db += Σ_{n,i,j} dy (db may be nil).
+func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T) {
+	p := d.plan("Conv2DBackward", s)
+	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs)))
+}

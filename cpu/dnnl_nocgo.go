@@ -1,0 +1,14 @@
+//go:build !cgo
+
+package cpu
+
+import "github.com/ddpmgo/ddpm/ops"
+
+// Without cgo there is no oneDNN: convolution stays on the GEMM code of conv.go.
+type dnnlState struct{}
+
+func newDNNL[T Float]() *dnnlState { return nil }
+
+func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T)        {}
+func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T)         {}
+func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T) {}
