@@ -7,20 +7,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/ddpmgo/ddpm/internal/faultio"
 )
-
-// fullWriter takes n bytes and then fails with ENOSPC, as a full disk does.
-type fullWriter struct{ n int }
-
-func (f *fullWriter) Write(p []byte) (int, error) {
-	if len(p) > f.n {
-		k := f.n
-		f.n = 0
-		return k, syscall.ENOSPC
-	}
-	f.n -= len(p)
-	return len(p), nil
-}
 
 // TestWriteErrorsAreReturned: a PNG grid or npy write that fails part-way returns the writer's error (callers write
 // through train.WriteAtomic, which then removes the partial temporary), wherever the disk fills up.
@@ -39,7 +28,7 @@ func TestWriteErrorsAreReturned(t *testing.T) {
 		}
 		size := whole.Len()
 		for _, n := range []int{0, 10, size / 2, size - 1} {
-			err := write(&fullWriter{n: n})
+			err := write(&faultio.Writer{N: n})
 			if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "no space") {
 				t.Errorf("%s cut after %d bytes: %v, want ENOSPC", name, n, err)
 			}

@@ -15,32 +15,17 @@ import (
 	"time"
 
 	"github.com/ddpmgo/ddpm/cpu"
+	"github.com/ddpmgo/ddpm/internal/faultio"
 	"github.com/ddpmgo/ddpm/model"
 	"github.com/ddpmgo/ddpm/ops"
 )
-
-// fullDisk fails every write with ENOSPC, as a full file system does, after passing n bytes.
-type fullDisk struct {
-	w io.Writer
-	n int
-}
-
-func (f *fullDisk) Write(p []byte) (int, error) {
-	if len(p) > f.n {
-		k, _ := f.w.Write(p[:f.n])
-		f.n = 0
-		return k, &os.PathError{Op: "write", Path: "injected", Err: syscall.ENOSPC}
-	}
-	f.n -= len(p)
-	return f.w.Write(p)
-}
 
 // failWrites makes every atomic write of a path ending in suffix fail with ENOSPC (for the rest of the test).
 func failWrites(t *testing.T, suffix string) {
 	t.Helper()
 	writeFault = func(path string, w io.Writer) io.Writer {
 		if strings.HasSuffix(path, suffix) {
-			return &fullDisk{w: w, n: 100}
+			return &faultio.Writer{W: w, N: 100, Err: &os.PathError{Op: "write", Path: "injected", Err: syscall.ENOSPC}}
 		}
 		return w
 	}

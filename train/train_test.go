@@ -20,6 +20,7 @@ import (
 	"github.com/ddpmgo/ddpm/configs"
 	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/internal/faultio"
 	"github.com/ddpmgo/ddpm/model"
 	"github.com/ddpmgo/ddpm/rng"
 	"github.com/ddpmgo/ddpm/safetensors"
@@ -325,23 +326,7 @@ func TestDamagedCheckpointIsRefusedNamingTheFile(t *testing.T) {
 	}
 }
 
-// failingWriter passes n bytes and then fails.
-type failingWriter struct {
-	w io.Writer
-	n int
-}
-
 var errInjected = errors.New("injected write error")
-
-func (f *failingWriter) Write(p []byte) (int, error) {
-	if len(p) > f.n {
-		k, _ := f.w.Write(p[:f.n])
-		f.n = 0
-		return k, errInjected
-	}
-	f.n -= len(p)
-	return f.w.Write(p)
-}
 
 func TestCheckpointWriteIsAtomic(t *testing.T) {
 	dir := t.TempDir()
@@ -358,7 +343,7 @@ func TestCheckpointWriteIsAtomic(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Step = 2
-	writeFault = func(_ string, w io.Writer) io.Writer { return &failingWriter{w: w, n: 3000} }
+	writeFault = func(_ string, w io.Writer) io.Writer { return &faultio.Writer{W: w, N: 3000, Err: errInjected} }
 	defer func() { writeFault = nil }()
 	if _, err := SaveCheckpoint(ckdir, table, st, 3); !errors.Is(err, errInjected) {
 		t.Fatalf("want the injected error, got %v", err)
