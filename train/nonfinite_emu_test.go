@@ -4,10 +4,7 @@ package train
 
 import (
 	"context"
-	"errors"
 	"math"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -68,18 +65,7 @@ func TestEmuNonFiniteDevicePath(t *testing.T) {
 				t.Fatal("the emulator backend did not take the device-controlled step")
 			}
 			_, err = tr.loop(context.Background())
-			if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "step 3:") ||
-				!strings.Contains(err.Error(), "noticed at step 4") || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want ErrNonFinite at step 3, noticed at 4, naming %q; got %v", tc.want, err)
-			}
-			good := filepath.Join(CheckpointDir(dir), checkpointName(2))
-			if !strings.Contains(err.Error(), good) {
-				t.Errorf("error does not name the last good checkpoint %s: %v", good, err)
-			}
-			st, err := ReadCheckpoint(filepath.Join(CheckpointDir(dir), LatestName), table)
-			if err != nil || st.Step != 2 {
-				t.Fatalf("latest after the stop: %v %v", st, err)
-			}
+			st := checkStoppedAtStep3(t, err, dir, table, tc.want, "noticed at step 4")
 			// Steps 3 and 4 ran on the device, but the skip flag kept AdamW and the EMA from touching anything.
 			now := tr.hostState()
 			for _, b := range []struct {

@@ -138,17 +138,7 @@ func TestNonFiniteInjected(t *testing.T) {
 				return "", 0
 			}
 			_, err := Run(context.Background(), cfg, Options{Backend: cpu.New(), Dataset: synthetic(16), Inject: inject})
-			if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "step 3:") || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("want ErrNonFinite at step 3 naming %q; got %v", tc.want, err)
-			}
-			good := filepath.Join(CheckpointDir(dir), checkpointName(2))
-			if !strings.Contains(err.Error(), good) {
-				t.Errorf("error does not name the last good checkpoint %s: %v", good, err)
-			}
-			st, err := ReadCheckpoint(filepath.Join(CheckpointDir(dir), LatestName), table)
-			if err != nil || st.Step != 2 {
-				t.Fatalf("latest after the stop: %v %v", st, err)
-			}
+			checkStoppedAtStep3(t, err, dir, table, tc.want)
 		})
 	}
 	// skip_nonfinite: steps 2 and 4 poisoned, 6 steps run, 2 skipped and counted.
@@ -298,4 +288,28 @@ func TestResumeAfterTheFinalCheckpointWritesTheOutputs(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, SamplesDir, "step-00000002.png")); err != nil {
 		t.Error(err)
 	}
+}
+
+// checkStoppedAtStep3 checks a run that met a non-finite value at step 3 with checkpoints every step: the error is
+// ErrNonFinite, names step 3, the tensor (want) and the last good checkpoint (step 2), which is still the latest and
+// loads, and is returned. extra are further texts the error must hold (the device path's "noticed at step N").
+func checkStoppedAtStep3(t *testing.T, err error, dir string, table []model.Param, want string, extra ...string) *State {
+	t.Helper()
+	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "step 3:") || !strings.Contains(err.Error(), want) {
+		t.Fatalf("want ErrNonFinite at step 3 naming %q; got %v", want, err)
+	}
+	for _, e := range extra {
+		if !strings.Contains(err.Error(), e) {
+			t.Fatalf("error lacks %q: %v", e, err)
+		}
+	}
+	good := filepath.Join(CheckpointDir(dir), checkpointName(2))
+	if !strings.Contains(err.Error(), good) {
+		t.Errorf("error does not name the last good checkpoint %s: %v", good, err)
+	}
+	st, err := ReadCheckpoint(filepath.Join(CheckpointDir(dir), LatestName), table)
+	if err != nil || st.Step != 2 {
+		t.Fatalf("latest after the stop: %v %v", st, err)
+	}
+	return st
 }
