@@ -7,7 +7,7 @@
 
 GO      ?= go
 BIN     := bin
-CMDS    := train sample pack
+CMDS    := train sample pack eval
 # Link the cuda build against the driver stub when no libcuda is installed.
 STUBS   ?= /usr/lib/x86_64-linux-gnu/stubs
 
@@ -15,7 +15,7 @@ STUBS   ?= /usr/lib/x86_64-linux-gnu/stubs
 
 all: build
 
-build: ## bin/train, bin/sample, bin/pack (CPU backend + emulator; no CUDA needed)
+build: ## bin/train, bin/sample, bin/pack, bin/eval (CPU backend + emulator; no CUDA needed)
 	@mkdir -p $(BIN)
 	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
 

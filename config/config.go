@@ -96,13 +96,22 @@ type Train struct {
 // Sample configures the sample grids written during and after training and the
 // defaults of bin/sample.
 type Sample struct {
-	Sampler  string  `toml:"sampler"` // ddpm | ddim
-	Steps    int     `toml:"steps"`
-	Eta      float64 `toml:"eta"`
-	Count    int     `toml:"count"`
-	Variance string  `toml:"variance"` // beta | posterior (σ² of the DDPM step)
-	Clip     bool    `toml:"clip"`     // clip x̂0 to [−1, 1]
+	Sampler    string  `toml:"sampler"` // ddpm | ddim | euler | euler_maruyama | heun | dpmpp2m
+	Steps      int     `toml:"steps"`
+	Eta        float64 `toml:"eta"`
+	Count      int     `toml:"count"`
+	Variance   string  `toml:"variance"`    // beta | posterior (σ² of the DDPM step); fixed_large | fixed_small
+	Clip       bool    `toml:"clip"`        // clip x̂0 to [−1, 1]
+	Spacing    string  `toml:"spacing"`     // auto | leading | trailing | linspace | karras
+	ClippedEps bool    `toml:"clipped_eps"` // ddim with clip: ε̂ recomputed from the clipped x̂0 (false: diffusers' default)
+	Churn      float64 `toml:"churn"`       // heun: S_churn (0 = deterministic)
 }
+
+// Samplers are the values of sample.sampler (package sampler's Names).
+var Samplers = []string{"ddpm", "ddim", "euler", "euler_maruyama", "heun", "dpmpp2m"}
+
+// SpacingAuto is sample.spacing's default: each sampler's own (package sampler's DefaultSpacing).
+const SpacingAuto = "auto"
 
 // Device tunes the GPU backend (-device cuda and its emulator, -device emu); the CPU backend ignores it.
 type Device struct {
@@ -155,11 +164,13 @@ func Default() Config {
 			OnWriteError:    "stop",
 		},
 		Sample: Sample{
-			Sampler:  "ddpm",
-			Steps:    1000,
-			Count:    64,
-			Variance: "beta",
-			Clip:     true,
+			Sampler:    "ddpm",
+			Steps:      1000,
+			Count:      64,
+			Variance:   "beta",
+			Clip:       true,
+			Spacing:    SpacingAuto,
+			ClippedEps: true,
 		},
 	}
 }

@@ -132,7 +132,11 @@ func TestInvalidValuesSayWhatIsAllowed(t *testing.T) {
 		{"data.image_size=30", "divisible by 2^(levels−1) = 4"},
 		{"model.norm_groups=24", "not divisible by model.norm_groups = 24"},
 		{"data.channels=2", "allowed: 1 or 3"},
-		{"sample.sampler=euler", "allowed: ddpm, ddim"},
+		{"sample.sampler=lms", "allowed: ddpm, ddim, euler, euler_maruyama, heun, dpmpp2m"},
+		{"sample.spacing=uniform", "allowed: auto (the sampler's own), leading, trailing, linspace, karras"},
+		{"sample.spacing=karras", "ddpm visits timesteps"},
+		{"sample.churn=-1", "sample.churn: is -1; allowed: ≥ 0"},
+		{"sample.variance=large", "allowed: beta or fixed_large"},
 		{"train.on_write_error=ignore", "allowed: stop, continue"},
 		{"model.attention_resolutions=[7]", "allowed: [32 16 8]"},
 		{"train.ema_decay=1.5", "0 ≤ decay < 1"},
@@ -165,5 +169,34 @@ func TestPrintedConfigRoundTrips(t *testing.T) {
 	}
 	if !reflect.DeepEqual(back, c) {
 		t.Fatalf("round trip differs:\n%+v\n%+v", back, c)
+	}
+}
+
+// TestSamplerKeys: the new samplers and their keys are accepted where they apply and refused where they do not.
+func TestSamplerKeys(t *testing.T) {
+	for _, sets := range [][]string{
+		{"sample.sampler=ddpm", "sample.steps=50", "sample.variance=fixed_small"},
+		{"sample.sampler=ddim", "sample.steps=50", "sample.spacing=trailing", "sample.clipped_eps=false"},
+		{"sample.sampler=heun", "sample.steps=18", "sample.spacing=karras", "sample.churn=40"},
+		{"sample.sampler=euler_maruyama", "sample.steps=200"},
+		{"sample.sampler=dpmpp2m", "sample.steps=999", "sample.spacing=trailing"},
+		{"sample.sampler=dpmpp2m", "sample.steps=20"},
+	} {
+		if _, err := Parse("x.toml", nil, sets); err != nil {
+			t.Errorf("%v: %v", sets, err)
+		}
+	}
+	for _, c := range []struct {
+		sets []string
+		want string
+	}{
+		{[]string{"sample.sampler=dpmpp2m", "sample.steps=1000"}, "at most diffusion.timesteps − 1 (999)"},
+		{[]string{"sample.sampler=ddim", "sample.spacing=karras"}, "ddim visits timesteps"},
+		{[]string{"sample.sampler=heun", "sample.steps=1001"}, "allowed: 1 … diffusion.timesteps (1000)"},
+	} {
+		_, err := Parse("x.toml", nil, c.sets)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error saying %q", c.sets, err, c.want)
+		}
 	}
 }

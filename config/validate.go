@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 )
 
 // Validate reports every invalid value at once, each saying what is wrong and what
@@ -167,14 +168,11 @@ func (c Config) Validate() error {
 	}
 
 	s := c.Sample
-	if s.Sampler != "ddpm" && s.Sampler != "ddim" {
-		bad("sample.sampler", "unknown sampler %q; allowed: ddpm, ddim", s.Sampler)
+	if !slices.Contains(Samplers, s.Sampler) {
+		bad("sample.sampler", "unknown sampler %q; allowed: %s", s.Sampler, strings.Join(Samplers, ", "))
 	}
 	if s.Steps < 1 || (df.Timesteps > 0 && s.Steps > df.Timesteps) {
 		bad("sample.steps", "is %d; allowed: 1 … diffusion.timesteps (%d)", s.Steps, df.Timesteps)
-	}
-	if s.Sampler == "ddpm" && df.Timesteps > 0 && s.Steps != df.Timesteps {
-		bad("sample.steps", "is %d; the ddpm sampler takes all %d steps (use sampler = \"ddim\" for fewer)", s.Steps, df.Timesteps)
 	}
 	if !(s.Eta >= 0 && s.Eta <= 1) {
 		bad("sample.eta", "is %g; allowed: 0 ≤ η ≤ 1", s.Eta)
@@ -182,8 +180,26 @@ func (c Config) Validate() error {
 	if s.Count < 1 {
 		bad("sample.count", "is %d; must be ≥ 1", s.Count)
 	}
-	if s.Variance != "beta" && s.Variance != "posterior" {
-		bad("sample.variance", "is %q; allowed: beta (σ² = β_t), posterior (σ² = β̃_t)", s.Variance)
+	switch s.Variance {
+	case "beta", "posterior", "fixed_large", "fixed_small":
+	default:
+		bad("sample.variance", "is %q; allowed: beta or fixed_large (σ² = β_t), posterior or fixed_small (σ² = β̃_t)", s.Variance)
+	}
+	switch s.Spacing {
+	case SpacingAuto, "leading", "trailing", "linspace":
+	case "karras":
+		if s.Sampler == "ddpm" || s.Sampler == "ddim" {
+			bad("sample.spacing", "is \"karras\", a grid of noise levels for euler, euler_maruyama, heun and dpmpp2m; %s visits "+
+				"timesteps: leading, trailing or linspace", s.Sampler)
+		}
+	default:
+		bad("sample.spacing", "is %q; allowed: auto (the sampler's own), leading, trailing, linspace, karras", s.Spacing)
+	}
+	if s.Sampler == "dpmpp2m" && df.Timesteps > 0 && s.Steps >= df.Timesteps && (s.Spacing == SpacingAuto || s.Spacing == "leading" || s.Spacing == "linspace") {
+		bad("sample.steps", "is %d; dpmpp2m with %s spacing takes at most diffusion.timesteps − 1 (%d) steps", s.Steps, s.Spacing, df.Timesteps-1)
+	}
+	if !(s.Churn >= 0) || math.IsInf(s.Churn, 0) {
+		bad("sample.churn", "is %g; allowed: ≥ 0 (0 = deterministic heun)", s.Churn)
 	}
 	return errors.Join(errs...)
 }

@@ -28,6 +28,7 @@ const (
 	jNormal64
 	jDropout
 	jDDIM
+	jSamplerStep
 	jConvDirect
 	jConvFwd
 	jConvBias
@@ -162,6 +163,8 @@ func (j *job[T]) run(wk, i int) {
 		dropoutRange(j, lo, hi)
 	case jDDIM:
 		ddimRange(j, lo, hi)
+	case jSamplerStep:
+		samplerStepRange(j, lo, hi)
 	case jConvDirect:
 		convDirectItem(j, i)
 	case jConvFwd:

@@ -20,19 +20,19 @@ import (
 	"github.com/ddpmgo/ddpm/rng"
 )
 
-// Conformance of the kernels of conv2d.cu, groupnorm.cu, linear.cu, embed.cu, resample.cu, concat.cu, attention.cu
-// and dropout.cu: on the emulator (guarded allocations, checked after every launch) against the float64 CPU twin,
+// Conformance of the kernels of conv2d.cu, groupnorm.cu, linear.cu, embed.cu, resample.cu, concat.cu, attention.cu,
+// dropout.cu and sampler.cu: on the emulator (guarded allocations, checked after every launch) against the float64 CPU twin,
 // through the cases of ops/opstest (which add guard bands, check that inputs stay unchanged, that outputs are
 // overwritten and gradients accumulated) plus the cases below, each with its tolerance and the reason for it.
 
 // restFiles are the kernel sources whose kernels these tests must all launch (TestEmuRestKernelCoverage).
 var restFiles = []string{"conv2d.cu", "groupnorm.cu", "linear.cu", "embed.cu", "resample.cu", "concat.cu",
-	"attention.cu", "dropout.cu"}
+	"attention.cu", "dropout.cu", "sampler.cu"}
 
 // restMethods are the ops.Backend methods implemented by those kernels.
 var restMethods = []string{"Conv2D", "Conv2DBackward", "GroupNorm", "GroupNormBackward", "Linear", "LinearBackward",
 	"TimestepEmbedding", "Upsample2x", "Upsample2xBackward", "Concat", "ConcatBackward", "AddChannel", "ChannelSum",
-	"Transpose", "TransposeBackward", "Attention", "AttentionBackward", "Dropout", "DropoutBackward"}
+	"Transpose", "TransposeBackward", "Attention", "AttentionBackward", "Dropout", "DropoutBackward", "SamplerStep"}
 
 // restLaunches notes the kernels launched by the backends of these tests.
 var restLaunches = struct {

@@ -22,5 +22,6 @@
 #include "../kernels/concat.cu"
 #include "../kernels/attention.cu"
 #include "../kernels/dropout.cu"
+#include "../kernels/sampler.cu"
 
 #include "../kernels/emu/emu_runtime.h"

@@ -26,16 +26,16 @@ func (v VarianceKind) String() string {
 	return fmt.Sprintf("VarianceKind(%d)", int(v))
 }
 
-// ParseVarianceKind reads a config value: "beta" or "fixedlarge" for VarBeta, "posterior" or "fixedsmall" for
-// VarPosterior.
+// ParseVarianceKind reads a config value: "beta" (or improved-diffusion's "fixedlarge", diffusers' "fixed_large")
+// for VarBeta, "posterior" (or "fixedsmall", "fixed_small") for VarPosterior.
 func ParseVarianceKind(s string) (VarianceKind, error) {
 	switch s {
-	case "beta", "fixedlarge":
+	case "beta", "fixedlarge", "fixed_large":
 		return VarBeta, nil
-	case "posterior", "fixedsmall":
+	case "posterior", "fixedsmall", "fixed_small":
 		return VarPosterior, nil
 	}
-	return 0, fmt.Errorf("diffusion: unknown variance %q (allowed: beta|fixedlarge, posterior|fixedsmall)", s)
+	return 0, fmt.Errorf("diffusion: unknown variance %q (allowed: beta|fixed_large|fixedlarge, posterior|fixed_small|fixedsmall)", s)
 }
 
 // Sigma is DDPM's reverse-step standard deviation sigma_t: sqrt(beta_t) or sqrt(beta~_t), and 0 at t = 0, where
@@ -116,9 +116,12 @@ func (s *Schedule) DDIMSigma(t, tPrev int, eta float64) float64 {
 // DDIMStepAt is one DDIM step from t to tPrev (Song et al. eq. 12) in float64:
 //
 //	x0^    = (x_t - sqrt(1 - abar_t) eps^) / sqrt(abar_t)
-//	if clipX0: x0^ = clip(x0^, -1, 1) and eps^ = (x_t - sqrt(abar_t) x0^) / sqrt(1 - abar_t)   (as diffusers)
+//	if clipX0: x0^ = clip(x0^, -1, 1) and eps^ = (x_t - sqrt(abar_t) x0^) / sqrt(1 - abar_t)
 //	x_prev = sqrt(abar_prev) x0^ + sqrt(1 - abar_prev - sigma^2) eps^ + sigma z
 //
+// Recomputing eps^ from the clipped x0^ is what improved-diffusion's ddim_sample does (and this project's sampler by
+// default); diffusers' DDIMScheduler does it only with use_clipped_model_output=True and by default keeps the
+// network's eps^ in the direction term: that variant is DDIMAffine.
 // with sigma = DDIMSigma(t, tPrev, eta) and abar_prev = AlphaBarAt(tPrev) (1 at tPrev = -1). 1 - abar_prev - sigma^2
 // is >= 0 for eta in [0, 1] and is clamped at 0 against rounding.
 func (s *Schedule) DDIMStepAt(t, tPrev int, eta, xt, epsHat, z float64, clipX0 bool) float64 {
@@ -202,6 +205,16 @@ const (
 	SpacingLinspace Spacing = "linspace"
 )
 
+// ParseSpacing reads a spacing name: leading, trailing, linspace or karras.
+func ParseSpacing(name string) (Spacing, error) {
+	switch sp := Spacing(name); sp {
+	case SpacingLeading, SpacingTrailing, SpacingLinspace, SpacingKarras:
+		return sp, nil
+	}
+	return "", fmt.Errorf("diffusion: unknown spacing %q (allowed: %s, %s, %s, %s)", name, SpacingLeading, SpacingTrailing,
+		SpacingLinspace, SpacingKarras)
+}
+
 // Timesteps is TimestepsWith(SpacingLeading, T, steps), the spacing DDIM uses by default.
 func Timesteps(T, steps int) ([]int, error) {
 	return TimestepsWith(SpacingLeading, T, steps)
@@ -235,6 +248,9 @@ func TimestepsWith(spacing Spacing, T, steps int) ([]int, error) {
 			}
 			ts[i] = int(math.RoundToEven(float64(k) * float64(T-1) / float64(steps-1)))
 		}
+	case SpacingKarras:
+		return nil, fmt.Errorf("diffusion.Timesteps: %q is a grid of noise levels, not of timesteps: it serves the sigma "+
+			"samplers (SigmaSchedule, DPMSolverSigmas) only", spacing)
 	default:
 		return nil, fmt.Errorf("diffusion.Timesteps: unknown spacing %q (allowed: %q, %q, %q)", spacing,
 			SpacingLeading, SpacingTrailing, SpacingLinspace)

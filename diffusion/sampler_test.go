@@ -266,7 +266,7 @@ func TestDDIMFollowsTrueNoise(t *testing.T) {
 }
 
 // TestClipping: a prediction that puts x0^ outside [-1, 1] is clamped; DDPM then uses mu = c1 clip(x0^) + c2 x_t,
-// and DDIM recomputes eps^ from the clamped x0^ (as diffusers does).
+// and DDIM recomputes eps^ from the clamped x0^ (as improved-diffusion does; diffusers with use_clipped_model_output).
 func TestClipping(t *testing.T) {
 	s := mustLinear(t, 1000, 1e-4, 0.02)
 	const step, prev = 400, 380

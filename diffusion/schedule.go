@@ -133,34 +133,80 @@ func FromBetas(beta []float64) (*Schedule, error) {
 			return nil, fmt.Errorf("diffusion.FromBetas: beta[%d] = %g, want 0 < beta < 1", t, b)
 		}
 	}
+	alpha, ab := make([]float64, T), make([]float64, T)
+	prev := 1.0
+	for t, b := range beta {
+		alpha[t] = 1 - b
+		ab[t] = prev * alpha[t]
+		prev = ab[t]
+	}
+	return derive(append([]float64(nil), beta...), alpha, ab), nil
+}
+
+// derive fills a Schedule from beta_t, alpha_t and abar_t (taken as given, not copied), with the formulas of the
+// Schedule doc; abar_{t-1} is ab[t-1] (1 at t = 0).
+func derive(beta, alpha, ab []float64) *Schedule {
+	T := len(beta)
 	mk := func() []float64 { return make([]float64, T) }
 	s := &Schedule{
-		T: T, Beta: append([]float64(nil), beta...), Alpha: mk(), AlphaBar: mk(), AlphaBarPrev: mk(),
+		T: T, Beta: beta, Alpha: alpha, AlphaBar: ab, AlphaBarPrev: mk(),
 		SqrtAlphaBar: mk(), SqrtOneMinusAlphaBar: mk(), SqrtRecipAlpha: mk(), SqrtRecipAlphaBar: mk(),
 		SqrtRecipM1AlphaBar: mk(), PosteriorVariance: mk(), PosteriorLogVarianceClipped: mk(),
 		PosteriorMeanCoef1: mk(), PosteriorMeanCoef2: mk(),
 	}
 	prev := 1.0
-	for t, b := range s.Beta {
-		a := 1 - b
-		ab := prev * a
-		s.Alpha[t] = a
-		s.AlphaBar[t] = ab
+	for t, b := range beta {
+		a, abt := alpha[t], ab[t]
 		s.AlphaBarPrev[t] = prev
-		s.SqrtAlphaBar[t] = math.Sqrt(ab)
-		s.SqrtOneMinusAlphaBar[t] = math.Sqrt(1 - ab)
+		s.SqrtAlphaBar[t] = math.Sqrt(abt)
+		s.SqrtOneMinusAlphaBar[t] = math.Sqrt(1 - abt)
 		s.SqrtRecipAlpha[t] = 1 / math.Sqrt(a)
-		s.SqrtRecipAlphaBar[t] = 1 / math.Sqrt(ab)
-		s.SqrtRecipM1AlphaBar[t] = math.Sqrt(1/ab - 1)
-		s.PosteriorVariance[t] = b * (1 - prev) / (1 - ab)
-		s.PosteriorMeanCoef1[t] = math.Sqrt(prev) * b / (1 - ab)
-		s.PosteriorMeanCoef2[t] = math.Sqrt(a) * (1 - prev) / (1 - ab)
-		prev = ab
+		s.SqrtRecipAlphaBar[t] = 1 / math.Sqrt(abt)
+		s.SqrtRecipM1AlphaBar[t] = math.Sqrt(1/abt - 1)
+		s.PosteriorVariance[t] = b * (1 - prev) / (1 - abt)
+		s.PosteriorMeanCoef1[t] = math.Sqrt(prev) * b / (1 - abt)
+		s.PosteriorMeanCoef2[t] = math.Sqrt(a) * (1 - prev) / (1 - abt)
+		prev = abt
 	}
 	for t := range s.PosteriorLogVarianceClipped {
 		s.PosteriorLogVarianceClipped[t] = math.Log(s.PosteriorVariance[max(t, 1)])
 	}
-	return s, nil
+	return s
+}
+
+// Respace is the schedule of a DDPM sampler that visits only the timesteps kept (strictly decreasing, each in
+// [0, T), as TimestepsWith returns them), as diffusers' DDPMScheduler does with num_inference_steps < T and as
+// improved-diffusion's respace.py does: the kept steps, reindexed k = 0 .. S-1 from the smallest (kept[S-1-k]),
+// keep their abar,
+//
+//	abar'_k = abar_{kept[S-1-k]},   alpha'_k = abar'_k / abar'_{k-1},   beta'_k = 1 - alpha'_k   (abar'_{-1} = 1),
+//
+// and every other field follows from these by the Schedule formulas (so the posterior, its variance beta~'_k and
+// DDPM's sigma'_k are those of the jump between consecutive kept steps). When every step is kept, Respace returns s
+// itself, so that the full DDPM sampler is unchanged bit for bit. The network is still evaluated at the original
+// timestep kept[S-1-k].
+func (s *Schedule) Respace(kept []int) (*Schedule, error) {
+	S := len(kept)
+	if S < 1 || S > s.T {
+		return nil, fmt.Errorf("diffusion.Respace: %d kept steps of T = %d", S, s.T)
+	}
+	for i, t := range kept {
+		if t < 0 || t >= s.T || (i > 0 && t >= kept[i-1]) {
+			return nil, fmt.Errorf("diffusion.Respace: kept steps %v: want strictly decreasing values in [0, %d)", kept, s.T)
+		}
+	}
+	if S == s.T {
+		return s, nil
+	}
+	beta, alpha, ab := make([]float64, S), make([]float64, S), make([]float64, S)
+	prev := 1.0
+	for k := range ab {
+		ab[k] = s.AlphaBar[kept[S-1-k]]
+		alpha[k] = ab[k] / prev
+		beta[k] = 1 - alpha[k]
+		prev = ab[k]
+	}
+	return derive(beta, alpha, ab), nil
 }
 
 // AlphaBarAt returns abar_t for t in [-1, T): AlphaBar[t], or 1 for t = -1 (the clean data, the target of the last

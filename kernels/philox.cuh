@@ -43,6 +43,7 @@
 #define PHILOX_STREAM_SHUFFLE 5u  // data-set order
 #define PHILOX_STREAM_FLIP 6u     // horizontal flips
 #define PHILOX_STREAM_DROPOUT 7u  // dropout masks
+#define PHILOX_STREAM_NLL 8u      // likelihood evaluation (host only so far)
 
 struct philox4x32_t {
   unsigned int x, y, z, w;

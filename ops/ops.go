@@ -81,6 +81,15 @@ type Schedule struct {
 	AlphaBar             Buf // ᾱ_t, for DDIM
 }
 
+// StepCoef holds the float32 coefficients of SamplerStep; package diffusion forms
+// them in float64 (diffusion.Update) for every sampler step that is not DDPM's
+// posterior or DDIM with ε̂ recomputed from a clipped x̂0.
+type StepCoef struct {
+	RA, RM             float32 // x̂0 = RA·x − RM·e
+	Clip               bool    // clamp x̂0 to [−1, 1]
+	CX, C0, CE, CZ, CP float32 // out = CX·x + C0·x̂0 + CE·e + CZ·z + CP·p
+}
+
 // Backend is the op set. Methods are grouped as in kernels/*.cu.
 type Backend interface {
 	Name() string
@@ -191,4 +200,13 @@ type Backend interface {
 	//   σ = η·√((1−ᾱ_prev)/(1−ᾱ_t))·√(1−ᾱ_t/ᾱ_prev);
 	//   out = √ᾱ_prev·x̂0 + √(1−ᾱ_prev−σ²)·ε̂ + σ·z.
 	DDIMStep(alphaBar, alphaBarPrev, eta float32, clip bool, xt, epsHat, z, out Buf)
+	// SamplerStep is the affine update of the other sampler steps (kernels/sampler.cu:
+	// DDIM with the network's ε̂ kept, Euler, Euler–Maruyama, Heun, DPM-Solver++), per
+	// element:
+	//   x̂0 = RA·x − RM·e;  x̂0 = clamp(x̂0, −1, 1) if Clip
+	//   out = CX·x + C0·x̂0 + CE·e + CZ·z + CP·p
+	// A term whose coefficient is 0 is left out and its operand not read, so e (read
+	// when C0 or CE is non-zero), z and p may be nil. Every buffer has x's length; out
+	// may alias any input.
+	SamplerStep(c StepCoef, x, e, z, p, out Buf)
 }

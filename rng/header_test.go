@@ -66,8 +66,8 @@ int main(void) {
       for (unsigned long long i = 0; i < n; i++) h = fnv(h, fbits(philox_normal(seed, stream, i)));
       printf("%016llx\n", h);
     } else if (!strcmp(op, "streams")) {
-      printf("%u %u %u %u %u %u %u\n", PHILOX_STREAM_INIT, PHILOX_STREAM_TIMESTEP, PHILOX_STREAM_NOISE,
-             PHILOX_STREAM_SAMPLER, PHILOX_STREAM_SHUFFLE, PHILOX_STREAM_FLIP, PHILOX_STREAM_DROPOUT);
+      printf("%u %u %u %u %u %u %u %u\n", PHILOX_STREAM_INIT, PHILOX_STREAM_TIMESTEP, PHILOX_STREAM_NOISE,
+             PHILOX_STREAM_SAMPLER, PHILOX_STREAM_SHUFFLE, PHILOX_STREAM_FLIP, PHILOX_STREAM_DROPOUT, PHILOX_STREAM_NLL);
     } else {
       return 3;
     }
@@ -220,8 +220,8 @@ func headerQueries() (string, []headerResult) {
 	}
 	add(fmt.Sprintf("bulk %x %x %x", 0x5eed, StreamNoise, bulkN), fmt.Sprintf("%016x", h))
 
-	add("streams", fmt.Sprintf("%d %d %d %d %d %d %d", StreamInit, StreamTimestep, StreamNoise, StreamSampler,
-		StreamShuffle, StreamFlip, StreamDropout))
+	add("streams", fmt.Sprintf("%d %d %d %d %d %d %d %d", StreamInit, StreamTimestep, StreamNoise, StreamSampler,
+		StreamShuffle, StreamFlip, StreamDropout, StreamNLL))
 	return in.String(), want
 }
 

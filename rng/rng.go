@@ -16,6 +16,7 @@ const (
 	StreamShuffle  uint32 = 5 // data-set order (Perm)
 	StreamFlip     uint32 = 6 // random horizontal flips
 	StreamDropout  uint32 = 7 // dropout masks
+	StreamNLL      uint32 = 8 // likelihood evaluation (package nll): the bound's timesteps and the noise of its x_t
 )
 
 // Uint32 returns draw i of (seed, stream): word i%4 of Block(seed, stream, i/4).

@@ -11,32 +11,6 @@ import (
 	"github.com/ddpmgo/ddpm/rng"
 )
 
-// pointMass is the exact noise predictor for data concentrated at the single value c:
-// ε̂(x_t, t) = (x_t − √ᾱ_t·c)/√(1−ᾱ_t). Both samplers must then land on c.
-type pointMass struct {
-	be  ops.Backend
-	s   *diffusion.Schedule
-	c   float64
-	out ops.Buf
-}
-
-func (p *pointMass) Forward(x, t ops.Buf, batch int) ops.Buf {
-	th := make([]float32, t.Len())
-	p.be.Download(th, t)
-	xs := make([]float32, x.Len())
-	p.be.Download(xs, x)
-	d := len(xs) / batch
-	for j := range xs {
-		ti := int(th[j/d])
-		xs[j] = float32((float64(xs[j]) - p.s.SqrtAlphaBar[ti]*p.c) / p.s.SqrtOneMinusAlphaBar[ti])
-	}
-	if p.out == nil || p.out.Len() != len(xs) {
-		p.out = p.be.Alloc(len(xs))
-	}
-	p.be.Upload(p.out, xs)
-	return p.out
-}
-
 // shrink is a deliberately imperfect predictor, ε̂ = 0.5·x_t, whose output depends on the noise.
 type shrink struct {
 	be  ops.Backend
@@ -73,21 +47,32 @@ func sample(t *testing.T, net func(ops.Backend) Denoiser, s *diffusion.Schedule,
 	if err := sp.Sample(context.Background(), net(be), n, xT, out, func(done, total int) { calls++ }); err != nil {
 		t.Fatal(err)
 	}
-	if want := (n + batch - 1) / batch * len(sp.Timesteps()); calls != want {
+	if want := (n + batch - 1) / batch * sp.Evals(); calls != want {
 		t.Errorf("progress called %d times, want %d", calls, want)
 	}
 	return out
 }
 
+// TestSamplersLandOnAPointMass: for data concentrated at the single value c the exact predictor is
+// ε̂(x_t, t) = (x_t − √ᾱ_t·c)/√(1−ᾱ_t) (gaussNet with v = 0), and every sampler, with or without clipping, must
+// land on c.
 func TestSamplersLandOnAPointMass(t *testing.T) {
 	s := schedule(t, 100)
 	for _, opt := range []Options{
 		{Sampler: "ddpm", Clip: true, Variance: "beta", Seed: 1},
 		{Sampler: "ddpm", Clip: false, Variance: "posterior", Seed: 2},
+		{Sampler: "ddpm", Steps: 9, Clip: true, Variance: "fixed_small", Spacing: "trailing", Seed: 2},
 		{Sampler: "ddim", Steps: 10, Eta: 0, Clip: true, Seed: 3},
 		{Sampler: "ddim", Steps: 7, Eta: 1, Clip: false, Seed: 4},
+		{Sampler: "ddim", Steps: 7, Eta: 0.5, Clip: true, UnclippedEps: true, Spacing: "linspace", Seed: 4},
+		{Sampler: "euler", Steps: 6, Clip: true, Seed: 5},
+		{Sampler: "euler_maruyama", Steps: 12, Seed: 5},
+		{Sampler: "heun", Steps: 5, Seed: 6},
+		{Sampler: "heun", Steps: 5, Churn: 3, Clip: true, Spacing: "trailing", Seed: 6},
+		{Sampler: "dpmpp2m", Steps: 6, Seed: 7},
+		{Sampler: "dpmpp2m", Steps: 6, Clip: true, Spacing: "karras", Seed: 7},
 	} {
-		net := func(be ops.Backend) Denoiser { return &pointMass{be: be, s: s, c: 0.5} }
+		net := func(be ops.Backend) Denoiser { return &gaussNet{be: be, s: s, g: gaussian{mu: 0.5}} }
 		out := sample(t, net, s, opt, 5, 2, 12, nil)
 		for i, v := range out {
 			if math.Abs(float64(v)-0.5) > 1e-3 {
@@ -104,6 +89,9 @@ func TestSameSeedSameBitsAnyBatch(t *testing.T) {
 		{Sampler: "ddim", Steps: 8, Eta: 0, Clip: true, Seed: 3},
 		{Sampler: "ddim", Steps: 8, Eta: 0.5, Clip: true, Seed: 3},
 		{Sampler: "ddpm", Clip: true, Variance: "beta", Seed: 3},
+		{Sampler: "ddpm", Steps: 9, Clip: true, Variance: "beta", Seed: 3},
+		{Sampler: "euler_maruyama", Steps: 8, Clip: true, Seed: 3},
+		{Sampler: "heun", Steps: 4, Churn: 2, Clip: true, Seed: 3},
 	} {
 		a := sample(t, net, s, opt, 7, 7, 10, nil)
 		b := sample(t, net, s, opt, 7, 7, 10, nil)
@@ -166,11 +154,16 @@ func TestOptionsAreChecked(t *testing.T) {
 	s := schedule(t, 10)
 	be := cpu.New()
 	for _, opt := range []Options{
-		{Sampler: "ddpm", Steps: 5},
+		{Sampler: "ddpm", Steps: 11},
 		{Sampler: "ddim", Steps: 11},
 		{Sampler: "ddim", Steps: 5, Eta: 2},
-		{Sampler: "euler", Steps: 5},
+		{Sampler: "lms", Steps: 5},
 		{Sampler: "ddpm", Variance: "large"},
+		{Sampler: "ddim", Steps: 5, Spacing: "karras"},
+		{Sampler: "heun", Steps: 5, Spacing: "uniform"},
+		{Sampler: "heun", Steps: 5, Churn: -1},
+		{Sampler: "dpmpp2m", Steps: 10},                      // linspace needs steps < T
+		{Sampler: "euler", Steps: 5, Variance: "fixed_huge"}, // checked even where unused
 	} {
 		if _, err := New(be, s, opt, 1, 1); err == nil {
 			t.Errorf("%+v accepted", opt)

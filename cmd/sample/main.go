@@ -1,8 +1,11 @@
-// Command sample draws images from a trainer checkpoint with the DDPM or DDIM sampler.
+// Command sample draws images from a trainer checkpoint with one of package sampler's samplers (ddpm, ddim, euler,
+// euler_maruyama, heun, dpmpp2m).
 //
 //	bin/sample -ckpt runs/fashion32/checkpoints/latest.safetensors -out grid.png
 //	bin/sample -ckpt CKPT -sampler ddim -steps 50 -eta 0 -seed 3 -n 64 -out grid.png -npy samples.npy
 //	bin/sample -ckpt CKPT -sampler ddpm -init xT.npy -npy x0.npy
+//	bin/sample -ckpt CKPT -sampler dpmpp2m -steps 20 -out grid.png
+//	bin/sample -ckpt CKPT -sampler heun -steps 18 -spacing karras -churn 0 -out grid.png
 //	bin/sample -ckpt CKPT -device cuda          on an NVIDIA GPU (binaries built with -tags cuda)
 //	bin/sample -bench 50 -c configs/tiny.toml   time 50 sampling steps (forward + update, -batch images) of a
 //	                                            freshly initialised model (or -ckpt's weights); the last line is
@@ -69,9 +72,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	ckpt := fs.String("ckpt", "", "trainer checkpoint `PATH` (e.g. runs/fashion32/checkpoints/latest.safetensors)")
-	smp := fs.String("sampler", "", "ddpm | ddim (default: the checkpoint's sample.sampler)")
-	steps := fs.Int("steps", 0, "ddim: sampling steps (default: sample.steps; ddpm always takes all T)")
+	smp := fs.String("sampler", "", "ddpm | ddim | euler | euler_maruyama | heun | dpmpp2m (default: the checkpoint's sample.sampler)")
+	steps := fs.Int("steps", 0, "sampling steps (default: sample.steps; -sampler ddpm without -steps: all T)")
 	eta := fs.Float64("eta", 0, "ddim: 0 = deterministic … 1 = DDPM-like noise (default: sample.eta)")
+	spacing := fs.String("spacing", "", "auto | leading | trailing | linspace | karras (default: sample.spacing)")
+	variance := fs.String("variance", "", "ddpm σ²: beta (fixed_large) | posterior (fixed_small) (default: sample.variance)")
+	clippedEps := fs.Bool("clipped-eps", true, "ddim with clipping: recompute ε̂ from the clipped x̂0; false keeps the network's (default: sample.clipped_eps)")
+	churn := fs.Float64("churn", 0, "heun: S_churn of the stochastic sampler (default: sample.churn)")
 	n := fs.Int("n", 0, "number of images (default: sample.count, or the first dimension of -init)")
 	batch := fs.Int("batch", 64, "images per network evaluation (does not change the samples)")
 	seed := fs.Uint64("seed", 0, "seed of x_T and of the sampler noise")
@@ -134,7 +141,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer closeBe()
 
 	sc := cfg.Sample
-	opt := sampler.Options{Sampler: sc.Sampler, Steps: sc.Steps, Eta: sc.Eta, Clip: sc.Clip && !*noClip, Variance: sc.Variance, Seed: *seed}
+	if set["spacing"] {
+		sc.Spacing = *spacing
+	}
+	if set["variance"] {
+		sc.Variance = *variance
+	}
+	if set["clipped-eps"] {
+		sc.ClippedEps = *clippedEps
+	}
+	if set["churn"] {
+		sc.Churn = *churn
+	}
+	opt := sampler.OptionsFromConfig(sc, *seed)
+	opt.Clip = opt.Clip && !*noClip
 	if set["sampler"] {
 		opt.Sampler = *smp
 		if opt.Sampler == "ddpm" && !set["steps"] {
@@ -143,9 +163,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if set["steps"] {
 		opt.Steps = *steps
-	}
-	if opt.Sampler == "ddpm" && opt.Steps != cfg.Diffusion.Timesteps {
-		return usage("-sampler ddpm takes all %d steps; -steps %d needs -sampler ddim", cfg.Diffusion.Timesteps, opt.Steps)
 	}
 	if set["eta"] {
 		opt.Eta = *eta
@@ -237,8 +254,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *raw {
 		weights = "raw"
 	}
-	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps (eta %g, seed %d, %s weights of step %s) in %s → %s %s\n",
-		count, C, S, S, opt.Sampler, len(sp.Timesteps()), opt.Eta, *seed, weights, f.Metadata["step"],
+	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps, %d evaluations (eta %g, seed %d, %s weights of step %s) in %s → %s %s\n",
+		count, C, S, S, opt.Sampler, len(sp.Timesteps()), sp.Evals(), opt.Eta, *seed, weights, f.Metadata["step"],
 		time.Since(t0).Round(time.Millisecond), pngPath, *npy)
 	return exitOK
 }

@@ -134,6 +134,25 @@ func TestSample(t *testing.T) {
 	if _, err := os.Stat(p("samples.png")); err != nil {
 		t.Error("no default samples.png")
 	}
+
+	// Every sampler runs from the flags, and says how many network evaluations it took.
+	for _, args := range [][]string{
+		{"-sampler", "ddpm", "-steps", "5", "-variance", "posterior", "-spacing", "trailing"},
+		{"-sampler", "ddim", "-steps", "4", "-clipped-eps=false"},
+		{"-sampler", "euler", "-steps", "4"},
+		{"-sampler", "euler_maruyama", "-steps", "4"},
+		{"-sampler", "heun", "-steps", "3", "-churn", "1", "-spacing", "linspace"},
+		{"-sampler", "dpmpp2m", "-steps", "4"},
+	} {
+		code, stderr := sample(t, append([]string{"-ckpt", ck, "-n", "2", "-npy", p("any.npy")}, args...)...)
+		evals := args[3]
+		if args[1] == "heun" {
+			evals = "5"
+		}
+		if code != 0 || !strings.Contains(stderr, args[1]+" "+args[3]+" steps, "+evals+" evaluations") {
+			t.Errorf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
 }
 
 func TestSampleErrors(t *testing.T) {
@@ -149,8 +168,10 @@ func TestSampleErrors(t *testing.T) {
 		want string
 	}{
 		{nil, 2, "-ckpt"},
-		{[]string{"-ckpt", ck, "-sampler", "ddpm", "-steps", "5"}, 2, "ddim"},
-		{[]string{"-ckpt", ck, "-sampler", "euler"}, 2, "euler"},
+		{[]string{"-ckpt", ck, "-sampler", "ddpm", "-steps", "21"}, 2, "allowed 1 … 20"},
+		{[]string{"-ckpt", ck, "-sampler", "lms"}, 2, "lms"},
+		{[]string{"-ckpt", ck, "-sampler", "ddim", "-spacing", "karras"}, 2, "karras"},
+		{[]string{"-ckpt", ck, "-sampler", "dpmpp2m", "-steps", "20"}, 2, "steps < T"},
 		{[]string{"-ckpt", ck, "-device", "cuda"}, 2, "-tags cuda"},
 		{[]string{"-ckpt", ck, "-n", "0"}, 2, "-n"},
 		{[]string{"-ckpt", bad}, 1, bad},

@@ -385,5 +385,27 @@ func diffusionCases() []Case {
 					e.B.DDIMStep(c.ab, c.abp, c.eta, c.clip, xt, eps, z, e.Out(fmt.Sprintf("out %+v", c), m))
 				}
 			}},
+		{Name: "SamplerStep", Methods: []string{"SamplerStep"}, Tol: tolMath,
+			Why: "five float32 products summed; x̂0 = RA·x − RM·e cancels terms up to ~3·|x| (RA ≤ √10 here)",
+			Run: func(e *Env) {
+				m := 3*7*7 + 2
+				x, eps, z, p := e.In("x", e.Randn(m, 1.5)), e.In("e", e.Randn(m, 1)), e.In("z", e.Randn(m, 1)), e.In("p", e.Randn(m, 1))
+				for _, c := range []ops.StepCoef{
+					{RA: 1.4, RM: 0.98, Clip: true, C0: 0.8, CE: 0.55, CZ: 0.2},             // DDIM, ε̂ kept, clipped x̂0
+					{RA: 3.1623, RM: 3, CX: 0.41, C0: 0.7, CP: -0.12},                       // DPM-Solver++(2M), m1 in p
+					{RA: 1, RM: 3, Clip: true, CX: 0.6, C0: 0.4},                            // Euler in the VE state
+					{RA: 1, RM: 2.5, CX: -0.3, C0: 0.3, CP: 1},                              // Heun corrector
+					{RA: 1, RM: 0.7, CX: 0.25, C0: 0.75, CZ: 1.1},                           // Euler–Maruyama
+					{RA: 2, RM: 1, CX: 1, C0: -1, CE: 0.5, CZ: 0.25, CP: 0.125, Clip: true}, // every term
+				} {
+					e.B.SamplerStep(c, x, eps, z, p, e.Out(fmt.Sprintf("out %+v", c), m))
+				}
+				// Operands whose coefficient is 0 are not read: nil buffers.
+				e.B.SamplerStep(ops.StepCoef{CX: 0.3}, x, nil, nil, nil, e.Out("scale only", m))
+				e.B.SamplerStep(ops.StepCoef{CX: 1, CZ: 0.5}, x, nil, z, nil, e.Out("noise only", m))
+				// In place: out aliases x.
+				a := e.Acc("in place", e.Randn(m, 1))
+				e.B.SamplerStep(ops.StepCoef{RA: 1.2, RM: 0.6, CX: 0.5, C0: 0.5, CE: 0.1}, a, eps, nil, nil, a)
+			}},
 	}
 }
