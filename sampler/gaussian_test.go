@@ -26,9 +26,9 @@ const (
 
 func gaussOptions() []Options {
 	return []Options{
-		{Sampler: DDPM},                               // all 1000 steps, σ² = β
-		{Sampler: DDPM, Variance: "fixed_small"},      // σ² = β̃
-		{Sampler: DDPM, Steps: 200},                   // respaced, leading
+		{Sampler: DDPM},                          // all 1000 steps, σ² = β
+		{Sampler: DDPM, Variance: "fixed_small"}, // σ² = β̃
+		{Sampler: DDPM, Steps: 200},              // respaced, leading
 		{Sampler: DDPM, Steps: 200, Spacing: "trailing"},
 		{Sampler: DDIM, Steps: 200},
 		{Sampler: DDIM, Steps: 200, Spacing: "linspace"},
