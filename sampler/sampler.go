@@ -66,7 +66,7 @@ type Options struct {
 	Clip     bool    // clip x̂0 (the denoised estimate, DPM-Solver++'s data prediction) to [−1, 1] in every step
 	Variance string  // ddpm σ²_t: "beta" (β_t, fixed_large) or "posterior" (β̃_t, fixed_small)
 	// Spacing is the grid of timesteps or noise levels: leading, trailing, linspace (diffusion.TimestepsWith) or
-	// karras (diffusion.KarrasSigmas; the sigma samplers only). "" is the sampler's default (DefaultSpacing).
+	// karras (diffusion.KarrasSigmas; the sigma samplers only). "" (or "auto") is the sampler's default (DefaultSpacing).
 	Spacing string
 	// UnclippedEps: ddim with Clip keeps the network's ε̂ in the direction term (diffusers' default,
 	// use_clipped_model_output = False) instead of recomputing it from the clipped x̂0 (improved-diffusion).
@@ -186,7 +186,7 @@ func New(b ops.Backend, s *diffusion.Schedule, opt Options, maxBatch, d int) (*S
 	}
 	sp := &Sampler{be: b, host: s, opt: opt, maxBatch: maxBatch, d: d}
 	spacing := DefaultSpacing(opt.Sampler)
-	if opt.Spacing != "" {
+	if opt.Spacing != "" && opt.Spacing != config.SpacingAuto {
 		var err error
 		if spacing, err = diffusion.ParseSpacing(opt.Spacing); err != nil {
 			return nil, fmt.Errorf("sampler: %w", err)

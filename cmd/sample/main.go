@@ -254,8 +254,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *raw {
 		weights = "raw"
 	}
-	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps, %d evaluations (eta %g, seed %d, %s weights of step %s) in %s → %s %s\n",
-		count, C, S, S, opt.Sampler, len(sp.Timesteps()), sp.Evals(), opt.Eta, *seed, weights, f.Metadata["step"],
+	etaNote := ""
+	if opt.Sampler == sampler.DDIM {
+		etaNote = fmt.Sprintf("eta %g, ", opt.Eta)
+	}
+	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps, %d evaluations (%sseed %d, %s weights of step %s) in %s → %s %s\n",
+		count, C, S, S, opt.Sampler, len(sp.Timesteps()), sp.Evals(), etaNote, *seed, weights, f.Metadata["step"],
 		time.Since(t0).Round(time.Millisecond), pngPath, *npy)
 	return exitOK
 }
