@@ -307,7 +307,8 @@ func TestElementwiseMatchLoops(t *testing.T) {
 		}
 	}
 	// AdamW step 3 and EMA.
-	h := ops.AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, WeightDecay: 0.1, GradScale: 0.5, Step: 3}
+	h := ops.AdamW{LR: 1e-2, Decay: 1e-3, Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, GradScale: 0.5,
+		RC1: float32(1 / (1 - math.Pow(0.9, 3))), RC2: float32(1 / (1 - math.Pow(0.99, 3)))}
 	p, m, v := randF64(r, n), randF64(r, n), randF64(r, n)
 	for i := range v {
 		v[i] = v[i] * v[i]
@@ -319,8 +320,8 @@ func TestElementwiseMatchLoops(t *testing.T) {
 		g := f(h.GradScale) * b[i]
 		mm := f(h.Beta1)*m[i] + (1-f(h.Beta1))*g
 		vv := f(h.Beta2)*v[i] + (1-f(h.Beta2))*g*g
-		mh, vh := mm/(1-math.Pow(f(h.Beta1), 3)), vv/(1-math.Pow(f(h.Beta2), 3))
-		pp := p[i] - f(h.LR)*f(h.WeightDecay)*p[i] - f(h.LR)*mh/(math.Sqrt(vh)+f(h.Eps))
+		mh, vh := mm*f(h.RC1), vv*f(h.RC2)
+		pp := p[i] - f(h.Decay)*p[i] - f(h.LR)*mh/(math.Sqrt(vh)+f(h.Eps))
 		expectClose(t, "adamw m", Data[float64](mb)[i:i+1], []float64{mm}, 1e-14)
 		expectClose(t, "adamw v", Data[float64](vb)[i:i+1], []float64{vv}, 1e-14)
 		expectClose(t, "adamw p", Data[float64](pb)[i:i+1], []float64{pp}, 1e-12)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/ops"
+	"github.com/ddpmgo/ddpm/ops/opstest"
 	"github.com/ddpmgo/ddpm/rng"
 )
 
@@ -167,7 +168,7 @@ func confCases() []confCase {
 			}},
 			confCase{fmt.Sprintf("AdamW/%d", n), false, 2e-6, "float32 chain of ~10 ops incl. sqrt and a division", func(e *env) [][]float32 {
 				p, g, m, v := e.rand(n, -1, 1), e.rand(n, -1, 1), e.rand(n, -0.1, 0.1), e.rand(n, 0, 0.01)
-				e.be.AdamWStep(ops.AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, GradScale: 0.5, Step: 7}, p, g, m, v)
+				e.be.AdamWStep(ops.AdamW{LR: 1e-3, Decay: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, RC1: 2.09, RC2: 143.4, GradScale: 0.5}, p, g, m, v)
 				return e.out(p, m, v)
 			}},
 			confCase{fmt.Sprintf("EMA/%d", n), false, 1e-6, "three float32 roundings; FMA contraction on the GPU", func(e *env) [][]float32 {
@@ -338,50 +339,22 @@ func TestEmuQSampleNoise(t *testing.T) {
 	}
 }
 
-// TestEmuGatherBatch compares the batch gather with a plain Go loop of its definition.
-func TestEmuGatherBatch(t *testing.T) {
-	be := recordingBackend(t)
-	const N, C, H, W, B = 10, 3, 5, 7, 6
-	rnd := rand.New(rand.NewSource(4))
-	pix := make([]uint8, N*C*H*W)
-	for i := range pix {
-		pix[i] = uint8(rnd.Intn(256))
-	}
-	pix[0], pix[1] = 0, 255
-	ds, err := be.UploadDataset(pix, N, C, H, W)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := []int32{0, 9, 3, 3, 5, 0}
-	flip := []int32{0, 1, 0, 1, 1, 1}
-	didx, _ := AllocFrom(be.Driver(), idx)
-	dflip, _ := AllocFrom(be.Driver(), flip)
-	out := be.Alloc(B * C * H * W)
-	be.GatherBatch(ds, B, didx, dflip, out)
-	got := make([]float32, B*C*H*W)
-	be.Download(got, out)
-	if err := be.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	for s := 0; s < B; s++ {
-		for c := 0; c < C; c++ {
-			for y := 0; y < H; y++ {
-				for x := 0; x < W; x++ {
-					sx := x
-					if flip[s] != 0 {
-						sx = W - 1 - x
-					}
-					want := float32(float64(pix[((int(idx[s])*C+c)*H+y)*W+sx])/127.5 - 1)
-					g := got[((s*C+c)*H+y)*W+x]
-					if math.Abs(float64(g-want)) > 1e-6 {
-						t.Fatalf("sample %d (image %d, flip %d) c%d y%d x%d: %v, want %v", s, idx[s], flip[s], c, y, x, g, want)
-					}
-				}
+// TestEmuCapabilities runs the conformance cases of the optional capabilities (ops/opstest: the step controller,
+// the feed, the timesteps) on the emulator against the float64 CPU backend's host implementations.
+func TestEmuCapabilities(t *testing.T) {
+	gpu := recordingBackend(t)
+	n := 0
+	for _, c := range opstest.Cases() {
+		for _, m := range c.Methods {
+			if strings.Contains(m, ".") || m == "Timesteps" {
+				t.Run(c.Name, func(t *testing.T) { opstest.RunCase(t, c, gpu, cpu.New64()) })
+				n++
+				break
 			}
 		}
 	}
-	if got[0] != -1 || got[1] != 1 { // idx[0] = 0 unflipped: pixels 0 and 255
-		t.Fatalf("bytes 0 and 255 scaled to %v and %v, want -1 and 1", got[0], got[1])
+	if n < 3 {
+		t.Fatalf("only %d capability cases", n)
 	}
 }
 
@@ -392,9 +365,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 	launchedKernels.launched = map[string]bool{}
 	launchedKernels.mu.Unlock()
 	for name, f := range map[string]func(*testing.T){"Conformance": TestEmuConformance,
-		"NormalMatchesRNG": TestEmuNormalMatchesRNG, "QSampleNoise": TestEmuQSampleNoise, "GatherBatch": TestEmuGatherBatch,
-		"GatherEpoch": TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "ClipScaleAdamWCtl": TestEmuClipScaleAdamWCtl,
-		"StepStatsWin": TestEmuStepStatsWin} {
+		"NormalMatchesRNG": TestEmuNormalMatchesRNG, "QSampleNoise": TestEmuQSampleNoise,
+		"GatherEpoch": TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "Capabilities": TestEmuCapabilities} {
 		t.Run(name, f)
 	}
 	var missing []string

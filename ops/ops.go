@@ -1,7 +1,17 @@
-// Package ops is the map of the house: the one list of numeric operations that the
-// U-Net, the diffusion samplers and the training loop are written against. Every
-// operation exists twice, as a CPU twin in package cpu and as a CUDA kernel driven by
-// package cuda, and each is documented here by the plain loop it computes.
+// Package ops is the op set of a denoising diffusion model: the convolutions, group
+// norms, attention and time embedding of the U-Net with their backward passes, the
+// forward (noising) process q(x_t | x_0) and the reverse steps of the samplers, the
+// ε-prediction loss, and AdamW and the EMA of the weights. The U-Net (package model),
+// the samplers (package sampler) and the training loop (package train) are written
+// against Backend; every op exists twice, as a CPU twin in package cpu and as a CUDA
+// kernel driven by package cuda, and each is documented here by the plain loop it
+// computes.
+//
+// Beyond Backend, two optional capabilities let a device run a whole training step
+// without the host: StepController (clipping, the non-finite check, the gated AdamW
+// and EMA update, the window statistics; step.go) and Feeder (the training set held on
+// the device, batches gathered there; feed.go). Each has a host implementation that is
+// its definition and its CPU twin.
 //
 // Conventions, shared by every backend:
 //   - Tensors are row-major float32 arrays in NCHW order (a backend may store another
@@ -53,18 +63,20 @@ type AttnShape struct {
 	N, L, Heads, D int
 }
 
-// AdamW holds the hyper-parameters of one decoupled-weight-decay Adam step
-// (Loshchilov & Hutter 2019, as torch.optim.AdamW):
+// AdamW holds the values of one decoupled-weight-decay Adam update
+// (Loshchilov & Hutter 2019, as torch.optim.AdamW), per element:
 //
-//	m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
-//	m̂ = m/(1−β1^step);   v̂ = v/(1−β2^step)
-//	p = p − LR·WeightDecay·p − LR·m̂/(√v̂ + Eps)
+//	g' = GradScale·g
+//	m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'²
+//	p = p − Decay·p − LR·(m·RC1)/(√(v·RC2) + Eps)
 //
-// GradScale multiplies g first (1 / accumulation steps × the clipping factor).
+// GradScale is 1/(accumulation steps) × the clipping factor; Decay = LR·weight decay;
+// RC1 = 1/(1−β1^k) and RC2 = 1/(1−β2^k) are the bias corrections of update k. The
+// caller forms them (package train, schedule.go: one place for the schedule).
 type AdamW struct {
-	LR, Beta1, Beta2, Eps, WeightDecay float32
-	GradScale                          float32
-	Step                               int // 1-based
+	LR, Decay, Beta1, Beta2, Eps float32
+	RC1, RC2                     float32
+	GradScale                    float32
 }
 
 // Schedule is a diffusion schedule resident on the backend: tables of length T
@@ -171,15 +183,18 @@ type Backend interface {
 	// SumSquares: out[0] = Σ x[i]² (accumulated in float64 where the backend can).
 	SumSquares(x, out Buf)
 
-	// Optimizer over flat buffers (kernels/adamw.cu, kernels/ema.cu).
+	// Optimizer over flat buffers (kernels/optim.cu).
 	AdamWStep(h AdamW, p, g, m, v Buf)
 	// EMA: e[i] = decay·e[i] + (1−decay)·p[i].
 	EMA(decay float32, e, p Buf)
 
-	// Diffusion (kernels/noise.cu, kernels/posterior.cu). t holds N timesteps
+	// Diffusion (kernels/noise.cu, kernels/data.cu). t holds N timesteps
 	// (float values) for N samples of d elements each.
 	// Normal: y[i] = rng.Normal(seed, stream, offset+i).
 	Normal(seed uint64, stream uint32, offset uint64, y Buf)
+	// Timesteps: t[i] = rng.Intn(seed, stream, offset+i, T), as float values (the
+	// training timesteps, drawn where they are used).
+	Timesteps(seed uint64, stream uint32, offset uint64, T int, t Buf)
 	// QSample: xt = √ᾱ_t·x0 + √(1−ᾱ_t)·eps, per sample.
 	QSample(sch *Schedule, n, d int, t, x0, eps, xt Buf)
 	// Posterior is the fused DDPM reverse step (Algorithm 2), replacing

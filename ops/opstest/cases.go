@@ -42,6 +42,7 @@ func Cases() []Case {
 	cs = append(cs, lossCases()...)
 	cs = append(cs, optimCases()...)
 	cs = append(cs, diffusionCases()...)
+	cs = append(cs, capabilityCases()...)
 	return cs
 }
 
@@ -320,7 +321,8 @@ func optimCases() []Case {
 		for _, n := range []int{5, 70001} {
 			cs = append(cs, Case{Name: fmt.Sprintf("AdamWStep/step%d/%d", step, n), Methods: []string{"AdamWStep"}, Tol: tolAdam, Why: whyAdam,
 				Run: func(e *Env) {
-					h := ops.AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, GradScale: 0.5, Step: step}
+					rc1, rc2 := 1/(1-math.Pow(0.9, float64(step))), 1/(1-math.Pow(0.999, float64(step)))
+					h := ops.AdamW{LR: 1e-3, Decay: 1e-5, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, RC1: float32(rc1), RC2: float32(rc2), GradScale: 0.5}
 					v := e.Uniform(n, 0, 1e-2) // second moments are non-negative
 					e.B.AdamWStep(h, e.Acc("p", e.Randn(n, 1)), e.In("g", e.Randn(n, 0.1)), e.Acc("m", e.Randn(n, 0.01)), e.Acc("v", v))
 				}})

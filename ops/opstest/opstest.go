@@ -283,12 +283,23 @@ func Check(c Case, got, ref ops.Backend) (report, failures []string) {
 	return report, failures
 }
 
-// Methods lists the methods of ops.Backend.
+// capabilities are the optional interfaces of the op set beside ops.Backend; their methods count as Type.Method.
+var capabilities = []reflect.Type{
+	reflect.TypeOf((*ops.StepController)(nil)).Elem(), reflect.TypeOf((*ops.StepControl)(nil)).Elem(),
+	reflect.TypeOf((*ops.Feeder)(nil)).Elem(), reflect.TypeOf((*ops.Feed)(nil)).Elem(),
+}
+
+// Methods lists the methods of ops.Backend, and those of the capabilities as Type.Method.
 func Methods() []string {
 	it := reflect.TypeOf((*ops.Backend)(nil)).Elem()
 	m := make([]string, it.NumMethod())
 	for i := range m {
 		m[i] = it.Method(i).Name
+	}
+	for _, c := range capabilities {
+		for i := 0; i < c.NumMethod(); i++ {
+			m = append(m, c.Name()+"."+c.Method(i).Name)
+		}
 	}
 	return m
 }
