@@ -10,8 +10,8 @@ PTXAS ?= ptxas
 
 .PHONY: ptx ptx-check
 
-ptx: ## recompile the kernels/*.cu whose content changed to kernels/ptx (nvcc); without nvcc, check the PTX is current
+ptx: ## PTX of the kernels/*.cu whose content changed (nvcc); without nvcc: check that the committed PTX is current
 	@NVCC="$(NVCC)" PTXAS="$(PTXAS)" scripts/ptx.sh build
 
-ptx-check: ## (CI, needs nvcc) recompile all PTX to a temp dir; fail if committed PTX or manifest differ; ptxas sm_70/80/90
+ptx-check: ## (CI, nvcc) recompile all PTX to a temp dir, fail if the committed PTX or manifest differs; ptxas sm_70/80/90
 	@NVCC="$(NVCC)" PTXAS="$(PTXAS)" scripts/ptx.sh check

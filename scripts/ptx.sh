@@ -98,7 +98,8 @@ removed_modules() {
   for m in $(awk '!/^#/ { print $1 }' "$MANIFEST" | uniq); do is_module "$m" || echo "$m"; done
 }
 
-# The files under kernels/ that nvcc reads for module i (nvcc -M), the .cu first.
+# The files under kernels/ that nvcc reads for module i, the .cu first. nvcc -M prints a make rule,
+# "conv2d.o : kernels/conv2d.cu \ <every header, system ones included>"; keep the prerequisites under kernels/.
 inputs() {
   local f
   # shellcheck disable=SC2046 # word splitting of the flags is intended
