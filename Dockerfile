@@ -23,8 +23,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# PTX from the sources (the committed PTX is regenerated, so the image matches them; kernels/ptx/sm80 holds the
-# tensor-core convolutions loaded on compute capability >= 8.0),
+# PTX current with the sources (make ptx recompiles the modules whose sources differ from the committed PTX's
+# manifest, so the image matches them; kernels/ptx/sm80 holds the tensor-core convolutions loaded on compute
+# capability >= 8.0),
 # then the cuda-tagged binaries linked against the driver stub; the real libcuda.so.1
 # comes from the host through the NVIDIA container toolkit at run time.
 RUN make ptx && make build-cuda STUBS=/usr/local/cuda/lib64/stubs

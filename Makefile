@@ -11,7 +11,7 @@ CMDS    := train sample pack
 # Link the cuda build against the driver stub when no libcuda is installed.
 STUBS   ?= /usr/lib/x86_64-linux-gnu/stubs
 
-.PHONY: all build build-cuda test test-short vet vet-cuda ptx clean help
+.PHONY: all build build-cuda test test-short vet vet-cuda ptx ptx-check clean help
 
 all: build
 
@@ -31,12 +31,8 @@ vet-cuda: ## vet and build the cuda-tagged code against the driver stub
 	CGO_LDFLAGS="$(CGO_LDFLAGS) -L$(STUBS)" $(GO) vet -tags cuda ./...
 	CGO_LDFLAGS="$(CGO_LDFLAGS) -L$(STUBS)" $(GO) build -tags cuda ./...
 
-ifneq ($(wildcard kernels/ptx.mk),)
+# ptx, ptx-check: the committed PTX of kernels/*.cu (see kernels/ptx.mk).
 include kernels/ptx.mk
-else
-ptx: ## compile kernels/*.cu to PTX with nvcc
-	@echo "make ptx: there are no kernels yet (they arrive with the GPU backend issues)"
-endif
 
 clean: ## remove binaries and test caches
 	rm -rf $(BIN)

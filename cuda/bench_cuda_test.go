@@ -105,9 +105,6 @@ func BenchmarkGroupNorm(b *testing.B) {
 			b.Run("forward", func(b *testing.B) {
 				run(b, be, gnBytes(s, false), "GB/s", func() { be.GroupNorm(s, x, gamma, beta, y, stats) })
 			})
-			b.Run("forward+silu", func(b *testing.B) {
-				run(b, be, gnBytes(s, false), "GB/s", func() { be.GroupNormSiLU(s, x, gamma, beta, y, stats) })
-			})
 			b.Run("backward", func(b *testing.B) {
 				run(b, be, gnBytes(s, true), "GB/s", func() { be.GroupNormBackward(s, x, gamma, stats, dy, dx, dg, db) })
 			})

@@ -314,31 +314,6 @@ func TestEmuNormalMatchesRNG(t *testing.T) {
 	}
 }
 
-// TestEmuQSampleNoise: the fused kernel equals Normal followed by QSample (eps exactly, xt within rounding).
-func TestEmuQSampleNoise(t *testing.T) {
-	be := recordingBackend(t)
-	const n, d, T = 4, 777, 1000
-	e := &env{be, rand.New(rand.NewSource(3))}
-	sch := e.schedule(T, false)
-	tt, x0 := e.timesteps(n, T), e.rand(n*d, -1, 1)
-	eps1, xt1, eps2, xt2 := be.Alloc(n*d), be.Alloc(n*d), be.Alloc(n*d), be.Alloc(n*d)
-	be.QSampleNoise(sch, n, d, 5, rng.StreamNoise, 100, tt, x0, eps1, xt1)
-	be.Normal(5, rng.StreamNoise, 100, eps2)
-	be.QSample(sch, n, d, tt, x0, eps2, xt2)
-	o := e.out(eps1, xt1, eps2, xt2)
-	if err := be.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range o[0] {
-		if o[0][i] != o[2][i] {
-			t.Fatalf("eps[%d]: fused %v, Normal %v", i, o[0][i], o[2][i])
-		}
-	}
-	if err := normErr(o[1], o[3]); !(err <= 1e-7) {
-		t.Fatalf("xt: fused vs unfused normalized error %.3g > 1e-7 (same float32 expression)", err)
-	}
-}
-
 // TestEmuCapabilities runs the conformance cases of the optional capabilities (ops/opstest: the step controller,
 // the feed, the timesteps) on the emulator against the float64 CPU backend's host implementations.
 func TestEmuCapabilities(t *testing.T) {
@@ -365,8 +340,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 	launchedKernels.launched = map[string]bool{}
 	launchedKernels.mu.Unlock()
 	for name, f := range map[string]func(*testing.T){"Conformance": TestEmuConformance,
-		"NormalMatchesRNG": TestEmuNormalMatchesRNG, "QSampleNoise": TestEmuQSampleNoise,
-		"GatherEpoch": TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "Capabilities": TestEmuCapabilities} {
+		"NormalMatchesRNG": TestEmuNormalMatchesRNG,
+		"GatherEpoch":      TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "Capabilities": TestEmuCapabilities} {
 		t.Run(name, f)
 	}
 	var missing []string

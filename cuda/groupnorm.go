@@ -24,13 +24,6 @@ func (be *Backend) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) 
 	be.groupNorm("GroupNorm", "groupnorm_fwd_f32", s, x, gamma, beta, y, stats)
 }
 
-// GroupNormSiLU is GroupNorm followed by SiLU in one pass: y = v·σ(v) with v the GroupNorm output (stats as
-// GroupNorm's). It is not part of ops.Backend: the backward of the pair needs v, which the caller recomputes or
-// keeps by running the unfused ops.
-func (be *Backend) GroupNormSiLU(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
-	be.groupNorm("GroupNormSiLU", "groupnorm_silu_fwd_f32", s, x, gamma, beta, y, stats)
-}
-
 func (be *Backend) groupNorm(op, kernel string, s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
 	checkNorm(op, s)
 	n := s.N * s.C * s.HW
