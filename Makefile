@@ -34,6 +34,12 @@ vet-cuda: ## vet and build the cuda-tagged code against the driver stub
 # ptx, ptx-check: the committed PTX of kernels/*.cu (see kernels/ptx.mk).
 include kernels/ptx.mk
 
+# The design's one command, `make ptx && ./bin/train -c configs/celeba32.toml`, needs the binaries as well: in the
+# repository, ptx builds them first (the kernels tests run the PTX part alone on copies of kernels/, without go.mod).
+ifneq ($(wildcard go.mod),)
+ptx: build
+endif
+
 clean: ## remove binaries and test caches
 	rm -rf $(BIN)
 	$(GO) clean -testcache

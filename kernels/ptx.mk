@@ -10,7 +10,7 @@ PTXAS ?= ptxas
 
 .PHONY: ptx ptx-check
 
-ptx: ## PTX of the kernels/*.cu whose content changed (nvcc); without nvcc: check that the committed PTX is current
+ptx: ## bin/ (as make build), then PTX of the kernels/*.cu whose content changed (nvcc); without nvcc: check that the committed PTX is current
 	@NVCC="$(NVCC)" PTXAS="$(PTXAS)" scripts/ptx.sh build
 
 ptx-check: ## (CI, nvcc) recompile all PTX to a temp dir, fail if the committed PTX or manifest differs; ptxas sm_70/80/90
