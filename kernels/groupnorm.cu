@@ -1,8 +1,8 @@
 // groupnorm.cu -- group normalisation forward and backward. Launched by cuda/groupnorm.go
 // with one block of GN_THREADS threads per (sample, group) and warp-shuffle block reductions (warp_reduce.cuh).
 //
-// x, y, dy, dx are [N, C, HW]; group g of sample n is the contiguous run of M = (C/G)·HW elements of channels
-// [g·C/G, (g+1)·C/G); stats[2(n·G+g)] = μ, stats[2(n·G+g)+1] = rstd = 1/√(σ² + eps), σ² the biased variance.
+// The op is ops.Backend.GroupNorm (ops/ops.go). x, y, dy, dx are [N, C, HW]; group g of sample n is the contiguous
+// run of M = (C/G)·HW elements of channels [g·C/G, (g+1)·C/G); stats[2(n·G+g)] = μ, stats[2(n·G+g)+1] = rstd.
 #include "common.cuh"
 #include "warp_reduce.cuh"
 
