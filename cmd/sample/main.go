@@ -65,8 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	npy := fs.String("npy", "", "write the samples as float32 NumPy `FILE` [n, C, H, W] in [-1, 1]")
 	initPath := fs.String("init", "", "start from x_T read from this float32 NumPy `FILE` [n, C, H, W]")
 	device := fs.Device()
-	bench := fs.Int("bench", 0, "time `N` sampling steps at -batch images after -bench-warmup steps, print a bench: line and exit")
-	benchWarmup := fs.Int("bench-warmup", 2, "untimed warm-up steps before -bench")
+	bench, benchWarmup := fs.Bench("sampling steps at -batch images", 2)
 	benchCfg := fs.String("c", "", "-bench without -ckpt: the config `FILE` whose model to time (random weights)")
 	raw := fs.Bool("raw", false, "use the trained weights instead of their EMA")
 	noClip := fs.Bool("no-clip", false, "do not clip x̂0 to [-1, 1] in each step (default: sample.clip)")
@@ -77,8 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *batch < 1 {
 		return usage("-batch %d: must be ≥ 1", *batch)
 	}
-	if *bench < 0 || *benchWarmup < 0 {
-		return usage("-bench %d -bench-warmup %d: must be ≥ 0", *bench, *benchWarmup)
+	if status := fs.CheckBench(*bench, *benchWarmup); status != cli.OK {
+		return status
 	}
 	if *bench > 0 {
 		return runBench(ctx, fs, *ckpt, *benchCfg, *device, *batch, *bench, *benchWarmup, *raw, stdout)

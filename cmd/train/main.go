@@ -67,8 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	printCfg := cmd.Bool("print-config", false, "print the resolved config (file + -set) and exit")
 	dryRun := cmd.Bool("dry-run", false, "print the model summary (blocks, parameters, output shapes, training-step memory) and exit")
 	device := cmd.Device()
-	bench := cmd.Int("bench", 0, "time `N` training steps on random data after -bench-warmup steps, print a bench: line and exit (writes no run directory)")
-	benchWarmup := cmd.Int("bench-warmup", 3, "untimed warm-up steps before -bench")
+	bench, benchWarmup := cmd.Bench("training steps on random data (writes no run directory)", 3)
 	logFormat := cmd.String("log-format", "console", "log format: console (readable lines) | json (one JSON object per line)")
 	debug := cmd.Bool("debug", false, "also log debug lines")
 	resume := cmd.Bool("resume", false, "continue the run in run.dir from checkpoints/latest.safetensors")
@@ -107,8 +106,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *logFormat != "console" && *logFormat != "json" {
 		return cmd.Usagef("-log-format %q: allowed: console, json", *logFormat)
 	}
-	if *bench < 0 || *benchWarmup < 0 {
-		return cmd.Usagef("-bench %d -bench-warmup %d: must be ≥ 0", *bench, *benchWarmup)
+	if status := cmd.CheckBench(*bench, *benchWarmup); status != cli.OK {
+		return status
 	}
 
 	bar := cmd.Bar("steps")

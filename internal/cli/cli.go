@@ -56,6 +56,22 @@ func New(name, head, tail string, stderr io.Writer) *Command {
 // Device registers -device (default cpu; see package backend).
 func (c *Command) Device() *string { return c.String("device", "cpu", backend.Usage) }
 
+// Bench registers -bench (steps to time, 0: no benchmark) and -bench-warmup (untimed steps before them, default
+// warmup); what says what a step is. CheckBench validates them after Parse.
+func (c *Command) Bench(what string, warmup int) (steps, warm *int) {
+	steps = c.Int("bench", 0, "time `N` "+what+" after -bench-warmup steps, print a bench: line and exit")
+	warm = c.Int("bench-warmup", warmup, "untimed warm-up steps before -bench")
+	return steps, warm
+}
+
+// CheckBench returns Usage with a message when -bench or -bench-warmup is negative, else OK.
+func (c *Command) CheckBench(steps, warm int) int {
+	if steps < 0 || warm < 0 {
+		return c.Usagef("-bench %d -bench-warmup %d: must be ≥ 0", steps, warm)
+	}
+	return OK
+}
+
 // Parse parses args, which must hold flags only. It returns ok = false with the status to exit with when the
 // command is done: OK after -h, Usage after a bad flag or a stray argument (with the message printed).
 func (c *Command) Parse(args []string) (status int, ok bool) {
