@@ -8,94 +8,13 @@ import (
 	"testing"
 
 	"github.com/ddpmgo/ddpm/cpu"
-	"github.com/ddpmgo/ddpm/data"
 	"github.com/ddpmgo/ddpm/ops"
-	"github.com/ddpmgo/ddpm/rng"
+	"github.com/ddpmgo/ddpm/ops/opstest"
 )
 
-// Conformance of the kernels of the device-resident training step (kernels/data.cu: gather_epoch_u8_f32,
-// timesteps_f32; kernels/optim.cu: clip_scale_f32 and the window updates it drives, adamw_win_f32 and ema_win_f32)
-// against their host definitions.
-
-// TestEmuGatherEpoch: the device batch of an epoch equals data.Gather of the same images and flips, with the order
-// from data.EpochOrder and the flips from data.FlipAt (both bit for bit: the same bytes scaled by one float
-// expression).
-func TestEmuGatherEpoch(t *testing.T) {
-	be := recordingBackend(t)
-	const N, C, H, W, B = 23, 2, 4, 5, 7
-	rnd := rand.New(rand.NewSource(5))
-	m := &data.Images{C: C, H: H, W: W, Pix: make([]uint8, N*C*H*W)}
-	for i := range m.Pix {
-		m.Pix[i] = uint8(rnd.Intn(256))
-	}
-	ds, err := be.UploadDataset(m.Pix, N, C, H, W)
-	if err != nil {
-		t.Fatal(err)
-	}
-	order, err := be.AllocInt32s(N)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := be.Alloc(B * C * H * W)
-	got, want := make([]float32, B*C*H*W), make([]float32, B*C*H*W)
-	const seed = 11
-	flips := 0
-	for _, epoch := range []int{0, 3} {
-		perm := data.EpochOrder(seed, epoch, N)
-		if err := be.UploadInt32s(order, perm); err != nil {
-			t.Fatal(err)
-		}
-		for _, k0 := range []int{0, 7, N - B} {
-			for _, flip := range []bool{false, true} {
-				be.GatherEpoch(ds, order, k0, B, flip, seed, rng.StreamFlip, uint64(epoch*N), out)
-				be.Download(got, out)
-				if err := be.Sync(); err != nil {
-					t.Fatal(err)
-				}
-				idx, fl := perm[k0:k0+B], make([]bool, B)
-				for s := range fl {
-					fl[s] = flip && data.FlipAt(seed, epoch, N, k0+s)
-					if fl[s] {
-						flips++
-					}
-				}
-				data.Gather(want, m, idx, fl)
-				for i := range want {
-					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("epoch %d k0 %d flip %v element %d (sample %d, image %d, flipped %v): device %v, data.Gather %v",
-							epoch, k0, flip, i, i/(C*H*W), idx[i/(C*H*W)], fl[i/(C*H*W)], got[i], want[i])
-					}
-				}
-			}
-		}
-	}
-	if flips == 0 {
-		t.Fatal("no sample was flipped: the flip path went untested")
-	}
-}
-
-// TestEmuTimesteps: the device draws are rng.Intn's, exactly, at offsets across a Philox block boundary and beyond
-// 2^32.
-func TestEmuTimesteps(t *testing.T) {
-	be := recordingBackend(t)
-	for _, off := range []uint64{0, 3, 1<<32 - 1, 1 << 40} {
-		for _, T := range []int{1, 100, 1000} {
-			const n = 37
-			tb := be.Alloc(n)
-			be.Timesteps(13, rng.StreamTimestep, off, T, tb)
-			got := make([]float32, n)
-			be.Download(got, tb)
-			if err := be.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			for i, g := range got {
-				if w := rng.Intn(13, rng.StreamTimestep, off+uint64(i), T); g != float32(w) {
-					t.Fatalf("offset %d T %d element %d: device %v, rng.Intn %d", off, T, i, g, w)
-				}
-			}
-		}
-	}
-}
+// Conformance of the kernels of the device-resident training step (kernels/optim.cu: clip_scale_f32 and the window
+// updates it drives, adamw_win_f32 and ema_win_f32) against their host definitions. The data feed's kernels
+// (gather_epoch_u8_f32, timesteps_f32) are checked in conformance_test.go, on the GPU too.
 
 // winSched is a StepSched with no warm-ups, so that StepStatsCtl hands AdamWStepWin and EMAWin exactly h's learning
 // rate, weight decay and bias corrections and the EMA decay ema (the same float64 → float32 roundings as AdamWStep's
@@ -118,7 +37,7 @@ func hostClipScale(gsq float32, A int, maxNorm float64) float32 {
 // exactly as the same factor passed from the host to the plain AdamWStep and EMA (ClipScale in float64, as
 // train.ClipScale), and a non-finite loss or norm skips them.
 func TestEmuClipScaleAdamWCtl(t *testing.T) {
-	be := recordingBackend(t)
+	be := testBackend(t)
 	const P, A = 1000, 2
 	rnd := rand.New(rand.NewSource(6))
 	vals := func(lo, hi float64) []float32 {
@@ -204,7 +123,7 @@ func TestEmuClipScaleAdamWCtl(t *testing.T) {
 // against the CPU twin's AdamWStep with the same factor formed on the host (the CPU backend's AdamW is the reference
 // of the training-step parity).
 func TestEmuAdamWWinMatchesCPU(t *testing.T) {
-	be, ref := recordingBackend(t), cpu.New()
+	be, ref := testBackend(t), cpu.New()
 	const P = 513
 	rnd := rand.New(rand.NewSource(8))
 	v := func(lo, hi float64) []float32 {
@@ -241,7 +160,7 @@ func TestEmuAdamWWinMatchesCPU(t *testing.T) {
 	hh := h
 	hh.GradScale = hostClipScale(16, 1, 1)
 	want := run(ref, func(p, g, m, v ops.Buf) { ref.AdamWStep(hh, p, g, m, v) })
-	if e := normErr(got, want); !(e <= 1e-6) {
-		t.Fatalf("normalized error %.3g > 1e-6 (the same float32 expression; sqrt and division rounding only)", e)
+	if e, err := opstest.Compare(got, want); err != nil || !(e <= 1e-6) {
+		t.Fatalf("normalized error %.3g > 1e-6 (the same float32 expression; sqrt and division rounding only) %v", e, err)
 	}
 }

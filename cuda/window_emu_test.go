@@ -15,7 +15,7 @@ import (
 // adamw_win_f32, ema_win_f32 and zero_unless_skip_f32 against the plain AdamWStep and EMA given the same settings and
 // the host's clipping factor (and against no update at all on a skipped step).
 func TestEmuStepStatsWin(t *testing.T) {
-	be := recordingBackend(t)
+	be := testBackend(t)
 	const P, A = 300, 2
 	sc := StepSched{LR: 2e-3, Warmup: 4, Beta1: float64(float32(0.9)), Beta2: float64(float32(0.999)), WeightDecay: 0.01,
 		EMA: 0.999, EMAWarmup: true}
