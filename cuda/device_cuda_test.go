@@ -21,8 +21,12 @@ func testBackend(t testing.TB) *Backend {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		be.Close()
-		d.Close()
+		if err := be.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := d.Close(); err != nil {
+			t.Error(err)
+		}
 	})
 	return be
 }
