@@ -118,7 +118,7 @@ func (be *Backend) Alloc(n int) ops.Buf {
 	}
 	p, err := be.d.Alloc(4 * max(n, 1))
 	if err != nil {
-		panic(fmt.Sprintf("cuda Alloc of %d float32: %v", n, err))
+		panic(&ops.DeviceError{Op: fmt.Sprintf("cuda Alloc of %d float32", n), Err: err})
 	}
 	be.keep("Alloc", be.d.Memset32(p, 0, max(n, 1)))
 	return &Buf{p: p, n: n}

@@ -60,7 +60,7 @@ func (be *Backend) NewStepControl(c ops.StepConfig) ops.StepControl {
 	}
 	win, err := be.d.Alloc(stepWindowBytes)
 	if err != nil {
-		panic(fmt.Sprintf("cuda NewStepControl: %d bytes: %v", stepWindowBytes, err))
+		panic(&ops.DeviceError{Op: fmt.Sprintf("cuda NewStepControl: %d bytes", stepWindowBytes), Err: err})
 	}
 	be.keep("NewStepControl", be.d.Memset32(win, 0, stepWindowBytes/4))
 	sc.win = win

@@ -23,7 +23,22 @@
 //     inconsistent shape, is a programming error: the backend panics with a message
 //     naming the op and the shapes.
 //   - Launches may be asynchronous: device errors surface at the next Sync.
+//   - A device that cannot allocate (out of memory) panics with a *DeviceError from the
+//     method that needed the memory; the training loop turns that into an error.
 package ops
+
+// DeviceError is the panic value of a backend method that failed on the device rather than
+// through a programming error: an allocation that did not fit. Op names the method and what it
+// wanted; Err is the driver's error.
+type DeviceError struct {
+	Op  string
+	Err error
+}
+
+func (e *DeviceError) Error() string { return e.Op + ": " + e.Err.Error() }
+
+// Unwrap is the driver's error.
+func (e *DeviceError) Unwrap() error { return e.Err }
 
 // Buf is a backend's contiguous array of elements (host memory on the CPU, device
 // memory on a GPU). A Buf made by Slice shares storage with its parent.

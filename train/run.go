@@ -131,7 +131,25 @@ func Run(ctx context.Context, cfg config.Config, opt Options) (Result, error) {
 }
 
 // runWith is Run with a test hook (see poison).
-func runWith(ctx context.Context, cfg config.Config, opt Options, inject func(int) (string, float32)) (Result, error) {
+func runWith(ctx context.Context, cfg config.Config, opt Options, inject func(int) (string, float32)) (res Result, err error) {
+	var tr *trainer
+	// A device that runs out of memory panics with *ops.DeviceError (at set-up, or mid-run when a launcher's scratch
+	// grows): an error like any other device error, with the checkpoint to continue from.
+	defer func() {
+		if r := recover(); r != nil {
+			de, ok := r.(*ops.DeviceError)
+			if !ok {
+				panic(r)
+			}
+			last := "none (no checkpoint was written yet)"
+			if tr != nil {
+				last = tr.out.lastGood()
+			}
+			res.Loss = math.NaN()
+			err = fmt.Errorf("train: on %s: %w; the last good checkpoint is %s (continue with -resume, on this or another -device)",
+				opt.Backend.Name(), de, last)
+		}
+	}()
 	if opt.Backend == nil {
 		return Result{Loss: math.NaN()}, errors.New("train: no backend")
 	}
@@ -141,8 +159,7 @@ func runWith(ctx context.Context, cfg config.Config, opt Options, inject func(in
 	}
 	log.Info("resolved config", zap.String("run", cfg.Run.Name), zap.String("dir", cfg.Run.Dir),
 		zap.String("backend", opt.Backend.Name()), configField(cfg))
-	tr, err := setup(cfg, opt, log)
-	if err != nil {
+	if tr, err = setup(cfg, opt, log); err != nil {
 		return Result{Loss: math.NaN()}, err
 	}
 	defer tr.close()

@@ -46,7 +46,8 @@ func (tr *trainer) step() error {
 func (tr *trainer) read() (ops.Window, error) {
 	w, err := tr.ctl.Read()
 	if err != nil {
-		return w, fmt.Errorf("train: step %d on %s: %w", tr.st.Step, tr.be.Name(), err)
+		return w, fmt.Errorf("train: step %d on %s: %w; the last good checkpoint is %s (continue with -resume, on this or another -device)",
+			tr.st.Step, tr.be.Name(), err, tr.out.lastGood())
 	}
 	readAt := tr.st.Step - tr.pending
 	tr.pending = 0
