@@ -11,7 +11,7 @@ CMDS    := train sample pack
 # Link the cuda build against the driver stub when no libcuda is installed.
 STUBS   ?= /usr/lib/x86_64-linux-gnu/stubs
 
-.PHONY: all build build-cuda test test-short vet vet-cuda ptx ptx-check clean help
+.PHONY: all build build-cuda test test-short vet vet-cuda ptx ptx-check gpu-report gpu-report-check clean help
 
 all: build
 
@@ -30,6 +30,12 @@ test: ## vet and the whole test suite (what CI runs)
 vet-cuda: ## vet and build the cuda-tagged code against the driver stub
 	CGO_LDFLAGS="$(CGO_LDFLAGS) -L$(STUBS)" $(GO) vet -tags cuda ./...
 	CGO_LDFLAGS="$(CGO_LDFLAGS) -L$(STUBS)" $(GO) build -tags cuda ./...
+
+gpu-report: ## docs/gpu-perf.md: each kernel's SASS (sm_80, sm_90), occupancy, main-loop mix; the celeba32 step's H100 roofline (ptxas, nvdisasm)
+	$(GO) run ./cmd/gpureport
+
+gpu-report-check: ## (CI, ptxas + nvdisasm) regenerate docs/gpu-perf.md and fail if the committed one differs
+	$(GO) run ./cmd/gpureport -check
 
 # ptx, ptx-check: the committed PTX of kernels/*.cu (see kernels/ptx.mk).
 include kernels/ptx.mk
