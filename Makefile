@@ -60,7 +60,7 @@ EMUDRV_FLAGS ?= -O2 -g -std=c++17 -fPIC -fvisibility=hidden -fno-strict-aliasing
 	-Wno-unused-function
 EMU_ORDERS  ?= reverse random:1 random:2
 
-.PHONY: emu-driver emu-driver-symbols test-emu-driver test-emu-orders
+.PHONY: emu-driver emu-driver-symbols test-emu-driver test-emu-orders test-emu-gpu
 
 emu-driver: $(EMUDRV) ## bin/emudriver/libcuda.so.1: the CUDA driver API over the CPU emulator (for the cuda build without a GPU)
 
@@ -84,6 +84,13 @@ test-emu-driver: emu-driver ## the cuda-tagged tests of ./cuda/ on the emulated 
 	  DDPM_EMU_CC=$$cc LD_LIBRARY_PATH=$(CURDIR)/$(EMUDRV_DIR) CGO_LDFLAGS="$(CGO_LDFLAGS) -L$(STUBS)" \
 	    $(GO) test -count=1 -tags cuda ./cuda/ || exit 1; \
 	done
+
+test-emu-gpu: emu-driver ## the cuda build end to end on the emulated driver: train's GPU step parity at CC 7.0 and 9.0, then bin/train and bin/sample (bit for bit -device emu, kill -9 and resume, cross-device resume, injected faults)
+	for cc in 7.0 9.0; do \
+	  DDPM_EMU_CC=$$cc LD_LIBRARY_PATH=$(CURDIR)/$(EMUDRV_DIR) CGO_LDFLAGS="$(CGO_LDFLAGS) -L$(STUBS)" \
+	    $(GO) test -count=1 -tags cuda -run CUDA ./train/ || exit 1; \
+	done
+	CI=1 $(GO) test -count=1 -timeout 40m -tags e2e -run TestBinaries -v ./kernels/emu/driver/drivertest/
 
 test-emu-orders: ## go test ./cuda/ with the emulator running block threads in reverse and random orders
 	for o in $(EMU_ORDERS); do \
