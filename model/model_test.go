@@ -435,7 +435,7 @@ func (nopBackend) GroupNormBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, op
 func (nopBackend) Linear(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nopBackend) LinearBackward(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }
-func (nopBackend) TimestepEmbedding(int, int, ops.Buf, ops.Buf)                 {}
+func (nopBackend) TimestepEmbedding(ops.EmbedShape, ops.Buf, ops.Buf)           {}
 func (nopBackend) Upsample2x(int, int, int, ops.Buf, ops.Buf)                   {}
 func (nopBackend) Upsample2xBackward(int, int, int, ops.Buf, ops.Buf)           {}
 func (nopBackend) Concat(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)         {}
