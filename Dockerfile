@@ -35,7 +35,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
         libopenblas0-pthread libstdc++6 \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY --from=build /src/bin/train /src/bin/sample /src/bin/pack /app/bin/
+COPY --from=build /src/bin/train /src/bin/sample /src/bin/pack /src/bin/export /app/bin/
 COPY --from=build /src/configs /app/configs
 RUN ln -s /data /app/datasets
 ENV PATH=/app/bin:$PATH

@@ -81,3 +81,14 @@ func group(n int64) string {
 	}
 	return string(out)
 }
+
+// Table lists the parameters of the U-Net of cfg for inChannels×imageSize² images in
+// buffer order, as UNet.Table would, without allocating the model: the layout a
+// checkpoint or an exported folder is read and written with.
+func Table(cfg config.Model, inChannels, imageSize int) ([]Param, error) {
+	p, err := newPlan(cfg, inChannels, imageSize)
+	if err != nil {
+		return nil, err
+	}
+	return p.params, nil
+}
