@@ -184,6 +184,16 @@ func encode(m map[string]any) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
+// pyFloat writes a float as Python's json module does (repr: 1e-05, 0.02, 1.0), for the keys diffusers declares
+// float, so that the files read like those save_pretrained writes.
+func pyFloat(f float64) json.Number {
+	s := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eEnN") {
+		s += ".0"
+	}
+	return json.Number(s)
+}
+
 // jsonInt and jsonFloat are defaults as the decoder would have produced them.
 func jsonInt(i int) json.Number       { return json.Number(strconv.Itoa(i)) }
 func jsonFloat(f float64) json.Number { return json.Number(strconv.FormatFloat(f, 'g', -1, 64)) }

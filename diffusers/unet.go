@@ -55,7 +55,7 @@ func EncodeUNet(m config.Model, inChannels, imageSize int) ([]byte, error) {
 	if m.AttentionHeadDim > 0 {
 		head = m.AttentionHeadDim
 	}
-	var shift any = m.FreqShift
+	var shift any = pyFloat(m.FreqShift)
 	if m.FreqShift == math.Trunc(m.FreqShift) && math.Abs(m.FreqShift) < 1<<53 {
 		shift = int(m.FreqShift) // diffusers declares freq_shift an int
 	}
@@ -73,16 +73,16 @@ func EncodeUNet(m config.Model, inChannels, imageSize int) ([]byte, error) {
 		"up_block_types":          up,
 		"block_out_channels":      m.BlockChannels,
 		"layers_per_block":        m.LayersPerBlock,
-		"mid_block_scale_factor":  1,
+		"mid_block_scale_factor":  pyFloat(1),
 		"downsample_padding":      m.DownsamplePadding,
 		"downsample_type":         "conv",
 		"upsample_type":           "conv",
-		"dropout":                 m.Dropout,
+		"dropout":                 pyFloat(m.Dropout),
 		"act_fn":                  "silu",
 		"attention_head_dim":      head,
 		"norm_num_groups":         m.NormGroups,
 		"attn_norm_num_groups":    nil,
-		"norm_eps":                m.NormEps,
+		"norm_eps":                pyFloat(m.NormEps),
 		"resnet_time_scale_shift": "default",
 		"add_attention":           m.MidAttention,
 		"class_embed_type":        nil,

@@ -55,9 +55,17 @@ class Config:
     FIXED = {"_class_name": "UNet2DModel", "time_embedding_type": "positional", "center_input_sample": False,
              "mid_block_scale_factor": 1, "downsample_type": "conv", "upsample_type": "conv", "act_fn": "silu",
              "resnet_time_scale_shift": "default", "class_embed_type": None, "num_class_embeds": None,
-             "attn_norm_num_groups": None, "dropout": 0}
+             "attn_norm_num_groups": None}
+    # UNet2DModel.__init__'s defaults, for keys a config.json leaves out (as from_config does).
+    DEFAULTS = {"in_channels": 3, "out_channels": 3, "freq_shift": 0, "flip_sin_to_cos": True,
+                "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+                "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+                "block_out_channels": (224, 448, 672, 896), "layers_per_block": 2, "downsample_padding": 1,
+                "dropout": 0.0, "attention_head_dim": 8, "norm_num_groups": 32, "norm_eps": 1e-5,
+                "add_attention": True}
 
     def __init__(self, d):
+        d = {**self.DEFAULTS, **d}
         for k, v in self.FIXED.items():
             if d.get(k, v) != v:
                 raise SystemExit(f"config.json: {k} = {d[k]!r} is not implemented here (want {v!r})")
@@ -78,6 +86,7 @@ class Config:
         self.freq_shift = d["freq_shift"]
         self.downsample_padding = d["downsample_padding"]
         assert self.downsample_padding in (0, 1)
+        self.dropout = d["dropout"]  # the fixtures use 0
 
     def head_dim(self, channels):
         """UNet2DModel passes attention_head_dim, or the block's width when it is None."""
@@ -116,7 +125,7 @@ class ResnetBlock2D(nn.Module):
         self.conv1 = nn.Conv2d(cin, cout, 3, 1, 1)
         self.time_emb_proj = nn.Linear(temb, cout)
         self.norm2 = nn.GroupNorm(C.norm_groups, cout, eps=C.norm_eps, affine=True)
-        self.dropout = nn.Dropout(0.0)
+        self.dropout = nn.Dropout(C.dropout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1)
         self.conv_shortcut = nn.Conv2d(cin, cout, 1, 1, 0) if cin != cout else None
 

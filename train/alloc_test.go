@@ -30,7 +30,7 @@ func (nullBackend) GroupNormBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, o
 func (nullBackend) Linear(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nullBackend) LinearBackward(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }
-func (nullBackend) TimestepEmbedding(ops.EmbedShape, ops.Buf, ops.Buf)                {}
+func (nullBackend) TimestepEmbedding(ops.EmbedShape, ops.Buf, ops.Buf)                   {}
 func (nullBackend) Upsample2x(int, int, int, ops.Buf, ops.Buf)                           {}
 func (nullBackend) Upsample2xBackward(int, int, int, ops.Buf, ops.Buf)                   {}
 func (nullBackend) Concat(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)                 {}
