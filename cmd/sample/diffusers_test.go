@@ -46,6 +46,12 @@ func TestSampleFromDiffusersFolder(t *testing.T) {
 	if code, stderr := sample(t, "-ckpt", pipe, "-raw"); code != 2 || !strings.Contains(stderr, "-raw") {
 		t.Errorf("-raw with a folder: exit %d, %q", code, stderr)
 	}
+	lone := filepath.Join(t.TempDir(), train.EMAWeights)
+	os.WriteFile(lone, read(t, filepath.Join(runDir, train.EMAWeights)), 0o644)
+	if code, stderr := sample(t, "-ckpt", lone); code != 1 || !strings.Contains(stderr, "not a trainer checkpoint") ||
+		!strings.Contains(stderr, "config.json next to them") {
+		t.Errorf("weights without a config.json: exit %d, %q", code, stderr)
+	}
 	bare := t.TempDir()
 	os.WriteFile(filepath.Join(bare, diffusers.ConfigFile), cfgJSON, 0o644)
 	os.WriteFile(filepath.Join(bare, diffusers.WeightsFile), read(t, filepath.Join(pipe, diffusers.UNetDir, diffusers.WeightsFile)), 0o644)

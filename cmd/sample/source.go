@@ -32,8 +32,11 @@ func openSource(path string, raw bool) (*source, error) {
 	}
 	text, f, err := checkpoint.Config(path)
 	if err != nil {
-		if errors.Is(err, checkpoint.ErrNotCheckpoint) && diffusers.IsModelPath(path) {
-			return openFolder(path, raw)
+		if errors.Is(err, checkpoint.ErrNotCheckpoint) {
+			if diffusers.IsModelPath(path) {
+				return openFolder(path, raw)
+			}
+			return nil, fmt.Errorf("%w; diffusers weights need their %s next to them (or give the pipeline folder)", err, diffusers.ConfigFile)
 		}
 		return nil, err
 	}
