@@ -328,6 +328,9 @@ func (f *Folder) Apply(base config.Config, overrides []string) (config.Config, e
 	}
 	for _, o := range overrides {
 		again, err := config.Parse(f.Path, []byte(c.TOML()), []string{o})
+		if err == nil {
+			again.Run = c.Run // [run] is none of the folder's business (and Parse fills its defaults)
+		}
 		if err == nil && reflect.DeepEqual(again, c) {
 			continue
 		}
