@@ -69,7 +69,7 @@ func (be *Backend) MemUsed() int64 { return be.d.MemUsed() }
 // DeviceMemUsed is the device memory in use that the process's resident set does not already count: MemUsed on a
 // GPU, 0 on the emulator (whose "device" memory is on the C heap). Benchmarks add it to the peak RSS.
 func (be *Backend) DeviceMemUsed() int64 {
-	if _, emu := be.d.(*Emulator); emu {
+	if be.d.Name() == "emu" {
 		return 0
 	}
 	return be.d.MemUsed()

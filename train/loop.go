@@ -15,55 +15,28 @@ import (
 // barEvery is how often the progress bar is redrawn (and, for it, the step controller read).
 const barEvery = 100 * time.Millisecond
 
+// loopState is what the loop keeps between steps: its start, its planned and done steps, the metrics window and the
+// last redraw of the bar.
+type loopState struct {
+	start     time.Time
+	total     int // planned final step (0: only time bounds the run)
+	stepsHere int // steps this process took
+	win       window
+	lastBar   time.Time
+}
+
 // loop runs steps until a budget is spent, ctx is cancelled or the loss goes non-finite, with the cadence of
 // train.log_every (a metrics line), train.checkpoint_every and train.sample_every, then writes the final outputs.
 func (tr *trainer) loop(ctx context.Context) (Result, error) {
 	tc := tr.cfg.Train
 	res := Result{Loss: math.NaN()}
-	start := time.Now()
-	total := tr.plannedSteps()
+	pr := &loopState{start: time.Now(), total: tr.plannedSteps()}
+	pr.win.start = pr.start
 	if tr.bar != nil {
-		tr.bar.SetTotal(total)
-	}
-	win := window{start: start}
-	var lastBar time.Time
-	stepsHere := 0
-	// flush writes the metrics line of the steps since the previous one.
-	flush := func() error {
-		now := time.Now()
-		m := win.line(now, tr.B*tr.A)
-		m.Step, m.Epoch, m.LR = tr.st.Step, tr.epoch(), LR(tc.LR, tc.WarmupSteps, tr.st.AdamStep)
-		m.ElapsedSec, m.Skipped, m.WriteErrors = now.Sub(start).Seconds(), tr.st.Skipped, tr.out.writeErrors
-		if err := tr.metrics.write(m); err != nil {
-			if err := tr.writeFailed(err); err != nil {
-				return err
-			}
-		}
-		res.Loss = m.Loss
-		fields := []zap.Field{zap.Int("step", m.Step), zap.Float64("epoch", round(m.Epoch, 3)), zap.Float64("loss", round(m.Loss, 5)),
-			zap.Float64("lr", m.LR), zap.Float64("grad_norm", round(m.GradNorm, 4)), zap.Float64("images_per_sec", round(m.ImagesPerSec, 1))}
-		if eta, ok := tr.eta(start, stepsHere, total); ok {
-			fields = append(fields, zap.String("eta", progress.FormatDuration(eta)))
-		}
-		tr.log.Info("train", fields...)
-		return nil
-	}
-	// read adds the step controller's window to the metrics window.
-	read := func() error {
-		w, err := tr.read()
-		if err != nil {
-			return err
-		}
-		if w.Bad > 0 {
-			tr.log.Warn("skipped steps with a non-finite loss or gradient norm", zap.Int("first", tr.st.Step-w.Taken+w.FirstBad+1),
-				zap.Float64("loss", w.BadLoss), zap.Float64("grad_norm", math.Sqrt(w.BadNormSq)/float64(tr.A)),
-				zap.Int("in_window", w.Bad), zap.Int("step", tr.st.Step), zap.Int("skipped", tr.st.Skipped))
-		}
-		win.add(w)
-		return nil
+		tr.bar.SetTotal(pr.total)
 	}
 	for {
-		if stop := tr.stopReason(ctx, start); stop != "" {
+		if stop := tr.stopReason(ctx, pr.start); stop != "" {
 			tr.log.Info("stopping", zap.String("reason", stop), zap.Int("step", tr.st.Step))
 			res.Interrupted = stop == "interrupted"
 			break
@@ -71,27 +44,27 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 		if err := tr.step(); err != nil {
 			return res, err
 		}
-		stepsHere++
+		pr.stepsHere++
 		step := tr.st.Step
 
-		last := tr.stopReason(ctx, start) != ""
+		last := tr.stopReason(ctx, pr.start) != ""
 		logNow := step%tc.LogEvery == 0 || step == 1 || last // step 1: the curve starts at the untrained loss
 		ckptNow := tc.CheckpointEvery > 0 && step%tc.CheckpointEvery == 0
-		barNow := tr.bar != nil && tr.bar.Active() && (time.Since(lastBar) >= barEvery || last)
+		barNow := tr.bar != nil && tr.bar.Active() && (time.Since(pr.lastBar) >= barEvery || last)
 		if logNow || ckptNow || barNow {
-			if err := read(); err != nil {
+			if err := tr.readWindow(pr); err != nil {
 				return res, err
 			}
 		}
-		if win.steps > 0 && logNow {
-			if err := flush(); err != nil {
+		if pr.win.steps > 0 && logNow {
+			if err := tr.flush(pr, &res); err != nil {
 				return res, err
 			}
 		}
 		if barNow {
-			lastBar = time.Now()
-			tr.bar.Update(step, fmt.Sprintf("epoch %.2f | loss %.4f | %.0f img/s", tr.epoch(), win.smooth(),
-				float64(stepsHere*tr.B*tr.A)/lastBar.Sub(start).Seconds()))
+			pr.lastBar = time.Now()
+			tr.bar.Update(step, fmt.Sprintf("epoch %.2f | loss %.4f | %.0f img/s", tr.epoch(), pr.win.smooth(),
+				float64(pr.stepsHere*tr.B*tr.A)/pr.lastBar.Sub(pr.start).Seconds()))
 		}
 		if ckptNow {
 			if err := tr.checkpoint(&res, false); err != nil {
@@ -105,20 +78,57 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 		}
 	}
 	// Steps not read or logged yet: a budget or a signal that came between the checks.
-	if err := read(); err != nil {
+	if err := tr.readWindow(pr); err != nil {
 		return res, err
 	}
-	if win.steps > 0 {
-		if err := flush(); err != nil {
+	if pr.win.steps > 0 {
+		if err := tr.flush(pr, &res); err != nil {
 			return res, err
 		}
 	}
 	if tr.bar != nil {
 		tr.bar.Finish()
 	}
-	res.Elapsed = time.Since(start)
+	res.Elapsed = time.Since(pr.start)
 	res.Step, res.Skipped = tr.st.Step, tr.st.Skipped
-	return res, tr.finish(ctx, &res, stepsHere)
+	return res, tr.finish(ctx, &res, pr.stepsHere)
+}
+
+// readWindow reads the step controller (step.go) and adds its window to the metrics window.
+func (tr *trainer) readWindow(pr *loopState) error {
+	w, err := tr.read()
+	if err != nil {
+		return err
+	}
+	if w.Bad > 0 {
+		tr.log.Warn("skipped steps with a non-finite loss or gradient norm", zap.Int("first", tr.st.Step-w.Taken+w.FirstBad+1),
+			zap.Float64("loss", w.BadLoss), zap.Float64("grad_norm", math.Sqrt(w.BadNormSq)/float64(tr.A)),
+			zap.Int("in_window", w.Bad), zap.Int("step", tr.st.Step), zap.Int("skipped", tr.st.Skipped))
+	}
+	pr.win.add(w)
+	return nil
+}
+
+// flush writes the metrics line of the steps since the previous one, and logs it.
+func (tr *trainer) flush(pr *loopState, res *Result) error {
+	tc := tr.cfg.Train
+	now := time.Now()
+	m := pr.win.line(now, tr.B*tr.A)
+	m.Step, m.Epoch, m.LR = tr.st.Step, tr.epoch(), LR(tc.LR, tc.WarmupSteps, tr.st.AdamStep)
+	m.ElapsedSec, m.Skipped, m.WriteErrors = now.Sub(pr.start).Seconds(), tr.st.Skipped, tr.out.writeErrors
+	if err := tr.metrics.write(m); err != nil {
+		if err := tr.writeFailed(err); err != nil {
+			return err
+		}
+	}
+	res.Loss = m.Loss
+	fields := []zap.Field{zap.Int("step", m.Step), zap.Float64("epoch", round(m.Epoch, 3)), zap.Float64("loss", round(m.Loss, 5)),
+		zap.Float64("lr", m.LR), zap.Float64("grad_norm", round(m.GradNorm, 4)), zap.Float64("images_per_sec", round(m.ImagesPerSec, 1))}
+	if eta, ok := tr.eta(pr.start, pr.stepsHere, pr.total); ok {
+		fields = append(fields, zap.String("eta", progress.FormatDuration(eta)))
+	}
+	tr.log.Info("train", fields...)
+	return nil
 }
 
 // finish writes what a run leaves at its end: the final checkpoint and loss plot, then (unless interrupted) the
