@@ -28,7 +28,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && rm -rf /var/lib/apt/lists/*
 ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 WORKDIR /app
-COPY --from=build /src/bin/train /src/bin/sample /src/bin/pack /app/bin/
+COPY --from=build /src/bin/train /src/bin/sample /src/bin/pack /src/bin/export /app/bin/
 COPY --from=build /src/configs /app/configs
 RUN ln -s /data /app/datasets
 ENV PATH=/app/bin:$PATH

@@ -7,7 +7,7 @@
 
 GO      ?= go
 BIN     := bin
-CMDS    := train sample pack
+CMDS    := train sample pack export
 # Link the cuda build against the driver stub when no libcuda is installed.
 STUBS   ?= /usr/lib/x86_64-linux-gnu/stubs
 

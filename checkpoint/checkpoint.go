@@ -101,6 +101,10 @@ func Read(path string, table []model.Param) (*State, error) {
 	return stateFromFile(f, table)
 }
 
+// ErrNotCheckpoint is wrapped by the errors of Config and Read for a valid safetensors file that is not a trainer
+// checkpoint (its metadata format is not Format), such as diffusers weights.
+var ErrNotCheckpoint = errors.New("not a trainer checkpoint")
+
 // Config returns the resolved TOML a checkpoint was trained with (bin/sample rebuilds the model from
 // it), reading and verifying the whole file.
 func Config(path string) (string, *safetensors.File, error) {
@@ -109,7 +113,7 @@ func Config(path string) (string, *safetensors.File, error) {
 		return "", nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	if f.Metadata["format"] != Format {
-		return "", nil, fmt.Errorf("checkpoint %s: metadata format %q, want %q (not a trainer checkpoint)", path, f.Metadata["format"], Format)
+		return "", nil, fmt.Errorf("checkpoint %s: metadata format %q, want %q (%w)", path, f.Metadata["format"], Format, ErrNotCheckpoint)
 	}
 	return f.Metadata["config"], f, nil
 }
@@ -120,7 +124,7 @@ func stateFromFile(f *safetensors.File, table []model.Param) (*State, error) {
 	}
 	md := f.Metadata
 	if md["format"] != Format {
-		return nil, bad("metadata format %q, want %q (not a trainer checkpoint)", md["format"], Format)
+		return nil, bad("metadata format %q, want %q (%w)", md["format"], Format, ErrNotCheckpoint)
 	}
 	st := &State{Config: md["config"]}
 	ints := []struct {

@@ -85,6 +85,10 @@ func testConv2DMatchesLoops(t *testing.T) {
 		{N: 2, Cin: 5, H: 4, W: 3, Cout: 2, K: 1, Stride: 1, Pad: 0},
 		{N: 2, Cin: 2, H: 5, W: 5, Cout: 2, K: 1, Stride: 2, Pad: 1},
 		{N: 1, Cin: 1, H: 2, W: 2, Cout: 1, K: 3, Stride: 1, Pad: 1},
+		// Zeros after x only (diffusers' Downsample2D with padding 0), even and odd sizes, and stride 1.
+		{N: 2, Cin: 2, H: 6, W: 8, Cout: 3, K: 3, Stride: 2, Pad: 0, PadEnd: 1},
+		{N: 1, Cin: 3, H: 7, W: 5, Cout: 2, K: 3, Stride: 2, Pad: 0, PadEnd: 1},
+		{N: 2, Cin: 2, H: 4, W: 5, Cout: 2, K: 3, Stride: 1, Pad: 1, PadEnd: 2},
 	} {
 		x, w, b := randF64(r, s.N*s.Cin*s.H*s.W), randF64(r, s.Cout*s.Cin*s.K*s.K), randF64(r, s.Cout)
 		oh, ow := s.OutH(), s.OutW()
@@ -251,15 +255,26 @@ func TestLayoutOpsMatchLoops(t *testing.T) {
 			}
 		}
 	}
-	// TimestepEmbedding, dim 6: half = 3, f_i = 10000^(−i/3).
+	// TimestepEmbedding, dim 6: half = 3, f_i = 10000^(−i/(3 − shift)); cos first with flip_sin_to_cos, sin first
+	// without (diffusers' get_timestep_embedding).
 	ts := []float64{0, 3, 250}
-	e := be.Alloc(18)
-	be.TimestepEmbedding(3, 6, up(be, ts), e)
-	for n, tv := range ts {
-		for i := 0; i < 3; i++ {
-			f := math.Pow(10000, -float64(i)/3)
-			expectClose(t, "embedding", Data[float64](e)[n*6+i:n*6+i+1], []float64{math.Cos(tv * f)}, 1e-12)
-			expectClose(t, "embedding", Data[float64](e)[n*6+3+i:n*6+4+i], []float64{math.Sin(tv * f)}, 1e-12)
+	for _, v := range []struct {
+		flip  bool
+		shift float64
+	}{{true, 0}, {false, 1}, {false, 0}, {true, 0.5}} {
+		e := be.Alloc(18)
+		be.TimestepEmbedding(ops.EmbedShape{N: 3, Dim: 6, FlipSinToCos: v.flip, FreqShift: v.shift}, up(be, ts), e)
+		for n, tv := range ts {
+			for i := 0; i < 3; i++ {
+				f := math.Pow(10000, -float64(i)/(3-v.shift))
+				first, second := math.Cos(tv*f), math.Sin(tv*f)
+				if !v.flip {
+					first, second = second, first
+				}
+				what := fmt.Sprintf("embedding flip=%v shift=%g", v.flip, v.shift)
+				expectClose(t, what, Data[float64](e)[n*6+i:n*6+i+1], []float64{first}, 1e-12)
+				expectClose(t, what, Data[float64](e)[n*6+3+i:n*6+4+i], []float64{second}, 1e-12)
+			}
 		}
 	}
 }

@@ -47,18 +47,32 @@ type Buf interface {
 }
 
 // ConvShape describes a 2-D convolution: x is [N, Cin, H, W], w is [Cout, Cin, K, K],
-// the bias b is [Cout], y is [N, Cout, OutH(), OutW()].
+// the bias b is [Cout], y is [N, Cout, OutH(), OutW()]. The input is padded with zeros:
+// Pad rows and columns before it, Pad + PadEnd after it. PadEnd = 0 is the usual
+// symmetric padding; diffusers' Downsample2D with padding = 0 pads (0, 1, 0, 1) before a
+// stride-2 3×3 convolution without padding, i.e. Pad = 0, PadEnd = 1.
 type ConvShape struct {
 	N, Cin, H, W int
 	Cout, K      int
 	Stride, Pad  int
+	PadEnd       int
 }
 
-// OutH is the output height: (H + 2·Pad − K)/Stride + 1.
-func (s ConvShape) OutH() int { return (s.H+2*s.Pad-s.K)/s.Stride + 1 }
+// OutH is the output height: (H + 2·Pad + PadEnd − K)/Stride + 1.
+func (s ConvShape) OutH() int { return (s.H+2*s.Pad+s.PadEnd-s.K)/s.Stride + 1 }
 
-// OutW is the output width: (W + 2·Pad − K)/Stride + 1.
-func (s ConvShape) OutW() int { return (s.W+2*s.Pad-s.K)/s.Stride + 1 }
+// OutW is the output width: (W + 2·Pad + PadEnd − K)/Stride + 1.
+func (s ConvShape) OutW() int { return (s.W+2*s.Pad+s.PadEnd-s.K)/s.Stride + 1 }
+
+// EmbedShape describes the sinusoidal embedding of N timesteps into Dim values, as
+// diffusers' Timesteps(Dim, flip_sin_to_cos = FlipSinToCos, downscale_freq_shift =
+// FreqShift) with max_period 10000 and scale 1. With half = Dim/2, half − FreqShift must
+// be > 0 when half > 0 (it divides the exponent of the frequencies).
+type EmbedShape struct {
+	N, Dim       int
+	FlipSinToCos bool
+	FreqShift    float64
+}
 
 // FLOPs is the multiply-add count of the forward pass times two.
 func (s ConvShape) FLOPs() int64 {
@@ -151,11 +165,13 @@ type Backend interface {
 	Linear(n, in, out int, x, w, b, y Buf)
 	LinearBackward(n, in, out int, x, w, dy, dx, dw, db Buf)
 
-	// TimestepEmbedding: the sinusoidal embedding of diffusers' Timesteps with
-	// flip_sin_to_cos = true, downscale_freq_shift = 0: for i < half = dim/2,
-	// f_i = exp(−ln(10000)·i/half), y[n,i] = cos(t_n·f_i), y[n,half+i] = sin(t_n·f_i).
-	// t holds N timesteps as float values. No backward: t is not learned.
-	TimestepEmbedding(n, dim int, t, y Buf)
+	// TimestepEmbedding: the sinusoidal embedding of diffusers' Timesteps (get_timestep_embedding):
+	// for i < half = Dim/2, f_i = exp(−ln(10000)·i/(half − FreqShift)), a = t_n·f_i, and
+	//   FlipSinToCos:  y[n,i] = cos(a), y[n,half+i] = sin(a)
+	//   otherwise:     y[n,i] = sin(a), y[n,half+i] = cos(a)
+	// with y[n,Dim−1] = 0 when Dim is odd. t holds N timesteps as float values. No
+	// backward: t is not learned.
+	TimestepEmbedding(s EmbedShape, t, y Buf)
 
 	// Upsample2x: nearest ×2, x [N·C, H, W] → y [N·C, 2H, 2W], y[c,i,j] = x[c,i/2,j/2].
 	Upsample2x(nc, h, w int, x, y Buf)

@@ -30,7 +30,7 @@ func (nullBackend) GroupNormBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, o
 func (nullBackend) Linear(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nullBackend) LinearBackward(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }
-func (nullBackend) TimestepEmbedding(int, int, ops.Buf, ops.Buf)                         {}
+func (nullBackend) TimestepEmbedding(ops.EmbedShape, ops.Buf, ops.Buf)                   {}
 func (nullBackend) Upsample2x(int, int, int, ops.Buf, ops.Buf)                           {}
 func (nullBackend) Upsample2xBackward(int, int, int, ops.Buf, ops.Buf)                   {}
 func (nullBackend) Concat(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)                 {}
@@ -59,7 +59,7 @@ func (nullBackend) QSample(*ops.Schedule, int, int, ops.Buf, ops.Buf, ops.Buf, o
 // its own test.)
 func TestStepAllocatesNothing(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "train.max_steps=100", "train.grad_accum=2", "model.dropout=0.1", "data.flip=true")
-	tr, err := setup(cfg, Options{Backend: nullBackend{cpu.New()}, Dataset: synthetic(64)}, zap.NewNop())
+	tr, err := setup(cfg, Options{Backend: nullBackend{cpu.New()}, Dataset: synthetic(64)}, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func BenchTrain(ctx context.Context, cfg config.Config, be ops.Backend, steps, w
 	cfg.Train.MaxSteps, cfg.Train.Epochs, cfg.Train.MaxMinutes = warmup+steps, 0, 0
 	cfg.Sample.Count = 1
 	n := max(cfg.Train.BatchSize, min(1024, 4*cfg.Train.BatchSize))
-	tr, err := setup(cfg, Options{Backend: be, Dataset: randomImages(cfg, n)}, log)
+	tr, err := setup(cfg, Options{Backend: be, Dataset: randomImages(cfg, n)}, log, nil)
 	if err != nil {
 		return res, err
 	}

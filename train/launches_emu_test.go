@@ -109,7 +109,7 @@ func TestEmuLaunchGoldenTinyStep(t *testing.T) {
 	defer rec.Driver.Close()
 	// Synthetic images, so that the file does not depend on which data sets are installed (2048: tiny.toml's
 	// max_items, an argument of the gather).
-	tr, err := setup(cfg, Options{Backend: be, Dataset: syntheticTiny(2048)}, zap.NewNop())
+	tr, err := setup(cfg, Options{Backend: be, Dataset: syntheticTiny(2048)}, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,7 +132,7 @@ func (tr *trainer) flush(pr *loopState, res *Result) error {
 }
 
 // finish writes what a run leaves at its end: the final checkpoint and loss plot, then (unless interrupted) the
-// sample grid and the EMA export. A run resumed after its budget was spent writes the outputs its predecessor did
+// sample grid and the EMA exports (the pipeline folder and unet_ema.safetensors). A run resumed after its budget was spent writes the outputs its predecessor did
 // not (it died after the final checkpoint).
 func (tr *trainer) finish(ctx context.Context, res *Result, stepsHere int) error {
 	if stepsHere == 0 {
@@ -149,7 +149,7 @@ func (tr *trainer) finish(ctx context.Context, res *Result, stepsHere int) error
 		if err := tr.sampleGrid(ctx, res); err != nil {
 			return err
 		}
-		return tr.exportEMA()
+		return tr.exportEMA(res)
 	}
 	if tr.out.lastSave != tr.st.Step {
 		if err := tr.checkpoint(res, true); err != nil {
@@ -171,7 +171,7 @@ func (tr *trainer) finish(ctx context.Context, res *Result, stepsHere int) error
 		}
 		return err
 	}
-	if err := tr.exportEMA(); err != nil {
+	if err := tr.exportEMA(res); err != nil {
 		return err
 	}
 	tr.log.Info("done", zap.Int("step", res.Step), zap.Float64("loss", round(res.Loss, 5)),

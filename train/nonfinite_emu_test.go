@@ -52,7 +52,7 @@ func TestEmuNonFiniteDevicePath(t *testing.T) {
 			// Reads at steps 1, 2 (checkpoint), 4 (log and checkpoint): step 3 is poisoned, noticed at 4.
 			cfg := testConfig(t, dir, append(small, "train.max_steps=6", "train.log_every=4", "train.checkpoint_every=2")...)
 			opt := emuBackend(t)
-			tr, err := setup(cfg, opt, zap.NewNop())
+			tr, err := setup(cfg, opt, zap.NewNop(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

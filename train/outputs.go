@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddpmgo/ddpm/checkpoint"
+	"github.com/ddpmgo/ddpm/diffusers"
 	"github.com/ddpmgo/ddpm/imgio"
 	"github.com/ddpmgo/ddpm/internal/atomicfile"
 	"github.com/ddpmgo/ddpm/ops"
@@ -118,28 +119,57 @@ func (tr *trainer) sampleGrid(ctx context.Context, res *Result) error {
 	return nil
 }
 
-// exported says whether the run directory's EMA export is that of the current step.
+// exported says whether the run directory's exports (the pipeline folder and unet_ema.safetensors) are those of the
+// current step.
 func (tr *trainer) exported() bool {
-	f, err := safetensors.ReadFile(filepath.Join(tr.out.dir, EMAWeights))
-	return err == nil && f.Metadata["step"] == fmt.Sprint(tr.st.Step)
+	for _, p := range []string{filepath.Join(tr.out.dir, PipelineDir, diffusers.UNetDir, diffusers.WeightsFile), filepath.Join(tr.out.dir, EMAWeights)} {
+		f, err := safetensors.ReadFile(p)
+		if err != nil || f.Metadata["step"] != fmt.Sprint(tr.st.Step) {
+			return false
+		}
+	}
+	return true
 }
 
-// exportEMA writes the EMA weights alone under diffusers' names: the file to load into a PyTorch UNet2DModel.
-func (tr *trainer) exportEMA() error {
+// exportEMA writes the EMA weights as a diffusers pipeline folder (pipeline/: model_index.json, unet/config.json and
+// the weights, scheduler/scheduler_config.json, with this step's sample grid and the loss plot when they exist),
+// for DDPMPipeline.from_pretrained, and then alone under diffusers' names (unet_ema.safetensors), the file to load
+// into a PyTorch UNet2DModel. unet_ema.safetensors comes last: its step marks the exports done (exported).
+func (tr *trainer) exportEMA(res *Result) error {
 	host := make([]float32, tr.unet.NumParams())
 	tr.be.Download(host, tr.ema)
+	step := fmt.Sprint(tr.st.Step)
+	var extras []diffusers.Extra
+	if res.Samples != "" && filepath.Base(res.Samples) == fmt.Sprintf("step-%08d.png", tr.st.Step) {
+		extras = append(extras, diffusers.Extra{Name: "samples.png", Path: res.Samples})
+	}
+	if plot := filepath.Join(tr.out.dir, LossPlot); fileExists(plot) {
+		extras = append(extras, diffusers.Extra{Name: LossPlot, Path: plot})
+	}
+	pipe := filepath.Join(tr.out.dir, PipelineDir)
+	err := diffusers.Write(pipe, diffusers.Pipeline{Config: tr.cfg, Table: tr.table, Weights: host,
+		Meta: map[string]string{"step": step, "weights": "ema"}, Extras: extras})
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
 	ts := make([]safetensors.Tensor, len(tr.table))
 	for i, p := range tr.table {
 		ts[i] = safetensors.Tensor{Name: p.Name, Shape: p.Shape, Data: host[p.Offset : p.Offset+p.Size]}
 	}
 	path := filepath.Join(tr.out.dir, EMAWeights)
-	err := atomicfile.Write(path, func(w io.Writer) error {
-		return safetensors.Write(w, ts, map[string]string{"format": "pt", "step": fmt.Sprint(tr.st.Step), "weights": "ema"})
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		return safetensors.Write(w, ts, map[string]string{"format": "pt", "step": step, "weights": "ema"})
 	})
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
+	tr.log.Info("exported", zap.String("pipeline", pipe), zap.String("ema_weights", path))
 	return nil
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // plotLoss redraws loss.png from the metrics so far.

@@ -49,6 +49,7 @@ import (
 	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/diffusers"
 	"github.com/ddpmgo/ddpm/diffusion"
 	"github.com/ddpmgo/ddpm/internal/atomicfile"
 	"github.com/ddpmgo/ddpm/model"
@@ -65,6 +66,15 @@ type Options struct {
 	ResumeFrom string        // continue from this checkpoint (takes precedence over Resume)
 	Dataset    data.Dataset  // nil: load cfg.Data; tests pass images held in memory
 	Bar        *progress.Bar // nil: no progress bar
+
+	// InitFrom fine-tunes a model someone else trained: a diffusers pipeline folder, unet folder or weights file
+	// next to a config.json (see package diffusers). Its model config replaces [model], data.channels and
+	// data.image_size, its scheduler config (when present) [diffusion], sample.variance and sample.clip (InitConfig);
+	// the run starts from its weights (the EMA too) with a fresh optimizer and step count. With Resume or ResumeFrom
+	// the checkpoint's state is restored instead, so that a fine-tuning run continues like any other.
+	InitFrom string
+	// Overrides are the -set values cfg was made with: InitFrom refuses those its folder contradicts.
+	Overrides []string
 }
 
 // Result says how a run ended.
@@ -85,6 +95,7 @@ const (
 	LossPlot    = "loss.png"
 	SamplesDir  = "samples"
 	EMAWeights  = "unet_ema.safetensors" // the EMA weights alone, diffusers names, written at the end
+	PipelineDir = "pipeline"             // the EMA model as a diffusers DDPMPipeline folder, written at the end
 )
 
 // ErrNonFinite is wrapped by the error of a run stopped by a NaN or Inf loss.
@@ -157,9 +168,19 @@ func runWith(ctx context.Context, cfg config.Config, opt Options, inject func(in
 	if log == nil {
 		log = zap.NewNop()
 	}
+	var init *diffusers.Folder
+	if opt.InitFrom != "" {
+		c, f, err := InitConfig(cfg, opt.InitFrom, opt.Overrides)
+		if err != nil {
+			return Result{Loss: math.NaN()}, err
+		}
+		cfg, init = c, f
+		log.Info("model from -init-from", zap.String("config", f.ConfigPath), zap.String("weights", f.WeightsPath),
+			zap.String("scheduler", f.SchedulerPath))
+	}
 	log.Info("resolved config", zap.String("run", cfg.Run.Name), zap.String("dir", cfg.Run.Dir),
 		zap.String("backend", opt.Backend.Name()), configField(cfg))
-	if tr, err = setup(cfg, opt, log); err != nil {
+	if tr, err = setup(cfg, opt, log, init); err != nil {
 		return Result{Loss: math.NaN()}, err
 	}
 	defer tr.close()
@@ -167,8 +188,23 @@ func runWith(ctx context.Context, cfg config.Config, opt Options, inject func(in
 	return tr.loop(ctx)
 }
 
-// setup loads the data, builds the model and its buffers, and initialises or restores the state.
-func setup(cfg config.Config, opt Options, log *zap.Logger) (*trainer, error) {
+// InitConfig is cfg with the model (and schedule) of the diffusers folder at path, as Run uses it for
+// Options.InitFrom (see diffusers.Folder.Apply; overrides are the -set values cfg was made with), and the folder.
+func InitConfig(cfg config.Config, path string, overrides []string) (config.Config, *diffusers.Folder, error) {
+	f, err := diffusers.Open(path)
+	if err != nil {
+		return config.Config{}, nil, fmt.Errorf("train: -init-from: %w", err)
+	}
+	c, err := f.Apply(cfg, overrides)
+	if err != nil {
+		return config.Config{}, nil, fmt.Errorf("train: -init-from: %w", err)
+	}
+	return c, f, nil
+}
+
+// setup loads the data, builds the model and its buffers, and initialises (from init's weights when given) or
+// restores the state.
+func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Folder) (*trainer, error) {
 	tc := cfg.Train
 	tr := &trainer{cfg: cfg, be: opt.Backend, log: log, bar: opt.Bar,
 		B: tc.BatchSize, A: tc.GradAccum, C: cfg.Data.Channels, S: cfg.Data.ImageSize, T: cfg.Diffusion.Timesteps, seed: tc.Seed}
@@ -239,11 +275,20 @@ func setup(cfg config.Config, opt Options, log *zap.Logger) (*trainer, error) {
 			log.Warn("could not remove a stale temporary file", zap.Error(err))
 		}
 	}
-	if resumeFrom != "" {
+	switch {
+	case resumeFrom != "":
 		if err := tr.restore(resumeFrom); err != nil {
 			return nil, err
 		}
-	} else {
+	case init != nil: // fine-tuning: pretrained weights, a fresh optimizer (m = v = 0) and step count
+		w, _, err := init.Weights(tr.table)
+		if err != nil {
+			return nil, fmt.Errorf("train: -init-from: %w", err)
+		}
+		be.Upload(tr.unet.Params(), w)
+		be.Copy(tr.ema, tr.unet.Params())
+		log.Info("initialised from pretrained weights", zap.String("weights", init.WeightsPath), zap.Int("params", P))
+	default:
 		tr.unet.Init(tr.seed)
 		be.Copy(tr.ema, tr.unet.Params()) // the average starts at the initial weights, as diffusers' EMAModel
 	}

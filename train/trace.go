@@ -29,7 +29,7 @@ func TraceStep(cfg config.Config, be ops.Backend, images int, mark func(on bool)
 	if images <= 0 {
 		images = max(cfg.Train.BatchSize, min(1024, 4*cfg.Train.BatchSize))
 	}
-	tr, err := setup(cfg, Options{Backend: be, Dataset: randomImages(cfg, images)}, zap.NewNop())
+	tr, err := setup(cfg, Options{Backend: be, Dataset: randomImages(cfg, images)}, zap.NewNop(), nil)
 	if err != nil {
 		return err
 	}

@@ -9,13 +9,16 @@
 //	                                            bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak
 //
 // The model and the diffusion schedule come from the config stored in the checkpoint; the sampler settings default
-// to its [sample] section. Same checkpoint, seed and flags: same output bytes.
+// to its [sample] section. -ckpt also takes a diffusers model (a DDPMPipeline folder such as RUN/pipeline, a unet
+// folder, or weights next to a config.json): its config.json builds the model, its scheduler config sets the schedule,
+// variance and clipping. Same checkpoint, seed and flags: same output bytes.
 //
 // Exit status: 0 success, 2 usage errors, 1 runtime failures (including a damaged checkpoint).
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -24,7 +27,6 @@ import (
 	"github.com/ddpmgo/ddpm/bench"
 	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/config"
-	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/diffusion"
 	"github.com/ddpmgo/ddpm/imgio"
 	"github.com/ddpmgo/ddpm/internal/atomicfile"
@@ -42,6 +44,8 @@ const usageHead = `Usage: sample -ckpt PATH [flags]
 Draws images from a checkpoint written by bin/train (the EMA weights unless -raw) and writes a PNG grid (-out)
 and/or the float32 samples in [-1, 1] as a NumPy array [n, C, H, W] (-npy). Sampler defaults come from the
 checkpoint's [sample] config. With -init the sampler starts from the given x_T instead of drawing it.
+-ckpt also takes a diffusers DDPMPipeline folder (what bin/train leaves in RUN/pipeline, or a model trained
+elsewhere), a unet folder, or weights next to a config.json; its scheduler_config.json sets the schedule.
 
 Outputs are written whole or not at all. SIGINT/SIGTERM stop sampling and exit 1 without writing anything.
 
@@ -54,7 +58,7 @@ Exit status: 0 success, 2 usage error, 1 runtime failure (including an interrupt
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := cli.New("sample", usageHead, usageTail, stderr)
-	ckpt := fs.String("ckpt", "", "trainer checkpoint `PATH` (e.g. runs/fashion32/checkpoints/latest.safetensors)")
+	ckpt := fs.String("ckpt", "", "trainer checkpoint `PATH` (e.g. runs/fashion32/checkpoints/latest.safetensors), or a diffusers model: a DDPMPipeline folder (runs/fashion32/pipeline), a unet folder, or weights next to a config.json")
 	smp := fs.String("sampler", "", "ddpm | ddim (default: the checkpoint's sample.sampler)")
 	steps := fs.Int("steps", 0, "ddim: sampling steps (default: sample.steps; ddpm always takes all T)")
 	eta := fs.Float64("eta", 0, "ddim: 0 = deterministic … 1 = DDPM-like noise (default: sample.eta)")
@@ -86,13 +90,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("-ckpt PATH is required (see -h)")
 	}
 	set := fs.Set()
-	text, f, err := checkpoint.Config(*ckpt)
-	if err != nil {
+	src, err := openSource(*ckpt, *raw)
+	if errors.Is(err, errRawFolder) {
+		return usage("%v", err)
+	} else if err != nil {
 		return fail(err)
 	}
-	cfg, err := config.Parse(*ckpt, []byte(text), nil)
-	if err != nil {
-		return fail(fmt.Errorf("checkpoint %s: stored config: %w", *ckpt, err))
+	cfg := src.cfg
+	if src.note != "" {
+		fmt.Fprintf(stderr, "sample: %s\n", src.note)
 	}
 	be, closeBe, err := backend.Open(*device, cfg.Device, nil)
 	if err != nil {
@@ -149,7 +155,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	w, err := checkpoint.Weights(f, unet.Table(), weightsPrefix(*raw))
+	w, err := src.weights(unet.Table())
 	if err != nil {
 		return fail(err)
 	}
@@ -197,7 +203,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		weights = "raw"
 	}
 	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps (eta %g, seed %d, %s weights of step %s) in %s → %s %s\n",
-		count, C, S, S, opt.Sampler, len(sp.Timesteps()), opt.Eta, *seed, weights, f.Metadata["step"],
+		count, C, S, S, opt.Sampler, len(sp.Timesteps()), opt.Eta, *seed, weights, src.step,
 		time.Since(t0).Round(time.Millisecond), pngPath, *npy)
 	return cli.OK
 }
@@ -217,18 +223,18 @@ func runBench(ctx context.Context, fs *cli.Command, ckpt, cfgPath, device string
 	var weights []float32
 	switch {
 	case ckpt != "":
-		text, f, err := checkpoint.Config(ckpt)
+		src, err := openSource(ckpt, raw)
+		if errors.Is(err, errRawFolder) {
+			return fs.Usagef("%v", err)
+		} else if err != nil {
+			return fs.Fail(err)
+		}
+		cfg = src.cfg
+		table, err := model.Table(cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize)
 		if err != nil {
 			return fs.Fail(err)
 		}
-		if cfg, err = config.Parse(ckpt, []byte(text), nil); err != nil {
-			return fs.Fail(fmt.Errorf("checkpoint %s: stored config: %w", ckpt, err))
-		}
-		u, err := model.New(cpu.New(), cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, 1) // for its table only
-		if err != nil {
-			return fs.Fail(err)
-		}
-		if weights, err = checkpoint.Weights(f, u.Table(), weightsPrefix(raw)); err != nil {
+		if weights, err = src.weights(table); err != nil {
 			return fs.Fail(err)
 		}
 	case cfgPath != "":

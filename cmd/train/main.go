@@ -7,6 +7,7 @@
 //	bin/train -c FILE -dry-run                  the model summary, then exit
 //	bin/train -c FILE -resume                   continue the run in run.dir from its latest checkpoint
 //	bin/train -c FILE -resume-from PATH         continue from a given checkpoint
+//	bin/train -c FILE -init-from DIR            fine-tune a diffusers model (a DDPMPipeline folder, e.g. RUN/pipeline)
 //	bin/train -c FILE -device cuda              on an NVIDIA GPU (a build with -tags cuda: make build-cuda)
 //	bin/train -c FILE -device emu               the CUDA kernels on the CPU emulator (slow; for checks)
 //	bin/train -c FILE -bench 20 [-device cuda]  time 20 training steps on random data; the last line is
@@ -45,7 +46,8 @@ const usageHead = `Usage: train [flags]
 
 Trains a denoising diffusion model (DDPM, epsilon-prediction, a diffusers-compatible U-Net) and writes into
 run.dir (default runs/<config name>): config.toml, metrics.jsonl, loss.png, samples/step-N.png (from the EMA
-weights), checkpoints/step-N.safetensors with checkpoints/latest.safetensors, and unet_ema.safetensors at the end.
+weights), checkpoints/step-N.safetensors with checkpoints/latest.safetensors, and at the end pipeline/ (a diffusers
+DDPMPipeline folder of the EMA weights: DDPMPipeline.from_pretrained("RUN/pipeline")) and unet_ema.safetensors.
 
 Without -c the embedded configs/fashion32.toml is used (Fashion-MNIST from /usr/share/datasets/fashion-mnist,
 about ten minutes on a CPU). configs/reference.toml lists every key with its default and meaning.
@@ -72,6 +74,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	debug := cmd.Bool("debug", false, "also log debug lines")
 	resume := cmd.Bool("resume", false, "continue the run in run.dir from checkpoints/latest.safetensors")
 	resumeFrom := cmd.String("resume-from", "", "continue from the checkpoint at `PATH` (writing into run.dir)")
+	initFrom := cmd.String("init-from", "", "fine-tune from a diffusers model `DIR` (a DDPMPipeline folder such as RUN/pipeline, a unet folder, "+
+		"or weights next to a config.json): its weights, a fresh optimizer and step count; its config.json replaces [model], "+
+		"data.channels and data.image_size, its scheduler config [diffusion], sample.variance and sample.clip (a -set that "+
+		"contradicts them is an error)")
 	if status, ok := cmd.Parse(args); !ok {
 		return status
 	}
@@ -89,6 +95,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		return cmd.Usagef("%v", err)
+	}
+	if *initFrom != "" {
+		if cfg, _, err = train.InitConfig(cfg, *initFrom, sets); err != nil {
+			return cmd.Usagef("%v", err)
+		}
 	}
 	if *printCfg {
 		fmt.Fprint(stdout, cfg.TOML())
@@ -134,7 +145,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.OK
 	}
 
-	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: bar})
+	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: bar,
+		InitFrom: *initFrom, Overrides: sets})
 	if err != nil {
 		bar.Finish()
 		log.Error("training failed", zap.Error(err))

@@ -180,7 +180,7 @@ func TestWorkElementwiseAndReductions(t *testing.T) {
 		be.SumSquares(a, out) // 4 blocks of 256
 		be.MSE(a, b, out)
 		be.MSEBackward(1, a, b, y)
-		be.TimestepEmbedding(4, 6, al(4), al(24))
+		be.TimestepEmbedding(ops.EmbedShape{N: 4, Dim: 6, FlipSinToCos: true}, al(4), al(24))
 		be.Fill(a, 0)
 		be.Copy(a, b)
 	})

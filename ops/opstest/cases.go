@@ -175,6 +175,11 @@ var convShapes = []struct {
 	{ops.ConvShape{N: 2, Cin: 5, H: 7, W: 5, Cout: 3, K: 1, Stride: 2, Pad: 0}, false},
 	// Weight gradient with split-K on the GPU: 3·15·13 = 585 reduction terms in 2 chunks of 304 and 281.
 	{ops.ConvShape{N: 3, Cin: 4, H: 15, W: 13, Cout: 6, K: 3, Stride: 1, Pad: 1}, true},
+	// Padding after x only: diffusers' Downsample2D with padding 0 (pad (0, 1, 0, 1), then a stride-2 3×3 conv), on
+	// even and odd sizes, and a stride-1 case that takes no fast path.
+	{ops.ConvShape{N: 3, Cin: 8, H: 8, W: 8, Cout: 8, K: 3, Stride: 2, Pad: 0, PadEnd: 1}, true},
+	{ops.ConvShape{N: 2, Cin: 3, H: 7, W: 5, Cout: 4, K: 3, Stride: 2, Pad: 0, PadEnd: 1}, false},
+	{ops.ConvShape{N: 2, Cin: 3, H: 5, W: 6, Cout: 2, K: 3, Stride: 1, Pad: 1, PadEnd: 2}, true},
 }
 
 func convCases() []Case {
@@ -182,6 +187,9 @@ func convCases() []Case {
 	for _, cv := range convShapes {
 		s, bias := cv.s, cv.bias
 		name := fmt.Sprintf("Conv2D/%dx%dx%dx%d->%d/k%ds%dp%d/bias=%v", s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad, bias)
+		if s.PadEnd != 0 {
+			name = fmt.Sprintf("Conv2D/%dx%dx%dx%d->%d/k%ds%dp%d+%d/bias=%v", s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad, s.PadEnd, bias)
+		}
 		xn, wn, yn := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*s.OutH()*s.OutW()
 		cs = append(cs, Case{Name: name, Methods: []string{"Conv2D", "Conv2DBackward"}, Tol: tolGEMM, Why: whyGEMM,
 			Run: func(e *Env) {
@@ -262,10 +270,21 @@ func linearCases() []Case {
 	}
 	cs = append(cs, Case{Name: "TimestepEmbedding", Methods: []string{"TimestepEmbedding"}, Tol: tolEmb, Why: whyEmb,
 		Run: func(e *Env) {
-			for _, dim := range []int{2, 7, 128} {
-				n := 5
-				t := []float32{0, 1, 17, 500, 999}
-				e.B.TimestepEmbedding(n, dim, e.In("t", t), e.Out(fmt.Sprintf("y dim %d", dim), n*dim))
+			// flip_sin_to_cos and downscale_freq_shift as diffusers' UNet2DModel takes them: (true, 0) is this
+			// trainer's default, (false, 1) the original DDPM checkpoints' (google/ddpm-*), 0.5 a fractional shift.
+			for _, v := range []struct {
+				flip  bool
+				shift float64
+			}{{true, 0}, {false, 1}, {true, 1}, {false, 0.5}} {
+				for _, dim := range []int{2, 7, 128} {
+					n := 5
+					t := []float32{0, 1, 17, 500, 999}
+					s := ops.EmbedShape{N: n, Dim: dim, FlipSinToCos: v.flip, FreqShift: v.shift}
+					if dim == 2 && v.shift >= 1 {
+						continue // half − shift must be > 0
+					}
+					e.B.TimestepEmbedding(s, e.In("t", t), e.Out(fmt.Sprintf("y dim %d flip %v shift %g", dim, v.flip, v.shift), n*dim))
+				}
 			}
 		}})
 	return cs
