@@ -93,23 +93,25 @@ func (sc *stepControl) Update(p, g, m, v, e ops.Buf) {
 	sc.reset = false
 }
 
-// Read downloads the window: one copy of 64 bytes and a synchronisation (none before the first step).
+// Read downloads the window: one copy of 64 bytes and a synchronisation (only the synchronisation before the first
+// step).
 func (sc *stepControl) Read() (ops.Window, error) {
 	be := sc.be
 	var w ops.Window
-	if sc.taken > 0 {
-		var raw [stepWindowBytes / 4]uint32
-		be.keep("StepControl Read", Download(be.d, raw[:], sc.win))
-		if err := be.Sync(); err != nil {
-			return w, err
-		}
-		f64 := func(off int) float64 { return math.Float64frombits(uint64(raw[off/4+1])<<32 | uint64(raw[off/4])) }
-		i32 := func(off int) int { return int(int32(raw[off/4])) }
-		w = ops.Window{Loss: f64(0), Norm: f64(8), BadLoss: f64(16), BadNormSq: f64(24), Steps: i32(32), Taken: i32(36),
-			Bad: i32(40), FirstBad: i32(44)}
-	}
+	taken := sc.taken
 	sc.taken, sc.reset, sc.set = 0, true, false
-	return w, be.Sync()
+	if taken == 0 {
+		return w, be.Sync()
+	}
+	var raw [stepWindowBytes / 4]uint32
+	be.keep("StepControl Read", Download(be.d, raw[:], sc.win))
+	if err := be.Sync(); err != nil {
+		return w, err
+	}
+	f64 := func(off int) float64 { return math.Float64frombits(uint64(raw[off/4+1])<<32 | uint64(raw[off/4])) }
+	i32 := func(off int) int { return int(int32(raw[off/4])) }
+	return ops.Window{Loss: f64(0), Norm: f64(8), BadLoss: f64(16), BadNormSq: f64(24), Steps: i32(32), Taken: i32(36),
+		Bad: i32(40), FirstBad: i32(44)}, nil
 }
 
 // SetSettings uploads the window's settings rows when they differ from those the device holds (after the warm-ups

@@ -127,6 +127,22 @@ func New(b ops.Backend, s *diffusion.Schedule, opt Options, maxBatch, d int) (*S
 	return sp, nil
 }
 
+// Free releases the sampler's buffers and its schedule on the backend.
+func (sp *Sampler) Free() {
+	FreeSchedule(sp.be, sp.sch)
+	for _, x := range []ops.Buf{sp.x, sp.y, sp.z, sp.t} {
+		sp.be.Free(x)
+	}
+}
+
+// FreeSchedule releases the tables of an uploaded schedule.
+func FreeSchedule(b ops.Backend, s *ops.Schedule) {
+	for _, t := range []ops.Buf{s.SqrtAlphaBar, s.SqrtOneMinusAlphaBar, s.SqrtRecipAlphaBar, s.SqrtRecipM1AlphaBar,
+		s.PosteriorCoef1, s.PosteriorCoef2, s.Sigma, s.AlphaBar} {
+		b.Free(t)
+	}
+}
+
 func defaultStr(s, def string) string {
 	if s == "" {
 		return def

@@ -383,9 +383,16 @@ func checkResumable(path, saved string, cfg config.Config, log *zap.Logger) erro
 	return nil
 }
 
+// close releases what setup allocated on the backend (a GPU context keeps nothing after a run) and the metrics file.
 func (tr *trainer) close() {
 	tr.feed.free()
 	tr.ctl.Free()
+	for _, b := range []ops.Buf{tr.x0, tr.eps, tr.xt, tr.dout, tr.tBuf, tr.m, tr.v, tr.ema, tr.swap} {
+		tr.be.Free(b)
+	}
+	tr.smp.Free()
+	sampler.FreeSchedule(tr.be, tr.sch)
+	tr.unet.Free()
 	tr.metrics.close()
 }
 

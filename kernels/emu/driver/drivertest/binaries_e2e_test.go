@@ -279,7 +279,7 @@ func TestBinaries(t *testing.T) {
 		}{
 			{"out of memory at set-up", "alloc:5", []string{"cuda Alloc", "OutOfMemory", "no checkpoint was written yet"}, ""},
 			{"faulting launch", "launch:adamw_ctl_f32:4", []string{"StepControl", "IllegalAddress", "step 4", checkpoint.Name(2)}, "2"},
-			{"failed synchronisation", "sync:4", []string{"LaunchFailed", checkpoint.Name(2)}, "2"},
+			{"failed synchronisation", "sync:5", []string{"Sync", "LaunchFailed", "step 4", checkpoint.Name(2)}, "2"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				dir := t.TempDir()
