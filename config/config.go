@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -47,16 +48,45 @@ type Data struct {
 	SkipBad   bool   `toml:"skip_bad"`   // folder: skip unreadable images (counted) instead of stopping
 }
 
-// Model is the U-Net (diffusers' UNet2DModel with DownBlock2D/UpBlock2D).
+// Model is the U-Net (diffusers' UNet2DModel with DownBlock2D/UpBlock2D, AttnDownBlock2D/AttnUpBlock2D where
+// attention is asked for, UNetMidBlock2D). Package diffusers maps it to and from a UNet2DModel config.json.
 type Model struct {
-	BlockChannels        []int   `toml:"block_channels"`
-	LayersPerBlock       int     `toml:"layers_per_block"`
-	MidAttention         bool    `toml:"mid_attention"`
-	AttentionResolutions []int   `toml:"attention_resolutions"` // resolutions whose down/up blocks get attention
-	AttentionHeadDim     int     `toml:"attention_head_dim"`
-	NormGroups           int     `toml:"norm_groups"`
-	NormEps              float64 `toml:"norm_eps"`
-	Dropout              float64 `toml:"dropout"`
+	BlockChannels            []int   `toml:"block_channels"`
+	LayersPerBlock           int     `toml:"layers_per_block"`
+	MidAttention             bool    `toml:"mid_attention"`
+	AttentionResolutions     []int   `toml:"attention_resolutions"`      // resolutions whose down and up blocks get attention
+	DownAttentionResolutions []int   `toml:"down_attention_resolutions"` // resolutions whose down block (only) gets attention
+	UpAttentionResolutions   []int   `toml:"up_attention_resolutions"`   // resolutions whose up block (only) gets attention
+	AttentionHeadDim         int     `toml:"attention_head_dim"`         // 0: one head per block (diffusers' null)
+	NormGroups               int     `toml:"norm_groups"`
+	NormEps                  float64 `toml:"norm_eps"`
+	Dropout                  float64 `toml:"dropout"`
+	FlipSinToCos             bool    `toml:"flip_sin_to_cos"`    // time embedding: cos first (true) or sin first
+	FreqShift                float64 `toml:"freq_shift"`         // time embedding: f_i = exp(−ln(10⁴)·i/(half − freq_shift))
+	DownsamplePadding        int     `toml:"downsample_padding"` // 1: pad 1 all round; 0: pad (0, 1, 0, 1), as diffusers
+}
+
+// DownAttention says whether the down block of the given level gets attention for imageSize-pixel images
+// (AttnDownBlock2D): its resolution imageSize>>level is in attention_resolutions or down_attention_resolutions.
+func (m Model) DownAttention(imageSize, level int) bool {
+	r := imageSize >> level
+	return slices.Contains(m.AttentionResolutions, r) || slices.Contains(m.DownAttentionResolutions, r)
+}
+
+// UpAttention says whether the up block at the given level (the level of its output resolution, imageSize>>level)
+// gets attention (AttnUpBlock2D): that resolution is in attention_resolutions or up_attention_resolutions.
+func (m Model) UpAttention(imageSize, level int) bool {
+	r := imageSize >> level
+	return slices.Contains(m.AttentionResolutions, r) || slices.Contains(m.UpAttentionResolutions, r)
+}
+
+// HeadDim is the channels per attention head in a block of the given width: attention_head_dim, or the whole width
+// (one head) when it is 0, as diffusers' UNet2DModel does for attention_head_dim = null.
+func (m Model) HeadDim(channels int) int {
+	if m.AttentionHeadDim == 0 {
+		return channels
+	}
+	return m.AttentionHeadDim
 }
 
 // Diffusion is the forward process and the prediction target.
@@ -131,13 +161,17 @@ func Default() Config {
 			Channels:  1,
 		},
 		Model: Model{
-			BlockChannels:        []int{64, 128, 256},
-			LayersPerBlock:       2,
-			MidAttention:         true,
-			AttentionResolutions: []int{},
-			AttentionHeadDim:     8,
-			NormGroups:           32,
-			NormEps:              1e-5,
+			BlockChannels:            []int{64, 128, 256},
+			LayersPerBlock:           2,
+			MidAttention:             true,
+			AttentionResolutions:     []int{},
+			DownAttentionResolutions: []int{},
+			UpAttentionResolutions:   []int{},
+			AttentionHeadDim:         8,
+			NormGroups:               32,
+			NormEps:                  1e-5,
+			FlipSinToCos:             true,
+			DownsamplePadding:        1,
 		},
 		Diffusion: Diffusion{
 			Timesteps:  1000,

@@ -140,6 +140,12 @@ func TestInvalidValuesSayWhatIsAllowed(t *testing.T) {
 		{"train.on_write_error=ignore", "allowed: stop, continue"},
 		{"model.attention_resolutions=[7]", "allowed: [32 16 8]"},
 		{"train.ema_decay=1.5", "0 ≤ decay < 1"},
+		{"model.down_attention_resolutions=[7]", "model.down_attention_resolutions: 7 is not a resolution"},
+		{"model.up_attention_resolutions=[5]", "model.up_attention_resolutions: 5 is not a resolution"},
+		{"model.attention_head_dim=-1", "or 0 for one head per block"},
+		{"model.downsample_padding=2", "allowed: 1 (pad 1 all round), 0"},
+		{"model.freq_shift=32", "less than block_channels[0]/2 = 32"},
+		{"model.freq_shift=nan", "model.freq_shift: is NaN"},
 	}
 	for _, c := range cases {
 		_, err := Parse("x.toml", nil, []string{c.set})
@@ -159,7 +165,9 @@ func TestInvalidValuesSayWhatIsAllowed(t *testing.T) {
 }
 
 func TestPrintedConfigRoundTrips(t *testing.T) {
-	c, err := Load(filepath.Join(configsDir, "celeba32.toml"), []string{"train.seed=42"})
+	c, err := Load(filepath.Join(configsDir, "celeba32.toml"), []string{"train.seed=42", "model.freq_shift=0.5",
+		"model.flip_sin_to_cos=false", "model.downsample_padding=0", "model.down_attention_resolutions=[8]",
+		"model.up_attention_resolutions=[16]", "model.attention_head_dim=0"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,29 +59,33 @@ func (c Config) Validate() error {
 	if m.LayersPerBlock < 1 {
 		bad("model.layers_per_block", "is %d; must be ≥ 1", m.LayersPerBlock)
 	}
-	if m.AttentionHeadDim <= 0 {
-		bad("model.attention_head_dim", "is %d; must be > 0", m.AttentionHeadDim)
-	} else {
-		if m.MidAttention && levels > 0 && m.BlockChannels[levels-1]%m.AttentionHeadDim != 0 {
-			bad("model.attention_head_dim", "%d does not divide the middle block's %d channels", m.AttentionHeadDim, m.BlockChannels[levels-1])
-		}
+	if m.AttentionHeadDim < 0 {
+		bad("model.attention_head_dim", "is %d; must be > 0, or 0 for one head per block", m.AttentionHeadDim)
+	} else if m.MidAttention && levels > 0 && m.BlockChannels[levels-1]%m.HeadDim(m.BlockChannels[levels-1]) != 0 {
+		bad("model.attention_head_dim", "%d does not divide the middle block's %d channels", m.AttentionHeadDim, m.BlockChannels[levels-1])
 	}
-	for _, r := range m.AttentionResolutions {
-		ok := false
-		for l := 0; l < levels; l++ {
-			if d.ImageSize>>l == r {
-				ok = true
-				if m.AttentionHeadDim > 0 && m.BlockChannels[l]%m.AttentionHeadDim != 0 {
-					bad("model.attention_head_dim", "%d does not divide the %d channels at resolution %d", m.AttentionHeadDim, m.BlockChannels[l], r)
+	for _, list := range []struct {
+		key string
+		rs  []int
+	}{{"model.attention_resolutions", m.AttentionResolutions}, {"model.down_attention_resolutions", m.DownAttentionResolutions},
+		{"model.up_attention_resolutions", m.UpAttentionResolutions}} {
+		for _, r := range list.rs {
+			ok := false
+			for l := 0; l < levels; l++ {
+				if d.ImageSize>>l == r {
+					ok = true
+					if ch := m.BlockChannels[l]; m.AttentionHeadDim > 0 && ch%m.AttentionHeadDim != 0 {
+						bad("model.attention_head_dim", "%d does not divide the %d channels at resolution %d", m.AttentionHeadDim, ch, r)
+					}
 				}
 			}
-		}
-		if !ok && levels > 0 {
-			var allowed []int
-			for l := 0; l < levels; l++ {
-				allowed = append(allowed, d.ImageSize>>l)
+			if !ok && levels > 0 {
+				var allowed []int
+				for l := 0; l < levels; l++ {
+					allowed = append(allowed, d.ImageSize>>l)
+				}
+				bad(list.key, "%d is not a resolution of this U-Net; allowed: %v", r, allowed)
 			}
-			bad("model.attention_resolutions", "%d is not a resolution of this U-Net; allowed: %v", r, allowed)
 		}
 	}
 	if !(m.NormEps > 0) {
@@ -89,6 +93,14 @@ func (c Config) Validate() error {
 	}
 	if !(m.Dropout >= 0 && m.Dropout < 1) {
 		bad("model.dropout", "is %g; allowed: 0 ≤ dropout < 1", m.Dropout)
+	}
+	if levels > 0 && m.BlockChannels[0] > 0 {
+		if half := m.BlockChannels[0] / 2; half > 0 && !(float64(half)-m.FreqShift > 0) || math.IsInf(m.FreqShift, 0) {
+			bad("model.freq_shift", "is %g; must be finite and less than block_channels[0]/2 = %d", m.FreqShift, half)
+		}
+	}
+	if m.DownsamplePadding != 0 && m.DownsamplePadding != 1 {
+		bad("model.downsample_padding", "is %d; allowed: 1 (pad 1 all round), 0 (pad bottom and right by 1, as diffusers)", m.DownsamplePadding)
 	}
 
 	df := c.Diffusion

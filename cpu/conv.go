@@ -16,16 +16,17 @@ import (
 const convChunks = 4
 
 func checkConv(op string, s ops.ConvShape) {
-	if s.N < 0 || s.Cin < 1 || s.Cout < 1 || s.K < 1 || s.Stride < 1 || s.Pad < 0 || s.OutH() < 1 || s.OutW() < 1 {
+	if s.N < 0 || s.Cin < 1 || s.Cout < 1 || s.K < 1 || s.Stride < 1 || s.Pad < 0 || s.PadEnd < 0 || s.OutH() < 1 || s.OutW() < 1 {
 		panic(fmt.Sprintf("cpu %s %+v: invalid shape (output %dx%d)", op, s, s.OutH(), s.OutW()))
 	}
 }
 
 // direct reports whether the convolution is a plain GEMM on x (1×1, stride 1, no
 // padding): the im2col matrix would be x itself.
-func direct(s ops.ConvShape) bool { return s.K == 1 && s.Stride == 1 && s.Pad == 0 }
+func direct(s ops.ConvShape) bool { return s.K == 1 && s.Stride == 1 && s.Pad == 0 && s.PadEnd == 0 }
 
-// Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P], as GEMMs
+// Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (0 outside x;
+// PadEnd only adds output rows and columns, whose taps past the end read 0), as GEMMs
 // over column panels (see convPanels): for a panel of g samples (or of a block of one
 // sample's output rows), y_panel [Cout, cols] = w [Cout, Cin·K·K] · im2col_panel
 // [Cin·K·K, cols], with im2col(x)[(c·K+p)·K+q, i·OW+j] = x[n, c, i·S+p−P, j·S+q−P]
@@ -468,7 +469,7 @@ func col2im[T Float](s ops.ConvShape, cols []T, ld int, dx []T, i0, i1 int) {
 // im2colSame and col2imSame use that to move whole runs instead of OW-element pieces
 // (8–32 elements at U-Net sizes, where a call per piece costs more than the copy).
 func sameShape(s ops.ConvShape) bool {
-	return s.Stride == 1 && 2*s.Pad == s.K-1
+	return s.Stride == 1 && 2*s.Pad == s.K-1 && s.PadEnd == 0
 }
 
 // sameRows is, for kernel row p, the output rows [ia, ib) ⊆ [i0, i1) whose input row

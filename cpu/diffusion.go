@@ -36,6 +36,18 @@ func normalRange[T Float](j *job[T], lo, hi int) {
 	}
 }
 
+// Timesteps: t[i] = rng.Intn(seed, stream, offset+i, T) as float values (see ops.Backend).
+func (be *Backend[T]) Timesteps(seed uint64, stream uint32, offset uint64, steps int, t ops.Buf) {
+	defer be.stop(FamOther, be.start())
+	ts := be.buf("Timesteps", "t", t)
+	if steps < 1 {
+		panic(fmt.Sprintf("cpu Timesteps: T = %d", steps))
+	}
+	for i := range ts {
+		ts[i] = T(rng.Intn(seed, stream, offset+uint64(i), steps))
+	}
+}
+
 // Dropout: y[i] = x[i]/(1−rate) where rng.Uniform(seed, rng.StreamDropout, offset+i) ≥ rate
 // (the comparison in float32), else 0. rate must lie in [0, 1).
 func (be *Backend[T]) Dropout(rate float32, seed, offset uint64, x, y ops.Buf) {

@@ -116,12 +116,13 @@ int ddpm_dnnl_init(char *err, int errn) {
 	return 0;
 }
 
-ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int nthr,
+// pad zeros before each spatial dimension, pad + pad_end after it (ops.ConvShape).
+ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int nthr,
 		char *err, int errn) {
 	ddpm_conv *c = calloc(1, sizeof *c);
 	if (!c) { snprintf(err, errn, "calloc"); return NULL; }
 	c->nthr = nthr;
-	int oh = (h + 2 * pad - k) / s + 1, ow = (w + 2 * pad - k) / s + 1;
+	int oh = (h + 2 * pad + pad_end - k) / s + 1, ow = (w + 2 * pad + pad_end - k) / s + 1;
 	dnnl_dims_t xd = {n, cin, h, w}, wd = {cout, cin, k, k}, bd = {cout}, yd = {n, cout, oh, ow};
 	dnnl_dims_t strides = {s, s}, pl = {pad, pad};
 	dnnl_dims_t pr = {(oh - 1) * s + k - h - pad, (ow - 1) * s + k - w - pad};

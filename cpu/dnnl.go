@@ -73,7 +73,7 @@ func (d *dnnlState) plan(op string, s ops.ConvShape) *C.ddpm_conv {
 	}
 	var err [256]C.char
 	p := C.ddpm_conv_create(C.int(s.N), C.int(s.Cin), C.int(s.H), C.int(s.W), C.int(s.Cout), C.int(s.K),
-		C.int(s.Stride), C.int(s.Pad), C.int(d.threads), &err[0], C.int(len(err)))
+		C.int(s.Stride), C.int(s.Pad), C.int(s.PadEnd), C.int(d.threads), &err[0], C.int(len(err)))
 	if p == nil {
 		panic(fmt.Sprintf("cpu %s %+v: oneDNN plan: %s", op, s, C.GoString(&err[0])))
 	}

@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/ddpmgo/ddpm/cpu/internal/vec"
@@ -95,26 +96,40 @@ func siluBwdRange[T Float](j *job[T], lo, hi int) {
 	}
 }
 
-// TimestepEmbedding: for i < half = dim/2, f_i = exp(−ln(10000)·i/half),
-// y[n,i] = cos(t_n·f_i), y[n,half+i] = sin(t_n·f_i), evaluated in float64. An odd
-// dim leaves a last column, which is set to 0 (diffusers pads it so).
-func (be *Backend[T]) TimestepEmbedding(n, dim int, t, y ops.Buf) {
+// TimestepEmbedding: for i < half = Dim/2, f_i = exp(−ln(10000)·i/(half − FreqShift)),
+// a = t_n·f_i, y[n,i] = cos(a) and y[n,half+i] = sin(a) with FlipSinToCos (sin first,
+// then cos, without), evaluated in float64. An odd Dim leaves a last column, which is
+// set to 0 (diffusers pads it so).
+func (be *Backend[T]) TimestepEmbedding(s ops.EmbedShape, t, y ops.Buf) {
 	defer be.stop(FamOther, be.start())
-	sh := struct{ N, Dim int }{n, dim}
-	ts := arg(be, "TimestepEmbedding", sh, "t", t, n)
-	ys := arg(be, "TimestepEmbedding", sh, "y", y, n*dim)
+	checkEmbed(s)
+	n, dim := s.N, s.Dim
+	ts := arg(be, "TimestepEmbedding", s, "t", t, n)
+	ys := arg(be, "TimestepEmbedding", s, "y", y, n*dim)
 	half := dim / 2
-	for s := 0; s < n; s++ {
-		row := ys[s*dim : (s+1)*dim]
-		tv := float64(ts[s])
+	first, second := math.Cos, math.Sin
+	if !s.FlipSinToCos {
+		first, second = math.Sin, math.Cos
+	}
+	for k := 0; k < n; k++ {
+		row := ys[k*dim : (k+1)*dim]
+		tv := float64(ts[k])
 		for i := 0; i < half; i++ {
-			f := math.Exp(-math.Log(10000) * float64(i) / float64(half))
-			row[i] = T(math.Cos(tv * f))
-			row[half+i] = T(math.Sin(tv * f))
+			f := math.Exp(-math.Log(10000) * float64(i) / (float64(half) - s.FreqShift))
+			row[i] = T(first(tv * f))
+			row[half+i] = T(second(tv * f))
 		}
 		if dim%2 == 1 {
 			row[dim-1] = 0
 		}
+	}
+}
+
+// checkEmbed panics on an EmbedShape the embedding is not defined for.
+func checkEmbed(s ops.EmbedShape) {
+	half := s.Dim / 2
+	if s.N < 0 || s.Dim < 1 || (half > 0 && !(float64(half)-s.FreqShift > 0)) {
+		panic(fmt.Sprintf("cpu TimestepEmbedding %+v: invalid shape (Dim ≥ 1 and Dim/2 − FreqShift > 0)", s))
 	}
 }
 

@@ -214,9 +214,13 @@ func gradCases() []gradCase {
 		{N: 9, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 1, Pad: 1},
 		{N: 3, Cin: 2, H: 1, W: 1, Cout: 3, K: 3, Stride: 1, Pad: 1}, // 1×1 spatial: only the kernel centre sees x
 		{N: 2, Cin: 6, H: 4, W: 6, Cout: 5, K: 3, Stride: 2, Pad: 0}, // even sizes, stride 2, the last row/column unused
+		// Zeros after x only (diffusers' Downsample2D with padding 0): even and odd sizes, and stride 1.
+		{N: 2, Cin: 3, H: 6, W: 8, Cout: 4, K: 3, Stride: 2, Pad: 0, PadEnd: 1},
+		{N: 1, Cin: 2, H: 5, W: 7, Cout: 3, K: 3, Stride: 2, Pad: 0, PadEnd: 1},
+		{N: 2, Cin: 2, H: 4, W: 5, Cout: 3, K: 3, Stride: 1, Pad: 1, PadEnd: 2},
 	} {
 		cs = append(cs, gradCase{
-			name: fmt.Sprintf("Conv2D/%dx%dx%dx%d->%d/k%ds%dp%d/bias=true", s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad),
+			name: fmt.Sprintf("Conv2D/%dx%dx%dx%d->%d/k%ds%dp%d+%d/bias=true", s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad, s.PadEnd),
 			build: func(be *Backend[float64], r *rand.Rand) ([]param, ops.Buf, func(), func(ops.Buf)) {
 				x, w, b := randBuf(be, r, s.N*s.Cin*s.H*s.W, 1), randBuf(be, r, s.Cout*s.Cin*s.K*s.K, 0.5), randBuf(be, r, s.Cout, 1)
 				ps := []param{{"x", x, be.Alloc(x.Len())}, {"w", w, be.Alloc(w.Len())}, {"b", b, be.Alloc(s.Cout)}}

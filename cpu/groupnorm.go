@@ -13,10 +13,8 @@ func checkNorm(op string, s ops.NormShape) {
 	}
 }
 
-// GroupNorm: per (n, g), over the M = (C/G)·HW elements of channels [g·C/G, (g+1)·C/G),
-// μ = Σx/M and σ² = Σ(x−μ)²/M (two passes, float64, four partial sums: see sum64), rstd = 1/√(σ²+eps), then
-// y[n,c,i] = (x[n,c,i] − μ)·rstd·gamma[c] + beta[c]. stats[2(n·G+g)] = μ and
-// stats[2(n·G+g)+1] = rstd are saved for the backward pass. (n, g) pairs run in parallel.
+// GroupNorm (ops.Backend.GroupNorm): per (n, g), over the M = (C/G)·HW elements of channels [g·C/G, (g+1)·C/G),
+// μ and σ² in two passes in float64 with four partial sums (see sum64). (n, g) pairs run in parallel.
 func (be *Backend[T]) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
 	defer be.stop(FamGroupNorm, be.start())
 	checkNorm("GroupNorm", s)

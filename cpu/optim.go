@@ -1,30 +1,19 @@
 package cpu
 
 import (
-	"fmt"
 	"math"
 
 	"github.com/ddpmgo/ddpm/ops"
 )
 
-// AdamWStep updates p, m, v in place from the gradient g (see ops.AdamW):
-//
-//	g' = GradScale·g;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'²
-//	p = p − LR·WeightDecay·p − LR·(m/(1−β1^step)) / (√(v/(1−β2^step)) + Eps)
-//
-// The bias corrections are formed once in float64; the per-element arithmetic runs in T.
+// AdamWStep updates p, m, v in place from the gradient g (see ops.AdamW); the per-element arithmetic runs in T.
 func (be *Backend[T]) AdamWStep(h ops.AdamW, p, g, m, v ops.Buf) {
 	defer be.stop(FamOptimizer, be.start())
-	if h.Step < 1 {
-		panic(fmt.Sprintf("cpu AdamWStep %+v: Step is 1-based", h))
-	}
 	s := be.same("AdamWStep", "p, g, m, v", p, g, m, v)
 	j := be.newJob(jAdamW)
 	j.a[0], j.a[1], j.a[2], j.a[3] = s[0], s[1], s[2], s[3]
-	j.c[0], j.c[1] = T(h.Beta1), T(h.Beta2)
-	j.c[2] = T(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step))))
-	j.c[3] = T(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step))))
-	j.c[4], j.c[5], j.c[6], j.c[7] = T(h.LR), T(h.LR)*T(h.WeightDecay), T(h.Eps), T(h.GradScale)
+	j.c[0], j.c[1], j.c[2], j.c[3] = T(h.Beta1), T(h.Beta2), T(h.RC1), T(h.RC2)
+	j.c[4], j.c[5], j.c[6], j.c[7] = T(h.LR), T(h.Decay), T(h.Eps), T(h.GradScale)
 	be.parallel(j, len(s[0]))
 }
 

@@ -68,7 +68,7 @@ func BenchmarkCeleba32StepProfile(b *testing.B) {
 		be.Fill(dout, 0)
 		be.MSEBackward(1, out, y, dout)
 		u.Backward(dout)
-		be.AdamWStep(ops.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, GradScale: 1, Step: step},
+		be.AdamWStep(ops.AdamW{LR: 1e-4, Decay: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, RC1: 1, RC2: 1, GradScale: 1},
 			u.Params(), u.Grads(), m, v)
 	}
 	train()
@@ -124,7 +124,7 @@ func TestTrainStepAllocatesNothing(t *testing.T) {
 		be.MSEBackward(1, out, y, dout)
 		u.Backward(dout)
 		be.SumSquares(u.Grads(), ss)
-		be.AdamWStep(ops.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, GradScale: 1, Step: step},
+		be.AdamWStep(ops.AdamW{LR: 1e-4, Decay: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, RC1: 1, RC2: 1, GradScale: 1},
 			u.Params(), u.Grads(), m, v)
 	}
 	train()

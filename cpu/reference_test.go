@@ -85,6 +85,10 @@ func testConv2DMatchesLoops(t *testing.T) {
 		{N: 2, Cin: 5, H: 4, W: 3, Cout: 2, K: 1, Stride: 1, Pad: 0},
 		{N: 2, Cin: 2, H: 5, W: 5, Cout: 2, K: 1, Stride: 2, Pad: 1},
 		{N: 1, Cin: 1, H: 2, W: 2, Cout: 1, K: 3, Stride: 1, Pad: 1},
+		// Zeros after x only (diffusers' Downsample2D with padding 0), even and odd sizes, and stride 1.
+		{N: 2, Cin: 2, H: 6, W: 8, Cout: 3, K: 3, Stride: 2, Pad: 0, PadEnd: 1},
+		{N: 1, Cin: 3, H: 7, W: 5, Cout: 2, K: 3, Stride: 2, Pad: 0, PadEnd: 1},
+		{N: 2, Cin: 2, H: 4, W: 5, Cout: 2, K: 3, Stride: 1, Pad: 1, PadEnd: 2},
 	} {
 		x, w, b := randF64(r, s.N*s.Cin*s.H*s.W), randF64(r, s.Cout*s.Cin*s.K*s.K), randF64(r, s.Cout)
 		oh, ow := s.OutH(), s.OutW()
@@ -251,15 +255,26 @@ func TestLayoutOpsMatchLoops(t *testing.T) {
 			}
 		}
 	}
-	// TimestepEmbedding, dim 6: half = 3, f_i = 10000^(−i/3).
+	// TimestepEmbedding, dim 6: half = 3, f_i = 10000^(−i/(3 − shift)); cos first with flip_sin_to_cos, sin first
+	// without (diffusers' get_timestep_embedding).
 	ts := []float64{0, 3, 250}
-	e := be.Alloc(18)
-	be.TimestepEmbedding(3, 6, up(be, ts), e)
-	for n, tv := range ts {
-		for i := 0; i < 3; i++ {
-			f := math.Pow(10000, -float64(i)/3)
-			expectClose(t, "embedding", Data[float64](e)[n*6+i:n*6+i+1], []float64{math.Cos(tv * f)}, 1e-12)
-			expectClose(t, "embedding", Data[float64](e)[n*6+3+i:n*6+4+i], []float64{math.Sin(tv * f)}, 1e-12)
+	for _, v := range []struct {
+		flip  bool
+		shift float64
+	}{{true, 0}, {false, 1}, {false, 0}, {true, 0.5}} {
+		e := be.Alloc(18)
+		be.TimestepEmbedding(ops.EmbedShape{N: 3, Dim: 6, FlipSinToCos: v.flip, FreqShift: v.shift}, up(be, ts), e)
+		for n, tv := range ts {
+			for i := 0; i < 3; i++ {
+				f := math.Pow(10000, -float64(i)/(3-v.shift))
+				first, second := math.Cos(tv*f), math.Sin(tv*f)
+				if !v.flip {
+					first, second = second, first
+				}
+				what := fmt.Sprintf("embedding flip=%v shift=%g", v.flip, v.shift)
+				expectClose(t, what, Data[float64](e)[n*6+i:n*6+i+1], []float64{first}, 1e-12)
+				expectClose(t, what, Data[float64](e)[n*6+3+i:n*6+4+i], []float64{second}, 1e-12)
+			}
 		}
 	}
 }
@@ -307,7 +322,8 @@ func TestElementwiseMatchLoops(t *testing.T) {
 		}
 	}
 	// AdamW step 3 and EMA.
-	h := ops.AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, WeightDecay: 0.1, GradScale: 0.5, Step: 3}
+	h := ops.AdamW{LR: 1e-2, Decay: 1e-3, Beta1: 0.9, Beta2: 0.99, Eps: 1e-8, GradScale: 0.5,
+		RC1: float32(1 / (1 - math.Pow(0.9, 3))), RC2: float32(1 / (1 - math.Pow(0.99, 3)))}
 	p, m, v := randF64(r, n), randF64(r, n), randF64(r, n)
 	for i := range v {
 		v[i] = v[i] * v[i]
@@ -319,8 +335,8 @@ func TestElementwiseMatchLoops(t *testing.T) {
 		g := f(h.GradScale) * b[i]
 		mm := f(h.Beta1)*m[i] + (1-f(h.Beta1))*g
 		vv := f(h.Beta2)*v[i] + (1-f(h.Beta2))*g*g
-		mh, vh := mm/(1-math.Pow(f(h.Beta1), 3)), vv/(1-math.Pow(f(h.Beta2), 3))
-		pp := p[i] - f(h.LR)*f(h.WeightDecay)*p[i] - f(h.LR)*mh/(math.Sqrt(vh)+f(h.Eps))
+		mh, vh := mm*f(h.RC1), vv*f(h.RC2)
+		pp := p[i] - f(h.Decay)*p[i] - f(h.LR)*mh/(math.Sqrt(vh)+f(h.Eps))
 		expectClose(t, "adamw m", Data[float64](mb)[i:i+1], []float64{mm}, 1e-14)
 		expectClose(t, "adamw v", Data[float64](vb)[i:i+1], []float64{vv}, 1e-14)
 		expectClose(t, "adamw p", Data[float64](pb)[i:i+1], []float64{pp}, 1e-12)

@@ -20,9 +20,9 @@ func (b *Buf) Len() int { return b.n }
 // Ptr is the device address of element 0.
 func (b *Buf) Ptr() DevicePtr { return b.p }
 
-// Backend runs the op set on a Driver (the GPU or the emulator). Its methods are named and typed as ops.Backend's;
-// this first part implements the elementwise, reduction, optimizer and diffusion families. Shape errors panic with
-// the op and the shapes (as ops.Backend specifies); device errors are kept and returned by the next Sync.
+// Backend runs the op set on a Driver (the GPU or the emulator): every ops.Backend method, and the capabilities
+// ops.StepController (optim.go) and ops.Feeder (data.go). Shape errors panic with the op and the shapes (as
+// ops.Backend specifies); device errors are kept and returned by the next Sync.
 type Backend struct {
 	d       Driver
 	err     error
@@ -65,6 +65,15 @@ func (be *Backend) MemInfo() (free, total int64, err error) { return be.d.MemInf
 
 // MemUsed is the driver's device memory in use, in bytes (see Driver.MemUsed).
 func (be *Backend) MemUsed() int64 { return be.d.MemUsed() }
+
+// DeviceMemUsed is the device memory in use that the process's resident set does not already count: MemUsed on a
+// GPU, 0 on the emulator (whose "device" memory is on the C heap). Benchmarks add it to the peak RSS.
+func (be *Backend) DeviceMemUsed() int64 {
+	if be.d.Name() == "emu" {
+		return 0
+	}
+	return be.d.MemUsed()
+}
 
 // keep records the first device error, for Sync.
 func (be *Backend) keep(op string, err error) {
@@ -109,7 +118,7 @@ func (be *Backend) Alloc(n int) ops.Buf {
 	}
 	p, err := be.d.Alloc(4 * max(n, 1))
 	if err != nil {
-		panic(fmt.Sprintf("cuda Alloc of %d float32: %v", n, err))
+		panic(&ops.DeviceError{Op: fmt.Sprintf("cuda Alloc of %d float32", n), Err: err})
 	}
 	be.keep("Alloc", be.d.Memset32(p, 0, max(n, 1)))
 	return &Buf{p: p, n: n}

@@ -1,410 +1,181 @@
-//go:build !cuda
-
 package cuda
 
 import (
 	"fmt"
 	"math"
 	"math/rand"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/ddpmgo/ddpm/cpu"
+	"github.com/ddpmgo/ddpm/data"
 	"github.com/ddpmgo/ddpm/ops"
+	"github.com/ddpmgo/ddpm/ops/opstest"
 	"github.com/ddpmgo/ddpm/rng"
 )
 
-// The conformance suite: every kernel of kernels/*.cu runs on the emulator (the same source nvcc compiles for the
-// GPU, through the same launchers) and is compared with its CPU twin (package cpu, float64 build) on random inputs.
-// Every allocation of the emulator is wrapped in guard bands that are checked after each launch, so a kernel
-// writing outside its outputs fails the case. RNG draws must match exactly; everything else by normalized error
-//   ‖got − want‖₂ / max(‖want‖₂, 1e-30)
-// against the tolerance written beside the case.
+// The conformance suite of the backend, the same in both builds. testBackend is the backend under test: in the
+// default build a guarded emulator (kernels_emu_test.go: the kernel sources of kernels/*.cu compiled for the CPU,
+// every allocation wrapped in guard bands checked after each launch), with -tags cuda GPU 0 (device_cuda_test.go).
+//   - TestConformance: every case of ops/opstest (every ops.Backend method, forward and backward, guard bands,
+//     in-place and accumulation checks; see the tolerance and its reason beside each case) against the float64 CPU
+//     backend;
+//   - TestConvTF32Conformance: the convolution cases again on the TF32 tensor-core kernels;
+//   - the kernels that must match their Go definitions bit for bit: the RNG draws, the timesteps and the batch
+//     gather of the device-resident data feed.
+// Kernels outside ops.Backend (fused or training-step kernels) are tested on the emulator in kernels_emu_test.go,
+// resident_emu_test.go and window_emu_test.go.
 
-// firstFamily is the part of ops.Backend this backend implements so far; cpu.Backend has all of it.
-type firstFamily interface {
-	Alloc(n int) ops.Buf
-	Upload(dst ops.Buf, src []float32)
-	Download(dst []float32, src ops.Buf)
-	Sync() error
-	Add(a, b, y ops.Buf)
-	Axpy(alpha float32, x, y ops.Buf)
-	Scale(alpha float32, x ops.Buf)
-	SiLU(x, y ops.Buf)
-	SiLUBackward(x, dy, dx ops.Buf)
-	MSE(a, b, loss ops.Buf)
-	MSEBackward(scale float32, a, b, da ops.Buf)
-	SumSquares(x, out ops.Buf)
-	AdamWStep(h ops.AdamW, p, g, m, v ops.Buf)
-	EMA(decay float32, e, p ops.Buf)
-	Normal(seed uint64, stream uint32, offset uint64, y ops.Buf)
-	QSample(sch *ops.Schedule, n, d int, t, x0, eps, xt ops.Buf)
-	Posterior(sch *ops.Schedule, n, d int, clip bool, t, xt, epsHat, z, out ops.Buf)
-	DDIMStep(alphaBar, alphaBarPrev, eta float32, clip bool, xt, epsHat, z, out ops.Buf)
+func TestConformance(t *testing.T) {
+	opstest.Run(t, testBackend(t), cpu.New64())
 }
 
-var _ firstFamily = (*Backend)(nil)
+// tolTF32 bounds the normalized error of a TF32 convolution against the float64 reference. Rounding each input to
+// 10 mantissa bits (round to nearest) makes each product's relative error at most 2^-10 and about 2^-11·√(2/3)
+// ≈ 4e-4 in RMS, independent from product to product, so the normalized error of a sum of many products is about
+// 4e-4 too (plus the FP32 accumulation, ~1e-6); 2e-3 leaves a factor of 5 for the few-term sums of small shapes.
+const (
+	tolTF32 = 2e-3
+	whyTF32 = "TF32 inputs (10-bit mantissa, relative error ≤ 2^-11 each, ~4e-4 RMS per product) with FP32 accumulation"
+)
 
-// env gives a case its inputs: the same seed yields the same values on both backends.
-type env struct {
-	be  firstFamily
-	rnd *rand.Rand
-}
-
-func (e *env) buf(vals []float32) ops.Buf {
-	b := e.be.Alloc(len(vals))
-	e.be.Upload(b, vals)
-	return b
-}
-
-// randn returns n values uniform in [lo, hi).
-func (e *env) rand(n int, lo, hi float64) ops.Buf {
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(lo + (hi-lo)*e.rnd.Float64())
-	}
-	return e.buf(v)
-}
-
-func (e *env) out(bs ...ops.Buf) [][]float32 {
-	var r [][]float32
-	for _, b := range bs {
-		h := make([]float32, b.Len())
-		e.be.Download(h, b)
-		r = append(r, h)
-	}
-	return r
-}
-
-// schedule uploads a linear-β schedule of T steps (β from 1e-4 to 0.02, Ho et al.), computed in float64.
-func (e *env) schedule(T int, sigmaTilde bool) *ops.Schedule {
-	tabs := make([][]float32, 8)
-	for i := range tabs {
-		tabs[i] = make([]float32, T)
-	}
-	abar := 1.0
-	for t := 0; t < T; t++ {
-		beta := 1e-4 + (0.02-1e-4)*float64(t)/float64(max(T-1, 1))
-		prev := abar
-		abar *= 1 - beta
-		tabs[0][t] = float32(math.Sqrt(abar))
-		tabs[1][t] = float32(math.Sqrt(1 - abar))
-		tabs[2][t] = float32(math.Sqrt(1 / abar))
-		tabs[3][t] = float32(math.Sqrt(1/abar - 1))
-		tabs[4][t] = float32(math.Sqrt(prev) * beta / (1 - abar))
-		tabs[5][t] = float32(math.Sqrt(1-beta) * (1 - prev) / (1 - abar))
-		if sigmaTilde {
-			tabs[6][t] = float32(math.Sqrt(beta * (1 - prev) / (1 - abar)))
-		} else {
-			tabs[6][t] = float32(math.Sqrt(beta))
+// TestConvTF32Conformance: every convolution case again, on the tensor-core kernels where the device has them (the
+// emulator always does).
+func TestConvTF32Conformance(t *testing.T) {
+	be := testBackend(t)
+	if !be.SetTensorCores(true) {
+		t.Logf("%s has no TF32 tensor cores (compute capability < 8.0): checking that the FP32 kernels stay selected", be.Name())
+		if be.TensorCores() {
+			t.Fatal("TensorCores() is true after a refused SetTensorCores(true)")
 		}
-		tabs[7][t] = float32(abar)
+		return
 	}
-	return &ops.Schedule{T: T, SqrtAlphaBar: e.buf(tabs[0]), SqrtOneMinusAlphaBar: e.buf(tabs[1]),
-		SqrtRecipAlphaBar: e.buf(tabs[2]), SqrtRecipM1AlphaBar: e.buf(tabs[3]), PosteriorCoef1: e.buf(tabs[4]),
-		PosteriorCoef2: e.buf(tabs[5]), Sigma: e.buf(tabs[6]), AlphaBar: e.buf(tabs[7])}
+	conv := opstest.Uses("Conv2D", "Conv2DBackward")
+	keep := func(c opstest.Case) bool {
+		// 8 s on the emulator, whose tensor-core MMA runs on every lane; its FP32 run covers the shape.
+		return conv(c) && !(emulated && strings.HasPrefix(c.Name, "Conv2D/9x32x16x16"))
+	}
+	if n := len(opstest.Select(opstest.Only(keep))); n < 5 {
+		t.Fatalf("only %d convolution cases", n)
+	}
+	opstest.Run(t, be, cpu.New64(), opstest.Only(keep), opstest.MinTol(tolTF32, whyTF32))
 }
 
-// timesteps returns n integer timesteps in [0, T), always including 0 and T−1 when n ≥ 2.
-func (e *env) timesteps(n, T int) ops.Buf {
-	v := make([]float32, n)
-	for i := range v {
-		v[i] = float32(e.rnd.Intn(T))
+// bitExact runs draw on a fresh buffer of n elements and compares it with want(i), bit for bit.
+func bitExact(t *testing.T, be *Backend, what string, n int, draw func(y ops.Buf), want func(i int) float32) {
+	t.Helper()
+	y := be.Alloc(n)
+	defer be.Free(y)
+	draw(y)
+	got := make([]float32, n)
+	be.Download(got, y)
+	if err := be.Sync(); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
-	if n >= 2 {
-		v[0], v[n-1] = 0, float32(T-1)
-	}
-	return e.buf(v)
-}
-
-type confCase struct {
-	name   string
-	exact  bool    // compare bits (RNG draws)
-	tol    float64 // normalized error bound, when not exact
-	reason string  // why this tolerance
-	run    func(e *env) [][]float32
-}
-
-// Sizes around the launch geometry: one element, one block (256) ± 1, several blocks, and past the reduction's
-// grid cap (1024 blocks × 256 threads).
-var confSizes = []int{1, 255, 257, 5000, 300000}
-
-func confCases() []confCase {
-	var cs []confCase
-	for _, n := range confSizes {
-		cs = append(cs,
-			confCase{fmt.Sprintf("Add/%d", n), false, 1e-7, "one float32 rounding on both sides", func(e *env) [][]float32 {
-				a, b, y := e.rand(n, -3, 3), e.rand(n, -3, 3), e.be.Alloc(n)
-				e.be.Add(a, b, y)
-				e.be.Add(a, b, b) // aliasing y = b
-				return e.out(y, b)
-			}},
-			confCase{fmt.Sprintf("Axpy+Scale/%d", n), false, 1e-6, "two roundings; nvcc may fuse a·x+y into one FMA", func(e *env) [][]float32 {
-				x, y := e.rand(n, -3, 3), e.rand(n, -3, 3)
-				e.be.Axpy(-0.7, x, y)
-				e.be.Scale(1.3, y)
-				return e.out(y)
-			}},
-			confCase{fmt.Sprintf("SiLU/%d", n), false, 1e-6, "expf differs from the float64 exp by ≤ 2 ulp on the GPU", func(e *env) [][]float32 {
-				x, y := e.rand(n, -12, 12), e.be.Alloc(n)
-				dy, dx := e.rand(n, -1, 1), e.rand(n, -1, 1)
-				e.be.SiLU(x, y)
-				e.be.SiLUBackward(x, dy, dx)
-				return e.out(y, dx)
-			}},
-			confCase{fmt.Sprintf("MSE/%d", n), false, 1e-6, "float64 sums in another order, rounded to float32", func(e *env) [][]float32 {
-				a, b, loss, da := e.rand(n, -2, 2), e.rand(n, -2, 2), e.be.Alloc(1), e.rand(n, -1, 1)
-				e.be.MSE(a, b, loss)
-				e.be.MSEBackward(0.5, a, b, da)
-				return e.out(loss, da)
-			}},
-			confCase{fmt.Sprintf("SumSquares/%d", n), false, 1e-6, "float64 sums in another order, rounded to float32", func(e *env) [][]float32 {
-				x, out := e.rand(n, -5, 5), e.be.Alloc(1)
-				e.be.SumSquares(x, out)
-				return e.out(out)
-			}},
-			confCase{fmt.Sprintf("AdamW/%d", n), false, 2e-6, "float32 chain of ~10 ops incl. sqrt and a division", func(e *env) [][]float32 {
-				p, g, m, v := e.rand(n, -1, 1), e.rand(n, -1, 1), e.rand(n, -0.1, 0.1), e.rand(n, 0, 0.01)
-				e.be.AdamWStep(ops.AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, GradScale: 0.5, Step: 7}, p, g, m, v)
-				return e.out(p, m, v)
-			}},
-			confCase{fmt.Sprintf("EMA/%d", n), false, 1e-6, "three float32 roundings; FMA contraction on the GPU", func(e *env) [][]float32 {
-				ema, p := e.rand(n, -1, 1), e.rand(n, -1, 1)
-				e.be.EMA(0.999, ema, p)
-				return e.out(ema)
-			}},
-			confCase{fmt.Sprintf("Normal/%d", n), true, 0, "counter-based RNG: bit-exact by design", func(e *env) [][]float32 {
-				y := e.be.Alloc(n)
-				e.be.Normal(42, rng.StreamNoise, 1<<33+3, y)
-				return e.out(y)
-			}},
-		)
-	}
-	for _, sh := range [][2]int{{1, 1}, {3, 257}, {8, 3072}} {
-		n, d := sh[0], sh[1]
-		for _, clip := range []bool{false, true} {
-			cs = append(cs, confCase{fmt.Sprintf("Posterior/clip=%v/%dx%d", clip, n, d), false, 1e-5,
-				"float32 kernel against the twin's float64 arithmetic", func(e *env) [][]float32 {
-					sch := e.schedule(1000, clip)
-					t, xt, eh, z, out := e.timesteps(n, 1000), e.rand(n*d, -3, 3), e.rand(n*d, -3, 3), e.rand(n*d, -3, 3), e.be.Alloc(n*d)
-					e.be.Posterior(sch, n, d, clip, t, xt, eh, z, out)
-					return e.out(out)
-				}},
-				confCase{fmt.Sprintf("DDIM/clip=%v/%dx%d", clip, n, d), false, 1e-5,
-					"float32 kernel against the twin's float64 arithmetic", func(e *env) [][]float32 {
-						xt, eh, z, out := e.rand(n*d, -3, 3), e.rand(n*d, -3, 3), e.rand(n*d, -1, 1), e.be.Alloc(n*d)
-						e.be.DDIMStep(0.3, 0.45, 0.5, clip, xt, eh, z, out)
-						e.be.DDIMStep(0.95, 1, 0, clip, xt, eh, z, z) // to t = −1 (ᾱ_prev = 1), η = 0
-						return e.out(out, z)
-					}})
+	for i, g := range got {
+		if w := want(i); math.Float32bits(g) != math.Float32bits(w) {
+			t.Fatalf("%s element %d: device %v, Go definition %v", what, i, g, w)
 		}
-		cs = append(cs, confCase{fmt.Sprintf("QSample/%dx%d", n, d), false, 1e-6,
-			"two products and a sum in float32; FMA contraction on the GPU", func(e *env) [][]float32 {
-				sch := e.schedule(1000, false)
-				t, x0, eps, xt := e.timesteps(n, 1000), e.rand(n*d, -1, 1), e.rand(n*d, -3, 3), e.be.Alloc(n*d)
-				e.be.QSample(sch, n, d, t, x0, eps, xt)
-				return e.out(xt)
-			}})
 	}
-	return cs
 }
 
-// recorder is a Driver that notes which kernels were launched (for the coverage test).
-type recorder struct {
-	Driver
-	mu       sync.Mutex
-	launched map[string]bool
+// TestNormalMatchesRNG compares the device RNG with package rng directly (not only via the CPU twin), at offsets
+// across a Philox block boundary and beyond 2^32.
+func TestNormalMatchesRNG(t *testing.T) {
+	be := testBackend(t)
+	for _, c := range []struct {
+		seed   uint64
+		stream uint32
+		off    uint64
+		n      int
+	}{
+		{7, rng.StreamSampler, 0, 1031}, {7, rng.StreamSampler, 1, 1031}, {7, rng.StreamSampler, 3, 1031},
+		{7, rng.StreamSampler, 1<<32 - 2, 1031}, {7, rng.StreamSampler, 1 << 40, 1031},
+		{7, rng.StreamNoise, 1<<33 + 1, 4099},
+	} {
+		bitExact(t, be, fmt.Sprintf("Normal(%d, %d, %d)", c.seed, c.stream, c.off), c.n,
+			func(y ops.Buf) { be.Normal(c.seed, c.stream, c.off, y) },
+			func(i int) float32 { return rng.Normal(c.seed, c.stream, c.off+uint64(i)) })
+		bitExact(t, be, fmt.Sprintf("Uniform(%d, %d, %d)", c.seed+2, rng.StreamDropout, c.off), c.n,
+			func(y ops.Buf) { be.Uniform(c.seed+2, rng.StreamDropout, c.off, y) },
+			func(i int) float32 { return rng.Uniform(c.seed+2, rng.StreamDropout, c.off+uint64(i)) })
+	}
 }
 
-func (r *recorder) Launch(kernel string, grid, block Dim3, smem int, args ...Arg) error {
-	r.mu.Lock()
-	r.launched[kernel] = true
-	r.mu.Unlock()
-	return r.Driver.Launch(kernel, grid, block, smem, args...)
-}
-
-// normErr is ‖got − want‖₂ / max(‖want‖₂, 1e-30), with NaN where the two disagree on NaN or infinity.
-func normErr(got, want []float32) float64 {
-	var num, den float64
-	for i := range want {
-		g, w := float64(got[i]), float64(want[i])
-		if math.IsNaN(g) != math.IsNaN(w) || (math.IsInf(w, 0) || math.IsInf(g, 0)) && g != w {
-			return math.NaN()
+// TestTimestepsMatchRNG: the device draws are rng.Intn's, exactly, at offsets across a Philox block boundary and
+// beyond 2^32.
+func TestTimestepsMatchRNG(t *testing.T) {
+	be := testBackend(t)
+	draws := func(seed, off uint64, T, n int) {
+		bitExact(t, be, fmt.Sprintf("Timesteps(%d, offset %d, T %d)", seed, off, T), n,
+			func(y ops.Buf) { be.Timesteps(seed, rng.StreamTimestep, off, T, y) },
+			func(i int) float32 { return float32(rng.Intn(seed, rng.StreamTimestep, off+uint64(i), T)) })
+	}
+	for _, off := range []uint64{0, 3, 1<<32 - 1, 1 << 40} {
+		for _, T := range []int{1, 100, 1000} {
+			draws(13, off, T, 37)
 		}
-		if math.IsNaN(w) || math.IsInf(w, 0) {
-			continue
-		}
-		num += (g - w) * (g - w)
-		den += w * w
 	}
-	return math.Sqrt(num) / math.Max(math.Sqrt(den), 1e-30)
+	draws(7, 5, 1000, 4099)
 }
 
-var launchedKernels = &recorder{launched: map[string]bool{}}
-
-// recordingBackend returns a backend over a guarded emulator whose launches are noted in launchedKernels.
-func recordingBackend(t *testing.T) *Backend {
-	emu := NewEmulator(EmuOptions{Workers: 2, Guard: true})
-	t.Cleanup(func() { emu.Close() })
-	launchedKernels.mu.Lock()
-	launchedKernels.Driver = emu
-	launchedKernels.mu.Unlock()
-	be, err := NewBackend(launchedKernels)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return be
-}
-
-func TestEmuConformance(t *testing.T) {
-	gpu := recordingBackend(t)
-	for i, c := range confCases() {
-		t.Run("emu/"+c.name, func(t *testing.T) {
-			ref := cpu.New64()
-			want := c.run(&env{ref, rand.New(rand.NewSource(int64(i)))})
-			got := c.run(&env{gpu, rand.New(rand.NewSource(int64(i)))})
-			if err := gpu.Sync(); err != nil {
-				t.Fatalf("emulator: %v", err)
-			}
-			for k := range want {
-				if c.exact {
-					for j := range want[k] {
-						if math.Float32bits(got[k][j]) != math.Float32bits(want[k][j]) {
-							t.Fatalf("output %d element %d: emulator %v, cpu twin %v (must be bit-exact: %s)", k, j, got[k][j], want[k][j], c.reason)
-						}
-					}
-					continue
-				}
-				e := normErr(got[k], want[k])
-				if !(e <= c.tol) {
-					t.Errorf("output %d: normalized error %.3g > tolerance %.3g (%s)", k, e, c.tol, c.reason)
-				} else if testing.Verbose() {
-					t.Logf("output %d: normalized error %.3g, %.0f%% of the tolerance", k, e, 100*e/c.tol)
-				}
-			}
-		})
-	}
-}
-
-// TestEmuNormalMatchesRNG compares the device RNG with package rng directly (not only via the CPU twin).
-func TestEmuNormalMatchesRNG(t *testing.T) {
-	be := recordingBackend(t)
-	for _, off := range []uint64{0, 1, 3, 1<<32 - 2, 1 << 40} {
-		const n = 1031
-		y, u := be.Alloc(n), be.Alloc(n)
-		be.Normal(7, rng.StreamSampler, off, y)
-		be.Uniform(9, rng.StreamDropout, off, u)
-		gy, gu := make([]float32, n), make([]float32, n)
-		be.Download(gy, y)
-		be.Download(gu, u)
-		if err := be.Sync(); err != nil {
+// TestGatherEpochMatchesData: the device batch of an epoch (ops.Feed) equals data.Gather of the same images and flips, with
+// the order from data.EpochOrder and the flips from data.FlipAt (both bit for bit: the same bytes scaled by one
+// float expression).
+func TestGatherEpochMatchesData(t *testing.T) {
+	be := testBackend(t)
+	flips := 0
+	for _, c := range []struct {
+		N, C, H, W, B int
+		seed          uint64
+		epochs, k0s   []int
+	}{
+		{23, 2, 4, 5, 7, 11, []int{0, 3}, []int{0, 7, 23 - 7}},
+		{50, 3, 8, 8, 16, 3, []int{2}, []int{20}},
+	} {
+		N, C, H, W, B := c.N, c.C, c.H, c.W, c.B
+		rnd := rand.New(rand.NewSource(int64(N)))
+		m := &data.Images{C: C, H: H, W: W, Pix: make([]uint8, N*C*H*W)}
+		rnd.Read(m.Pix)
+		f, err := be.NewFeed(m.Pix, N, C, H, W)
+		if err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; i < n; i++ {
-			if w := rng.Normal(7, rng.StreamSampler, off+uint64(i)); math.Float32bits(gy[i]) != math.Float32bits(w) {
-				t.Fatalf("emulator Normal offset %d element %d: %v, rng.Normal %v", off, i, gy[i], w)
+		defer f.Free()
+		out := be.Alloc(B * C * H * W)
+		got, want := make([]float32, B*C*H*W), make([]float32, B*C*H*W)
+		for _, epoch := range c.epochs {
+			perm := data.EpochOrder(c.seed, epoch, N)
+			if err := f.SetOrder(perm); err != nil {
+				t.Fatal(err)
 			}
-			if w := rng.Uniform(9, rng.StreamDropout, off+uint64(i)); math.Float32bits(gu[i]) != math.Float32bits(w) {
-				t.Fatalf("emulator Uniform offset %d element %d: %v, rng.Uniform %v", off, i, gu[i], w)
-			}
-		}
-	}
-}
-
-// TestEmuQSampleNoise: the fused kernel equals Normal followed by QSample (eps exactly, xt within rounding).
-func TestEmuQSampleNoise(t *testing.T) {
-	be := recordingBackend(t)
-	const n, d, T = 4, 777, 1000
-	e := &env{be, rand.New(rand.NewSource(3))}
-	sch := e.schedule(T, false)
-	tt, x0 := e.timesteps(n, T), e.rand(n*d, -1, 1)
-	eps1, xt1, eps2, xt2 := be.Alloc(n*d), be.Alloc(n*d), be.Alloc(n*d), be.Alloc(n*d)
-	be.QSampleNoise(sch, n, d, 5, rng.StreamNoise, 100, tt, x0, eps1, xt1)
-	be.Normal(5, rng.StreamNoise, 100, eps2)
-	be.QSample(sch, n, d, tt, x0, eps2, xt2)
-	o := e.out(eps1, xt1, eps2, xt2)
-	if err := be.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	for i := range o[0] {
-		if o[0][i] != o[2][i] {
-			t.Fatalf("eps[%d]: fused %v, Normal %v", i, o[0][i], o[2][i])
-		}
-	}
-	if err := normErr(o[1], o[3]); !(err <= 1e-7) {
-		t.Fatalf("xt: fused vs unfused normalized error %.3g > 1e-7 (same float32 expression)", err)
-	}
-}
-
-// TestEmuGatherBatch compares the batch gather with a plain Go loop of its definition.
-func TestEmuGatherBatch(t *testing.T) {
-	be := recordingBackend(t)
-	const N, C, H, W, B = 10, 3, 5, 7, 6
-	rnd := rand.New(rand.NewSource(4))
-	pix := make([]uint8, N*C*H*W)
-	for i := range pix {
-		pix[i] = uint8(rnd.Intn(256))
-	}
-	pix[0], pix[1] = 0, 255
-	ds, err := be.UploadDataset(pix, N, C, H, W)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx := []int32{0, 9, 3, 3, 5, 0}
-	flip := []int32{0, 1, 0, 1, 1, 1}
-	didx, _ := AllocFrom(be.Driver(), idx)
-	dflip, _ := AllocFrom(be.Driver(), flip)
-	out := be.Alloc(B * C * H * W)
-	be.GatherBatch(ds, B, didx, dflip, out)
-	got := make([]float32, B*C*H*W)
-	be.Download(got, out)
-	if err := be.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	for s := 0; s < B; s++ {
-		for c := 0; c < C; c++ {
-			for y := 0; y < H; y++ {
-				for x := 0; x < W; x++ {
-					sx := x
-					if flip[s] != 0 {
-						sx = W - 1 - x
+			for _, k0 := range c.k0s {
+				for _, flip := range []bool{false, true} {
+					f.Gather(epoch, k0, B, flip, c.seed, out)
+					be.Download(got, out)
+					if err := be.Sync(); err != nil {
+						t.Fatal(err)
 					}
-					want := float32(float64(pix[((int(idx[s])*C+c)*H+y)*W+sx])/127.5 - 1)
-					g := got[((s*C+c)*H+y)*W+x]
-					if math.Abs(float64(g-want)) > 1e-6 {
-						t.Fatalf("sample %d (image %d, flip %d) c%d y%d x%d: %v, want %v", s, idx[s], flip[s], c, y, x, g, want)
+					idx, fl := perm[k0:k0+B], make([]bool, B)
+					for s := range fl {
+						fl[s] = flip && data.FlipAt(c.seed, epoch, N, k0+s)
+						if fl[s] {
+							flips++
+						}
+					}
+					data.Gather(want, m, idx, fl)
+					for i := range want {
+						if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+							s := i / (C * H * W)
+							t.Fatalf("%dx%dx%dx%d epoch %d k0 %d flip %v element %d (sample %d, image %d, flipped %v): device %v, data.Gather %v",
+								N, C, H, W, epoch, k0, flip, i, s, idx[s], fl[s], got[i], want[i])
+						}
 					}
 				}
 			}
 		}
 	}
-	if got[0] != -1 || got[1] != 1 { // idx[0] = 0 unflipped: pixels 0 and 255
-		t.Fatalf("bytes 0 and 255 scaled to %v and %v, want -1 and 1", got[0], got[1])
-	}
-}
-
-// TestEmuKernelCoverage runs the kernel tests of this file on the emulator and fails when a kernel of kernels/*.cu
-// was launched by none of them (the emulator's self-test kernels, emu_test_*, are covered by emu_test.go).
-func TestEmuKernelCoverage(t *testing.T) {
-	launchedKernels.mu.Lock()
-	launchedKernels.launched = map[string]bool{}
-	launchedKernels.mu.Unlock()
-	for name, f := range map[string]func(*testing.T){"Conformance": TestEmuConformance,
-		"NormalMatchesRNG": TestEmuNormalMatchesRNG, "QSampleNoise": TestEmuQSampleNoise, "GatherBatch": TestEmuGatherBatch,
-		"GatherEpoch": TestEmuGatherEpoch, "Timesteps": TestEmuTimesteps, "ClipScaleAdamWCtl": TestEmuClipScaleAdamWCtl,
-		"StepStatsWin": TestEmuStepStatsWin} {
-		t.Run(name, f)
-	}
-	var missing []string
-	for _, k := range EmuKernels() {
-		if !strings.HasPrefix(k, "emu_test_") && !launchedKernels.launched[k] && !restKernel(k) { // restKernel: conv2d_emu_test.go
-			missing = append(missing, k)
-		}
-	}
-	sort.Strings(missing)
-	if len(missing) > 0 {
-		t.Fatalf("kernels with no conformance case: %v", missing)
+	if flips == 0 {
+		t.Fatal("no sample was flipped: the flip path went untested")
 	}
 }

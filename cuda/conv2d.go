@@ -52,14 +52,16 @@ func (be *Backend) convKernel(base string) string {
 
 func checkConv(op string, s ops.ConvShape) {
 	if s.N < 0 || s.Cin < 1 || s.H < 1 || s.W < 1 || s.Cout < 1 || s.K < 1 || s.Stride < 1 || s.Pad < 0 ||
-		s.OutH() < 1 || s.OutW() < 1 {
+		s.PadEnd < 0 || s.OutH() < 1 || s.OutW() < 1 {
 		panic(fmt.Sprintf("cuda %s %+v: invalid shape (output %dx%d)", op, s, s.OutH(), s.OutW()))
 	}
 	// Every product the kernels form in int.
 	i32(op, s, s.N*s.Cin*s.H*s.W, s.N*s.Cout*s.OutH()*s.OutW(), s.Cout*s.Cin*s.K*s.K, s.N*s.H*s.W, s.N*s.OutH()*s.OutW())
 }
 
-// convDims are the int arguments shared by the conv kernels: N, Cin, H, W, Cout, K, S, P, OH, OW.
+// convDims are the int arguments shared by the conv kernels: N, Cin, H, W, Cout, K, S, P, OH, OW. The kernels take
+// the output size as given and read 0 outside x, so ops.ConvShape.PadEnd (padding after x only) enters through OH
+// and OW alone.
 func convDims(op string, s ops.ConvShape) []Arg {
 	v := i32(op, s, s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad, s.OutH(), s.OutW())
 	args := make([]Arg, len(v))
@@ -76,7 +78,8 @@ func convSplits(s ops.ConvShape) int {
 	return max(1, min(ceilDiv(convSplitTarget, tiles), k/convSplitMinK, convSplitMax))
 }
 
-// Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (zero outside x); b may be nil.
+// Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (zero outside x; OH and OW count
+// PadEnd); b may be nil.
 // One implicit-GEMM launch: M = Cout, N = batch·OH·OW, K = Cin·K·K.
 func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	const op = "Conv2D"

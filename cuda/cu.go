@@ -8,7 +8,7 @@ import (
 	"io/fs"
 	"path"
 	"runtime"
-	"strings"
+	"sync"
 	"unsafe"
 
 	"gorgonia.org/cu"
@@ -18,13 +18,17 @@ import (
 
 // GPU is the Driver over gorgonia.org/cu. A CUDA context is current per OS thread, so one goroutine, locked to its
 // thread, creates the context and makes every driver call; the methods hand it closures and wait for the result.
-// Only package-level cu functions are called there (cu's *Ctx methods would deadlock or lose errors).
+// Only package-level cu functions are called there (cu's *Ctx methods would deadlock or lose errors). After Close,
+// every method that needs the device returns an error wrapping ErrClosed.
 type GPU struct {
-	work chan func()
-	quit chan struct{}
-	name string
-	fns  map[string]cu.Function // kernel name -> function, filled at start from every embedded module
-	cc   int                    // compute capability, major·10 + minor (e.g. 90 for an H100)
+	work      chan func()
+	quit      chan struct{} // closed by Close: the owning goroutine releases the context and exits
+	closed    chan error    // the owning goroutine's last word: the error of releasing the context
+	closeOnce sync.Once
+	name      string
+	fns       map[string]cu.Function // kernel name -> function, filled at start from every embedded module
+	params    map[string][]ptxParam  // kernel name -> its PTX parameters, to check each launch's arguments
+	cc        int                    // compute capability, major·10 + minor (e.g. 90 for an H100)
 }
 
 var _ Driver = (*GPU)(nil)
@@ -38,7 +42,8 @@ func openCUDA() (Driver, error) { return NewGPU(0) }
 // NewGPU opens device ordinal, creates its context on a dedicated locked OS thread, and loads every embedded PTX
 // module. Note: gorgonia.org/cu's init exits the process when the CUDA driver cannot initialise, before this runs.
 func NewGPU(ordinal int) (*GPU, error) {
-	g := &GPU{work: make(chan func()), quit: make(chan struct{}), fns: map[string]cu.Function{}}
+	g := &GPU{work: make(chan func()), quit: make(chan struct{}), closed: make(chan error, 1),
+		fns: map[string]cu.Function{}, params: map[string][]ptxParam{}}
 	ready := make(chan error)
 	go g.loop(ordinal, ready)
 	if err := <-ready; err != nil {
@@ -77,11 +82,17 @@ func (g *GPU) loop(ordinal int, ready chan<- error) {
 		return
 	}
 	var mods []cu.Module
-	cleanup := func() {
+	cleanup := func() error {
+		var errs []error
 		for _, m := range mods {
-			m.Unload()
+			if err := m.Unload(); err != nil {
+				errs = append(errs, fmt.Errorf("cuda: unload module: %w", err))
+			}
 		}
-		ctx.Destroy()
+		if err := ctx.Destroy(); err != nil {
+			errs = append(errs, fmt.Errorf("cuda: destroy context: %w", err))
+		}
+		return errors.Join(errs...)
 	}
 	if err := g.loadModules(&mods); err != nil {
 		cleanup()
@@ -95,7 +106,7 @@ func (g *GPU) loop(ordinal int, ready chan<- error) {
 		case f := <-g.work:
 			f()
 		case <-g.quit:
-			cleanup()
+			g.closed <- cleanup()
 			return
 		}
 	}
@@ -134,41 +145,34 @@ func (g *GPU) loadFiles(mods *[]cu.Module, files []string, replace bool) error {
 			return fmt.Errorf("cuda: load %s: %w", path.Base(f), err)
 		}
 		*mods = append(*mods, m)
-		for _, entry := range ptxEntries(string(src)) {
-			fn, err := m.Function(entry)
+		entries, err := ptxEntries(string(src))
+		if err != nil {
+			return fmt.Errorf("cuda: %s: %w", path.Base(f), err)
+		}
+		for _, e := range entries {
+			fn, err := m.Function(e.name)
 			if err != nil {
-				return fmt.Errorf("cuda: %s: function %s: %w", path.Base(f), entry, err)
+				return fmt.Errorf("cuda: %s: function %s: %w", path.Base(f), e.name, err)
 			}
-			if _, dup := g.fns[entry]; dup && !replace {
-				return fmt.Errorf("cuda: kernel %s defined twice (second in %s)", entry, path.Base(f))
+			if _, dup := g.fns[e.name]; dup && !replace {
+				return fmt.Errorf("cuda: kernel %s defined twice (second in %s)", e.name, path.Base(f))
 			}
-			g.fns[entry] = fn
+			g.fns[e.name] = fn
+			g.params[e.name] = e.params
 		}
 	}
 	return nil
 }
 
-// ptxEntries lists the names of a PTX module's kernels (".visible .entry NAME(").
-func ptxEntries(src string) []string {
-	var names []string
-	for _, line := range strings.Split(src, "\n") {
-		line = strings.TrimSpace(line)
-		rest, ok := strings.CutPrefix(line, ".visible .entry ")
-		if !ok {
-			continue
-		}
-		if i := strings.IndexAny(rest, "( "); i > 0 {
-			names = append(names, rest[:i])
-		}
-	}
-	return names
-}
-
-// do runs f on the context's goroutine and returns its error.
+// do runs f on the context's goroutine and returns its error, or ErrClosed once Close has been called.
 func (g *GPU) do(f func() error) error {
 	errc := make(chan error, 1)
-	g.work <- func() { errc <- f() }
-	return <-errc
+	select {
+	case g.work <- func() { errc <- f() }:
+		return <-errc
+	case <-g.quit:
+		return ErrClosed
+	}
 }
 
 // Name returns "cuda:" and the device name.
@@ -198,7 +202,7 @@ func (g *GPU) Free(p DevicePtr) error {
 // HtoD copies host memory to the device (synchronously: src may be reused on return).
 func (g *GPU) HtoD(dst DevicePtr, src unsafe.Pointer, bytes int) error {
 	if bytes == 0 {
-		return nil
+		return g.closedErr()
 	}
 	if err := g.do(func() error { return cu.MemcpyHtoD(cu.DevicePtr(dst), src, int64(bytes)) }); err != nil {
 		return fmt.Errorf("cuda: HtoD of %d bytes: %w", bytes, err)
@@ -209,7 +213,7 @@ func (g *GPU) HtoD(dst DevicePtr, src unsafe.Pointer, bytes int) error {
 // DtoH copies device memory to the host, after the work queued before it.
 func (g *GPU) DtoH(dst unsafe.Pointer, src DevicePtr, bytes int) error {
 	if bytes == 0 {
-		return nil
+		return g.closedErr()
 	}
 	if err := g.do(func() error { return cu.MemcpyDtoH(dst, cu.DevicePtr(src), int64(bytes)) }); err != nil {
 		return fmt.Errorf("cuda: DtoH of %d bytes: %w", bytes, err)
@@ -220,7 +224,7 @@ func (g *GPU) DtoH(dst unsafe.Pointer, src DevicePtr, bytes int) error {
 // DtoD copies within the device.
 func (g *GPU) DtoD(dst, src DevicePtr, bytes int) error {
 	if bytes == 0 {
-		return nil
+		return g.closedErr()
 	}
 	if err := g.do(func() error { return cu.MemcpyDtoD(cu.DevicePtr(dst), cu.DevicePtr(src), int64(bytes)) }); err != nil {
 		return fmt.Errorf("cuda: DtoD of %d bytes: %w", bytes, err)
@@ -231,7 +235,7 @@ func (g *GPU) DtoD(dst, src DevicePtr, bytes int) error {
 // Memset32 writes v to n 32-bit words at p.
 func (g *GPU) Memset32(p DevicePtr, v uint32, n int) error {
 	if n == 0 {
-		return nil
+		return g.closedErr()
 	}
 	if err := g.do(func() error { return cu.MemsetD32(cu.DevicePtr(p), v, int64(n)) }); err != nil {
 		return fmt.Errorf("cuda: Memset32 of %d words: %w", n, err)
@@ -246,6 +250,11 @@ func (g *GPU) Launch(kernel string, grid, block Dim3, sharedBytes int, args ...A
 	fn, ok := g.fns[kernel]
 	if !ok {
 		return fmt.Errorf("cuda: launch %s: no such kernel in the embedded PTX", kernel)
+	}
+	// The driver reads each parameter's PTX size from its pointer and cannot count the pointers, so a launch with
+	// arguments missing, extra or of the wrong size would run with garbage: check them here.
+	if err := checkArgs(g.params[kernel], args); err != nil {
+		return fmt.Errorf("cuda: launch %s: %w", kernel, err)
 	}
 	vals := make([]uint64, len(args))
 	ptrs := make([]unsafe.Pointer, len(args))
@@ -294,8 +303,23 @@ func (g *GPU) Sync() error {
 	return nil
 }
 
-// Close destroys the context (freeing all its memory) and stops the owning goroutine.
+// Close destroys the context (freeing all its memory), stops the owning goroutine and returns the error of releasing
+// the context. Later calls do nothing and return nil; the other methods then return an error wrapping ErrClosed.
 func (g *GPU) Close() error {
-	close(g.quit)
-	return nil
+	var err error
+	g.closeOnce.Do(func() {
+		close(g.quit)
+		err = <-g.closed
+	})
+	return err
+}
+
+// closedErr is ErrClosed after Close, else nil (for the calls that need no driver call, e.g. a 0-byte copy).
+func (g *GPU) closedErr() error {
+	select {
+	case <-g.quit:
+		return ErrClosed
+	default:
+		return nil
+	}
 }

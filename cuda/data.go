@@ -5,97 +5,80 @@ import (
 	"math"
 
 	"github.com/ddpmgo/ddpm/ops"
+	"github.com/ddpmgo/ddpm/rng"
 )
 
-// Launcher of kernels/data.cu.
+// Launchers of kernels/data.cu.
 
-// Dataset is a uint8 image set [N, C, H, W] resident on the device, uploaded once.
-type Dataset struct {
-	p          DevicePtr
-	N, C, H, W int
+// feed is ops.Feed on the device: the uint8 images [N, C, H, W], uploaded once, and the epoch's order as int32,
+// uploaded once per epoch. Its definition is data.HostFeed, which it matches bit for bit.
+type feed struct {
+	be         *Backend
+	pix, order DevicePtr
+	n, c, h, w int
+	orderHost  []int32
 }
 
-// UploadDataset copies n images of c×h×w bytes to the device.
-func (be *Backend) UploadDataset(pixels []uint8, n, c, h, w int) (*Dataset, error) {
-	if n <= 0 || c <= 0 || h <= 0 || w <= 0 || len(pixels) != n*c*h*w {
-		return nil, fmt.Errorf("cuda UploadDataset: %d bytes for [%d, %d, %d, %d]", len(pixels), n, c, h, w)
+// NewFeed copies n images of c×h×w bytes to the device (ops.Feeder).
+func (be *Backend) NewFeed(pix []uint8, n, c, h, w int) (ops.Feed, error) {
+	if n <= 0 || c <= 0 || h <= 0 || w <= 0 || len(pix) != n*c*h*w {
+		return nil, fmt.Errorf("cuda NewFeed: %d bytes for [%d, %d, %d, %d]", len(pix), n, c, h, w)
 	}
-	p, err := AllocFrom(be.d, pixels)
+	if n > math.MaxInt32 || c*h*w > math.MaxInt32 {
+		return nil, fmt.Errorf("cuda NewFeed [%d, %d, %d, %d]: sizes must fit an int32", n, c, h, w)
+	}
+	p, err := AllocFrom(be.d, pix)
 	if err != nil {
-		return nil, fmt.Errorf("cuda UploadDataset [%d, %d, %d, %d]: %w", n, c, h, w, err)
+		return nil, fmt.Errorf("cuda NewFeed [%d, %d, %d, %d]: %w", n, c, h, w, err)
 	}
-	return &Dataset{p: p, N: n, C: c, H: h, W: w}, nil
-}
-
-// FreeDataset releases the device copy.
-func (be *Backend) FreeDataset(ds *Dataset) error { return be.d.Free(ds.p) }
-
-// GatherBatch writes out[s] = ds[idx[s]]/127.5 − 1, mirrored left-right where flip[s] ≠ 0, for s < batch. idx and
-// flip are device arrays of batch int32 (made with AllocFrom or filled by a kernel); out holds batch·C·H·W floats.
-func (be *Backend) GatherBatch(ds *Dataset, batch int, idx, flip DevicePtr, out ops.Buf) {
-	o := be.bufs("GatherBatch", batch*ds.C*ds.H*ds.W, []string{"out"}, out)[0]
-	be.launch1D("GatherBatch", "gather_u8_f32", o.n, Ptr(ds.p), Ptr(idx), Ptr(flip), Ptr(o.p), I32(int32(batch)),
-		I32(int32(ds.N)), I32(int32(ds.C)), I32(int32(ds.H)), I32(int32(ds.W)))
-}
-
-// Int32s is an int32 array in device memory (an epoch's image order).
-type Int32s struct {
-	p DevicePtr
-	n int
-}
-
-// Len is the number of elements.
-func (a *Int32s) Len() int { return a.n }
-
-// AllocInt32s returns device memory for n int32 (uninitialised).
-func (be *Backend) AllocInt32s(n int) (*Int32s, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("cuda AllocInt32s: n = %d", n)
-	}
-	p, err := be.d.Alloc(4 * n)
+	order, err := be.d.Alloc(4 * n)
 	if err != nil {
-		return nil, fmt.Errorf("cuda AllocInt32s(%d): %w", n, err)
+		be.d.Free(p)
+		return nil, fmt.Errorf("cuda NewFeed: order of %d images: %w", n, err)
 	}
-	return &Int32s{p: p, n: n}, nil
+	return &feed{be: be, pix: p, order: order, n: n, c: c, h: h, w: w, orderHost: make([]int32, n)}, nil
 }
 
-// UploadInt32s copies src (each value must fit an int32) into dst (same length).
-func (be *Backend) UploadInt32s(dst *Int32s, src []int) error {
-	if len(src) != dst.n {
-		return fmt.Errorf("cuda UploadInt32s: %d values into %d elements", len(src), dst.n)
+// SetOrder uploads the epoch's order.
+func (f *feed) SetOrder(order []int) error {
+	if len(order) != f.n {
+		return fmt.Errorf("cuda Feed SetOrder: %d values for %d images", len(order), f.n)
 	}
-	v := make([]int32, len(src))
-	for i, x := range src {
-		if x < math.MinInt32 || x > math.MaxInt32 {
-			return fmt.Errorf("cuda UploadInt32s: value %d at %d does not fit an int32", x, i)
+	for i, x := range order {
+		if x < 0 || x >= f.n {
+			return fmt.Errorf("cuda Feed SetOrder: image %d at %d out of [0, %d)", x, i, f.n)
 		}
-		v[i] = int32(x)
+		f.orderHost[i] = int32(x)
 	}
-	return Upload(be.d, dst.p, v)
+	return Upload(f.be.d, f.order, f.orderHost)
 }
 
-// FreeInt32s releases the array.
-func (be *Backend) FreeInt32s(a *Int32s) error {
-	err := be.d.Free(a.p)
-	a.p, a.n = 0, 0
+// Gather launches gather_epoch_u8_f32: only kernel arguments cross from the host.
+func (f *feed) Gather(epoch, k0, batch int, flip bool, seed uint64, out ops.Buf) {
+	const op = "Feed Gather"
+	if k0 < 0 || batch < 1 || k0+batch > f.n || epoch < 0 {
+		panic(fmt.Sprintf("cuda %s: epoch %d, images [%d, %d+%d) of an order of %d", op, epoch, k0, k0, batch, f.n))
+	}
+	be := f.be
+	o := be.bufs(op, batch*f.c*f.h*f.w, []string{"out"}, out)[0]
+	i32(op, []int{f.n, f.c, f.h, f.w}, f.c*f.h*f.w, o.n, k0+batch)
+	be.launch1D(op, "gather_epoch_u8_f32", o.n, Ptr(f.pix), Ptr(f.order), Ptr(o.p), I32(int32(batch)),
+		I32(int32(f.n)), I32(int32(f.c)), I32(int32(f.h)), I32(int32(f.w)), I32(int32(k0)), I32(b2i(flip)),
+		U64(seed), U32(rng.StreamFlip), U64(uint64(epoch)*uint64(f.n)))
+}
+
+// Free releases the images and the order.
+func (f *feed) Free() error {
+	var err error
+	for _, p := range []*DevicePtr{&f.pix, &f.order} {
+		if *p != 0 {
+			if e := f.be.d.Free(*p); err == nil {
+				err = e
+			}
+			*p = 0
+		}
+	}
 	return err
-}
-
-// GatherEpoch writes the batch of images order[k0] … order[k0+batch−1] of the device-resident set into out as
-// x/127.5 − 1, mirroring sample s left-right when flip and rng.Uniform(seed, stream, flipOffset+k0+s) < 0.5 (the
-// draw of data.FlipAt, with flipOffset = epoch·N and stream rng.StreamFlip). Only kernel arguments cross from the
-// host: no copy.
-func (be *Backend) GatherEpoch(ds *Dataset, order *Int32s, k0, batch int, flip bool, seed uint64, stream uint32,
-	flipOffset uint64, out ops.Buf) {
-	const op = "GatherEpoch"
-	if k0 < 0 || batch < 1 || k0+batch > order.n {
-		panic(fmt.Sprintf("cuda %s: images [%d, %d+%d) of an order of %d", op, k0, k0, batch, order.n))
-	}
-	o := be.bufs(op, batch*ds.C*ds.H*ds.W, []string{"out"}, out)[0]
-	i32(op, []int{ds.N, ds.C, ds.H, ds.W}, ds.C*ds.H*ds.W, o.n, k0+batch)
-	be.launch1D(op, "gather_epoch_u8_f32", o.n, Ptr(ds.p), Ptr(order.p), Ptr(o.p), I32(int32(batch)),
-		I32(int32(ds.N)), I32(int32(ds.C)), I32(int32(ds.H)), I32(int32(ds.W)), I32(int32(k0)), I32(b2i(flip)),
-		U64(seed), U32(stream), U64(flipOffset))
 }
 
 // Timesteps draws t[i] = rng.Intn(seed, stream, offset+i, T) for i < t.Len() on the device, as float values: the

@@ -10,10 +10,14 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"unsafe"
 )
+
+// ErrClosed is returned (wrapped) by a GPU driver's methods after Close.
+var ErrClosed = errors.New("cuda: the device is closed")
 
 // DevicePtr is an address in device memory (for the emulator, an address on the C heap). Zero is the null pointer.
 type DevicePtr uintptr

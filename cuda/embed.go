@@ -11,16 +11,18 @@ import (
 // embedThreads is EMBED_THREADS of kernels/embed.cu.
 const embedThreads = 256
 
-// TimestepEmbedding: for i < half = dim/2, f_i = exp(−ln(10000)·i/half), y[n,i] = cos(t_n·f_i),
-// y[n,half+i] = sin(t_n·f_i) (phase in double on the device); y[n,dim−1] = 0 for odd dim.
-func (be *Backend) TimestepEmbedding(n, dim int, t, y ops.Buf) {
+// TimestepEmbedding: for i < half = Dim/2, f_i = exp(−ln(10000)·i/(half − FreqShift)), a = t_n·f_i,
+// y[n,i] = cos(a), y[n,half+i] = sin(a) with FlipSinToCos (sin, then cos, without); phase in double on the device;
+// y[n,Dim−1] = 0 for odd Dim.
+func (be *Backend) TimestepEmbedding(s ops.EmbedShape, t, y ops.Buf) {
 	const op = "TimestepEmbedding"
-	sh := struct{ N, Dim int }{n, dim}
-	if n < 0 || dim < 1 {
-		panic(fmt.Sprintf("cuda %s %+v: invalid shape", op, sh))
+	half := s.Dim / 2
+	if s.N < 0 || s.Dim < 1 || (half > 0 && !(float64(half)-s.FreqShift > 0)) {
+		panic(fmt.Sprintf("cuda %s %+v: invalid shape (Dim ≥ 1 and Dim/2 − FreqShift > 0)", op, s))
 	}
-	i32(op, sh, n*dim)
-	ts := be.arg(op, sh, "t", t, n)
-	ys := be.arg(op, sh, "y", y, n*dim)
-	be.gridStride(op, "timestep_embedding_f32", n*dim, embedThreads, Ptr(ts.p), Ptr(ys.p), I32(int32(n)), I32(int32(dim)))
+	i32(op, s, s.N*s.Dim)
+	ts := be.arg(op, s, "t", t, s.N)
+	ys := be.arg(op, s, "y", y, s.N*s.Dim)
+	be.gridStride(op, "timestep_embedding_f32", s.N*s.Dim, embedThreads, Ptr(ts.p), Ptr(ys.p), I32(int32(s.N)),
+		I32(int32(s.Dim)), I32(b2i(s.FlipSinToCos)), F64(s.FreqShift))
 }

@@ -16,6 +16,10 @@ int emu_free(void* p);
 int emu_check_guards(char* err, int errlen);
 int emu_kernel_count(void);
 const char* emu_kernel_name(int i);
+int emu_set_order(const char* spec, char* err, int errlen);
+void emu_get_order(char* buf, int len);
+long emu_shared_poison_bytes(void);
+int emu_kernel_signature(const char* name, int* nargs, const char** kinds, const int** sizes);
 */
 import "C"
 
@@ -226,6 +230,53 @@ func EmuKernels() []string {
 	}
 	return names
 }
+
+// SetEmuOrder sets the order in which the emulator runs the threads of a block between barriers, for all later
+// launches of the process: "forward" (thread-id order, the default), "reverse", "random" or "random:SEED" (a new
+// pseudo-random order at every barrier interval). The reverse and random orders also fill static shared memory with
+// 0xFF bytes at block start. Every order is a legal CUDA schedule, so a kernel whose result changes with it has a
+// race. It overrides the environment variable DDPM_EMU_ORDER, which sets the initial order.
+func SetEmuOrder(spec string) error {
+	cs := C.CString(spec)
+	defer C.free(unsafe.Pointer(cs))
+	const errLen = 256
+	msg := (*C.char)(C.malloc(errLen))
+	defer C.free(unsafe.Pointer(msg))
+	if C.emu_set_order(cs, msg, errLen) != 0 {
+		return errors.New(C.GoString(msg))
+	}
+	return nil
+}
+
+// EmuOrder is the emulator's current order (see SetEmuOrder).
+func EmuOrder() string {
+	const n = 128
+	buf := (*C.char)(C.malloc(n))
+	defer C.free(unsafe.Pointer(buf))
+	C.emu_get_order(buf, n)
+	return C.GoString(buf)
+}
+
+// emuKernelSignature gives the parameters of the emulator's kernel name: their kinds ('p', 'i', 'u', 'f') and sizes.
+func emuKernelSignature(name string) (kinds []byte, sizes []int, ok bool) {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	var n C.int
+	var ck *C.char
+	var cz *C.int
+	if C.emu_kernel_signature(cs, &n, &ck, &cz) != 0 {
+		return nil, nil, false
+	}
+	kinds = C.GoBytes(unsafe.Pointer(ck), n)
+	for _, z := range unsafe.Slice(cz, int(n)) {
+		sizes = append(sizes, int(z))
+	}
+	return kinds, sizes, true
+}
+
+// emuSharedPoisonBytes is the number of bytes of static shared memory the reverse and random orders poison at block
+// start (0 if the emulator could not locate it).
+func emuSharedPoisonBytes() int { return int(C.emu_shared_poison_bytes()) }
 
 // TensorCores is true: the emulator runs the _tf32 kernels with TF32 rounding (kernels/emu/wmma.h).
 func (e *Emulator) TensorCores() bool { return true }

@@ -18,17 +18,9 @@ func checkNorm(op string, s ops.NormShape) {
 	i32(op, s, s.N*s.C*s.HW, s.N*s.G, 2*s.N*s.C)
 }
 
-// GroupNorm: per (n, g) over the (C/G)·HW elements of the group, μ and rstd = 1/√(σ²+eps) (biased σ², two passes),
-// y[n,c,i] = (x[n,c,i] − μ)·rstd·gamma[c] + beta[c]; stats[2(n·G+g)] = μ, stats[2(n·G+g)+1] = rstd.
+// GroupNorm (ops.Backend.GroupNorm): one block per (n, g), two passes over the group (kernels/groupnorm.cu).
 func (be *Backend) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
 	be.groupNorm("GroupNorm", "groupnorm_fwd_f32", s, x, gamma, beta, y, stats)
-}
-
-// GroupNormSiLU is GroupNorm followed by SiLU in one pass: y = v·σ(v) with v the GroupNorm output (stats as
-// GroupNorm's). It is not part of ops.Backend: the backward of the pair needs v, which the caller recomputes or
-// keeps by running the unfused ops.
-func (be *Backend) GroupNormSiLU(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
-	be.groupNorm("GroupNormSiLU", "groupnorm_silu_fwd_f32", s, x, gamma, beta, y, stats)
 }
 
 func (be *Backend) groupNorm(op, kernel string, s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {

@@ -42,16 +42,6 @@ func (be *Backend) QSample(sch *ops.Schedule, n, d int, t, x0, eps, xt ops.Buf) 
 		Ptr(ds[2].p), I32(int32(n)), I32(int32(d)), I32(int32(sch.T)))
 }
 
-// QSampleNoise is Normal(seed, stream, offset, eps) followed by QSample, in one pass: the noise is drawn on the
-// device and written to eps (the training target) while xt is formed.
-func (be *Backend) QSampleNoise(sch *ops.Schedule, n, d int, seed uint64, stream uint32, offset uint64, t, x0, eps, xt ops.Buf) {
-	ts, tb, ds := be.diffArgs("QSampleNoise", sch, n, d, t,
-		[]string{"schedule.SqrtAlphaBar", "schedule.SqrtOneMinusAlphaBar"}, []string{"x0", "eps", "xt"},
-		[]ops.Buf{sch.SqrtAlphaBar, sch.SqrtOneMinusAlphaBar}, []ops.Buf{x0, eps, xt})
-	be.launch1D("QSampleNoise", "qsample_noise_f32", n*d, Ptr(tb[0].p), Ptr(tb[1].p), Ptr(ts.p), Ptr(ds[0].p),
-		Ptr(ds[1].p), Ptr(ds[2].p), I32(int32(n)), I32(int32(d)), I32(int32(sch.T)), U64(seed), U32(stream), U64(offset))
-}
-
 // Posterior is the fused DDPM reverse step (see ops.Backend and kernels/noise.cu).
 func (be *Backend) Posterior(sch *ops.Schedule, n, d int, clip bool, t, xt, epsHat, z, out ops.Buf) {
 	ts, tb, ds := be.diffArgs("Posterior", sch, n, d, t,

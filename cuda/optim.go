@@ -3,23 +3,19 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/ddpmgo/ddpm/ops"
 )
 
 // Launchers of kernels/optim.cu.
 
-// AdamWStep updates p, m, v in place from g (see ops.AdamW); the bias corrections are formed in float64.
+// AdamWStep updates p, m, v in place from g (see ops.AdamW).
 func (be *Backend) AdamWStep(h ops.AdamW, p, g, m, v ops.Buf) {
-	if h.Step < 1 {
-		panic(fmt.Sprintf("cuda AdamWStep %+v: Step is 1-based", h))
-	}
 	s := be.bufs("AdamWStep", p.Len(), []string{"p", "g", "m", "v"}, p, g, m, v)
-	rc1 := float32(1 / (1 - math.Pow(float64(h.Beta1), float64(h.Step))))
-	rc2 := float32(1 / (1 - math.Pow(float64(h.Beta2), float64(h.Step))))
 	n := s[0].n
 	be.launch1D("AdamWStep", "adamw_f32", n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), Ptr(s[3].p), I64(int64(n)),
-		F32(h.LR), F32(h.Beta1), F32(h.Beta2), F32(h.Eps), F32(h.LR*h.WeightDecay), F32(h.GradScale), F32(rc1), F32(rc2))
+		F32(h.LR), F32(h.Beta1), F32(h.Beta2), F32(h.Eps), F32(h.Decay), F32(h.GradScale), F32(h.RC1), F32(h.RC2))
 }
 
 // EMA: e[i] = decay·e[i] + (1−decay)·p[i].
@@ -28,79 +24,118 @@ func (be *Backend) EMA(decay float32, e, p ops.Buf) {
 	be.launch1D("EMA", "ema_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), F32(decay), I64(int64(s[0].n)))
 }
 
-// Ctl is the device-side control block of a training step that the host does not read every step: [GradScale,
-// skip, non-finite count] (see kernels/optim.cu: clip_scale_f32).
-type Ctl struct{ b *Buf }
+// stepWindowBytes is sizeof(StepWindow) in kernels/optim.cu, and stepSettings the floats of one settings row.
+const (
+	stepWindowBytes = 64
+	stepSettings    = 5
+)
 
-// NewCtl allocates a zeroed control block.
-func (be *Backend) NewCtl() *Ctl { return &Ctl{b: be.Alloc(3).(*Buf)} }
+// stepControl is ops.StepControl on the device (kernels/optim.cu: step_control_f32 and the _ctl kernels); its
+// definition is ops.HostStepControl, which it matches bit for bit given the same ‖G‖² and losses.
+type stepControl struct {
+	be       *Backend
+	c        ops.StepConfig
+	scalars  *Buf // [‖G‖², loss_0 … loss_{A−1}]
+	gsq      ops.Buf
+	losses   []ops.Buf
+	win      DevicePtr // StepWindow
+	settings *Buf      // Window rows of stepSettings floats
+	uploaded []float32 // what settings holds (an unchanged table is not copied again)
+	row      []float32
+	taken    int  // steps since the last Read
+	reset    bool // the next step starts a new window
+	set      bool // SetSettings came after the last Read
+}
 
-// Buf is the block as a 3-element buffer (to read or reset it).
-func (c *Ctl) Buf() ops.Buf { return c.b }
-
-// ClipScale writes ctl's GradScale = min(1, maxNorm/(‖G‖/A + 1e-6))/A (1/A when maxNorm ≤ 0) from
-// scalars = [‖G‖², loss_0 … loss_{A−1}], and its skip flag (sticky: once set it stays) and non-finite count, in one
-// thread on the device.
-func (be *Backend) ClipScale(scalars ops.Buf, A int, maxNorm float64, sticky bool, ctl *Ctl) {
-	s := be.bufs("ClipScale", 1+A, []string{"scalars"}, scalars)[0]
-	if A < 1 {
-		panic(fmt.Sprintf("cuda ClipScale: A = %d", A))
+// NewStepControl returns the device controller (ops.StepController).
+func (be *Backend) NewStepControl(c ops.StepConfig) ops.StepControl {
+	if c.A < 1 || c.Window < 1 || c.A > math.MaxInt32 {
+		panic(fmt.Sprintf("cuda NewStepControl %+v", c))
 	}
-	be.keep("ClipScale", be.d.Launch("clip_scale_f32", Dim3{X: 1}, Dim3{X: 1}, 0, Ptr(s.p), Ptr(ctl.b.p),
-		I32(int32(A)), F64(maxNorm), I32(b2i(sticky))))
-}
-
-// StepStats is the number of float32 elements of a step-statistics buffer (see StepStatsCtl).
-const StepStats = 14
-
-// StepSched is what StepStatsCtl needs to form a step's AdamW and EMA settings on the device (see train.LR and
-// train.EMADecay).
-type StepSched struct {
-	AdamStep                       int // the host's AdamW step, counting the window's skipped steps as updates
-	LR                             float64
-	Warmup                         int
-	Beta1, Beta2, WeightDecay, EMA float64
-	EMAWarmup                      bool
-}
-
-// StepStatsCtl accumulates the training loop's window statistics into stats (StepStats elements, an allocation of
-// its own so that its doubles are aligned) after ClipScale of the same step, in one thread on the device: the sums
-// of the step losses (the mean of scalars[1:]) and gradient norms (√scalars[0]/A) over the steps whose update ctl
-// lets through, their number, and the number of non-finite steps with the first one's 1-based number step, loss
-// and ‖G‖²; and the step's AdamW and EMA settings for AdamWStepWin and EMAWin, from the AdamW step
-// sc.AdamStep − (skipped steps of the window) (see kernels/optim.cu: step_stats_f32 for the layout). reset starts a
-// new window.
-func (be *Backend) StepStatsCtl(scalars ops.Buf, A, step int, reset bool, sc StepSched, ctl *Ctl, stats ops.Buf) {
-	if A < 1 || step < 1 || step > math.MaxInt32 || sc.AdamStep < 1 || sc.AdamStep > math.MaxInt32 || sc.Warmup > math.MaxInt32 {
-		panic(fmt.Sprintf("cuda StepStatsCtl: A = %d, step = %d, %+v", A, step, sc))
+	sc := &stepControl{be: be, c: c, scalars: be.Alloc(1 + c.A).(*Buf), settings: be.Alloc(c.Window * stepSettings).(*Buf),
+		row: make([]float32, c.Window*stepSettings), reset: true}
+	sc.gsq = be.Slice(sc.scalars, 0, 1)
+	for k := 0; k < c.A; k++ {
+		sc.losses = append(sc.losses, be.Slice(sc.scalars, 1+k, 1))
 	}
-	s := be.bufs("StepStatsCtl", 1+A, []string{"scalars"}, scalars)[0]
-	st := be.bufs("StepStatsCtl", StepStats, []string{"stats"}, stats)[0]
-	be.keep("StepStatsCtl", be.d.Launch("step_stats_f32", Dim3{X: 1}, Dim3{X: 1}, 0, Ptr(s.p), Ptr(ctl.b.p),
-		Ptr(st.p), I32(int32(A)), I32(int32(step)), I32(b2i(reset)), I32(int32(sc.AdamStep)), F64(sc.LR),
-		I32(int32(sc.Warmup)), F64(sc.Beta1), F64(sc.Beta2), F64(sc.WeightDecay), F64(sc.EMA), I32(b2i(sc.EMAWarmup))))
+	win, err := be.d.Alloc(stepWindowBytes)
+	if err != nil {
+		panic(&ops.DeviceError{Op: fmt.Sprintf("cuda NewStepControl: %d bytes", stepWindowBytes), Err: err})
+	}
+	be.keep("NewStepControl", be.d.Memset32(win, 0, stepWindowBytes/4))
+	sc.win = win
+	return sc
 }
 
-// AdamWStepWin is AdamWStep with GradScale read from ctl (ClipScale) and the learning rate, weight decay and bias
-// corrections from stats (StepStatsCtl), all on the device; skipped when ctl's skip flag is set. Of h only Beta1,
-// Beta2 and Eps are used.
-func (be *Backend) AdamWStepWin(h ops.AdamW, ctl *Ctl, stats ops.Buf, p, g, m, v ops.Buf) {
-	s := be.bufs("AdamWStepWin", p.Len(), []string{"p", "g", "m", "v"}, p, g, m, v)
-	st := be.bufs("AdamWStepWin", StepStats, []string{"stats"}, stats)[0]
+func (sc *stepControl) Loss(k int) ops.Buf { return sc.losses[k] }
+
+// Update launches, after SumSquares: step_control_f32 (one thread), adamw_ctl_f32, ema_ctl_f32, and the zeroing of
+// g (zero_unless_skip_f32 for a sticky controller, a fill otherwise). Only kernel arguments cross from the host.
+func (sc *stepControl) Update(p, g, m, v, e ops.Buf) {
+	be, c := sc.be, sc.c
+	if sc.taken >= c.Window || !sc.set {
+		panic(fmt.Sprintf("cuda StepControl: %d steps since the last Read, the window is %d (settings given: %v)", sc.taken, c.Window, sc.set))
+	}
+	s := be.bufs("StepControl", p.Len(), []string{"p", "g", "m", "v", "e"}, p, g, m, v, e)
+	be.SumSquares(g, sc.gsq)
+	be.keep("StepControl", be.d.Launch("step_control_f32", Dim3{X: 1}, Dim3{X: 1}, 0, Ptr(sc.scalars.p), Ptr(sc.win),
+		I32(int32(c.A)), F64(c.MaxNorm), I32(b2i(c.Sticky)), I32(b2i(sc.reset))))
 	n := s[0].n
-	be.launch1D("AdamWStepWin", "adamw_win_f32", n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), Ptr(s[3].p),
-		I64(int64(n)), F32(h.Beta1), F32(h.Beta2), F32(h.Eps), Ptr(ctl.b.p), Ptr(st.p))
+	be.launch1D("StepControl", "adamw_ctl_f32", n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), Ptr(s[3].p), I64(int64(n)),
+		F32(c.Beta1), F32(c.Beta2), F32(c.Eps), Ptr(sc.win), Ptr(sc.settings.p))
+	be.launch1D("StepControl", "ema_ctl_f32", n, Ptr(s[4].p), Ptr(s[0].p), I64(int64(n)), Ptr(sc.win), Ptr(sc.settings.p))
+	if c.Sticky {
+		be.launch1D("StepControl", "zero_unless_skip_f32", n, Ptr(s[1].p), I64(int64(n)), Ptr(sc.win))
+	} else {
+		be.Fill(g, 0)
+	}
+	sc.taken++
+	sc.reset = false
 }
 
-// EMAWin is EMA with the decay read from stats (StepStatsCtl) on the device; skipped when ctl's skip flag is set.
-func (be *Backend) EMAWin(ctl *Ctl, stats ops.Buf, e, p ops.Buf) {
-	s := be.bufs("EMAWin", e.Len(), []string{"e", "p"}, e, p)
-	st := be.bufs("EMAWin", StepStats, []string{"stats"}, stats)[0]
-	be.launch1D("EMAWin", "ema_win_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), I64(int64(s[0].n)), Ptr(ctl.b.p), Ptr(st.p))
+// Read downloads the window: one copy of 64 bytes and a synchronisation (only the synchronisation before the first
+// step).
+func (sc *stepControl) Read() (ops.Window, error) {
+	be := sc.be
+	var w ops.Window
+	taken := sc.taken
+	sc.taken, sc.reset, sc.set = 0, true, false
+	if taken == 0 {
+		return w, be.Sync()
+	}
+	var raw [stepWindowBytes / 4]uint32
+	be.keep("StepControl Read", Download(be.d, raw[:], sc.win))
+	if err := be.Sync(); err != nil {
+		return w, err
+	}
+	f64 := func(off int) float64 { return math.Float64frombits(uint64(raw[off/4+1])<<32 | uint64(raw[off/4])) }
+	i32 := func(off int) int { return int(int32(raw[off/4])) }
+	return ops.Window{Loss: f64(0), Norm: f64(8), BadLoss: f64(16), BadNormSq: f64(24), Steps: i32(32), Taken: i32(36),
+		Bad: i32(40), FirstBad: i32(44)}, nil
 }
 
-// ZeroUnlessSkip zeroes g unless ctl's skip flag is set (the gradients of a skipped step are kept for inspection).
-func (be *Backend) ZeroUnlessSkip(ctl *Ctl, g ops.Buf) {
-	s := be.bufs("ZeroUnlessSkip", g.Len(), []string{"g"}, g)[0]
-	be.launch1D("ZeroUnlessSkip", "zero_unless_skip_f32", s.n, Ptr(s.p), I64(int64(s.n)), Ptr(ctl.b.p))
+// SetSettings uploads the window's settings rows when they differ from those the device holds (after the warm-ups
+// the rows stop changing, and a read then copies nothing to the device).
+func (sc *stepControl) SetSettings(next []ops.StepSettings) {
+	if len(next) < sc.c.Window {
+		panic(fmt.Sprintf("cuda StepControl SetSettings: %d settings for a window of %d steps", len(next), sc.c.Window))
+	}
+	for i, s := range next[:sc.c.Window] {
+		copy(sc.row[i*stepSettings:], []float32{s.LR, s.Decay, s.RC1, s.RC2, s.EMADecay})
+	}
+	if !slices.Equal(sc.row, sc.uploaded) {
+		sc.be.Upload(sc.settings, sc.row)
+		sc.uploaded = append(sc.uploaded[:0], sc.row...)
+	}
+	sc.set = true
+}
+
+// Free releases the scalars, the window and the settings.
+func (sc *stepControl) Free() {
+	sc.be.Free(sc.scalars)
+	sc.be.Free(sc.settings)
+	if sc.win != 0 {
+		sc.be.keep("StepControl Free", sc.be.d.Free(sc.win))
+		sc.win = 0
+	}
 }

@@ -15,11 +15,11 @@ const (
 	reduceMaxBlocks = 1024
 )
 
-// Reduction modes of reduce_partial_f32.
+// Reduction modes of reduce_partial_f32 (kernels/reduce.cu). The mode is a launch argument, so its value appears in
+// train/testdata/launches_tiny_step.golden.
 const (
-	reduceSum = iota
-	reduceSumSquares
-	reduceSquaredDiff
+	reduceSumSquares  = 1
+	reduceSquaredDiff = 2
 )
 
 // reduceGrid is pass 1's block count, a function of n alone: that is what makes the result deterministic.
@@ -44,12 +44,6 @@ func (be *Backend) scalarOut(op string, out ops.Buf) *Buf {
 		panic(fmt.Sprintf("cuda %s: out has %d elements, want 1", op, o.n))
 	}
 	return o
-}
-
-// Sum: out[0] = Σ x[i], accumulated in float64 in a fixed order (deterministic for a given length).
-func (be *Backend) Sum(x, out ops.Buf) {
-	xs := be.buf("Sum", "x", x)
-	be.reduce("Sum", reduceSum, xs, nil, xs.n, 1, be.scalarOut("Sum", out))
 }
 
 // SumSquares: out[0] = Σ x[i]² (the squared global norm), accumulated in float64 in a fixed order.

@@ -36,7 +36,7 @@ func (be *Backend) scratch(op string, floats int) DevicePtr {
 	size := max(need, 2*be.ws.bytes, 1<<20)
 	p, err := be.d.Alloc(size)
 	if err != nil {
-		panic(fmt.Sprintf("cuda %s: scratch of %d bytes: %v", op, size, err))
+		panic(&ops.DeviceError{Op: fmt.Sprintf("cuda %s: scratch of %d bytes", op, size), Err: err})
 	}
 	be.ws = workspace{p: p, bytes: size}
 	return p

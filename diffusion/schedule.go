@@ -2,7 +2,7 @@
 // Models", 2020) and DDIM (Song, Meng and Ermon, "Denoising Diffusion Implicit Models", 2021): the noise schedule
 // computed once in float64, the forward process q(x_t | x_0), the posterior q(x_{t-1} | x_t, x_0) and the reverse
 // steps of the two samplers, as plain loops over float32 tensors. These loops are the CPU reference for the fused
-// CUDA kernels (kernels/noise.cu, kernels/posterior.cu); the float64 scalar methods of Schedule are the reference
+// CUDA kernels (kernels/noise.cu); the float64 scalar methods of Schedule are the reference
 // for the loops.
 //
 // # Indexing

@@ -3,7 +3,9 @@
 // cuda/conv2d.go with GEMM_THREADS threads and a grid of GEMM tiles. Each op has an FP32 entry point (_f32) and a
 // TF32 tensor-core one (_tf32, wmma 16x16x8 with FP32 accumulation), same arguments and grid.
 //
-// Shapes: x [N, Cin, H, W], w [Cout, Cin, K, K], y and dy [N, Cout, OH, OW], OH = (H + 2P − K)/S + 1 (OW alike).
+// Shapes: x [N, Cin, H, W], w [Cout, Cin, K, K], y and dy [N, Cout, OH, OW], OH = (H + 2P + E − K)/S + 1 (OW alike),
+// where E (ops.ConvShape.PadEnd) pads zeros after x only: E enters through OH and OW, which the launcher passes, and
+// every read outside x is 0 (im2col below; the output bounds of the backward-data gather), so no kernel needs E.
 // Index names: KK = K·K, CKK = Cin·KK, OHW = OH·OW, HW = H·W; a reduction index k = (c, p, q) means k = c·KK + p·K + q.
 #include "common.cuh"
 #include "gemm_tile.cuh"

@@ -1,8 +1,8 @@
-// groupnorm.cu -- group normalisation forward (plain and fused with SiLU) and backward. Launched by cuda/groupnorm.go
+// groupnorm.cu -- group normalisation forward and backward. Launched by cuda/groupnorm.go
 // with one block of GN_THREADS threads per (sample, group) and warp-shuffle block reductions (warp_reduce.cuh).
 //
-// x, y, dy, dx are [N, C, HW]; group g of sample n is the contiguous run of M = (C/G)·HW elements of channels
-// [g·C/G, (g+1)·C/G); stats[2(n·G+g)] = μ, stats[2(n·G+g)+1] = rstd = 1/√(σ² + eps), σ² the biased variance.
+// The op is ops.Backend.GroupNorm (ops/ops.go). x, y, dy, dx are [N, C, HW]; group g of sample n is the contiguous
+// run of M = (C/G)·HW elements of channels [g·C/G, (g+1)·C/G); stats[2(n·G+g)] = μ, stats[2(n·G+g)+1] = rstd.
 #include "common.cuh"
 #include "warp_reduce.cuh"
 
@@ -10,11 +10,10 @@
 
 // Forward, block ng = n·G + g (two passes over the group, so the variance has no cancellation):
 //   μ = Σx/M;  σ² = Σ(x−μ)²/M;  rstd = 1/√(σ²+eps)
-//   y[n,c,i] = (x[n,c,i] − μ)·rstd·gamma[c] + beta[c]         (SILU = false)
-//   y[n,c,i] = silu of the above, v·σ(v) = v/(1+e^−v)         (SILU = true: GroupNorm then SiLU in one pass)
-template <bool SILU>
-__device__ __forceinline__ void groupnorm_fwd(const float* x, const float* gamma, const float* beta, float* y,
-                                              float* stats, int C, int HW, int G, float eps) {
+//   y[n,c,i] = (x[n,c,i] − μ)·rstd·gamma[c] + beta[c]
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C, int HW,
+                      int G, float eps) {
   __shared__ float sh[32];
   const int ng = blockIdx.x, cpg = C / G, c0 = (ng % G) * cpg, M = cpg * HW;
   const float* xs = x + (long long)ng * M;
@@ -34,25 +33,10 @@ __device__ __forceinline__ void groupnorm_fwd(const float* x, const float* gamma
   }
   for (int i = threadIdx.x; i < M; i += GN_THREADS) {
     const int c = c0 + i / HW;
-    float v = (xs[i] - mu) * (rstd * gamma[c]) + beta[c];
-    if (SILU) v = v / (1.0f + expf(-v));
-    ys[i] = v;
+    ys[i] = (xs[i] - mu) * (rstd * gamma[c]) + beta[c];
   }
 }
-
-extern "C" __global__ void __launch_bounds__(GN_THREADS)
-    groupnorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C, int HW,
-                      int G, float eps) {
-  groupnorm_fwd<false>(x, gamma, beta, y, stats, C, HW, G, eps);
-}
 EMU_REGISTER(groupnorm_fwd_f32)
-
-extern "C" __global__ void __launch_bounds__(GN_THREADS)
-    groupnorm_silu_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C,
-                           int HW, int G, float eps) {
-  groupnorm_fwd<true>(x, gamma, beta, y, stats, C, HW, G, eps);
-}
-EMU_REGISTER(groupnorm_silu_fwd_f32)
 
 // Backward, block ng = n·G + g, with x̂ = (x − μ)·rstd and the upstream gradient through gamma, gy = dy·gamma[c]:
 //   per channel c of the group: a_c = Σ_i dy,  b_c = Σ_i dy·x̂      → sums[n·C+c] and sums[N·C + n·C+c] (if sums)

@@ -1,5 +1,5 @@
-// noise.cu -- the diffusion kernels: normal draws from the counter-based RNG, the forward noising q_sample (with the
-// noise given, or drawn in the same pass), the fused DDPM reverse step and the DDIM step. Launched by cuda/noise.go.
+// noise.cu -- the diffusion kernels: normal draws from the counter-based RNG, the forward noising q_sample, the fused
+// DDPM reverse step and the DDIM step. Launched by cuda/noise.go.
 // Per-sample timesteps t are float values (as ops.Backend passes them) indexing schedule tables resident on the
 // device; a t outside [0, T) writes NaN, so that the error cannot pass unseen.
 #include "common.cuh"
@@ -37,21 +37,6 @@ extern "C" __global__ void qsample_f32(const float* sqrt_ab, const float* sqrt_1
   }
 }
 EMU_REGISTER(qsample_f32)
-
-// Noise injection in one pass, replacing rng_normal_f32 followed by qsample_f32:
-//   eps[j] = philox_normal(seed, stream, offset + j);  xt[j] = √ᾱ_i·x0[j] + √(1−ᾱ_i)·eps[j],  i = t[j / d]
-extern "C" __global__ void qsample_noise_f32(const float* sqrt_ab, const float* sqrt_1mab, const float* t,
-                                             const float* x0, float* eps, float* xt, int n, int d, int T,
-                                             unsigned long long seed, unsigned int stream, unsigned long long offset) {
-  const long long total = (long long)n * d;
-  for (long long j = global_index(); j < total; j += global_stride()) {
-    const float e = philox_normal(seed, stream, offset + j);
-    const int i = timestep_index(t, (int)(j / d), T);
-    eps[j] = e;
-    xt[j] = i < 0 ? NAN : sqrt_ab[i] * x0[j] + sqrt_1mab[i] * e;
-  }
-}
-EMU_REGISTER(qsample_noise_f32)
 
 // The fused DDPM reverse step (Ho et al. 2020, Algorithm 2, in its x̂0 form), per element j of sample s = j / d,
 // i = t[s]; it replaces these unfused steps:

@@ -2,11 +2,11 @@
 // cuda/optim.go.
 #include "common.cuh"
 
-// AdamW (torch.optim.AdamW), elementwise over n parameters; the host forms decay = LR·WeightDecay and the bias
-// corrections rc1 = 1/(1−β1^step), rc2 = 1/(1−β2^step) in float64. Unfused it is:
+// AdamW (torch.optim.AdamW, see ops.AdamW), elementwise over n parameters; the host forms decay = LR·weight decay
+// and the bias corrections rc1 = 1/(1−β1^k), rc2 = 1/(1−β2^k) (package train, schedule.go). Unfused it is:
 //   g' = gscale·g;  m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'²
 //   p  = p − decay·p − lr·(m·rc1)/(√(v·rc2) + eps)
-// adamw_update is that update of element i, shared by adamw_f32 and adamw_win_f32 so that the two round alike
+// adamw_update is that update of element i, shared by adamw_f32 and adamw_ctl_f32 so that the two round alike
 // (m and v are stored before p is read, as in the unfused order above).
 __device__ __forceinline__ void adamw_update(float* p, const float* g, float* m, float* v, long long i, float lr,
                                              float beta1, float beta2, float eps, float decay, float gscale, float rc1,
@@ -27,7 +27,7 @@ extern "C" __global__ void adamw_f32(float* p, const float* g, float* m, float* 
 }
 EMU_REGISTER(adamw_f32)
 
-// EMA of the weights: e[i] = decay·e[i] + (1−decay)·p[i] (ema_update, shared by ema_f32 and ema_win_f32).
+// EMA of the weights: e[i] = decay·e[i] + (1−decay)·p[i] (ema_update, shared by ema_f32 and ema_ctl_f32).
 __device__ __forceinline__ void ema_update(float* e, const float* p, long long i, float decay) {
   e[i] = decay * e[i] + (1.0f - decay) * p[i];
 }
@@ -37,56 +37,44 @@ extern "C" __global__ void ema_f32(float* e, const float* p, float decay, long l
 }
 EMU_REGISTER(ema_f32)
 
-// The clipping factor on the device, so that the host need not read the gradient norm every step. scalars holds
-// [‖G‖², loss_0 … loss_{A−1}] (SumSquares and the A micro-batch losses); with gnorm = √‖G‖²/A (the norm of the mean
-// gradient) it writes, in double as the host's train.ClipScale,
-//   ctl[0] = clip/A,  clip = max_norm > 0 ? min(1, max_norm/(gnorm + 1e-6)) : 1     (AdamW's GradScale)
-//   ctl[1] = 1 if this step is to be skipped, else 0: ‖G‖² or a loss is NaN/Inf; with sticky ≠ 0 it stays 1 once set
-//            (a run that stops on a non-finite loss keeps the weights of the last good step)
-//   ctl[2] += 1 for each non-finite step (the count the host reads with the metrics)
-// One thread.
-extern "C" __global__ void clip_scale_f32(const float* scalars, float* ctl, int A, double max_norm, int sticky) {
-  if (global_index() != 0) return;
-  bool bad = !isfinite(scalars[0]);
-  for (int k = 0; k < A; k++) bad = bad || !isfinite(scalars[1 + k]);
-  const double gnorm = sqrt((double)scalars[0]) / (double)A;
-  double clip = 1.0;
-  if (max_norm > 0.0) clip = fmin(1.0, max_norm / (gnorm + 1e-6));
-  ctl[0] = (float)(clip / (double)A);
-  ctl[1] = (bad || (sticky && ctl[1] != 0.0f)) ? 1.0f : 0.0f;
-  if (bad) ctl[2] += 1.0f;
-}
-EMU_REGISTER(clip_scale_f32)
+// The end of a training step on the device (ops.StepControl; its definition is ops.HostStepControl, and
+// cuda/optim.go launches these kernels): the host reads the window statistics only when it logs, checkpoints or
+// redraws its progress bar, and a step copies nothing between host and device.
+//
+// StepWindow is the controller's state, in an allocation of its own (so its doubles are aligned); cuda/optim.go
+// decodes it by the byte offsets below.
+struct StepWindow {
+  double loss;        //  0  Σ loss over the window's updated steps (a step's loss: the mean of its A losses)
+  double norm;        //  8  Σ gnorm over them (gnorm = √‖G‖²/A, before clipping)
+  double bad_loss;    // 16  the loss of the window's first non-finite step
+  double bad_normsq;  // 24  its ‖G‖²
+  int steps;          // 32  updated steps
+  int taken;          // 36  steps
+  int bad;            // 40  non-finite steps (‖G‖² or a loss NaN/Inf)
+  int first_bad;      // 44  index among the taken steps of the first of them
+  int stuck;          // 48  sticky skip: a bad step was seen (not cleared by a read)
+  float gscale;       // 52  this step's AdamW GradScale: ClipFactor(max_norm, gnorm)/A
+  int skip;           // 56  this step is skipped (no AdamW, no EMA)
+  int row;            // 60  the settings row of this step's update: its index among the window's updates
+};
+static_assert(sizeof(StepWindow) == 64, "cuda/optim.go decodes 64 bytes");
 
-// The window statistics of the training loop, so that the host reads the losses only every train.log_every steps
-// (and at checkpoints and the end) instead of every step. One thread, after clip_scale_f32 of the same step.
-// stats (10 floats, its own allocation: 8-byte aligned) holds
-//   [0..1] double  Σ loss over the window's updated steps (each step's loss: the mean of its A micro-batch losses)
-//   [2..3] double  Σ gnorm over those steps (gnorm = √‖G‖²/A, before clipping)
-//   [4]    int     number of those steps (ctl[1] = 0: the update was applied)
-//   [5]    int     number of non-finite steps in the window (‖G‖² or a loss NaN/Inf)
-//   [6]    int     the first of them (its 1-based step number; 0: none)
-//   [7]    float   the mean loss of that step, [8] float its ‖G‖² (for the error message)
-//   [9..13] float  this step's AdamW and EMA settings: lr, lr·weight_decay, rc1, rc2, EMA decay (read by
-//                  adamw_win_f32 and ema_win_f32)
-// reset ≠ 0 (the first step after a host read) starts a new window: the sums, counts and first step are cleared
-// first. The settings are those of AdamW step k = k_host − [5]: the host counts every step of the window as an
-// update and learns of the skipped ones at its next read, so the device takes them off here (after counting this
-// step: a skipped step's settings are not used). As train.LR and train.EMADecay, in double:
-//   lr = base_lr · (warmup > 0 && k < warmup ? k/warmup : 1);  rc1 = 1/(1−β1^k), rc2 = 1/(1−β2^k)
-//   EMA decay = ema_warmup ? min(ema_decay, (1 + s)/(10 + s)), s = max(k − 1, 0) : ema_decay
-extern "C" __global__ void step_stats_f32(const float* scalars, const float* ctl, float* stats, int A, int step,
-                                          int reset, int k_host, double base_lr, int warmup, double beta1,
-                                          double beta2, double weight_decay, double ema_decay, int ema_warmup) {
+// The settings rows (ops.StepSettings, formed on the host for the window's updates): lr, lr·weight_decay, rc1,
+// rc2, EMA decay.
+#define STEP_SETTINGS 5
+
+// One thread, after SumSquares of the step. scalars holds [‖G‖², loss_0 … loss_{A−1}]. In the order of
+// ops.HostStepControl.Update:
+//   bad  = ‖G‖² or a loss non-finite;  skip = bad || (sticky && stuck);  stuck |= sticky && bad
+//   gscale = clip/A, clip = max_norm > 0 ? min(1, max_norm/(gnorm + 1e-6)) : 1   (ops.ClipFactor, in double)
+//   not skipped: row = steps, then the sums and steps; taken += 1
+// reset ≠ 0 (the first step after a read) clears the window first (not stuck).
+extern "C" __global__ void step_control_f32(const float* scalars, StepWindow* w, int A, double max_norm, int sticky,
+                                            int reset) {
   if (global_index() != 0) return;
-  double* sums = (double*)stats;
-  int* cnt = (int*)(stats + 4);
   if (reset) {
-    sums[0] = 0.0;
-    sums[1] = 0.0;
-    cnt[0] = 0;
-    cnt[1] = 0;
-    cnt[2] = 0;
+    w->loss = w->norm = w->bad_loss = w->bad_normsq = 0.0;
+    w->steps = w->taken = w->bad = w->first_bad = 0;
   }
   bool bad = !isfinite(scalars[0]);
   double loss = 0.0;
@@ -95,60 +83,58 @@ extern "C" __global__ void step_stats_f32(const float* scalars, const float* ctl
     loss += (double)scalars[1 + k];
   }
   loss /= (double)A;
+  const double gnorm = sqrt((double)scalars[0]) / (double)A;
   if (bad) {
-    cnt[1] += 1;
-    if (cnt[2] == 0) {
-      cnt[2] = step;
-      stats[7] = (float)loss;
-      stats[8] = scalars[0];
+    if (w->bad == 0) {
+      w->first_bad = w->taken;
+      w->bad_loss = loss;
+      w->bad_normsq = (double)scalars[0];
     }
+    w->bad += 1;
   }
-  if (ctl[1] == 0.0f) {
-    sums[0] += loss;
-    sums[1] += sqrt((double)scalars[0]) / (double)A;
-    cnt[0] += 1;
+  const bool skip = bad || (sticky && w->stuck);
+  if (sticky && bad) w->stuck = 1;
+  double clip = 1.0;
+  if (max_norm > 0.0) clip = fmin(1.0, max_norm / (gnorm + 1e-6));
+  w->gscale = (float)(clip / (double)A);
+  w->skip = skip ? 1 : 0;
+  w->row = w->steps;
+  if (!skip) {
+    w->loss += loss;
+    w->norm += gnorm;
+    w->steps += 1;
   }
-  const int k = k_host - cnt[1];
-  double lr = base_lr;
-  if (warmup > 0 && k < warmup) lr = base_lr * (double)k / (double)warmup;
-  stats[9] = (float)lr;
-  stats[10] = (float)lr * (float)weight_decay;
-  stats[11] = (float)(1.0 / (1.0 - pow(beta1, (double)k)));
-  stats[12] = (float)(1.0 / (1.0 - pow(beta2, (double)k)));
-  double decay = ema_decay;
-  if (ema_warmup) {
-    const double s = (double)(k > 1 ? k - 1 : 0);
-    decay = fmin(ema_decay, (1.0 + s) / (10.0 + s));
-  }
-  stats[13] = (float)decay;
+  w->taken += 1;
 }
-EMU_REGISTER(step_stats_f32)
+EMU_REGISTER(step_control_f32)
 
-// Zeroes the accumulated gradients unless ctl[1] ≠ 0 (a skipped step): under a sticky skip flag (a run that stops
-// on a non-finite step) the gradients of the first bad step are kept (later steps add to them, and NaN/Inf stay
-// non-finite under addition), so that the host, which notices the flag only at its next read, can still name the
-// first non-finite gradient tensor.
-extern "C" __global__ void zero_unless_skip_f32(float* g, long long n, const float* ctl) {
-  if (ctl[1] != 0.0f) return;
-  for (long long i = global_index(); i < n; i += global_stride()) g[i] = 0.0f;
-}
-EMU_REGISTER(zero_unless_skip_f32)
-
-// adamw_f32 with GradScale read from the device (ctl[0], written by clip_scale_f32) and the learning rate, decay
-// and bias corrections from stats[9..12] (step_stats_f32); does nothing when ctl[1] ≠ 0 (a skipped step).
-extern "C" __global__ void adamw_win_f32(float* p, const float* g, float* m, float* v, long long n, float beta1,
-                                         float beta2, float eps, const float* ctl, const float* stats) {
-  if (ctl[1] != 0.0f) return;
-  const float gscale = ctl[0], lr = stats[9], decay = stats[10], rc1 = stats[11], rc2 = stats[12];
+// adamw_f32 with GradScale from the window (step_control_f32) and lr, decay and the bias corrections from the
+// settings row of this update; does nothing when the step is skipped.
+extern "C" __global__ void adamw_ctl_f32(float* p, const float* g, float* m, float* v, long long n, float beta1,
+                                         float beta2, float eps, const StepWindow* w, const float* settings) {
+  if (w->skip) return;
+  const float* s = settings + STEP_SETTINGS * w->row;
+  const float gscale = w->gscale, lr = s[0], decay = s[1], rc1 = s[2], rc2 = s[3];
   for (long long i = global_index(); i < n; i += global_stride())
     adamw_update(p, g, m, v, i, lr, beta1, beta2, eps, decay, gscale, rc1, rc2);
 }
-EMU_REGISTER(adamw_win_f32)
+EMU_REGISTER(adamw_ctl_f32)
 
-// ema_f32 with the decay read from stats[13] (step_stats_f32); does nothing when ctl[1] ≠ 0 (a skipped step).
-extern "C" __global__ void ema_win_f32(float* e, const float* p, long long n, const float* ctl, const float* stats) {
-  if (ctl[1] != 0.0f) return;
-  const float decay = stats[13];
+// ema_f32 with the decay from the settings row of this update; does nothing when the step is skipped.
+extern "C" __global__ void ema_ctl_f32(float* e, const float* p, long long n, const StepWindow* w,
+                                       const float* settings) {
+  if (w->skip) return;
+  const float decay = settings[STEP_SETTINGS * w->row + 4];
   for (long long i = global_index(); i < n; i += global_stride()) ema_update(e, p, i, decay);
 }
-EMU_REGISTER(ema_win_f32)
+EMU_REGISTER(ema_ctl_f32)
+
+// Zeroes the accumulated gradients unless the step was skipped. Launched only for a sticky controller (a run that
+// stops on a non-finite step): the gradients of the first bad step are kept (later steps add to them, and NaN/Inf
+// stay non-finite under addition), so that the host, which notices the step at its next read, can still name the
+// first non-finite gradient tensor.
+extern "C" __global__ void zero_unless_skip_f32(float* g, long long n, const StepWindow* w) {
+  if (w->skip) return;
+  for (long long i = global_index(); i < n; i += global_stride()) g[i] = 0.0f;
+}
+EMU_REGISTER(zero_unless_skip_f32)

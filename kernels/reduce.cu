@@ -1,4 +1,4 @@
-// reduce.cu -- deterministic reductions (sum, sum of squares = squared global norm, MSE loss) and the MSE gradient.
+// reduce.cu -- deterministic reductions (sum of squares = squared global norm, MSE loss) and the MSE gradient.
 // Launched by cuda/reduce.go.
 //
 // Determinism: pass 1 runs a grid whose size depends only on n (cuda/reduce.go: reduceGrid); thread k of block b
@@ -17,14 +17,14 @@ __device__ __forceinline__ void block_tree_sum(double* s) {
   }
 }
 
-// Pass 1. mode 0: Σ a[i];  mode 1: Σ a[i]²;  mode 2: Σ (a[i] − b[i])²  (b unused unless mode 2), in double.
+// Pass 1. mode 1: Σ a[i]²;  mode 2: Σ (a[i] − b[i])²  (b unused unless mode 2), in double.
 // partial[blockIdx.x] receives this block's share. blockDim.x must be REDUCE_THREADS.
 extern "C" __global__ void reduce_partial_f32(const float* a, const float* b, double* partial, long long n, int mode) {
   __shared__ double s[REDUCE_THREADS];
   double acc = 0.0;
   for (long long i = global_index(); i < n; i += global_stride()) {
     const double v = mode == 2 ? (double)a[i] - (double)b[i] : (double)a[i];
-    acc += mode == 0 ? v : v * v;
+    acc += v * v;
   }
   s[threadIdx.x] = acc;
   __syncthreads();

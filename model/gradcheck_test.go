@@ -23,6 +23,8 @@ func gradCheckConfig() (config.Model, int, int) {
 		AttentionHeadDim:     4,
 		NormGroups:           4,
 		NormEps:              1e-5,
+		FlipSinToCos:         true,
+		DownsamplePadding:    1,
 		Dropout:              0.1,
 	}, 2, 8
 }
@@ -43,8 +45,34 @@ func gradCheckConfig() (config.Model, int, int) {
 // far below any wrong term (gradients here are 1e-4…1e-1). Dropout is on (rate 0.1, fixed seed and step,
 // so each forward applies the same mask) and the GroupNorm affine parameters are
 // moved off 1 and 0 so that their gradients are generic.
+//
+// The same check runs on each model option a diffusers config.json can set (the
+// subtests): freq_shift 1, flip_sin_to_cos false, downsample_padding 0, and attention
+// in a down block only and in an up block only with one head (attention_head_dim null).
 func TestGradCheck(t *testing.T) {
-	cfg, in, size := gradCheckConfig()
+	base, in, size := gradCheckConfig()
+	for _, v := range []struct {
+		name string
+		edit func(*config.Model)
+	}{
+		{"default", func(*config.Model) {}},
+		{"freq_shift=1", func(m *config.Model) { m.FreqShift = 1 }},
+		{"flip_sin_to_cos=false", func(m *config.Model) { m.FlipSinToCos = false }},
+		{"downsample_padding=0", func(m *config.Model) { m.DownsamplePadding = 0 }},
+		{"attention down/up only, one head", func(m *config.Model) {
+			m.AttentionResolutions, m.DownAttentionResolutions, m.UpAttentionResolutions = nil, []int{8}, []int{4}
+			m.AttentionHeadDim = 0
+		}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			cfg := base
+			v.edit(&cfg)
+			gradCheck(t, cfg, in, size)
+		})
+	}
+}
+
+func gradCheck(t *testing.T, cfg config.Model, in, size int) {
 	const batch = 2
 	be := cpu.New64()
 	u, err := New(be, cfg, in, size, batch)

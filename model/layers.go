@@ -13,7 +13,7 @@ type layer interface {
 }
 
 func (c convP) shape(n, h, w int) ops.ConvShape {
-	return ops.ConvShape{N: n, Cin: c.cin, H: h, W: w, Cout: c.cout, K: c.k, Stride: c.str, Pad: c.pad}
+	return ops.ConvShape{N: n, Cin: c.cin, H: h, W: w, Cout: c.cout, K: c.k, Stride: c.str, Pad: c.pad, PadEnd: c.padEnd}
 }
 
 func (u *UNet) normShape(c, hw int) ops.NormShape {
@@ -29,7 +29,8 @@ func (u *UNet) zero(id int) ops.Buf {
 
 func linFLOPs(n, in, out int) int64 { return 2 * int64(n) * int64(in) * int64(out) }
 
-// convLayer is a bare convolution: conv_in and Downsample2D (3×3, stride 2, pad 1).
+// convLayer is a bare convolution: conv_in and Downsample2D (3×3, stride 2, pad 1, or
+// pad (0, 1, 0, 1) with downsample_padding 0).
 type convLayer struct {
 	x, out act
 	p      convP
@@ -46,13 +47,15 @@ func (l *convLayer) backward(u *UNet) {
 
 func (l *convLayer) flops(n int) int64 { return l.p.shape(n, l.x.h, l.x.w).FLOPs() }
 
-// timeLayer is diffusers' Timesteps(dim, flip_sin_to_cos=True, freq_shift=0)
-// followed by TimestepEmbedding (linear_1 → SiLU → linear_2), and then the SiLU that
-// every ResnetBlock2D applies to temb before its time_emb_proj, computed once:
+// timeLayer is diffusers' Timesteps(dim, flip_sin_to_cos, freq_shift) followed by
+// TimestepEmbedding (linear_1 → SiLU → linear_2), and then the SiLU that every
+// ResnetBlock2D applies to temb before its time_emb_proj, computed once:
 //
 //	out = SiLU(W2·SiLU(W1·emb(t) + b1) + b2)
 type timeLayer struct {
 	dim, tdim   int
+	flip        bool
+	shift       float64
 	l1, l2      linP
 	emb, h1, a1 int // saved
 	h2          int // saved
@@ -62,7 +65,7 @@ type timeLayer struct {
 
 func (l *timeLayer) forward(u *UNet) {
 	b, n := u.be, u.n
-	b.TimestepEmbedding(n, l.dim, u.tIn, u.buf(l.emb))
+	b.TimestepEmbedding(ops.EmbedShape{N: n, Dim: l.dim, FlipSinToCos: l.flip, FreqShift: l.shift}, u.tIn, u.buf(l.emb))
 	b.Linear(n, l.dim, l.tdim, u.buf(l.emb), u.pv[l.l1.w], u.pv[l.l1.b], u.buf(l.h1))
 	b.SiLU(u.buf(l.h1), u.buf(l.a1))
 	b.Linear(n, l.tdim, l.tdim, u.buf(l.a1), u.pv[l.l2.w], u.pv[l.l2.b], u.buf(l.h2))

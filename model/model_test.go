@@ -158,7 +158,7 @@ func TestParamNamesCeleba32(t *testing.T) {
 // every resnet of the blocks working at that resolution, and nowhere else.
 func TestAttentionResolutions(t *testing.T) {
 	cfg := config.Model{BlockChannels: []int{32, 64, 64}, LayersPerBlock: 2, AttentionResolutions: []int{16},
-		AttentionHeadDim: 8, NormGroups: 8, NormEps: 1e-5}
+		AttentionHeadDim: 8, NormGroups: 8, NormEps: 1e-5, FlipSinToCos: true, DownsamplePadding: 1}
 	p, err := newPlan(cfg, 1, 32)
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +185,8 @@ func TestAttentionResolutions(t *testing.T) {
 }
 
 func TestNewRejectsBadShapes(t *testing.T) {
-	good := config.Model{BlockChannels: []int{8, 16}, LayersPerBlock: 1, AttentionHeadDim: 4, NormGroups: 4, NormEps: 1e-5}
+	good := config.Model{BlockChannels: []int{8, 16}, LayersPerBlock: 1, AttentionHeadDim: 4, NormGroups: 4, NormEps: 1e-5,
+		FlipSinToCos: true, DownsamplePadding: 1}
 	cases := []struct {
 		name   string
 		mutate func(*config.Model)
@@ -196,6 +197,11 @@ func TestNewRejectsBadShapes(t *testing.T) {
 		{"size", func(m *config.Model) {}, 9, "divisible"},
 		{"heads", func(m *config.Model) { m.MidAttention = true; m.AttentionHeadDim = 5 }, 8, "attention_head_dim"},
 		{"empty", func(m *config.Model) { m.BlockChannels = nil }, 8, "block_channels"},
+		{"downsample padding", func(m *config.Model) { m.DownsamplePadding = 2 }, 8, "downsample_padding"},
+		{"freq shift", func(m *config.Model) { m.FreqShift = 4 }, 8, "freq_shift"}, // half of the 8-wide embedding
+		{"head dim", func(m *config.Model) { m.AttentionHeadDim = -1 }, 8, "attention_head_dim"},
+		{"down attention", func(m *config.Model) { m.DownAttentionResolutions = []int{2} }, 8, "resolution 2"},
+		{"up attention heads", func(m *config.Model) { m.UpAttentionResolutions = []int{4}; m.AttentionHeadDim = 3 }, 8, "attention_head_dim"},
 	}
 	for _, c := range cases {
 		m := good
@@ -435,7 +441,7 @@ func (nopBackend) GroupNormBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, op
 func (nopBackend) Linear(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nopBackend) LinearBackward(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }
-func (nopBackend) TimestepEmbedding(int, int, ops.Buf, ops.Buf)                 {}
+func (nopBackend) TimestepEmbedding(ops.EmbedShape, ops.Buf, ops.Buf)           {}
 func (nopBackend) Upsample2x(int, int, int, ops.Buf, ops.Buf)                   {}
 func (nopBackend) Upsample2xBackward(int, int, int, ops.Buf, ops.Buf)           {}
 func (nopBackend) Concat(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)         {}

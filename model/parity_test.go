@@ -24,6 +24,8 @@ func parityConfig() (cfg config.Model, inChannels, imageSize int) {
 		AttentionHeadDim:     4,
 		NormGroups:           2,
 		NormEps:              1e-5,
+		FlipSinToCos:         true,
+		DownsamplePadding:    1,
 	}, 3, 8
 }
 
@@ -44,8 +46,13 @@ func parityConfig() (cfg config.Model, inChannels, imageSize int) {
 // rounding noise there; a gradient tensor's scale is therefore floored at 1e-4 of
 // the largest gradient of the model.
 func TestTorchParity(t *testing.T) {
-	fx, order := loadFixture(t, "testdata/unet_parity.bin")
 	cfg, in, size := parityConfig()
+	checkTorchParity(t, "testdata/unet_parity.bin", cfg, in, size)
+}
+
+// checkTorchParity is TestTorchParity for the fixture at path and the model of cfg.
+func checkTorchParity(t *testing.T, path string, cfg config.Model, in, size int) {
+	fx, order := loadFixture(t, path)
 	for _, tc := range []struct {
 		name string
 		be   ops.Backend

@@ -2,7 +2,7 @@ package model
 
 import (
 	"fmt"
-	"slices"
+	"math"
 
 	"github.com/ddpmgo/ddpm/config"
 )
@@ -68,6 +68,7 @@ func (a act) hw() int { return a.h * a.w }
 type convP struct {
 	w, b                   int
 	cin, cout, k, str, pad int
+	padEnd                 int // zeros after the input beyond pad (ops.ConvShape.PadEnd)
 }
 
 type normP struct {
@@ -111,6 +112,13 @@ type plan struct {
 	scratchPer int
 }
 
+// Check reports why the U-Net of cfg cannot be built for inChannels-channel images of
+// imageSize² pixels (nil when it can; a non-positive imageSize skips the checks that
+// need it).
+func Check(cfg config.Model, inChannels, imageSize int) error {
+	return validate(cfg, inChannels, imageSize)
+}
+
 // validate checks what the plan needs of a model config and image size (the same
 // rules as config.Validate, repeated so that a plan built from code fails clearly).
 func validate(cfg config.Model, inChannels, imageSize int) error {
@@ -124,8 +132,12 @@ func validate(cfg config.Model, inChannels, imageSize int) error {
 		return fmt.Errorf("model: norm_groups %d must be > 0", cfg.NormGroups)
 	case cfg.LayersPerBlock < 1:
 		return fmt.Errorf("model: layers_per_block %d must be ≥ 1", cfg.LayersPerBlock)
-	case cfg.AttentionHeadDim <= 0:
-		return fmt.Errorf("model: attention_head_dim %d must be > 0", cfg.AttentionHeadDim)
+	case cfg.AttentionHeadDim < 0:
+		return fmt.Errorf("model: attention_head_dim %d must be ≥ 0 (0: one head per block)", cfg.AttentionHeadDim)
+	case cfg.DownsamplePadding != 0 && cfg.DownsamplePadding != 1:
+		return fmt.Errorf("model: downsample_padding %d must be 0 or 1", cfg.DownsamplePadding)
+	case math.IsInf(cfg.FreqShift, 0) || !(float64(cfg.BlockChannels[0]/2)-cfg.FreqShift > 0) && cfg.BlockChannels[0] >= 2:
+		return fmt.Errorf("model: freq_shift %g must be finite and less than block_channels[0]/2 = %d", cfg.FreqShift, cfg.BlockChannels[0]/2)
 	case !(cfg.NormEps > 0):
 		return fmt.Errorf("model: norm_eps %g must be > 0", cfg.NormEps)
 	case !(cfg.Dropout >= 0 && cfg.Dropout < 1):
@@ -140,34 +152,38 @@ func validate(cfg config.Model, inChannels, imageSize int) error {
 		if f := 1 << (L - 1); imageSize%f != 0 {
 			return fmt.Errorf("model: image size %d is not divisible by 2^(levels−1) = %d", imageSize, f)
 		}
-		for _, r := range cfg.AttentionResolutions {
-			found := false
-			for l := 0; l < L; l++ {
-				if imageSize>>l == r {
-					found = true
-					if cfg.BlockChannels[l]%cfg.AttentionHeadDim != 0 {
-						return fmt.Errorf("model: attention_head_dim %d does not divide the %d channels at resolution %d", cfg.AttentionHeadDim, cfg.BlockChannels[l], r)
+		for _, rs := range [][]int{cfg.AttentionResolutions, cfg.DownAttentionResolutions, cfg.UpAttentionResolutions} {
+			for _, r := range rs {
+				found := false
+				for l := 0; l < L; l++ {
+					if imageSize>>l == r {
+						found = true
+						if c := cfg.BlockChannels[l]; c%cfg.HeadDim(c) != 0 {
+							return fmt.Errorf("model: attention_head_dim %d does not divide the %d channels at resolution %d", cfg.AttentionHeadDim, c, r)
+						}
 					}
 				}
-			}
-			if !found {
-				return fmt.Errorf("model: attention resolution %d is not a level of a %d-pixel, %d-level U-Net", r, imageSize, L)
+				if !found {
+					return fmt.Errorf("model: attention resolution %d is not a level of a %d-pixel, %d-level U-Net", r, imageSize, L)
+				}
 			}
 		}
 	}
-	if cfg.MidAttention && cfg.BlockChannels[L-1]%cfg.AttentionHeadDim != 0 {
+	if c := cfg.BlockChannels[L-1]; cfg.MidAttention && c%cfg.HeadDim(c) != 0 {
 		return fmt.Errorf("model: attention_head_dim %d does not divide the middle block's %d channels", cfg.AttentionHeadDim, cfg.BlockChannels[L-1])
 	}
 	return nil
 }
 
 // newPlan lays out diffusers' UNet2DModel for cfg: conv_in; the time embedding;
-// per level l a DownBlock2D (AttnDownBlock2D where size>>l is an attention
-// resolution) of layers_per_block resnets and, except at the last level, a stride-2
-// conv; the middle block; per level in reverse an UpBlock2D (AttnUpBlock2D) of
-// layers_per_block+1 resnets each fed one skip by concatenation and, except at the
-// last, nearest ×2 + conv; GroupNorm → SiLU → conv_out. A non-positive imageSize
-// lays out parameters only (CountParams).
+// per level l a DownBlock2D (AttnDownBlock2D where cfg.DownAttention) of
+// layers_per_block resnets and, except at the last level, a stride-2 conv (padding 1,
+// or (0, 1, 0, 1) with downsample_padding 0); the middle block; per level in reverse
+// an UpBlock2D (AttnUpBlock2D where cfg.UpAttention) of layers_per_block+1 resnets
+// each fed one skip by concatenation and, except at the last, nearest ×2 + conv;
+// GroupNorm → SiLU → conv_out. A non-positive imageSize lays out parameters only
+// (CountParams), as for 1-pixel images: the down and up blocks' attention, which is
+// placed by resolution, is then left out.
 func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	if err := validate(cfg, inChannels, imageSize); err != nil {
 		return nil, err
@@ -183,7 +199,6 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	size := max(imageSize, 1)
 	L := len(cfg.BlockChannels)
 	ch := cfg.BlockChannels
-	attnAt := func(level int) bool { return slices.Contains(cfg.AttentionResolutions, size>>level) }
 
 	// conv_in
 	mark := p.numParams
@@ -195,7 +210,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 
 	// time_proj (no parameters) + time_embedding, then SiLU once for all resnets.
 	mark = p.numParams
-	te := &timeLayer{dim: ch[0], tdim: p.tembDim}
+	te := &timeLayer{dim: ch[0], tdim: p.tembDim, flip: cfg.FlipSinToCos, shift: cfg.FreqShift}
 	te.l1 = p.linear("time_embedding.linear_1", ch[0], p.tembDim)
 	te.l2 = p.linear("time_embedding.linear_2", p.tembDim, p.tembDim)
 	te.emb = p.saved("time_proj", ch[0])
@@ -218,13 +233,19 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 		name := fmt.Sprintf("down_blocks.%d", l)
 		for j := 0; j < cfg.LayersPerBlock; j++ {
 			h = p.resnet(fmt.Sprintf("%s.resnets.%d", name, j), h, ch[l])
-			if attnAt(l) {
+			if cfg.DownAttention(size, l) {
 				h = p.attention(fmt.Sprintf("%s.attentions.%d", name, j), h)
 			}
 			skips = append(skips, h)
 		}
 		if l < L-1 {
-			d := &convLayer{x: h, p: p.conv(name+".downsamplers.0.conv", ch[l], ch[l], 3, 2, 1)}
+			pad, end := 1, 0
+			if cfg.DownsamplePadding == 0 { // Downsample2D(padding=0): F.pad (0, 1, 0, 1), then conv padding 0
+				pad, end = 0, 1
+			}
+			dp := p.conv(name+".downsamplers.0.conv", ch[l], ch[l], 3, 2, pad)
+			dp.padEnd = end
+			d := &convLayer{x: h, p: dp}
 			d.out = p.act(name+".downsamplers.0", ch[l], h.h/2, h.w/2)
 			p.layers = append(p.layers, d)
 			h = d.out
@@ -254,7 +275,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 			cat.out = p.act(fmt.Sprintf("%s.cat.%d", name, j), h.c+s.c, h.h, h.w)
 			p.layers = append(p.layers, cat)
 			h = p.resnet(fmt.Sprintf("%s.resnets.%d", name, j), cat.out, ch[l])
-			if attnAt(l) {
+			if cfg.UpAttention(size, l) {
 				h = p.attention(fmt.Sprintf("%s.attentions.%d", name, j), h)
 			}
 		}
@@ -433,10 +454,11 @@ func (p *plan) resnet(name string, x act, cout int) act {
 }
 
 // attention adds diffusers' Attention block (GroupNorm, q/k/v/out projections with
-// biases, heads = channels/attention_head_dim, residual) over x.
+// biases, heads = channels/attention_head_dim, one head when it is 0, residual) over x.
 func (p *plan) attention(name string, x act) act {
 	c, L := x.c, x.hw()
-	a := &attnLayer{x: x, heads: c / p.cfg.AttentionHeadDim, dh: p.cfg.AttentionHeadDim}
+	dh := p.cfg.HeadDim(c)
+	a := &attnLayer{x: x, heads: c / dh, dh: dh}
 	a.norm = p.norm(name+".group_norm", c)
 	a.q = p.linear(name+".to_q", c, c)
 	a.k = p.linear(name+".to_k", c, c)

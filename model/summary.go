@@ -9,8 +9,10 @@ import (
 )
 
 // CountParams is the number of scalar parameters of the U-Net of cfg for images of
-// inChannels channels (the sum over the parameter table; the image size does not
-// enter). It returns 0 for a config the U-Net cannot be built from.
+// inChannels channels (the sum over the parameter table). The image size does not
+// enter, so the attention of down and up blocks, placed by resolution, is not
+// counted (use Summary, which takes the size, for such configs). It returns 0 for a
+// config the U-Net cannot be built from.
 func CountParams(cfg config.Model, inChannels int) int {
 	p, err := newPlan(cfg, inChannels, 0)
 	if err != nil {
@@ -78,4 +80,15 @@ func group(n int64) string {
 		out = append(out, s[i])
 	}
 	return string(out)
+}
+
+// Table lists the parameters of the U-Net of cfg for inChannels×imageSize² images in
+// buffer order, as UNet.Table would, without allocating the model: the layout a
+// checkpoint or an exported folder is read and written with.
+func Table(cfg config.Model, inChannels, imageSize int) ([]Param, error) {
+	p, err := newPlan(cfg, inChannels, imageSize)
+	if err != nil {
+		return nil, err
+	}
+	return p.params, nil
 }

@@ -70,6 +70,13 @@ func New(b ops.Backend, cfg config.Model, inChannels, imageSize, maxBatch int) (
 	return u, nil
 }
 
+// Free releases the parameters, gradients and workspace on the backend; u is unusable afterwards.
+func (u *UNet) Free() {
+	for _, b := range []ops.Buf{u.params, u.grads, u.ws} {
+		u.be.Free(b)
+	}
+}
+
 // Params is the flat parameter buffer (Table gives each tensor's range).
 func (u *UNet) Params() ops.Buf { return u.params }
 

@@ -1,7 +1,17 @@
-// Package ops is the map of the house: the one list of numeric operations that the
-// U-Net, the diffusion samplers and the training loop are written against. Every
-// operation exists twice, as a CPU twin in package cpu and as a CUDA kernel driven by
-// package cuda, and each is documented here by the plain loop it computes.
+// Package ops is the op set of a denoising diffusion model: the convolutions, group
+// norms, attention and time embedding of the U-Net with their backward passes, the
+// forward (noising) process q(x_t | x_0) and the reverse steps of the samplers, the
+// ε-prediction loss, and AdamW and the EMA of the weights. The U-Net (package model),
+// the samplers (package sampler) and the training loop (package train) are written
+// against Backend; every op exists twice, as a CPU twin in package cpu and as a CUDA
+// kernel driven by package cuda, and each is documented here by the plain loop it
+// computes.
+//
+// Beyond Backend, two optional capabilities let a device run a whole training step
+// without the host: StepController (clipping, the non-finite check, the gated AdamW
+// and EMA update, the window statistics; step.go) and Feeder (the training set held on
+// the device, batches gathered there; feed.go). Each has a host implementation that is
+// its definition and its CPU twin.
 //
 // Conventions, shared by every backend:
 //   - Tensors are row-major float32 arrays in NCHW order (a backend may store another
@@ -13,7 +23,22 @@
 //     inconsistent shape, is a programming error: the backend panics with a message
 //     naming the op and the shapes.
 //   - Launches may be asynchronous: device errors surface at the next Sync.
+//   - A device that cannot allocate (out of memory) panics with a *DeviceError from the
+//     method that needed the memory; the training loop turns that into an error.
 package ops
+
+// DeviceError is the panic value of a backend method that failed on the device rather than
+// through a programming error: an allocation that did not fit. Op names the method and what it
+// wanted; Err is the driver's error.
+type DeviceError struct {
+	Op  string
+	Err error
+}
+
+func (e *DeviceError) Error() string { return e.Op + ": " + e.Err.Error() }
+
+// Unwrap is the driver's error.
+func (e *DeviceError) Unwrap() error { return e.Err }
 
 // Buf is a backend's contiguous array of elements (host memory on the CPU, device
 // memory on a GPU). A Buf made by Slice shares storage with its parent.
@@ -22,18 +47,32 @@ type Buf interface {
 }
 
 // ConvShape describes a 2-D convolution: x is [N, Cin, H, W], w is [Cout, Cin, K, K],
-// the bias b is [Cout], y is [N, Cout, OutH(), OutW()].
+// the bias b is [Cout], y is [N, Cout, OutH(), OutW()]. The input is padded with zeros:
+// Pad rows and columns before it, Pad + PadEnd after it. PadEnd = 0 is the usual
+// symmetric padding; diffusers' Downsample2D with padding = 0 pads (0, 1, 0, 1) before a
+// stride-2 3×3 convolution without padding, i.e. Pad = 0, PadEnd = 1.
 type ConvShape struct {
 	N, Cin, H, W int
 	Cout, K      int
 	Stride, Pad  int
+	PadEnd       int
 }
 
-// OutH is the output height: (H + 2·Pad − K)/Stride + 1.
-func (s ConvShape) OutH() int { return (s.H+2*s.Pad-s.K)/s.Stride + 1 }
+// OutH is the output height: (H + 2·Pad + PadEnd − K)/Stride + 1.
+func (s ConvShape) OutH() int { return (s.H+2*s.Pad+s.PadEnd-s.K)/s.Stride + 1 }
 
-// OutW is the output width: (W + 2·Pad − K)/Stride + 1.
-func (s ConvShape) OutW() int { return (s.W+2*s.Pad-s.K)/s.Stride + 1 }
+// OutW is the output width: (W + 2·Pad + PadEnd − K)/Stride + 1.
+func (s ConvShape) OutW() int { return (s.W+2*s.Pad+s.PadEnd-s.K)/s.Stride + 1 }
+
+// EmbedShape describes the sinusoidal embedding of N timesteps into Dim values, as
+// diffusers' Timesteps(Dim, flip_sin_to_cos = FlipSinToCos, downscale_freq_shift =
+// FreqShift) with max_period 10000 and scale 1. With half = Dim/2, half − FreqShift must
+// be > 0 when half > 0 (it divides the exponent of the frequencies).
+type EmbedShape struct {
+	N, Dim       int
+	FlipSinToCos bool
+	FreqShift    float64
+}
 
 // FLOPs is the multiply-add count of the forward pass times two.
 func (s ConvShape) FLOPs() int64 {
@@ -53,18 +92,20 @@ type AttnShape struct {
 	N, L, Heads, D int
 }
 
-// AdamW holds the hyper-parameters of one decoupled-weight-decay Adam step
-// (Loshchilov & Hutter 2019, as torch.optim.AdamW):
+// AdamW holds the values of one decoupled-weight-decay Adam update
+// (Loshchilov & Hutter 2019, as torch.optim.AdamW), per element:
 //
-//	m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²
-//	m̂ = m/(1−β1^step);   v̂ = v/(1−β2^step)
-//	p = p − LR·WeightDecay·p − LR·m̂/(√v̂ + Eps)
+//	g' = GradScale·g
+//	m = β1·m + (1−β1)·g';  v = β2·v + (1−β2)·g'²
+//	p = p − Decay·p − LR·(m·RC1)/(√(v·RC2) + Eps)
 //
-// GradScale multiplies g first (1 / accumulation steps × the clipping factor).
+// GradScale is 1/(accumulation steps) × the clipping factor; Decay = LR·weight decay;
+// RC1 = 1/(1−β1^k) and RC2 = 1/(1−β2^k) are the bias corrections of update k. The
+// caller forms them (package train, schedule.go: one place for the schedule).
 type AdamW struct {
-	LR, Beta1, Beta2, Eps, WeightDecay float32
-	GradScale                          float32
-	Step                               int // 1-based
+	LR, Decay, Beta1, Beta2, Eps float32
+	RC1, RC2                     float32
+	GradScale                    float32
 }
 
 // Schedule is a diffusion schedule resident on the backend: tables of length T
@@ -133,11 +174,13 @@ type Backend interface {
 	Linear(n, in, out int, x, w, b, y Buf)
 	LinearBackward(n, in, out int, x, w, dy, dx, dw, db Buf)
 
-	// TimestepEmbedding: the sinusoidal embedding of diffusers' Timesteps with
-	// flip_sin_to_cos = true, downscale_freq_shift = 0: for i < half = dim/2,
-	// f_i = exp(−ln(10000)·i/half), y[n,i] = cos(t_n·f_i), y[n,half+i] = sin(t_n·f_i).
-	// t holds N timesteps as float values. No backward: t is not learned.
-	TimestepEmbedding(n, dim int, t, y Buf)
+	// TimestepEmbedding: the sinusoidal embedding of diffusers' Timesteps (get_timestep_embedding):
+	// for i < half = Dim/2, f_i = exp(−ln(10000)·i/(half − FreqShift)), a = t_n·f_i, and
+	//   FlipSinToCos:  y[n,i] = cos(a), y[n,half+i] = sin(a)
+	//   otherwise:     y[n,i] = sin(a), y[n,half+i] = cos(a)
+	// with y[n,Dim−1] = 0 when Dim is odd. t holds N timesteps as float values. No
+	// backward: t is not learned.
+	TimestepEmbedding(s EmbedShape, t, y Buf)
 
 	// Upsample2x: nearest ×2, x [N·C, H, W] → y [N·C, 2H, 2W], y[c,i,j] = x[c,i/2,j/2].
 	Upsample2x(nc, h, w int, x, y Buf)
@@ -180,15 +223,18 @@ type Backend interface {
 	// SumSquares: out[0] = Σ x[i]² (accumulated in float64 where the backend can).
 	SumSquares(x, out Buf)
 
-	// Optimizer over flat buffers (kernels/adamw.cu, kernels/ema.cu).
+	// Optimizer over flat buffers (kernels/optim.cu).
 	AdamWStep(h AdamW, p, g, m, v Buf)
 	// EMA: e[i] = decay·e[i] + (1−decay)·p[i].
 	EMA(decay float32, e, p Buf)
 
-	// Diffusion (kernels/noise.cu, kernels/posterior.cu). t holds N timesteps
+	// Diffusion (kernels/noise.cu, kernels/data.cu). t holds N timesteps
 	// (float values) for N samples of d elements each.
 	// Normal: y[i] = rng.Normal(seed, stream, offset+i).
 	Normal(seed uint64, stream uint32, offset uint64, y Buf)
+	// Timesteps: t[i] = rng.Intn(seed, stream, offset+i, T), as float values (the
+	// training timesteps, drawn where they are used).
+	Timesteps(seed uint64, stream uint32, offset uint64, T int, t Buf)
 	// QSample: xt = √ᾱ_t·x0 + √(1−ᾱ_t)·eps, per sample.
 	QSample(sch *Schedule, n, d int, t, x0, eps, xt Buf)
 	// Posterior is the fused DDPM reverse step (Algorithm 2), replacing

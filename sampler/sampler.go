@@ -242,6 +242,26 @@ func New(b ops.Backend, s *diffusion.Schedule, opt Options, maxBatch, d int) (*S
 	return sp, nil
 }
 
+// Free releases the sampler's buffers and its schedule on the backend.
+func (sp *Sampler) Free() {
+	if sp.sch != nil {
+		FreeSchedule(sp.be, sp.sch)
+	}
+	for _, x := range append(sp.bufs[:], sp.tNet, sp.tIdx) {
+		if x != nil {
+			sp.be.Free(x)
+		}
+	}
+}
+
+// FreeSchedule releases the tables of an uploaded schedule.
+func FreeSchedule(b ops.Backend, s *ops.Schedule) {
+	for _, t := range []ops.Buf{s.SqrtAlphaBar, s.SqrtOneMinusAlphaBar, s.SqrtRecipAlphaBar, s.SqrtRecipM1AlphaBar,
+		s.PosteriorCoef1, s.PosteriorCoef2, s.Sigma, s.AlphaBar} {
+		b.Free(t)
+	}
+}
+
 func defaultStr(s, def string) string {
 	if s == "" {
 		return def

@@ -30,7 +30,7 @@ func (nullBackend) GroupNormBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, o
 func (nullBackend) Linear(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nullBackend) LinearBackward(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }
-func (nullBackend) TimestepEmbedding(int, int, ops.Buf, ops.Buf)                         {}
+func (nullBackend) TimestepEmbedding(ops.EmbedShape, ops.Buf, ops.Buf)                   {}
 func (nullBackend) Upsample2x(int, int, int, ops.Buf, ops.Buf)                           {}
 func (nullBackend) Upsample2xBackward(int, int, int, ops.Buf, ops.Buf)                   {}
 func (nullBackend) Concat(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)                 {}
@@ -50,25 +50,29 @@ func (nullBackend) SumSquares(_, _ ops.Buf)                                     
 func (nullBackend) AdamWStep(ops.AdamW, ops.Buf, ops.Buf, ops.Buf, ops.Buf)             {}
 func (nullBackend) EMA(float32, ops.Buf, ops.Buf)                                       {}
 func (nullBackend) Normal(uint64, uint32, uint64, ops.Buf)                              {}
+func (nullBackend) Timesteps(uint64, uint32, uint64, int, ops.Buf)                      {}
 func (nullBackend) QSample(*ops.Schedule, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 
 // TestStepAllocatesNothing checks the hot loop's claim for the code above the backend: after a warm-up step (which
 // makes the model's batch views), a training step — data, t, ε, forward, backward, norm, AdamW, EMA, with
-// accumulation, dropout and flips — allocates nothing. (What the backend itself allocates is its own business and
+// accumulation, dropout and flips, and the reads of the step controller — allocates nothing. (What the backend itself allocates is its own business and
 // its own test.)
 func TestStepAllocatesNothing(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), "train.max_steps=100", "train.grad_accum=2", "model.dropout=0.1", "data.flip=true")
-	tr, err := setup(cfg, Options{Backend: nullBackend{cpu.New()}, Dataset: synthetic(64)}, zap.NewNop())
+	tr, err := setup(cfg, Options{Backend: nullBackend{cpu.New()}, Dataset: synthetic(64)}, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.close()
-	stepOnce := func() {
-		_, gnorm, err := tr.step()
-		if err != nil {
+	stepOnce := func() { // a step, and the read of the step controller as the loop does it (every log_every steps)
+		if err := tr.step(); err != nil {
 			t.Fatal(err)
 		}
-		tr.update(gnorm)
+		if tr.pending == windowSize(cfg.Train) {
+			if _, err := tr.read(); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	stepOnce()
 	if a := testing.AllocsPerRun(20, stepOnce); a != 0 {

@@ -22,7 +22,7 @@ func openDataset(cfg config.Data, log *zap.Logger) (data.Dataset, error) {
 	}
 	m, rep, err := data.Open(cfg.Path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("train: data: %w", err)
+		return nil, fmt.Errorf("train: %w", err) // data's errors start with "data:"
 	}
 	log.Info("data", zap.String("kind", string(rep.Kind)), zap.String("source", rep.Source), zap.Int("images", m.Len()),
 		zap.Int("channels", m.C), zap.Int("height", m.H), zap.Int("width", m.W), zap.Int("skipped_bad_files", len(rep.Skipped)))

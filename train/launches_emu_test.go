@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -14,6 +15,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/ddpmgo/ddpm/cuda"
+	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/ops"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/launches_tiny_step.golden")
@@ -93,7 +96,8 @@ func dim(d cuda.Dim3) string { return fmt.Sprintf("%dx%dx%d", max(d.X, 1), max(d
 // AdamW, EMA, the resident batch gather and timestep draw) and compares it with testdata/launches_tiny_step.golden
 // (with the step's copies and fills), so that a change to the launchers or the model shows its effect on the
 // launches in review, without a GPU. A steady-state step between two reads of the metrics must copy nothing between
-// host and device (issue 6); the read itself is one DtoH of the window statistics. `go test ./train -run
+// host and device; the read itself is one DtoH of the window statistics and, while the schedule's warm-ups change
+// the settings, one HtoD of the next window's. `go test ./train -run
 // LaunchGolden -update` rewrites the file.
 func TestEmuLaunchGoldenTinyStep(t *testing.T) {
 	cfg := parityConfig(t, t.TempDir())
@@ -105,20 +109,27 @@ func TestEmuLaunchGoldenTinyStep(t *testing.T) {
 	defer rec.Driver.Close()
 	// Synthetic images, so that the file does not depend on which data sets are installed (2048: tiny.toml's
 	// max_items, an argument of the gather).
-	tr, err := setup(cfg, Options{Backend: be, Dataset: syntheticTiny(2048)}, zap.NewNop())
+	tr, err := setup(cfg, Options{Backend: be, Dataset: syntheticTiny(2048)}, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.close()
-	if tr.feed == nil || tr.dev == nil {
-		t.Fatalf("the GPU backend did not take the device path (resident feed %v, device-controlled step %v)", tr.feed != nil, tr.dev != nil)
+	_, hostFeed := tr.feed.f.(*data.HostFeed)
+	_, hostCtl := tr.ctl.(*ops.HostStepControl)
+	if hostFeed || hostCtl {
+		t.Fatalf("the GPU backend did not hold the data set (%v) or end the step on the device (%v)", !hostFeed, !hostCtl)
 	}
-	// Step 1 draws the epoch's order (an upload outside the step proper); record step 2, a steady-state step.
-	for s := 0; s < 2; s++ {
-		rec.on = s == 1
-		if _, err := tr.stepDev(); err != nil {
-			t.Fatal(err)
-		}
+	// Step 1 draws the epoch's order (an upload outside the step proper) and is read; record step 2, a
+	// steady-state step.
+	if err := tr.step(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.read(); err != nil {
+		t.Fatal(err)
+	}
+	rec.on = true
+	if err := tr.step(); err != nil {
+		t.Fatal(err)
 	}
 	rec.on = false
 	got := strings.Join(rec.lines, "\n") + "\n"
@@ -160,15 +171,16 @@ func TestEmuLaunchGoldenTinyStep(t *testing.T) {
 		t.Fatalf("only %d launches recorded for a U-Net step", len(rec.lines))
 	}
 
-	// The read of the metrics: one copy of the window statistics from the device, nothing to it.
+	// The read of the metrics: one copy of the window statistics (64 bytes) from the device, and, while the warm-ups
+	// change them, one of the next window's settings (5 floats per step of the window) to it.
 	rec.lines, rec.on = nil, true
-	if _, err := tr.readDev(); err != nil {
+	if _, err := tr.read(); err != nil {
 		t.Fatal(err)
 	}
 	rec.on = false
-	want1 := fmt.Sprintf("DtoH %d bytes", 4*cuda.StepStats)
-	if htod, dtoh := copies(rec.lines); htod != 0 || dtoh != 1 || len(rec.lines) != 1 || rec.lines[0] != want1 {
-		t.Errorf("the read of the window statistics did %v; want one %q", rec.lines, want1)
+	wantRead := []string{"DtoH 64 bytes", fmt.Sprintf("HtoD %d bytes", 4*5*windowSize(cfg.Train))}
+	if !slices.Equal(rec.lines, wantRead) {
+		t.Errorf("the read of the window statistics did %v; want %v", rec.lines, wantRead)
 	}
 }
 

@@ -9,14 +9,16 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ddpmgo/ddpm/backend"
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/cpu"
+	"github.com/ddpmgo/ddpm/ops"
 )
 
 // emuBackend opens the CUDA kernels over the emulator for the length of the test.
 func emuBackend(t *testing.T) Options {
 	t.Helper()
-	be, closeBe, err := Open("emu", config.Device{}, nil)
+	be, closeBe, err := backend.Open("emu", config.Device{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +27,7 @@ func emuBackend(t *testing.T) Options {
 }
 
 // TestEmuNonFiniteDevicePath poisons a step of the device path (clipping, NaN check and loss sums on the device,
-// read every train.log_every steps, devstep.go) through Options.Inject. Stop mode: the run stops at the next read
+// read every train.log_every steps: cuda/optim.go) through the test hook of runWith. Stop mode: the run stops at the next read
 // with an error naming the step that went non-finite (not the step of the read) and the poisoned tensor, the
 // weights on the device are still those of the last good checkpoint (no update after the bad step), and that
 // checkpoint is the latest. skip_nonfinite: the poisoned steps are skipped and counted, and the metrics lines
@@ -50,19 +52,19 @@ func TestEmuNonFiniteDevicePath(t *testing.T) {
 			// Reads at steps 1, 2 (checkpoint), 4 (log and checkpoint): step 3 is poisoned, noticed at 4.
 			cfg := testConfig(t, dir, append(small, "train.max_steps=6", "train.log_every=4", "train.checkpoint_every=2")...)
 			opt := emuBackend(t)
-			opt.Inject = func(step int) (string, float32) {
-				if step == 3 {
-					return tc.target, tc.value
-				}
-				return "", 0
-			}
-			tr, err := setup(cfg, opt, zap.NewNop())
+			tr, err := setup(cfg, opt, zap.NewNop(), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer tr.close()
-			if tr.dev == nil {
-				t.Fatal("the emulator backend did not take the device-controlled step")
+			if _, host := tr.ctl.(*ops.HostStepControl); host {
+				t.Fatal("the emulator backend did not end the step on the device")
+			}
+			tr.inject = func(step int) (string, float32) {
+				if step == 3 {
+					return tc.target, tc.value
+				}
+				return "", 0
 			}
 			_, err = tr.loop(context.Background())
 			st := checkStoppedAtStep3(t, err, dir, table, tc.want, "noticed at step 4")
@@ -93,8 +95,7 @@ func TestEmuNonFiniteDevicePath(t *testing.T) {
 			dir := t.TempDir()
 			// Windows [1], [2 3], [4 5]: steps 2 and 4 are poisoned, each the first step of a window.
 			cfg := testConfig(t, dir, append(small, "train.max_steps=5", "train.log_every=3", "train.skip_nonfinite=true")...)
-			opt.Inject = inject
-			res, err := Run(context.Background(), cfg, opt)
+			res, err := runWith(context.Background(), cfg, opt, inject)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/ddpmgo/ddpm/backend"
+	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/configs"
 	"github.com/ddpmgo/ddpm/data"
@@ -111,7 +113,7 @@ func stepParity(t *testing.T, device string) {
 	ds := parityData(t, cfg)
 	open := func(t *testing.T, dev string) ops.Backend {
 		t.Helper()
-		be, closeBe, err := Open(dev, config.Device{}, nil)
+		be, closeBe, err := backend.Open(dev, config.Device{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +133,7 @@ func stepParity(t *testing.T, device string) {
 	resCPU := runOn(t, "cpu", cpuDir)
 	mc := readMetrics(t, cpuDir)
 	table := tinyTableFor(t, cfg)
-	sc, err := ReadCheckpoint(resCPU.Checkpoint, table)
+	sc, err := checkpoint.Read(resCPU.Checkpoint, table)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +162,7 @@ func stepParity(t *testing.T, device string) {
 			}
 		}
 
-		sd, err := ReadCheckpoint(resDev.Checkpoint, table)
+		sd, err := checkpoint.Read(resDev.Checkpoint, table)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,7 +255,7 @@ func stepParity(t *testing.T, device string) {
 // tinyTableFor is the parameter table of cfg's model.
 func tinyTableFor(t *testing.T, cfg config.Config) []model.Param {
 	t.Helper()
-	be, _, err := Open("cpu", config.Device{}, nil)
+	be, _, err := backend.Open("cpu", config.Device{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

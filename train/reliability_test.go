@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/cpu"
+	"github.com/ddpmgo/ddpm/internal/atomicfile"
 	"github.com/ddpmgo/ddpm/internal/faultio"
 	"github.com/ddpmgo/ddpm/model"
 	"github.com/ddpmgo/ddpm/ops"
@@ -23,13 +25,13 @@ import (
 // failWrites makes every atomic write of a path ending in suffix fail with ENOSPC (for the rest of the test).
 func failWrites(t *testing.T, suffix string) {
 	t.Helper()
-	writeFault = func(path string, w io.Writer) io.Writer {
+	atomicfile.Fault = func(path string, w io.Writer) io.Writer {
 		if strings.HasSuffix(path, suffix) {
 			return &faultio.Writer{W: w, N: 100, Err: &os.PathError{Op: "write", Path: "injected", Err: syscall.ENOSPC}}
 		}
 		return w
 	}
-	t.Cleanup(func() { writeFault = nil })
+	t.Cleanup(func() { atomicfile.Fault = nil })
 }
 
 // noTemps fails if a temporary file of writeAtomic is left in dir.
@@ -38,7 +40,7 @@ func noTemps(t *testing.T, dirs ...string) {
 	for _, dir := range dirs {
 		ents, _ := os.ReadDir(dir)
 		for _, e := range ents {
-			if strings.Contains(e.Name(), tmpMarker) {
+			if strings.Contains(e.Name(), atomicfile.TmpMarker) {
 				t.Errorf("temporary file %s left in %s", e.Name(), dir)
 			}
 		}
@@ -54,7 +56,7 @@ func TestWriteErrorPolicy(t *testing.T) {
 		lastGood     int // the latest checkpoint's step after a stop
 		missing      []string
 	}{
-		{"checkpoint", checkpointName(2), 1, []string{"checkpoints/" + checkpointName(2)}},
+		{"checkpoint", checkpoint.Name(2), 1, []string{"checkpoints/" + checkpoint.Name(2)}},
 		{"samples", "samples/step-00000002.png", 2, []string{"samples/step-00000002.png"}},
 		{"loss plot", LossPlot, 1, []string{LossPlot}},
 	} {
@@ -65,7 +67,7 @@ func TestWriteErrorPolicy(t *testing.T) {
 					"train.keep_checkpoints=10", "train.log_every=1", "train.on_write_error="+policy)
 				failWrites(t, tc.suffix)
 				res, err := run(t, context.Background(), cfg, synthetic(16), false)
-				ckdir := CheckpointDir(dir)
+				ckdir := checkpoint.Dir(dir)
 				noTemps(t, dir, ckdir, filepath.Join(dir, SamplesDir))
 				for _, m := range tc.missing {
 					if _, err := os.Stat(filepath.Join(dir, m)); err == nil {
@@ -77,11 +79,11 @@ func TestWriteErrorPolicy(t *testing.T) {
 						!strings.Contains(err.Error(), "on_write_error") {
 						t.Fatalf("want an error naming %s, ENOSPC and the policy; got %v", tc.suffix, err)
 					}
-					good := filepath.Join(ckdir, checkpointName(tc.lastGood))
+					good := filepath.Join(ckdir, checkpoint.Name(tc.lastGood))
 					if !strings.Contains(err.Error(), "last good checkpoint is "+good) {
 						t.Errorf("error does not name the last good checkpoint %s: %v", good, err)
 					}
-					st, err := ReadCheckpoint(filepath.Join(ckdir, LatestName), tinyTable(t, cfg))
+					st, err := checkpoint.Read(filepath.Join(ckdir, checkpoint.LatestName), tinyTable(t, cfg))
 					if err != nil || st.Step != tc.lastGood {
 						t.Fatalf("latest after the failure: %v %v, want step %d", st, err, tc.lastGood)
 					}
@@ -90,7 +92,7 @@ func TestWriteErrorPolicy(t *testing.T) {
 				if err != nil || res.Step != 4 {
 					t.Fatalf("continue: %v at step %d", err, res.Step)
 				}
-				st, err := ReadCheckpoint(filepath.Join(ckdir, LatestName), tinyTable(t, cfg))
+				st, err := checkpoint.Read(filepath.Join(ckdir, checkpoint.LatestName), tinyTable(t, cfg))
 				if err != nil || st.Step != 4 {
 					t.Fatalf("latest: %v %v", st, err)
 				}
@@ -104,14 +106,14 @@ func TestWriteErrorPolicy(t *testing.T) {
 	// The final checkpoint is never skipped: its failure is an error even under "continue".
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, "train.max_steps=3", "train.checkpoint_every=2", "train.on_write_error=continue")
-	failWrites(t, checkpointName(3))
+	failWrites(t, checkpoint.Name(3))
 	_, err := run(t, context.Background(), cfg, synthetic(16), false)
-	if err == nil || !strings.Contains(err.Error(), "final checkpoint") || !strings.Contains(err.Error(), checkpointName(2)) {
+	if err == nil || !strings.Contains(err.Error(), "final checkpoint") || !strings.Contains(err.Error(), checkpoint.Name(2)) {
 		t.Fatalf("failed final checkpoint under continue: %v", err)
 	}
 }
 
-// TestNonFiniteInjected poisons one gradient element (and, separately, the loss) through Options.Inject: the run
+// TestNonFiniteInjected poisons one gradient element (and, separately, the loss) through the test hook of runWith: the run
 // stops at that step naming the parameter, keeps the last good checkpoint, and with train.skip_nonfinite skips and
 // counts the poisoned steps in metrics.jsonl.
 func TestNonFiniteInjected(t *testing.T) {
@@ -137,7 +139,7 @@ func TestNonFiniteInjected(t *testing.T) {
 				}
 				return "", 0
 			}
-			_, err := Run(context.Background(), cfg, Options{Backend: cpu.New(), Dataset: synthetic(16), Inject: inject})
+			_, err := runWith(context.Background(), cfg, Options{Backend: cpu.New(), Dataset: synthetic(16)}, inject)
 			checkStoppedAtStep3(t, err, dir, table, tc.want)
 		})
 	}
@@ -150,7 +152,7 @@ func TestNonFiniteInjected(t *testing.T) {
 		}
 		return "", 0
 	}
-	res, err := Run(context.Background(), cfg, Options{Backend: cpu.New(), Dataset: synthetic(16), Inject: inject})
+	res, err := runWith(context.Background(), cfg, Options{Backend: cpu.New(), Dataset: synthetic(16)}, inject)
 	if err != nil || res.Step != 6 || res.Skipped != 2 {
 		t.Fatalf("skip: %v, step %d, skipped %d; want 6 and 2", err, res.Step, res.Skipped)
 	}
@@ -163,8 +165,8 @@ func TestNonFiniteInjected(t *testing.T) {
 		t.Errorf("checkpoint metadata %v", ck.Metadata)
 	}
 	// An unknown name is a test bug, reported as such.
-	_, err = Run(context.Background(), testConfig(t, t.TempDir(), "train.max_steps=1"),
-		Options{Backend: cpu.New(), Dataset: synthetic(16), Inject: func(int) (string, float32) { return "no.such", 0 }})
+	_, err = runWith(context.Background(), testConfig(t, t.TempDir(), "train.max_steps=1"),
+		Options{Backend: cpu.New(), Dataset: synthetic(16)}, func(int) (string, float32) { return "no.such", 0 })
 	if err == nil || !strings.Contains(err.Error(), "no.such") {
 		t.Errorf("unknown Inject target: %v", err)
 	}
@@ -241,9 +243,9 @@ func TestMemoryCheck(t *testing.T) {
 func TestStaleTempsRemovedOnResume(t *testing.T) {
 	dir := t.TempDir()
 	mustRun(t, testConfig(t, dir, "train.max_steps=1"), synthetic(8), false)
-	ckdir := CheckpointDir(dir)
-	stale := []string{filepath.Join(ckdir, "."+checkpointName(2)+tmpMarker+"123"), filepath.Join(ckdir, "."+LatestName+".link"),
-		filepath.Join(dir, "."+LossPlot+tmpMarker+"9")}
+	ckdir := checkpoint.Dir(dir)
+	stale := []string{filepath.Join(ckdir, "."+checkpoint.Name(2)+atomicfile.TmpMarker+"123"), atomicfile.TempName(ckdir, checkpoint.LatestName, "link"),
+		filepath.Join(dir, "."+LossPlot+atomicfile.TmpMarker+"9")}
 	keep := []string{filepath.Join(dir, ".notes"), filepath.Join(ckdir, "mine.txt")}
 	for _, p := range append(stale, keep...) {
 		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
@@ -293,7 +295,7 @@ func TestResumeAfterTheFinalCheckpointWritesTheOutputs(t *testing.T) {
 // checkStoppedAtStep3 checks a run that met a non-finite value at step 3 with checkpoints every step: the error is
 // ErrNonFinite, names step 3, the tensor (want) and the last good checkpoint (step 2), which is still the latest and
 // loads, and is returned. extra are further texts the error must hold (the device path's "noticed at step N").
-func checkStoppedAtStep3(t *testing.T, err error, dir string, table []model.Param, want string, extra ...string) *State {
+func checkStoppedAtStep3(t *testing.T, err error, dir string, table []model.Param, want string, extra ...string) *checkpoint.State {
 	t.Helper()
 	if !errors.Is(err, ErrNonFinite) || !strings.Contains(err.Error(), "step 3:") || !strings.Contains(err.Error(), want) {
 		t.Fatalf("want ErrNonFinite at step 3 naming %q; got %v", want, err)
@@ -303,11 +305,11 @@ func checkStoppedAtStep3(t *testing.T, err error, dir string, table []model.Para
 			t.Fatalf("error lacks %q: %v", e, err)
 		}
 	}
-	good := filepath.Join(CheckpointDir(dir), checkpointName(2))
+	good := filepath.Join(checkpoint.Dir(dir), checkpoint.Name(2))
 	if !strings.Contains(err.Error(), good) {
 		t.Errorf("error does not name the last good checkpoint %s: %v", good, err)
 	}
-	st, err := ReadCheckpoint(filepath.Join(CheckpointDir(dir), LatestName), table)
+	st, err := checkpoint.Read(filepath.Join(checkpoint.Dir(dir), checkpoint.LatestName), table)
 	if err != nil || st.Step != 2 {
 		t.Fatalf("latest after the stop: %v %v", st, err)
 	}

@@ -16,10 +16,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/configs"
 	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/internal/atomicfile"
 	"github.com/ddpmgo/ddpm/internal/faultio"
 	"github.com/ddpmgo/ddpm/model"
 	"github.com/ddpmgo/ddpm/rng"
@@ -142,7 +144,7 @@ func TestResumeIsBitIdentical(t *testing.T) {
 				}
 			}
 			// The identity is not vacuous: the weights moved between step 4 and step 8.
-			mid := readTensors(t, filepath.Join(CheckpointDir(dir), checkpointName(4)))
+			mid := readTensors(t, filepath.Join(checkpoint.Dir(dir), checkpoint.Name(4)))
 			w4, _ := mid.Get("conv_in.weight")
 			w8, _ := b.Get("conv_in.weight")
 			if w4.Data[0] == w8.Data[0] && w4.Data[1] == w8.Data[1] {
@@ -184,7 +186,7 @@ func TestRunLeavesItsFilesAndLearns(t *testing.T) {
 	res := mustRun(t, cfg, synthetic(32), false)
 	for _, f := range []string{ConfigFile, MetricsFile, LossPlot, EMAWeights, "samples/step-00000020.png",
 		"samples/step-00000040.png", "checkpoints/step-00000020.safetensors", "checkpoints/step-00000040.safetensors",
-		"checkpoints/" + LatestName} {
+		"checkpoints/" + checkpoint.LatestName} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Errorf("run directory lacks %s", f)
 		}
@@ -233,7 +235,7 @@ func TestRunLeavesItsFilesAndLearns(t *testing.T) {
 	}
 	for _, p := range table {
 		e, ok := ema.Get(p.Name)
-		c, _ := ck.Get(PrefixEMA + p.Name)
+		c, _ := ck.Get(checkpoint.PrefixEMA + p.Name)
 		if !ok || !slices.Equal(e.Shape, p.Shape) || e.Data[0] != c.Data[0] {
 			t.Errorf("EMA export %s", p.Name)
 		}
@@ -252,14 +254,14 @@ func TestNonFiniteLossStopsNamingTheStep(t *testing.T) {
 	if !errors.Is(err, ErrNonFinite) {
 		t.Fatalf("want ErrNonFinite, got %v", err)
 	}
-	good := filepath.Join(CheckpointDir(dir), checkpointName(1))
+	good := filepath.Join(checkpoint.Dir(dir), checkpoint.Name(1))
 	if !strings.Contains(err.Error(), "step 2") || !strings.Contains(err.Error(), good) {
 		t.Errorf("error should name step 2 and %s: %v", good, err)
 	}
-	if _, err := ReadCheckpoint(filepath.Join(CheckpointDir(dir), LatestName), tinyTable(t, cfg)); err != nil {
+	if _, err := checkpoint.Read(filepath.Join(checkpoint.Dir(dir), checkpoint.LatestName), tinyTable(t, cfg)); err != nil {
 		t.Errorf("last good checkpoint unreadable: %v", err)
 	}
-	if cks, _ := ListCheckpoints(CheckpointDir(dir)); len(cks) != 1 {
+	if cks, _ := checkpoint.List(checkpoint.Dir(dir)); len(cks) != 1 {
 		t.Errorf("checkpoints after the failure: %v", cks)
 	}
 
@@ -274,8 +276,8 @@ func TestNonFiniteLossStopsNamingTheStep(t *testing.T) {
 	if res.Step != 4 || res.Skipped != 3 {
 		t.Errorf("step %d skipped %d, want 4 and 3", res.Step, res.Skipped)
 	}
-	a := readTensors(t, filepath.Join(CheckpointDir(dir2), checkpointName(1)))
-	b := readTensors(t, filepath.Join(CheckpointDir(dir2), checkpointName(4)))
+	a := readTensors(t, filepath.Join(checkpoint.Dir(dir2), checkpoint.Name(1)))
+	b := readTensors(t, filepath.Join(checkpoint.Dir(dir2), checkpoint.Name(4)))
 	wa, _ := a.Get("conv_in.weight")
 	wb, _ := b.Get("conv_in.weight")
 	for i := range wa.Data {
@@ -310,7 +312,7 @@ func TestDamagedCheckpointIsRefusedNamingTheFile(t *testing.T) {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ReadCheckpoint(p, table); err == nil || !strings.Contains(err.Error(), p) {
+		if _, err := checkpoint.Read(p, table); err == nil || !strings.Contains(err.Error(), p) {
 			t.Errorf("%s: %v", name, err)
 		}
 		_, err := Run(context.Background(), testConfig(t, t.TempDir(), "train.max_steps=2"),
@@ -321,7 +323,7 @@ func TestDamagedCheckpointIsRefusedNamingTheFile(t *testing.T) {
 	}
 	// A checkpoint of another model is refused naming the tensor.
 	other := testConfig(t, t.TempDir(), "model.block_channels=[8, 8]")
-	if _, err := ReadCheckpoint(res.Checkpoint, tinyTable(t, other)); err == nil || !strings.Contains(err.Error(), res.Checkpoint) {
+	if _, err := checkpoint.Read(res.Checkpoint, tinyTable(t, other)); err == nil || !strings.Contains(err.Error(), res.Checkpoint) {
 		t.Errorf("other model: %v", err)
 	}
 }
@@ -333,19 +335,19 @@ func TestCheckpointWriteIsAtomic(t *testing.T) {
 	cfg := testConfig(t, dir, "train.max_steps=1")
 	mustRun(t, cfg, synthetic(8), false)
 	table := tinyTable(t, cfg)
-	ckdir := CheckpointDir(dir)
-	before, err := os.ReadFile(filepath.Join(ckdir, LatestName))
+	ckdir := checkpoint.Dir(dir)
+	before, err := os.ReadFile(filepath.Join(ckdir, checkpoint.LatestName))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := ReadCheckpoint(filepath.Join(ckdir, LatestName), table)
+	st, err := checkpoint.Read(filepath.Join(ckdir, checkpoint.LatestName), table)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.Step = 2
-	writeFault = func(_ string, w io.Writer) io.Writer { return &faultio.Writer{W: w, N: 3000, Err: errInjected} }
-	defer func() { writeFault = nil }()
-	if _, err := SaveCheckpoint(ckdir, table, st, 3); !errors.Is(err, errInjected) {
+	atomicfile.Fault = func(_ string, w io.Writer) io.Writer { return &faultio.Writer{W: w, N: 3000, Err: errInjected} }
+	defer func() { atomicfile.Fault = nil }()
+	if _, err := checkpoint.Save(ckdir, table, st, 3); !errors.Is(err, errInjected) {
 		t.Fatalf("want the injected error, got %v", err)
 	}
 	ents, _ := os.ReadDir(ckdir)
@@ -353,19 +355,19 @@ func TestCheckpointWriteIsAtomic(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if len(names) != 2 || names[0] != LatestName || names[1] != checkpointName(1) {
+	if len(names) != 2 || names[0] != checkpoint.LatestName || names[1] != checkpoint.Name(1) {
 		t.Errorf("checkpoint folder after a failed write: %v (want only the old checkpoint and latest)", names)
 	}
-	after, _ := os.ReadFile(filepath.Join(ckdir, LatestName))
+	after, _ := os.ReadFile(filepath.Join(ckdir, checkpoint.LatestName))
 	if !bytes.Equal(before, after) {
 		t.Error("latest changed after a failed write")
 	}
 	// Without the fault the same save works and moves latest.
-	writeFault = nil
-	if _, err := SaveCheckpoint(ckdir, table, st, 3); err != nil {
+	atomicfile.Fault = nil
+	if _, err := checkpoint.Save(ckdir, table, st, 3); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := ReadCheckpoint(filepath.Join(ckdir, LatestName), table); err != nil || got.Step != 2 {
+	if got, err := checkpoint.Read(filepath.Join(ckdir, checkpoint.LatestName), table); err != nil || got.Step != 2 {
 		t.Errorf("latest after a good write: %v %v", got, err)
 	}
 }
@@ -374,15 +376,15 @@ func TestKeepLastK(t *testing.T) {
 	dir := t.TempDir()
 	cfg := testConfig(t, dir, "train.max_steps=5", "train.checkpoint_every=1", "train.keep_checkpoints=2")
 	mustRun(t, cfg, synthetic(8), false)
-	cks, err := ListCheckpoints(CheckpointDir(dir))
+	cks, err := checkpoint.List(checkpoint.Dir(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{filepath.Join(CheckpointDir(dir), checkpointName(4)), filepath.Join(CheckpointDir(dir), checkpointName(5))}
+	want := []string{filepath.Join(checkpoint.Dir(dir), checkpoint.Name(4)), filepath.Join(checkpoint.Dir(dir), checkpoint.Name(5))}
 	if len(cks) != 2 || cks[0] != want[0] || cks[1] != want[1] {
 		t.Errorf("kept %v, want %v", cks, want)
 	}
-	st, err := ReadCheckpoint(filepath.Join(CheckpointDir(dir), LatestName), tinyTable(t, cfg))
+	st, err := checkpoint.Read(filepath.Join(checkpoint.Dir(dir), checkpoint.LatestName), tinyTable(t, cfg))
 	if err != nil || st.Step != 5 {
 		t.Errorf("latest: %v %v", st, err)
 	}
@@ -417,7 +419,7 @@ func TestInterruptFinishesTheStepAndCheckpoints(t *testing.T) {
 	if !res.Interrupted || res.Step != 3 {
 		t.Fatalf("interrupted %v at step %d, want true at 3", res.Interrupted, res.Step)
 	}
-	st, err := ReadCheckpoint(res.Checkpoint, tinyTable(t, cfg))
+	st, err := checkpoint.Read(res.Checkpoint, tinyTable(t, cfg))
 	if err != nil || st.Step != 3 {
 		t.Fatalf("checkpoint %s: %v %v", res.Checkpoint, st, err)
 	}
@@ -449,9 +451,9 @@ func TestCheckpointNamesAreTheModelTable(t *testing.T) {
 		t.Errorf("celeba32 U-Net has %d parameters; the recipe says 14,406,531", u.NumParams())
 	}
 	P := u.NumParams()
-	st := &State{Config: cfg.TOML(), Params: make([]float32, P), EMA: make([]float32, P), AdamM: make([]float32, P), AdamV: make([]float32, P)}
+	st := &checkpoint.State{Config: cfg.TOML(), Params: make([]float32, P), EMA: make([]float32, P), AdamM: make([]float32, P), AdamV: make([]float32, P)}
 	var b bytes.Buffer
-	if err := encodeCheckpoint(&b, table, st); err != nil {
+	if err := checkpoint.Encode(&b, table, st); err != nil {
 		t.Fatal(err)
 	}
 	f, err := safetensors.Decode(b.Bytes())
@@ -461,7 +463,7 @@ func TestCheckpointNamesAreTheModelTable(t *testing.T) {
 	plain := map[string][]int{}
 	for _, ts := range f.Tensors {
 		switch {
-		case strings.HasPrefix(ts.Name, PrefixEMA), strings.HasPrefix(ts.Name, PrefixAdamM), strings.HasPrefix(ts.Name, PrefixAdamV):
+		case strings.HasPrefix(ts.Name, checkpoint.PrefixEMA), strings.HasPrefix(ts.Name, checkpoint.PrefixAdamM), strings.HasPrefix(ts.Name, checkpoint.PrefixAdamV):
 		default:
 			plain[ts.Name] = ts.Shape
 		}
@@ -473,7 +475,7 @@ func TestCheckpointNamesAreTheModelTable(t *testing.T) {
 		if s, ok := plain[p.Name]; !ok || !slices.Equal(s, p.Shape) {
 			t.Errorf("weight %s: shape %v in the checkpoint, %v in the model", p.Name, s, p.Shape)
 		}
-		for _, pre := range []string{PrefixEMA, PrefixAdamM, PrefixAdamV} {
+		for _, pre := range []string{checkpoint.PrefixEMA, checkpoint.PrefixAdamM, checkpoint.PrefixAdamV} {
 			if ts, ok := f.Get(pre + p.Name); !ok || !slices.Equal(ts.Shape, p.Shape) {
 				t.Errorf("%s%s missing or misshapen", pre, p.Name)
 			}

@@ -13,39 +13,26 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/ddpmgo/ddpm/backend"
+	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/data"
 	"github.com/ddpmgo/ddpm/diffusion"
+	"github.com/ddpmgo/ddpm/internal/atomicfile"
+	"github.com/ddpmgo/ddpm/internal/cli"
 	"github.com/ddpmgo/ddpm/model"
 	"github.com/ddpmgo/ddpm/nll"
-	"github.com/ddpmgo/ddpm/progress"
-	"github.com/ddpmgo/ddpm/train"
 )
 
-const (
-	exitOK      = 0
-	exitRuntime = 1
-	exitUsage   = 2
-)
-
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
-}
+// SIGINT/SIGTERM cancel run's context: the evaluation stops between network evaluations and nothing is written.
+func main() { cli.Main(run) }
 
 const usageHead = `Usage: eval -ckpt PATH -nll [flags]
 
@@ -60,9 +47,11 @@ Held-out data: for Fashion-MNIST (data.source = "fashion-mnist") the test set (t
 training file); for a folder or a pack, its last -holdout N images (train with data.max_items to keep them out);
 -data PATH reads another source (shaped as for training).
 
-Exit status: 0 success, 2 usage error, 1 runtime failure (including an interruption).
-
 Flags:
+`
+
+const usageTail = `
+Exit status: 0 success, 2 usage error, 1 runtime failure (including an interruption).
 `
 
 // report is what -json writes.
@@ -80,8 +69,7 @@ type report struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.New("eval", usageHead, usageTail, stderr)
 	ckpt := fs.String("ckpt", "", "trainer checkpoint `PATH`")
 	doNLL := fs.Bool("nll", false, "compute the variational bound in bits per dimension")
 	dataPath := fs.String("data", "", "held-out images: an IDX file, image folder or pack `PATH` (default: see above)")
@@ -93,29 +81,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	variance := fs.String("variance", "", "σ_t² of the reverse steps: beta (fixed_large) | posterior (fixed_small) (default: sample.variance)")
 	clip := fs.Bool("clip", false, "clip x̂0 to [-1, 1] in the reverse mean (Ho et al.'s code: clip_denoised)")
 	jsonPath := fs.String("json", "nll.json", "write the result as JSON to `FILE` (\"\" = none)")
-	device := fs.String("device", "cpu", "backend: cpu | cuda (binaries built with -tags cuda) | emu")
+	device := fs.Device()
 	raw := fs.Bool("raw", false, "use the trained weights instead of their EMA")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHead)
-		fs.PrintDefaults()
+	if status, ok := fs.Parse(args); !ok {
+		return status
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "eval: "+format+"\n", a...)
-		return exitUsage
-	}
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "eval: %v\n", err)
-		return exitRuntime
-	}
+	usage, fail := fs.Usagef, fs.Fail
 	switch {
-	case fs.NArg() > 0:
-		return usage("unexpected argument %q (flags only; see -h)", fs.Arg(0))
 	case *ckpt == "":
 		return usage("-ckpt PATH is required (see -h)")
 	case !*doNLL:
@@ -124,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("-batch %d -n %d -holdout %d -t %d: -batch must be ≥ 1, the others ≥ 0", *batch, *n, *holdout, *tPer)
 	}
 
-	text, f, err := train.CheckpointConfig(*ckpt)
+	text, f, err := checkpoint.Config(*ckpt)
 	if err != nil {
 		return fail(err)
 	}
@@ -166,7 +138,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	x0 := make([]float32, count*D)
 	data.ToFloat(x0, images.Pix[:count*D])
 
-	be, closeBe, err := train.Open(*device, cfg.Device, nil)
+	be, closeBe, err := backend.Open(*device, cfg.Device, nil)
 	if err != nil {
 		return usage("%v", err)
 	}
@@ -175,11 +147,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	prefix, weights := train.PrefixEMA, "ema"
+	prefix, weights := checkpoint.PrefixEMA, "ema"
 	if *raw {
 		prefix, weights = "", "raw"
 	}
-	w, err := train.Weights(f, unet.Table(), prefix)
+	w, err := checkpoint.Weights(f, unet.Table(), prefix)
 	if err != nil {
 		return fail(err)
 	}
@@ -190,11 +162,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 
-	tty := false
-	if f, ok := stderr.(*os.File); ok {
-		tty = progress.IsTerminal(f)
-	}
-	bar := progress.New(stderr, tty, 0, "evals")
+	bar := fs.Bar("evals")
 	t0 := time.Now()
 	res, err := nll.Evaluate(ctx, be, unet, sch, x0, count, D, nll.Options{Variance: kind, Clip: *clip, TPerImage: *tPer,
 		Batch: *batch, Seed: *seed}, func(done, total int) {
@@ -215,7 +183,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	rep := report{Result: res, Checkpoint: *ckpt, Step: f.Metadata["step"], Weights: weights, Data: source,
 		Estimator: est, Variance: vname, Clip: *clip, Seed: *seed, Seconds: time.Since(t0).Seconds()}
 	if *jsonPath != "" {
-		if err := train.WriteAtomic(*jsonPath, func(w io.Writer) error {
+		if err := atomicfile.Write(*jsonPath, func(w io.Writer) error {
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			return enc.Encode(rep)
@@ -226,7 +194,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "nll: %.4f ± %.4f bits/dim (standard error over %d images; %s) = prior %.2g + decoder %.4f + KL %.4f; "+
 		"%s, step %s, %s weights, variance %s, %d evaluations in %s\n", res.BPD, res.StdErr, res.Images, est, res.PriorBPD,
 		res.DecBPD, res.KLBPD, source, rep.Step, weights, vname, res.Evals, time.Since(t0).Round(time.Second))
-	return exitOK
+	return cli.OK
 }
 
 var errUsage = errors.New("usage")

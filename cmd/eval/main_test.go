@@ -20,9 +20,9 @@ import (
 	"github.com/ddpmgo/ddpm/train"
 )
 
-// checkpoint trains a very small model (T = 20) for a few steps on random 8×8 images and returns its latest
+// trainedCheckpoint trains a very small model (T = 20) for a few steps on random 8×8 images and returns its latest
 // checkpoint and a pack of 10 other random images.
-func checkpoint(t *testing.T) (ckpt, pack string) {
+func trainedCheckpoint(t *testing.T) (ckpt, pack string) {
 	t.Helper()
 	src, err := configs.Files.ReadFile("tiny.toml")
 	if err != nil {
@@ -61,7 +61,7 @@ func eval(args ...string) (int, string, string) {
 }
 
 func TestNLL(t *testing.T) {
-	ck, pack := checkpoint(t)
+	ck, pack := trainedCheckpoint(t)
 	dir := t.TempDir()
 	line := regexp.MustCompile(`^nll: ([0-9.]+) ± ([0-9.]+) bits/dim \(standard error over (\d+) images; (.*)\) = prior .* decoder .* KL .*; .*, (\d+) evaluations in`)
 	var results []report
@@ -104,7 +104,7 @@ func TestNLL(t *testing.T) {
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func TestNLLErrors(t *testing.T) {
-	ck, pack := checkpoint(t)
+	ck, pack := trainedCheckpoint(t)
 	for _, c := range []struct {
 		args []string
 		code int

@@ -16,17 +16,28 @@
 package main
 
 import (
-	"errors"
-	"flag"
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
 	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/internal/cli"
 )
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+// SIGINT/SIGTERM stop packing at once with status 1: the pack is written atomically, so nothing partial is left
+// under its name.
+func main() {
+	cli.Main(func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		go func() {
+			<-ctx.Done()
+			fmt.Fprintln(stderr, "pack: interrupted; nothing written")
+			os.Exit(cli.Runtime)
+		}()
+		return run(args, stdout, stderr)
+	})
+}
 
 const usageText = `usage: pack -in PATH -out FILE.pack [flags]
 
@@ -48,8 +59,7 @@ Flags:
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("pack", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cli.New("pack", usageText, "\nExit status: 0 packed, 1 failed (the message names the file and the problem), 2 usage error.\n", stderr)
 	in := fs.String("in", "", "input: an image folder, or a Fashion-MNIST IDX file or directory (required)")
 	out := fs.String("out", "", "output pack file, written atomically (required)")
 	size := fs.Int("size", 32, "image folders: output side in pixels (images become size x size)")
@@ -59,25 +69,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	skipBad := fs.Bool("skip-bad", false, "image folders: skip files that fail to decode (they are listed on stderr) instead of stopping")
 	pad := fs.Int("pad", 32, "IDX: zero-pad the 28x28 images to pad x pad, centered; 0 = keep 28x28")
 	workers := fs.Int("workers", 2, "image folders: decoding goroutines")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usageText)
-		fs.PrintDefaults()
-		fmt.Fprint(stderr, "\nExit status: 0 packed, 1 failed (the message names the file and the problem), 2 usage error.\n")
+	if status, ok := fs.Parse(args); !ok {
+		return status
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "pack: "+format+"\n", a...)
-		fmt.Fprintln(stderr, "run `pack -h` for help")
-		return 2
-	}
+	usageErr := func(format string, a ...any) int { return fs.Usagef(format+" (see pack -h)", a...) }
 	switch {
-	case fs.NArg() > 0:
-		return usageErr("unexpected arguments %q", fs.Args())
 	case *in == "":
 		return usageErr("-in is required")
 	case *out == "":
@@ -103,9 +99,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pack: skipped %v\n", b)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "pack: %v\n", err)
-		return 1
+		return fs.Fail(err)
 	}
 	fmt.Fprintf(stdout, "pack: %v in %.1fs\n", sum, time.Since(start).Seconds())
-	return 0
+	return cli.OK
 }

@@ -74,7 +74,7 @@ func TestPackExitCodes(t *testing.T) {
 		{[]string{"-h"}, 0, "usage: pack"},
 		{[]string{}, 2, "-in is required"},
 		{[]string{"-in", dir}, 2, "-out is required"},
-		{[]string{"-in", dir, "-out", out, "extra"}, 2, "unexpected arguments"},
+		{[]string{"-in", dir, "-out", out, "extra"}, 2, "unexpected argument"},
 		{[]string{"-in", dir, "-out", out, "-channels", "2"}, 2, "-channels"},
 		{[]string{"-in", dir, "-out", out, "-size", "0"}, 2, "-size"},
 		{[]string{"-bogus"}, 2, "flag provided but not defined"},

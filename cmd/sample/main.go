@@ -12,7 +12,9 @@
 //	                                            bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak
 //
 // The model and the diffusion schedule come from the config stored in the checkpoint; the sampler settings default
-// to its [sample] section. Same checkpoint, seed and flags: same output bytes.
+// to its [sample] section. -ckpt also takes a diffusers model (a DDPMPipeline folder such as RUN/pipeline, a unet
+// folder, or weights next to a config.json): its config.json builds the model, its scheduler config sets the schedule,
+// variance and clipping. Same checkpoint, seed and flags: same output bytes.
 //
 // Exit status: 0 success, 2 usage errors, 1 runtime failures (including a damaged checkpoint).
 package main
@@ -20,58 +22,46 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
+	"github.com/ddpmgo/ddpm/backend"
+	"github.com/ddpmgo/ddpm/bench"
+	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/config"
-	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/diffusion"
 	"github.com/ddpmgo/ddpm/imgio"
+	"github.com/ddpmgo/ddpm/internal/atomicfile"
+	"github.com/ddpmgo/ddpm/internal/cli"
 	"github.com/ddpmgo/ddpm/model"
-	"github.com/ddpmgo/ddpm/progress"
 	"github.com/ddpmgo/ddpm/sampler"
-	"github.com/ddpmgo/ddpm/train"
 )
 
-const (
-	exitOK      = 0
-	exitRuntime = 1
-	exitUsage   = 2
-)
-
-func main() {
-	// SIGINT/SIGTERM cancel ctx: sampling stops between network evaluations and nothing is written (outputs are
-	// only ever written whole, see writeOut); a second signal kills at once.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-ctx.Done()
-		stop()
-	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
-}
+// SIGINT/SIGTERM cancel run's context: sampling stops between network evaluations and nothing is written (outputs
+// are only ever written whole); a second signal kills at once.
+func main() { cli.Main(run) }
 
 const usageHead = `Usage: sample -ckpt PATH [flags]
 
 Draws images from a checkpoint written by bin/train (the EMA weights unless -raw) and writes a PNG grid (-out)
 and/or the float32 samples in [-1, 1] as a NumPy array [n, C, H, W] (-npy). Sampler defaults come from the
 checkpoint's [sample] config. With -init the sampler starts from the given x_T instead of drawing it.
+-ckpt also takes a diffusers DDPMPipeline folder (what bin/train leaves in RUN/pipeline, or a model trained
+elsewhere), a unet folder, or weights next to a config.json; its scheduler_config.json sets the schedule.
 
 Outputs are written whole or not at all. SIGINT/SIGTERM stop sampling and exit 1 without writing anything.
-
-Exit status: 0 success, 2 usage error, 1 runtime failure (including an interruption).
 
 Flags:
 `
 
+const usageTail = `
+Exit status: 0 success, 2 usage error, 1 runtime failure (including an interruption).
+`
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	ckpt := fs.String("ckpt", "", "trainer checkpoint `PATH` (e.g. runs/fashion32/checkpoints/latest.safetensors)")
+	fs := cli.New("sample", usageHead, usageTail, stderr)
+	ckpt := fs.String("ckpt", "", "trainer checkpoint `PATH` (e.g. runs/fashion32/checkpoints/latest.safetensors), or a diffusers model: a DDPMPipeline folder (runs/fashion32/pipeline), a unet folder, or weights next to a config.json")
 	smp := fs.String("sampler", "", "ddpm | ddim | euler | euler_maruyama | heun | dpmpp2m (default: the checkpoint's sample.sampler)")
 	steps := fs.Int("steps", 0, "sampling steps (default: sample.steps; -sampler ddpm without -steps: all T)")
 	eta := fs.Float64("eta", 0, "ddim: 0 = deterministic … 1 = DDPM-like noise (default: sample.eta)")
@@ -80,61 +70,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	clippedEps := fs.Bool("clipped-eps", true, "ddim with clipping: recompute ε̂ from the clipped x̂0; false keeps the network's (default: sample.clipped_eps)")
 	churn := fs.Float64("churn", 0, "heun: S_churn of the stochastic sampler (default: sample.churn)")
 	n := fs.Int("n", 0, "number of images (default: sample.count, or the first dimension of -init)")
-	batch := fs.Int("batch", 64, "images per network evaluation (does not change the samples)")
+	batch := fs.Int("batch", 64, "images per network evaluation (changes the samples in the last bits at most: the CPU libraries pick kernels by batch size)")
 	seed := fs.Uint64("seed", 0, "seed of x_T and of the sampler noise")
 	out := fs.String("out", "", "PNG grid `FILE` (default samples.png when -npy is not given)")
 	npy := fs.String("npy", "", "write the samples as float32 NumPy `FILE` [n, C, H, W] in [-1, 1]")
 	initPath := fs.String("init", "", "start from x_T read from this float32 NumPy `FILE` [n, C, H, W]")
-	device := fs.String("device", "cpu", "backend: cpu | cuda (NVIDIA GPU, binaries built with -tags cuda) | emu (the CUDA kernels on the CPU emulator)")
-	bench := fs.Int("bench", 0, "time `N` sampling steps at -batch images after -bench-warmup steps, print a bench: line and exit")
-	benchWarmup := fs.Int("bench-warmup", 2, "untimed warm-up steps before -bench")
+	device := fs.Device()
+	bench, benchWarmup := fs.Bench("sampling steps at -batch images", 2)
 	benchCfg := fs.String("c", "", "-bench without -ckpt: the config `FILE` whose model to time (random weights)")
 	raw := fs.Bool("raw", false, "use the trained weights instead of their EMA")
 	noClip := fs.Bool("no-clip", false, "do not clip x̂0 to [-1, 1] in each step (default: sample.clip)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHead)
-		fs.PrintDefaults()
+	if status, ok := fs.Parse(args); !ok {
+		return status
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "sample: "+format+"\n", a...)
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		return usage("unexpected argument %q (flags only; see -h)", fs.Arg(0))
-	}
+	usage, fail := fs.Usagef, fs.Fail
 	if *batch < 1 {
 		return usage("-batch %d: must be ≥ 1", *batch)
 	}
-	fail := func(err error) int {
-		fmt.Fprintf(stderr, "sample: %v\n", err)
-		return exitRuntime
-	}
-	if *bench < 0 || *benchWarmup < 0 {
-		return usage("-bench %d -bench-warmup %d: must be ≥ 0", *bench, *benchWarmup)
+	if status := fs.CheckBench(*bench, *benchWarmup); status != cli.OK {
+		return status
 	}
 	if *bench > 0 {
-		return runBench(ctx, *ckpt, *benchCfg, *device, *batch, *bench, *benchWarmup, *raw, stdout, stderr)
+		return runBench(ctx, fs, *ckpt, *benchCfg, *device, *batch, *bench, *benchWarmup, *raw, stdout)
 	}
 	if *ckpt == "" {
 		return usage("-ckpt PATH is required (see -h)")
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	text, f, err := train.CheckpointConfig(*ckpt)
-	if err != nil {
+	set := fs.Set()
+	src, err := openSource(*ckpt, *raw)
+	if errors.Is(err, errRawFolder) {
+		return usage("%v", err)
+	} else if err != nil {
 		return fail(err)
 	}
-	cfg, err := config.Parse(*ckpt, []byte(text), nil)
-	if err != nil {
-		return fail(fmt.Errorf("checkpoint %s: stored config: %w", *ckpt, err))
+	cfg := src.cfg
+	if src.note != "" {
+		fmt.Fprintf(stderr, "sample: %s\n", src.note)
 	}
-	be, closeBe, err := train.Open(*device, cfg.Device, nil)
+	be, closeBe, err := backend.Open(*device, cfg.Device, nil)
 	if err != nil {
 		return usage("%v", err)
 	}
@@ -199,11 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
-	prefix := train.PrefixEMA
-	if *raw {
-		prefix = ""
-	}
-	w, err := train.Weights(f, unet.Table(), prefix)
+	w, err := src.weights(unet.Table())
 	if err != nil {
 		return fail(err)
 	}
@@ -218,11 +187,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("%v", err)
 	}
 
-	tty := false
-	if f, ok := stderr.(*os.File); ok {
-		tty = progress.IsTerminal(f)
-	}
-	bar := progress.New(stderr, tty, 0, "evals")
+	bar := fs.Bar("evals")
 	samples := make([]float32, count*D)
 	t0 := time.Now()
 	err = sp.Sample(ctx, unet, count, xT, samples, func(done, total int) {
@@ -238,15 +203,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		return fail(err)
 	}
-	// Each output is written to a temporary file, fsynced and renamed into place (train.WriteAtomic): a full disk
+	// Each output is written to a temporary file, fsynced and renamed into place (package atomicfile): a full disk
 	// or an I/O error leaves no partial file under the name and an existing file as it was.
 	if pngPath != "" {
-		if err := train.WriteAtomic(pngPath, func(w io.Writer) error { return imgio.WriteGridPNG(w, samples, count, C, S, S) }); err != nil {
+		if err := atomicfile.Write(pngPath, func(w io.Writer) error { return imgio.WriteGridPNG(w, samples, count, C, S, S) }); err != nil {
 			return fail(err)
 		}
 	}
 	if *npy != "" {
-		if err := train.WriteAtomic(*npy, func(w io.Writer) error { return imgio.WriteNPY(w, samples, []int{count, C, S, S}) }); err != nil {
+		if err := atomicfile.Write(*npy, func(w io.Writer) error { return imgio.WriteNPY(w, samples, []int{count, C, S, S}) }); err != nil {
 			return fail(err)
 		}
 	}
@@ -259,63 +224,59 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		etaNote = fmt.Sprintf("eta %g, ", opt.Eta)
 	}
 	fmt.Fprintf(stderr, "sample: %d images %dx%dx%d, %s %d steps, %d evaluations (%sseed %d, %s weights of step %s) in %s → %s %s\n",
-		count, C, S, S, opt.Sampler, len(sp.Timesteps()), sp.Evals(), etaNote, *seed, weights, f.Metadata["step"],
+		count, C, S, S, opt.Sampler, len(sp.Timesteps()), sp.Evals(), etaNote, *seed, weights, src.step,
 		time.Since(t0).Round(time.Millisecond), pngPath, *npy)
-	return exitOK
+	return cli.OK
+}
+
+// weightsPrefix is the checkpoint prefix of the weights to sample from: the EMA unless raw.
+func weightsPrefix(raw bool) string {
+	if raw {
+		return ""
+	}
+	return checkpoint.PrefixEMA
 }
 
 // runBench times sampling steps: the model of -ckpt (its EMA weights, or the raw ones with -raw) or of -c FILE
 // (seeded initial weights).
-func runBench(ctx context.Context, ckpt, cfgPath, device string, batch, steps, warmup int, raw bool, stdout, stderr io.Writer) int {
+func runBench(ctx context.Context, fs *cli.Command, ckpt, cfgPath, device string, batch, steps, warmup int, raw bool, stdout io.Writer) int {
 	var cfg config.Config
 	var weights []float32
 	switch {
 	case ckpt != "":
-		text, f, err := train.CheckpointConfig(ckpt)
+		src, err := openSource(ckpt, raw)
+		if errors.Is(err, errRawFolder) {
+			return fs.Usagef("%v", err)
+		} else if err != nil {
+			return fs.Fail(err)
+		}
+		cfg = src.cfg
+		table, err := model.Table(cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize)
 		if err != nil {
-			fmt.Fprintf(stderr, "sample: %v\n", err)
-			return exitRuntime
+			return fs.Fail(err)
 		}
-		if cfg, err = config.Parse(ckpt, []byte(text), nil); err != nil {
-			fmt.Fprintf(stderr, "sample: checkpoint %s: stored config: %v\n", ckpt, err)
-			return exitRuntime
-		}
-		prefix := train.PrefixEMA
-		if raw {
-			prefix = ""
-		}
-		u, err := model.New(cpu.New(), cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, 1)
-		if err != nil {
-			fmt.Fprintf(stderr, "sample: %v\n", err)
-			return exitRuntime
-		}
-		if weights, err = train.Weights(f, u.Table(), prefix); err != nil {
-			fmt.Fprintf(stderr, "sample: %v\n", err)
-			return exitRuntime
+		if weights, err = src.weights(table); err != nil {
+			return fs.Fail(err)
 		}
 	case cfgPath != "":
 		var err error
 		if cfg, err = config.Load(cfgPath, nil); err != nil {
-			fmt.Fprintf(stderr, "sample: %v\n", err)
-			return exitUsage
+			return fs.Usagef("%v", err)
 		}
 	default:
-		fmt.Fprintln(stderr, "sample: -bench needs -ckpt PATH or -c FILE (see -h)")
-		return exitUsage
+		return fs.Usagef("-bench needs -ckpt PATH or -c FILE (see -h)")
 	}
-	be, closeBe, err := train.Open(device, cfg.Device, nil)
+	be, closeBe, err := backend.Open(device, cfg.Device, nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "sample: %v\n", err)
-		return exitUsage
+		return fs.Usagef("%v", err)
 	}
 	defer closeBe()
-	r, err := train.BenchSample(ctx, cfg, be, weights, batch, steps, warmup)
+	r, err := bench.Sample(ctx, cfg, be, weights, batch, steps, warmup)
 	if err != nil {
-		fmt.Fprintf(stderr, "sample: %v\n", err)
-		return exitRuntime
+		return fs.Fail(err)
 	}
 	fmt.Fprintf(stdout, "bench: %s sampling, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
 		r.Device, batch, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
 	fmt.Fprintln(stdout, r.Line())
-	return exitOK
+	return cli.OK
 }

@@ -32,7 +32,7 @@ func buildSample(t *testing.T) string {
 // TestSignalWritesNoPartialImage sends SIGINT and SIGTERM to bin/sample in the middle of a long sampling run: it
 // exits 1 saying it was interrupted, and neither the PNG nor the npy file (nor a temporary) exists afterwards.
 func TestSignalWritesNoPartialImage(t *testing.T) {
-	ck := checkpoint(t)
+	ck := trainedCheckpoint(t)
 	bin := buildSample(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
@@ -68,7 +68,7 @@ func TestSignalWritesNoPartialImage(t *testing.T) {
 // directory, so the final rename fails) is an error naming it, with no temporary left beside it; an existing -npy
 // file is replaced whole.
 func TestFailedWriteLeavesNoPartialFile(t *testing.T) {
-	ck := checkpoint(t)
+	ck := trainedCheckpoint(t)
 	dir := t.TempDir()
 	taken := filepath.Join(dir, "grid.png")
 	if err := os.Mkdir(taken, 0o755); err != nil {

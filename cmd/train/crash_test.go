@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddpmgo/ddpm/checkpoint"
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/data"
@@ -105,7 +106,7 @@ func tmpFiles(dir string) []string {
 
 // newest is the step of the newest step-N checkpoint file in dir (−1 if none).
 func newest(dir string) int {
-	cks, _ := train.ListCheckpoints(dir)
+	cks, _ := checkpoint.List(dir)
 	if len(cks) == 0 {
 		return -1
 	}
@@ -150,8 +151,8 @@ func TestKillAndResume(t *testing.T) {
 	stepTime := time.Since(t0) / steps
 
 	dir := filepath.Join(t.TempDir(), "killed")
-	ckdir := train.CheckpointDir(dir)
-	latest := filepath.Join(ckdir, train.LatestName)
+	ckdir := checkpoint.Dir(dir)
+	latest := filepath.Join(ckdir, checkpoint.LatestName)
 	r := rand.New(rand.NewPCG(2024, 11))
 	const wantKills, wantInWrite = 8, 3
 	kills, inWrite, lastStep := 0, 0, -1
@@ -216,7 +217,7 @@ func TestKillAndResume(t *testing.T) {
 		if _, err := os.Stat(latest); err != nil {
 			continue // killed before the first checkpoint
 		}
-		st, err := train.ReadCheckpoint(latest, table)
+		st, err := checkpoint.Read(latest, table)
 		if err != nil {
 			t.Fatalf("kill %d (during a write: %v): the latest checkpoint does not load: %v", kills, cut, err)
 		}
@@ -236,7 +237,7 @@ func TestKillAndResume(t *testing.T) {
 
 	final := fmt.Sprintf("step-%08d.safetensors", steps)
 	for _, pair := range [][2]string{
-		{filepath.Join(train.CheckpointDir(straight), final), filepath.Join(ckdir, final)},
+		{filepath.Join(checkpoint.Dir(straight), final), filepath.Join(ckdir, final)},
 		{filepath.Join(straight, train.EMAWeights), filepath.Join(dir, train.EMAWeights)},
 	} {
 		a, err := safetensors.ReadFile(pair[0])
@@ -299,11 +300,11 @@ func TestSIGTERMCheckpointsAndExits0(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("after SIGTERM: %v\n%s", err, e.String())
 	}
-	cks, _ := filepath.Glob(filepath.Join(train.CheckpointDir(dir), "step-*.safetensors"))
+	cks, _ := filepath.Glob(filepath.Join(checkpoint.Dir(dir), "step-*.safetensors"))
 	if len(cks) != 1 || !strings.Contains(e.String(), "interrupted") {
 		t.Fatalf("checkpoints %v after SIGTERM; log:\n%s", cks, e.String())
 	}
-	f, err := safetensors.ReadFile(filepath.Join(train.CheckpointDir(dir), train.LatestName))
+	f, err := safetensors.ReadFile(filepath.Join(checkpoint.Dir(dir), checkpoint.LatestName))
 	if err != nil || f.Metadata["step"] == "" || f.Metadata["step"] == "0" {
 		t.Fatalf("latest after SIGTERM: %v", err)
 	}

@@ -1,4 +1,4 @@
-// Command train trains a DDPM (Ho et al. 2020) on images, on the CPU (and later on a GPU).
+// Command train trains a DDPM (Ho et al. 2020) on images, on the CPU or an NVIDIA GPU.
 //
 //	bin/train                                   the embedded configs/fashion32.toml (Fashion-MNIST, ~10 min on a CPU)
 //	bin/train -c configs/celeba32.toml          a config file
@@ -7,6 +7,7 @@
 //	bin/train -c FILE -dry-run                  the model summary, then exit
 //	bin/train -c FILE -resume                   continue the run in run.dir from its latest checkpoint
 //	bin/train -c FILE -resume-from PATH         continue from a given checkpoint
+//	bin/train -c FILE -init-from DIR            fine-tune a diffusers model (a DDPMPipeline folder, e.g. RUN/pipeline)
 //	bin/train -c FILE -device cuda              on an NVIDIA GPU (a build with -tags cuda: make build-cuda)
 //	bin/train -c FILE -device emu               the CUDA kernels on the CPU emulator (slow; for checks)
 //	bin/train -c FILE -bench 20 [-device cuda]  time 20 training steps on random data; the last line is
@@ -18,90 +19,67 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"go.uber.org/zap"
 
+	"github.com/ddpmgo/ddpm/backend"
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/configs"
+	"github.com/ddpmgo/ddpm/internal/cli"
 	"github.com/ddpmgo/ddpm/logging"
 	"github.com/ddpmgo/ddpm/model"
-	"github.com/ddpmgo/ddpm/progress"
 	"github.com/ddpmgo/ddpm/train"
 )
 
-// Exit statuses.
-const (
-	exitOK      = 0
-	exitRuntime = 1
-	exitUsage   = 2
-)
-
+// multi collects a repeatable flag.
 type multi []string
 
 func (m *multi) String() string     { return strings.Join(*m, " ") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() {
-		<-ctx.Done()
-		stop() // a second signal kills at once
-	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
-}
+func main() { cli.Main(run) }
 
 const usageHead = `Usage: train [flags]
 
 Trains a denoising diffusion model (DDPM, epsilon-prediction, a diffusers-compatible U-Net) and writes into
 run.dir (default runs/<config name>): config.toml, metrics.jsonl, loss.png, samples/step-N.png (from the EMA
-weights), checkpoints/step-N.safetensors with checkpoints/latest.safetensors, and unet_ema.safetensors at the end.
+weights), checkpoints/step-N.safetensors with checkpoints/latest.safetensors, and at the end pipeline/ (a diffusers
+DDPMPipeline folder of the EMA weights: DDPMPipeline.from_pretrained("RUN/pipeline")) and unet_ema.safetensors.
 
 Without -c the embedded configs/fashion32.toml is used (Fashion-MNIST from /usr/share/datasets/fashion-mnist,
 about ten minutes on a CPU). configs/reference.toml lists every key with its default and meaning.
 
 Interrupting (Ctrl-C, SIGTERM) finishes the current step, writes a checkpoint and exits 0; -resume continues.
 
-Exit status: 0 success, 2 usage or config error, 1 runtime failure.
-
 Flags:
 `
 
+const usageTail = `
+Exit status: 0 success, 2 usage or config error, 1 runtime failure.
+`
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("train", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	cmd := cli.New("train", usageHead, usageTail, stderr)
 	var sets multi
-	cfgPath := fs.String("c", "", "config `FILE` (TOML); default: the embedded "+configs.Default)
-	fs.Var(&sets, "set", "override one key, `section.key=value` (TOML value; a bare word is a string); repeatable")
-	printCfg := fs.Bool("print-config", false, "print the resolved config (file + -set) and exit")
-	dryRun := fs.Bool("dry-run", false, "print the model summary (blocks, parameters, output shapes, training-step memory) and exit")
-	device := fs.String("device", "cpu", "backend: cpu | cuda (NVIDIA GPU, binaries built with -tags cuda) | emu (the CUDA kernels on the CPU emulator)")
-	bench := fs.Int("bench", 0, "time `N` training steps on random data after -bench-warmup steps, print a bench: line and exit (writes no run directory)")
-	benchWarmup := fs.Int("bench-warmup", 3, "untimed warm-up steps before -bench")
-	logFormat := fs.String("log-format", "console", "log format: console (readable lines) | json (one JSON object per line)")
-	debug := fs.Bool("debug", false, "also log debug lines")
-	resume := fs.Bool("resume", false, "continue the run in run.dir from checkpoints/latest.safetensors")
-	resumeFrom := fs.String("resume-from", "", "continue from the checkpoint at `PATH` (writing into run.dir)")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHead)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "train: unexpected argument %q (flags only; see -h)\n", fs.Arg(0))
-		return exitUsage
+	cfgPath := cmd.String("c", "", "config `FILE` (TOML); default: the embedded "+configs.Default)
+	cmd.Var(&sets, "set", "override one key, `section.key=value` (TOML value; a bare word is a string); repeatable")
+	printCfg := cmd.Bool("print-config", false, "print the resolved config (file + -set) and exit")
+	dryRun := cmd.Bool("dry-run", false, "print the model summary (blocks, parameters, output shapes, training-step memory) and exit")
+	device := cmd.Device()
+	bench, benchWarmup := cmd.Bench("training steps on random data (writes no run directory)", 3)
+	logFormat := cmd.String("log-format", "console", "log format: console (readable lines) | json (one JSON object per line)")
+	debug := cmd.Bool("debug", false, "also log debug lines")
+	resume := cmd.Bool("resume", false, "continue the run in run.dir from checkpoints/latest.safetensors")
+	resumeFrom := cmd.String("resume-from", "", "continue from the checkpoint at `PATH` (writing into run.dir)")
+	initFrom := cmd.String("init-from", "", "fine-tune from a diffusers model `DIR` (a DDPMPipeline folder such as RUN/pipeline, a unet folder, "+
+		"or weights next to a config.json): its weights, a fresh optimizer and step count; its config.json replaces [model], "+
+		"data.channels and data.image_size, its scheduler config [diffusion], sample.variance and sample.clip (a -set that "+
+		"contradicts them is an error)")
+	if status, ok := cmd.Parse(args); !ok {
+		return status
 	}
 
 	var cfg config.Config
@@ -109,54 +87,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *cfgPath == "" {
 		src, rerr := configs.Files.ReadFile(configs.Default)
 		if rerr != nil {
-			fmt.Fprintf(stderr, "train: embedded config: %v\n", rerr)
-			return exitRuntime
+			return cmd.Fail(fmt.Errorf("embedded config: %w", rerr))
 		}
 		cfg, err = config.Parse(configs.Default, src, sets)
 	} else {
 		cfg, err = config.Load(*cfgPath, sets)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "train: %v\n", err)
-		return exitUsage
+		return cmd.Usagef("%v", err)
+	}
+	if *initFrom != "" {
+		if cfg, _, err = train.InitConfig(cfg, *initFrom, sets); err != nil {
+			return cmd.Usagef("%v", err)
+		}
 	}
 	if *printCfg {
 		fmt.Fprint(stdout, cfg.TOML())
-		return exitOK
+		return cli.OK
 	}
 	if *dryRun {
 		table, params, _ := model.Summary(cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, cfg.Train.BatchSize)
 		fmt.Fprint(stdout, table)
 		if params == 0 { // the table holds the error
-			return exitUsage
+			return cli.Usage
 		}
 		fmt.Fprint(stdout, train.DryRunMemory(cfg, nil)) // the check Run makes before training
-		return exitOK
+		return cli.OK
 	}
 	if *logFormat != "console" && *logFormat != "json" {
-		fmt.Fprintf(stderr, "train: -log-format %q: allowed: console, json\n", *logFormat)
-		return exitUsage
+		return cmd.Usagef("-log-format %q: allowed: console, json", *logFormat)
 	}
-	if *bench < 0 || *benchWarmup < 0 {
-		fmt.Fprintf(stderr, "train: -bench %d -bench-warmup %d: must be ≥ 0\n", *bench, *benchWarmup)
-		return exitUsage
+	if status := cmd.CheckBench(*bench, *benchWarmup); status != cli.OK {
+		return status
 	}
 
-	tty := false
-	if f, ok := stderr.(*os.File); ok {
-		tty = progress.IsTerminal(f)
-	}
-	bar := progress.New(stderr, tty, 0, "steps")
+	bar := cmd.Bar("steps")
 	log, err := logging.New(*logFormat, bar, *debug)
 	if err != nil {
-		fmt.Fprintf(stderr, "train: %v\n", err)
-		return exitUsage
+		return cmd.Usagef("%v", err)
 	}
 	defer log.Sync()
-	be, closeBe, err := train.Open(*device, cfg.Device, log)
+	be, closeBe, err := backend.Open(*device, cfg.Device, log)
 	if err != nil {
-		fmt.Fprintf(stderr, "train: %v\n", err)
-		return exitUsage
+		return cmd.Usagef("%v", err)
 	}
 	defer closeBe()
 
@@ -164,22 +137,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		r, err := train.BenchTrain(ctx, cfg, be, *bench, *benchWarmup, log)
 		if err != nil {
 			log.Error("benchmark failed", zap.Error(err))
-			return exitRuntime
+			return cli.Runtime
 		}
 		fmt.Fprintf(stdout, "bench: %s, %s, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
 			cfg.Run.Name, r.Device, r.Images, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
 		fmt.Fprintln(stdout, r.Line())
-		return exitOK
+		return cli.OK
 	}
 
-	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: bar})
+	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: bar,
+		InitFrom: *initFrom, Overrides: sets})
 	if err != nil {
 		bar.Finish()
 		log.Error("training failed", zap.Error(err))
-		return exitRuntime
+		return cli.Runtime
 	}
 	if res.Interrupted {
 		log.Info("stopped by signal; continue with -resume", zap.String("checkpoint", res.Checkpoint))
 	}
-	return exitOK
+	return cli.OK
 }

@@ -8,7 +8,9 @@
 //
 // Mapping of CUDA features:
 //   __shared__ (static)        thread_local at block scope: one copy per OS thread = per running block. This is why
-//                              fibers never move between OS threads.
+//                              fibers never move between OS threads. A block sees what the previous block on its OS
+//                              thread left there, except in the reverse and random schedules (DDPM_EMU_ORDER, see
+//                              emu_runtime.h), which fill all of it with 0xFF bytes (NaN as floats) at block start.
 //   dynamic shared memory      `extern __shared__ T x[]` cannot be expressed in C++ without knowing the name, so kernels
 //                              write DYNAMIC_SHARED(T, x) (kernels/common.cuh), which is that declaration under nvcc
 //                              and `T* x = (T*)emu::dynamic_shared()` here.
@@ -23,8 +25,9 @@
 // After each kernel, EMU_REGISTER(name) registers a launcher that unpacks the driver's void** params array by the
 // kernel's signature (see emu_runtime.h); under nvcc it expands to nothing.
 //
-// This header and emu_runtime.h are meant to be included in exactly ONE translation unit (cuda/emu_cgo.cpp), before
-// the kernel sources; all their internal state has internal linkage.
+// This header and emu_runtime.h are meant to be included in exactly ONE translation unit of a program (cuda/emu_cgo.cpp
+// in the default build, kernels/emu/driver/kernels.cpp in the emulated CUDA driver), before the kernel sources; all
+// their internal state has internal linkage.
 #pragma once
 #ifndef __CUDACC__
 
@@ -71,6 +74,14 @@ static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) {
 namespace emu {
 struct Fiber;
 struct Block;
+// emu_shared_begin marks the start of this translation unit's thread-local storage: the top-level asm is emitted
+// before any variable, so its section comes first among the object's TLS sections, and the static __shared__ arrays
+// (thread_local, above) and the two pointers below all lie after it. The scheduler poisons [emu_shared_begin, end of
+// the module's TLS block) at block start in the reverse and random schedules (emu_runtime.h, poison_static_shared).
+asm(".section .tbss.emu_shared_begin,\"awT\",@nobits\n"
+    ".globl emu_shared_begin\n.hidden emu_shared_begin\n.type emu_shared_begin,@tls_object\n"
+    ".size emu_shared_begin,0\nemu_shared_begin:\n.text\n");
+extern "C" __thread char emu_shared_begin[] __attribute__((visibility("hidden")));
 // The fiber running now and the block it belongs to. Both are per OS thread; from a fiber's point of view they never
 // change (the scheduler sets them before resuming it), so a compiler that caches them across a switch is still right.
 static __thread Fiber* tl_fiber;

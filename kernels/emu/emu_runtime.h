@@ -13,15 +13,27 @@
 // __syncthreads after another thread exited; threads wait at different __syncthreads sites; lanes of one group use
 // different intrinsics or masks; a warp intrinsic's mask omits the calling lane; no thread can make progress.
 //
+// Schedules. Any order in which the threads of a block run between barriers is legal in CUDA, and a kernel whose
+// result depends on it has a race (typically a missing __syncthreads). DDPM_EMU_ORDER (or emu_set_order) picks one:
+//   forward        (default) each pass over the block runs its runnable threads in thread-id order;
+//   reverse        in reverse thread-id order;
+//   random[:SEED]  in a fresh pseudo-random order at every pass (every barrier interval), drawn from SEED (default
+//                  1), the launch's sequence number in the process, the block index and the pass number.
+// In reverse and random, the static __shared__ arrays (which are thread_local and otherwise keep what the previous
+// block on the OS thread wrote) are filled with 0xFF bytes at block start, as dynamic shared memory always is, so that
+// a read before any write sees NaN instead of plausible data.
+//
 // Under AddressSanitizer, every switch is announced with __sanitizer_{start,finish}_switch_fiber.
 #pragma once
 #ifndef __CUDACC__
 
+#include <link.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -146,6 +158,9 @@ struct Block {
   size_t sched_stack_size = 0;
   std::string err;
   std::vector<Fiber> fibers;
+  std::vector<int> order;  // this pass's order of fibers (reverse and random schedules)
+  int sched = 0;           // the launch's Schedule
+  uint64_t seed = 0;       // the launch's seed for random (already mixed with the launch's sequence number)
 };
 
 const uint3& fiber_tid(const Fiber* f) { return f->tid; }
@@ -388,6 +403,139 @@ static void on_exit(Block* b, Fiber& f) {
   try_release_warp(b, f.warp);  // a warp intrinsic does not wait for exited lanes
 }
 
+// ---- schedules (DDPM_EMU_ORDER) -----------------------------------------------------------------------------------
+enum Schedule { SCHED_FORWARD, SCHED_REVERSE, SCHED_RANDOM, SCHED_INVALID };
+static std::mutex sched_mu;
+static bool sched_read_env = false;
+static int sched_mode = SCHED_FORWARD;
+static uint64_t sched_seed = 1;
+static std::string sched_spec = "forward", sched_err;
+
+static uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// parse_schedule reads "forward", "reverse", "random" or "random:SEED" (SEED a decimal uint64).
+static bool parse_schedule(const char* spec, int* mode, uint64_t* seed) {
+  *seed = 1;
+  if (std::strcmp(spec, "forward") == 0 || spec[0] == 0) {
+    *mode = SCHED_FORWARD;
+    return true;
+  }
+  if (std::strcmp(spec, "reverse") == 0) {
+    *mode = SCHED_REVERSE;
+    return true;
+  }
+  if (std::strncmp(spec, "random", 6) == 0 && (spec[6] == 0 || spec[6] == ':')) {
+    *mode = SCHED_RANDOM;
+    if (spec[6] == ':') {
+      char* end = nullptr;
+      errno = 0;
+      unsigned long long v = std::strtoull(spec + 7, &end, 10);
+      if (spec[7] == 0 || *end != 0 || errno != 0 || spec[7] == '-') return false;
+      *seed = v;
+    }
+    return true;
+  }
+  return false;
+}
+
+// Called with sched_mu held: the schedule of the next launch, from DDPM_EMU_ORDER unless emu_set_order chose one.
+static void schedule_from_env() {
+  if (sched_read_env) return;
+  sched_read_env = true;
+  const char* env = std::getenv("DDPM_EMU_ORDER");
+  if (!env) return;
+  int mode;
+  uint64_t seed;
+  if (!parse_schedule(env, &mode, &seed)) {
+    sched_mode = SCHED_INVALID;
+    sched_err = std::string("DDPM_EMU_ORDER=") + env + ": want forward, reverse, random or random:SEED";
+    sched_spec = env;
+    return;
+  }
+  sched_mode = mode;
+  sched_seed = seed;
+  sched_spec = env;
+}
+
+// Static shared memory: the span of this module's TLS from emu_shared_begin (emu.h) to the end of the block, which
+// holds the __shared__ arrays and tl_fiber/tl_block (saved and restored around the fill). Computed once; 0 disables
+// the poisoning (with a warning) if the layout is not as expected.
+static size_t shared_span = 0;
+static std::once_flag shared_span_once;
+
+struct TLSFind {
+  uintptr_t code;  // an address in this module's code
+  char* tls = nullptr;
+  size_t memsz = 0;
+};
+static int find_tls_module(struct dl_phdr_info* info, size_t, void* data) {
+  TLSFind* f = static_cast<TLSFind*>(data);
+  bool mine = false;
+  const ElfW(Phdr)* tls = nullptr;
+  for (int i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_LOAD && f->code >= info->dlpi_addr + ph.p_vaddr &&
+        f->code < info->dlpi_addr + ph.p_vaddr + ph.p_memsz)
+      mine = true;
+    if (ph.p_type == PT_TLS) tls = &ph;
+  }
+  if (!mine) return 0;
+  if (tls && info->dlpi_tls_data) {
+    f->tls = static_cast<char*>(info->dlpi_tls_data);
+    f->memsz = tls->p_memsz;
+  }
+  return 1;
+}
+
+static void compute_shared_span() {
+  char* begin = emu_shared_begin;  // touching it makes sure this thread's block exists
+  TLSFind f;
+  f.code = reinterpret_cast<uintptr_t>(&compute_shared_span);
+  dl_iterate_phdr(find_tls_module, &f);
+  char* end = f.tls ? f.tls + f.memsz : nullptr;
+  auto inside = [&](const void* p) { return (const char*)p >= begin && (const char*)p < end; };
+  if (!f.tls || begin < f.tls || begin >= end || !inside(&tl_fiber) || !inside(&tl_block)) {
+    fprintf(stderr, "emulator: static shared memory is not where expected (TLS block %p+%zu, marker %p): not poisoning it\n",
+            (void*)f.tls, f.memsz, (void*)begin);
+    return;
+  }
+  shared_span = end - begin;
+}
+
+// poison_static_shared fills this OS thread's static __shared__ arrays with 0xFF bytes.
+static void poison_static_shared() {
+  std::call_once(shared_span_once, compute_shared_span);
+  if (shared_span == 0) return;
+  Fiber* f = tl_fiber;
+  Block* b = tl_block;
+  // The fill overwrites tl_fiber and tl_block too, which the compiler cannot see (it writes "past" the zero-length
+  // marker): hide the pointer's origin and clobber memory, so that the restoring stores are not dropped as redundant.
+  char* p = emu_shared_begin;
+  asm volatile("" : "+r"(p) : : "memory");
+  std::memset(p, 0xff, shared_span);
+  asm volatile("" : : : "memory");
+  tl_fiber = f;
+  tl_block = b;
+}
+
+// next_pass sets b->order for one pass over the block's fibers (reverse and random schedules).
+static void next_pass(Block* b, uint64_t pass) {
+  b->order.resize(b->n);
+  if (b->sched == SCHED_REVERSE) {
+    for (int i = 0; i < b->n; i++) b->order[i] = b->n - 1 - i;
+    return;
+  }
+  uint64_t x = b->seed ^ (((uint64_t)b->bid.z << 42) ^ ((uint64_t)b->bid.y << 21) ^ b->bid.x) * 0x9e3779b97f4a7c15ull;
+  x ^= pass * 0xd1b54a32d192ed03ull;
+  for (int i = 0; i < b->n; i++) b->order[i] = i;
+  for (int i = b->n - 1; i > 0; i--) std::swap(b->order[i], b->order[splitmix64(x) % (uint64_t)(i + 1)]);
+}
+
 // Run one block to completion on this OS thread. Returns false (with b->err set) on misuse.
 static bool run_block(Block* b) {
   for (int i = 0; i < b->n; i++) {
@@ -404,9 +552,13 @@ static bool run_block(Block* b) {
   b->exited = b->done = b->bar_arrived = 0;
   b->err.clear();
   tl_block = b;
-  while (b->done < b->n) {
+  const bool ordered = b->sched != SCHED_FORWARD;
+  if (ordered) poison_static_shared();
+  for (uint64_t pass = 0; b->done < b->n; pass++) {
     bool progressed = false;
-    for (int i = 0; i < b->n && b->err.empty(); i++) {
+    if (ordered) next_pass(b, pass);
+    for (int k = 0; k < b->n && b->err.empty(); k++) {
+      const int i = ordered ? b->order[k] : k;
       Fiber& f = b->fibers[i];
       if (f.state != RUN) continue;
       progressed = true;
@@ -467,6 +619,8 @@ struct Launch {
   std::atomic<bool> failed{false};
   std::mutex err_mu;
   std::string err;
+  int sched = SCHED_FORWARD;
+  uint64_t seed = 0;
 };
 
 struct Pool {
@@ -478,7 +632,8 @@ struct Pool {
   int nthreads = 0;
   bool started = false;
 };
-static Pool pool;
+// Never destroyed: at exit the workers still wait on its condition variable, and destroying that would block.
+static Pool& pool = *new Pool;
 static std::mutex launch_mu;  // one launch at a time (a stream)
 static int want_workers = 2;
 
@@ -502,6 +657,8 @@ static void work_on(Launch* L, Block& b) {
   b.gdim = L->grid;
   b.kernel = L->kernel;
   b.params = L->params;
+  b.sched = L->sched;
+  b.seed = L->seed;
   b.dyn_shared.assign(L->smem, (char)0xff);  // uninitialised on a GPU; all-ones bytes read as NaN
   for (;;) {
     if (L->failed) break;
@@ -570,6 +727,51 @@ extern "C" {
 int emu_kernel_count() { return (int)emu::registry().size(); }
 const char* emu_kernel_name(int i) { return emu::registry().at(i).name; }
 
+// emu_kernel_signature gives the C++ signature of kernel `name`: its argument count, kinds ('p' pointer, 'i' signed,
+// 'u' unsigned, 'f' float) and byte sizes. Returns 0, or -1 if no such kernel is registered.
+int emu_kernel_signature(const char* name, int* nargs, const char** kinds, const int** sizes) {
+  const emu::Kernel* k = emu::find_kernel(name);
+  if (!k) return -1;
+  *nargs = k->nargs;
+  *kinds = k->kinds;
+  *sizes = k->sizes;
+  return 0;
+}
+
+// emu_set_order sets the schedule of later launches (see "Schedules" above; it overrides DDPM_EMU_ORDER). Returns 0,
+// or -1 with a message in err for a spec it does not know.
+int emu_set_order(const char* spec, char* err, int errlen) {
+  using namespace emu;
+  int mode;
+  uint64_t seed;
+  if (!parse_schedule(spec, &mode, &seed)) {
+    snprintf(err, errlen, "emulator order %s: want forward, reverse, random or random:SEED", spec);
+    return -1;
+  }
+  std::lock_guard<std::mutex> g(sched_mu);
+  sched_read_env = true;
+  sched_mode = mode;
+  sched_seed = seed;
+  sched_spec = spec[0] ? spec : "forward";
+  return 0;
+}
+
+// emu_get_order writes the schedule of the next launch (as DDPM_EMU_ORDER spells it) into buf.
+void emu_get_order(char* buf, int len) {
+  using namespace emu;
+  std::lock_guard<std::mutex> g(sched_mu);
+  schedule_from_env();
+  snprintf(buf, len, "%s", sched_spec.c_str());
+}
+
+// emu_shared_poison_bytes is how many bytes of static shared memory the reverse and random schedules fill at block
+// start on this OS thread (0: poisoning is off because the TLS layout was not as expected).
+long emu_shared_poison_bytes() {
+  using namespace emu;
+  std::call_once(shared_span_once, compute_shared_span);
+  return (long)shared_span;
+}
+
 void emu_set_workers(int n) {
   std::lock_guard<std::mutex> g(emu::launch_mu);
   if (n >= 1 && !emu::pool.started) emu::want_workers = n;
@@ -617,6 +819,18 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
 
   std::lock_guard<std::mutex> lg(launch_mu);
   Launch L;
+  {
+    static uint64_t launches = 0;
+    std::lock_guard<std::mutex> g(sched_mu);
+    schedule_from_env();
+    if (sched_mode == SCHED_INVALID) {
+      snprintf(err, errlen, "emulator: %s", sched_err.c_str());
+      return -1;
+    }
+    L.sched = sched_mode;
+    uint64_t x = sched_seed ^ (++launches * 0x9e3779b97f4a7c15ull);
+    L.seed = splitmix64(x);
+  }
   L.kernel = k;
   L.grid = dim3(gx, gy, gz);
   L.block = dim3(bx, by, bz);

@@ -139,3 +139,28 @@ extern "C" __global__ void emu_test_oob_read(const float* in, float* out, int n)
   if (t <= n) out[0] = in[t];  // BUG on purpose: should be t < n
 }
 EMU_REGISTER(emu_test_oob_read)
+
+// Deliberate bug: a missing __syncthreads. Thread t stores in[base + t] into shared memory and then reads the slot of
+// thread t - 1 (thread 0 reads its own) without a barrier in between, so out[base + t] = in[base + t - 1] only if
+// thread t - 1 happened to run its store first. A thread-id-order schedule always does (the bug hides); the reverse
+// and random schedules do not, and then the read sees poisoned (NaN) or stale shared memory.
+extern "C" __global__ void emu_test_missing_sync(const float* in, float* out) {
+  __shared__ float s[1024];
+  const int t = threadIdx.x;
+  const int base = blockIdx.x * blockDim.x;
+  s[t] = in[base + t];
+  // BUG on purpose: __syncthreads() belongs here.
+  out[base + t] = s[t > 0 ? t - 1 : 0];
+}
+EMU_REGISTER(emu_test_missing_sync)
+
+// Reads static shared memory before any thread writes it: out[t] = bits of s[t]. Shows what a block finds there
+// (0xFFFFFFFF in the reverse and random schedules, which poison it at block start).
+extern "C" __global__ void emu_test_shared_uninit(unsigned* out) {
+  __shared__ unsigned s[256];
+  const int t = threadIdx.x;
+  out[blockIdx.x * blockDim.x + t] = s[t];
+  __syncthreads();
+  s[t] = 0x12345678u;  // what the next block on this OS thread would see without poisoning
+}
+EMU_REGISTER(emu_test_shared_uninit)

@@ -15,9 +15,16 @@
 //     its output or accumulates into it shows up);
 //     backward gradients start from random values, so the += convention is checked.
 //
+// A case with tolerance 0 must match bit for bit (RNG draws, memory moves).
+//
 // Coverage: Uncovered lists the ops.Backend methods that no case exercises, and Run
 // fails when it is not empty, so adding a method to ops.Backend without a case breaks
 // the build's tests.
+//
+// Every backend runs the same table (Cases); a backend adapts it only through Options:
+// Only to run a part of it (the convolutions again in another mode), MinTol for a mode
+// of lower precision (TF32 tensor cores). A new op or capability gets its cases in
+// Cases, so that every backend runs them.
 package opstest
 
 import (
@@ -36,7 +43,7 @@ import (
 type Case struct {
 	Name    string
 	Methods []string // the ops.Backend methods it exercises (for the coverage check)
-	Tol     float64  // largest normalized error allowed on each output
+	Tol     float64  // largest normalized error allowed on each output; 0: bit for bit
 	Why     string   // the reason for Tol
 	Run     func(e *Env)
 }
@@ -221,13 +228,60 @@ func Compare(got, ref []float32) (float64, error) {
 	return math.Sqrt(num) / max(math.Sqrt(den), 1e-30), nil
 }
 
-// Run runs every case of Cases on got and on ref and compares them; see the package
-// comment for what it checks. It fails first if a method of ops.Backend has no case.
-func Run(t *testing.T, got, ref ops.Backend) {
+// An Option adapts the table of cases to a backend: it may adjust a case (return it
+// changed) or drop it (return false).
+type Option func(c *Case) bool
+
+// Only keeps the cases for which keep is true.
+func Only(keep func(Case) bool) Option {
+	return func(c *Case) bool { return keep(*c) }
+}
+
+// Uses is a filter for Only: the cases that exercise any of methods.
+func Uses(methods ...string) func(Case) bool {
+	return func(c Case) bool {
+		return slices.ContainsFunc(c.Methods, func(m string) bool { return slices.Contains(methods, m) })
+	}
+}
+
+// MinTol raises every case's tolerance to at least tol, giving why as the reason: for a
+// mode of the backend under test that is less precise by design.
+func MinTol(tol float64, why string) Option {
+	return func(c *Case) bool {
+		if c.Tol < tol {
+			c.Tol, c.Why = tol, why
+		}
+		return true
+	}
+}
+
+// Select returns the cases of Cases that opts keep, as opts adjust them.
+func Select(opts ...Option) []Case {
+	var cs []Case
+next:
+	for _, c := range Cases() {
+		for _, o := range opts {
+			if !o(&c) {
+				continue next
+			}
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// Run runs the cases of Select(opts...) on got and on ref and compares them; see the
+// package comment for what it checks. It fails if a method of ops.Backend has no case
+// in Cases, or if opts keep no case.
+func Run(t *testing.T, got, ref ops.Backend, opts ...Option) {
 	if u := Uncovered(Cases()); len(u) > 0 {
 		t.Errorf("ops.Backend methods without a conformance case: %v", u)
 	}
-	for _, c := range Cases() {
+	cs := Select(opts...)
+	if len(cs) == 0 {
+		t.Fatal("the options keep no case")
+	}
+	for _, c := range cs {
 		t.Run(c.Name, func(t *testing.T) { RunCase(t, c, got, ref) })
 	}
 }
@@ -270,6 +324,14 @@ func Check(c Case, got, ref ops.Backend) (report, failures []string) {
 		return report, append(failures, fmt.Sprintf("%d results on %s, %d on %s", len(rg), got.Name(), len(rr), ref.Name()))
 	}
 	for i := range rr {
+		if c.Tol == 0 {
+			if bad := bitDiff(rg[i].data, rr[i].data); bad != nil {
+				failures = append(failures, fmt.Sprintf("%s: %s vs %s: %v (must be bit for bit: %s)", rr[i].name, got.Name(), ref.Name(), bad, c.Why))
+			} else {
+				report = append(report, fmt.Sprintf("%s: bit for bit", rr[i].name))
+			}
+			continue
+		}
 		err, bad := Compare(rg[i].data, rr[i].data)
 		switch {
 		case bad != nil:
@@ -283,12 +345,37 @@ func Check(c Case, got, ref ops.Backend) (report, failures []string) {
 	return report, failures
 }
 
-// Methods lists the methods of ops.Backend.
+// bitDiff describes the first element where got and ref differ in their bits, or
+// their lengths; nil if they are identical.
+func bitDiff(got, ref []float32) error {
+	if len(got) != len(ref) {
+		return fmt.Errorf("length %d, reference %d", len(got), len(ref))
+	}
+	for i := range ref {
+		if math.Float32bits(got[i]) != math.Float32bits(ref[i]) {
+			return fmt.Errorf("element %d is %g (%#08x), reference %g (%#08x)", i, got[i], math.Float32bits(got[i]), ref[i], math.Float32bits(ref[i]))
+		}
+	}
+	return nil
+}
+
+// capabilities are the optional interfaces of the op set beside ops.Backend; their methods count as Type.Method.
+var capabilities = []reflect.Type{
+	reflect.TypeOf((*ops.StepController)(nil)).Elem(), reflect.TypeOf((*ops.StepControl)(nil)).Elem(),
+	reflect.TypeOf((*ops.Feeder)(nil)).Elem(), reflect.TypeOf((*ops.Feed)(nil)).Elem(),
+}
+
+// Methods lists the methods of ops.Backend, and those of the capabilities as Type.Method.
 func Methods() []string {
 	it := reflect.TypeOf((*ops.Backend)(nil)).Elem()
 	m := make([]string, it.NumMethod())
 	for i := range m {
 		m[i] = it.Method(i).Name
+	}
+	for _, c := range capabilities {
+		for i := 0; i < c.NumMethod(); i++ {
+			m = append(m, c.Name()+"."+c.Method(i).Name)
+		}
 	}
 	return m
 }

@@ -67,6 +67,7 @@ type mutant struct {
 	silu     func(x, y ops.Buf)
 	mse      func(a, b, loss ops.Buf)
 	convBack func(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
+	normal   func(seed uint64, stream uint32, offset uint64, y ops.Buf)
 }
 
 func (m *mutant) Name() string { return "mutant" }
@@ -105,6 +106,14 @@ func (m *mutant) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	m.Backend.Conv2DBackward(s, x, w, dy, dx, dw, db)
 }
 
+func (m *mutant) Normal(seed uint64, stream uint32, offset uint64, y ops.Buf) {
+	if m.normal != nil {
+		m.normal(seed, stream, offset, y)
+		return
+	}
+	m.Backend.Normal(seed, stream, offset, y)
+}
+
 func caseNamed(t *testing.T, prefix string) opstest.Case {
 	for _, c := range opstest.Cases() {
 		if strings.HasPrefix(c.Name, prefix) {
@@ -123,11 +132,11 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		name, caseName, want string
 		m                    *mutant
 	}{
-		{"view one element too long writes into the guard band", "Add/1000", "guard band",
+		{"view one element too long writes into the guard band", "Add/5000", "guard band",
 			&mutant{slice: func(b ops.Buf, off, n int) ops.Buf { return good.Slice(b, off, n+1) }}},
-		{"slightly wrong maths exceeds the tolerance", "Scale/1000", "normalized error",
+		{"slightly wrong maths exceeds the tolerance", "Scale/5000", "normalized error",
 			&mutant{scale: func(alpha float32, x ops.Buf) { good.Scale(alpha*(1+1e-4), x) }}},
-		{"forward accumulating into its output", "SiLU/1000", "",
+		{"forward accumulating into its output", "SiLU/5000", "",
 			&mutant{silu: func(x, y ops.Buf) {
 				tmp := good.Alloc(x.Len())
 				good.SiLU(x, tmp)
@@ -145,6 +154,14 @@ func TestSuiteCatchesMutants(t *testing.T) {
 				}
 				good.Conv2DBackward(s, x, w, dy, dx, dw, db)
 			}}},
+		{"an RNG draw one ulp off", "Normal/257", "must be bit for bit",
+			&mutant{normal: func(seed uint64, stream uint32, offset uint64, y ops.Buf) {
+				good.Normal(seed, stream, offset, y)
+				v := make([]float32, y.Len())
+				good.Download(v, y)
+				v[len(v)/2] = math.Nextafter32(v[len(v)/2], 0)
+				good.Upload(y, v)
+			}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.m.Backend = good
@@ -158,9 +175,40 @@ func TestSuiteCatchesMutants(t *testing.T) {
 		})
 	}
 	// And the unbroken backend passes the same cases.
-	for _, name := range []string{"Add/1000", "Scale/1000", "SiLU/1000", "MSE/999", "Conv2D/3x5x9x9"} {
+	for _, name := range []string{"Add/5000", "Scale/5000", "SiLU/5000", "MSE/999", "Conv2D/3x5x9x9", "Normal/257"} {
 		if _, fails := opstest.Check(caseNamed(t, name), good, ref); len(fails) > 0 {
 			t.Errorf("%s fails on the correct backend: %v", name, fails)
 		}
+	}
+}
+
+// TestOptions checks the options that adapt the table to a backend.
+func TestOptions(t *testing.T) {
+	all := opstest.Select()
+	if len(all) != len(opstest.Cases()) {
+		t.Fatalf("Select() kept %d of %d cases", len(all), len(opstest.Cases()))
+	}
+	conv := opstest.Select(opstest.Only(opstest.Uses("Conv2D", "Conv2DBackward")), opstest.MinTol(2e-3, "TF32"))
+	if len(conv) < 5 {
+		t.Fatalf("Select(Only(Uses(Conv2D…))) kept %d cases", len(conv))
+	}
+	for _, c := range conv {
+		if !strings.HasPrefix(c.Name, "Conv2D/") || c.Tol != 2e-3 || c.Why != "TF32" {
+			t.Errorf("case %s (tolerance %g, %q) after Only(Uses(Conv2D…)), MinTol(2e-3)", c.Name, c.Tol, c.Why)
+		}
+	}
+	// MinTol leaves tighter bounds than tol alone and never lowers one.
+	for _, c := range opstest.Select(opstest.MinTol(1e-6, "x")) {
+		if c.Tol < 1e-6 {
+			t.Errorf("%s: tolerance %g after MinTol(1e-6)", c.Name, c.Tol)
+		}
+	}
+	for _, c := range opstest.Select(opstest.MinTol(0, "x")) {
+		if c.Why == "x" {
+			t.Errorf("%s: MinTol(0) changed the reason", c.Name)
+		}
+	}
+	if n := len(opstest.Select(opstest.Only(func(opstest.Case) bool { return false }))); n != 0 {
+		t.Errorf("Only(false) kept %d cases", n)
 	}
 }

@@ -1,4 +1,4 @@
-package train
+package checkpoint
 
 import (
 	"bytes"
@@ -29,12 +29,12 @@ func fuzzState() *State {
 	return st
 }
 
-// FuzzReadCheckpoint: ReadCheckpoint never panics on arbitrary bytes, every error names the file, and whatever it
+// FuzzReadCheckpoint: Read never panics on arbitrary bytes, every error names the file, and whatever it
 // accepts is a State that encodes and reads back to itself. Seeds: a good checkpoint, truncated and bit-flipped
 // copies (f.Add below) and testdata/fuzz/FuzzReadCheckpoint.
 func FuzzReadCheckpoint(f *testing.F) {
 	var b bytes.Buffer
-	if err := encodeCheckpoint(&b, fuzzTable, fuzzState()); err != nil {
+	if err := Encode(&b, fuzzTable, fuzzState()); err != nil {
 		f.Fatal(err)
 	}
 	good := b.Bytes()
@@ -51,7 +51,7 @@ func FuzzReadCheckpoint(f *testing.F) {
 		if err := os.WriteFile(p, src, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		st, err := ReadCheckpoint(p, fuzzTable)
+		st, err := Read(p, fuzzTable)
 		if err != nil {
 			if !strings.Contains(err.Error(), p) {
 				t.Fatalf("error does not name the file: %v", err)
@@ -59,12 +59,12 @@ func FuzzReadCheckpoint(f *testing.F) {
 			return
 		}
 		var again bytes.Buffer
-		if err := encodeCheckpoint(&again, fuzzTable, st); err != nil {
+		if err := Encode(&again, fuzzTable, st); err != nil {
 			t.Fatalf("accepted state does not encode: %v", err)
 		}
 		q := filepath.Join(dir, "again.safetensors")
 		os.WriteFile(q, again.Bytes(), 0o644)
-		back, err := ReadCheckpoint(q, fuzzTable)
+		back, err := Read(q, fuzzTable)
 		if err != nil {
 			t.Fatalf("re-encoded checkpoint does not read: %v", err)
 		}

@@ -1,4 +1,6 @@
-package train
+// Package backend opens the op set a -device flag names. It is the one place that knows every backend: cmd/ uses
+// it, and the packages above the op set (model, sampler, train) never name one.
+package backend
 
 import (
 	"errors"
@@ -12,14 +14,8 @@ import (
 	"github.com/ddpmgo/ddpm/ops"
 )
 
-// Devices lists the -device values bin/train and bin/sample accept.
-var Devices = []string{"cpu", "cuda", "emu"}
-
-// OpenBackend returns the backend a -device flag names, with the default [device] settings; see Open.
-func OpenBackend(device string) (ops.Backend, error) {
-	be, _, err := Open(device, config.Device{}, nil)
-	return be, err
-}
+// Usage is the help text of a -device flag.
+const Usage = "backend: cpu | cuda (NVIDIA GPU, binaries built with -tags cuda: make build-cuda) | emu (the CUDA kernels on the CPU emulator)"
 
 // Open returns the backend a -device flag names and a function that releases it:
 //
@@ -53,13 +49,4 @@ func Open(device string, dc config.Device, log *zap.Logger) (ops.Backend, func()
 		return be, func() error { return errors.Join(be.Close(), d.Close()) }, nil
 	}
 	return nil, nil, fmt.Errorf("-device %q: allowed: cpu, cuda, emu", device)
-}
-
-// DeviceMemUsed is the device memory a backend has in use, in bytes, and whether it can say (cuda and emu can;
-// the CPU backend's memory is the process's, see the peak RSS).
-func DeviceMemUsed(be ops.Backend) (int64, bool) {
-	if m, ok := be.(interface{ MemUsed() int64 }); ok {
-		return m.MemUsed(), true
-	}
-	return 0, false
 }

@@ -1,4 +1,8 @@
-package train
+// Package checkpoint reads and writes the trainer's checkpoints: safetensors files holding the weights under
+// diffusers' UNet2DModel names, their EMA and the AdamW moments, with the run's counters and config in the
+// metadata, written atomically and verified by a CRC-32C on load. Package train writes them; bin/sample and -resume
+// read them.
+package checkpoint
 
 import (
 	"errors"
@@ -12,11 +16,12 @@ import (
 	"strings"
 
 	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/internal/atomicfile"
 	"github.com/ddpmgo/ddpm/model"
 	"github.com/ddpmgo/ddpm/safetensors"
 )
 
-// Checkpoint layout (safetensors, float32):
+// Layout (safetensors, float32):
 //
 //	<name>                      the trained weights under diffusers' UNet2DModel state-dict keys
 //	                            (conv_in.weight, down_blocks.0.resnets.0.norm1.weight, …), so that
@@ -28,7 +33,7 @@ import (
 // and in the metadata (all strings): format, step (optimizer steps taken, skipped ones included), adam_step (steps
 // that updated the weights: the bias-correction count), skipped_steps, data_epoch and data_index (the data Loader's
 // Position), rng_seed and rng_position (the RNG position: every draw is a pure function of (seed, stream, counter)
-// and the counters of step s start at s, see Run, so the step is the position), config (the resolved TOML), and
+// and the counters of step s start at s, see package train, so the step is the position), config (the resolved TOML), and
 // safetensors.ChecksumKey (CRC-32C of the data section, verified on load).
 const (
 	PrefixEMA   = "ema/"
@@ -55,14 +60,14 @@ type State struct {
 	Params, EMA, AdamM, AdamV []float32 // flat, laid out as the model's Table
 }
 
-// CheckpointDir is where a run keeps its checkpoints.
-func CheckpointDir(runDir string) string { return filepath.Join(runDir, "checkpoints") }
+// Dir is where a run keeps its checkpoints.
+func Dir(runDir string) string { return filepath.Join(runDir, "checkpoints") }
 
-// checkpointName is the file name of the checkpoint after step steps.
-func checkpointName(step int) string { return fmt.Sprintf("step-%08d.safetensors", step) }
+// Name is the file name of the checkpoint after step steps.
+func Name(step int) string { return fmt.Sprintf("step-%08d.safetensors", step) }
 
-// encodeCheckpoint writes st as a safetensors checkpoint.
-func encodeCheckpoint(w io.Writer, table []model.Param, st *State) error {
+// Encode writes st as a safetensors checkpoint (Save writes it to a file, atomically).
+func Encode(w io.Writer, table []model.Param, st *State) error {
 	ts := make([]safetensors.Tensor, 0, 4*len(table))
 	for _, group := range []struct {
 		prefix string
@@ -86,9 +91,9 @@ func encodeCheckpoint(w io.Writer, table []model.Param, st *State) error {
 	return safetensors.Write(w, ts, meta)
 }
 
-// ReadCheckpoint loads a trainer checkpoint and checks it against the model's table: every weight, EMA and moment
+// Read loads a trainer checkpoint and checks it against the model's table: every weight, EMA and moment
 // tensor must be present with the table's shape. Every error names the file.
-func ReadCheckpoint(path string, table []model.Param) (*State, error) {
+func Read(path string, table []model.Param) (*State, error) {
 	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
@@ -96,15 +101,19 @@ func ReadCheckpoint(path string, table []model.Param) (*State, error) {
 	return stateFromFile(f, table)
 }
 
-// CheckpointConfig returns the resolved TOML a checkpoint was trained with (bin/sample rebuilds the model from
+// ErrNotCheckpoint is wrapped by the errors of Config and Read for a valid safetensors file that is not a trainer
+// checkpoint (its metadata format is not Format), such as diffusers weights.
+var ErrNotCheckpoint = errors.New("not a trainer checkpoint")
+
+// Config returns the resolved TOML a checkpoint was trained with (bin/sample rebuilds the model from
 // it), reading and verifying the whole file.
-func CheckpointConfig(path string) (string, *safetensors.File, error) {
+func Config(path string) (string, *safetensors.File, error) {
 	f, err := safetensors.ReadFile(path)
 	if err != nil {
 		return "", nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	if f.Metadata["format"] != Format {
-		return "", nil, fmt.Errorf("checkpoint %s: metadata format %q, want %q (not a trainer checkpoint)", path, f.Metadata["format"], Format)
+		return "", nil, fmt.Errorf("checkpoint %s: metadata format %q, want %q (%w)", path, f.Metadata["format"], Format, ErrNotCheckpoint)
 	}
 	return f.Metadata["config"], f, nil
 }
@@ -115,7 +124,7 @@ func stateFromFile(f *safetensors.File, table []model.Param) (*State, error) {
 	}
 	md := f.Metadata
 	if md["format"] != Format {
-		return nil, bad("metadata format %q, want %q (not a trainer checkpoint)", md["format"], Format)
+		return nil, bad("metadata format %q, want %q (%w)", md["format"], Format, ErrNotCheckpoint)
 	}
 	st := &State{Config: md["config"]}
 	ints := []struct {
@@ -135,27 +144,13 @@ func stateFromFile(f *safetensors.File, table []model.Param) (*State, error) {
 		return nil, bad("metadata rng_seed = %q is not a uint64", md["rng_seed"])
 	}
 	st.Seed = seed
-	n := 0
-	for _, p := range table {
-		n = max(n, p.Offset+p.Size)
-	}
-	groups := []struct {
+	for _, g := range []struct {
 		prefix string
 		dst    *[]float32
-	}{{"", &st.Params}, {PrefixEMA, &st.EMA}, {PrefixAdamM, &st.AdamM}, {PrefixAdamV, &st.AdamV}}
-	for _, g := range groups {
-		flat := make([]float32, n)
-		for _, p := range table {
-			t, ok := f.Get(g.prefix + p.Name)
-			if !ok {
-				return nil, bad("tensor %q is missing (the checkpoint is from another model configuration?)", g.prefix+p.Name)
-			}
-			if !slices.Equal(t.Shape, p.Shape) {
-				return nil, bad("tensor %q has shape %v, the model wants %v", g.prefix+p.Name, t.Shape, p.Shape)
-			}
-			copy(flat[p.Offset:p.Offset+p.Size], t.Data)
+	}{{"", &st.Params}, {PrefixEMA, &st.EMA}, {PrefixAdamM, &st.AdamM}, {PrefixAdamV, &st.AdamV}} {
+		if *g.dst, err = Weights(f, table, g.prefix); err != nil {
+			return nil, err
 		}
-		*g.dst = flat
 	}
 	if want := 4 * len(table); len(f.Tensors) != want {
 		return nil, bad("holds %d tensors, the model has %d (×4 with EMA and AdamW moments = %d)", len(f.Tensors), len(table), want)
@@ -163,15 +158,15 @@ func stateFromFile(f *safetensors.File, table []model.Param) (*State, error) {
 	return st, nil
 }
 
-// SaveCheckpoint writes st atomically as dir/step-NNNNNNNN.safetensors, points dir/latest.safetensors at it (a hard
+// Save writes st atomically as dir/step-NNNNNNNN.safetensors, points dir/latest.safetensors at it (a hard
 // link replaced by rename, so it too changes atomically), and deletes all but the newest keep step files. It
 // returns the new file's path.
-func SaveCheckpoint(dir string, table []model.Param, st *State, keep int) (string, error) {
+func Save(dir string, table []model.Param, st *State, keep int) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
-	path := filepath.Join(dir, checkpointName(st.Step))
-	err := writeAtomic(path, func(w io.Writer) error { return encodeCheckpoint(w, table, st) })
+	path := filepath.Join(dir, Name(st.Step))
+	err := atomicfile.Write(path, func(w io.Writer) error { return Encode(w, table, st) })
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: %w", err)
 	}
@@ -188,27 +183,27 @@ func SaveCheckpoint(dir string, table []model.Param, st *State, keep int) (strin
 // renamed over the old one; where hard links fail, an atomic copy.
 func linkLatest(dir, path string) error {
 	latest := filepath.Join(dir, LatestName)
-	tmp := filepath.Join(dir, "."+LatestName+".link")
+	tmp := atomicfile.TempName(dir, LatestName, "link")
 	os.Remove(tmp)
 	if err := os.Link(path, tmp); err == nil {
 		if err := os.Rename(tmp, latest); err != nil {
 			os.Remove(tmp)
 			return fmt.Errorf("checkpoint: %w", err)
 		}
-		return syncDir(dir)
+		return atomicfile.SyncDir(dir)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
-	if err := writeFileAtomic(latest, b); err != nil {
+	if err := atomicfile.WriteBytes(latest, b); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
 }
 
-// ListCheckpoints returns the step files of dir, oldest first.
-func ListCheckpoints(dir string) ([]string, error) {
+// List returns the step files of dir, oldest first.
+func List(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -242,7 +237,7 @@ func ListCheckpoints(dir string) ([]string, error) {
 
 // prune deletes all but the newest keep step files of dir.
 func prune(dir string, keep int) error {
-	cks, err := ListCheckpoints(dir)
+	cks, err := List(dir)
 	if err != nil {
 		return err
 	}
@@ -265,7 +260,7 @@ func Weights(f *safetensors.File, table []model.Param, prefix string) ([]float32
 	for _, p := range table {
 		t, ok := f.Get(prefix + p.Name)
 		if !ok {
-			return nil, fmt.Errorf("checkpoint %s: tensor %q is missing", f.Path, prefix+p.Name)
+			return nil, fmt.Errorf("checkpoint %s: tensor %q is missing (the checkpoint is from another model configuration?)", f.Path, prefix+p.Name)
 		}
 		if !slices.Equal(t.Shape, p.Shape) {
 			return nil, fmt.Errorf("checkpoint %s: tensor %q has shape %v, the model wants %v", f.Path, prefix+p.Name, t.Shape, p.Shape)

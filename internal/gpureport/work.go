@@ -1,0 +1,485 @@
+package gpureport
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/ddpmgo/ddpm/cuda"
+)
+
+// Launch is one recorded kernel launch, or a driver operation of the step (a fill, Kernel "Memset32", or a copy,
+// "DtoD", "HtoD", "DtoH") with its byte count as its one argument.
+type Launch struct {
+	Kernel      string
+	Grid, Block cuda.Dim3
+	Smem        int
+	Args        []cuda.Arg
+}
+
+// Blocks is the grid's block count; Threads the block's thread count.
+func (l Launch) Blocks() int  { return max(l.Grid.X, 1) * max(l.Grid.Y, 1) * max(l.Grid.Z, 1) }
+func (l Launch) Threads() int { return max(l.Block.X, 1) * max(l.Block.Y, 1) * max(l.Block.Z, 1) }
+
+// The driver operations a launch list may hold besides kernels.
+const (
+	MemsetKernel = "Memset32"
+	DtoDKernel   = "DtoD"
+	HtoDKernel   = "HtoD"
+	DtoHKernel   = "DtoH"
+)
+
+// IsDriverOp says whether l is a fill or a copy rather than a kernel.
+func (l Launch) IsDriverOp() bool {
+	switch l.Kernel {
+	case MemsetKernel, DtoDKernel, HtoDKernel, DtoHKernel:
+		return true
+	}
+	return false
+}
+
+// Work is what one launch must do, on paper.
+type Work struct {
+	// FLOPs is the op's floating-point work by its definition (a multiply-add counts 2): for the convolutions
+	// ops.ConvShape.FLOPs (every tap, padding included), for GEMMs 2·M·N·K per matrix; elementwise and reduction
+	// kernels count a nominal few operations per element (they are bound by memory).
+	FLOPs float64
+	// FMAs is, for the tiled GEMM kernels (Tiled true), the multiply-adds their tiles execute: M, N and K rounded up
+	// to the tile (BM, BN, BK), and the zero taps of a strided backward-data GEMM included. It sets the compute time.
+	FMAs  float64
+	Tiled bool
+	// Bytes is the least DRAM traffic: each input read once, each output written once, an accumulated output read
+	// and written (as cuda/flops_test.go counts).
+	Bytes float64
+}
+
+// workFn maps a launch to its work; an error names what does not fit (arguments, grid).
+type workFn func(l Launch) (Work, error)
+
+// gemmTile is the block tile of the kernels built on kernels/gemm_tile.cuh (GEMM_BM × GEMM_BN, k-step GEMM_BK).
+type gemmTile struct{ BM, BN, BK int }
+
+var tile64 = gemmTile{64, 64, 16}
+
+// works is the one place that knows each kernel's arguments (kernels/*.cu): every kernel a step launches must have
+// an entry, or the report fails (WorkOf).
+var works = map[string]workFn{}
+
+func init() {
+	for _, k := range []string{"conv2d_fwd_f32", "conv2d_fwd_tf32"} {
+		works[k] = convFwd(tile64)
+	}
+	for _, k := range []string{"conv2d_bwd_data_f32", "conv2d_bwd_data_tf32"} {
+		works[k] = convBwdData(tile64)
+	}
+	for _, k := range []string{"conv2d_bwd_weight_f32", "conv2d_bwd_weight_tf32"} {
+		works[k] = convBwdWeight(tile64)
+	}
+	works["gemm_f32"] = gemm(tile64)
+
+	// conv2d_splitk_reduce_f32(part, dw, splits, n): dw[i] += Σ_s part[s·n+i]
+	works["conv2d_splitk_reduce_f32"] = func(l Launch) (Work, error) {
+		s, n, err := ints2(l, 2, 3)
+		return Work{FLOPs: s * n, Bytes: 4 * (s*n + 2*n)}, err
+	}
+	// conv2d_bias_grad_f32(dy, db, N, Cout, OHW)
+	works["conv2d_bias_grad_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 2, 3, 4)
+		e := v[0] * v[1] * v[2]
+		return Work{FLOPs: e, Bytes: 4 * (e + 2*v[1])}, err
+	}
+	// linear_bias_grad_f32(dy, db, n, out)
+	works["linear_bias_grad_f32"] = func(l Launch) (Work, error) {
+		n, out, err := ints2(l, 2, 3)
+		return Work{FLOPs: n * out, Bytes: 4 * (n*out + 2*out)}, err
+	}
+
+	// Elementwise over n = the last integer argument: floats read, floats written (an accumulated one counts in
+	// both), nominal FLOPs per element.
+	elem := func(nIdx int, reads, writes, flops float64) workFn {
+		return func(l Launch) (Work, error) {
+			n, err := argInt(l, nIdx)
+			return Work{FLOPs: flops * n, Bytes: 4 * (reads + writes) * n}, err
+		}
+	}
+	works["add_f32"] = elem(3, 2, 1, 1)                              // (a, b, y, n)
+	works["axpy_f32"] = elem(3, 2, 1, 2)                             // (alpha, x, y, n): y += αx
+	works["scale_f32"] = elem(2, 1, 1, 1)                            // (alpha, x, n)
+	works["silu_fwd_f32"] = elem(2, 1, 1, 4)                         // (x, y, n)
+	works["silu_bwd_f32"] = elem(3, 3, 1, 8)                         // (x, dy, dx, n): dx +=
+	works["mse_bwd_f32"] = elem(4, 3, 1, 3)                          // (a, b, da, c, n): da +=
+	works["adamw_f32"] = elem(4, 4, 3, 15)                           // (p, g, m, v, n, …)
+	works["adamw_ctl_f32"] = elem(4, 4, 3, 15)                       // (p, g, m, v, n, …, w, settings)
+	works["ema_f32"] = elem(3, 2, 1, 3)                              // (e, p, decay, n)
+	works["ema_ctl_f32"] = elem(2, 2, 1, 3)                          // (e, p, n, w, settings)
+	works["zero_unless_skip_f32"] = elem(1, 0, 1, 0)                 // (g, n, w)
+	works["rng_normal_f32"] = elem(1, 0, 1, 0)                       // (y, n, seed, stream, offset): integer Philox
+	works["rng_uniform_f32"] = elem(1, 0, 1, 0)                      // (y, n, seed, stream, offset)
+	works["timesteps_f32"] = elem(1, 0, 1, 0)                        // (t, n, seed, stream, offset, T)
+	works["ddim_f32"] = elem(4, 3, 1, 10)                            // (xt, eps_hat, z, out, n, …)
+	works["sampler_step_f32"] = elem(5, 4, 1, 12)                    // (x, e, z, p, out, n, …): at most 4 reads
+	works["timestep_embedding_f32"] = func(l Launch) (Work, error) { // (t, y, n, dim)
+		n, dim, err := ints2(l, 2, 3)
+		return Work{FLOPs: 4 * n * dim, Bytes: 4 * (n + n*dim)}, err
+	}
+	// dropout_f32(x, y, n, rate, scale, seed, offset, accumulate)
+	works["dropout_f32"] = func(l Launch) (Work, error) {
+		n, acc, err := ints2(l, 2, 7)
+		return Work{FLOPs: n, Bytes: 4 * n * (2 + acc)}, err
+	}
+	// qsample_f32(sqrt_ab, sqrt_1mab, t, x0, eps, xt, n, d, T)
+	works["qsample_f32"] = func(l Launch) (Work, error) {
+		n, d, err := ints2(l, 6, 7)
+		return Work{FLOPs: 3 * n * d, Bytes: 4 * (3*n*d + n)}, err
+	}
+	// posterior_f32(ra, rm, c1, c2, sigma, t, xt, eps_hat, z, out, n, d, T, clip)
+	works["posterior_f32"] = func(l Launch) (Work, error) {
+		n, d, err := ints2(l, 10, 11)
+		return Work{FLOPs: 10 * n * d, Bytes: 4 * (4*n*d + n)}, err
+	}
+	// gather_epoch_u8_f32(data, order, out, batch, N, C, H, W, k0, flip, seed, stream, flip_off): uint8 in, float out
+	works["gather_epoch_u8_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 3, 5, 6, 7)
+		e := v[0] * v[1] * v[2] * v[3]
+		return Work{FLOPs: e, Bytes: e + 4*e + 4*v[0]}, err
+	}
+
+	// groupnorm_fwd_f32(x, gamma, beta, y, stats, C, HW, G, eps), grid N·G
+	works["groupnorm_fwd_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 5, 6, 7)
+		if err != nil {
+			return Work{}, err
+		}
+		n, err := gridDiv(l, v[2])
+		e := n * v[0] * v[1]
+		return Work{FLOPs: 8 * e, Bytes: 4 * (2*e + 2*v[0] + 2*n*v[2])}, err
+	}
+	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G): x and dy read, dx accumulated when given,
+	// per-(n, c) sums written when given
+	works["groupnorm_bwd_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 6, 7, 8)
+		e := v[0] * v[1] * v[2]
+		b := 2 * e
+		if !isNull(l, 4) {
+			b += 2 * e
+		}
+		if !isNull(l, 5) {
+			b += 2 * v[0] * v[1]
+		}
+		return Work{FLOPs: 12 * e, Bytes: 4 * b}, err
+	}
+	// groupnorm_param_grad_f32(sums, dgamma, dbeta, N, C)
+	works["groupnorm_param_grad_f32"] = func(l Launch) (Work, error) {
+		n, c, err := ints2(l, 3, 4)
+		return Work{FLOPs: 2 * n * c, Bytes: 4 * (2*n*c + 4*c)}, err
+	}
+
+	// concat_f32(a, b, y, n, ca, cb, hw)
+	works["concat_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 3, 4, 5, 6)
+		e := v[0] * (v[1] + v[2]) * v[3]
+		return Work{Bytes: 8 * e}, err
+	}
+	// concat_bwd_f32(dy, da, db, n, ca, cb, hw): each given part accumulated
+	works["concat_bwd_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 3, 4, 5, 6)
+		a, b := v[0]*v[1]*v[3], v[0]*v[2]*v[3]
+		bytes := a + b
+		if !isNull(l, 1) {
+			bytes += 2 * a
+		}
+		if !isNull(l, 2) {
+			bytes += 2 * b
+		}
+		return Work{FLOPs: a + b, Bytes: 4 * bytes}, err
+	}
+	// add_channel_f32(x, p, y, total, hw)
+	works["add_channel_f32"] = func(l Launch) (Work, error) {
+		t, hw, err := ints2(l, 3, 4)
+		if hw == 0 {
+			return Work{}, fmt.Errorf("hw = 0")
+		}
+		return Work{FLOPs: t, Bytes: 4 * (2*t + t/hw)}, err
+	}
+	// channel_sum_f32(dy, dp, rows, hw): dp accumulated
+	works["channel_sum_f32"] = func(l Launch) (Work, error) {
+		r, hw, err := ints2(l, 2, 3)
+		return Work{FLOPs: r * hw, Bytes: 4 * (r*hw + 2*r)}, err
+	}
+	// transpose_f32(x, y, R, C, accumulate), grid.z matrices
+	works["transpose_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 2, 3, 4)
+		e := float64(max(l.Grid.Z, 1)) * v[0] * v[1]
+		return Work{FLOPs: v[2] * e, Bytes: 4 * e * (2 + v[2])}, err
+	}
+	// attention_softmax_f32(p, rows, L): p read and written; _bwd(p, ds, rows, L): p read, ds read and written
+	works["attention_softmax_f32"] = func(l Launch) (Work, error) {
+		r, L, err := ints2(l, 1, 2)
+		return Work{FLOPs: 5 * r * L, Bytes: 4 * 2 * r * L}, err
+	}
+	works["attention_softmax_bwd_f32"] = func(l Launch) (Work, error) {
+		r, L, err := ints2(l, 2, 3)
+		return Work{FLOPs: 4 * r * L, Bytes: 4 * 3 * r * L}, err
+	}
+	// upsample2x_f32(x, y, nc, h, w); upsample2x_bwd_f32(dy, dx, nc, h, w): dx accumulated
+	works["upsample2x_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 2, 3, 4)
+		e := v[0] * v[1] * v[2]
+		return Work{Bytes: 4 * 5 * e}, err
+	}
+	works["upsample2x_bwd_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 2, 3, 4)
+		e := v[0] * v[1] * v[2]
+		return Work{FLOPs: 4 * e, Bytes: 4 * 6 * e}, err
+	}
+
+	// reduce_partial_f32(a, b, partial, n, mode): mode 1 Σa², mode 2 Σ(a−b)²; one double per block written
+	works["reduce_partial_f32"] = func(l Launch) (Work, error) {
+		n, mode, err := ints2(l, 3, 4)
+		return Work{FLOPs: 2 * mode * n, Bytes: 4*mode*n + 8*float64(l.Blocks())}, err
+	}
+	// reduce_final_f32(partial, nparts, scale, out)
+	works["reduce_final_f32"] = func(l Launch) (Work, error) {
+		n, err := argInt(l, 1)
+		return Work{FLOPs: n, Bytes: 8*n + 4}, err
+	}
+	// step_control_f32(scalars, w, A, max_norm, sticky, reset): one thread, a few scalars
+	works["step_control_f32"] = func(l Launch) (Work, error) {
+		a, err := argInt(l, 2)
+		return Work{FLOPs: 32, Bytes: 4*(1+a) + 2*64}, err
+	}
+	works[MemsetKernel] = func(l Launch) (Work, error) {
+		b, err := argInt(l, 0)
+		return Work{Bytes: b}, err
+	}
+	works[DtoDKernel] = func(l Launch) (Work, error) { // read and written
+		b, err := argInt(l, 0)
+		return Work{Bytes: 2 * b}, err
+	}
+	// A copy between host and device inside a step is a bug (train's launch golden refuses it): no cost is given.
+	for _, k := range []string{HtoDKernel, DtoHKernel} {
+		works[k] = func(l Launch) (Work, error) {
+			return Work{}, fmt.Errorf("a copy between host and device inside the training step")
+		}
+	}
+}
+
+// WorkOf is the work of one launch; a kernel without an entry in the mapping is an error (the report must not skip
+// a launch).
+func WorkOf(l Launch) (Work, error) {
+	f, ok := works[l.Kernel]
+	if !ok {
+		return Work{}, fmt.Errorf("kernel %s has no work mapping: add its FLOPs and bytes to internal/gpureport/work.go", l.Kernel)
+	}
+	w, err := f(l)
+	if err != nil {
+		return Work{}, fmt.Errorf("%s %s: %w", l.Kernel, argString(l), err)
+	}
+	return w, nil
+}
+
+// MappedKernels lists the kernels the mapping knows.
+func MappedKernels() []string {
+	var ks []string
+	for k := range works {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+// convGeom reads the ten int arguments N, Cin, H, W, Cout, K, S, P, OH, OW of the conv kernels from index i.
+type convGeom struct{ N, Cin, H, W, Cout, K, S, P, OH, OW float64 }
+
+func readConv(l Launch, i int) (convGeom, error) {
+	v, err := ints(l, i, i+1, i+2, i+3, i+4, i+5, i+6, i+7, i+8, i+9)
+	if err != nil {
+		return convGeom{}, err
+	}
+	g := convGeom{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]}
+	if g.OH != float64((int(g.H)+2*int(g.P)-int(g.K))/int(g.S)+1) || g.OW != float64((int(g.W)+2*int(g.P)-int(g.K))/int(g.S)+1) {
+		return g, fmt.Errorf("output %vx%v does not follow from H=%v W=%v K=%v S=%v P=%v", g.OH, g.OW, g.H, g.W, g.K, g.S, g.P)
+	}
+	return g, nil
+}
+
+// flops is the convolution's multiply-adds × 2, every tap counted (ops.ConvShape.FLOPs).
+func (g convGeom) flops() float64 { return 2 * g.N * g.Cout * g.OH * g.OW * g.Cin * g.K * g.K }
+
+// checkGrid verifies that the launch's grid is the tiling of an M × N GEMM by t, so that a kernel whose tile changed
+// fails here instead of being costed with the old one.
+func checkGrid(l Launch, t gemmTile, m, n float64, z int) error {
+	want := cuda.Dim3{X: ceilDiv(int(n), t.BN), Y: ceilDiv(int(m), t.BM), Z: z}
+	if max(l.Grid.X, 1) != want.X || max(l.Grid.Y, 1) != want.Y || max(l.Grid.Z, 1) != max(want.Z, 1) {
+		return fmt.Errorf("grid %dx%dx%d is not the %dx%d tiling of a %vx%v GEMM (%dx%dx%d): update the tile in internal/gpureport/work.go",
+			l.Grid.X, l.Grid.Y, l.Grid.Z, t.BM, t.BN, m, n, want.X, want.Y, max(want.Z, 1))
+	}
+	return nil
+}
+
+func pad(v float64, to int) float64 { return float64(roundUp(int(v), to)) }
+
+// convFwd: conv2d_fwd_*(x, w, b, y, N, Cin, H, W, Cout, K, S, P, OH, OW); GEMM M = Cout, N = batch·OH·OW, K = Cin·K².
+func convFwd(t gemmTile) workFn {
+	return func(l Launch) (Work, error) {
+		g, err := readConv(l, 4)
+		if err != nil {
+			return Work{}, err
+		}
+		m, n, k := g.Cout, g.N*g.OH*g.OW, g.Cin*g.K*g.K
+		if err := checkGrid(l, t, m, n, 1); err != nil {
+			return Work{}, err
+		}
+		bytes := 4 * (g.N*g.Cin*g.H*g.W + g.Cout*k + g.N*g.Cout*g.OH*g.OW)
+		if !isNull(l, 2) {
+			bytes += 4 * g.Cout
+		}
+		return Work{FLOPs: g.flops(), FMAs: pad(m, t.BM) * pad(n, t.BN) * pad(k, t.BK), Tiled: true, Bytes: bytes}, nil
+	}
+}
+
+// convBwdData: conv2d_bwd_data_*(w, dy, dx, N, Cin, H, W, Cout, K, S, P, OH, OW); GEMM M = Cin, N = batch·H·W,
+// K = Cout·K² (a strided convolution's zero taps included), dx accumulated.
+func convBwdData(t gemmTile) workFn {
+	return func(l Launch) (Work, error) {
+		g, err := readConv(l, 3)
+		if err != nil {
+			return Work{}, err
+		}
+		m, n, k := g.Cin, g.N*g.H*g.W, g.Cout*g.K*g.K
+		if err := checkGrid(l, t, m, n, 1); err != nil {
+			return Work{}, err
+		}
+		bytes := 4 * (g.Cout*g.Cin*g.K*g.K + g.N*g.Cout*g.OH*g.OW + 2*g.N*g.Cin*g.H*g.W)
+		return Work{FLOPs: g.flops(), FMAs: pad(m, t.BM) * pad(n, t.BN) * pad(k, t.BK), Tiled: true, Bytes: bytes}, nil
+	}
+}
+
+// convBwdWeight: conv2d_bwd_weight_*(x, dy, dw, part, kchunk, N, Cin, H, W, Cout, K, S, P, OH, OW); GEMM M = Cout,
+// N = Cin·K², K = batch·OH·OW cut into grid.z chunks of kchunk; with part the chunks write partial sums, without it
+// the one chunk accumulates into dw.
+func convBwdWeight(t gemmTile) workFn {
+	return func(l Launch) (Work, error) {
+		g, err := readConv(l, 5)
+		if err != nil {
+			return Work{}, err
+		}
+		chunk, err := argInt(l, 4)
+		if err != nil {
+			return Work{}, err
+		}
+		m, n, k := g.Cout, g.Cin*g.K*g.K, g.N*g.OH*g.OW
+		splits := max(l.Grid.Z, 1)
+		if chunk < 1 || ceilDiv(int(k), int(chunk)) != splits {
+			return Work{}, fmt.Errorf("grid.z %d is not the number of %v-chunks of K = %v", splits, chunk, k)
+		}
+		if err := checkGrid(l, t, m, n, splits); err != nil {
+			return Work{}, err
+		}
+		var kIssued float64
+		for z := 0; z < splits; z++ {
+			kIssued += pad(min(chunk, k-float64(z)*chunk), t.BK)
+		}
+		bytes := 4 * (g.N*g.Cin*g.H*g.W + g.N*g.Cout*g.OH*g.OW)
+		if isNull(l, 3) {
+			bytes += 4 * 2 * m * n
+		} else {
+			bytes += 4 * float64(splits) * m * n
+		}
+		return Work{FLOPs: g.flops(), FMAs: pad(m, t.BM) * pad(n, t.BN) * kIssued, Tiled: true, Bytes: bytes}, nil
+	}
+}
+
+// gemm: gemm_f32(A, B, C, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, zdiv, a_s1, a_s2, b_s1, b_s2, c_s1, c_s2,
+// alpha, accumulate), grid.z matrices.
+func gemm(t gemmTile) workFn {
+	return func(l Launch) (Work, error) {
+		v, err := ints(l, 4, 5, 6, 20)
+		if err != nil {
+			return Work{}, err
+		}
+		m, n, k, acc := v[0], v[1], v[2], v[3]
+		z := max(l.Grid.Z, 1)
+		if err := checkGrid(l, t, m, n, z); err != nil {
+			return Work{}, err
+		}
+		b := float64(z)
+		bytes := 4 * b * (m*k + k*n + (1+acc)*m*n)
+		if !isNull(l, 3) {
+			bytes += 4 * n
+		}
+		return Work{FLOPs: 2 * b * m * n * k, FMAs: b * pad(m, t.BM) * pad(n, t.BN) * pad(k, t.BK), Tiled: true,
+			Bytes: bytes}, nil
+	}
+}
+
+// argInt reads integer argument i (signed or unsigned, 4 or 8 bytes).
+func argInt(l Launch, i int) (float64, error) {
+	if i >= len(l.Args) {
+		return 0, fmt.Errorf("argument %d of %d missing", i, len(l.Args))
+	}
+	a := l.Args[i]
+	switch {
+	case a.Kind() == 'i' && a.Size() == 4:
+		return float64(int32(uint32(a.Bits()))), nil
+	case a.Kind() == 'i' && a.Size() == 8:
+		return float64(int64(a.Bits())), nil
+	case a.Kind() == 'u':
+		return float64(a.Bits()), nil
+	}
+	return 0, fmt.Errorf("argument %d is %v, not an integer", i, a)
+}
+
+func ints(l Launch, idx ...int) ([]float64, error) {
+	v := make([]float64, len(idx))
+	for j, i := range idx {
+		x, err := argInt(l, i)
+		if err != nil {
+			return v, err
+		}
+		v[j] = x
+	}
+	return v, nil
+}
+
+func ints2(l Launch, i, j int) (float64, float64, error) {
+	v, err := ints(l, i, j)
+	return v[0], v[1], err
+}
+
+func isNull(l Launch, i int) bool {
+	return i >= len(l.Args) || (l.Args[i].Kind() == 'p' && l.Args[i].Bits() == 0)
+}
+
+// gridDiv is grid.x / d, which must be whole (a per-(sample, group) grid).
+func gridDiv(l Launch, d float64) (float64, error) {
+	if d <= 0 || l.Grid.X%int(d) != 0 {
+		return 0, fmt.Errorf("grid %d is not a multiple of %v", l.Grid.X, d)
+	}
+	return float64(l.Grid.X) / d, nil
+}
+
+// argString prints a launch's arguments as the launch golden does (pointers as p64, or p0 when null).
+func argString(l Launch) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "grid=%dx%dx%d block=%dx%dx%d args=", max(l.Grid.X, 1), max(l.Grid.Y, 1), max(l.Grid.Z, 1),
+		max(l.Block.X, 1), max(l.Block.Y, 1), max(l.Block.Z, 1))
+	for i, a := range l.Args {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		switch a.Kind() {
+		case 'p', 'f':
+			fmt.Fprintf(&b, "%c%d", a.Kind(), 8*a.Size())
+		case 'i':
+			v := int64(a.Bits())
+			if a.Size() == 4 {
+				v = int64(int32(uint32(a.Bits())))
+			}
+			fmt.Fprintf(&b, "i%d=%d", 8*a.Size(), v)
+		default:
+			fmt.Fprintf(&b, "%c%d=%d", a.Kind(), 8*a.Size(), a.Bits())
+		}
+	}
+	return b.String()
+}

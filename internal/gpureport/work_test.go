@@ -1,0 +1,294 @@
+package gpureport
+
+import (
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"github.com/ddpmgo/ddpm/cuda"
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// trace runs f on a backend over the dry driver and returns what it launched: the mapping is tested against the
+// real launchers' argument order, not a copy of it. f's a allocates (a fill the trace leaves out); off runs its
+// function untraced.
+func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
+	t.Helper()
+	d := &dryDriver{tc: true}
+	be, err := cuda.NewBackend(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	be.SetTensorCores(tc)
+	off := func(g func()) {
+		d.on = false
+		g()
+		d.on = true
+	}
+	a := func(n int) (b ops.Buf) {
+		off(func() { b = be.Alloc(n) })
+		return b
+	}
+	d.on = true
+	f(be, a, off)
+	return d.launches
+}
+
+// want is a launch's expected work; FMAs only for tiled kernels.
+type want struct {
+	kernel       string
+	flops, bytes float64
+	fmas         float64
+}
+
+func check(t *testing.T, ls []Launch, ws ...want) {
+	t.Helper()
+	if len(ls) != len(ws) {
+		var names []string
+		for _, l := range ls {
+			names = append(names, l.Kernel)
+		}
+		t.Fatalf("launched %v, want %d launches", names, len(ws))
+	}
+	for i, w := range ws {
+		l := ls[i]
+		if l.Kernel != w.kernel {
+			t.Errorf("launch %d is %s, want %s", i, l.Kernel, w.kernel)
+			continue
+		}
+		got, err := WorkOf(l)
+		if err != nil {
+			t.Errorf("%s: %v", l.Kernel, err)
+			continue
+		}
+		if got.FLOPs != w.flops || got.Bytes != w.bytes || got.FMAs != w.fmas || got.Tiled != (w.fmas > 0) {
+			t.Errorf("%s %s: work %+v, want FLOPs %v, bytes %v, FMAs %v", l.Kernel, argString(l), got, w.flops, w.bytes, w.fmas)
+		}
+	}
+}
+
+func TestWorkConv(t *testing.T) {
+	// OH = (5+2−3)/2+1 = 3, OW = 4; FLOPs 2·N·Cout·OH·OW·Cin·K² = 2·2·4·12·27 = 5184.
+	s := ops.ConvShape{N: 2, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 2, Pad: 1}
+	for _, tc := range []bool{false, true} {
+		sfx := "_f32"
+		if tc {
+			sfx = "_tf32"
+		}
+		ls := trace(t, tc, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+			x, w, b, y := a(2*3*35), a(4*27), a(4), a(2*4*12)
+			be.Conv2D(s, x, w, b, y)
+			be.Conv2DBackward(s, x, w, y, a(2*3*35), a(4*27), a(4))
+		})
+		check(t, ls,
+			// GEMM 4 × 24 × 27 → tiles 64 × 64 × 32; x, w, y once and the bias.
+			want{"conv2d_fwd" + sfx, 5184, 4 * (210 + 108 + 96 + 4), 64 * 64 * 32},
+			want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0},
+			// GEMM 3 × 70 × 36 → 64 × 128 × 48; w and dy read, dx accumulated.
+			want{"conv2d_bwd_data" + sfx, 5184, 4 * (108 + 96 + 2*210), 64 * 128 * 48},
+			// GEMM 4 × 27 × 24, one chunk of 32 → 64 × 64 × 32; x and dy read, dw accumulated.
+			want{"conv2d_bwd_weight" + sfx, 5184, 4 * (210 + 96 + 2*108), 64 * 64 * 32})
+	}
+	// Split K: K = 16·256 = 4096 over 3 tiles → 16 chunks of 256, partials then the reduction.
+	s2 := ops.ConvShape{N: 16, Cin: 16, H: 16, W: 16, Cout: 32, K: 3, Stride: 1, Pad: 1}
+	ls := trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		x, w, dy := a(16*16*256), a(32*144), a(16*32*256)
+		be.Conv2DBackward(s2, x, w, dy, nil, a(32*144), nil)
+	})
+	fl := 2.0 * 16 * 32 * 256 * 16 * 9
+	check(t, ls,
+		want{"conv2d_bwd_weight_f32", fl, 4 * (65536 + 131072 + 16*4608), 64 * 192 * 4096},
+		want{"conv2d_splitk_reduce_f32", 16 * 4608, 4 * (16*4608 + 2*4608), 0})
+}
+
+func TestWorkGEMM(t *testing.T) {
+	ls := trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		x, w, b, y := a(35), a(21), a(3), a(15)
+		be.Linear(5, 7, 3, x, w, b, y)
+		be.LinearBackward(5, 7, 3, x, w, y, a(35), a(21), a(3))
+	})
+	check(t, ls,
+		want{"gemm_f32", 210, 4*(35+21+15) + 4*3, 64 * 64 * 16},   // y = x·wᵀ + b: 5×3×7
+		want{"gemm_f32", 210, 4 * (15 + 21 + 2*35), 64 * 64 * 16}, // dx += dy·w: 5×7×3, accumulated
+		want{"gemm_f32", 210, 4 * (15 + 35 + 2*21), 64 * 64 * 16}, // dw += dyᵀ·x: 3×7×5
+		want{"linear_bias_grad_f32", 15, 4 * (15 + 6), 0})
+
+	as := ops.AttnShape{N: 2, L: 4, Heads: 2, D: 3}
+	n, p := 2*4*2*3, 2*2*4*4
+	ls = trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		q, k, v, o, pp := a(n), a(n), a(n), a(n), a(p)
+		be.Attention(as, q, k, v, o, pp)
+		be.AttentionBackward(as, q, k, v, pp, o, a(n), a(n), a(n))
+	})
+	// 4 (sample, head) matrices each: S = q·kᵀ 4×4×3, o = P·v 4×3×4; backward dv, dP, dq, dk.
+	check(t, ls,
+		want{"gemm_f32", 384, 4 * 4 * (12 + 12 + 16), 4 * 64 * 64 * 16},
+		want{"attention_softmax_f32", 5 * 64, 4 * 2 * 64, 0},
+		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 12), 4 * 64 * 64 * 16},
+		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 2*12), 4 * 64 * 64 * 16}, // dv += Pᵀ·do: 4×3×4
+		want{"gemm_f32", 384, 4 * 4 * (12 + 12 + 16), 4 * 64 * 64 * 16},   // dP = do·vᵀ: 4×4×3
+		want{"attention_softmax_bwd_f32", 4 * 64, 4 * 3 * 64, 0},
+		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 2*12), 4 * 64 * 64 * 16}, // dq += dS·k
+		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 2*12), 4 * 64 * 64 * 16}) // dk += dSᵀ·q
+}
+
+func TestWorkGroupNormAndLayout(t *testing.T) {
+	s := ops.NormShape{N: 2, C: 4, HW: 5, G: 2, Eps: 1e-5}
+	ls := trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		x, g, b, y, st := a(40), a(4), a(4), a(40), a(8)
+		be.GroupNorm(s, x, g, b, y, st)
+		be.GroupNormBackward(s, x, g, st, y, a(40), a(4), a(4))
+		be.GroupNormBackward(s, x, g, st, y, a(40), nil, nil)
+		be.Concat(2, 3, 1, 5, a(30), a(10), a(40))
+		be.ConcatBackward(2, 3, 1, 5, a(40), a(30), a(10))
+		be.ConcatBackward(2, 3, 1, 5, a(40), a(30), nil)
+		be.AddChannel(2, 3, 5, a(30), a(6), a(30))
+		be.ChannelSum(2, 3, 5, a(30), a(6))
+		be.Transpose(3, 4, 5, a(60), a(60))
+		be.TransposeBackward(3, 4, 5, a(60), a(60))
+		be.Upsample2x(2, 3, 4, a(24), a(96))
+		be.Upsample2xBackward(2, 3, 4, a(96), a(24))
+	})
+	check(t, ls,
+		want{"groupnorm_fwd_f32", 8 * 40, 4 * (2*40 + 2*4 + 2*4), 0}, // x read, y written, γ, β, the stats
+		want{"groupnorm_bwd_f32", 12 * 40, 4 * (4*40 + 2*8), 0},      // x, dy read; dx accumulated; sums written
+		want{"groupnorm_param_grad_f32", 16, 4 * (16 + 16), 0},
+		want{"groupnorm_bwd_f32", 12 * 40, 4 * 4 * 40, 0},
+		want{"concat_f32", 0, 8 * 40, 0},
+		want{"concat_bwd_f32", 40, 4 * (40 + 60 + 20), 0},
+		want{"concat_bwd_f32", 40, 4 * (40 + 60), 0},
+		want{"add_channel_f32", 30, 4 * (60 + 6), 0},
+		want{"channel_sum_f32", 30, 4 * (30 + 12), 0},
+		want{"transpose_f32", 0, 4 * 2 * 60, 0},
+		want{"transpose_f32", 60, 4 * 3 * 60, 0},
+		want{"upsample2x_f32", 0, 4 * 5 * 24, 0},
+		want{"upsample2x_bwd_f32", 4 * 24, 4 * 6 * 24, 0})
+}
+
+func TestWorkElementwiseAndReductions(t *testing.T) {
+	ls := trace(t, false, func(be *cuda.Backend, al func(int) ops.Buf, off func(func())) {
+		a, b, y := al(1000), al(1000), al(1000)
+		be.Add(a, b, y)
+		be.Axpy(2, a, y)
+		be.Scale(2, y)
+		be.SiLU(a, y)
+		be.SiLUBackward(a, b, y)
+		be.Dropout(0.1, 1, 0, a, y)
+		be.DropoutBackward(0.1, 1, 0, a, y)
+		out := al(1)
+		be.SumSquares(a, out) // 4 blocks of 256
+		be.MSE(a, b, out)
+		be.MSEBackward(1, a, b, y)
+		be.TimestepEmbedding(ops.EmbedShape{N: 4, Dim: 6, FlipSinToCos: true}, al(4), al(24))
+		be.Fill(a, 0)
+		be.Copy(a, b)
+	})
+	check(t, ls,
+		want{"add_f32", 1000, 12000, 0},
+		want{"axpy_f32", 2000, 12000, 0},
+		want{"scale_f32", 1000, 8000, 0},
+		want{"silu_fwd_f32", 4000, 8000, 0},
+		want{"silu_bwd_f32", 8000, 16000, 0},
+		want{"dropout_f32", 1000, 8000, 0},
+		want{"dropout_f32", 1000, 12000, 0},
+		want{"reduce_partial_f32", 2000, 4000 + 8*4, 0},
+		want{"reduce_final_f32", 4, 8*4 + 4, 0},
+		want{"reduce_partial_f32", 4000, 8000 + 8*4, 0},
+		want{"reduce_final_f32", 4, 8*4 + 4, 0},
+		want{"mse_bwd_f32", 3000, 16000, 0},
+		want{"timestep_embedding_f32", 96, 4 * (4 + 24), 0},
+		want{MemsetKernel, 0, 4000, 0},
+		want{DtoDKernel, 0, 8000, 0})
+}
+
+func TestWorkOptimNoiseData(t *testing.T) {
+	ls := trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		p, g, m, v, e := a(1000), a(1000), a(1000), a(1000), a(1000)
+		be.AdamWStep(ops.AdamW{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, RC1: 1, RC2: 1, GradScale: 1}, p, g, m, v)
+		be.EMA(0.99, e, p)
+		var sc ops.StepControl
+		off(func() {
+			sc = be.NewStepControl(ops.StepConfig{A: 2, MaxNorm: 1, Sticky: true, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, Window: 1})
+			sc.SetSettings([]ops.StepSettings{{LR: 1e-3, RC1: 1, RC2: 1, EMADecay: 0.99}})
+		})
+		sc.Update(p, g, m, v, e)
+		be.Normal(1, 2, 0, p)
+		be.Uniform(1, 2, 0, p)
+		be.Timesteps(1, 2, 0, 1000, a(16))
+		tab := func() ops.Buf { return a(10) }
+		sch := &ops.Schedule{T: 10, SqrtAlphaBar: tab(), SqrtOneMinusAlphaBar: tab(), SqrtRecipAlphaBar: tab(),
+			SqrtRecipM1AlphaBar: tab(), PosteriorCoef1: tab(), PosteriorCoef2: tab(), Sigma: tab(), AlphaBar: tab()}
+		t2, d20 := a(2), func() ops.Buf { return a(20) }
+		be.QSample(sch, 2, 10, t2, d20(), d20(), d20())
+		be.Posterior(sch, 2, 10, true, t2, d20(), d20(), d20(), d20())
+		be.DDIMStep(0.5, 0.6, 0, true, d20(), d20(), d20(), d20())
+		var f ops.Feed
+		off(func() {
+			var err error
+			if f, err = be.NewFeed(make([]uint8, 10*6), 10, 1, 2, 3); err != nil {
+				t.Fatal(err)
+			}
+		})
+		f.Gather(0, 0, 4, true, 1, a(24))
+	})
+	check(t, ls,
+		want{"adamw_f32", 15000, 28000, 0},
+		want{"ema_f32", 3000, 12000, 0},
+		want{"reduce_partial_f32", 2000, 4000 + 8*4, 0},
+		want{"reduce_final_f32", 4, 8*4 + 4, 0},
+		want{"step_control_f32", 32, 4*3 + 128, 0},
+		want{"adamw_ctl_f32", 15000, 28000, 0},
+		want{"ema_ctl_f32", 3000, 12000, 0},
+		want{"zero_unless_skip_f32", 0, 4000, 0},
+		want{"rng_normal_f32", 0, 4000, 0},
+		want{"rng_uniform_f32", 0, 4000, 0},
+		want{"timesteps_f32", 0, 64, 0},
+		want{"qsample_f32", 60, 4 * (60 + 2), 0},
+		want{"posterior_f32", 200, 4 * (80 + 2), 0},
+		want{"ddim_f32", 200, 4 * 4 * 20, 0},
+		want{"gather_epoch_u8_f32", 24, 24 + 4*24 + 4*4, 0})
+}
+
+// check skips nothing: a copy between host and device has no cost, it is an error.
+func TestWorkRefuses(t *testing.T) {
+	for _, l := range []Launch{
+		{Kernel: HtoDKernel, Args: []cuda.Arg{cuda.I64(64)}},
+		{Kernel: "conv2d_fwd_bf16", Grid: cuda.Dim3{X: 1}},
+	} {
+		if _, err := WorkOf(l); err == nil {
+			t.Errorf("%s: no error", l.Kernel)
+		}
+	}
+	// A grid that is not the 64×64 tiling (a kernel whose tile changed) is refused.
+	ls := trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		be.Linear(5, 7, 3, a(35), a(21), nil, a(15))
+	})
+	ls[0].Grid.Y = 2
+	if _, err := WorkOf(ls[0]); err == nil {
+		t.Error("gemm_f32 with a grid of two row tiles for 5 rows: no error")
+	}
+}
+
+// Every kernel in the committed PTX has a work mapping, so no launch of a step can fall through.
+func TestEveryKernelIsMapped(t *testing.T) {
+	mods, err := FindModules(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var missing []string
+	for _, m := range mods {
+		for _, e := range m.Info.Entries {
+			if _, ok := works[e]; !ok {
+				missing = append(missing, m.Path+": "+e)
+			}
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("kernels without a work mapping in work.go: %v", missing)
+	}
+	if _, err := os.Stat(filepath.Join("..", "..", "kernels", "ptx", "sm80")); err != nil {
+		t.Fatal(err)
+	}
+}

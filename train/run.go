@@ -1,0 +1,407 @@
+// Package train is the training loop of DDPM (Ho et al. 2020, Algorithm 1) written against ops.Backend: ε-prediction
+// with the simple MSE loss, AdamW with decoupled weight decay and bias correction, clipping by global gradient norm,
+// linear learning-rate warm-up, gradient accumulation, an EMA of the weights, budgets in steps, epochs and minutes,
+// and a run directory holding the resolved config, metrics, a loss plot, sample grids and atomic, resumable
+// checkpoints (package checkpoint). It names no backend: the same code runs on the CPU and on a GPU.
+//
+// # One step
+//
+// Step s (0-based: s steps are done before it) runs A = train.grad_accum micro-batches of B = train.batch_size
+// images of D = C·H·W elements. Micro-batch k has the global counter g = s·A + k, and every random number it uses is
+// a pure function of (train.seed, stream, counter):
+//
+//	x0      Feed.Gather: the Loader's next batch (epoch order and flips, see package data)
+//	t_i     Timesteps: rng.Intn(seed, rng.StreamTimestep, g·B + i, T)   uniform in {0, …, T−1}, i < B
+//	ε       Normal(seed, rng.StreamNoise, offset g·B·D)                  B·D standard normals
+//	x_t     QSample: √ᾱ_t·x0 + √(1−ᾱ_t)·ε
+//	ε̂       U-Net(x_t, t), dropout masks at rng position g (model.SetTrain(true, seed, g))
+//	loss_k  MSE(ε̂, ε);  gradients accumulate over the A micro-batches
+//
+// then ops.StepControl.Update ends the step: with G the accumulated gradient (the sum of the A micro-batch mean
+// gradients) and ‖g‖ = ‖G‖/A the norm of their average, clip = min(1, grad_clip/(‖g‖ + 1e-6)), AdamW with
+// GradScale = clip/A and the schedule's learning rate and bias corrections (schedule.go), the EMA update, and zeroed
+// gradients; a step whose loss or ‖G‖ is NaN/Inf updates nothing. So the RNG position of a run is just its step
+// counter, and a resumed run draws exactly what an uninterrupted one would.
+//
+// # Host reads
+//
+// Inside a step nothing crosses between host and device but kernel arguments (on a backend with ops.Feeder and
+// ops.StepController; the CPU runs the same path through their host implementations). The host reads the window
+// statistics (ops.Window: loss and norm sums, skipped steps) only at log steps (train.log_every), checkpoints, the
+// end, and when a progress bar on a terminal is due. A NaN/Inf is therefore noticed up to log_every steps late, but
+// no update happens after it when the run is to stop (the controller's sticky skip), and a checkpoint always follows
+// a read, so no checkpoint ever holds a step after it. The loop allocates nothing.
+package train
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"reflect"
+	"time"
+
+	"github.com/BurntSushi/toml"
+	"go.uber.org/zap"
+
+	"github.com/ddpmgo/ddpm/checkpoint"
+	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/data"
+	"github.com/ddpmgo/ddpm/diffusers"
+	"github.com/ddpmgo/ddpm/diffusion"
+	"github.com/ddpmgo/ddpm/internal/atomicfile"
+	"github.com/ddpmgo/ddpm/model"
+	"github.com/ddpmgo/ddpm/ops"
+	"github.com/ddpmgo/ddpm/progress"
+	"github.com/ddpmgo/ddpm/sampler"
+)
+
+// Options configure a run beyond its Config.
+type Options struct {
+	Backend    ops.Backend   // required
+	Log        *zap.Logger   // nil: no logging
+	Resume     bool          // continue from the run directory's latest checkpoint
+	ResumeFrom string        // continue from this checkpoint (takes precedence over Resume)
+	Dataset    data.Dataset  // nil: load cfg.Data; tests pass images held in memory
+	Bar        *progress.Bar // nil: no progress bar
+
+	// InitFrom fine-tunes a model someone else trained: a diffusers pipeline folder, unet folder or weights file
+	// next to a config.json (see package diffusers). Its model config replaces [model], data.channels and
+	// data.image_size, its scheduler config (when present) [diffusion], sample.variance and sample.clip (InitConfig);
+	// the run starts from its weights (the EMA too) with a fresh optimizer and step count. With Resume or ResumeFrom
+	// the checkpoint's state is restored instead, so that a fine-tuning run continues like any other.
+	InitFrom string
+	// Overrides are the -set values cfg was made with: InitFrom refuses those its folder contradicts.
+	Overrides []string
+}
+
+// Result says how a run ended.
+type Result struct {
+	Step        int           // optimizer steps done in total (resumed ones included)
+	Loss        float64       // mean loss of the last logged window (NaN if none)
+	Checkpoint  string        // the last checkpoint written ("" if none)
+	Samples     string        // the last sample grid written ("" if none)
+	Skipped     int           // steps skipped for a non-finite loss
+	Interrupted bool          // stopped by ctx (SIGINT/SIGTERM) after checkpointing
+	Elapsed     time.Duration // wall-clock time of this process's loop
+}
+
+// Files of a run directory.
+const (
+	ConfigFile  = "config.toml"
+	MetricsFile = "metrics.jsonl"
+	LossPlot    = "loss.png"
+	SamplesDir  = "samples"
+	EMAWeights  = "unet_ema.safetensors" // the EMA weights alone, diffusers names, written at the end
+	PipelineDir = "pipeline"             // the EMA model as a diffusers DDPMPipeline folder, written at the end
+)
+
+// ErrNonFinite is wrapped by the error of a run stopped by a NaN or Inf loss.
+var ErrNonFinite = errors.New("non-finite loss")
+
+// trainer is the state of one run.
+type trainer struct {
+	cfg   config.Config
+	be    ops.Backend
+	log   *zap.Logger
+	bar   *progress.Bar
+	unet  *model.UNet
+	table []model.Param
+	ld    *data.Loader
+	nData int
+	sch   *ops.Schedule
+	smp   *sampler.Sampler
+
+	B, A, C, S, D, T int
+	seed             uint64
+
+	// Backend buffers and helpers, allocated once.
+	x0, eps, xt, dout, tBuf ops.Buf
+	m, v, ema, swap         ops.Buf
+	ctl                     ops.StepControl // step.go
+	feed                    *feed           // feed.go
+	next                    []ops.StepSettings
+	sampleOut               []float32
+
+	st      checkpoint.State // Step, AdamStep, Skipped (the rest is filled when saving)
+	pending int              // steps since the last read of the step controller
+	out     outputs          // outputs.go
+	metrics *metricsLog      // metrics.go
+
+	inject func(step int) (string, float32) // tests only: see poison
+}
+
+// Run trains cfg on opt.Backend until a budget is spent or ctx is cancelled, writing everything into cfg.Run.Dir.
+// Cancellation (SIGINT/SIGTERM in bin/train) finishes the current step, writes a checkpoint and returns a Result
+// with Interrupted set and a nil error. A NaN or Inf loss returns an error wrapping ErrNonFinite that names the step
+// and the last good checkpoint (unless train.skip_nonfinite).
+func Run(ctx context.Context, cfg config.Config, opt Options) (Result, error) {
+	return runWith(ctx, cfg, opt, nil)
+}
+
+// runWith is Run with a test hook (see poison).
+func runWith(ctx context.Context, cfg config.Config, opt Options, inject func(int) (string, float32)) (res Result, err error) {
+	var tr *trainer
+	// A device that runs out of memory panics with *ops.DeviceError (at set-up, or mid-run when a launcher's scratch
+	// grows): an error like any other device error, with the checkpoint to continue from.
+	defer func() {
+		if r := recover(); r != nil {
+			de, ok := r.(*ops.DeviceError)
+			if !ok {
+				panic(r)
+			}
+			last := "none (no checkpoint was written yet)"
+			if tr != nil {
+				last = tr.out.lastGood()
+			}
+			res.Loss = math.NaN()
+			err = fmt.Errorf("train: on %s: %w; the last good checkpoint is %s (continue with -resume, on this or another -device)",
+				opt.Backend.Name(), de, last)
+		}
+	}()
+	if opt.Backend == nil {
+		return Result{Loss: math.NaN()}, errors.New("train: no backend")
+	}
+	log := opt.Log
+	if log == nil {
+		log = zap.NewNop()
+	}
+	var init *diffusers.Folder
+	if opt.InitFrom != "" {
+		c, f, err := InitConfig(cfg, opt.InitFrom, opt.Overrides)
+		if err != nil {
+			return Result{Loss: math.NaN()}, err
+		}
+		cfg, init = c, f
+		log.Info("model from -init-from", zap.String("config", f.ConfigPath), zap.String("weights", f.WeightsPath),
+			zap.String("scheduler", f.SchedulerPath))
+	}
+	log.Info("resolved config", zap.String("run", cfg.Run.Name), zap.String("dir", cfg.Run.Dir),
+		zap.String("backend", opt.Backend.Name()), configField(cfg))
+	if tr, err = setup(cfg, opt, log, init); err != nil {
+		return Result{Loss: math.NaN()}, err
+	}
+	defer tr.close()
+	tr.inject = inject
+	return tr.loop(ctx)
+}
+
+// InitConfig is cfg with the model (and schedule) of the diffusers folder at path, as Run uses it for
+// Options.InitFrom (see diffusers.Folder.Apply; overrides are the -set values cfg was made with), and the folder.
+func InitConfig(cfg config.Config, path string, overrides []string) (config.Config, *diffusers.Folder, error) {
+	f, err := diffusers.Open(path)
+	if err != nil {
+		return config.Config{}, nil, fmt.Errorf("train: -init-from: %w", err)
+	}
+	c, err := f.Apply(cfg, overrides)
+	if err != nil {
+		return config.Config{}, nil, fmt.Errorf("train: -init-from: %w", err)
+	}
+	return c, f, nil
+}
+
+// setup loads the data, builds the model and its buffers, and initialises (from init's weights when given) or
+// restores the state.
+func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Folder) (*trainer, error) {
+	tc := cfg.Train
+	tr := &trainer{cfg: cfg, be: opt.Backend, log: log, bar: opt.Bar,
+		B: tc.BatchSize, A: tc.GradAccum, C: cfg.Data.Channels, S: cfg.Data.ImageSize, T: cfg.Diffusion.Timesteps, seed: tc.Seed}
+	tr.D = tr.C * tr.S * tr.S
+	tr.out = outputs{dir: cfg.Run.Dir, lastSave: -1}
+	dir, ckdir := cfg.Run.Dir, checkpoint.Dir(cfg.Run.Dir)
+	resumeFrom, err := resumePath(opt, dir)
+	if err != nil {
+		return nil, err
+	}
+
+	ds := opt.Dataset
+	if ds == nil {
+		if ds, err = openDataset(cfg.Data, log); err != nil {
+			return nil, err
+		}
+	}
+	if c, h, w := ds.Shape(); c != tr.C || h != tr.S || w != tr.S {
+		return nil, fmt.Errorf("train: data set images are %dx%dx%d, the config wants %dx%dx%d (data.channels × data.image_size²)", c, h, w, tr.C, tr.S, tr.S)
+	}
+	tr.nData = ds.Len()
+	mem, err := EstimateMemory(cfg, tr.be, tr.nData)
+	if err != nil {
+		return nil, err
+	}
+	if err := mem.Check(); err != nil {
+		return nil, err
+	}
+	if tr.ld, err = data.NewLoader(ds, tr.B, tr.seed, cfg.Data.Flip); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	host, err := diffusion.New(cfg.Diffusion.Schedule, tr.T, cfg.Diffusion.BetaStart, cfg.Diffusion.BetaEnd)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if tr.sch, err = sampler.UploadSchedule(tr.be, host, cfg.Sample.Variance); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if tr.unet, err = model.New(tr.be, cfg.Model, tr.C, tr.S, tr.B); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	tr.table = tr.unet.Table()
+	if tr.smp, err = sampler.New(tr.be, host, samplerOptions(cfg), min(cfg.Sample.Count, tr.B), tr.D); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+
+	be, P := tr.be, tr.unet.NumParams()
+	tr.x0, tr.eps, tr.xt, tr.dout = be.Alloc(tr.B*tr.D), be.Alloc(tr.B*tr.D), be.Alloc(tr.B*tr.D), be.Alloc(tr.B*tr.D)
+	tr.tBuf = be.Alloc(tr.B)
+	tr.m, tr.v, tr.ema, tr.swap = be.Alloc(P), be.Alloc(P), be.Alloc(P), be.Alloc(P)
+	tr.sampleOut = make([]float32, cfg.Sample.Count*tr.D)
+	tr.ctl = ops.NewStepControl(be, ops.StepConfig{A: tr.A, MaxNorm: tc.GradClip, Sticky: !tc.SkipNonfinite,
+		Beta1: float32(tc.AdamBeta1), Beta2: float32(tc.AdamBeta2), Eps: float32(tc.AdamEps), Window: windowSize(tc)})
+	tr.next = make([]ops.StepSettings, windowSize(tc))
+	if tr.feed, err = newFeed(be, ds, cfg.Data.Flip, tr.seed, log); err != nil {
+		return nil, err
+	}
+
+	if err := os.MkdirAll(ckdir, 0o755); err != nil {
+		return nil, fmt.Errorf("train: run directory: %w", err)
+	}
+	for _, d := range []string{dir, ckdir, filepath.Join(dir, SamplesDir)} {
+		removed, errs := atomicfile.RemoveStale(d)
+		for _, p := range removed {
+			log.Info("removed a temporary file left by an interrupted write", zap.String("path", p))
+		}
+		for _, err := range errs {
+			log.Warn("could not remove a stale temporary file", zap.Error(err))
+		}
+	}
+	switch {
+	case resumeFrom != "":
+		if err := tr.restore(resumeFrom); err != nil {
+			return nil, err
+		}
+	case init != nil: // fine-tuning: pretrained weights, a fresh optimizer (m = v = 0) and step count
+		w, _, err := init.Weights(tr.table)
+		if err != nil {
+			return nil, fmt.Errorf("train: -init-from: %w", err)
+		}
+		be.Upload(tr.unet.Params(), w)
+		be.Copy(tr.ema, tr.unet.Params())
+		log.Info("initialised from pretrained weights", zap.String("weights", init.WeightsPath), zap.Int("params", P))
+	default:
+		tr.unet.Init(tr.seed)
+		be.Copy(tr.ema, tr.unet.Params()) // the average starts at the initial weights, as diffusers' EMAModel
+	}
+	if _, err := tr.read(); err != nil { // hands the controller the settings of the first window
+		return nil, err
+	}
+	if err := atomicfile.WriteBytes(filepath.Join(dir, ConfigFile), []byte(cfg.TOML())); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	if tr.metrics, err = openMetrics(filepath.Join(dir, MetricsFile), resumeFrom != "", tr.st.Step); err != nil {
+		return nil, err
+	}
+	_, params, bytes := model.Summary(cfg.Model, tr.C, tr.S, tr.B)
+	log.Info("model", zap.Int("params", params), zap.Int64("train_step_bytes", bytes),
+		zap.Int("images", tr.nData), zap.Int("steps_per_epoch", tr.ld.StepsPerEpoch()/tr.A))
+	return tr, nil
+}
+
+// resumePath is the checkpoint a run continues from ("" for a fresh run), refusing to start afresh over a run
+// directory that holds checkpoints.
+func resumePath(opt Options, dir string) (string, error) {
+	latest := filepath.Join(checkpoint.Dir(dir), checkpoint.LatestName)
+	switch {
+	case opt.ResumeFrom != "":
+		return opt.ResumeFrom, nil
+	case opt.Resume:
+		if _, err := os.Stat(latest); err != nil {
+			return "", fmt.Errorf("train: -resume: no checkpoint %s in run directory %s (start without -resume, or use -resume-from PATH)", latest, dir)
+		}
+		return latest, nil
+	}
+	if _, err := os.Stat(latest); err == nil {
+		return "", fmt.Errorf("train: run directory %s already holds checkpoints; continue it with -resume, or start afresh with another run.dir (-set run.dir=...) or after deleting it", dir)
+	}
+	return "", nil
+}
+
+// samplerOptions are the sampler settings of cfg, seeded by train.seed.
+func samplerOptions(cfg config.Config) sampler.Options {
+	s := cfg.Sample
+	return sampler.Options{Sampler: s.Sampler, Steps: s.Steps, Eta: s.Eta, Clip: s.Clip, Variance: s.Variance, Seed: cfg.Train.Seed}
+}
+
+// restore loads a checkpoint into the model, the optimizer, the EMA, the Loader and the counters.
+func (tr *trainer) restore(path string) error {
+	st, err := checkpoint.Read(path, tr.table)
+	if err != nil {
+		return fmt.Errorf("train: resume: %w", err)
+	}
+	if err := checkResumable(path, st.Config, tr.cfg, tr.log); err != nil {
+		return err
+	}
+	be := tr.be
+	be.Upload(tr.unet.Params(), st.Params)
+	be.Upload(tr.ema, st.EMA)
+	be.Upload(tr.m, st.AdamM)
+	be.Upload(tr.v, st.AdamV)
+	if err := tr.ld.Seek(st.Data); err != nil {
+		return fmt.Errorf("train: resume from %s: %w", path, err)
+	}
+	tr.st = checkpoint.State{Step: st.Step, AdamStep: st.AdamStep, Skipped: st.Skipped}
+	tr.out.lastCkpt, tr.out.lastSave = path, st.Step
+	tr.log.Info("resumed", zap.String("checkpoint", path), zap.Int("step", st.Step),
+		zap.Int("data_epoch", st.Data.Epoch), zap.Int("data_index", st.Data.Index))
+	return nil
+}
+
+// checkResumable refuses a checkpoint whose model or diffusion process differs from cfg (its weights would not fit
+// or would mean something else) and warns about settings that make the continuation differ from a run that never
+// stopped.
+func checkResumable(path, saved string, cfg config.Config, log *zap.Logger) error {
+	old, err := config.Parse(path, []byte(saved), nil)
+	if err != nil {
+		return fmt.Errorf("train: resume: checkpoint %s: its config does not parse: %w", path, err)
+	}
+	if !reflect.DeepEqual(old.Model, cfg.Model) {
+		return fmt.Errorf("train: resume: checkpoint %s was trained with [model] %+v, the config says %+v", path, old.Model, cfg.Model)
+	}
+	if !reflect.DeepEqual(old.Diffusion, cfg.Diffusion) {
+		return fmt.Errorf("train: resume: checkpoint %s was trained with [diffusion] %+v, the config says %+v", path, old.Diffusion, cfg.Diffusion)
+	}
+	if old.Data.Channels != cfg.Data.Channels || old.Data.ImageSize != cfg.Data.ImageSize {
+		return fmt.Errorf("train: resume: checkpoint %s was trained on %d-channel %dpx images, the config says %d-channel %dpx",
+			path, old.Data.Channels, old.Data.ImageSize, cfg.Data.Channels, cfg.Data.ImageSize)
+	}
+	o, n := old.Train, cfg.Train
+	if o.Seed != n.Seed || o.BatchSize != n.BatchSize || o.GradAccum != n.GradAccum ||
+		old.Data.Path != cfg.Data.Path || old.Data.MaxItems != cfg.Data.MaxItems || old.Data.Flip != cfg.Data.Flip {
+		log.Warn("resuming with different seed, batch, accumulation or data settings: the continuation will not match a run that never stopped",
+			zap.String("checkpoint", path))
+	}
+	return nil
+}
+
+// close releases what setup allocated on the backend (a GPU context keeps nothing after a run) and the metrics file.
+func (tr *trainer) close() {
+	tr.feed.free()
+	tr.ctl.Free()
+	for _, b := range []ops.Buf{tr.x0, tr.eps, tr.xt, tr.dout, tr.tBuf, tr.m, tr.v, tr.ema, tr.swap} {
+		tr.be.Free(b)
+	}
+	tr.smp.Free()
+	sampler.FreeSchedule(tr.be, tr.sch)
+	tr.unet.Free()
+	tr.metrics.close()
+}
+
+// configField is the resolved config as one structured log field: {"data": {"channels": 1, …}, …}, the TOML
+// decoded into maps, so that console lines stay on one line and JSON logs get an object, not a string.
+func configField(cfg config.Config) zap.Field {
+	var m map[string]any
+	if _, err := toml.Decode(cfg.TOML(), &m); err != nil {
+		return zap.String("config", cfg.TOML())
+	}
+	return zap.Any("config", m)
+}
