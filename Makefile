@@ -60,7 +60,7 @@ EMUDRV_FLAGS ?= -O2 -g -std=c++17 -fPIC -fvisibility=hidden -fno-strict-aliasing
 	-Wno-unused-function
 EMU_ORDERS  ?= reverse random:1 random:2
 
-.PHONY: emu-driver emu-driver-symbols test-emu-driver test-emu-orders test-emu-gpu
+.PHONY: emu-driver emu-driver-symbols test-emu-driver test-emu-orders test-emu-gpu test-emu-all
 
 emu-driver: $(EMUDRV) ## bin/emudriver/libcuda.so.1: the CUDA driver API over the CPU emulator (for the cuda build without a GPU)
 
@@ -91,6 +91,8 @@ test-emu-gpu: emu-driver ## the cuda build end to end on the emulated driver: tr
 	    $(GO) test -count=1 -tags cuda -run CUDA ./train/ || exit 1; \
 	done
 	CI=1 $(GO) test -count=1 -timeout 40m -tags e2e -run TestBinaries -v ./kernels/emu/driver/drivertest/
+
+test-emu-all: test-emu-driver test-emu-orders test-emu-gpu ## everything the emulated GPU checks (what .ci/run adds to make test)
 
 test-emu-orders: ## go test ./cuda/ with the emulator running block threads in reverse and random orders
 	for o in $(EMU_ORDERS); do \
