@@ -115,7 +115,7 @@ func (tr *trainer) sampleGrid(ctx context.Context, res *Result) error {
 	}
 	res.Samples = path
 	tr.log.Info("samples", zap.Int("step", tr.st.Step), zap.String("path", path), zap.String("sampler", tr.cfg.Sample.Sampler),
-		zap.Int("sampler_steps", len(tr.smp.Timesteps())), zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
+		zap.Int("sampler_steps", len(tr.smp.Timesteps())), zap.Int("network_evals", tr.smp.Evals()), zap.Duration("took", time.Since(t0).Round(time.Millisecond)))
 	return nil
 }
 
