@@ -11,7 +11,7 @@ CMDS    := train sample pack export eval
 # Link the cuda build against the driver stub when no libcuda is installed.
 STUBS   ?= /usr/lib/x86_64-linux-gnu/stubs
 
-.PHONY: all build build-cuda test test-short vet vet-cuda ptx ptx-check gpu-report gpu-report-check clean help
+.PHONY: all build build-cuda build-mpi test test-short test-mpi vet vet-cuda fake-nccl ptx ptx-check gpu-report gpu-report-check clean help
 
 all: build
 
@@ -22,6 +22,25 @@ build: ## bin/train, bin/sample, bin/pack, bin/eval (CPU backend + emulator; no 
 build-cuda: ## the same binaries with the real GPU driver (tag cuda; runs only on NVIDIA hosts)
 	@mkdir -p $(BIN)
 	CGO_LDFLAGS="$(CGO_LDFLAGS) -L$(STUBS)" $(GO) build -tags cuda -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+build-mpi: ## the same binaries with data-parallel training over Open MPI (tag mpi; scripts/setup.sh --mpi): mpirun -np N bin/train
+	@mkdir -p $(BIN)
+	$(GO) build -tags mpi -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+# The MPI tier: vet the mpi-tagged code, then the tests that run mpirun (package mpi on 3 ranks; bin/train on 2 and 3
+# ranks: equal to one process, bit-identical, resume across rank counts, a killed and a hung rank, the NCCL path on
+# the emulator with the NCCL test double, -bench). They fail, never skip, without mpirun or Fashion-MNIST.
+MPI_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+test-mpi: ## vet and test the MPI build (needs scripts/setup.sh --mpi; what CI runs after make test)
+	$(GO) vet -tags mpi ./...
+	$(MPI_ENV) $(GO) test -tags mpi -count=1 -timeout 20m ./mpi/ ./cmd/train/ -run 'MPI'
+
+fake-nccl: $(BIN)/fakenccl/libnccl.so.2 ## the NCCL test double over MPI: LD_LIBRARY_PATH=bin/fakenccl mpirun … -device emu -collective nccl
+
+$(BIN)/fakenccl/libnccl.so.2: cuda/nccl/testdata/fakenccl.c
+	@mkdir -p $(BIN)/fakenccl
+	mpicc -O2 -shared -fPIC -o $@ $<
 
 test: ## vet and the whole test suite (what CI runs)
 	$(GO) vet ./...

@@ -26,6 +26,12 @@ const Usage = "backend: cpu | cuda (NVIDIA GPU, binaries built with -tags cuda: 
 // dc.TensorCores selects the TF32 convolutions on cuda and emu; a GPU older than compute capability 8.0 keeps the
 // FP32 kernels, and log (nil: silent) says so.
 func Open(device string, dc config.Device, log *zap.Logger) (ops.Backend, func() error, error) {
+	return OpenLocal(device, dc, log, 0)
+}
+
+// OpenLocal is Open for the process of local rank localRank on its machine (data-parallel training, one GPU per
+// process): cuda opens GPU localRank mod the GPUs visible to the process (cuda.OpenLocal).
+func OpenLocal(device string, dc config.Device, log *zap.Logger, localRank int) (ops.Backend, func() error, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -33,7 +39,7 @@ func Open(device string, dc config.Device, log *zap.Logger) (ops.Backend, func()
 	case "cpu":
 		return cpu.New(), func() error { return nil }, nil
 	case "cuda", "emu":
-		d, err := cuda.Open(device)
+		d, err := cuda.OpenLocal(device, localRank)
 		if err != nil {
 			return nil, nil, fmt.Errorf("-device %s: %w", device, err)
 		}

@@ -122,6 +122,11 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 	ddpm_conv *c = calloc(1, sizeof *c);
 	if (!c) { snprintf(err, errn, "calloc"); return NULL; }
 	c->nthr = nthr;
+	// oneDNN fixes a primitive's thread decomposition (e.g. backward-weights' split of the minibatch, whose partial
+	// sums it adds up) from omp_get_max_threads() at creation: set it here as before every execution, or a primitive
+	// created on a fresh OS thread (whose default is the number of cores) would sum in another order than one created
+	// on a thread that already ran a convolution (GOMAXPROCS below the core count: runs differed in the last bits).
+	omp_set_num_threads(nthr);
 	int oh = (h + 2 * pad + pad_end - k) / s + 1, ow = (w + 2 * pad + pad_end - k) / s + 1;
 	dnnl_dims_t xd = {n, cin, h, w}, wd = {cout, cin, k, k}, bd = {cout}, yd = {n, cout, oh, ow};
 	dnnl_dims_t strides = {s, s}, pl = {pad, pad};

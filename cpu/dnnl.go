@@ -23,8 +23,9 @@ package cpu
 //
 // Threading: oneDNN's CPU runtime in Debian's build is OpenMP (libgomp). It runs on
 // the calling goroutine's thread with dnnlThreads threads (GOMAXPROCS at New, set with
-// omp_set_num_threads before every call because the OpenMP setting is per OS thread
-// and goroutines move between threads); the backend's own worker pool is idle
+// omp_set_num_threads before every call, and before a primitive is created, which fixes
+// its thread decomposition then, because the OpenMP setting is per OS thread and
+// goroutines move between threads); the backend's own worker pool is idle
 // meanwhile. oneDNN's kernels partition work by thread count only, so results are
 // bit-identical run to run for a fixed GOMAXPROCS (TestDNNLConvMatchesGEMMPath checks
 // a second backend); the backend's worker count (Backend.workers) does not enter, so

@@ -37,7 +37,17 @@ func openEmu() (Driver, error) {
 	return nil, errors.New("cuda: -device emu is not in builds with -tags cuda (build without the tag for the emulator)")
 }
 
-func openCUDA() (Driver, error) { return NewGPU(0) }
+// openCUDA opens GPU localRank mod the number of visible GPUs.
+func openCUDA(localRank int) (Driver, error) {
+	n, err := cu.NumDevices()
+	if err != nil {
+		return nil, fmt.Errorf("cuda: counting GPUs: %w", err)
+	}
+	if n < 1 {
+		return nil, errors.New("cuda: no GPU visible (check CUDA_VISIBLE_DEVICES)")
+	}
+	return NewGPU(localRank % n)
+}
 
 // NewGPU opens device ordinal, creates its context on a dedicated locked OS thread, and loads every embedded PTX
 // module. Note: gorgonia.org/cu's init exits the process when the CUDA driver cannot initialise, before this runs.
@@ -302,6 +312,10 @@ func (g *GPU) Sync() error {
 	}
 	return nil
 }
+
+// Do runs f on the goroutine that owns the context (a library that calls the CUDA runtime, as NCCL does, finds the
+// context current there) and returns its error.
+func (g *GPU) Do(f func() error) error { return g.do(f) }
 
 // Close destroys the context (freeing all its memory), stops the owning goroutine and returns the error of releasing
 // the context. Later calls do nothing and return nil; the other methods then return an error wrapping ErrClosed.

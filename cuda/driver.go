@@ -111,13 +111,18 @@ type Driver interface {
 	MemInfo() (free, total int64, err error)
 }
 
-// Open returns the driver named by dev: "emu" (default build) or "cuda" (a build with -tags cuda).
-func Open(dev string) (Driver, error) {
+// Open returns the driver named by dev: "emu" (default build) or "cuda" (a build with -tags cuda, on GPU 0).
+func Open(dev string) (Driver, error) { return OpenLocal(dev, 0) }
+
+// OpenLocal is Open for the process of local rank localRank among those a launcher (mpirun, srun) started on this
+// machine: on "cuda" it opens GPU localRank mod the number of GPUs the process sees (CUDA_VISIBLE_DEVICES applies:
+// a launcher that gives each process its own GPU leaves it one, GPU 0). The emulator ignores localRank.
+func OpenLocal(dev string, localRank int) (Driver, error) {
 	switch dev {
 	case "emu":
 		return openEmu()
 	case "cuda":
-		return openCUDA()
+		return openCUDA(localRank)
 	}
 	return nil, fmt.Errorf("cuda: unknown device %q (want emu or cuda)", dev)
 }

@@ -69,7 +69,7 @@ func NewEmulator(opts EmuOptions) *Emulator {
 // openEmu is Open("emu"): an emulator with a worker per CPU.
 func openEmu() (Driver, error) { return NewEmulator(EmuOptions{Workers: runtime.NumCPU()}), nil }
 
-func openCUDA() (Driver, error) {
+func openCUDA(int) (Driver, error) {
 	return nil, errors.New("cuda: -device cuda needs a binary built with -tags cuda (this build has only the emulator, -device emu)")
 }
 

@@ -108,8 +108,14 @@ type resnetLayer struct {
 	dropBase         int
 }
 
+// dropOffset is where the layer's masks start: step·2^40 + global·dropBase + first·(C·H·W of the dropout input),
+// with global = first + batch = the batch when no shard is set (SetShard).
 func (l *resnetLayer) dropOffset(u *UNet) uint64 {
-	return u.dropStep<<40 + uint64(u.n*l.dropBase)
+	global, first := u.n, 0
+	if u.shardOf > 0 {
+		global, first = u.shardOf, u.shardFirst
+	}
+	return u.dropStep<<40 + uint64(global*l.dropBase) + uint64(first*l.cout*l.x.hw())
 }
 
 func (l *resnetLayer) forward(u *UNet) {

@@ -534,3 +534,91 @@ func TestUseParams(t *testing.T) {
 		t.Fatal("switching back does not restore the output")
 	}
 }
+
+// TestShardDropoutAndGradients: a batch split into shards (SetShard) draws the dropout masks of the whole batch, so
+// each shard's outputs are the batch's and the shards' weight gradients add up to the batch's (float64, where the
+// sums agree to rounding).
+func TestShardDropoutAndGradients(t *testing.T) {
+	cfg, in, size := gradCheckConfig()
+	cfg.Dropout = 0.3
+	be := cpu.New64()
+	const B = 4
+	per := in * size * size
+	xs, ts := ramp(B*per), []float32{5, 40, 300, 900}
+	dout := ramp(B * per)
+	u, err := New(be, cfg, in, size, B)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Init(3)
+	u.SetTrain(true, 11, 7)
+	full := read(u.Forward(upload(be, xs), upload(be, ts), B))
+	u.Backward(upload(be, dout))
+	gFull := read(u.Grads())
+
+	gSum := make([]float64, len(gFull))
+	for _, sh := range [][2]int{{0, 1}, {1, 3}} { // samples [0,1) and [1,4)
+		first, n := sh[0], sh[1]
+		if first == 1 {
+			n = 3
+		}
+		v, err := New(be, cfg, in, size, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		be.Copy(v.Params(), u.Params())
+		v.SetShard(B, first)
+		v.SetTrain(true, 11, 7)
+		out := read(v.Forward(upload(be, xs[first*per:(first+n)*per]), upload(be, ts[first:first+n]), n))
+		for j, y := range out {
+			if math.Abs(y-full[first*per+j]) > 1e-12 {
+				t.Fatalf("shard at %d: output %d = %g, the whole batch's %g (dropout masks differ?)", first, j, y, full[first*per+j])
+			}
+		}
+		v.Backward(upload(be, dout[first*per:(first+n)*per]))
+		for i, g := range read(v.Grads()) {
+			gSum[i] += g
+		}
+	}
+	for i := range gFull {
+		if math.Abs(gSum[i]-gFull[i]) > 1e-9*(1+math.Abs(gFull[i])) {
+			t.Fatalf("gradient %d: shards sum to %g, the whole batch %g", i, gSum[i], gFull[i])
+		}
+	}
+}
+
+// TestOnGradsReady: during Backward the hook reports decreasing offsets down to 0, and what it reports as final is
+// final: Grads()[from:] at the call equals the end result.
+func TestOnGradsReady(t *testing.T) {
+	cfg, in, size := gradCheckConfig()
+	be := cpu.New64()
+	u, err := New(be, cfg, in, size, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Init(3)
+	type snap struct {
+		from int
+		g    []float64
+	}
+	var snaps []snap
+	u.OnGradsReady(func(from int) { snaps = append(snaps, snap{from, read(u.Grads())}) })
+	u.Forward(upload(be, ramp(2*in*size*size)), upload(be, []float32{3, 70}), 2)
+	u.Backward(upload(be, ramp(2*in*size*size)))
+	final := read(u.Grads())
+	if len(snaps) < 3 || snaps[len(snaps)-1].from != 0 {
+		t.Fatalf("hook calls: %d, last from %d; want several, the last at 0", len(snaps), snaps[len(snaps)-1].from)
+	}
+	prev := u.NumParams()
+	for _, s := range snaps {
+		if s.from >= prev {
+			t.Fatalf("from %d after %d: not decreasing", s.from, prev)
+		}
+		prev = s.from
+		for i := s.from; i < len(final); i++ {
+			if s.g[i] != final[i] {
+				t.Fatalf("at from = %d, gradient %d was %g, finally %g", s.from, i, s.g[i], final[i])
+			}
+		}
+	}
+}

@@ -102,6 +102,7 @@ type plan struct {
 	tensors    []tensorSpec
 	slotPer    []int // per-sample size of each scratch slot
 	layers     []layer
+	layerEnd   []int // per layer: len(params) after it was added (it owns params[layerEnd[i−1]:layerEnd[i]])
 	blocks     []blockInfo
 	dropPer    int // dropout draws per sample and step
 	out        act
@@ -205,7 +206,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	x := act{v: idInput, g: idInputGrad, c: inChannels, h: size, w: size}
 	convIn := &convLayer{x: x, p: p.conv("conv_in", inChannels, ch[0], 3, 1, 1)}
 	convIn.out = p.act("conv_in", ch[0], size, size)
-	p.layers = append(p.layers, convIn)
+	p.addLayer(convIn)
 	p.block("conv_in", mark, convIn.out)
 
 	// time_proj (no parameters) + time_embedding, then SiLU once for all resnets.
@@ -222,7 +223,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	te.g2 = p.grad("time_embedding.linear_2.grad", p.tembDim)
 	te.out = p.act("time_embedding.silu", p.tembDim, 1, 1)
 	p.tact = te.out
-	p.layers = append(p.layers, te)
+	p.addLayer(te)
 	p.block("time_embedding", mark, act{c: p.tembDim, h: 1, w: 1})
 
 	// Down path; skips is the stack of activations the up path concatenates.
@@ -247,7 +248,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 			dp.padEnd = end
 			d := &convLayer{x: h, p: dp}
 			d.out = p.act(name+".downsamplers.0", ch[l], h.h/2, h.w/2)
-			p.layers = append(p.layers, d)
+			p.addLayer(d)
 			h = d.out
 			skips = append(skips, h)
 		}
@@ -273,7 +274,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 			skips = skips[:len(skips)-1]
 			cat := &concatLayer{a: h, b: s}
 			cat.out = p.act(fmt.Sprintf("%s.cat.%d", name, j), h.c+s.c, h.h, h.w)
-			p.layers = append(p.layers, cat)
+			p.addLayer(cat)
 			h = p.resnet(fmt.Sprintf("%s.resnets.%d", name, j), cat.out, ch[l])
 			if cfg.UpAttention(size, l) {
 				h = p.attention(fmt.Sprintf("%s.attentions.%d", name, j), h)
@@ -285,7 +286,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 			u.gup = p.scratch(name+".upsamplers.0.interp.grad", 0, h.c*4*h.hw())
 			u.conv = p.conv(name+".upsamplers.0.conv", ch[l], ch[l], 3, 1, 1)
 			u.out = p.act(name+".upsamplers.0", ch[l], 2*h.h, 2*h.w)
-			p.layers = append(p.layers, u)
+			p.addLayer(u)
 			h = u.out
 		}
 		p.block(name, mark, h)
@@ -306,7 +307,7 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	o.gn = p.scratch("conv_norm_out.grad", 1, ch[0]*h.hw())
 	o.out = act{v: p.saved("conv_out", inChannels*h.hw()), g: idOutGrad, c: inChannels, h: h.h, w: h.w}
 	p.out = o.out
-	p.layers = append(p.layers, o)
+	p.addLayer(o)
 	p.block("conv_norm_out+conv_out", mark, o.out)
 
 	// Workspace layout: saved | grads | scratch slots, per sample.
@@ -357,6 +358,31 @@ func (p *plan) offsets() []int {
 		}
 	}
 	return offs
+}
+
+// addLayer appends l, which owns the parameters made since the previous layer was added.
+func (p *plan) addLayer(l layer) {
+	p.layers = append(p.layers, l)
+	p.layerEnd = append(p.layerEnd, len(p.params))
+}
+
+// gradsReady is, per layer i, the offset from which the gradient buffer is final once Backward has run the layers
+// i … end: everything at or above the end of the last parameter owned by a layer before i. (Each parameter is
+// used by its own layer only, so its gradient is final after that layer's backward.)
+func (p *plan) gradsReady() []int {
+	ready := make([]int, len(p.layers))
+	end := 0
+	for i := range p.layers {
+		ready[i] = end
+		lo := 0
+		if i > 0 {
+			lo = p.layerEnd[i-1]
+		}
+		for _, t := range p.params[lo:p.layerEnd[i]] {
+			end = max(end, t.Offset+t.Size)
+		}
+	}
+	return ready
 }
 
 func (p *plan) block(name string, mark int, out act) {
@@ -449,7 +475,7 @@ func (p *plan) resnet(name string, x act, cout int) act {
 	r.ga1 = p.scratch(name+".act1.grad", 1, x.c*hw)
 	r.gn1 = p.scratch(name+".norm1.grad", 2, x.c*hw)
 	r.out = p.act(name, cout, x.h, x.w)
-	p.layers = append(p.layers, r)
+	p.addLayer(r)
 	return r.out
 }
 
@@ -481,6 +507,6 @@ func (p *plan) attention(name string, x act) act {
 	a.ggnT = p.scratch(name+".group_norm.T.grad", 0, c*L)
 	a.ggn = p.scratch(name+".group_norm.grad", 1, c*L)
 	a.out = p.act(name, c, x.h, x.w)
-	p.layers = append(p.layers, a)
+	p.addLayer(a)
 	return a.out
 }

@@ -40,7 +40,11 @@ type UNet struct {
 	train       bool
 	dropSeed    uint64
 	dropStep    uint64
-	dropActive  bool    // dropout applied by the last Forward
+	dropActive  bool  // dropout applied by the last Forward
+	shardOf     int   // SetShard: the global batch (0: the batch is the whole batch)
+	shardFirst  int   // SetShard: the global index of this batch's first sample
+	ready       []int // per layer: where the final gradients start after its backward (plan.gradsReady)
+	onReady     func(from int)
 	tIn         ops.Buf // t of the last Forward
 	inputGrad   ops.Buf // where Backward accumulates dL/dx when set (tests)
 	fwdFLOPsPer int64
@@ -66,6 +70,7 @@ func New(b ops.Backend, cfg config.Model, inChannels, imageSize, maxBatch int) (
 	}
 	u.ws = b.Alloc(maxBatch * p.perSample)
 	u.offs = p.offsets()
+	u.ready = p.gradsReady()
 	u.fwdFLOPsPer = p.flops(1)
 	return u, nil
 }
@@ -160,6 +165,25 @@ func (u *UNet) SetTrain(train bool, dropoutSeed, step uint64) {
 	u.train, u.dropSeed, u.dropStep = train, dropoutSeed, step
 }
 
+// SetShard says that the batches of Forward are the samples first … first+n−1 of a global batch of global samples
+// (data-parallel training: each process runs a shard of the same batch). It changes only the dropout masks, which
+// then are those of the global batch: element i of a resnet's dropout input in this batch is element
+// first·perSample + i of the global batch's, drawn at rng position step·2^40 + global·o + first·perSample + i
+// (see SetTrain), so N shards draw exactly the masks one process would. SetShard(0, 0) is the default (the batch is
+// the whole batch).
+func (u *UNet) SetShard(global, first int) {
+	if global < 0 || first < 0 || (global > 0 && first >= global) {
+		panic(fmt.Sprintf("model.SetShard(%d, %d): want 0 ≤ first < global", global, first))
+	}
+	u.shardOf, u.shardFirst = global, first
+}
+
+// OnGradsReady sets f (nil: none) to be called during Backward each time more of the gradient buffer is final for
+// this Backward: f(from) says that Grads()[from:] will not change again until the next Backward (from decreases
+// from call to call, down to 0 after the last layer). Data-parallel training starts reducing those gradients while
+// the rest of the pass runs. On a device, "final" means in queue order: the work that produced them was launched.
+func (u *UNet) OnGradsReady(f func(from int)) { u.onReady = f }
+
 // ForwardFLOPs counts the floating-point operations (2 per multiply-add) of one
 // forward pass at the given batch: convolutions, linear layers and attention's two
 // batched matrix products. Normalisation and elementwise ops are not counted.
@@ -225,7 +249,12 @@ func (u *UNet) Backward(dout ops.Buf) {
 	u.cur[idOutGrad] = dout
 	u.cur[idInputGrad] = u.inputGrad
 	u.be.Fill(u.cur[len(u.p.tensors)], 0) // the gradients between modules
+	last := u.p.numParams
 	for i := len(u.p.layers) - 1; i >= 0; i-- {
 		u.p.layers[i].backward(u)
+		if u.onReady != nil && u.ready[i] < last {
+			last = u.ready[i]
+			u.onReady(last)
+		}
 	}
 }

@@ -430,6 +430,14 @@ func coef(u diffusion.Update) ops.StepCoef {
 // called after each network evaluation with the number done and the total (batches × Evals()). It stops early with
 // ctx's error when ctx is cancelled.
 func (s *Sampler) Sample(ctx context.Context, net Denoiser, n int, xT, out []float32, progress func(done, total int)) error {
+	return s.SampleRange(ctx, net, n, 0, n, xT, out, progress)
+}
+
+// SampleRange is Sample for images from … to−1 of the n alone (their places in out and xT are those of Sample;
+// the rest of out is left as it is). Image j's draws depend on j and n only (x_T at offset j·D of the sampler
+// stream, the z of step k at ((k+1)·n + j)·D), so the images are those Sample draws, whichever ranges are drawn
+// where: data-parallel training splits its sample grid among its processes this way.
+func (s *Sampler) SampleRange(ctx context.Context, net Denoiser, n, from, to int, xT, out []float32, progress func(done, total int)) error {
 	D := s.d
 	if len(out) < n*D {
 		return fmt.Errorf("sampler: output holds %d floats, %d images of %d need %d", len(out), n, D, n*D)
@@ -437,11 +445,14 @@ func (s *Sampler) Sample(ctx context.Context, net Denoiser, n int, xT, out []flo
 	if xT != nil && len(xT) != n*D {
 		return fmt.Errorf("sampler: x_T holds %d floats, want %d images × %d = %d", len(xT), n, D, n*D)
 	}
-	batches := (n + s.maxBatch - 1) / s.maxBatch
+	if from < 0 || to > n || from > to {
+		return fmt.Errorf("sampler: images [%d, %d) of %d", from, to, n)
+	}
+	batches := (to - from + s.maxBatch - 1) / s.maxBatch
 	total, done := batches*s.evals, 0
 	var views [numBufs]ops.Buf
-	for j0 := 0; j0 < n; j0 += s.maxBatch {
-		b := min(s.maxBatch, n-j0)
+	for j0 := from; j0 < to; j0 += s.maxBatch {
+		b := min(s.maxBatch, to-j0)
 		for i, buf := range s.bufs {
 			views[i] = nil
 			if buf != nil {

@@ -170,3 +170,39 @@ func TestOptionsAreChecked(t *testing.T) {
 		}
 	}
 }
+
+// TestSampleRangeSharesAreSample: drawing images [0, 3), [3, 5) and [5, 7) separately (as data-parallel ranks draw
+// their shares of a grid) gives Sample's images bit for bit, and leaves the rest of out alone.
+func TestSampleRangeSharesAreSample(t *testing.T) {
+	s := schedule(t, 40)
+	const n, d = 7, 10
+	for _, opt := range []Options{
+		{Sampler: "ddim", Steps: 8, Eta: 0.5, Clip: true, Seed: 3},
+		{Sampler: "ddpm", Clip: true, Variance: "beta", Seed: 3},
+	} {
+		want := sample(t, func(be ops.Backend) Denoiser { return &shrink{be: be} }, s, opt, n, 2, d, nil)
+		got := make([]float32, n*d)
+		for _, r := range [][2]int{{0, 3}, {3, 5}, {5, 7}} {
+			be := cpu.New()
+			sp, err := New(be, s, opt, 2, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			part := make([]float32, n*d)
+			if err := sp.SampleRange(context.Background(), &shrink{be: be}, n, r[0], r[1], nil, part, nil); err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range part {
+				if inside := i >= r[0]*d && i < r[1]*d; !inside && v != 0 {
+					t.Fatalf("%+v: range %v wrote element %d outside it", opt, r, i)
+				}
+			}
+			copy(got[r[0]*d:r[1]*d], part[r[0]*d:r[1]*d])
+		}
+		for i := range want {
+			if math.Float32bits(want[i]) != math.Float32bits(got[i]) {
+				t.Fatalf("%+v: element %d: shares %v, Sample %v", opt, i, got[i], want[i])
+			}
+		}
+	}
+}

@@ -7,6 +7,8 @@
 #   - with --cuda: nvidia-cuda-toolkit (nvcc 11.8, about 1.6 GB) from Debian's non-free
 #     component, for `make ptx`; not needed to train on the CPU or to run the tests
 #   - with --torch: python3-torch, for scripts/torch_parity.py and the PyTorch benchmark
+#   - with --mpi: openmpi-bin and libopenmpi-dev (Open MPI: mpirun, mpicc, pkg-config ompi-c), for data-parallel
+#     training (make build-mpi) and its tests (make test-mpi); not needed otherwise
 # Then it downloads the Go modules. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,18 +16,20 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-cuda=0 torch=0
+cuda=0 torch=0 mpi=0
 for a in "$@"; do
   case "$a" in
     --cuda) cuda=1 ;;
     --torch) torch=1 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option $a (allowed: --cuda, --torch)" >&2; exit 2 ;;
+    --mpi) mpi=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $a (allowed: --cuda, --torch, --mpi)" >&2; exit 2 ;;
   esac
 done
 
 pkgs=(g++ make pkg-config libopenblas-dev libdnnl-dev dataset-fashion-mnist)
 [ "$torch" = 1 ] && pkgs+=(python3-torch python3-numpy)
+[ "$mpi" = 1 ] && pkgs+=(openmpi-bin libopenmpi-dev)
 if [ "$cuda" = 1 ] && ! command -v nvcc >/dev/null 2>&1; then
   $SUDO bash scripts/enable-debian-nonfree.sh
   pkgs+=(nvidia-cuda-toolkit)

@@ -26,7 +26,11 @@ func randomImages(cfg config.Config, n int) *data.Images {
 // BenchTrain times steps training steps of cfg on be after warmup untimed ones, on random images, through the
 // trainer's own step (the device-resident path on a GPU backend): forward, backward, clipping, AdamW and EMA. Its
 // run directory is a temporary one, removed afterwards; nothing is checkpointed or sampled.
-func BenchTrain(ctx context.Context, cfg config.Config, be ops.Backend, steps, warmup int, log *zap.Logger) (bench.Result, error) {
+//
+// With a Collective of N ranks (nil: one process) every rank runs its shard of the global batch with the gradient
+// all-reduce, and the result is the aggregate: the global batch's images per second over the slowest rank's time,
+// the peak memory of the largest rank.
+func BenchTrain(ctx context.Context, cfg config.Config, be ops.Backend, col Collective, steps, warmup int, log *zap.Logger) (bench.Result, error) {
 	res := bench.Result{Steps: steps, Warmup: warmup, Device: be.Name()}
 	if steps < 1 || warmup < 0 {
 		return res, fmt.Errorf("train: bench: %d steps after %d warm-up steps", steps, warmup)
@@ -43,7 +47,7 @@ func BenchTrain(ctx context.Context, cfg config.Config, be ops.Backend, steps, w
 	cfg.Train.MaxSteps, cfg.Train.Epochs, cfg.Train.MaxMinutes = warmup+steps, 0, 0
 	cfg.Sample.Count = 1
 	n := max(cfg.Train.BatchSize, min(1024, 4*cfg.Train.BatchSize))
-	tr, err := setup(cfg, Options{Backend: be, Dataset: randomImages(cfg, n)}, log, nil)
+	tr, err := setup(cfg, Options{Backend: be, Dataset: randomImages(cfg, n), Collective: col}, log, nil)
 	if err != nil {
 		return res, err
 	}
@@ -65,11 +69,19 @@ func BenchTrain(ctx context.Context, cfg config.Config, be ops.Backend, steps, w
 	if err != nil {
 		return res, err
 	}
+	bench.Memory(&res, be)
+	if tr.ranks > 1 {
+		v := []int64{int64(el * 1e9), int64(res.PeakRSSMiB * 1024), int64(res.DeviceMiB * 1024)}
+		if err := tr.col.MaxInt64(v); err != nil {
+			return res, fmt.Errorf("train: bench: %w", err)
+		}
+		el, res.PeakRSSMiB, res.DeviceMiB = float64(v[0])/1e9, float64(v[1])/1024, float64(v[2])/1024
+		res.Device = fmt.Sprintf("%s ×%d ranks", res.Device, tr.ranks)
+	}
 	res.Images = tr.B * tr.A
 	res.Seconds = el
 	res.ImagesPerSec = float64(res.Images*steps) / el
 	res.GFLOPs = 3 * float64(tr.unet.ForwardFLOPs(tr.B)) * float64(tr.A*steps) / el / 1e9
 	res.MsPerStep = 1e3 * el / float64(steps)
-	bench.Memory(&res, be)
 	return res, nil
 }

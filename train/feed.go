@@ -62,8 +62,9 @@ func newFeed(be ops.Backend, ds data.Dataset, flip bool, seed uint64, log *zap.L
 	return fd, nil
 }
 
-// next advances ld by one batch and gathers it into x0; a new epoch's order is handed to the feed first.
-func (fd *feed) next(ld *data.Loader, x0 ops.Buf) error {
+// next advances ld by one (global) batch and gathers its images first … first+n−1 into x0 (the whole batch on one
+// rank, this rank's shard on several); a new epoch's order is handed to the feed first.
+func (fd *feed) next(ld *data.Loader, x0 ops.Buf, first, n int) error {
 	if fd.idx == nil {
 		b, _, _, _ := ld.BatchShape()
 		fd.idx, fd.flips = make([]int, b), make([]bool, b)
@@ -81,7 +82,7 @@ func (fd *feed) next(ld *data.Loader, x0 ops.Buf) error {
 		}
 		fd.orderEpoch = e
 	}
-	fd.f.Gather(e, k0, len(fd.idx), fd.flip, fd.seed, x0)
+	fd.f.Gather(e, k0+first, n, fd.flip, fd.seed, x0)
 	return nil
 }
 

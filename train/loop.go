@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -36,7 +37,11 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 		tr.bar.SetTotal(pr.total)
 	}
 	for {
-		if stop := tr.stopReason(ctx, pr.start); stop != "" {
+		stop, err := tr.agreedStop(tr.stopReason(ctx, pr.start))
+		if err != nil {
+			return res, err
+		}
+		if stop != "" {
 			tr.log.Info("stopping", zap.String("reason", stop), zap.Int("step", tr.st.Step))
 			res.Interrupted = stop == "interrupted"
 			break
@@ -47,12 +52,23 @@ func (tr *trainer) loop(ctx context.Context) (Result, error) {
 		pr.stepsHere++
 		step := tr.st.Step
 
-		last := tr.stopReason(ctx, pr.start) != ""
+		stop, err = tr.agreedStop(tr.stopReason(ctx, pr.start))
+		if err != nil {
+			return res, err
+		}
+		last := stop != ""
 		logNow := step%tc.LogEvery == 0 || step == 1 || last // step 1: the curve starts at the untrained loss
 		ckptNow := tc.CheckpointEvery > 0 && step%tc.CheckpointEvery == 0
 		barNow := tr.bar != nil && tr.bar.Active() && (time.Since(pr.lastBar) >= barEvery || last)
-		if logNow || ckptNow || barNow {
+		// On several ranks only the log and checkpoint steps read (the bar's time-driven reads would let rank 0
+		// notice a non-finite step before the others).
+		if logNow || ckptNow || barNow && tr.ranks == 1 {
 			if err := tr.readWindow(pr); err != nil {
+				return res, err
+			}
+		}
+		if logNow && !ckptNow {
+			if err := tr.checkSame(fmt.Sprintf("step %d", step)); err != nil {
 				return res, err
 			}
 		}
@@ -116,10 +132,13 @@ func (tr *trainer) flush(pr *loopState, res *Result) error {
 	m := pr.win.line(now, tr.B*tr.A)
 	m.Step, m.Epoch, m.LR = tr.st.Step, tr.epoch(), LR(tc.LR, tc.WarmupSteps, tr.st.AdamStep)
 	m.ElapsedSec, m.Skipped, m.WriteErrors = now.Sub(pr.start).Seconds(), tr.st.Skipped, tr.out.writeErrors
-	if err := tr.metrics.write(m); err != nil {
-		if err := tr.writeFailed(err); err != nil {
-			return err
+	if err := tr.onRank0(func() error {
+		if err := tr.metrics.write(m); err != nil {
+			return tr.writeFailed(err)
 		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	res.Loss = m.Loss
 	fields := []zap.Field{zap.Int("step", m.Step), zap.Float64("epoch", round(m.Epoch, 3)), zap.Float64("loss", round(m.Loss, 5)),
@@ -141,7 +160,7 @@ func (tr *trainer) finish(ctx context.Context, res *Result, stepsHere int) error
 		case res.Interrupted:
 			tr.log.Info("interrupted before the first step; nothing written", zap.Int("step", tr.st.Step))
 			return nil
-		case tr.exported():
+		case tr.exportedAgreed():
 			tr.log.Info("nothing to do: the budget was already spent", zap.Int("step", tr.st.Step))
 			return nil
 		}
@@ -157,7 +176,7 @@ func (tr *trainer) finish(ctx context.Context, res *Result, stepsHere int) error
 		}
 	}
 	res.Checkpoint = tr.out.lastCkpt
-	if err := tr.plotLoss(); err != nil {
+	if err := tr.onRank0(tr.plotLoss); err != nil {
 		return err
 	}
 	if res.Interrupted {
@@ -165,7 +184,7 @@ func (tr *trainer) finish(ctx context.Context, res *Result, stepsHere int) error
 		return nil
 	}
 	if err := tr.sampleGrid(ctx, res); err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) { // here or on another rank
 			res.Interrupted = true
 			return nil
 		}

@@ -31,6 +31,15 @@
 // end, and when a progress bar on a terminal is due. A NaN/Inf is therefore noticed up to log_every steps late, but
 // no update happens after it when the run is to stop (the controller's sticky skip), and a checkpoint always follows
 // a read, so no checkpoint ever holds a step after it. The loop allocates nothing.
+//
+// # Several ranks
+//
+// With a Collective of N ranks (Options.Collective; package mpi under mpirun) each rank runs the steps above on its
+// shard of every global batch (samples r·B/N … (r+1)·B/N − 1, with their global indices for t, ε, the flips and the
+// dropout masks), the gradients are summed over the ranks from the last backward pass on (collective.go), and the
+// step controller sees the global batch's loss and gradient on every rank. Decisions that a rank could take alone
+// are agreed: when to stop, whether rank 0's writes failed; the ranks compare a hash of their weights at every log
+// step and checkpoint. Rank 0 writes; a checkpoint does not depend on N (docs/distributed.md).
 package train
 
 import (
@@ -75,6 +84,11 @@ type Options struct {
 	InitFrom string
 	// Overrides are the -set values cfg was made with: InitFrom refuses those its folder contradicts.
 	Overrides []string
+	// Collective is the group of ranks that trains this run data-parallel (nil: Single, one process). Every rank
+	// calls Run with the same config; train.batch_size stays the global batch, split evenly among the ranks. Rank
+	// 0 writes the run directory (config, metrics, plots, samples, checkpoints, EMA export); the others write
+	// nothing and read only the checkpoint they resume from (so run.dir must be on a file system they share).
+	Collective Collective
 }
 
 // Result says how a run ended.
@@ -116,6 +130,15 @@ type trainer struct {
 
 	B, A, C, S, D, T int
 	seed             uint64
+
+	// Data parallelism (collective.go): this rank's shard of each global batch is samples first … first+b−1.
+	col         Collective
+	rank, ranks int
+	b, first    int
+	reducing    bool      // the last micro-batch's backward pass is queuing gradient buckets (gradsReady)
+	sent        int       // the gradients from sent on are queued
+	hashBuf     []float32 // checkSame's host copy
+	hashes      []int64
 
 	// Backend buffers and helpers, allocated once.
 	x0, eps, xt, dout, tBuf ops.Buf
@@ -210,6 +233,15 @@ func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Fold
 		B: tc.BatchSize, A: tc.GradAccum, C: cfg.Data.Channels, S: cfg.Data.ImageSize, T: cfg.Diffusion.Timesteps, seed: tc.Seed}
 	tr.D = tr.C * tr.S * tr.S
 	tr.out = outputs{dir: cfg.Run.Dir, lastSave: -1}
+	tr.col = opt.Collective
+	if tr.col == nil {
+		tr.col = Single{}
+	}
+	tr.rank, tr.ranks = tr.col.Rank(), tr.col.Size()
+	var err error
+	if tr.first, tr.b, err = shardOf(tr.B, tr.rank, tr.ranks); err != nil {
+		return nil, err
+	}
 	dir, ckdir := cfg.Run.Dir, checkpoint.Dir(cfg.Run.Dir)
 	resumeFrom, err := resumePath(opt, dir)
 	if err != nil {
@@ -226,7 +258,9 @@ func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Fold
 		return nil, fmt.Errorf("train: data set images are %dx%dx%d, the config wants %dx%dx%d (data.channels × data.image_size²)", c, h, w, tr.C, tr.S, tr.S)
 	}
 	tr.nData = ds.Len()
-	mem, err := EstimateMemory(cfg, tr.be, tr.nData)
+	local := cfg
+	local.Train.BatchSize = tr.b // what this rank holds
+	mem, err := EstimateMemory(local, tr.be, tr.nData)
 	if err != nil {
 		return nil, err
 	}
@@ -243,17 +277,22 @@ func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Fold
 	if tr.sch, err = sampler.UploadSchedule(tr.be, host, cfg.Sample.Variance); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	if tr.unet, err = model.New(tr.be, cfg.Model, tr.C, tr.S, tr.B); err != nil {
+	if tr.unet, err = model.New(tr.be, cfg.Model, tr.C, tr.S, tr.b); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	tr.table = tr.unet.Table()
-	if tr.smp, err = sampler.New(tr.be, host, samplerOptions(cfg), min(cfg.Sample.Count, tr.B), tr.D); err != nil {
+	if tr.smp, err = sampler.New(tr.be, host, samplerOptions(cfg), min(cfg.Sample.Count, tr.b), tr.D); err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
 
 	be, P := tr.be, tr.unet.NumParams()
-	tr.x0, tr.eps, tr.xt, tr.dout = be.Alloc(tr.B*tr.D), be.Alloc(tr.B*tr.D), be.Alloc(tr.B*tr.D), be.Alloc(tr.B*tr.D)
-	tr.tBuf = be.Alloc(tr.B)
+	if tr.ranks > 1 {
+		tr.unet.SetShard(tr.B, tr.first)
+		tr.unet.OnGradsReady(tr.gradsReady)
+		tr.hashBuf, tr.hashes = make([]float32, P), make([]int64, tr.ranks)
+	}
+	tr.x0, tr.eps, tr.xt, tr.dout = be.Alloc(tr.b*tr.D), be.Alloc(tr.b*tr.D), be.Alloc(tr.b*tr.D), be.Alloc(tr.b*tr.D)
+	tr.tBuf = be.Alloc(tr.b)
 	tr.m, tr.v, tr.ema, tr.swap = be.Alloc(P), be.Alloc(P), be.Alloc(P), be.Alloc(P)
 	tr.sampleOut = make([]float32, cfg.Sample.Count*tr.D)
 	tr.ctl = ops.NewStepControl(be, ops.StepConfig{A: tr.A, MaxNorm: tc.GradClip, Sticky: !tc.SkipNonfinite,
@@ -263,21 +302,28 @@ func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Fold
 		return nil, err
 	}
 
-	if err := os.MkdirAll(ckdir, 0o755); err != nil {
-		return nil, fmt.Errorf("train: run directory: %w", err)
-	}
-	for _, d := range []string{dir, ckdir, filepath.Join(dir, SamplesDir)} {
-		removed, errs := atomicfile.RemoveStale(d)
-		for _, p := range removed {
-			log.Info("removed a temporary file left by an interrupted write", zap.String("path", p))
+	if err := tr.onRank0(func() error {
+		if err := os.MkdirAll(ckdir, 0o755); err != nil {
+			return fmt.Errorf("train: run directory: %w", err)
 		}
-		for _, err := range errs {
-			log.Warn("could not remove a stale temporary file", zap.Error(err))
+		for _, d := range []string{dir, ckdir, filepath.Join(dir, SamplesDir)} {
+			removed, errs := atomicfile.RemoveStale(d)
+			for _, p := range removed {
+				log.Info("removed a temporary file left by an interrupted write", zap.String("path", p))
+			}
+			for _, err := range errs {
+				log.Warn("could not remove a stale temporary file", zap.Error(err))
+			}
 		}
+		return nil
+	}); err != nil {
+		tr.close()
+		return nil, err
 	}
 	switch {
 	case resumeFrom != "":
 		if err := tr.restore(resumeFrom); err != nil {
+			tr.close()
 			return nil, err
 		}
 	case init != nil: // fine-tuning: pretrained weights, a fresh optimizer (m = v = 0) and step count
@@ -292,18 +338,31 @@ func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Fold
 		tr.unet.Init(tr.seed)
 		be.Copy(tr.ema, tr.unet.Params()) // the average starts at the initial weights, as diffusers' EMAModel
 	}
+	if err := tr.checkSame("at the start"); err != nil {
+		tr.close()
+		return nil, err
+	}
 	if _, err := tr.read(); err != nil { // hands the controller the settings of the first window
+		tr.close()
 		return nil, err
 	}
-	if err := atomicfile.WriteBytes(filepath.Join(dir, ConfigFile), []byte(cfg.TOML())); err != nil {
-		return nil, fmt.Errorf("train: %w", err)
-	}
-	if tr.metrics, err = openMetrics(filepath.Join(dir, MetricsFile), resumeFrom != "", tr.st.Step); err != nil {
+	if err := tr.onRank0(func() error {
+		if err := atomicfile.WriteBytes(filepath.Join(dir, ConfigFile), []byte(cfg.TOML())); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+		tr.metrics, err = openMetrics(filepath.Join(dir, MetricsFile), resumeFrom != "", tr.st.Step)
+		return err
+	}); err != nil {
+		tr.close()
 		return nil, err
 	}
-	_, params, bytes := model.Summary(cfg.Model, tr.C, tr.S, tr.B)
+	_, params, bytes := model.Summary(cfg.Model, tr.C, tr.S, tr.b)
 	log.Info("model", zap.Int("params", params), zap.Int64("train_step_bytes", bytes),
 		zap.Int("images", tr.nData), zap.Int("steps_per_epoch", tr.ld.StepsPerEpoch()/tr.A))
+	if tr.ranks > 1 {
+		log.Info("shard", zap.Int("ranks", tr.ranks), zap.Int("global_batch", tr.B), zap.Int("batch_per_rank", tr.b),
+			zap.Int("first_sample", tr.first))
+	}
 	return tr, nil
 }
 
@@ -391,6 +450,7 @@ func (tr *trainer) close() {
 	sampler.FreeSchedule(tr.be, tr.sch)
 	tr.unet.Free()
 	tr.metrics.close()
+	tr.unet.OnGradsReady(nil)
 }
 
 // configField is the resolved config as one structured log field: {"data": {"channels": 1, …}, …}, the TOML

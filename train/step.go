@@ -10,22 +10,34 @@ import (
 
 // step runs one optimizer step (see the package doc): the A micro-batches' forward and backward passes, then the
 // step controller's update. It reads nothing back.
+//
+// On several ranks (Collective) each takes samples first … first+b−1 (b = B/N) of every micro-batch with their global
+// indices, so t, ε, the flips and the dropout masks are those of one process; its loss gradient is scaled by 1/N, and
+// the gradients are summed over the ranks (started during the last backward pass, reduce), so that the step
+// controller sees the global batch's gradient on every rank.
 func (tr *trainer) step() error {
-	be, B, A, D := tr.be, tr.B, tr.A, tr.D
+	be, B, A, D, b, first := tr.be, tr.B, tr.A, tr.D, tr.b, tr.first
 	for k := 0; k < A; k++ {
 		g := uint64(tr.st.Step)*uint64(A) + uint64(k)
-		if err := tr.feed.next(tr.ld, tr.x0); err != nil {
+		if err := tr.feed.next(tr.ld, tr.x0, first, b); err != nil {
 			return err
 		}
-		be.Timesteps(tr.seed, rng.StreamTimestep, g*uint64(B), tr.T, tr.tBuf)
-		be.Normal(tr.seed, rng.StreamNoise, g*uint64(B)*uint64(D), tr.eps)
-		be.QSample(tr.sch, B, D, tr.tBuf, tr.x0, tr.eps, tr.xt)
+		s0 := g*uint64(B) + uint64(first) // the global index of this rank's first sample
+		be.Timesteps(tr.seed, rng.StreamTimestep, s0, tr.T, tr.tBuf)
+		be.Normal(tr.seed, rng.StreamNoise, s0*uint64(D), tr.eps)
+		be.QSample(tr.sch, b, D, tr.tBuf, tr.x0, tr.eps, tr.xt)
 		tr.unet.SetTrain(true, tr.seed, g)
-		pred := tr.unet.Forward(tr.xt, tr.tBuf, B)
+		pred := tr.unet.Forward(tr.xt, tr.tBuf, b)
 		be.MSE(pred, tr.eps, tr.ctl.Loss(k))
 		be.Fill(tr.dout, 0)
-		be.MSEBackward(1, pred, tr.eps, tr.dout)
+		be.MSEBackward(mean1(tr.ranks), pred, tr.eps, tr.dout)
+		tr.reducing, tr.sent = tr.ranks > 1 && k == A-1, tr.unet.NumParams()
 		tr.unet.Backward(tr.dout)
+	}
+	if tr.ranks > 1 {
+		if err := tr.reduce(); err != nil {
+			return err
+		}
 	}
 	if tr.inject != nil {
 		if err := tr.poison(); err != nil {

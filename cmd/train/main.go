@@ -12,6 +12,8 @@
 //	bin/train -c FILE -device emu               the CUDA kernels on the CPU emulator (slow; for checks)
 //	bin/train -c FILE -bench 20 [-device cuda]  time 20 training steps on random data; the last line is
 //	                                            bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak
+//	mpirun -np 4 bin/train -c FILE              data-parallel on 4 processes (a build with -tags mpi: make build-mpi);
+//	                                            train.batch_size stays the global batch; rank 0 writes run.dir
 //
 // Exit status: 0 success (also after SIGINT/SIGTERM, which finish the step and checkpoint), 2 usage or config
 // errors, 1 runtime failures.
@@ -22,8 +24,10 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/ddpmgo/ddpm/backend"
 	"github.com/ddpmgo/ddpm/config"
@@ -78,6 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"or weights next to a config.json): its weights, a fresh optimizer and step count; its config.json replaces [model], "+
 		"data.channels and data.image_size, its scheduler config [diffusion], sample.variance and sample.clip (a -set that "+
 		"contradicts them is an error)")
+	collective := cmd.String("collective", "auto", "under mpirun (a build with -tags mpi): how gradients are summed: "+
+		"auto (nccl with -device cuda, else mpi) | mpi (through the host) | nccl (device buffers, libnccl.so.2 loaded at run time)")
+	distTimeout := cmd.Duration("dist-timeout", 10*time.Minute, "under mpirun: the watchdog's limit on one collective; "+
+		"past it the ranks stop, naming the ranks that hold it up")
 	if status, ok := cmd.Parse(args); !ok {
 		return status
 	}
@@ -121,39 +129,82 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return status
 	}
 
+	g, err := openGroup(*distTimeout)
+	if err != nil {
+		return cmd.Fail(err)
+	}
 	bar := cmd.Bar("steps")
 	log, err := logging.New(*logFormat, bar, *debug)
 	if err != nil {
 		return cmd.Usagef("%v", err)
 	}
 	defer log.Sync()
-	be, closeBe, err := backend.Open(*device, cfg.Device, log)
-	if err != nil {
-		return cmd.Usagef("%v", err)
+	runBar := bar
+	if g.size > 1 {
+		// Every rank logs its warnings and errors, tagged with its rank; rank 0 alone logs the rest and draws the bar.
+		log = log.With(zap.Int("rank", g.rank))
+		if g.rank != 0 {
+			log, runBar = log.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel)), nil
+		}
 	}
-	defer closeBe()
-
-	if *bench > 0 {
-		r, err := train.BenchTrain(ctx, cfg, be, *bench, *benchWarmup, log)
+	// fail ends a run that failed on this rank: with several ranks, all of them at once (MPI_Abort), so that none
+	// waits for this one.
+	fail := func(status int) int {
+		if g.size > 1 {
+			log.Sync()
+			g.abort(status)
+		}
+		return status
+	}
+	be, closeBe, err := backend.OpenLocal(*device, cfg.Device, log, g.local)
+	if err != nil {
+		fmt.Fprintf(stderr, "train: %v\n", err)
+		return fail(cli.Usage)
+	}
+	if err := g.bind(*device, be, *collective, log); err != nil {
+		log.Error("collective", zap.Error(err))
+		closeBe()
+		return fail(cli.Runtime)
+	}
+	if g.size > 1 {
+		log.Info("data parallel", zap.Int("ranks", g.size), zap.Int("local_rank", g.local), zap.String("collective", g.name),
+			zap.String("device", be.Name()))
+	}
+	// end releases the collective (NCCL before the GPU context it lives in, then MPI) and the backend after a clean
+	// end on every rank.
+	end := func(status int) int {
+		err := g.close()
+		closeBe()
 		if err != nil {
-			log.Error("benchmark failed", zap.Error(err))
+			log.Error("closing the collective", zap.Error(err))
 			return cli.Runtime
 		}
-		fmt.Fprintf(stdout, "bench: %s, %s, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
-			cfg.Run.Name, r.Device, r.Images, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
-		fmt.Fprintln(stdout, r.Line())
-		return cli.OK
+		return status
 	}
 
-	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: bar,
-		InitFrom: *initFrom, Overrides: sets})
+	if *bench > 0 {
+		r, err := train.BenchTrain(ctx, cfg, be, g.col, *bench, *benchWarmup, log)
+		if err != nil {
+			log.Error("benchmark failed", zap.Error(err))
+			return fail(cli.Runtime)
+		}
+		if g.rank == 0 {
+			fmt.Fprintf(stdout, "bench: %s, %s, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
+				cfg.Run.Name, r.Device, r.Images, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
+			fmt.Fprintln(stdout, r.Line())
+		}
+		return end(cli.OK)
+	}
+
+	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: runBar,
+		InitFrom: *initFrom, Overrides: sets, Collective: g.col})
 	if err != nil {
 		bar.Finish()
 		log.Error("training failed", zap.Error(err))
-		return cli.Runtime
+		return fail(cli.Runtime)
 	}
 	if res.Interrupted {
 		log.Info("stopped by signal; continue with -resume", zap.String("checkpoint", res.Checkpoint))
 	}
-	return cli.OK
+	return end(cli.OK)
 }
