@@ -386,7 +386,9 @@ func resumePath(opt Options, dir string) (string, error) {
 }
 
 // samplerOptions are the sampler settings of cfg, seeded by train.seed.
-func samplerOptions(cfg config.Config) sampler.Options { return sampler.OptionsFromConfig(cfg.Sample, cfg.Train.Seed) }
+func samplerOptions(cfg config.Config) sampler.Options {
+	return sampler.OptionsFromConfig(cfg.Sample, cfg.Train.Seed)
+}
 
 // restore loads a checkpoint into the model, the optimizer, the EMA, the Loader and the counters.
 func (tr *trainer) restore(path string) error {
