@@ -77,6 +77,7 @@ type Backend[T Float] struct {
 	dxgrid  [][]T     // per worker: the shifted-GEMM backward's dx on the input grid (convshift.go)
 	wtap    []T       // the shifted-GEMM path's weights in tap order [K·K, Cout, Cin]
 	sums    []float64 // reduction partials (one per block), group-norm per-(n,c) sums
+	gnsilu  []T       // GroupNormSiLUBackward: the recomputed norm n and the gradient at n, 2 × N·C·HW
 	attn    [][]T     // per worker: attention dP [L, L]
 	attnG   [3][]T    // AttentionBackward's dq, dk, dv for its job
 	dw      []T       // Conv2DBackward's dw for its job (nil when not wanted)

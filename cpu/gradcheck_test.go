@@ -244,6 +244,17 @@ func gradCases() []gradCase {
 				return ps, y, func() { be.GroupNorm(s, x, gamma, beta, y, stats) },
 					func(dy ops.Buf) { be.GroupNormBackward(s, x, gamma, stats, dy, ps[0].dx, ps[1].dx, ps[2].dx) }
 			}})
+		cs = append(cs, gradCase{name: fmt.Sprintf("GroupNormSiLU/%+v", s),
+			build: func(be *Backend[float64], r *rand.Rand) ([]param, ops.Buf, func(), func(ops.Buf)) {
+				n := s.N * s.C * s.HW
+				x, gamma, beta := randBuf(be, r, n, 1), randBuf(be, r, s.C, 1.5), randBuf(be, r, s.C, 1)
+				y, stats := be.Alloc(n), be.Alloc(2*s.N*s.G)
+				ps := []param{{"x", x, be.Alloc(n)}, {"gamma", gamma, be.Alloc(s.C)}, {"beta", beta, be.Alloc(s.C)}}
+				return ps, y, func() { be.GroupNormSiLU(s, x, gamma, beta, y, stats) },
+					func(dy ops.Buf) {
+						be.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, ps[0].dx, ps[1].dx, ps[2].dx)
+					}
+			}})
 	}
 	cs = append(cs, gradCase{name: "SiLU/3x5x7",
 		build: func(be *Backend[float64], r *rand.Rand) ([]param, ops.Buf, func(), func(ops.Buf)) {

@@ -16,14 +16,24 @@ func checkNorm(op string, s ops.NormShape) {
 // GroupNorm (ops.Backend.GroupNorm): per (n, g), over the M = (C/G)·HW elements of channels [g·C/G, (g+1)·C/G),
 // μ and σ² in two passes in float64 with four partial sums (see sum64). (n, g) pairs run in parallel.
 func (be *Backend[T]) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
+	be.groupNorm("GroupNorm", jGroupNorm, s, x, gamma, beta, y, stats)
+}
+
+// GroupNormSiLU (ops.Backend.GroupNormSiLU) is GroupNorm with SiLU applied to each channel's run of y as soon as
+// it is written (in place, by the same code as SiLU, so that the result is the unfused one bit for bit).
+func (be *Backend[T]) GroupNormSiLU(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
+	be.groupNorm("GroupNormSiLU", jGroupNormSiLU, s, x, gamma, beta, y, stats)
+}
+
+func (be *Backend[T]) groupNorm(op string, kind jobKind, s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
 	defer be.stop(FamGroupNorm, be.start())
-	checkNorm("GroupNorm", s)
-	xs := arg(be, "GroupNorm", s, "x", x, s.N*s.C*s.HW)
-	gs := arg(be, "GroupNorm", s, "gamma", gamma, s.C)
-	bs := arg(be, "GroupNorm", s, "beta", beta, s.C)
-	ys := arg(be, "GroupNorm", s, "y", y, s.N*s.C*s.HW)
-	st := arg(be, "GroupNorm", s, "stats", stats, 2*s.N*s.G)
-	j := be.newJob(jGroupNorm)
+	checkNorm(op, s)
+	xs := arg(be, op, s, "x", x, s.N*s.C*s.HW)
+	gs := arg(be, op, s, "gamma", gamma, s.C)
+	bs := arg(be, op, s, "beta", beta, s.C)
+	ys := arg(be, op, s, "y", y, s.N*s.C*s.HW)
+	st := arg(be, op, s, "stats", stats, 2*s.N*s.G)
+	j := be.newJob(kind)
 	j.norm = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = xs, gs, bs, ys, st
 	be.forEach(j, s.N*s.G)
@@ -49,6 +59,9 @@ func groupNormItem[T Float](j *job[T], ng int) {
 			for i, v := range src {
 				dst[i] = (v-tm)*a + b
 			}
+			if j.kind == jGroupNormSiLU {
+				siluInPlace(dst)
+			}
 		}
 	}
 }
@@ -71,6 +84,60 @@ func (be *Backend[T]) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx
 	dxs := opt(be, "GroupNormBackward", s, "dx", dx, s.N*s.C*s.HW)
 	dgs := opt(be, "GroupNormBackward", s, "dgamma", dgamma, s.C)
 	dbs := opt(be, "GroupNormBackward", s, "dbeta", dbeta, s.C)
+	be.groupNormBackward(s, xs, gs, st, dys, dxs, dgs, dbs)
+}
+
+// GroupNormSiLUBackward (ops.Backend.GroupNormSiLUBackward) recomputes, per group, n = (x − μ)·rstd·gamma + beta as
+// GroupNormSiLU's forward did (same rounding) and the gradient at n, gn = dy·σ(n)·(1 + n·(1−σ(n))), by the same
+// code as SiLUBackward into zeros, into backend scratch; then it is GroupNormBackward with dy = gn. Results equal the
+// unfused composition bit for bit.
+func (be *Backend[T]) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
+	const op = "GroupNormSiLUBackward"
+	defer be.stop(FamGroupNorm, be.start())
+	checkNorm(op, s)
+	n := s.N * s.C * s.HW
+	xs := arg(be, op, s, "x", x, n)
+	gs := arg(be, op, s, "gamma", gamma, s.C)
+	bs := arg(be, op, s, "beta", beta, s.C)
+	st := arg(be, op, s, "stats", stats, 2*s.N*s.G)
+	dys := arg(be, op, s, "dy", dy, n)
+	dxs := opt(be, op, s, "dx", dx, n)
+	dgs := opt(be, op, s, "dgamma", dgamma, s.C)
+	dbs := opt(be, op, s, "dbeta", dbeta, s.C)
+	if dxs == nil && dgs == nil && dbs == nil {
+		return
+	}
+	be.gnsilu = grow(be.gnsilu, 2*n)
+	j := be.newJob(jGroupNormSiLUGrad)
+	j.norm = s
+	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = xs, gs, bs, st, dys
+	be.forEach(j, s.N*s.G)
+	be.groupNormBackward(s, xs, gs, st, be.gnsilu[n:2*n], dxs, dgs, dbs)
+}
+
+// groupNormSiLUGradItem writes group ng's n and gn into the backend's scratch (see GroupNormSiLUBackward).
+func groupNormSiLUGradItem[T Float](j *job[T], ng int) {
+	s, xs, gs, bs, st, dys := j.norm, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
+	total := s.N * s.C * s.HW
+	nb, gb := j.be.gnsilu[:total], j.be.gnsilu[total:2*total]
+	cpg := s.C / s.G
+	m := cpg * s.HW
+	tm, tr := st[2*ng], st[2*ng+1]
+	c0 := (ng % s.G) * cpg
+	for cc := 0; cc < cpg; cc++ {
+		off := ng*m + cc*s.HW
+		a, b := tr*gs[c0+cc], bs[c0+cc]
+		src, nv, gv := xs[off:off+s.HW], nb[off:off+s.HW], gb[off:off+s.HW]
+		for i, v := range src {
+			nv[i] = (v-tm)*a + b
+			gv[i] = 0
+		}
+		siluBwdSlice(nv, dys[off:off+s.HW], gv)
+	}
+}
+
+// groupNormBackward is GroupNormBackward on checked slices.
+func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, st, dys, dxs, dgs, dbs []T) {
 	be.sums = grow(be.sums, 2*s.N*s.C)
 	sdy, sdyx := be.sums[:s.N*s.C], be.sums[s.N*s.C:]
 	j := be.newJob(jGroupNormBwd)
@@ -191,4 +258,25 @@ func sumDyDyXhat[T Float](dy, x []T, mu, rstd float64) (float64, float64) {
 		b0 += d * ((float64(x[i]) - mu) * rstd)
 	}
 	return (a0 + a1) + (a2 + a3), (b0 + b1) + (b2 + b3)
+}
+
+// siluInPlace is SiLU's loop (siluRange) over v, in place.
+func siluInPlace[T Float](v []T) {
+	if v32, ok := any(v).([]float32); ok && siluVec(v32, v32) {
+		return
+	}
+	for i, x := range v {
+		v[i] = x / (1 + expT(-x))
+	}
+}
+
+// siluBwdSlice is SiLUBackward's loop (siluBwdRange): dx += dy·σ(x)·(1 + x·(1−σ(x))).
+func siluBwdSlice[T Float](xs, dys, dxs []T) {
+	if x32, ok := any(xs).([]float32); ok && siluBwdVec(x32, any(dys).([]float32), any(dxs).([]float32)) {
+		return
+	}
+	for i, v := range xs {
+		sg := 1 / (1 + expT(-v))
+		dxs[i] += dys[i] * sg * (1 + v*(1-sg))
+	}
 }

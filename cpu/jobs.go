@@ -38,6 +38,8 @@ const (
 	jConvShiftFwd
 	jGroupNorm
 	jGroupNormBwd
+	jGroupNormSiLU
+	jGroupNormSiLUGrad
 	jAttention
 	jAttentionBwd
 )
@@ -179,8 +181,10 @@ func (j *job[T]) run(wk, i int) {
 		tapWeightsRows(j, lo, hi)
 	case jConvShiftFwd:
 		convShiftFwdGroup(j, wk, i)
-	case jGroupNorm:
+	case jGroupNorm, jGroupNormSiLU:
 		groupNormItem(j, i)
+	case jGroupNormSiLUGrad:
+		groupNormSiLUGradItem(j, i)
 	case jGroupNormBwd:
 		groupNormBwdItem(j, i)
 	case jAttention:

@@ -18,7 +18,7 @@ const (
 	FamConvFwd       Family = iota // Conv2D
 	FamConvBwdData                 // Conv2DBackward: dx
 	FamConvBwdWeight               // Conv2DBackward: dw, db
-	FamGroupNorm                   // GroupNorm, GroupNormBackward
+	FamGroupNorm                   // GroupNorm, GroupNormBackward, GroupNormSiLU, GroupNormSiLUBackward
 	FamSiLU                        // SiLU, SiLUBackward
 	FamAttention                   // Attention, AttentionBackward (q·kᵀ, softmax, p·v)
 	FamLinear                      // Linear, LinearBackward (incl. attention projections)

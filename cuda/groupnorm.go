@@ -23,6 +23,12 @@ func (be *Backend) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) 
 	be.groupNorm("GroupNorm", "groupnorm_fwd_f32", s, x, gamma, beta, y, stats)
 }
 
+// GroupNormSiLU (ops.Backend.GroupNormSiLU): GroupNorm's kernel with SiLU applied as y is written
+// (groupnorm_silu_fwd_f32); the normalised value is not stored.
+func (be *Backend) GroupNormSiLU(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
+	be.groupNorm("GroupNormSiLU", "groupnorm_silu_fwd_f32", s, x, gamma, beta, y, stats)
+}
+
 func (be *Backend) groupNorm(op, kernel string, s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
 	checkNorm(op, s)
 	n := s.N * s.C * s.HW
@@ -45,11 +51,26 @@ func (be *Backend) groupNorm(op, kernel string, s ops.NormShape, x, gamma, beta,
 // Any of dx, dgamma, dbeta may be nil. One block per (n, g) writes the per-(n, c) sums to scratch; a second kernel
 // adds them over n in order, so the parameter gradients are deterministic.
 func (be *Backend) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx, dgamma, dbeta ops.Buf) {
-	const op = "GroupNormBackward"
+	be.groupNormBackward("GroupNormBackward", s, x, gamma, nil, stats, dy, dx, dgamma, dbeta)
+}
+
+// GroupNormSiLUBackward (ops.Backend.GroupNormSiLUBackward): GroupNormBackward's kernels, the first of them
+// (groupnorm_silu_bwd_f32) recomputing n = x̂·gamma + beta and the SiLU gradient at n from x and stats in both of
+// its passes, so no activation buffer is read beyond x and dy.
+func (be *Backend) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
+	be.groupNormBackward("GroupNormSiLUBackward", s, x, gamma, beta, stats, dy, dx, dgamma, dbeta)
+}
+
+// groupNormBackward launches GroupNormBackward (beta nil) or GroupNormSiLUBackward (beta given).
+func (be *Backend) groupNormBackward(op string, s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
 	checkNorm(op, s)
 	n := s.N * s.C * s.HW
 	xs := be.arg(op, s, "x", x, n)
 	gs := be.arg(op, s, "gamma", gamma, s.C)
+	var bs *Buf
+	if beta != nil {
+		bs = be.arg(op, s, "beta", beta, s.C)
+	}
 	st := be.arg(op, s, "stats", stats, 2*s.N*s.G)
 	dys := be.arg(op, s, "dy", dy, n)
 	dxs := be.opt(op, s, "dx", dx, n)
@@ -62,8 +83,14 @@ func (be *Backend) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx, d
 	if dgs != nil || dbs != nil {
 		sums = Ptr(be.scratch(op, 2*s.N*s.C))
 	}
-	be.keep(op, be.d.Launch("groupnorm_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p), Ptr(gs.p),
-		Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)), I32(int32(s.HW)), I32(int32(s.G))))
+	if bs != nil {
+		be.keep(op, be.d.Launch("groupnorm_silu_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p),
+			Ptr(gs.p), Ptr(bs.p), Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)),
+			I32(int32(s.HW)), I32(int32(s.G))))
+	} else {
+		be.keep(op, be.d.Launch("groupnorm_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p), Ptr(gs.p),
+			Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)), I32(int32(s.HW)), I32(int32(s.G))))
+	}
 	if dgs != nil || dbs != nil {
 		be.gridStride(op, "groupnorm_param_grad_f32", s.C, elementwiseThreads, sums, ptr(dgs), ptr(dbs),
 			I32(int32(s.N)), I32(int32(s.C)))

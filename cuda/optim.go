@@ -69,8 +69,8 @@ func (be *Backend) NewStepControl(c ops.StepConfig) ops.StepControl {
 
 func (sc *stepControl) Loss(k int) ops.Buf { return sc.losses[k] }
 
-// Update launches, after SumSquares: step_control_f32 (one thread), adamw_ctl_f32, ema_ctl_f32, and the zeroing of
-// g (zero_unless_skip_f32 for a sticky controller, a fill otherwise). Only kernel arguments cross from the host.
+// Update launches, after SumSquares: step_control_f32 (one thread), adamw_ctl_f32 (which also zeroes g, unless the
+// step is skipped by a sticky controller) and ema_ctl_f32. Only kernel arguments cross from the host.
 func (sc *stepControl) Update(p, g, m, v, e ops.Buf) {
 	be, c := sc.be, sc.c
 	if sc.taken >= c.Window || !sc.set {
@@ -82,13 +82,8 @@ func (sc *stepControl) Update(p, g, m, v, e ops.Buf) {
 		I32(int32(c.A)), F64(c.MaxNorm), I32(b2i(c.Sticky)), I32(b2i(sc.reset))))
 	n := s[0].n
 	be.launch1D("StepControl", "adamw_ctl_f32", n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), Ptr(s[3].p), I64(int64(n)),
-		F32(c.Beta1), F32(c.Beta2), F32(c.Eps), Ptr(sc.win), Ptr(sc.settings.p))
+		F32(c.Beta1), F32(c.Beta2), F32(c.Eps), I32(b2i(c.Sticky)), Ptr(sc.win), Ptr(sc.settings.p))
 	be.launch1D("StepControl", "ema_ctl_f32", n, Ptr(s[4].p), Ptr(s[0].p), I64(int64(n)), Ptr(sc.win), Ptr(sc.settings.p))
-	if c.Sticky {
-		be.launch1D("StepControl", "zero_unless_skip_f32", n, Ptr(s[1].p), I64(int64(n)), Ptr(sc.win))
-	} else {
-		be.Fill(g, 0)
-	}
 	sc.taken++
 	sc.reset = false
 }

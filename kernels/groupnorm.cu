@@ -11,9 +11,12 @@
 // Forward, block ng = n·G + g (two passes over the group, so the variance has no cancellation):
 //   μ = Σx/M;  σ² = Σ(x−μ)²/M;  rstd = 1/√(σ²+eps)
 //   y[n,c,i] = (x[n,c,i] − μ)·rstd·gamma[c] + beta[c]
-extern "C" __global__ void __launch_bounds__(GN_THREADS)
-    groupnorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C, int HW,
-                      int G, float eps) {
+// SILU: groupnorm_silu_fwd_f32 (ops.Backend.GroupNormSiLU), the fusion of
+//   n = GroupNorm(x) as above;  y = SiLU(n) = n/(1 + exp(−n))      (silu_fwd_f32 of elementwise.cu)
+// which writes y only: the backward recomputes n from x and stats.
+template <bool SILU>
+__device__ __forceinline__ void groupnorm_fwd(const float* x, const float* gamma, const float* beta, float* y,
+                                              float* stats, int C, int HW, int G, float eps) {
   __shared__ float sh[32];
   const int ng = blockIdx.x, cpg = C / G, c0 = (ng % G) * cpg, M = cpg * HW;
   const float* xs = x + (long long)ng * M;
@@ -33,10 +36,24 @@ extern "C" __global__ void __launch_bounds__(GN_THREADS)
   }
   for (int i = threadIdx.x; i < M; i += GN_THREADS) {
     const int c = c0 + i / HW;
-    ys[i] = (xs[i] - mu) * (rstd * gamma[c]) + beta[c];
+    const float n = (xs[i] - mu) * (rstd * gamma[c]) + beta[c];
+    ys[i] = SILU ? n / (1.0f + expf(-n)) : n;
   }
 }
+
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C, int HW,
+                      int G, float eps) {
+  groupnorm_fwd<false>(x, gamma, beta, y, stats, C, HW, G, eps);
+}
 EMU_REGISTER(groupnorm_fwd_f32)
+
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_silu_fwd_f32(const float* x, const float* gamma, const float* beta, float* y, float* stats, int C,
+                           int HW, int G, float eps) {
+  groupnorm_fwd<true>(x, gamma, beta, y, stats, C, HW, G, eps);
+}
+EMU_REGISTER(groupnorm_silu_fwd_f32)
 
 // Backward, block ng = n·G + g, with x̂ = (x − μ)·rstd and the upstream gradient through gamma, gy = dy·gamma[c]:
 //   per channel c of the group: a_c = Σ_i dy,  b_c = Σ_i dy·x̂      → sums[n·C+c] and sums[N·C + n·C+c] (if sums)
@@ -46,10 +63,23 @@ EMU_REGISTER(groupnorm_fwd_f32)
 // the per-sample a_c and b_c over the batch into dbeta and dgamma.
 // Warp w reduces channels w, w + GN_WARPS, ... with shuffles only (no block barrier per channel, which matters when
 // HW is small); the per-warp m1, m2 are then added in warp order.
+// SILU: groupnorm_silu_bwd_f32 (ops.Backend.GroupNormSiLUBackward), with beta, is the fusion of
+//   gn = dy·s·(1 + n·(1−s)), s = σ(n), n = x̂·gamma[c] + beta[c]   (silu_bwd_f32 into zeros; n as in the forward)
+//   the backward above with dy = gn
+// n and gn are recomputed in both passes rather than stored.
 #define GN_WARPS (GN_THREADS / 32)
-extern "C" __global__ void __launch_bounds__(GN_THREADS)
-    groupnorm_bwd_f32(const float* x, const float* gamma, const float* stats, const float* dy, float* dx, float* sums,
-                      int N, int C, int HW, int G) {
+template <bool SILU>
+__device__ __forceinline__ float gn_upstream(float d, float xv, float mu, float rstd, float g, float b) {
+  if (!SILU) return d;
+  const float n = (xv - mu) * (rstd * g) + b;
+  const float s = 1.0f / (1.0f + expf(-n));
+  return 0.0f + d * s * (1.0f + n * (1.0f - s));
+}
+
+template <bool SILU>
+__device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma, const float* beta,
+                                              const float* stats, const float* dy, float* dx, float* sums, int N,
+                                              int C, int HW, int G) {
   __shared__ float part[2][GN_WARPS];
   const int ng = blockIdx.x, n = ng / G, cpg = C / G, c0 = (ng % G) * cpg, M = cpg * HW;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -59,21 +89,23 @@ extern "C" __global__ void __launch_bounds__(GN_THREADS)
   for (int cc = warp; cc < cpg; cc += GN_WARPS) {
     const float* xs = x + base + (long long)cc * HW;
     const float* ds = dy + base + (long long)cc * HW;
+    const int c = c0 + cc;
+    const float gc = gamma[c], bc = SILU ? beta[c] : 0.0f;
     float a = 0.0f, b = 0.0f;
     for (int i = lane; i < HW; i += 32) {
-      const float d = ds[i];
+      const float xv = xs[i];
+      const float d = gn_upstream<SILU>(ds[i], xv, mu, rstd, gc, bc);
       a += d;
-      b += d * ((xs[i] - mu) * rstd);
+      b += d * ((xv - mu) * rstd);
     }
     a = warp_sum_f32(a);
     b = warp_sum_f32(b);
-    const int c = c0 + cc;
     if (sums && lane == 0) {
       sums[(long long)n * C + c] = a;
       sums[(long long)N * C + (long long)n * C + c] = b;
     }
-    m1 += gamma[c] * a;
-    m2 += gamma[c] * b;
+    m1 += gc * a;
+    m2 += gc * b;
   }
   if (!dx) return;  // uniform over the block: no barrier is skipped by some threads only
   if (lane == 0) {
@@ -91,11 +123,26 @@ extern "C" __global__ void __launch_bounds__(GN_THREADS)
   m2 /= (float)M;
   for (int i = threadIdx.x; i < M; i += GN_THREADS) {
     const int c = c0 + i / HW;
-    const float xh = (x[base + i] - mu) * rstd;
-    dx[base + i] += rstd * (dy[base + i] * gamma[c] - m1 - xh * m2);
+    const float xv = x[base + i];
+    const float d = gn_upstream<SILU>(dy[base + i], xv, mu, rstd, gamma[c], SILU ? beta[c] : 0.0f);
+    const float xh = (xv - mu) * rstd;
+    dx[base + i] += rstd * (d * gamma[c] - m1 - xh * m2);
   }
 }
+
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_bwd_f32(const float* x, const float* gamma, const float* stats, const float* dy, float* dx, float* sums,
+                      int N, int C, int HW, int G) {
+  groupnorm_bwd<false>(x, gamma, nullptr, stats, dy, dx, sums, N, C, HW, G);
+}
 EMU_REGISTER(groupnorm_bwd_f32)
+
+extern "C" __global__ void __launch_bounds__(GN_THREADS)
+    groupnorm_silu_bwd_f32(const float* x, const float* gamma, const float* beta, const float* stats, const float* dy,
+                           float* dx, float* sums, int N, int C, int HW, int G) {
+  groupnorm_bwd<true>(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G);
+}
+EMU_REGISTER(groupnorm_silu_bwd_f32)
 
 // dbeta[c] += Σ_n sums[n·C+c],  dgamma[c] += Σ_n sums[N·C + n·C+c]  (n increasing; either output may be null).
 extern "C" __global__ void groupnorm_param_grad_f32(const float* sums, float* dgamma, float* dbeta, int N, int C) {

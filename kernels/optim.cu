@@ -109,14 +109,27 @@ extern "C" __global__ void step_control_f32(const float* scalars, StepWindow* w,
 EMU_REGISTER(step_control_f32)
 
 // adamw_f32 with GradScale from the window (step_control_f32) and lr, decay and the bias corrections from the
-// settings row of this update; does nothing when the step is skipped.
-extern "C" __global__ void adamw_ctl_f32(float* p, const float* g, float* m, float* v, long long n, float beta1,
-                                         float beta2, float eps, const StepWindow* w, const float* settings) {
-  if (w->skip) return;
+// settings row of this update, fused with the zeroing of the accumulated gradient that ends the step
+// (ops.HostStepControl: "unless skip and Sticky: G = 0"). Unfused it replaces
+//   if !skip: AdamWStep(p, g, m, v)
+//   if !(skip && sticky): g = 0        (a separate fill, or zero_unless_skip for a sticky controller)
+// so g[i] is zeroed right after it is read. A skipped sticky step keeps g (the gradients of the first bad step,
+// which later steps add to and NaN/Inf survive), so that the host, which notices the step at its next read, can
+// still name the first non-finite gradient tensor.
+extern "C" __global__ void adamw_ctl_f32(float* p, float* g, float* m, float* v, long long n, float beta1,
+                                         float beta2, float eps, int sticky, const StepWindow* w,
+                                         const float* settings) {
+  if (w->skip) {
+    if (sticky) return;
+    for (long long i = global_index(); i < n; i += global_stride()) g[i] = 0.0f;
+    return;
+  }
   const float* s = settings + STEP_SETTINGS * w->row;
   const float gscale = w->gscale, lr = s[0], decay = s[1], rc1 = s[2], rc2 = s[3];
-  for (long long i = global_index(); i < n; i += global_stride())
+  for (long long i = global_index(); i < n; i += global_stride()) {
     adamw_update(p, g, m, v, i, lr, beta1, beta2, eps, decay, gscale, rc1, rc2);
+    g[i] = 0.0f;
+  }
 }
 EMU_REGISTER(adamw_ctl_f32)
 
@@ -128,13 +141,3 @@ extern "C" __global__ void ema_ctl_f32(float* e, const float* p, long long n, co
   for (long long i = global_index(); i < n; i += global_stride()) ema_update(e, p, i, decay);
 }
 EMU_REGISTER(ema_ctl_f32)
-
-// Zeroes the accumulated gradients unless the step was skipped. Launched only for a sticky controller (a run that
-// stops on a non-finite step): the gradients of the first bad step are kept (later steps add to them, and NaN/Inf
-// stay non-finite under addition), so that the host, which notices the step at its next read, can still name the
-// first non-finite gradient tensor.
-extern "C" __global__ void zero_unless_skip_f32(float* g, long long n, const StepWindow* w) {
-  if (w->skip) return;
-  for (long long i = global_index(); i < n; i += global_stride()) g[i] = 0.0f;
-}
-EMU_REGISTER(zero_unless_skip_f32)

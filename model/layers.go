@@ -90,22 +90,23 @@ func (l *timeLayer) flops(n int) int64 {
 //	h   = conv1(SiLU(norm1(x))) + time_emb_proj(SiLU(temb))[:, :, None, None]
 //	out = shortcut(x) + conv2(dropout(SiLU(norm2(h))))
 //
+// (each SiLU(norm(·)) one fused op, ops.Backend.GroupNormSiLU)
 // where shortcut is a 1×1 conv when the channel count changes and the identity
 // otherwise.
 type resnetLayer struct {
-	name             string
-	x, out, tact     act
-	cout             int
-	norm1, norm2     normP
-	conv1, conv2     convP
-	temb             linP
-	short            *convP
-	n1, st1, a1, h   int // saved
-	n2, st2, a2, d   int // saved (d only with dropout)
-	sc, proj         int // forward scratch
-	gd, ga2, gn2, gh int // backward scratch
-	gproj, ga1, gn1  int
-	dropBase         int
+	name         string
+	x, out, tact act
+	cout         int
+	norm1, norm2 normP
+	conv1, conv2 convP
+	temb         linP
+	short        *convP
+	st1, a1, h   int // saved (a1 = SiLU(norm1(x)), fused: norm1(x) is not kept)
+	st2, a2, d   int // saved (a2 = SiLU(norm2(h)); d only with dropout)
+	sc, proj     int // forward scratch
+	gd, ga2, gh  int // backward scratch
+	gproj, ga1   int
+	dropBase     int
 }
 
 // dropOffset is where the layer's masks start: step·2^40 + global·dropBase + first·(C·H·W of the dropout input),
@@ -121,16 +122,14 @@ func (l *resnetLayer) dropOffset(u *UNet) uint64 {
 func (l *resnetLayer) forward(u *UNet) {
 	b, n, hw := u.be, u.n, l.x.hw()
 	x := u.buf(l.x.v)
-	b.GroupNorm(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.n1), u.buf(l.st1))
-	b.SiLU(u.buf(l.n1), u.buf(l.a1))
+	b.GroupNormSiLU(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.a1), u.buf(l.st1))
 	h := u.buf(l.h)
 	b.Conv2D(l.conv1.shape(n, l.x.h, l.x.w), u.buf(l.a1), u.pv[l.conv1.w], u.pv[l.conv1.b], h)
 	proj := u.buf(l.proj)
 	b.Linear(n, l.temb.in, l.cout, u.buf(l.tact.v), u.pv[l.temb.w], u.pv[l.temb.b], proj)
 	b.AddChannel(n, l.cout, hw, h, proj, h)
-	b.GroupNorm(u.normShape(l.cout, hw), h, u.pv[l.norm2.w], u.pv[l.norm2.b], u.buf(l.n2), u.buf(l.st2))
 	in2 := u.buf(l.a2)
-	b.SiLU(u.buf(l.n2), in2)
+	b.GroupNormSiLU(u.normShape(l.cout, hw), h, u.pv[l.norm2.w], u.pv[l.norm2.b], in2, u.buf(l.st2))
 	if u.dropActive {
 		b.Dropout(u.p.dropout, u.dropSeed, l.dropOffset(u), in2, u.buf(l.d))
 		in2 = u.buf(l.d)
@@ -164,18 +163,16 @@ func (l *resnetLayer) backward(u *UNet) {
 	} else {
 		b.Conv2DBackward(cs2, u.buf(l.a2), u.pv[l.conv2.w], gout, ga2, u.gv[l.conv2.w], u.gv[l.conv2.b])
 	}
-	gn2 := u.zero(l.gn2)
-	b.SiLUBackward(u.buf(l.n2), ga2, gn2)
 	gh := u.zero(l.gh)
-	b.GroupNormBackward(u.normShape(l.cout, hw), u.buf(l.h), u.pv[l.norm2.w], u.buf(l.st2), gn2, gh, u.gv[l.norm2.w], u.gv[l.norm2.b])
+	b.GroupNormSiLUBackward(u.normShape(l.cout, hw), u.buf(l.h), u.pv[l.norm2.w], u.pv[l.norm2.b], u.buf(l.st2), ga2, gh,
+		u.gv[l.norm2.w], u.gv[l.norm2.b])
 	gproj := u.zero(l.gproj)
 	b.ChannelSum(n, l.cout, hw, gh, gproj)
 	b.LinearBackward(n, l.temb.in, l.cout, u.buf(l.tact.v), u.pv[l.temb.w], gproj, u.buf(l.tact.g), u.gv[l.temb.w], u.gv[l.temb.b])
 	ga1 := u.zero(l.ga1)
 	b.Conv2DBackward(cs, u.buf(l.a1), u.pv[l.conv1.w], gh, ga1, u.gv[l.conv1.w], u.gv[l.conv1.b])
-	gn1 := u.zero(l.gn1)
-	b.SiLUBackward(u.buf(l.n1), ga1, gn1)
-	b.GroupNormBackward(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.buf(l.st1), gn1, gx, u.gv[l.norm1.w], u.gv[l.norm1.b])
+	b.GroupNormSiLUBackward(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
+		u.gv[l.norm1.w], u.gv[l.norm1.b])
 }
 
 func (l *resnetLayer) flops(n int) int64 {
@@ -291,18 +288,17 @@ func (l *upsampleLayer) flops(n int) int64 { return l.conv.shape(n, 2*l.x.h, 2*l
 
 // headLayer is the output: conv_out(SiLU(conv_norm_out(x))).
 type headLayer struct {
-	x, out   act
-	norm     normP
-	conv     convP
-	n, stats int // saved
-	a        int // saved
-	ga, gn   int // backward scratch
+	x, out act
+	norm   normP
+	conv   convP
+	stats  int // saved
+	a      int // saved: SiLU(conv_norm_out(x)) (fused: the norm is not kept)
+	ga     int // backward scratch
 }
 
 func (l *headLayer) forward(u *UNet) {
 	b := u.be
-	b.GroupNorm(u.normShape(l.x.c, l.x.hw()), u.buf(l.x.v), u.pv[l.norm.w], u.pv[l.norm.b], u.buf(l.n), u.buf(l.stats))
-	b.SiLU(u.buf(l.n), u.buf(l.a))
+	b.GroupNormSiLU(u.normShape(l.x.c, l.x.hw()), u.buf(l.x.v), u.pv[l.norm.w], u.pv[l.norm.b], u.buf(l.a), u.buf(l.stats))
 	b.Conv2D(l.conv.shape(u.n, l.x.h, l.x.w), u.buf(l.a), u.pv[l.conv.w], u.pv[l.conv.b], u.buf(l.out.v))
 }
 
@@ -310,9 +306,8 @@ func (l *headLayer) backward(u *UNet) {
 	b := u.be
 	ga := u.zero(l.ga)
 	b.Conv2DBackward(l.conv.shape(u.n, l.x.h, l.x.w), u.buf(l.a), u.pv[l.conv.w], u.buf(l.out.g), ga, u.gv[l.conv.w], u.gv[l.conv.b])
-	gn := u.zero(l.gn)
-	b.SiLUBackward(u.buf(l.n), ga, gn)
-	b.GroupNormBackward(u.normShape(l.x.c, l.x.hw()), u.buf(l.x.v), u.pv[l.norm.w], u.buf(l.stats), gn, u.buf(l.x.g), u.gv[l.norm.w], u.gv[l.norm.b])
+	b.GroupNormSiLUBackward(u.normShape(l.x.c, l.x.hw()), u.buf(l.x.v), u.pv[l.norm.w], u.pv[l.norm.b], u.buf(l.stats), ga,
+		u.buf(l.x.g), u.gv[l.norm.w], u.gv[l.norm.b])
 }
 
 func (l *headLayer) flops(n int) int64 { return l.conv.shape(n, l.x.h, l.x.w).FLOPs() }

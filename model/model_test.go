@@ -438,6 +438,9 @@ func (nopBackend) Conv2DBackward(ops.ConvShape, ops.Buf, ops.Buf, ops.Buf, ops.B
 func (nopBackend) GroupNorm(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nopBackend) GroupNormBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }
+func (nopBackend) GroupNormSiLU(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
+func (nopBackend) GroupNormSiLUBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
+}
 func (nopBackend) Linear(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nopBackend) LinearBackward(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }

@@ -300,11 +300,9 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	o := &headLayer{x: h}
 	o.norm = p.norm("conv_norm_out", ch[0])
 	o.conv = p.conv("conv_out", ch[0], inChannels, 3, 1, 1)
-	o.n = p.saved("conv_norm_out", ch[0]*h.hw())
 	o.stats = p.saved("conv_norm_out.stats", 2*p.groups)
 	o.a = p.saved("conv_act", ch[0]*h.hw())
 	o.ga = p.scratch("conv_act.grad", 0, ch[0]*h.hw())
-	o.gn = p.scratch("conv_norm_out.grad", 1, ch[0]*h.hw())
 	o.out = act{v: p.saved("conv_out", inChannels*h.hw()), g: idOutGrad, c: inChannels, h: h.h, w: h.w}
 	p.out = o.out
 	p.addLayer(o)
@@ -454,11 +452,9 @@ func (p *plan) resnet(name string, x act, cout int) act {
 		r.sc = p.scratch(name+".shortcut", 0, cout*hw)
 	}
 	r.tact = p.tact
-	r.n1 = p.saved(name+".norm1", x.c*hw)
 	r.st1 = p.saved(name+".norm1.stats", 2*p.groups)
 	r.a1 = p.saved(name+".act1", x.c*hw)
 	r.h = p.saved(name+".conv1+temb", cout*hw)
-	r.n2 = p.saved(name+".norm2", cout*hw)
 	r.st2 = p.saved(name+".norm2.stats", 2*p.groups)
 	r.a2 = p.saved(name+".act2", cout*hw)
 	r.proj = p.scratch(name+".time_emb_proj", 3, cout)
@@ -469,11 +465,9 @@ func (p *plan) resnet(name string, x act, cout int) act {
 		r.gd = p.scratch(name+".dropout.grad", 0, cout*hw)
 	}
 	r.ga2 = p.scratch(name+".act2.grad", 1, cout*hw)
-	r.gn2 = p.scratch(name+".norm2.grad", 2, cout*hw)
 	r.gh = p.scratch(name+".conv1+temb.grad", 0, cout*hw)
 	r.gproj = p.scratch(name+".time_emb_proj.grad", 3, cout)
 	r.ga1 = p.scratch(name+".act1.grad", 1, x.c*hw)
-	r.gn1 = p.scratch(name+".norm1.grad", 2, x.c*hw)
 	r.out = p.act(name, cout, x.h, x.w)
 	p.addLayer(r)
 	return r.out

@@ -169,6 +169,14 @@ type Backend interface {
 	//   y[n,c,i] = (x[n,c,i] − μ[n,g])·rstd[n,g]·gamma[c] + beta[c],  g = c/(C/G).
 	GroupNorm(s NormShape, x, gamma, beta, y, stats Buf)
 	GroupNormBackward(s NormShape, x, gamma, stats, dy, dx, dgamma, dbeta Buf)
+	// GroupNormSiLU is GroupNorm followed by SiLU, fused: it replaces
+	//   GroupNorm(s, x, gamma, beta, n, stats);  SiLU(n, y)
+	// without storing n (stats as GroupNorm's). GroupNormSiLUBackward replaces
+	//   gn = 0;  SiLUBackward(n, dy, gn);  GroupNormBackward(s, x, gamma, stats, gn, dx, dgamma, dbeta)
+	// recomputing n = (x − μ)·rstd·gamma[c] + beta[c] from x and the saved stats, so the backward needs
+	// no buffer beyond what GroupNorm's does (and beta); it accumulates as GroupNormBackward.
+	GroupNormSiLU(s NormShape, x, gamma, beta, y, stats Buf)
+	GroupNormSiLUBackward(s NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta Buf)
 
 	// Linear: y[n,o] = b[o] + Σ_i x[n,i]·w[o,i]; x [N, In], w [Out, In] (torch layout).
 	Linear(n, in, out int, x, w, b, y Buf)

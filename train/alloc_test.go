@@ -27,6 +27,9 @@ func (nullBackend) Conv2DBackward(ops.ConvShape, ops.Buf, ops.Buf, ops.Buf, ops.
 func (nullBackend) GroupNorm(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nullBackend) GroupNormBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }
+func (nullBackend) GroupNormSiLU(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
+func (nullBackend) GroupNormSiLUBackward(ops.NormShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
+}
 func (nullBackend) Linear(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}
 func (nullBackend) LinearBackward(int, int, int, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {
 }

@@ -109,10 +109,9 @@ func init() {
 	works["silu_bwd_f32"] = elem(3, 3, 1, 8)                         // (x, dy, dx, n): dx +=
 	works["mse_bwd_f32"] = elem(4, 3, 1, 3)                          // (a, b, da, c, n): da +=
 	works["adamw_f32"] = elem(4, 4, 3, 15)                           // (p, g, m, v, n, …)
-	works["adamw_ctl_f32"] = elem(4, 4, 3, 15)                       // (p, g, m, v, n, …, w, settings)
+	works["adamw_ctl_f32"] = elem(4, 4, 4, 15)                       // (p, g, m, v, n, …, w, settings): g zeroed
 	works["ema_f32"] = elem(3, 2, 1, 3)                              // (e, p, decay, n)
 	works["ema_ctl_f32"] = elem(2, 2, 1, 3)                          // (e, p, n, w, settings)
-	works["zero_unless_skip_f32"] = elem(1, 0, 1, 0)                 // (g, n, w)
 	works["rng_normal_f32"] = elem(1, 0, 1, 0)                       // (y, n, seed, stream, offset): integer Philox
 	works["rng_uniform_f32"] = elem(1, 0, 1, 0)                      // (y, n, seed, stream, offset)
 	works["timesteps_f32"] = elem(1, 0, 1, 0)                        // (t, n, seed, stream, offset, T)
@@ -154,20 +153,20 @@ func init() {
 		e := n * v[0] * v[1]
 		return Work{FLOPs: 8 * e, Bytes: 4 * (2*e + 2*v[0] + 2*n*v[2])}, err
 	}
+	// groupnorm_silu_fwd_f32: groupnorm_fwd_f32's arguments, and SiLU of each y (about 4 more FLOPs per element)
+	works["groupnorm_silu_fwd_f32"] = func(l Launch) (Work, error) {
+		w, err := works["groupnorm_fwd_f32"](l)
+		v, _ := ints(l, 5, 6, 7)
+		n, _ := gridDiv(l, v[2])
+		w.FLOPs += 4 * n * v[0] * v[1]
+		return w, err
+	}
 	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G): x and dy read, dx accumulated when given,
 	// per-(n, c) sums written when given
-	works["groupnorm_bwd_f32"] = func(l Launch) (Work, error) {
-		v, err := ints(l, 6, 7, 8)
-		e := v[0] * v[1] * v[2]
-		b := 2 * e
-		if !isNull(l, 4) {
-			b += 2 * e
-		}
-		if !isNull(l, 5) {
-			b += 2 * v[0] * v[1]
-		}
-		return Work{FLOPs: 12 * e, Bytes: 4 * b}, err
-	}
+	works["groupnorm_bwd_f32"] = gnBwd(4, 5, 6, 12)
+	// groupnorm_silu_bwd_f32(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G): as groupnorm_bwd_f32, with n and the
+	// SiLU gradient recomputed in both passes (about 2×8 more FLOPs per element)
+	works["groupnorm_silu_bwd_f32"] = gnBwd(5, 6, 7, 28)
 	// groupnorm_param_grad_f32(sums, dgamma, dbeta, N, C)
 	works["groupnorm_param_grad_f32"] = func(l Launch) (Work, error) {
 		n, c, err := ints2(l, 3, 4)
@@ -482,4 +481,21 @@ func argString(l Launch) string {
 		}
 	}
 	return b.String()
+}
+
+// gnBwd is the work of the group-norm backward kernels: dx and sums at argument indices dxIdx, sumsIdx, then N, C,
+// HW from nIdx; x and dy read, dx accumulated when given, per-(n, c) sums written when given.
+func gnBwd(dxIdx, sumsIdx, nIdx int, flops float64) workFn {
+	return func(l Launch) (Work, error) {
+		v, err := ints(l, nIdx, nIdx+1, nIdx+2)
+		e := v[0] * v[1] * v[2]
+		b := 2 * e
+		if !isNull(l, dxIdx) {
+			b += 2 * e
+		}
+		if !isNull(l, sumsIdx) {
+			b += 2 * v[0] * v[1]
+		}
+		return Work{FLOPs: flops * e, Bytes: 4 * b}, err
+	}
 }

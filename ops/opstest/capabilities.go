@@ -78,6 +78,8 @@ func stepControlCase(e *Env, sticky bool) {
 			e.B.Upload(sc.Loss(k), []float32{loss})
 		}
 		sc.Update(p, g, m, v, ema)
+		// zeroed unless the step is skipped by a sticky controller (the non-sticky skips 2 and 5 too)
+		e.Record(fmt.Sprintf("g after step %d", step), e.download(g))
 		if step%W == 0 {
 			w, err := sc.Read()
 			record(fmt.Sprintf("window after step %d", step), w, err)

@@ -239,8 +239,44 @@ func normCases() []Case {
 				e.B.GroupNormBackward(s, x, gamma, stats, dy, e.Acc("dx only", e.Randn(n, 1)), nil, nil)
 				e.B.GroupNormBackward(s, x, gamma, stats, dy, nil, nil, e.Acc("dbeta only", e.Randn(s.C, 1)))
 			}})
+		cs = append(cs, Case{Name: fmt.Sprintf("GroupNormSiLU/%+v", s), Methods: []string{"GroupNormSiLU", "GroupNormSiLUBackward"},
+			Tol: tolGEMM, Why: "GroupNorm's sums, then exp per element; " + whyGEMM,
+			Run: func(e *Env) { groupNormSiLU(e, s) }})
 	}
 	return cs
+}
+
+// groupNormSiLU runs the fused op and, on the same backend, the unfused composition it replaces
+// (GroupNorm → SiLU; SiLUBackward into zeros → GroupNormBackward), which it must match within tolGEMM.
+func groupNormSiLU(e *Env, s ops.NormShape) {
+	n := s.N * s.C * s.HW
+	x := e.In("x", e.shifted(n, 2, 0.5))
+	// beta shifted so that the SiLU sees both signs well away from 0
+	gamma, beta := e.In("gamma", e.Randn(s.C, 1.5)), e.In("beta", e.shifted(s.C, -0.5, 1))
+	stats, y := e.Out("stats", 2*s.N*s.G), e.Out("y", n)
+	e.B.GroupNormSiLU(s, x, gamma, beta, y, stats)
+	dy := e.In("dy", e.Randn(n, 1))
+	dx0, dg0, db0 := e.Randn(n, 1), e.Randn(s.C, 1), e.Randn(s.C, 1)
+	dx, dg, db := e.Acc("dx", dx0), e.Acc("dgamma", dg0), e.Acc("dbeta", db0)
+	e.B.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, dx, dg, db)
+	e.B.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, nil, e.Acc("dgamma only", e.Randn(s.C, 1)), nil)
+	e.B.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, e.Acc("dx only", e.Randn(n, 1)), nil, nil)
+	e.B.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, nil, nil, e.Acc("dbeta only", e.Randn(s.C, 1)))
+
+	// The unfused composition on the same backend.
+	nu, su, yu := e.Out("unfused norm", n), e.Out("unfused stats", 2*s.N*s.G), e.Out("unfused y", n)
+	e.B.GroupNorm(s, x, gamma, beta, nu, su)
+	e.B.SiLU(nu, yu)
+	gn := e.Acc("unfused norm grad", make([]float32, n))
+	e.B.SiLUBackward(nu, dy, gn)
+	dxu, dgu, dbu := e.Acc("unfused dx", dx0), e.Acc("unfused dgamma", dg0), e.Acc("unfused dbeta", db0)
+	e.B.GroupNormBackward(s, x, gamma, su, gn, dxu, dgu, dbu)
+	for _, p := range [][3]any{{"y", y, yu}, {"stats", stats, su}, {"dx", dx, dxu}, {"dgamma", dg, dgu}, {"dbeta", db, dbu}} {
+		got, ref := e.download(p[1].(ops.Buf)), e.download(p[2].(ops.Buf))
+		if err, bad := Compare(got, ref); bad != nil || err > tolGEMM {
+			e.Errorf("GroupNormSiLU %+v: %s differs from the unfused GroupNorm → SiLU: normalized error %.3g (%v)", s, p[0], err, bad)
+		}
+	}
 }
 
 // shifted is Randn(n, scale) + shift.
