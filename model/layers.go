@@ -105,7 +105,8 @@ type resnetLayer struct {
 	st2, a2, d   int // saved (a2 = SiLU(norm2(h)); d only with dropout)
 	sc, proj     int // forward scratch
 	gd, ga2, gh  int // backward scratch
-	gproj, ga1   int
+	ga1          int
+	gproj        int // a gradient: zeroed once per Backward with those between modules
 	dropBase     int
 }
 
@@ -166,7 +167,7 @@ func (l *resnetLayer) backward(u *UNet) {
 	gh := u.zero(l.gh)
 	b.GroupNormSiLUBackward(u.normShape(l.cout, hw), u.buf(l.h), u.pv[l.norm2.w], u.pv[l.norm2.b], u.buf(l.st2), ga2, gh,
 		u.gv[l.norm2.w], u.gv[l.norm2.b])
-	gproj := u.zero(l.gproj)
+	gproj := u.buf(l.gproj) // zeroed with the gradients between modules (Backward)
 	b.ChannelSum(n, l.cout, hw, gh, gproj)
 	b.LinearBackward(n, l.temb.in, l.cout, u.buf(l.tact.v), u.pv[l.temb.w], gproj, u.buf(l.tact.g), u.gv[l.temb.w], u.gv[l.temb.b])
 	ga1 := u.zero(l.ga1)
@@ -227,8 +228,8 @@ func (l *attnLayer) backward(u *UNet) {
 	b, n, c, L := u.be, u.n, l.x.c, l.x.hw()
 	gout, gx := u.buf(l.out.g), u.buf(l.x.g)
 	b.Axpy(1, gout, gx)
-	gy := u.zero(l.gy)
-	b.TransposeBackward(n, L, c, gout, gy)
+	gy := u.buf(l.gy)
+	b.Transpose(n, c, L, gout, gy) // = TransposeBackward into zeros, without the fill
 	gov := u.zero(l.gov)
 	b.LinearBackward(n*L, c, c, u.buf(l.ov), u.pv[l.o.w], gy, gov, u.gv[l.o.w], u.gv[l.o.b])
 	gq, gk, gv := u.zero(l.gq), u.zero(l.gk), u.zero(l.gvv)
@@ -237,8 +238,8 @@ func (l *attnLayer) backward(u *UNet) {
 	b.LinearBackward(n*L, c, c, gnT, u.pv[l.q.w], gq, ggnT, u.gv[l.q.w], u.gv[l.q.b])
 	b.LinearBackward(n*L, c, c, gnT, u.pv[l.k.w], gk, ggnT, u.gv[l.k.w], u.gv[l.k.b])
 	b.LinearBackward(n*L, c, c, gnT, u.pv[l.v.w], gv, ggnT, u.gv[l.v.w], u.gv[l.v.b])
-	ggn := u.zero(l.ggn)
-	b.TransposeBackward(n, c, L, ggnT, ggn)
+	ggn := u.buf(l.ggn)
+	b.Transpose(n, L, c, ggnT, ggn) // = TransposeBackward into zeros, without the fill
 	b.GroupNormBackward(u.normShape(c, L), u.buf(l.x.v), u.pv[l.norm.w], u.buf(l.stats), ggn, gx, u.gv[l.norm.w], u.gv[l.norm.b])
 }
 

@@ -466,7 +466,7 @@ func (p *plan) resnet(name string, x act, cout int) act {
 	}
 	r.ga2 = p.scratch(name+".act2.grad", 1, cout*hw)
 	r.gh = p.scratch(name+".conv1+temb.grad", 0, cout*hw)
-	r.gproj = p.scratch(name+".time_emb_proj.grad", 3, cout)
+	r.gproj = p.grad(name+".time_emb_proj.grad", cout) // small: zeroed with the gradients between modules, not by a fill of its own
 	r.ga1 = p.scratch(name+".act1.grad", 1, x.c*hw)
 	r.out = p.act(name, cout, x.h, x.w)
 	p.addLayer(r)
