@@ -435,12 +435,7 @@ func TestMPINCCLOnEmulator(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mpicc not found (libopenmpi-dev): %v", err)
 	}
-	lib := filepath.Join(k.tmp, "fakenccl")
-	os.MkdirAll(lib, 0o755)
-	if out, err := exec.Command(mpicc, "-O2", "-shared", "-fPIC", "-o", filepath.Join(lib, "libnccl.so.2"),
-		filepath.Join("..", "..", "cuda", "nccl", "testdata", "fakenccl.c")).CombinedOutput(); err != nil {
-		t.Fatalf("mpicc: %v\n%s", err, out)
-	}
+	lib := fakeNCCL(t, k, mpicc)
 	table, _, _ := tinyTable(t, k)
 	small := func(dir string) []string {
 		return append(k.args(dir, "train.batch_size=4", "train.max_steps=2", "train.checkpoint_every=2", "sample.count=2",
@@ -472,6 +467,62 @@ func TestMPINCCLOnEmulator(t *testing.T) {
 	if err == nil || !strings.Contains(out, "asynchronous error on rank 1") {
 		t.Errorf("asynchronous NCCL error on rank 1: %v, want every rank stopped naming it:\n%s", err, out)
 	}
+}
+
+// fakeNCCL builds the NCCL test double (cuda/nccl/testdata/fakenccl.c) and returns its folder.
+func fakeNCCL(t *testing.T, k *mpiKit, mpicc string) string {
+	t.Helper()
+	lib := filepath.Join(k.tmp, "fakenccl")
+	os.MkdirAll(lib, 0o755)
+	if out, err := exec.Command(mpicc, "-O2", "-shared", "-fPIC", "-o", filepath.Join(lib, "libnccl.so.2"),
+		filepath.Join("..", "..", "cuda", "nccl", "testdata", "fakenccl.c")).CombinedOutput(); err != nil {
+		t.Fatalf("mpicc: %v\n%s", err, out)
+	}
+	return lib
+}
+
+// TestMPINCCLOnEmulatedDriver runs the code that calls NCCL in the build a GPU host runs: bin/train built with
+// -tags "cuda mpi" (gorgonia.org/cu, cuda/nccl on device pointers) on the emulated driver (bin/emudriver/libcuda.so.1,
+// make emu-driver) with the NCCL double, 2 ranks, -device cuda -collective nccl: the same tensors bit for bit as the
+// NCCL run on -device emu (the emulated driver runs the same kernels), and the double saw the all-reduces.
+func TestMPINCCLOnEmulatedDriver(t *testing.T) {
+	k := mpiSetup(t)
+	mpicc, err := exec.LookPath("mpicc")
+	if err != nil {
+		t.Fatalf("mpicc not found (libopenmpi-dev): %v", err)
+	}
+	lib := fakeNCCL(t, k, mpicc)
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	if out, err := exec.Command("make", "-s", "-C", root, "emu-driver").CombinedOutput(); err != nil {
+		t.Fatalf("make emu-driver (scripts/setup.sh --cuda installs what it needs): %v\n%s", err, out)
+	}
+	gpuBin := filepath.Join(k.tmp, "train-cuda-mpi")
+	build := exec.Command(goTool(t), "build", "-tags", "cuda mpi", "-o", gpuBin, ".")
+	build.Env = append(os.Environ(), "CGO_LDFLAGS="+os.Getenv("CGO_LDFLAGS")+" -L/usr/lib/x86_64-linux-gnu/stubs")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build -tags \"cuda mpi\": %v\n%s", err, out)
+	}
+	table, _, _ := tinyTable(t, k)
+	small := func(dir, device string) []string {
+		return append(k.args(dir, "train.batch_size=4", "train.max_steps=2", "train.checkpoint_every=2", "sample.count=2",
+			"sample.steps=1"), "-device", device, "-collective", "nccl")
+	}
+	emu := filepath.Join(k.tmp, "emu")
+	mustRunCmd(t, k.ranks(2, []string{"-x", "LD_LIBRARY_PATH=" + lib}, small(emu, "emu")))
+	gpu := filepath.Join(k.tmp, "gpu")
+	cmd := k.ranks(2, []string{"-x", "LD_LIBRARY_PATH=" + filepath.Join(root, "bin", "emudriver") + ":" + lib,
+		"-x", "DDPM_EMU_CC=9.0"}, small(gpu, "cuda"))
+	cmd.Args[len(cmd.Args)-len(small(gpu, "cuda"))-1] = gpuBin
+	out := mustRunCmd(t, cmd)
+	if !strings.Contains(out, "emudriver: emulated CUDA driver") {
+		t.Errorf("the run did not use the emulated driver:\n%s", out)
+	}
+	for r := range 2 {
+		if !strings.Contains(out, fmt.Sprintf("fakenccl: rank %d: ", r)) || strings.Contains(out, fmt.Sprintf("fakenccl: rank %d: 0 all-reduces", r)) {
+			t.Errorf("rank %d: no all-reduce went through the NCCL double:\n%s", r, out)
+		}
+	}
+	sameStates(t, "nccl on the emulated driver vs nccl on -device emu", state(t, table, gpu, 2), state(t, table, emu, 2))
 }
 
 // TestMPIBenchAndGuards: -bench under mpirun prints one aggregate bench line (rank 0); a binary built without MPI
