@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"unsafe"
 )
 
@@ -76,6 +77,31 @@ func (a Arg) Bits() uint64 { return a.bits }
 
 func (a Arg) String() string {
 	return fmt.Sprintf("%c%d(%#x)", a.kind, 8*int(a.size), a.bits)
+}
+
+// Geometry is how launch records (train/testdata/launches_tiny_step.golden, internal/gpureport) print a launch's
+// arguments: pointers and floats by kind and width only (addresses change from run to run; learning rates and
+// scales are not launch geometry), integers with their values (sizes, seeds, counters): "p64,i32=16,f32,u64=0".
+func Geometry(args []Arg) string {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		switch a.kind {
+		case 'p', 'f':
+			fmt.Fprintf(&b, "%c%d", a.kind, 8*a.size)
+		case 'i':
+			v := int64(a.bits)
+			if a.size == 4 {
+				v = int64(int32(uint32(a.bits)))
+			}
+			fmt.Fprintf(&b, "i%d=%d", 8*a.size, v)
+		default:
+			fmt.Fprintf(&b, "%c%d=%d", a.kind, 8*a.size, a.bits)
+		}
+	}
+	return b.String()
 }
 
 // Driver is the device: memory, copies and kernel launches. Launches may be asynchronous (on a GPU, errors of a

@@ -37,23 +37,7 @@ func (r *launchRecorder) Launch(kernel string, grid, block cuda.Dim3, smem int, 
 	if r.on {
 		var b strings.Builder
 		fmt.Fprintf(&b, "%s grid=%s block=%s smem=%d args=", kernel, dim(grid), dim(block), smem)
-		for i, a := range args {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			switch a.Kind() {
-			case 'p', 'f':
-				fmt.Fprintf(&b, "%c%d", a.Kind(), 8*a.Size())
-			case 'i':
-				v := int64(a.Bits())
-				if a.Size() == 4 {
-					v = int64(int32(uint32(a.Bits())))
-				}
-				fmt.Fprintf(&b, "i%d=%d", 8*a.Size(), v)
-			default:
-				fmt.Fprintf(&b, "%c%d=%d", a.Kind(), 8*a.Size(), a.Bits())
-			}
-		}
+		b.WriteString(cuda.Geometry(args))
 		r.lines = append(r.lines, b.String())
 	}
 	if r.dry {

@@ -458,28 +458,12 @@ func gridDiv(l Launch, d float64) (float64, error) {
 	return float64(l.Grid.X) / d, nil
 }
 
-// argString prints a launch's arguments as the launch golden does (pointers as p64, or p0 when null).
+// argString prints a launch as the launch golden does (cuda.Geometry).
 func argString(l Launch) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "grid=%dx%dx%d block=%dx%dx%d args=", max(l.Grid.X, 1), max(l.Grid.Y, 1), max(l.Grid.Z, 1),
 		max(l.Block.X, 1), max(l.Block.Y, 1), max(l.Block.Z, 1))
-	for i, a := range l.Args {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		switch a.Kind() {
-		case 'p', 'f':
-			fmt.Fprintf(&b, "%c%d", a.Kind(), 8*a.Size())
-		case 'i':
-			v := int64(a.Bits())
-			if a.Size() == 4 {
-				v = int64(int32(uint32(a.Bits())))
-			}
-			fmt.Fprintf(&b, "i%d=%d", 8*a.Size(), v)
-		default:
-			fmt.Fprintf(&b, "%c%d=%d", a.Kind(), 8*a.Size(), a.Bits())
-		}
-	}
+	b.WriteString(cuda.Geometry(l.Args))
 	return b.String()
 }
 
