@@ -12,43 +12,18 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ddpmgo/ddpm/config"
-	"github.com/ddpmgo/ddpm/configs"
-	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/data"
-	"github.com/ddpmgo/ddpm/rng"
-	"github.com/ddpmgo/ddpm/train"
+	"github.com/ddpmgo/ddpm/internal/tinyrun"
 )
 
-// trainedCheckpoint trains a very small model (T = 20) for a few steps on random 8×8 images and returns its latest
-// checkpoint and a pack of 10 other random images.
+// trainedCheckpoint trains the tiny model (package tinyrun, T = 20) and returns its latest checkpoint and a pack of
+// 10 other random images.
 func trainedCheckpoint(t *testing.T) (ckpt, pack string) {
 	t.Helper()
-	src, err := configs.Files.ReadFile("tiny.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse("tiny.toml", src, []string{"data.image_size=8", "model.block_channels=[8, 16]",
-		"model.norm_groups=4", "diffusion.timesteps=20", "train.batch_size=4", "train.max_steps=3", "train.lr=1e-2",
-		"sample.count=2", "sample.steps=2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfg.Run.Dir = dir
-	random := func(n int, seed uint64) *data.Images {
-		m := &data.Images{C: 1, H: 8, W: 8, Pix: make([]uint8, n*64)}
-		for i := range m.Pix {
-			m.Pix[i] = uint8(rng.Uint32(seed, 1, uint64(i)))
-		}
-		return m
-	}
-	res, err := train.Run(context.Background(), cfg, train.Options{Backend: cpu.New(), Dataset: random(8, 5)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, res := tinyrun.Run(t)
+	dir := cfg.Run.Dir
 	pack = filepath.Join(dir, "held.pack")
-	if err := data.WritePack(pack, random(10, 6)); err != nil {
+	if err := data.WritePack(pack, tinyrun.Images(10, 6)); err != nil {
 		t.Fatal(err)
 	}
 	return res.Checkpoint, pack

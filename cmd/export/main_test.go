@@ -11,13 +11,9 @@ import (
 	"testing"
 
 	"github.com/ddpmgo/ddpm/checkpoint"
-	"github.com/ddpmgo/ddpm/config"
-	"github.com/ddpmgo/ddpm/configs"
-	"github.com/ddpmgo/ddpm/cpu"
-	"github.com/ddpmgo/ddpm/data"
 	"github.com/ddpmgo/ddpm/diffusers"
+	"github.com/ddpmgo/ddpm/internal/tinyrun"
 	"github.com/ddpmgo/ddpm/model"
-	"github.com/ddpmgo/ddpm/rng"
 	"github.com/ddpmgo/ddpm/train"
 )
 
@@ -30,25 +26,8 @@ func export(args ...string) (int, string) {
 // TestExport trains a very small model for a few steps, exports its checkpoint, and reads the folder back: the
 // run's model and schedule, the EMA weights (the trained ones with -raw), the loss plot and the step's sample grid.
 func TestExport(t *testing.T) {
-	src, err := configs.Files.ReadFile("tiny.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse("tiny.toml", src, []string{"data.image_size=8", "model.block_channels=[8, 16]",
-		"model.norm_groups=4", "model.freq_shift=1", "model.flip_sin_to_cos=false", "model.downsample_padding=0",
-		"diffusion.timesteps=20", "train.batch_size=4", "train.max_steps=3", "sample.count=2", "sample.steps=2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Run.Dir = t.TempDir()
-	m := &data.Images{C: 1, H: 8, W: 8, Pix: make([]uint8, 8*64)}
-	for i := range m.Pix {
-		m.Pix[i] = uint8(rng.Uint32(5, 1, uint64(i)))
-	}
-	res, err := train.Run(context.Background(), cfg, train.Options{Backend: cpu.New(), Dataset: m})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Options that change the model's maths, so that the export must carry them.
+	cfg, res := tinyrun.Run(t, "model.freq_shift=1", "model.flip_sin_to_cos=false", "model.downsample_padding=0")
 	table, err := model.Table(cfg.Model, 1, 8)
 	if err != nil {
 		t.Fatal(err)

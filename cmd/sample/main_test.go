@@ -13,37 +13,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ddpmgo/ddpm/config"
-	"github.com/ddpmgo/ddpm/configs"
-	"github.com/ddpmgo/ddpm/cpu"
-	"github.com/ddpmgo/ddpm/data"
 	"github.com/ddpmgo/ddpm/imgio"
+	"github.com/ddpmgo/ddpm/internal/tinyrun"
 	"github.com/ddpmgo/ddpm/rng"
-	"github.com/ddpmgo/ddpm/train"
 )
 
-// trainedCheckpoint trains a very small model for a few steps on random images and returns its latest checkpoint.
+// trainedCheckpoint trains the tiny model (package tinyrun) and returns its latest checkpoint.
 func trainedCheckpoint(t *testing.T) string {
 	t.Helper()
-	src, err := configs.Files.ReadFile("tiny.toml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse("tiny.toml", src, []string{"data.image_size=8", "model.block_channels=[8, 16]",
-		"model.norm_groups=4", "diffusion.timesteps=20", "train.batch_size=4", "train.max_steps=3", "train.lr=1e-2",
-		"sample.count=2", "sample.steps=2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Run.Dir = t.TempDir()
-	m := &data.Images{C: 1, H: 8, W: 8, Pix: make([]uint8, 8*64)}
-	for i := range m.Pix {
-		m.Pix[i] = uint8(rng.Uint32(5, 1, uint64(i)))
-	}
-	res, err := train.Run(context.Background(), cfg, train.Options{Backend: cpu.New(), Dataset: m})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, res := tinyrun.Run(t)
 	return res.Checkpoint
 }
 
