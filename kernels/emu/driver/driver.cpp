@@ -7,9 +7,12 @@
 //              recorded per context: copies, memsets and frees are checked against the table.
 //   Modules    PTX text; .version, .target and each .entry's parameters, launch bounds and static shared memory are
 //              read (ptx.h) and checked against the device and against the emulator's compiled kernel of that name.
-//   Launches   validated like the real driver, then run synchronously by the emulator (kernels.cpp); kernel faults
-//              (canary damage, dangling pointer arguments, barrier misuse, __trap) are sticky errors reported by the
-//              next synchronising call, as a GPU reports them.
+//   Launches   validated like the real driver, then run by the emulator (kernels.cpp) in their stream's order; kernel
+//              faults (canary damage, dangling pointer arguments, barrier misuse, __trap) are sticky errors reported
+//              by the next synchronising call, as a GPU reports them.
+//   Streams    the NULL stream and cuStreamCreate's, events, cuStreamWaitEvent, cuLaunchHostFunc: work runs when
+//              issued, or (DDPM_EMU_STREAMS) waits in its stream's queue until a synchronisation or a wait needs it,
+//              so that a missing wait changes the result.
 //   Others     every other driver function the cu package links answers CUDA_ERROR_NOT_SUPPORTED (stubs.cpp).
 //
 // Every error is also written to stderr as one line starting "emudriver:".
