@@ -216,9 +216,6 @@ func (c *Collective) openStream(be *cuda.Backend, st cuda.Streams) error {
 	return nil
 }
 
-// Stream is the stream the collectives are queued on (0: the default stream).
-func (c *Collective) Stream() cuda.Stream { return c.stream }
-
 // Version is NCCL's version code (ncclGetVersion: 21803 for 2.18.3).
 func (c *Collective) Version() int { return c.version }
 
