@@ -489,9 +489,10 @@ func fakeNCCL(t *testing.T, k *mpiKit, mpicc string) string {
 // the communication stream. The gradient goes in buckets (-bucket-mib 0.04: about 10,000 of the 41,609 parameters)
 // while the backward pass goes on, and the result is the same when the emulated driver holds back the
 // communication stream's work until a wait needs it (DDPM_EMU_STREAMS=defer-streams) or the default stream's
-// kernels (defer-null); its stream log shows the first all-reduce queued before the last backward kernel, and run
-// at Flush's wait. Leaving out either wait (DDPM_NCCL_DROP_WAIT) is caught in the mode that defers the side it
-// orders: the run fails or ends with other tensors.
+// kernels (defer-null: each all-reduce runs as soon as the kernels before it have, before the rest of the backward
+// pass, which therefore must not write a bucket it handed over); its stream log shows the first all-reduce queued
+// before the last backward kernel, and run at Flush's wait. Leaving out either wait (DDPM_NCCL_DROP_WAIT) is caught
+// in the mode that defers the side it orders: the run fails or ends with other tensors.
 func TestMPINCCLOnEmulatedDriver(t *testing.T) {
 	k := mpiSetup(t)
 	mpicc, err := exec.LookPath("mpicc")
