@@ -11,7 +11,7 @@ CMDS    := train sample pack export eval
 # Link the cuda build against the driver stub when no libcuda is installed.
 STUBS   ?= /usr/lib/x86_64-linux-gnu/stubs
 
-.PHONY: all build build-cuda build-mpi test test-short test-mpi vet vet-cuda fake-nccl ptx ptx-check gpu-report gpu-report-check clean help
+.PHONY: all build build-cuda build-mpi test test-short test-mpi test-slurm vet vet-cuda fake-nccl ptx ptx-check gpu-report gpu-report-check clean help
 
 all: build
 
@@ -35,6 +35,18 @@ MPI_ENV := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 test-mpi: ## vet and test the MPI build (needs scripts/setup.sh --mpi; what CI runs after make test)
 	$(GO) vet -tags mpi ./...
 	$(MPI_ENV) $(GO) test -tags mpi -count=1 -timeout 20m ./mpi/ ./cmd/train/ -run 'MPI'
+
+# The Slurm tier, apart from make test and make test-mpi (.ci/run runs it after them): package mpi's TestRank tests
+# on 3 tasks of `srun --mpi=pmix` (MPI's rank, size and local rank are Slurm's), bin/train on 2 ranks started by
+# srun --mpi=pmix, salloc + mpirun and sbatch (bit-identical to mpirun -np 2), and the refusals of srun without PMIx.
+# 45 to 90 s on 2 CPUs. SLURM_UP first sets up the one-node cluster of scripts/slurm-local.sh (root; idempotent); on
+# a machine that is already part of a Slurm cluster, run make test-slurm SLURM_UP=true.
+SLURM_UP ?= scripts/slurm-local.sh up
+
+test-slurm: ## bin/train under Slurm: srun --mpi=pmix, salloc/sbatch + mpirun (a one-node cluster: scripts/slurm-local.sh up, as root)
+	$(SLURM_UP)
+	$(GO) vet -tags mpi ./...
+	$(MPI_ENV) $(GO) test -tags mpi -count=1 -timeout 10m ./mpi/ ./cmd/train/ -run 'Slurm'
 
 fake-nccl: $(BIN)/fakenccl/libnccl.so.2 ## the NCCL test double over MPI: LD_LIBRARY_PATH=bin/fakenccl mpirun … -device emu -collective nccl
 

@@ -27,10 +27,19 @@
 // error, so that no rank waits on one that has stopped.
 package mpi
 
-import "os"
+import (
+	"fmt"
+	"os"
+)
 
 // Launched says whether this process was started by an MPI launcher: mpirun (OMPI_COMM_WORLD_SIZE, PMIX_RANK),
 // or srun with PMIx or PMI-2 (PMIX_RANK, PMI_RANK). A process started otherwise runs as one rank without MPI.
+//
+// What each launcher sets (tried with Slurm 22.05 and Open MPI 4.1.4, docs/distributed.md): mpirun sets
+// OMPI_COMM_WORLD_{SIZE,RANK,LOCAL_RANK} and PMIX_RANK; `srun --mpi=pmix` sets PMIX_RANK and SLURM_PROCID,
+// SLURM_LOCALID, SLURM_STEP_NUM_TASKS; `srun --mpi=pmi2` sets PMI_RANK (Debian's Open MPI has no PMI-2 client, so
+// MPI_Init_thread then fails with Open MPI's own message); a plain `srun` (MpiDefault=none) sets only the SLURM_
+// variables, so Launched is false and SlurmTasks tells several such tasks apart from one process.
 func Launched() bool {
 	for _, v := range []string{"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"} {
 		if os.Getenv(v) != "" {
@@ -42,6 +51,8 @@ func Launched() bool {
 
 // SlurmTasks is the number of tasks of the Slurm job step this process belongs to (SLURM_STEP_NUM_TASKS), 0
 // outside Slurm: more than one without Launched means srun started several copies without an MPI plugin.
+// SLURM_NTASKS is not used: a batch script of `sbatch -n 2` and the shell of `salloc -n 2` have SLURM_NTASKS=2 but
+// are one process (the batch step has no SLURM_STEP_NUM_TASKS), and mpirun inside them is the way to start ranks.
 func SlurmTasks() int {
 	n := 0
 	for _, c := range os.Getenv("SLURM_STEP_NUM_TASKS") {
@@ -51,4 +62,17 @@ func SlurmTasks() int {
 		n = 10*n + int(c-'0')
 	}
 	return n
+}
+
+// CheckSlurm is the check after MPI_Init: it fails when srun started several tasks (SlurmTasks > 1) and MPI sees a
+// world of one rank, as an MPI library that does not speak srun's PMI and falls back to singletons would (each task
+// would train alone into the same run directory; Open MPI 4.1.4 fails in MPI_Init instead). A world of more than
+// one rank passes whatever SLURM_STEP_NUM_TASKS says: under mpirun inside an allocation, ranks on other machines
+// inherit it from the srun step that started Open MPI's daemons (one task per machine).
+func CheckSlurm(size int) error {
+	if n := SlurmTasks(); n > 1 && size == 1 {
+		return fmt.Errorf("srun started %d tasks but MPI sees a world of 1 rank in each: every task would train alone. "+
+			"Start them with srun --mpi=pmix (srun --mpi=list shows the plugins), or with mpirun inside salloc or sbatch", n)
+	}
+	return nil
 }

@@ -4,10 +4,12 @@ package mpi
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -73,8 +75,97 @@ func TestMPIUnderMpirun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mpirun: %v", err)
 	}
-	if n := strings.Count(out.String(), "--- PASS: TestRankSum"); n != 3 {
-		t.Fatalf("TestRankSum passed on %d ranks, want 3", n)
+	checkRanks(t, out.String(), 3, "mpirun")
+}
+
+// TestSlurmSrun runs this test binary's TestRank tests on 3 tasks of `srun --mpi=pmix` (make test-slurm; a Slurm
+// cluster such as scripts/slurm-local.sh sets up): MPI's ranks, size and local ranks are Slurm's, and the sums
+// are those under mpirun. It fails (never skips) without srun.
+func TestSlurmSrun(t *testing.T) {
+	if comm != nil {
+		t.Skip("already under a launcher")
+	}
+	srun, err := exec.LookPath("srun")
+	if err != nil {
+		t.Fatalf("srun not found: make test-slurm (scripts/slurm-local.sh up) sets up a one-node cluster: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// --overcommit: 3 tasks on the 2 CPUs of CI; --kill-on-bad-exit: a failed rank ends the others.
+	cmd := exec.CommandContext(ctx, srun, "--mpi=pmix", "-n", "3", "--overcommit", "--kill-on-bad-exit=1",
+		os.Args[0], "-test.run", "^TestRank", "-test.v")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	t.Logf("%s", out.String())
+	if err != nil {
+		t.Fatalf("srun: %v", err)
+	}
+	checkRanks(t, out.String(), 3, "srun")
+}
+
+// identityLine is what TestRankIdentity logs on each rank.
+var identityLine = regexp.MustCompile(`identity: launcher=(\w+) rank=(\d+) size=(\d+) local=(\d+)`)
+
+// checkRanks: the TestRank tests passed on n ranks, whose identities are ranks 0 … n−1 of n told by launcher.
+func checkRanks(t *testing.T, out string, n int, launcher string) {
+	t.Helper()
+	for _, name := range []string{"TestRankSum", "TestRankHostCollectives", "TestRankIdentity"} {
+		if c := strings.Count(out, "--- PASS: "+name+" "); c != n {
+			t.Errorf("%s passed on %d ranks, want %d", name, c, n)
+		}
+	}
+	seen := map[string]bool{}
+	for _, m := range identityLine.FindAllStringSubmatch(out, -1) {
+		if m[1] != launcher || m[3] != fmt.Sprint(n) {
+			t.Errorf("%s: want launcher %s, size %d", m[0], launcher, n)
+		}
+		seen[m[2]] = true
+	}
+	for r := range n {
+		if !seen[fmt.Sprint(r)] {
+			t.Errorf("no rank %d among the identities %v", r, identityLine.FindAllString(out, -1))
+		}
+	}
+}
+
+// launcher is what the launcher told this process before MPI_Init (read when the package is initialised, before
+// TestMain's Init): its name and the rank, size and local rank it gave. mpirun sets OMPI_COMM_WORLD_RANK, _SIZE and
+// _LOCAL_RANK; a task of `srun --mpi=pmix` has SLURM_PROCID, SLURM_STEP_NUM_TASKS and SLURM_LOCALID (and, under
+// mpirun inside an allocation, ranks inherit SLURM_ variables of the batch step, so mpirun's come first).
+var launcher = func() (l struct {
+	name              string
+	rank, size, local string
+}) {
+	switch {
+	case os.Getenv("OMPI_COMM_WORLD_RANK") != "":
+		l.name = "mpirun"
+		l.rank, l.size, l.local = os.Getenv("OMPI_COMM_WORLD_RANK"), os.Getenv("OMPI_COMM_WORLD_SIZE"),
+			os.Getenv("OMPI_COMM_WORLD_LOCAL_RANK")
+	case os.Getenv("SLURM_STEP_NUM_TASKS") != "":
+		l.name = "srun"
+		l.rank, l.size, l.local = os.Getenv("SLURM_PROCID"), os.Getenv("SLURM_STEP_NUM_TASKS"), os.Getenv("SLURM_LOCALID")
+	}
+	return l
+}()
+
+// TestRankIdentity: the rank, size and local rank MPI gives (MPI_Comm_rank, MPI_Comm_size, MPI_Comm_split_type) are
+// those the launcher set in the environment, and PMIX_RANK, where set, is the rank. It logs them for checkRanks.
+func TestRankIdentity(t *testing.T) {
+	needComm(t)
+	got := fmt.Sprintf("rank=%d size=%d local=%d", comm.Rank(), comm.Size(), comm.LocalRank())
+	t.Logf("identity: launcher=%s %s", launcher.name, got)
+	if launcher.name == "" {
+		t.Fatalf("launched (%s) by neither mpirun nor srun: no OMPI_COMM_WORLD_RANK, no SLURM_STEP_NUM_TASKS", got)
+	}
+	if want := fmt.Sprintf("rank=%s size=%s local=%s", launcher.rank, launcher.size, launcher.local); got != want {
+		t.Errorf("MPI says %s, %s says %s", got, launcher.name, want)
+	}
+	if p := os.Getenv("PMIX_RANK"); p != "" && p != fmt.Sprint(comm.Rank()) {
+		t.Errorf("PMIX_RANK=%s, MPI rank %d", p, comm.Rank())
+	}
+	if comm.LocalSize() < 1 || comm.LocalRank() >= comm.LocalSize() {
+		t.Errorf("local rank %d of %d", comm.LocalRank(), comm.LocalSize())
 	}
 }
 

@@ -35,6 +35,10 @@ func openGroup(timeout time.Duration) (*group, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := mpi.CheckSlurm(comm.Size()); err != nil {
+		comm.Close()
+		return nil, err
+	}
 	g := &group{rank: comm.Rank(), size: comm.Size(), local: comm.LocalRank(), col: comm, name: "mpi", abort: comm.Abort,
 		closers: []func() error{comm.Close}}
 	g.bind = func(dev string, be ops.Backend, which string, log *zap.Logger) error {
