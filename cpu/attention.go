@@ -29,14 +29,18 @@ func (be *Backend[T]) Attention(s ops.AttnShape, q, k, v, o, p ops.Buf) {
 	vs := arg(be, "Attention", s, "v", v, s.N*s.L*hd)
 	os := arg(be, "Attention", s, "o", o, s.N*s.L*hd)
 	ps := arg(be, "Attention", s, "p", p, s.N*s.Heads*s.L*s.L)
+	qs, ks, vs = be.bf(0, qs), be.bf(1, ks), be.bf(2, vs) // bf16: rounded copies (bf16.go)
 	j := be.newJob(jAttention)
 	j.attn = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = qs, ks, vs, os, ps
+	if be.prec == ops.BF16 {
+		j.sets[0] = scratch(&be.bfw, be.workers, s.L*s.L)
+	}
 	be.forEach(j, s.N*s.Heads)
 }
 
 // attentionItem is the forward pass of (sample, head) nh.
-func attentionItem[T Float](j *job[T], nh int) {
+func attentionItem[T Float](j *job[T], wk, nh int) {
 	s, qs, ks, vs, os, ps := j.attn, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
 	hd := s.Heads * s.D
 	scale := T(1 / math.Sqrt(float64(s.D)))
@@ -48,7 +52,12 @@ func attentionItem[T Float](j *job[T], nh int) {
 		for i := 0; i < s.L; i++ {
 			softmaxRow(pm[i*s.L : (i+1)*s.L])
 		}
-		gemm(false, false, s.L, s.D, s.L, 1, pm, s.L, vs[off:], hd, 0, os[off:], hd)
+		pv := pm
+		if j.sets[0] != nil { // bf16: o = bf16(P)·v, P kept in float32 for the backward pass
+			pv = j.sets[0][wk]
+			roundBF16To(pv, pm)
+		}
+		gemm(false, false, s.L, s.D, s.L, 1, pv, s.L, vs[off:], hd, 0, os[off:], hd)
 	}
 }
 
@@ -89,11 +98,15 @@ func (be *Backend[T]) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk,
 	dqs := opt(be, "AttentionBackward", s, "dq", dq, s.N*s.L*hd)
 	dks := opt(be, "AttentionBackward", s, "dk", dk, s.N*s.L*hd)
 	dvs := opt(be, "AttentionBackward", s, "dv", dv, s.N*s.L*hd)
+	qs, ks, vs, dos = be.bf(0, qs), be.bf(1, ks), be.bf(2, vs), be.bf(3, dos) // bf16: rounded copies (bf16.go)
 	j := be.newJob(jAttentionBwd)
 	j.attn = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = qs, ks, vs, ps, dos
 	j.sets[0] = scratch(&be.attn, be.workers, s.L*s.L)
 	j.sets[1] = be.attnGrads(dqs, dks, dvs)
+	if be.prec == ops.BF16 {
+		j.sets[2] = scratch(&be.bfw, be.workers, s.L*s.L)
+	}
 	be.forEach(j, s.N*s.Heads)
 }
 
@@ -115,7 +128,12 @@ func attentionBwdItem[T Float](j *job[T], wk, nh int) {
 		off := n*s.L*hd + h*s.D
 		pm := ps[nh*s.L*s.L : (nh+1)*s.L*s.L]
 		if dvs != nil {
-			gemm(true, false, s.L, s.D, s.L, 1, pm, s.L, dos[off:], hd, 1, dvs[off:], hd)
+			pv := pm
+			if j.sets[2] != nil { // bf16: dv += bf16(P)ᵀ·do
+				pv = j.sets[2][wk]
+				roundBF16To(pv, pm)
+			}
+			gemm(true, false, s.L, s.D, s.L, 1, pv, s.L, dos[off:], hd, 1, dvs[off:], hd)
 		}
 		if dqs == nil && dks == nil {
 			return
@@ -131,6 +149,9 @@ func attentionBwdItem[T Float](j *job[T], wk, nh int) {
 			for j, pv := range pr {
 				dr[j] = T(float64(pv) * (float64(dr[j]) - dot))
 			}
+		}
+		if j.sets[2] != nil { // bf16: dq, dk from bf16(dS)
+			roundBF16To(ds, ds)
 		}
 		if dqs != nil {
 			gemm(false, false, s.L, s.D, s.L, scale, ds, s.L, ks[off:], hd, 1, dqs[off:], hd)

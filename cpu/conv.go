@@ -51,6 +51,7 @@ func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 		dnnlConvFwd(be.dn, s, xs, ws, bs, ys)
 		return
 	}
+	xs, ws = be.bf(0, xs), be.bf(1, ws) // float64 at bf16: the reference of bf16.go
 	if shiftable(s) {
 		be.convShiftFwd(s, xs, ws, bs, ys)
 		return
@@ -142,7 +143,8 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 		be.dnnlConvBwd(s, xs, ws, dys, dxs, dws, dbs)
 		return
 	}
-	var wt []T // the weights in tap order for the shifted backward-data pass
+	xs, ws, dys = be.bf(0, xs), be.bf(1, ws), be.bf(2, dys) // float64 at bf16: the reference of bf16.go
+	var wt []T                                              // the weights in tap order for the shifted backward-data pass
 	if dxs != nil && s.N > 0 && shiftable(s) {
 		wt = be.tapWeights(s, ws) // before newJob: it runs a job of its own
 	}
