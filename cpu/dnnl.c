@@ -119,10 +119,12 @@ int ddpm_dnnl_init(char *err, int errn) {
 
 // pad zeros before each spatial dimension, pad + pad_end after it (ops.ConvShape).
 //
-// bf16 != 0: the primitives take their inputs (x, w, dy) in bf16 and write y, dx, dw and db in f32 (oneDNN accumulates
-// in f32); the user buffers stay f32, and the reorders into the primitives' layouts round to bf16 (to nearest even).
-ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int bf16, int nthr,
-		char *err, int errn) {
+// bf16 != 0: the forward and backward-data primitives take their inputs (x, w, dy) in bf16 and write y and dx in f32
+// (oneDNN accumulates in f32); bf16w != 0: so does the backward-weights primitive (x, dy in bf16; dw, db in f32),
+// else it runs in f32. The user buffers stay f32, and the reorders into the primitives' layouts round to bf16 (to
+// nearest even).
+ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int bf16, int bf16w,
+		int nthr, char *err, int errn) {
 	ddpm_conv *c = calloc(1, sizeof *c);
 	if (!c) { snprintf(err, errn, "calloc"); return NULL; }
 	c->nthr = nthr;
@@ -164,7 +166,7 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 		&ax32, &aw, &ay16, strides, pl, pr), "convolution_backward_data_desc_init");
 	CKN(dnnl_primitive_desc_create(&dpd, &dd, attr, eng, fpd), "backward-data primitive_desc_create");
 	CKN(dnnl_convolution_backward_weights_desc_init(&wdsc, dnnl_convolution_direct,
-		&ax, &aw32, &ub, &ay16, strides, pl, pr), "convolution_backward_weights_desc_init");
+		bf16w ? &ax : &ax32, &aw32, &ub, bf16w ? &ay16 : &ay, strides, pl, pr), "convolution_backward_weights_desc_init");
 	CKN(dnnl_primitive_desc_create(&wpd, &wdsc, attr, eng, fpd), "backward-weights primitive_desc_create");
 	const_dnnl_primitive_desc_t pds[3] = {fpd, dpd, wpd};
 	for (int i = 0; i < 3; i++) {

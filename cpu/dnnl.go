@@ -92,15 +92,18 @@ func (d *dnnlState) plan(op string, s ops.ConvShape) *C.ddpm_conv {
 	return p
 }
 
-// create makes a plan (bf16: bf16 inputs, f32 outputs) and records the implementations oneDNN chose.
+// create makes a plan (bf16: bf16 inputs, f32 outputs; the weight gradient's inputs too where bf16Weights) and records the implementations oneDNN chose.
 func (d *dnnlState) create(s ops.ConvShape, bf16 bool) (*C.ddpm_conv, error) {
 	var err [256]C.char
-	b := C.int(0)
+	b, bw := C.int(0), C.int(0)
 	if bf16 {
 		b = 1
+		if bf16Weights(s) {
+			bw = 1
+		}
 	}
 	p := C.ddpm_conv_create(C.int(s.N), C.int(s.Cin), C.int(s.H), C.int(s.W), C.int(s.Cout), C.int(s.K),
-		C.int(s.Stride), C.int(s.Pad), C.int(s.PadEnd), b, C.int(d.threads), &err[0], C.int(len(err)))
+		C.int(s.Stride), C.int(s.Pad), C.int(s.PadEnd), b, bw, C.int(d.threads), &err[0], C.int(len(err)))
 	if p == nil {
 		return nil, fmt.Errorf("oneDNN plan: %s", C.GoString(&err[0]))
 	}
