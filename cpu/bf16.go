@@ -13,7 +13,8 @@ package cpu
 //	                         (jit_bf16:avx512_core_bf16, vdpbf16ps) or AMX (brgconv:avx512_core_amx_bf16) ones.
 //	Linear, LinearBackward   x, w and dy rounded into scratch, then sgemm: y = bf16(x)·bf16(w)ᵀ,
 //	                         dx += bf16(dy)·bf16(w), dw += bf16(dy)ᵀ·bf16(x); db = Σ dy in float64 as in fp32.
-//	Attention(Backward)      q, k, v (and do) rounded once per call; S = bf16(q)·bf16(k)ᵀ/√D, softmax in float32
+//	Attention(Backward)      per (sample, head), its q, k, v (and do) rounded into per-worker scratch [L, D] (not
+//	                         whole-tensor copies, which would cost more memory than bf16 saves); S = bf16(q)·bf16(k)ᵀ/√D, softmax in float32
 //	                         (P saved in float32), o = bf16(P)·bf16(v); dv += bf16(P)ᵀ·bf16(do),
 //	                         dP = bf16(do)·bf16(v)ᵀ, dS in float32 from the float32 P, dq += bf16(dS)·bf16(k)/√D,
 //	                         dk += bf16(dS)ᵀ·bf16(q)/√D.
@@ -21,11 +22,15 @@ package cpu
 // Linear and attention are a few percent of a U-Net step (the convolutions are over 90% of its FLOPs), so they round
 // in Go and multiply in float32 — the same numbers as a bf16 GEMM with float32 accumulation, without its speed.
 //
-// Activations saved for the backward pass stay float32: the op set's buffers are float32 and the convolutions cast
-// their inputs on the way in (the cast copies are the reorders' workspace, one per role, shared by all shapes, half
-// the size of the float32 ones). Keeping them float32 also keeps everything outside the matmuls exact to float32 —
-// group norm's inputs (its statistics are cancellation-prone sums), SiLU's inputs and the attention probabilities P,
-// whose backward dS = P·(dP − Σ P·dP) cancels.
+// Activations saved for the backward pass stay float32. The op set's buffers are float32 (ops.Buf has no element
+// type; the CUDA twin shares them), so a bf16 copy of a saved tensor would be held beside the float32 one, not
+// instead of it; and most saved tensors are the inputs of ops that must stay FP32 — group norm's inputs (its
+// statistics are cancellation-prone sums), SiLU's inputs, the attention probabilities P (dS = P·(dP − Σ P·dP)
+// cancels). What bf16 does halve is the convolutions' operand copies: oneDNN's reorders cast x, w and dy into
+// blocked-layout workspaces (one per role, shared by all shapes), which are bf16 — half the float32 ones
+// (train.hostCopyBytes counts them). Storing the convolution inputs that no FP32 op reads in bf16 (x of a conv whose
+// producer is SiLU ∘ GroupNorm is recomputable; the concatenations of the up path are read by group norm first) needs
+// a bf16 buffer type in the op set: left for later.
 //
 // The float64 backend (New64) accepts bf16 everywhere: it rounds the same operands to bf16 in Go and computes in
 // float64. It is the reference of the bf16 conformance cases (ops/opstest), which thereby check that the float32
