@@ -313,6 +313,62 @@ func (g *GPU) Sync() error {
 	return nil
 }
 
+var _ Streams = (*GPU)(nil)
+
+// cu.Stream and cu.Event hold just the driver's handle (CUstream, CUevent); cu has no constructor from one.
+func cuStream(s Stream) (c cu.Stream) { *(*uintptr)(unsafe.Pointer(&c)) = uintptr(s); return }
+func cuEvent(e Event) (c cu.Event)    { *(*uintptr)(unsafe.Pointer(&c)) = uintptr(e); return }
+
+// NewStream makes a CU_STREAM_NON_BLOCKING stream.
+func (g *GPU) NewStream() (Stream, error) {
+	var s cu.Stream
+	if err := g.do(func() (err error) { s, err = cu.MakeStream(cu.NonBlocking); return }); err != nil {
+		return 0, fmt.Errorf("cuda: cuStreamCreate: %w", err)
+	}
+	return Stream(*(*uintptr)(unsafe.Pointer(&s))), nil
+}
+
+// DestroyStream destroys s (its queued work still runs).
+func (g *GPU) DestroyStream(s Stream) error {
+	if err := g.do(func() error { c := cuStream(s); return c.Destroy() }); err != nil {
+		return fmt.Errorf("cuda: cuStreamDestroy: %w", err)
+	}
+	return nil
+}
+
+// NewEvent makes a CU_EVENT_DISABLE_TIMING event.
+func (g *GPU) NewEvent() (Event, error) {
+	var e cu.Event
+	if err := g.do(func() (err error) { e, err = cu.MakeEvent(cu.DisableTiming); return }); err != nil {
+		return 0, fmt.Errorf("cuda: cuEventCreate: %w", err)
+	}
+	return Event(*(*uintptr)(unsafe.Pointer(&e))), nil
+}
+
+// DestroyEvent destroys ev.
+func (g *GPU) DestroyEvent(ev Event) error {
+	if err := g.do(func() error { c := cuEvent(ev); return cu.DestroyEvent(&c) }); err != nil {
+		return fmt.Errorf("cuda: cuEventDestroy: %w", err)
+	}
+	return nil
+}
+
+// Record queues cuEventRecord(ev, s).
+func (g *GPU) Record(ev Event, s Stream) error {
+	if err := g.do(func() error { return cuEvent(ev).Record(cuStream(s)) }); err != nil {
+		return fmt.Errorf("cuda: cuEventRecord: %w", err)
+	}
+	return nil
+}
+
+// Wait queues cuStreamWaitEvent(s, ev, 0).
+func (g *GPU) Wait(s Stream, ev Event) error {
+	if err := g.do(func() error { return cuStream(s).Wait(cuEvent(ev), 0) }); err != nil {
+		return fmt.Errorf("cuda: cuStreamWaitEvent: %w", err)
+	}
+	return nil
+}
+
 // Do runs f on the goroutine that owns the context (a library that calls the CUDA runtime, as NCCL does, finds the
 // context current there) and returns its error.
 func (g *GPU) Do(f func() error) error { return g.do(f) }

@@ -154,3 +154,65 @@ func TestGPUKernelFaultIsSticky(t *testing.T) {
 		t.Fatalf("Alloc after the fault: %v, want the sticky CUDA_ERROR_ILLEGAL_ADDRESS", err)
 	}
 }
+
+// TestGPUStreams: the Streams capability (a second stream ordered with the default one by events, as package
+// cuda/nccl uses it) makes, records, waits on and destroys its handles without error, and leaves the default stream's
+// results as they were.
+func TestGPUStreams(t *testing.T) {
+	g, err := NewGPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	var st Streams = g
+	s, err := st.NewStream()
+	if err != nil || s == 0 {
+		t.Fatalf("NewStream: %#x, %v", s, err)
+	}
+	ready, err := st.NewEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done, err := st.NewEvent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.Alloc(64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Free(p)
+	if err := g.Memset32(p, 0x3f800000, 16); err != nil { // 1.0f
+		t.Fatal(err)
+	}
+	for _, step := range []func() error{
+		func() error { return g.Launch("scale_f32", Dim3{X: 1}, Dim3{X: 32}, 0, F32(3), Ptr(p), I64(16)) },
+		func() error { return st.Record(ready, 0) },
+		func() error { return st.Wait(s, ready) },
+		func() error { return st.Record(done, s) },
+		func() error { return st.Wait(0, done) },
+		func() error { return g.Launch("scale_f32", Dim3{X: 1}, Dim3{X: 32}, 0, F32(2), Ptr(p), I64(16)) },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out [16]float32
+	if err := g.DtoH(unsafe.Pointer(&out[0]), p, 64); err != nil {
+		t.Fatal(err)
+	}
+	if out[0] != 6 || out[15] != 6 {
+		t.Errorf("after two scales: %v, want 6", out[0])
+	}
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{st.DestroyEvent(ready), st.DestroyEvent(done), st.DestroyStream(s)} {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if err := st.Record(ready, 0); err == nil {
+		t.Error("Record of a destroyed event: no error")
+	}
+}

@@ -137,6 +137,32 @@ type Driver interface {
 	MemInfo() (free, total int64, err error)
 }
 
+// Stream and Event are a driver's handles of a CUDA stream and event (CUstream, CUevent), for work beside the default
+// stream. Stream 0 is the default (legacy NULL) stream, on which every Launch, copy and fill of a Driver is queued.
+type (
+	Stream uintptr
+	Event  uintptr
+)
+
+// Streams is the capability of a Driver that queues work on more than one stream: the GPU driver (cu.go). The
+// emulator of the default build runs each launch as it is made and has only the default stream. Libraries that
+// queue their own work (NCCL) take a Stream; events order it with the default stream's kernels. No method blocks
+// the host.
+type Streams interface {
+	// NewStream makes a stream that does not synchronise with the default stream (CU_STREAM_NON_BLOCKING): its work
+	// is ordered with the default stream's only by Wait. DestroyStream lets its queued work finish.
+	NewStream() (Stream, error)
+	DestroyStream(s Stream) error
+	// NewEvent makes an event for ordering only (CU_EVENT_DISABLE_TIMING).
+	NewEvent() (Event, error)
+	DestroyEvent(ev Event) error
+	// Record queues a record of ev on s: it completes when the work queued on s before it has.
+	Record(ev Event, s Stream) error
+	// Wait makes the work queued on s after it wait for ev's latest record, as it is when Wait is called
+	// (cuStreamWaitEvent).
+	Wait(s Stream, ev Event) error
+}
+
 // Open returns the driver named by dev: "emu" (default build) or "cuda" (a build with -tags cuda, on GPU 0).
 func Open(dev string) (Driver, error) { return OpenLocal(dev, 0) }
 

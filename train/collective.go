@@ -51,8 +51,9 @@ func (Single) Flush() error               { return nil }
 func (Single) MaxInt64([]int64) error     { return nil }
 func (Single) SumFloat32([]float32) error { return nil }
 
-// bucketElems is the size of the gradient ranges reduced while the backward pass goes on (4 MiB of float32): big
-// enough that a collective's latency does not dominate, small enough to start early. (A variable for the tests.)
+// bucketElems is the default size of the gradient ranges reduced while the backward pass goes on (4 MiB of float32,
+// Options.BucketElems): big enough that a collective's latency does not dominate, small enough to start early. (A
+// variable for the tests.)
 var bucketElems = 1 << 20
 
 // shard is this rank's part of every global batch: samples first … first+n−1 of B.
@@ -65,9 +66,14 @@ func shardOf(B, rank, size int) (first, n int, err error) {
 }
 
 // gradsReady is the model's OnGradsReady hook during the last micro-batch's backward pass: it queues the final
-// gradients above from for reduction whenever a bucket's worth has accumulated.
+// gradients above from for reduction whenever a bucket's worth has accumulated. "Final" is in queue order: the
+// kernels that wrote them were launched, and the kernels launched later (the rest of the backward pass) write only
+// below from (each parameter's gradient is written by its own layer's backward, model.OnGradsReady), so on a
+// device the collective may run beside them (package cuda/nccl: on a stream of its own, after an event recorded
+// here). Nothing touches the queued ranges again until Flush (reduce), after which the step controller's update
+// and the next step's zeroing of the gradient are queued.
 func (tr *trainer) gradsReady(from int) {
-	if !tr.reducing || tr.sent-from < bucketElems && from > 0 {
+	if !tr.reducing || tr.sent-from < tr.bucket && from > 0 {
 		return
 	}
 	tr.col.AllReduceSum(tr.be.Slice(tr.unet.Grads(), from, tr.sent-from))

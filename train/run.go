@@ -88,6 +88,10 @@ type Options struct {
 	// 0 writes the run directory (config, metrics, plots, samples, checkpoints, EMA export); the others write
 	// nothing and read only the checkpoint they resume from (so run.dir must be on a file system they share).
 	Collective Collective
+	// BucketElems is the size, in float32 elements, of the gradient ranges reduced during the last micro-batch's
+	// backward pass on several ranks (0: 1<<20, 4 MiB). Smaller buckets start the all-reduce earlier and overlap
+	// more of the backward pass; each costs a collective's latency.
+	BucketElems int
 }
 
 // Result says how a run ended.
@@ -135,6 +139,7 @@ type trainer struct {
 	rank, ranks int
 	b, first    int
 	reducing    bool      // the last micro-batch's backward pass is queuing gradient buckets (gradsReady)
+	bucket      int       // elements per gradient bucket (Options.BucketElems, default bucketElems)
 	sent        int       // the gradients from sent on are queued
 	hashBuf     []float32 // checkSame's host copy
 	hashes      []int64
@@ -219,6 +224,10 @@ func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Fold
 	tr.D = tr.C * tr.S * tr.S
 	tr.out = outputs{dir: cfg.Run.Dir, lastSave: -1}
 	tr.col = opt.Collective
+	tr.bucket = opt.BucketElems
+	if tr.bucket <= 0 {
+		tr.bucket = bucketElems
+	}
 	if tr.col == nil {
 		tr.col = Single{}
 	}

@@ -88,8 +88,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"auto (nccl with -device cuda, else mpi) | mpi (through the host) | nccl (device buffers, libnccl.so.2 loaded at run time)")
 	distTimeout := cmd.Duration("dist-timeout", 10*time.Minute, "under mpirun: the watchdog's limit on one collective; "+
 		"past it the ranks stop, naming the ranks that hold it up")
+	bucketMiB := cmd.Float64("bucket-mib", 4, "under mpirun: the size of the gradient buckets all-reduced while the backward "+
+		"pass goes on (smaller: the reduction starts earlier and overlaps more of it; each bucket costs a collective's latency)")
 	if status, ok := cmd.Parse(args); !ok {
 		return status
+	}
+	if !(*bucketMiB > 0) {
+		return cmd.Usagef("-bucket-mib %v: want a size above 0", *bucketMiB)
 	}
 
 	var cfg config.Config
@@ -204,7 +209,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: runBar,
-		InitFrom: *initFrom, Overrides: sets, Collective: g.col})
+		InitFrom: *initFrom, Overrides: sets, Collective: g.col, BucketElems: max(1, int(*bucketMiB*(1<<20)/4))})
 	if err != nil {
 		bar.Finish()
 		log.Error("training failed", zap.Error(err))

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -484,7 +485,14 @@ func fakeNCCL(t *testing.T, k *mpiKit, mpicc string) string {
 // TestMPINCCLOnEmulatedDriver runs the code that calls NCCL in the build a GPU host runs: bin/train built with
 // -tags "cuda mpi" (gorgonia.org/cu, cuda/nccl on device pointers) on the emulated driver (bin/emudriver/libcuda.so.1,
 // make emu-driver) with the NCCL double, 2 ranks, -device cuda -collective nccl: the same tensors bit for bit as the
-// NCCL run on -device emu (the emulated driver runs the same kernels), and the double saw the all-reduces.
+// NCCL run on -device emu (the emulated driver runs the same kernels), and the double saw the all-reduces, queued on
+// the communication stream. The gradient goes in buckets (-bucket-mib 0.04: about 10,000 of the 41,609 parameters)
+// while the backward pass goes on, and the result is the same when the emulated driver holds back the
+// communication stream's work until a wait needs it (DDPM_EMU_STREAMS=defer-streams) or the default stream's
+// kernels (defer-null: each all-reduce runs as soon as the kernels before it have, before the rest of the backward
+// pass, which therefore must not write a bucket it handed over); its stream log shows the first all-reduce queued
+// before the last backward kernel, and run at Flush's wait. Leaving out either wait (DDPM_NCCL_DROP_WAIT) is caught
+// in the mode that defers the side it orders: the run fails or ends with other tensors.
 func TestMPINCCLOnEmulatedDriver(t *testing.T) {
 	k := mpiSetup(t)
 	mpicc, err := exec.LookPath("mpicc")
@@ -509,20 +517,132 @@ func TestMPINCCLOnEmulatedDriver(t *testing.T) {
 	}
 	emu := filepath.Join(k.tmp, "emu")
 	mustRunCmd(t, k.ranks(2, []string{"-x", "LD_LIBRARY_PATH=" + lib}, small(emu, "emu")))
-	gpu := filepath.Join(k.tmp, "gpu")
-	cmd := k.ranks(2, []string{"-x", "LD_LIBRARY_PATH=" + filepath.Join(root, "bin", "emudriver") + ":" + lib,
-		"-x", "DDPM_EMU_CC=9.0"}, small(gpu, "cuda"))
-	cmd.Args[len(cmd.Args)-len(small(gpu, "cuda"))-1] = gpuBin
-	out := mustRunCmd(t, cmd)
-	if !strings.Contains(out, "emudriver: emulated CUDA driver") {
-		t.Errorf("the run did not use the emulated driver:\n%s", out)
+	want := state(t, table, emu, 2)
+	// gpu runs bin/train -device cuda on the emulated driver with the environment env (NAME=VALUE, passed to every
+	// rank) and returns its output and error.
+	gpu := func(dir string, env ...string) (string, error) {
+		flags := []string{"-x", "LD_LIBRARY_PATH=" + filepath.Join(root, "bin", "emudriver") + ":" + lib, "-x", "DDPM_EMU_CC=9.0"}
+		for _, e := range env {
+			flags = append(flags, "-x", e)
+		}
+		args := append(small(dir, "cuda"), "-bucket-mib", "0.04")
+		cmd := k.ranks(2, flags, args)
+		cmd.Args[len(cmd.Args)-len(args)-1] = gpuBin
+		cmd.Env = append(cmd.Env, env...)
+		return runCmd(t, cmd)
 	}
-	for r := range 2 {
-		if !strings.Contains(out, fmt.Sprintf("fakenccl: rank %d: ", r)) || strings.Contains(out, fmt.Sprintf("fakenccl: rank %d: 0 all-reduces", r)) {
-			t.Errorf("rank %d: no all-reduce went through the NCCL double:\n%s", r, out)
+	for _, mode := range []string{"sync", "defer-streams", "defer-null"} {
+		dir := filepath.Join(k.tmp, "gpu-"+mode)
+		logs := filepath.Join(k.tmp, "streams-"+mode)
+		os.MkdirAll(logs, 0o755)
+		out, err := gpu(dir, "DDPM_EMU_STREAMS="+mode, "DDPM_EMU_STREAM_LOG="+filepath.Join(logs, "log.%p"))
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", mode, err, out)
+		}
+		if !strings.Contains(out, "emudriver: emulated CUDA driver") {
+			t.Errorf("%s: the run did not use the emulated driver:\n%s", mode, out)
+		}
+		for r := range 2 {
+			if !strings.Contains(out, fmt.Sprintf("fakenccl: rank %d: ", r)) || strings.Contains(out, fmt.Sprintf("fakenccl: rank %d: 0 all-reduces", r)) {
+				t.Errorf("%s: rank %d: no all-reduce went through the NCCL double:\n%s", mode, r, out)
+			}
+			if strings.Contains(out, fmt.Sprintf("fakenccl: rank %d: ", r)) && !regexp.MustCompile(fmt.Sprintf(`fakenccl: rank %d: (\d+) all-reduces, \d+ floats, \d+ broadcasts, (\d+) on streams`, r)).MatchString(out) {
+				t.Errorf("%s: rank %d: the double's summary lacks the collectives on streams:\n%s", mode, r, out)
+			}
+		}
+		sameStates(t, "nccl on the emulated driver ("+mode+") vs nccl on -device emu", state(t, table, dir, 2), want)
+		files, _ := filepath.Glob(filepath.Join(logs, "log.*"))
+		if len(files) != 2 {
+			t.Fatalf("%s: %d stream logs, want one per rank", mode, len(files))
+		}
+		for _, f := range files {
+			checkOverlap(t, mode, f)
 		}
 	}
-	sameStates(t, "nccl on the emulated driver vs nccl on -device emu", state(t, table, gpu, 2), state(t, table, emu, 2))
+	for _, c := range []struct{ mode, drop string }{{"defer-streams", "flush"}, {"defer-null", "ready"}} {
+		dir := filepath.Join(k.tmp, "drop-"+c.drop)
+		out, err := gpu(dir, "DDPM_EMU_STREAMS="+c.mode, "DDPM_NCCL_DROP_WAIT="+c.drop)
+		if err != nil {
+			why := ""
+			for _, l := range strings.Split(out, "\n") {
+				if strings.Contains(l, `"error"`) && why == "" {
+					why = l
+				}
+			}
+			if why == "" || strings.Contains(out, "emudriver: kernel fault") || strings.Contains(out, "panic") {
+				t.Errorf("without the %s wait (%s): the run failed, but not with the trainer's error:\n%s", c.drop, c.mode, out)
+			}
+			t.Logf("without the %s wait (%s): the run failed, as it should: %v: %s", c.drop, c.mode, err, why)
+			continue
+		}
+		st := state(t, table, dir, 2)
+		same := true
+		for i := range st.Params {
+			same = same && math.Float32bits(st.Params[i]) == math.Float32bits(want.Params[i])
+		}
+		if same {
+			t.Errorf("without the %s wait, %s: the same weights as with it; the emulated driver did not catch the "+
+				"missing wait:\n%s", c.drop, c.mode, out)
+		} else {
+			t.Logf("without the %s wait (%s): other weights, as they should be", c.drop, c.mode)
+		}
+	}
+}
+
+// checkOverlap reads a rank's DDPM_EMU_STREAM_LOG: in each step, all-reduces (host functions of the NCCL double on
+// s1, the communication stream) were queued before the last backward kernel on s0, the default stream, at least two
+// of them (the gradient goes in buckets during the backward pass), and Flush's wait on s0 follows them. With
+// defer-streams, the communication stream's work runs at that wait.
+func checkOverlap(t *testing.T, mode, file string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	backward := func(l string) bool {
+		return strings.HasPrefix(l, "issue s0 launch ") && (strings.Contains(l, "_bwd") || strings.Contains(l, "_grad"))
+	}
+	steps := 0
+	for i := 0; i < len(lines); i++ {
+		if lines[i] != "issue s1 host" {
+			continue
+		}
+		first, lastBwd := i, -1
+		var hosts []int
+		for ; i < len(lines) && !strings.HasPrefix(lines[i], "issue s0 wait "); i++ {
+			switch {
+			case lines[i] == "issue s1 host":
+				hosts = append(hosts, i)
+			case backward(lines[i]):
+				lastBwd = i
+			}
+		}
+		if i == len(lines) {
+			t.Fatalf("%s: %s: all-reduces from line %d on, and no wait of the default stream after them", mode, file, first+1)
+		}
+		steps++
+		before := 0
+		for _, h := range hosts {
+			if h < lastBwd {
+				before++
+			}
+		}
+		if before < 2 {
+			t.Errorf("%s: %s: step %d: %d all-reduce(s) of %d queued before the last backward kernel (line %d): want "+
+				"the gradient to go in buckets during the backward pass", mode, file, steps, before, len(hosts), lastBwd+1)
+		} else if steps == 1 {
+			t.Logf("%s: %s: step 1: %d of %d all-reduces queued before the last backward kernel", mode,
+				filepath.Base(file), before, len(hosts))
+		}
+		if mode == "defer-streams" && (i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "run s1 ")) {
+			t.Errorf("%s: %s: step %d: the communication stream's work did not run at Flush's wait (line %d)", mode,
+				file, steps, i+1)
+		}
+	}
+	if steps != 2 {
+		t.Errorf("%s: %s: %d steps with all-reduces on the communication stream, want 2", mode, file, steps)
+	}
 }
 
 // TestMPIBenchAndGuards: -bench under mpirun prints one aggregate bench line (rank 0); a binary built without MPI

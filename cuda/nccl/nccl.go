@@ -1,7 +1,14 @@
 // Package nccl sums the trainer's gradients across GPUs with NVIDIA's NCCL: ncclCommInitRank with a unique id that
-// rank 0 makes and MPI broadcasts, then ncclAllReduce (float32, sum) on the device buffers, on the stream the
-// trainer's kernels run on (the default stream), so that nothing crosses to the host. The host-side collectives
-// of the trainer (decisions, hashes, sample grids) stay on MPI.
+// rank 0 makes and MPI broadcasts, then ncclAllReduce (float32, sum) on the device buffers, so that nothing crosses
+// to the host. The host-side collectives of the trainer (decisions, hashes, sample grids) stay on MPI.
+//
+// The collectives run on a communication stream of their own (a driver with cuda.Streams: the GPU), so that they
+// overlap the backward pass, which goes on on the default stream: for each buffer, an event recorded on the
+// default stream after the kernels that produced it (they were queued before the call) makes the communication
+// stream wait, then the collective is queued there; Flush records an event on the communication stream after the
+// last collective and makes the default stream wait for it, so that the kernels queued after Flush (the step
+// controller's update, the next step's zeroing of the gradient) see the sums. Nothing waits on the host. On a
+// driver without streams (the emulator of the default build) the collectives are queued on the default stream.
 //
 // NCCL is loaded at run time with dlopen("libnccl.so.2"): NVIDIA's CUDA images ship it (and NVIDIA's apt
 // repository as libnccl2), Debian does not, and the binary must build and run without it. A watchdog goroutine
@@ -62,12 +69,12 @@ static int ddpm_nccl_id(ddpm_nccl *n, void *id) { return n->getUniqueId((ddpm_nc
 static int ddpm_nccl_init(ddpm_nccl *n, void **comm, int size, void *id, int rank) {
 	return n->commInitRank(comm, size, *(ddpm_ncclUniqueId *)id, rank);
 }
-// p is a device address; the stream is the default (legacy) stream, the one the trainer's kernels run on.
-static int ddpm_nccl_allreduce(ddpm_nccl *n, void *comm, uintptr_t p, size_t count) {
-	return n->allReduce((void *)p, (void *)p, count, ddpm_ncclFloat32, ddpm_ncclSum, comm, NULL);
+// p is a device address, stream a CUstream (0: the default stream).
+static int ddpm_nccl_allreduce(ddpm_nccl *n, void *comm, uintptr_t p, size_t count, uintptr_t stream) {
+	return n->allReduce((void *)p, (void *)p, count, ddpm_ncclFloat32, ddpm_ncclSum, comm, (void *)stream);
 }
-static int ddpm_nccl_bcast(ddpm_nccl *n, void *comm, uintptr_t p, size_t count) {
-	return n->broadcast((void *)p, (void *)p, count, ddpm_ncclFloat32, 0, comm, NULL);
+static int ddpm_nccl_bcast(ddpm_nccl *n, void *comm, uintptr_t p, size_t count, uintptr_t stream) {
+	return n->broadcast((void *)p, (void *)p, count, ddpm_ncclFloat32, 0, comm, (void *)stream);
 }
 static int ddpm_nccl_async(ddpm_nccl *n, void *comm, int *res) { return n->commGetAsyncError(comm, res); }
 static int ddpm_nccl_abort(ddpm_nccl *n, void *comm) { return n->commAbort(comm); }
@@ -79,6 +86,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,7 +123,21 @@ type Collective struct {
 	version int
 	mu      sync.Mutex // the communicator, against the watchdog's abort
 	aborted bool
+
+	// The communication stream (nil streams: none, everything on the default stream).
+	drv     cuda.Driver
+	streams cuda.Streams
+	stream  cuda.Stream
+	ready   cuda.Event // recorded on the default stream before each collective
+	done    cuda.Event // recorded on the communication stream at Flush
+	pending bool       // collectives queued since the last Flush
+	drop    string     // DropWaitEnv
 }
+
+// DropWaitEnv names a wait to leave out, for the tests that show the emulated driver catches it
+// (DDPM_EMU_STREAMS): "ready" (the communication stream does not wait for the kernels that produced a buffer) or
+// "flush" (the default stream does not wait for the collectives). Never set it otherwise.
+const DropWaitEnv = "DDPM_NCCL_DROP_WAIT"
 
 // New loads NCCL and makes the communicator of host's ranks on be's GPU (each rank its own GPU; see
 // cuda.OpenLocal). Every rank calls it at the same point.
@@ -159,9 +181,39 @@ func New(host Host, be *cuda.Backend) (*Collective, error) {
 		return nil, err
 	}
 	c.comm = comm
+	if st, ok := be.Driver().(cuda.Streams); ok {
+		if err := c.openStream(be, st); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if d := os.Getenv(DropWaitEnv); d != "" {
+		if d != "ready" && d != "flush" {
+			c.Close()
+			return nil, fmt.Errorf("nccl: %s=%q: want ready or flush", DropWaitEnv, d)
+		}
+		c.drop = d
+	}
 	c.wg.Add(1)
 	go c.watchdog()
 	return c, nil
+}
+
+// openStream makes the communication stream and its two events.
+func (c *Collective) openStream(be *cuda.Backend, st cuda.Streams) error {
+	s, err := st.NewStream()
+	if err != nil {
+		return fmt.Errorf("nccl: the communication stream: %w", err)
+	}
+	c.streams, c.stream = st, s
+	c.drv = be.Driver()
+	if c.ready, err = st.NewEvent(); err == nil {
+		c.done, err = st.NewEvent()
+	}
+	if err != nil {
+		return fmt.Errorf("nccl: the communication stream's events: %w", err)
+	}
+	return nil
 }
 
 // Version is NCCL's version code (ncclGetVersion: 21803 for 2.18.3).
@@ -171,10 +223,11 @@ func (c *Collective) Version() int { return c.version }
 func (c *Collective) Rank() int { return c.host.Rank() }
 func (c *Collective) Size() int { return c.host.Size() }
 
-// AllReduceSum queues ncclAllReduce (sum, in place) of buf on the trainer's stream.
+// AllReduceSum queues ncclAllReduce (sum, in place) of buf on the communication stream, after the work queued on
+// the default stream so far (which produced buf). The caller queues nothing that writes buf before Flush.
 func (c *Collective) AllReduceSum(buf ops.Buf) { c.queue("ncclAllReduce", buf, false) }
 
-// Broadcast queues ncclBroadcast of rank 0's buf on the trainer's stream.
+// Broadcast queues ncclBroadcast of rank 0's buf, as AllReduceSum.
 func (c *Collective) Broadcast(buf ops.Buf) { c.queue("ncclBroadcast", buf, true) }
 
 func (c *Collective) queue(what string, buf ops.Buf, bcast bool) {
@@ -186,7 +239,19 @@ func (c *Collective) queue(what string, buf ops.Buf, bcast bool) {
 		c.err = fmt.Errorf("nccl: %s of a %T: NCCL sums device buffers (package cuda)", what, buf)
 		return
 	}
-	p, n := C.uintptr_t(b.Ptr()), C.size_t(buf.Len())
+	p, n, stream := C.uintptr_t(b.Ptr()), C.size_t(buf.Len()), C.uintptr_t(c.stream)
+	if c.streams != nil {
+		// buf is final in queue order on the default stream: the communication stream waits for what was queued there.
+		if c.err = c.streams.Record(c.ready, 0); c.err != nil {
+			return
+		}
+		if c.drop != "ready" {
+			if c.err = c.streams.Wait(c.stream, c.ready); c.err != nil {
+				return
+			}
+		}
+		c.pending = true
+	}
 	c.err = c.do(func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
@@ -195,9 +260,9 @@ func (c *Collective) queue(what string, buf ops.Buf, bcast bool) {
 		}
 		var rc C.int
 		if bcast {
-			rc = C.ddpm_nccl_bcast(c.lib, c.comm, p, n)
+			rc = C.ddpm_nccl_bcast(c.lib, c.comm, p, n, stream)
 		} else {
-			rc = C.ddpm_nccl_allreduce(c.lib, c.comm, p, n)
+			rc = C.ddpm_nccl_allreduce(c.lib, c.comm, p, n, stream)
 		}
 		if rc != 0 {
 			return c.fail(fmt.Sprintf("%s of %d floats", what, buf.Len()), rc)
@@ -206,11 +271,23 @@ func (c *Collective) queue(what string, buf ops.Buf, bcast bool) {
 	})
 }
 
-// Flush returns the first error of the queued calls or NCCL's asynchronous error (the calls themselves complete
-// in stream order: the kernels launched after them wait for them).
+// Flush makes the work queued on the default stream from now on wait for the queued collectives (an event recorded
+// on the communication stream; the host does not wait), and returns the first error of the queued calls or NCCL's
+// asynchronous error.
 func (c *Collective) Flush() error {
 	if c.err != nil {
 		return c.err
+	}
+	if c.pending {
+		c.pending = false
+		if c.err = c.streams.Record(c.done, c.stream); c.err != nil {
+			return c.err
+		}
+		if c.drop != "flush" {
+			if c.err = c.streams.Wait(0, c.done); c.err != nil {
+				return c.err
+			}
+		}
 	}
 	if e := c.async.Load(); e != nil {
 		return *e
@@ -259,7 +336,7 @@ func (c *Collective) watchdog() {
 	}
 }
 
-// Close stops the watchdog and destroys the communicator.
+// Close stops the watchdog and destroys the communicator, then the communication stream and its events.
 func (c *Collective) Close() error {
 	close(c.stop)
 	c.wg.Wait()
@@ -269,12 +346,27 @@ func (c *Collective) Close() error {
 		return nil
 	}
 	c.aborted = true
-	return c.do(func() error {
+	var err error
+	if c.streams != nil {
+		err = c.drv.Sync() // the queued collectives finish before their communicator goes
+	}
+	err = errors.Join(err, c.do(func() error {
 		if rc := C.ddpm_nccl_destroy(c.lib, c.comm); rc != 0 {
 			return c.fail("ncclCommDestroy", rc)
 		}
 		return nil
-	})
+	}))
+	if c.streams != nil {
+		errs := []error{err}
+		for _, e := range []cuda.Event{c.ready, c.done} {
+			if e != 0 {
+				errs = append(errs, c.streams.DestroyEvent(e))
+			}
+		}
+		errs = append(errs, c.streams.DestroyStream(c.stream))
+		err = errors.Join(errs...)
+	}
+	return err
 }
 
 func (c *Collective) str(rc C.int) string { return C.GoString(C.ddpm_nccl_str(c.lib, rc)) }

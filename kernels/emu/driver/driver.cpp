@@ -7,9 +7,12 @@
 //              recorded per context: copies, memsets and frees are checked against the table.
 //   Modules    PTX text; .version, .target and each .entry's parameters, launch bounds and static shared memory are
 //              read (ptx.h) and checked against the device and against the emulator's compiled kernel of that name.
-//   Launches   validated like the real driver, then run synchronously by the emulator (kernels.cpp); kernel faults
-//              (canary damage, dangling pointer arguments, barrier misuse, __trap) are sticky errors reported by the
-//              next synchronising call, as a GPU reports them.
+//   Launches   validated like the real driver, then run by the emulator (kernels.cpp) in their stream's order; kernel
+//              faults (canary damage, dangling pointer arguments, barrier misuse, __trap) are sticky errors reported
+//              by the next synchronising call, as a GPU reports them.
+//   Streams    the NULL stream and cuStreamCreate's, events, cuStreamWaitEvent, cuLaunchHostFunc: work runs when
+//              issued, or (DDPM_EMU_STREAMS) waits in its stream's queue until a synchronisation or a wait needs it,
+//              so that a missing wait changes the result.
 //   Others     every other driver function the cu package links answers CUDA_ERROR_NOT_SUPPORTED (stubs.cpp).
 //
 // Every error is also written to stderr as one line starting "emudriver:".
@@ -19,11 +22,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -71,6 +77,34 @@ struct CUctx_st {
   std::set<CUmod_st*> modules;
   CUresult sticky = CUDA_SUCCESS;  // a kernel fault: every later call in the context returns it
   unsigned flags = 0;
+  std::map<int, CUstream_st*> streams;  // by id: 0 the NULL (legacy) stream, made on first use; then cuStreamCreate's
+  std::set<CUevent_st*> events;
+  int next_stream = 1, next_event = 1;
+};
+
+// Streams and events (see "streams and events" below). Work on a stream runs in issue order; by default each
+// operation runs when it is issued, and DDPM_EMU_STREAMS can hold a stream's work back until something needs it.
+struct StreamOp {
+  std::function<void()> run;
+  std::string what;  // for DDPM_EMU_STREAM_LOG
+};
+
+struct CUstream_st {
+  CUctx_st* ctx;
+  int id;          // 0: the NULL stream
+  unsigned flags;  // CU_STREAM_DEFAULT (synchronises with the NULL stream) or CU_STREAM_NON_BLOCKING
+  bool deferred;   // its work waits in queue until a synchronisation or a wait needs it (DDPM_EMU_STREAMS)
+  long issued = 0, done = 0;  // operations issued and run: operation k (from 1) has run once done >= k
+  std::deque<StreamOp> queue;  // issued, not run yet
+};
+
+struct CUevent_st {
+  CUctx_st* ctx;
+  int id;
+  unsigned flags;
+  int stream = -1;  // the stream of the latest cuEventRecord (-1: never recorded)
+  long pos = 0;     // that record's position in it
+  std::shared_ptr<double> when;  // host seconds at which that record ran (NaN until then), for cuEventElapsedTime
 };
 
 namespace {
@@ -83,6 +117,13 @@ size_t mem_used = 0;
 bool leaks_fail = false;
 std::set<CUmod_st*> modules;   // live modules
 std::set<CUfunc_st*> functions;
+std::set<CUstream_st*> live_streams;  // of every context, for handle checks
+std::set<CUevent_st*> live_events;
+
+// DDPM_EMU_STREAMS: which streams hold their work back until something needs it.
+enum StreamMode { kStreamsSync, kDeferStreams, kDeferNull };
+StreamMode stream_mode = kStreamsSync;
+FILE* stream_log = nullptr;  // DDPM_EMU_STREAM_LOG
 
 // Driver version 12.2 (what the project's documentation was checked against); the newest PTX ISA it reads is 8.2.
 const int kDriverVersion = 12020;
@@ -363,6 +404,165 @@ CUresult load_ptx(const char* func, CUctx_st* ctx, const void* image, CUmod_st**
   return CUDA_SUCCESS;
 }
 
+// ---- streams and events: the machinery ------------------------------------------------------------------------------
+// Each stream is a queue. An operation (kernel launch, cuLaunchHostFunc, event record, cuStreamWaitEvent) is issued
+// to its stream and runs at once, unless the stream is deferred (DDPM_EMU_STREAMS) or already has work waiting;
+// then it runs when something needs it: a synchronisation (cuCtxSynchronize, cuStreamSynchronize,
+// cuEventSynchronize), a wait on an event recorded after it by a stream that runs, a synchronous copy or memset
+// (which waits for the NULL stream and the blocking streams, as on the legacy NULL stream), cuMemFree, cuModuleUnload,
+// cuStreamDestroy or cuCtxDestroy (which run everything). The NULL stream and the blocking streams (CU_STREAM_DEFAULT)
+// wait for each other's earlier work, as the legacy NULL stream does; a CU_STREAM_NON_BLOCKING stream waits only
+// for the events it is told to.
+double now_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+void slog(const char* verb, const CUstream_st* s, const std::string& what) {
+  if (stream_log) fprintf(stream_log, "%s s%d %s\n", verb, s->id, what.c_str());
+}
+
+CUstream_st* null_stream(CUctx_st* c) {
+  auto it = c->streams.find(0);
+  if (it != c->streams.end()) return it->second;
+  CUstream_st* s = new CUstream_st{c, 0, CU_STREAM_DEFAULT, stream_mode == kDeferNull};
+  c->streams[0] = s;
+  live_streams.insert(s);
+  return s;
+}
+
+// force runs s's queued operations up to position pos (those issued before it stay queued).
+void force(CUstream_st* s, long pos) {
+  while (s->done < pos && !s->queue.empty()) {
+    StreamOp op = std::move(s->queue.front());
+    s->queue.pop_front();
+    slog("run", s, op.what);
+    op.run();
+    s->done++;
+  }
+}
+
+// force_id is force by stream id; a destroyed stream ran all its work before it went.
+void force_id(CUctx_st* c, int id, long pos) {
+  auto it = c->streams.find(id);
+  if (it != c->streams.end()) force(it->second, pos);
+}
+
+// force_all runs every queued operation of the context.
+void force_all(CUctx_st* c) {
+  for (bool again = true; again;) {
+    again = false;
+    for (auto& kv : c->streams)
+      if (!kv.second->queue.empty()) {
+        force(kv.second, kv.second->issued);
+        again = true;
+      }
+  }
+}
+
+// sync_legacy is what a synchronous copy or memset waits for: the NULL stream's work and the blocking streams'.
+void sync_legacy(CUctx_st* c) {
+  for (auto& kv : c->streams)
+    if (kv.first == 0 || !(kv.second->flags & CU_STREAM_NON_BLOCKING)) force(kv.second, kv.second->issued);
+}
+
+// issue queues run on s (or runs it now, see above); what names it in the stream log.
+void issue(CUstream_st* s, const std::string& what, std::function<void()> run) {
+  CUctx_st* c = s->ctx;
+  std::vector<std::pair<int, long>> deps;  // the legacy NULL stream's implicit synchronisation
+  if (s->id == 0) {
+    for (auto& kv : c->streams)
+      if (kv.first != 0 && !(kv.second->flags & CU_STREAM_NON_BLOCKING)) deps.push_back({kv.first, kv.second->issued});
+  } else if (!(s->flags & CU_STREAM_NON_BLOCKING)) {
+    CUstream_st* n = null_stream(c);
+    deps.push_back({0, n->issued});
+  }
+  std::function<void()> op = deps.empty() ? std::move(run) : [c, deps, run = std::move(run)] {
+    for (auto& d : deps) force_id(c, d.first, d.second);
+    run();
+  };
+  s->issued++;
+  slog("issue", s, what);
+  if (!s->deferred && s->queue.empty()) {
+    op();
+    s->done++;
+    return;
+  }
+  s->queue.push_back({std::move(op), what});
+}
+
+// resolve_stream maps a stream handle of the current context (NULL, CU_STREAM_LEGACY and CU_STREAM_PER_THREAD are
+// the NULL stream) to its stream, or says why not.
+CUresult resolve_stream(const char* func, CUctx_st* ctx, CUstream h, CUstream_st** out) {
+  if (h == nullptr || h == CU_STREAM_LEGACY || h == CU_STREAM_PER_THREAD) {
+    *out = null_stream(ctx);
+    return CUDA_SUCCESS;
+  }
+  if (!live_streams.count(h)) return fail(CUDA_ERROR_INVALID_HANDLE, func, "stream %p is not a live stream", (void*)h);
+  if (h->ctx != ctx) return fail(CUDA_ERROR_INVALID_CONTEXT, func, "stream %p belongs to another context", (void*)h);
+  *out = h;
+  return CUDA_SUCCESS;
+}
+
+CUresult resolve_event(const char* func, CUctx_st* ctx, CUevent e) {
+  if (!live_events.count(e)) return fail(CUDA_ERROR_INVALID_HANDLE, func, "event %p is not a live event", (void*)e);
+  if (e->ctx != ctx) return fail(CUDA_ERROR_INVALID_CONTEXT, func, "event %p belongs to another context", (void*)e);
+  return CUDA_SUCCESS;
+}
+
+bool event_done(const CUevent_st* e) {
+  if (e->stream < 0) return true;
+  auto it = e->ctx->streams.find(e->stream);
+  return it == e->ctx->streams.end() || it->second->done >= e->pos;
+}
+
+// destroy_streams ends a context's streams and events (after force_all).
+void destroy_streams(CUctx_st* c) {
+  for (auto& kv : c->streams) {
+    live_streams.erase(kv.second);
+    delete kv.second;
+  }
+  c->streams.clear();
+  for (CUevent_st* e : c->events) {
+    live_events.erase(e);
+    delete e;
+  }
+  c->events.clear();
+}
+
+// run_kernel runs a launch that cuLaunchKernel checked, on the emulator; a fault becomes the context's sticky error
+// (after one, the context's later kernels do not run).
+void run_kernel(CUctx_st* ctx, CUfunc_st* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
+                unsigned bz, unsigned smem, const std::vector<uint64_t>& argv) {
+  if (ctx->sticky != CUDA_SUCCESS) return;
+  const char* name = f->entry->name.c_str();
+  const int n = (int)argv.size();
+  // A pointer argument that points nowhere would make the emulator write into freed host memory; on a GPU the
+  // kernel faults when it dereferences it.
+  for (int i = 0; i < n; i++)
+    if (f->kinds[i] == 'p' && !pointer_ok(ctx, (uintptr_t)argv[i])) {
+      std::string why;
+      find_range(ctx, (uintptr_t)argv[i], 1, &why);
+      fault(ctx, CUDA_ERROR_ILLEGAL_ADDRESS, "%s: pointer argument %d: %s (the kernel was not run)", name, i,
+            why.c_str());
+      return;
+    }
+  char err[1024];
+  err[0] = 0;
+  if (emu_launch(name, gx, gy, gz, bx, by, bz, smem, argv.data(), f->kinds, f->sizes, n, err, sizeof err) != 0) {
+    fault(ctx, CUDA_ERROR_LAUNCH_FAILED, "%s", err);
+    return;
+  }
+  if (emu_check_guards(err, sizeof err) != 0)
+    fault(ctx, CUDA_ERROR_ILLEGAL_ADDRESS, "%s grid (%u,%u,%u) block (%u,%u,%u): %s", name, gx, gy, gz, bx, by, bz, err);
+}
+
+// A synchronous copy or memset: after the NULL stream's and the blocking streams' work (whose faults it reports).
+#define SYNC_LEGACY(ctx)                              \
+  sync_legacy(ctx);                                   \
+  if ((ctx)->sticky != CUDA_SUCCESS) return (ctx)->sticky;
+
 #define CHECK_RANGE(func, what, p, n)                                                           \
   {                                                                                             \
     std::string why;                                                                            \
@@ -373,6 +573,7 @@ CUresult load_ptx(const char* func, CUctx_st* ctx, const void* image, CUmod_st**
 template <class T>
 CUresult memset_n(const char* func, CUdeviceptr dst, T v, size_t n) {
   NEED_CONTEXT(func);
+  SYNC_LEGACY(ctx);
   if (dst % sizeof(T) != 0)
     return fail(CUDA_ERROR_INVALID_VALUE, func, "%#lx is not %zu-byte aligned", (unsigned long)dst, sizeof(T));
   if (n == 0) return CUDA_SUCCESS;
@@ -422,6 +623,25 @@ CUresult cuInit(unsigned int flags) {
   if (const char* f = std::getenv("DDPM_EMU_FAIL")) {
     std::string err;
     if (!parse_fail_rules(f, &err)) return fail(CUDA_ERROR_INVALID_VALUE, "cuInit", "%s", err.c_str());
+  }
+  if (const char* m = std::getenv("DDPM_EMU_STREAMS")) {
+    if (std::strcmp(m, "sync") == 0) {
+      stream_mode = kStreamsSync;
+    } else if (std::strcmp(m, "defer-streams") == 0) {
+      stream_mode = kDeferStreams;
+    } else if (std::strcmp(m, "defer-null") == 0) {
+      stream_mode = kDeferNull;
+    } else {
+      return fail(CUDA_ERROR_INVALID_VALUE, "cuInit", "DDPM_EMU_STREAMS=%s: want sync, defer-streams or defer-null", m);
+    }
+  }
+  if (const char* l = std::getenv("DDPM_EMU_STREAM_LOG")) {
+    std::string path(l);
+    size_t at = path.find("%p");
+    if (at != std::string::npos) path.replace(at, 2, std::to_string((long)getpid()));
+    if (!(stream_log = std::fopen(path.c_str(), "w")))
+      return fail(CUDA_ERROR_INVALID_VALUE, "cuInit", "DDPM_EMU_STREAM_LOG=%s: %s", l, std::strerror(errno));
+    setvbuf(stream_log, nullptr, _IOLBF, 0);
   }
   int workers = env_int("DDPM_EMU_WORKERS", (int)std::max(1u, std::thread::hardware_concurrency()));
   emu_set_workers(std::max(1, workers));
@@ -560,6 +780,8 @@ CUresult cuCtxDestroy(CUcontext c) {
       r = fail(CUDA_ERROR_INVALID_VALUE, "cuCtxDestroy_v2", "%zu allocation(s) leaked (DDPM_EMU_LEAKS=fail)",
                c->allocs.size());
   }
+  force_all(c);  // queued work runs before the context goes (as a GPU finishes it)
+  destroy_streams(c);
   free_context_memory(c);
   while (!c->modules.empty()) unload_module(*c->modules.begin());
   contexts.erase(c);
@@ -625,6 +847,8 @@ CUresult cuCtxGetDevice(CUdevice* dev) {
 CUresult cuCtxSynchronize(void) {
   std::lock_guard<std::mutex> g(mu);
   NEED_CONTEXT("cuCtxSynchronize");
+  force_all(ctx);
+  if (ctx->sticky != CUDA_SUCCESS) return ctx->sticky;
   if (injected("sync", nullptr)) {
     fault(ctx, CUDA_ERROR_LAUNCH_FAILED, "injected by DDPM_EMU_FAIL at cuCtxSynchronize");
     return ctx->sticky;
@@ -632,10 +856,16 @@ CUresult cuCtxSynchronize(void) {
   return CUDA_SUCCESS;
 }
 
-CUresult cuStreamSynchronize(CUstream s) {
-  if (s != nullptr && s != CU_STREAM_LEGACY && s != CU_STREAM_PER_THREAD)
-    return fail(CUDA_ERROR_INVALID_HANDLE, "cuStreamSynchronize", "stream %p (only the NULL stream exists)", (void*)s);
-  return cuCtxSynchronize();
+// cuStreamSynchronize of the NULL stream is cuCtxSynchronize (DDPM_EMU_FAIL's sync:N counts it); of another stream,
+// it runs that stream's work (and what it waits for).
+CUresult cuStreamSynchronize(CUstream h) {
+  if (h == nullptr || h == CU_STREAM_LEGACY || h == CU_STREAM_PER_THREAD) return cuCtxSynchronize();
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuStreamSynchronize");
+  CUstream_st* s;
+  if (CUresult r = resolve_stream("cuStreamSynchronize", ctx, h, &s)) return r;
+  force(s, s->issued);
+  return ctx->sticky;
 }
 
 // ---- memory ---------------------------------------------------------------------------------------------------------
@@ -674,6 +904,7 @@ CUresult cuMemFree(CUdeviceptr p) {
   std::lock_guard<std::mutex> g(mu);
   NEED_CONTEXT("cuMemFree_v2");
   if (p == 0) return CUDA_SUCCESS;
+  force_all(ctx);  // queued work may use it
   auto it = ctx->allocs.find(p);
   if (it == ctx->allocs.end()) {
     if (ctx->freed.count(p)) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemFree_v2", "double free of %#lx", (unsigned long)p);
@@ -704,6 +935,7 @@ CUresult cuMemGetAddressRange(CUdeviceptr* base, size_t* size, CUdeviceptr p) {
 CUresult cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) {
   std::lock_guard<std::mutex> g(mu);
   NEED_CONTEXT("cuMemcpyHtoD_v2");
+  SYNC_LEGACY(ctx);
   if (n == 0) return CUDA_SUCCESS;
   if (!src) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemcpyHtoD_v2", "null host pointer");
   CHECK_RANGE("cuMemcpyHtoD_v2", "destination", dst, n);
@@ -714,6 +946,7 @@ CUresult cuMemcpyHtoD(CUdeviceptr dst, const void* src, size_t n) {
 CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) {
   std::lock_guard<std::mutex> g(mu);
   NEED_CONTEXT("cuMemcpyDtoH_v2");
+  SYNC_LEGACY(ctx);
   if (n == 0) return CUDA_SUCCESS;
   if (!dst) return fail(CUDA_ERROR_INVALID_VALUE, "cuMemcpyDtoH_v2", "null host pointer");
   CHECK_RANGE("cuMemcpyDtoH_v2", "source", src, n);
@@ -724,6 +957,7 @@ CUresult cuMemcpyDtoH(void* dst, CUdeviceptr src, size_t n) {
 CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
   std::lock_guard<std::mutex> g(mu);
   NEED_CONTEXT("cuMemcpyDtoD_v2");
+  SYNC_LEGACY(ctx);
   if (n == 0) return CUDA_SUCCESS;
   CHECK_RANGE("cuMemcpyDtoD_v2", "source", src, n);
   CHECK_RANGE("cuMemcpyDtoD_v2", "destination", dst, n);
@@ -735,6 +969,7 @@ CUresult cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t n) {
 CUresult cuMemcpy(CUdeviceptr dst, CUdeviceptr src, size_t n) {
   std::lock_guard<std::mutex> g(mu);
   NEED_CONTEXT("cuMemcpy");
+  SYNC_LEGACY(ctx);
   if (n == 0) return CUDA_SUCCESS;
   std::string why;
   if (find_range(ctx, dst, 1, &why)) CHECK_RANGE("cuMemcpy", "destination", dst, n);
@@ -800,6 +1035,7 @@ CUresult cuModuleUnload(CUmodule m) {
   std::lock_guard<std::mutex> g(mu);
   NEED_INIT("cuModuleUnload");
   if (!modules.count(m)) return fail(CUDA_ERROR_INVALID_HANDLE, "cuModuleUnload", "%p is not a loaded module", (void*)m);
+  force_all(m->ctx);  // queued launches of its kernels
   unload_module(m);
   return CUDA_SUCCESS;
 }
@@ -848,8 +1084,8 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
   if (f->mod->ctx != ctx) return fail(CUDA_ERROR_INVALID_CONTEXT, fn, "the function belongs to another context");
   const ptx::Entry& e = *f->entry;
   const char* name = e.name.c_str();
-  if (stream != nullptr && stream != CU_STREAM_LEGACY && stream != CU_STREAM_PER_THREAD)
-    return fail(CUDA_ERROR_INVALID_HANDLE, fn, "%s: stream %p (only the NULL stream exists)", name, (void*)stream);
+  CUstream_st* st;
+  if (CUresult r = resolve_stream(fn, ctx, stream, &st)) return r;
   // Configuration.
   const unsigned long threads = (unsigned long)bx * by * bz;
   if (gx == 0 || gy == 0 || gz == 0 || bx == 0 || by == 0 || bz == 0 || gx > 2147483647u || gy > 65535 || gz > 65535 ||
@@ -902,26 +1138,155 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
     fault(ctx, CUDA_ERROR_ILLEGAL_ADDRESS, "%s: injected by DDPM_EMU_FAIL", name);
     return CUDA_SUCCESS;
   }
-  // A pointer argument that points nowhere would make the emulator write into freed host memory; on a GPU the
-  // kernel faults when it dereferences it.
-  for (int i = 0; i < n; i++)
-    if (f->kinds[i] == 'p' && !pointer_ok(ctx, (uintptr_t)argv[i])) {
-      std::string why;
-      find_range(ctx, (uintptr_t)argv[i], 1, &why);
-      fault(ctx, CUDA_ERROR_ILLEGAL_ADDRESS, "%s: pointer argument %d: %s (the kernel was not run)", name, i,
-            why.c_str());
-      return CUDA_SUCCESS;
-    }
-  char err[1024];
-  err[0] = 0;
-  if (emu_launch(name, gx, gy, gz, bx, by, bz, smem, argv.data(), f->kinds, f->sizes, n, err, sizeof err) != 0) {
-    fault(ctx, CUDA_ERROR_LAUNCH_FAILED, "%s", err);
-    return CUDA_SUCCESS;
-  }
-  if (emu_check_guards(err, sizeof err) != 0) {
-    fault(ctx, CUDA_ERROR_ILLEGAL_ADDRESS, "%s grid (%u,%u,%u) block (%u,%u,%u): %s", name, gx, gy, gz, bx, by, bz, err);
-    return CUDA_SUCCESS;
-  }
+  issue(st, std::string("launch ") + name, [=, argv = std::move(argv)] { run_kernel(ctx, f, gx, gy, gz, bx, by, bz, smem, argv); });
+  return CUDA_SUCCESS;
+}
+
+// ---- streams and events ---------------------------------------------------------------------------------------------
+CUresult cuStreamCreate(CUstream* ph, unsigned int flags) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuStreamCreate");
+  if (!ph) return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamCreate", "null pointer");
+  if (flags != CU_STREAM_DEFAULT && flags != CU_STREAM_NON_BLOCKING)
+    return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamCreate", "flags %#x (want CU_STREAM_DEFAULT or CU_STREAM_NON_BLOCKING)", flags);
+  null_stream(ctx);
+  CUstream_st* s = new CUstream_st{ctx, ctx->next_stream++, flags, stream_mode == kDeferStreams};
+  ctx->streams[s->id] = s;
+  live_streams.insert(s);
+  *ph = s;
+  return CUDA_SUCCESS;
+}
+
+// cuStreamDestroy runs the stream's queued work first (the real driver lets it finish after returning).
+CUresult cuStreamDestroy(CUstream h) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuStreamDestroy_v2");
+  if (h == nullptr || h == CU_STREAM_LEGACY || h == CU_STREAM_PER_THREAD)
+    return fail(CUDA_ERROR_INVALID_HANDLE, "cuStreamDestroy_v2", "the NULL stream cannot be destroyed");
+  CUstream_st* s;
+  if (CUresult r = resolve_stream("cuStreamDestroy_v2", ctx, h, &s)) return r;
+  force(s, s->issued);
+  ctx->streams.erase(s->id);
+  live_streams.erase(s);
+  delete s;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuStreamGetFlags(CUstream h, unsigned int* flags) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuStreamGetFlags");
+  if (!flags) return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamGetFlags", "null pointer");
+  CUstream_st* s;
+  if (CUresult r = resolve_stream("cuStreamGetFlags", ctx, h, &s)) return r;
+  *flags = s->flags;
+  return CUDA_SUCCESS;
+}
+
+// cuStreamQuery: CUDA_ERROR_NOT_READY while work of the stream is queued (nothing runs it but a synchronisation).
+CUresult cuStreamQuery(CUstream h) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuStreamQuery");
+  CUstream_st* s;
+  if (CUresult r = resolve_stream("cuStreamQuery", ctx, h, &s)) return r;
+  return s->done < s->issued ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS;
+}
+
+// cuStreamWaitEvent: the stream's later work waits for the event's latest record as it is now (a later record
+// does not move the wait).
+CUresult cuStreamWaitEvent(CUstream h, CUevent e, unsigned int flags) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuStreamWaitEvent");
+  if (flags != 0) return fail(CUDA_ERROR_INVALID_VALUE, "cuStreamWaitEvent", "flags %#x, want 0", flags);
+  CUstream_st* s;
+  if (CUresult r = resolve_stream("cuStreamWaitEvent", ctx, h, &s)) return r;
+  if (CUresult r = resolve_event("cuStreamWaitEvent", ctx, e)) return r;
+  const int sid = e->stream;
+  const long pos = e->pos;
+  char what[96];
+  snprintf(what, sizeof what, "wait e%d (s%d:%ld)", e->id, sid, pos);
+  issue(s, what, [ctx, sid, pos] { force_id(ctx, sid, pos); });
+  return CUDA_SUCCESS;
+}
+
+CUresult cuEventCreate(CUevent* pe, unsigned int flags) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuEventCreate");
+  if (!pe) return fail(CUDA_ERROR_INVALID_VALUE, "cuEventCreate", "null pointer");
+  if (flags & ~unsigned(CU_EVENT_BLOCKING_SYNC | CU_EVENT_DISABLE_TIMING | CU_EVENT_INTERPROCESS))
+    return fail(CUDA_ERROR_INVALID_VALUE, "cuEventCreate", "flags %#x", flags);
+  if ((flags & CU_EVENT_INTERPROCESS) && !(flags & CU_EVENT_DISABLE_TIMING))
+    return fail(CUDA_ERROR_INVALID_VALUE, "cuEventCreate", "CU_EVENT_INTERPROCESS needs CU_EVENT_DISABLE_TIMING");
+  CUevent_st* e = new CUevent_st{ctx, ctx->next_event++, flags};
+  ctx->events.insert(e);
+  live_events.insert(e);
+  *pe = e;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuEventDestroy(CUevent e) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuEventDestroy_v2");
+  if (CUresult r = resolve_event("cuEventDestroy_v2", ctx, e)) return r;
+  ctx->events.erase(e);
+  live_events.erase(e);
+  delete e;
+  return CUDA_SUCCESS;
+}
+
+CUresult cuEventRecord(CUevent e, CUstream h) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuEventRecord");
+  CUstream_st* s;
+  if (CUresult r = resolve_stream("cuEventRecord", ctx, h, &s)) return r;
+  if (CUresult r = resolve_event("cuEventRecord", ctx, e)) return r;
+  e->stream = s->id;
+  e->pos = s->issued + 1;  // the record's own position
+  auto when = std::make_shared<double>(NAN);
+  e->when = when;
+  issue(s, "record e" + std::to_string(e->id), [when] { *when = now_seconds(); });
+  return CUDA_SUCCESS;
+}
+
+// cuEventQuery: CUDA_ERROR_NOT_READY while the latest record is queued.
+CUresult cuEventQuery(CUevent e) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuEventQuery");
+  if (CUresult r = resolve_event("cuEventQuery", ctx, e)) return r;
+  return event_done(e) ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+
+CUresult cuEventSynchronize(CUevent e) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuEventSynchronize");
+  if (CUresult r = resolve_event("cuEventSynchronize", ctx, e)) return r;
+  if (e->stream >= 0) force_id(ctx, e->stream, e->pos);
+  return ctx->sticky;
+}
+
+CUresult cuEventElapsedTime(float* ms, CUevent start, CUevent end) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuEventElapsedTime");
+  if (!ms) return fail(CUDA_ERROR_INVALID_VALUE, "cuEventElapsedTime", "null pointer");
+  if (CUresult r = resolve_event("cuEventElapsedTime", ctx, start)) return r;
+  if (CUresult r = resolve_event("cuEventElapsedTime", ctx, end)) return r;
+  if ((start->flags | end->flags) & CU_EVENT_DISABLE_TIMING)
+    return fail(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "an event made with CU_EVENT_DISABLE_TIMING");
+  if (!start->when || !end->when)
+    return fail(CUDA_ERROR_INVALID_HANDLE, "cuEventElapsedTime", "an event that was never recorded");
+  if (!event_done(start) || !event_done(end)) return CUDA_ERROR_NOT_READY;
+  *ms = float(1e3 * (*end->when - *start->when));
+  return CUDA_SUCCESS;
+}
+
+// cuLaunchHostFunc queues fn(data) on the stream (it must not call the driver, as on a GPU; the test double of
+// NCCL queues its collectives this way).
+CUresult cuLaunchHostFunc(CUstream h, CUhostFn fn, void* data) {
+  std::lock_guard<std::mutex> g(mu);
+  NEED_CONTEXT("cuLaunchHostFunc");
+  if (!fn) return fail(CUDA_ERROR_INVALID_VALUE, "cuLaunchHostFunc", "null function");
+  CUstream_st* s;
+  if (CUresult r = resolve_stream("cuLaunchHostFunc", ctx, h, &s)) return r;
+  issue(s, "host", [fn, data] { fn(data); });
   return CUDA_SUCCESS;
 }
 

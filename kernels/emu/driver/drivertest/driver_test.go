@@ -222,8 +222,14 @@ func TestChecks(t *testing.T) {
 		{name: "fault_injection", env: []string{"DDPM_EMU_FAIL=alloc:2,launch:emu_test_dynsmem_sum:2,sync:2"},
 			stderr: []string{"DDPM_EMU_FAIL: failing alloc call 2", "DDPM_EMU_FAIL: failing launch call 2 of emu_test_dynsmem_sum",
 				"DDPM_EMU_FAIL: failing sync call 2"}},
-		{name: "stub", once: "emudriver: cuStreamCreate is not emulated -> CUDA_ERROR_NOT_SUPPORTED (801)",
-			stderr: []string{"cuEventCreate is not emulated"}},
+		{name: "stub", once: "emudriver: cuStreamCreateWithPriority is not emulated -> CUDA_ERROR_NOT_SUPPORTED (801)",
+			stderr: []string{"cuCtxGetStreamPriorityRange is not emulated"}},
+		{name: "streams", stderr: []string{"cuStreamCreate: flags 0x4", "cuStreamWaitEvent: flags 0x1, want 0",
+			"cuEventElapsedTime: an event made with CU_EVENT_DISABLE_TIMING", "is not a live stream -> CUDA_ERROR_INVALID_HANDLE (400)",
+			"the NULL stream cannot be destroyed", "is not a live event", "belongs to another context -> CUDA_ERROR_INVALID_CONTEXT (201)"}},
+		{name: "streams", env: []string{"DDPM_EMU_STREAMS=sync"}},
+		{name: "streams", env: []string{"DDPM_EMU_STREAMS=defer-streams"}},
+		{name: "streams", env: []string{"DDPM_EMU_STREAMS=defer-null"}},
 		{name: "order", env: []string{"DDPM_EMU_ORDER=forward"}},
 		{name: "order", env: []string{"DDPM_EMU_ORDER=reverse"}},
 		{name: "order", env: []string{"DDPM_EMU_ORDER=random:42"}},
@@ -255,12 +261,35 @@ func TestChecks(t *testing.T) {
 	}
 }
 
+// TestStreamLog: DDPM_EMU_STREAM_LOG (%p: the process id) lists each stream operation as it is issued and, when
+// DDPM_EMU_STREAMS held it back, as it runs: here the host function and record on s1 run at the NULL stream's wait.
+func TestStreamLog(t *testing.T) {
+	need(t)
+	bin := checkBin(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "stream_log")
+	cmd.Env = append(cleanEnv(), "LD_LIBRARY_PATH="+libDir, "DDPM_EMU_STREAMS=defer-streams",
+		"DDPM_EMU_STREAM_LOG="+filepath.Join(dir, "log.%p"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("check stream_log: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("log.%d", cmd.Process.Pid)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "issue s1 host\nissue s1 record e1\nissue s0 wait e1 (s1:2)\nrun s1 host\nrun s1 record e1\n"
+	if string(b) != want {
+		t.Errorf("stream log:\n%s\nwant:\n%s", b, want)
+	}
+}
+
 // A bad setting stops the process in cuInit, before anything runs with it.
 func TestBadSettingsFailInit(t *testing.T) {
 	need(t)
 	bin := checkBin(t)
 	for _, env := range []string{"DDPM_EMU_CC=8", "DDPM_EMU_CC=sm_80", "DDPM_EMU_MEM_MIB=0", "DDPM_EMU_MEM_MIB=1G",
-		"DDPM_EMU_FAIL=alloc", "DDPM_EMU_FAIL=launch:x:0", "DDPM_EMU_FAIL=free:1", "DDPM_EMU_LEAKS=ignore"} {
+		"DDPM_EMU_FAIL=alloc", "DDPM_EMU_FAIL=launch:x:0", "DDPM_EMU_FAIL=free:1", "DDPM_EMU_LEAKS=ignore",
+		"DDPM_EMU_STREAMS=defer", "DDPM_EMU_STREAM_LOG=/nonexistent/dir/log"} {
 		cmd := exec.Command(bin, "device")
 		cmd.Env = append(cleanEnv(), "LD_LIBRARY_PATH="+libDir, env)
 		out, err := cmd.CombinedOutput()

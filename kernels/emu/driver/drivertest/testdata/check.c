@@ -516,10 +516,156 @@ static void case_fault_injection(void) {
 static void case_stub(void) {
   CUcontext ctx = setup();
   CUstream s;
-  EXPECT(cuStreamCreate(&s, 0), CUDA_ERROR_NOT_SUPPORTED);
-  EXPECT(cuStreamCreate(&s, 0), CUDA_ERROR_NOT_SUPPORTED);
-  CUevent ev;
-  EXPECT(cuEventCreate(&ev, 0), CUDA_ERROR_NOT_SUPPORTED);
+  EXPECT(cuStreamCreateWithPriority(&s, 0, 0), CUDA_ERROR_NOT_SUPPORTED);
+  EXPECT(cuStreamCreateWithPriority(&s, 0, 0), CUDA_ERROR_NOT_SUPPORTED);
+  int lo, hi;
+  EXPECT(cuCtxGetStreamPriorityRange(&lo, &hi), CUDA_ERROR_NOT_SUPPORTED);
+  OK(cuCtxDestroy(ctx));
+}
+
+// Streams and events, in every DDPM_EMU_STREAMS mode: what CUDA guarantees holds in each; what it does not (work on
+// a stream nobody waited for) is seen late in the mode that defers that stream.
+static float host_seen[8];  // what host functions read of device memory (the emulator's is host memory)
+static int host_calls;
+static void read_out(void* p) { host_seen[host_calls++ % 8] = *(const float*)p; }
+
+static void case_streams(void) {
+  const char* mode = getenv("DDPM_EMU_STREAMS");
+  const int defer_streams = mode && strcmp(mode, "defer-streams") == 0;
+  const int defer_null = mode && strcmp(mode, "defer-null") == 0;
+  CUcontext ctx = setup();
+  CUfunction f = fn(load(), "emu_test_dynsmem_sum");
+  float in[64], out = -1, zero = 0;
+  for (int i = 0; i < 64; i++) in[i] = 1;
+  CUdeviceptr din, dout;
+  OK(cuMemAlloc(&din, sizeof in));
+  OK(cuMemAlloc(&dout, sizeof out));
+  OK(cuMemcpyHtoD(din, in, sizeof in));
+  OK(cuMemcpyHtoD(dout, &zero, sizeof zero));
+  uint64_t a0 = din, a1 = dout;
+  void* params[] = {&a0, &a1};
+  CUstream s, b;
+  CUevent e, t0, t1;
+  unsigned flags = 9;
+  OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+  OK(cuStreamCreate(&b, CU_STREAM_DEFAULT));
+  EXPECT(cuStreamCreate(&s, 4), CUDA_ERROR_INVALID_VALUE);
+  OK(cuStreamGetFlags(s, &flags));
+  TRUE(flags == CU_STREAM_NON_BLOCKING, "flags %u", flags);
+  OK(cuEventCreate(&e, CU_EVENT_DISABLE_TIMING));
+  OK(cuEventCreate(&t0, CU_EVENT_DEFAULT));
+  OK(cuEventCreate(&t1, CU_EVENT_DEFAULT));
+  EXPECT(cuStreamWaitEvent(s, e, 1), CUDA_ERROR_INVALID_VALUE);
+  OK(cuStreamWaitEvent(s, e, 0));  // never recorded: nothing to wait for
+
+  // 1. A kernel on the non-blocking stream, then a copy on the NULL stream without a wait: it is not ordered after
+  // the kernel. Only when the stream's work is deferred does the copy see the old value.
+  OK(cuEventRecord(t0, s));
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, 64 * sizeof(float), s, params, NULL));
+  OK(cuEventRecord(e, s));
+  OK(cuEventRecord(t1, s));
+  OK(cuMemcpyDtoH(&out, dout, sizeof out));
+  TRUE(out == (defer_streams ? 0 : 64), "%s: a copy not ordered after the kernel read %g", mode ? mode : "sync", out);
+  EXPECT(cuEventQuery(e), defer_streams ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS);
+  EXPECT(cuStreamQuery(s), defer_streams ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS);
+  // ... with the wait, always the kernel's result.
+  OK(cuStreamWaitEvent(NULL, e, 0));
+  OK(cuMemcpyDtoH(&out, dout, sizeof out));
+  TRUE(out == 64, "after cuStreamWaitEvent the copy read %g, want 64", out);
+  OK(cuEventQuery(e));
+  float ms = -1;
+  EXPECT(cuEventElapsedTime(&ms, t0, e), CUDA_ERROR_INVALID_HANDLE);  // e does not time
+  EXPECT(cuEventElapsedTime(&ms, t0, t1), defer_streams ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS);  // t1 came after e
+  OK(cuEventSynchronize(t1));
+  OK(cuEventElapsedTime(&ms, t0, t1));
+  TRUE(ms >= 0, "elapsed %g ms", ms);
+
+  // 2. A wait holds the record as it was: recording the event again later does not move it.
+  OK(cuMemcpyHtoD(dout, &zero, sizeof zero));
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, 64 * sizeof(float), s, params, NULL));
+  OK(cuEventRecord(e, s));
+  OK(cuLaunchHostFunc(s, read_out, (void*)dout));  // the kernel's 64
+  OK(cuStreamWaitEvent(NULL, e, 0));
+  OK(cuMemcpyHtoD(din, &zero, sizeof zero));  // in[0] = 0: the next sum is 63
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, 64 * sizeof(float), s, params, NULL));
+  OK(cuLaunchHostFunc(s, read_out, (void*)dout));  // 63
+  OK(cuEventRecord(e, s));
+  OK(cuMemcpyDtoH(&out, dout, sizeof out));
+  TRUE(out == (defer_streams ? 64 : 63), "%s: read %g", mode ? mode : "sync", out);
+  OK(cuEventSynchronize(e));
+  OK(cuMemcpyDtoH(&out, dout, sizeof out));
+  TRUE(out == 63, "after cuEventSynchronize read %g, want 63", out);
+  TRUE(host_calls == 2 && host_seen[0] == 64 && host_seen[1] == 63, "host functions: %d calls, saw %g %g", host_calls,
+       host_seen[0], host_seen[1]);
+
+  // 3. A blocking stream and the NULL stream wait for each other's work, in every mode.
+  OK(cuMemcpyHtoD(dout, &zero, sizeof zero));
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, 64 * sizeof(float), b, params, NULL));
+  OK(cuMemcpyDtoH(&out, dout, sizeof out));
+  TRUE(out == 63, "a copy after work on a blocking stream read %g, want 63", out);
+  OK(cuMemcpyHtoD(dout, &zero, sizeof zero));
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, 64 * sizeof(float), NULL, params, NULL));
+  OK(cuLaunchHostFunc(b, read_out, (void*)dout));
+  OK(cuStreamSynchronize(b));
+  TRUE(host_calls == 3 && host_seen[2] == 63, "a blocking stream's host function after a NULL-stream kernel saw %g",
+       host_seen[2]);
+
+  // 4. The NULL stream's work and a non-blocking stream: only the wait orders them. With the NULL stream deferred,
+  // a host function on s that does not wait runs before the kernel it was issued after.
+  OK(cuMemcpyHtoD(dout, &zero, sizeof zero));
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, 64 * sizeof(float), NULL, params, NULL));
+  OK(cuLaunchHostFunc(s, read_out, (void*)dout));
+  OK(cuEventRecord(e, NULL));
+  OK(cuStreamWaitEvent(s, e, 0));
+  OK(cuLaunchHostFunc(s, read_out, (void*)dout));
+  OK(cuCtxSynchronize());
+  TRUE(host_calls == 5 && host_seen[3] == (defer_null ? 0 : 63) && host_seen[4] == 63,
+       "%s: host functions on s saw %g without and %g with the wait", mode ? mode : "sync", host_seen[3], host_seen[4]);
+
+  // 5. Handles: destroyed streams and events, the NULL stream, another context's.
+  OK(cuLaunchHostFunc(s, read_out, (void*)dout));
+  OK(cuStreamDestroy(s));  // runs its work first
+  TRUE(host_calls == 6, "cuStreamDestroy left %d host functions unrun", 6 - host_calls);
+  EXPECT(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, 64 * sizeof(float), s, params, NULL), CUDA_ERROR_INVALID_HANDLE);
+  EXPECT(cuStreamSynchronize(s), CUDA_ERROR_INVALID_HANDLE);
+  EXPECT(cuStreamDestroy(NULL), CUDA_ERROR_INVALID_HANDLE);
+  OK(cuStreamSynchronize(NULL));
+  OK(cuStreamSynchronize(CU_STREAM_LEGACY));
+  OK(cuEventDestroy(e));
+  EXPECT(cuEventRecord(e, NULL), CUDA_ERROR_INVALID_HANDLE);
+  EXPECT(cuEventSynchronize(e), CUDA_ERROR_INVALID_HANDLE);
+  EXPECT(cuLaunchHostFunc(b, NULL, NULL), CUDA_ERROR_INVALID_VALUE);
+  CUcontext other;
+  CUdevice dev;
+  OK(cuDeviceGet(&dev, 0));
+  OK(cuCtxCreate(&other, 0, dev));  // now current
+  EXPECT(cuStreamSynchronize(b), CUDA_ERROR_INVALID_CONTEXT);
+  OK(cuCtxDestroy(other));
+  OK(cuCtxSetCurrent(ctx));
+  // Work queued at cuCtxDestroy runs before the context goes.
+  OK(cuLaunchHostFunc(b, read_out, (void*)dout));
+  OK(cuEventDestroy(t0));
+  OK(cuEventDestroy(t1));
+  OK(cuStreamDestroy(b));
+  OK(cuMemFree(din));
+  OK(cuMemFree(dout));
+  OK(cuCtxDestroy(ctx));
+  TRUE(host_calls == 7, "%d host functions ran, want 7", host_calls);
+}
+
+// DDPM_EMU_STREAM_LOG: one line per stream operation issued ("issue s1 launch emu_test_dynsmem_sum") and per deferred
+// one when it runs ("run s1 ...").
+static void case_stream_log(void) {
+  CUcontext ctx = setup();
+  CUstream s;
+  CUevent e;
+  OK(cuStreamCreate(&s, CU_STREAM_NON_BLOCKING));
+  OK(cuEventCreate(&e, CU_EVENT_DISABLE_TIMING));
+  OK(cuLaunchHostFunc(s, read_out, &host_seen[7]));
+  OK(cuEventRecord(e, s));
+  OK(cuStreamWaitEvent(NULL, e, 0));
+  OK(cuEventDestroy(e));
+  OK(cuStreamDestroy(s));
   OK(cuCtxDestroy(ctx));
 }
 
@@ -572,6 +718,8 @@ int main(int argc, char** argv) {
       {"kernel_faults", case_kernel_faults},
       {"fault_injection", case_fault_injection},
       {"stub", case_stub},
+      {"streams", case_streams},
+      {"stream_log", case_stream_log},
       {"order", case_order},
   };
   if (argc != 2) {
