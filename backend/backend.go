@@ -67,11 +67,15 @@ type convImpl interface{ ConvImpl() string }
 //	      device.tensor_cores, which the CPU backend always ignored: then a warning, and FP32
 //	bf16  a backend with ops.PrecisionSetter that can (the CPU with AVX512-BF16 or AMX); an error naming what is
 //	      missing otherwise — never a silent FP32 or an emulated bf16
+//	auto  bf16 where the backend accepts it, else fp32; log says which and why
 //
 // The error is a configuration error (the program exits with status 2).
 func SetPrecision(be ops.Backend, cfg config.Config, log *zap.Logger) error {
 	if log == nil {
 		log = zap.NewNop()
+	}
+	if cfg.Train.Precision == config.PrecisionAuto {
+		return setAuto(be, log)
 	}
 	p, err := ops.ParsePrecision(cfg.Train.Precision)
 	if err != nil {
@@ -111,5 +115,26 @@ func SetPrecision(be ops.Backend, cfg config.Config, log *zap.Logger) error {
 		fields = append(fields, zap.String("conv", ci.ConvImpl()))
 	}
 	log.Info("precision", fields...)
+	return nil
+}
+
+// setAuto is train.precision = "auto": bf16 where the backend runs it natively, fp32 otherwise.
+func setAuto(be ops.Backend, log *zap.Logger) error {
+	p, why := ops.FP32, "the backend has no bf16"
+	if ps, ok := be.(ops.PrecisionSetter); ok {
+		if err := ps.SetPrecision(ops.BF16); err == nil {
+			p, why = ops.BF16, "the backend runs bf16 natively"
+		} else {
+			why = err.Error()
+			if err := ps.SetPrecision(ops.FP32); err != nil {
+				return fmt.Errorf("train.precision = \"auto\" on %s: %w", be.Name(), err)
+			}
+		}
+	}
+	fields := []zap.Field{zap.String("precision", string(p)), zap.String("device", be.Name()), zap.String("why", why)}
+	if ci, ok := be.(convImpl); ok {
+		fields = append(fields, zap.String("conv", ci.ConvImpl()))
+	}
+	log.Info("precision auto", fields...)
 	return nil
 }

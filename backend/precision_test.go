@@ -67,3 +67,18 @@ func TestSetPrecisionEmu(t *testing.T) {
 		t.Errorf("bf16 on emu without ops.PrecisionSetter: %v", err)
 	}
 }
+
+// TestSetPrecisionAuto: auto is bf16 where the CPU runs it, fp32 where it does not (never an error on the CPU).
+func TestSetPrecisionAuto(t *testing.T) {
+	be := cpu.New()
+	if err := SetPrecision(be, precisionConfig(t, "train.precision=auto"), nil); err != nil {
+		t.Fatal(err)
+	}
+	want := ops.BF16
+	if cpu.New().SetPrecision(ops.BF16) != nil {
+		want = ops.FP32
+	}
+	if be.Precision() != want {
+		t.Errorf("auto: precision %q, want %q", be.Precision(), want)
+	}
+}

@@ -122,8 +122,9 @@ type Train struct {
 	OnWriteError    string  `toml:"on_write_error"` // stop | continue: after a failed checkpoint, sample, plot or metrics write
 	// Precision of the matmul-heavy ops (convolutions, linear layers, attention matmuls), with FP32 master weights,
 	// gradients, optimizer, EMA, normalisation, softmax and loss (automatic mixed precision, package ops' Precision):
-	// fp32 | tf32 (GPU tensor cores only) | bf16 (CPUs with AVX512-BF16 or AMX; GPUs of compute capability 8.0+).
-	// device.tensor_cores = true is the older spelling of "tf32".
+	// fp32 | tf32 (GPU tensor cores only) | bf16 (CPUs with AVX512-BF16 or AMX; GPUs of compute capability 8.0+) |
+	// auto (bf16 where the backend runs it natively, else fp32). device.tensor_cores = true is the older spelling of
+	// "tf32".
 	Precision string `toml:"precision"`
 	Seed      uint64 `toml:"seed"`
 }
@@ -156,8 +157,12 @@ type Device struct {
 	TensorCores bool `toml:"tensor_cores"`
 }
 
-// Precisions are the values of train.precision (package ops' Precisions).
-var Precisions = []string{"fp32", "tf32", "bf16"}
+// Precisions are the values of train.precision: package ops' Precisions, and PrecisionAuto.
+var Precisions = []string{"fp32", "tf32", "bf16", PrecisionAuto}
+
+// PrecisionAuto is the train.precision that backend.SetPrecision resolves per machine: bf16 where the backend runs it
+// natively (a CPU with AVX512-BF16 or AMX), fp32 elsewhere.
+const PrecisionAuto = "auto"
 
 // TensorCoresNote is the warning a run logs when its config sets device.tensor_cores.
 const TensorCoresNote = `device.tensor_cores = true is the older spelling of train.precision = "tf32"; set that instead`

@@ -220,6 +220,8 @@ func TestPrecision(t *testing.T) {
 		{"", nil, "fp32", ""},
 		{"[train]\nprecision = \"bf16\"\n", nil, "bf16", ""},
 		{"", []string{"train.precision=bf16"}, "bf16", ""},
+		{"", []string{"train.precision=auto"}, "auto", ""},
+		{"[device]\ntensor_cores = true\n", []string{"train.precision=auto"}, "", "conflicts with train.precision = \"auto\""},
 		{"", []string{"train.precision=fp16"}, "", "allowed: fp32, tf32"},
 		{"[device]\ntensor_cores = true\n", nil, "tf32", ""},
 		{"", []string{"device.tensor_cores=true"}, "tf32", ""},

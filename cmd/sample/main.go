@@ -81,7 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	bench, benchWarmup := fs.Bench("sampling steps at -batch images", 2)
 	benchCfg := fs.String("c", "", "-bench without -ckpt: the config `FILE` whose model to time (random weights)")
 	raw := fs.Bool("raw", false, "use the trained weights instead of their EMA")
-	precision := fs.String("precision", "", "fp32 | tf32 (GPU) | bf16 (CPUs with AVX512-BF16 or AMX): the network's matmul precision (default: the checkpoint's train.precision; fp32 for a diffusers folder)")
+	precision := fs.String("precision", "", "fp32 | tf32 (GPU) | bf16 (CPUs with AVX512-BF16 or AMX) | auto (bf16 where native, else fp32): the network's matmul precision (default: the checkpoint's train.precision; fp32 for a diffusers folder)")
 	noClip := fs.Bool("no-clip", false, "do not clip x̂0 to [-1, 1] in each step (default: sample.clip)")
 	if status, ok := fs.Parse(args); !ok {
 		return status
@@ -249,8 +249,8 @@ func weightsPrefix(raw bool) string {
 // device.tensor_cores) or else the checkpoint's own.
 func setPrecision(be ops.Backend, cfg config.Config, precision string) error {
 	if precision != "" {
-		if _, err := ops.ParsePrecision(precision); err != nil {
-			return fmt.Errorf("-precision: %w", err)
+		if _, err := ops.ParsePrecision(precision); err != nil && precision != config.PrecisionAuto {
+			return fmt.Errorf("-precision: %w (or auto)", err)
 		}
 		cfg.Train.Precision, cfg.Device.TensorCores = precision, false
 	}
