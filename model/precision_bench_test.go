@@ -13,7 +13,8 @@ import (
 // BenchmarkUNetPrecisionAB times training steps (zero the gradients, forward, MSE and its gradient, backward) of
 // the same U-Net at fp32 and at bf16 on the CPU, interleaved one by one in one process, so that the load of a shared
 // machine drifts alike on both: the one comparison of the two precisions that holds on a busy machine (separate
-// processes minutes apart differed by 2× on the same config). Each iteration is one step at each precision; it
+// processes minutes apart differed by 2× on the same config). Each iteration is one step at each precision, in
+// alternating order; it
 // reports both sides' ms/step and images/s and bf16's speed relative to fp32. Needs AVX512-BF16 or AMX (skips,
 // saying so, without).
 //
@@ -66,14 +67,19 @@ func BenchmarkUNetPrecisionAB(b *testing.B) {
 				}
 				steps[k]() // plans and scratch before the timer
 			}
+			// Which side goes first alternates: in one process the step after the other ran ~10% slower whichever
+			// it was (libgomp's and the Go pool's threads settling), and a fixed order put that on one side.
 			var d [2]time.Duration
+			i := 0
 			b.ResetTimer()
 			for b.Loop() {
-				for k, step := range steps {
+				for j := range steps {
+					k := (i + j) % 2
 					t0 := time.Now()
-					step()
+					steps[k]()
 					d[k] += time.Since(t0)
 				}
+				i++
 			}
 			for k, name := range []string{"fp32", "bf16"} {
 				b.ReportMetric(1e3*d[k].Seconds()/float64(b.N), name+"-ms/step")
