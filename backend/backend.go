@@ -23,8 +23,7 @@ const Usage = "backend: cpu | cuda (NVIDIA GPU, binaries built with -tags cuda: 
 //	cuda  the CUDA kernels on GPU 0 (binaries built with -tags cuda; the default build says so and fails)
 //	emu   the same CUDA kernels and launchers over the CPU emulator (default build; slow, for tests and parity)
 //
-// dc.TensorCores selects the TF32 convolutions on cuda and emu; a GPU older than compute capability 8.0 keeps the
-// FP32 kernels, and log (nil: silent) says so.
+// The backend starts in FP32; SetPrecision applies train.precision (and device.tensor_cores, its older spelling).
 func Open(device string, dc config.Device, log *zap.Logger) (ops.Backend, func() error, error) {
 	return OpenLocal(device, dc, log, 0)
 }
@@ -48,11 +47,94 @@ func OpenLocal(device string, dc config.Device, log *zap.Logger, localRank int) 
 			d.Close()
 			return nil, nil, fmt.Errorf("-device %s: %w", device, err)
 		}
-		if dc.TensorCores && !be.SetTensorCores(true) {
-			log.Warn("device.tensor_cores: this GPU has no TF32 tensor cores (compute capability < 8.0); the convolutions stay FP32",
-				zap.String("device", d.Name()))
-		}
 		return be, func() error { return errors.Join(be.Close(), d.Close()) }, nil
 	}
 	return nil, nil, fmt.Errorf("-device %q: allowed: cpu, cuda, emu", device)
+}
+
+// tensorCores is the cuda backend's TF32 switch from before ops.PrecisionSetter (SetTensorCores reports whether the
+// TF32 kernels are now selected: false on a GPU older than compute capability 8.0).
+type tensorCores interface{ SetTensorCores(on bool) bool }
+
+// convImpl is a backend that names the kernels of its convolutions (the CPU: oneDNN's implementation).
+type convImpl interface{ ConvImpl() string }
+
+// SetPrecision applies cfg's train.precision to be before anything runs on it, and logs it (log nil: silent):
+//
+//	fp32  the default; nothing to do on a backend without ops.PrecisionSetter
+//	tf32  GPUs: ops.PrecisionSetter, or the cuda backend's SetTensorCores (a GPU without TF32 tensor cores keeps
+//	      FP32 and log says so, as device.tensor_cores always did); the CPU refuses it — except when it comes from
+//	      device.tensor_cores, which the CPU backend always ignored: then a warning, and FP32
+//	bf16  a backend with ops.PrecisionSetter that can (the CPU with AVX512-BF16 or AMX); an error naming what is
+//	      missing otherwise — never a silent FP32 or an emulated bf16
+//	auto  bf16 where the backend accepts it, else fp32; log says which and why
+//
+// The error is a configuration error (the program exits with status 2).
+func SetPrecision(be ops.Backend, cfg config.Config, log *zap.Logger) error {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if cfg.Train.Precision == config.PrecisionAuto {
+		return setAuto(be, log)
+	}
+	p, err := ops.ParsePrecision(cfg.Train.Precision)
+	if err != nil {
+		return fmt.Errorf("train.precision: %w", err)
+	}
+	legacy := cfg.Device.TensorCores
+	if legacy {
+		log.Warn(config.TensorCoresNote)
+	}
+	_, isCPU := be.(*cpu.Backend[float32])
+	if legacy && p == ops.TF32 && isCPU {
+		log.Warn("device.tensor_cores applies to GPUs; the CPU backend runs fp32")
+		p = ops.FP32
+	}
+	if ps, ok := be.(ops.PrecisionSetter); ok {
+		if err := ps.SetPrecision(p); err != nil {
+			return fmt.Errorf("train.precision = %q on %s: %w", p, be.Name(), err)
+		}
+	} else {
+		switch p {
+		case ops.TF32:
+			tc, ok := be.(tensorCores)
+			if !ok {
+				return fmt.Errorf("train.precision = \"tf32\": the %s backend has no TF32 mode (GPU tensor cores: -device cuda)", be.Name())
+			}
+			if !tc.SetTensorCores(true) {
+				log.Warn("train.precision = \"tf32\": this GPU has no TF32 tensor cores (compute capability < 8.0); the convolutions stay FP32",
+					zap.String("device", be.Name()))
+				p = ops.FP32
+			}
+		case ops.BF16:
+			return fmt.Errorf("train.precision = \"bf16\": the %s backend does not run bf16 (it has no ops.PrecisionSetter yet); use fp32 or tf32", be.Name())
+		}
+	}
+	fields := []zap.Field{zap.String("precision", string(p)), zap.String("device", be.Name())}
+	if ci, ok := be.(convImpl); ok {
+		fields = append(fields, zap.String("conv", ci.ConvImpl()))
+	}
+	log.Info("precision", fields...)
+	return nil
+}
+
+// setAuto is train.precision = "auto": bf16 where the backend runs it natively, fp32 otherwise.
+func setAuto(be ops.Backend, log *zap.Logger) error {
+	p, why := ops.FP32, "the backend has no bf16"
+	if ps, ok := be.(ops.PrecisionSetter); ok {
+		if err := ps.SetPrecision(ops.BF16); err == nil {
+			p, why = ops.BF16, "the backend runs bf16 natively"
+		} else {
+			why = err.Error()
+			if err := ps.SetPrecision(ops.FP32); err != nil {
+				return fmt.Errorf("train.precision = \"auto\" on %s: %w", be.Name(), err)
+			}
+		}
+	}
+	fields := []zap.Field{zap.String("precision", string(p)), zap.String("device", be.Name()), zap.String("why", why)}
+	if ci, ok := be.(convImpl); ok {
+		fields = append(fields, zap.String("conv", ci.ConvImpl()))
+	}
+	log.Info("precision auto", fields...)
+	return nil
 }

@@ -27,6 +27,30 @@ type Result struct {
 	PeakRSSMiB    float64 // the process's peak resident set (getrusage ru_maxrss)
 	DeviceMiB     float64 // device memory in use after the run (cuda; 0 where the device is host memory)
 	Device        string
+	Precision     string // the backend's precision (ops.PrecisionSetter; fp32 without it)
+	Conv          string // the kernels of its convolutions where it names them (the CPU: oneDNN's implementation)
+}
+
+// Describe fills r's Device, Precision and Conv from be.
+func Describe(r *Result, be ops.Backend) {
+	r.Device, r.Precision = be.Name(), string(ops.FP32)
+	if ps, ok := be.(ops.PrecisionSetter); ok {
+		r.Precision = string(ps.Precision())
+	} else if tc, ok := be.(interface{ TensorCores() bool }); ok && tc.TensorCores() {
+		r.Precision = string(ops.TF32)
+	}
+	if ci, ok := be.(interface{ ConvImpl() string }); ok {
+		r.Conv = ci.ConvImpl()
+	}
+}
+
+// Setup is the benchmark's precision and kernels as the summary line gives them: "precision bf16 (conv
+// jit_bf16:avx512_core_bf16)".
+func (r Result) Setup() string {
+	if r.Conv == "" {
+		return "precision " + r.Precision
+	}
+	return fmt.Sprintf("precision %s (conv %s)", r.Precision, r.Conv)
 }
 
 // PeakMiB is the memory the benchmark line reports: the peak RSS plus, on a GPU, the device memory in use. (The
@@ -54,7 +78,8 @@ func Memory(r *Result, be ops.Backend) {
 // batch images) after warmup untimed ones, with weights (nil: the model's seeded initialisation; the values do not
 // change the work).
 func Sample(ctx context.Context, cfg config.Config, be ops.Backend, weights []float32, batch, steps, warmup int) (Result, error) {
-	res := Result{Steps: steps, Warmup: warmup, Device: be.Name(), Images: batch}
+	res := Result{Steps: steps, Warmup: warmup, Images: batch}
+	Describe(&res, be)
 	if steps < 1 || warmup < 0 || batch < 1 {
 		return res, fmt.Errorf("bench: %d steps after %d warm-up steps at batch %d", steps, warmup, batch)
 	}

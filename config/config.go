@@ -120,7 +120,13 @@ type Train struct {
 	SampleEvery     int     `toml:"sample_every"` // 0 = only at the end
 	SkipNonfinite   bool    `toml:"skip_nonfinite"`
 	OnWriteError    string  `toml:"on_write_error"` // stop | continue: after a failed checkpoint, sample, plot or metrics write
-	Seed            uint64  `toml:"seed"`
+	// Precision of the matmul-heavy ops (convolutions, linear layers, attention matmuls), with FP32 master weights,
+	// gradients, optimizer, EMA, normalisation, softmax and loss (automatic mixed precision, package ops' Precision):
+	// fp32 | tf32 (GPU tensor cores only) | bf16 (CPUs with AVX512-BF16 or AMX; GPUs of compute capability 8.0+) |
+	// auto (bf16 where the backend runs it natively, else fp32). device.tensor_cores = true is the older spelling of
+	// "tf32".
+	Precision string `toml:"precision"`
+	Seed      uint64 `toml:"seed"`
 }
 
 // Sample configures the sample grids written during and after training and the
@@ -145,11 +151,21 @@ const SpacingAuto = "auto"
 
 // Device tunes the GPU backend (-device cuda and its emulator, -device emu); the CPU backend ignores it.
 type Device struct {
-	// TensorCores runs the convolutions on TF32 tensor cores (inputs rounded to 10-bit mantissas, FP32
-	// accumulation): faster on compute capability 8.0 and newer, where the sm_80 PTX is loaded; older GPUs fall
-	// back to FP32 and say so.
+	// TensorCores is the older spelling of train.precision = "tf32" (the convolutions on TF32 tensor cores): Parse
+	// sets train.precision to "tf32" when it is true, and refuses it next to another train.precision. The CPU
+	// backend ignores it (with a warning), as it always did.
 	TensorCores bool `toml:"tensor_cores"`
 }
+
+// Precisions are the values of train.precision: package ops' Precisions, and PrecisionAuto.
+var Precisions = []string{"fp32", "tf32", "bf16", PrecisionAuto}
+
+// PrecisionAuto is the train.precision that backend.SetPrecision resolves per machine: bf16 where the backend runs it
+// natively (a CPU with AVX512-BF16 or AMX), fp32 elsewhere.
+const PrecisionAuto = "auto"
+
+// TensorCoresNote is the warning a run logs when its config sets device.tensor_cores.
+const TensorCoresNote = `device.tensor_cores = true is the older spelling of train.precision = "tf32"; set that instead`
 
 // Default is the configuration every file is decoded on top of.
 func Default() Config {
@@ -196,6 +212,7 @@ func Default() Config {
 			KeepCheckpoints: 3,
 			LogEvery:        50,
 			OnWriteError:    "stop",
+			Precision:       "fp32",
 		},
 		Sample: Sample{
 			Sampler:    "ddpm",
@@ -224,13 +241,23 @@ func Load(path string, overrides []string) (Config, error) {
 // Parse is Load over bytes already read; path names the source in errors.
 func Parse(path string, src []byte, overrides []string) (Config, error) {
 	c := Default()
-	if err := decodeStrict(path, string(src), &c); err != nil {
+	precSet, err := decodeStrict(path, string(src), &c)
+	if err != nil {
 		return Config{}, err
 	}
 	for _, o := range overrides {
-		if err := c.Set(o); err != nil {
+		set, err := c.set(o)
+		if err != nil {
 			return Config{}, err
 		}
+		precSet = precSet || set
+	}
+	if c.Device.TensorCores {
+		if precSet && c.Train.Precision != "tf32" {
+			return Config{}, fmt.Errorf("config %s: device.tensor_cores = true (the older spelling of train.precision = \"tf32\") "+
+				"conflicts with train.precision = %q; keep train.precision and remove device.tensor_cores", path, c.Train.Precision)
+		}
+		c.Train.Precision = "tf32"
 	}
 	if c.Run.Name == "" {
 		c.Run.Name = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
@@ -246,10 +273,16 @@ func Parse(path string, src []byte, overrides []string) (Config, error) {
 
 // Set applies one "section.key=value" override.
 func (c *Config) Set(kv string) error {
+	_, err := c.set(kv)
+	return err
+}
+
+// set is Set, also saying whether the override sets train.precision.
+func (c *Config) set(kv string) (bool, error) {
 	key, val, ok := strings.Cut(kv, "=")
 	section, field, dotted := strings.Cut(strings.TrimSpace(key), ".")
 	if !ok || !dotted || section == "" || field == "" {
-		return fmt.Errorf("-set %q: want section.key=value, e.g. -set train.batch_size=64", kv)
+		return false, fmt.Errorf("-set %q: want section.key=value, e.g. -set train.batch_size=64", kv)
 	}
 	val = strings.TrimSpace(val)
 	doc := fmt.Sprintf("[%s]\n%s = %s\n", section, field, val)
@@ -261,14 +294,15 @@ func (c *Config) Set(kv string) error {
 	return decodeStrict("-set "+kv, doc, c)
 }
 
-func decodeStrict(origin, doc string, c *Config) error {
+// decodeStrict decodes doc onto c, refusing unknown keys; it says whether doc sets train.precision.
+func decodeStrict(origin, doc string, c *Config) (precision bool, err error) {
 	md, err := toml.Decode(doc, c)
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return fmt.Errorf("config %s: %s", origin, perr.ErrorWithPosition())
+			return false, fmt.Errorf("config %s: %s", origin, perr.ErrorWithPosition())
 		}
-		return fmt.Errorf("config %s: %w", origin, err)
+		return false, fmt.Errorf("config %s: %w", origin, err)
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		var keys []string
@@ -283,9 +317,9 @@ func decodeStrict(origin, doc string, c *Config) error {
 		if len(keys) > 1 {
 			msg += fmt.Sprintf(" and %d more: %s", len(keys)-1, strings.Join(keys[1:], ", "))
 		}
-		return errors.New(msg + "; configs/reference.toml lists every key")
+		return false, errors.New(msg + "; configs/reference.toml lists every key")
 	}
-	return nil
+	return md.IsDefined("train", "precision"), nil
 }
 
 // Keys lists every "section.key" the configuration accepts, in declaration order.

@@ -208,3 +208,42 @@ func TestSamplerKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestPrecision: train.precision, and device.tensor_cores as its older spelling of "tf32".
+func TestPrecision(t *testing.T) {
+	for _, c := range []struct {
+		file string
+		sets []string
+		want string // "" = an error
+		msg  string // in the error
+	}{
+		{"", nil, "fp32", ""},
+		{"[train]\nprecision = \"bf16\"\n", nil, "bf16", ""},
+		{"", []string{"train.precision=bf16"}, "bf16", ""},
+		{"", []string{"train.precision=auto"}, "auto", ""},
+		{"[device]\ntensor_cores = true\n", []string{"train.precision=auto"}, "", "conflicts with train.precision = \"auto\""},
+		{"", []string{"train.precision=fp16"}, "", "allowed: fp32, tf32"},
+		{"[device]\ntensor_cores = true\n", nil, "tf32", ""},
+		{"", []string{"device.tensor_cores=true"}, "tf32", ""},
+		{"[device]\ntensor_cores = true\n[train]\nprecision = \"tf32\"\n", nil, "tf32", ""},
+		{"[device]\ntensor_cores = true\n[train]\nprecision = \"bf16\"\n", nil, "", "conflicts with train.precision = \"bf16\""},
+		{"[device]\ntensor_cores = true\n", []string{"train.precision=fp32"}, "", "conflicts with train.precision = \"fp32\""},
+		{"[train]\nprecision = \"fp32\"\n", []string{"device.tensor_cores=true"}, "", "conflicts"},
+	} {
+		cfg, err := Parse("x.toml", []byte(c.file), c.sets)
+		switch {
+		case c.want == "" && (err == nil || !strings.Contains(err.Error(), c.msg)):
+			t.Errorf("%q %v: error %v, want one containing %q", c.file, c.sets, err, c.msg)
+		case c.want != "" && err != nil:
+			t.Errorf("%q %v: %v", c.file, c.sets, err)
+		case c.want != "" && cfg.Train.Precision != c.want:
+			t.Errorf("%q %v: precision %q, want %q", c.file, c.sets, cfg.Train.Precision, c.want)
+		case c.want != "":
+			// The resolved config parses back to itself (a run's config.toml, a checkpoint's metadata).
+			again, err := Parse("again.toml", []byte(cfg.TOML()), nil)
+			if err != nil || !reflect.DeepEqual(again.Train, cfg.Train) || again.Device != cfg.Device {
+				t.Errorf("%q %v: the printed config does not parse back to itself: %v", c.file, c.sets, err)
+			}
+		}
+	}
+}

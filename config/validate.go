@@ -175,6 +175,9 @@ func (c Config) Validate() error {
 	if t.SampleEvery < 0 {
 		bad("train.sample_every", "is %d; must be ≥ 0 (0 = only at the end)", t.SampleEvery)
 	}
+	if !slices.Contains(Precisions, t.Precision) {
+		bad("train.precision", "is %q; allowed: fp32, tf32 (GPU tensor cores), bf16 (CPUs with AVX512-BF16 or AMX, GPUs of compute capability 8.0+), auto (bf16 where it runs natively, else fp32)", t.Precision)
+	}
 	if t.OnWriteError != "stop" && t.OnWriteError != "continue" {
 		bad("train.on_write_error", "is %q; allowed: stop, continue", t.OnWriteError)
 	}

@@ -32,11 +32,14 @@ func (be *Backend[T]) Attention(s ops.AttnShape, q, k, v, o, p ops.Buf) {
 	j := be.newJob(jAttention)
 	j.attn = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = qs, ks, vs, os, ps
+	if be.prec == ops.BF16 { // per worker: the (n, h) item's operands rounded to bf16 (bf16.go)
+		j.sets[0] = scratch(&be.bfw, be.workers, bf16AttnScratch(s))
+	}
 	be.forEach(j, s.N*s.Heads)
 }
 
 // attentionItem is the forward pass of (sample, head) nh.
-func attentionItem[T Float](j *job[T], nh int) {
+func attentionItem[T Float](j *job[T], wk, nh int) {
 	s, qs, ks, vs, os, ps := j.attn, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
 	hd := s.Heads * s.D
 	scale := T(1 / math.Sqrt(float64(s.D)))
@@ -44,11 +47,22 @@ func attentionItem[T Float](j *job[T], nh int) {
 		n, h := nh/s.Heads, nh%s.Heads
 		off := n*s.L*hd + h*s.D
 		pm := ps[nh*s.L*s.L : (nh+1)*s.L*s.L]
-		gemm(false, true, s.L, s.L, s.D, scale, qs[off:], hd, ks[off:], hd, 0, pm, s.L)
+		q, k, v, ld := qs[off:], ks[off:], vs[off:], hd
+		var bw attnBF16[T]
+		if j.sets[0] != nil { // bf16: S = bf16(q)·bf16(k)ᵀ, o = bf16(P)·bf16(v), P kept in float32 for the backward pass
+			bw = newAttnBF16(j.sets[0][wk], s)
+			q, k, v, ld = bw.round(0, qs, off, hd), bw.round(1, ks, off, hd), bw.round(2, vs, off, hd), s.D
+		}
+		gemm(false, true, s.L, s.L, s.D, scale, q, ld, k, ld, 0, pm, s.L)
 		for i := 0; i < s.L; i++ {
 			softmaxRow(pm[i*s.L : (i+1)*s.L])
 		}
-		gemm(false, false, s.L, s.D, s.L, 1, pm, s.L, vs[off:], hd, 0, os[off:], hd)
+		pv := pm
+		if bw.p != nil {
+			pv = bw.p
+			roundBF16To(pv, pm)
+		}
+		gemm(false, false, s.L, s.D, s.L, 1, pv, s.L, v, ld, 0, os[off:], hd)
 	}
 }
 
@@ -94,6 +108,9 @@ func (be *Backend[T]) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk,
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = qs, ks, vs, ps, dos
 	j.sets[0] = scratch(&be.attn, be.workers, s.L*s.L)
 	j.sets[1] = be.attnGrads(dqs, dks, dvs)
+	if be.prec == ops.BF16 { // per worker: the (n, h) item's operands rounded to bf16 (bf16.go)
+		j.sets[2] = scratch(&be.bfw, be.workers, bf16AttnScratch(s))
+	}
 	be.forEach(j, s.N*s.Heads)
 }
 
@@ -114,14 +131,29 @@ func attentionBwdItem[T Float](j *job[T], wk, nh int) {
 		n, h := nh/s.Heads, nh%s.Heads
 		off := n*s.L*hd + h*s.D
 		pm := ps[nh*s.L*s.L : (nh+1)*s.L*s.L]
+		q, k, v, do, ld := qs[off:], ks[off:], vs[off:], dos[off:], hd
+		var bw attnBF16[T]
+		if j.sets[2] != nil { // bf16: every GEMM on bf16 operands; dS from the float32 P
+			bw = newAttnBF16(j.sets[2][wk], s)
+			do, ld = bw.round(3, dos, off, hd), s.D
+			v = bw.round(2, vs, off, hd)
+		}
 		if dvs != nil {
-			gemm(true, false, s.L, s.D, s.L, 1, pm, s.L, dos[off:], hd, 1, dvs[off:], hd)
+			pv := pm
+			if bw.p != nil { // bf16: dv += bf16(P)ᵀ·bf16(do)
+				pv = bw.p
+				roundBF16To(pv, pm)
+			}
+			gemm(true, false, s.L, s.D, s.L, 1, pv, s.L, do, ld, 1, dvs[off:], hd)
 		}
 		if dqs == nil && dks == nil {
 			return
 		}
+		if bw.p != nil {
+			q, k = bw.round(0, qs, off, hd), bw.round(1, ks, off, hd)
+		}
 		ds := tmp[wk]
-		gemm(false, true, s.L, s.L, s.D, 1, dos[off:], hd, vs[off:], hd, 0, ds, s.L)
+		gemm(false, true, s.L, s.L, s.D, 1, do, ld, v, ld, 0, ds, s.L)
 		for i := 0; i < s.L; i++ {
 			pr, dr := pm[i*s.L:(i+1)*s.L], ds[i*s.L:(i+1)*s.L]
 			var dot float64
@@ -132,11 +164,44 @@ func attentionBwdItem[T Float](j *job[T], wk, nh int) {
 				dr[j] = T(float64(pv) * (float64(dr[j]) - dot))
 			}
 		}
+		if bw.p != nil { // bf16: dq, dk from bf16(dS)
+			roundBF16To(ds, ds)
+		}
 		if dqs != nil {
-			gemm(false, false, s.L, s.D, s.L, scale, ds, s.L, ks[off:], hd, 1, dqs[off:], hd)
+			gemm(false, false, s.L, s.D, s.L, scale, ds, s.L, k, ld, 1, dqs[off:], hd)
 		}
 		if dks != nil {
-			gemm(true, false, s.L, s.D, s.L, scale, ds, s.L, qs[off:], hd, 1, dks[off:], hd)
+			gemm(true, false, s.L, s.D, s.L, scale, ds, s.L, q, ld, 1, dks[off:], hd)
 		}
 	}
+}
+
+// bf16AttnScratch is the per-worker scratch of attention at bf16: four [L, D] operands and an [L, L] P.
+func bf16AttnScratch(s ops.AttnShape) int { return 4*s.L*s.D + s.L*s.L }
+
+// attnBF16 is one worker's scratch at bf16: ops[i] holds operand i (q, k, v, do) of the item in progress, rounded
+// to bf16 and packed [L, D]; p its P rounded. Rounding per item keeps the copies per worker, not per tensor.
+type attnBF16[T Float] struct {
+	ops [4][]T
+	p   []T
+	l   int
+	d   int
+}
+
+func newAttnBF16[T Float](buf []T, s ops.AttnShape) attnBF16[T] {
+	n := s.L * s.D
+	a := attnBF16[T]{l: s.L, d: s.D, p: buf[4*n : 4*n+s.L*s.L]}
+	for i := range a.ops {
+		a.ops[i] = buf[i*n : (i+1)*n]
+	}
+	return a
+}
+
+// round packs the item's [L, D] block of src (rows at off + i·ld) rounded to bf16 into operand slot i.
+func (a attnBF16[T]) round(i int, src []T, off, ld int) []T {
+	dst := a.ops[i]
+	for r := 0; r < a.l; r++ {
+		roundBF16To(dst[r*a.d:(r+1)*a.d], src[off+r*ld:off+r*ld+a.d])
+	}
+	return dst
 }

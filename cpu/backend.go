@@ -84,6 +84,10 @@ type Backend[T Float] struct {
 
 	dn *dnnlState // oneDNN convolution plans (float32 with cgo; nil: the GEMM path of conv.go)
 
+	prec ops.Precision // SetPrecision's ("" is fp32); bf16: see bf16.go
+	bfs  [4][]T        // bf16: rounded copies of an op's operands (bf16.go)
+	bfw  [][]T         // bf16: per worker, attention's rounded P or dS [L, L]
+
 	prof *profiler // per-op-family timer; nil when off (see SetProfile)
 
 	j       job[T]           // the parallel op in flight (see jobs.go)

@@ -51,6 +51,7 @@ func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 		dnnlConvFwd(be.dn, s, xs, ws, bs, ys)
 		return
 	}
+	xs, ws = be.bf(0, xs), be.bf(1, ws) // float64 at bf16: the reference of bf16.go
 	if shiftable(s) {
 		be.convShiftFwd(s, xs, ws, bs, ys)
 		return
@@ -142,6 +143,26 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 		be.dnnlConvBwd(s, xs, ws, dys, dxs, dws, dbs)
 		return
 	}
+	if be.prec == ops.BF16 { // float64 at bf16: the reference of bf16.go, rounding what the oneDNN path rounds
+		roundW := bf16Weights(s) && dws != nil // dw and db from bf16 x and dy (db alone: from the float32 dy)
+		if dxs != nil && (dws != nil || dbs != nil) && !roundW {
+			be.conv2DBackward(s, xs, be.bf(1, ws), be.bf(2, dys), dxs, nil, nil)
+			be.conv2DBackward(s, xs, ws, dys, nil, dws, dbs)
+			return
+		}
+		if dxs != nil {
+			ws, dys = be.bf(1, ws), be.bf(2, dys)
+		}
+		if roundW {
+			xs, dys = be.bf(0, xs), be.bf(2, dys)
+		}
+	}
+	be.conv2DBackward(s, xs, ws, dys, dxs, dws, dbs)
+}
+
+// conv2DBackward is Conv2DBackward's GEMM path on unwrapped operands.
+func (be *Backend[T]) conv2DBackward(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []T) {
+	ckk := s.Cin * s.K * s.K
 	var wt []T // the weights in tap order for the shifted backward-data pass
 	if dxs != nil && s.N > 0 && shiftable(s) {
 		wt = be.tapWeights(s, ws) // before newJob: it runs a job of its own

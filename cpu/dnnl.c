@@ -29,6 +29,7 @@ typedef struct {
 
 struct ddpm_conv {
 	int nthr;
+	char impl[3][64]; // oneDNN's implementation names of fwd, bwdd, bwdw (impl_info_str), e.g. jit_bf16:avx512_core_bf16
 	dnnl_primitive_t fwd, bwdd, bwdw;
 	dnnl_memory_t sfwd, sbwdd, sbwdw; // their scratchpads (user mode, in W_SCRATCH)
 	port x, w, b, y;           // forward
@@ -117,8 +118,13 @@ int ddpm_dnnl_init(char *err, int errn) {
 }
 
 // pad zeros before each spatial dimension, pad + pad_end after it (ops.ConvShape).
-ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int nthr,
-		char *err, int errn) {
+//
+// bf16 != 0: the forward and backward-data primitives take their inputs (x, w, dy) in bf16 and write y and dx in f32
+// (oneDNN accumulates in f32); bf16w != 0: so does the backward-weights primitive (x, dy in bf16; dw, db in f32),
+// else it runs in f32. The user buffers stay f32, and the reorders into the primitives' layouts round to bf16 (to
+// nearest even).
+ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int bf16, int bf16w,
+		int nthr, char *err, int errn) {
 	ddpm_conv *c = calloc(1, sizeof *c);
 	if (!c) { snprintf(err, errn, "calloc"); return NULL; }
 	c->nthr = nthr;
@@ -136,9 +142,14 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 	dnnl_memory_desc_init_by_tag(&uw, 4, wd, dnnl_f32, dnnl_oihw);
 	dnnl_memory_desc_init_by_tag(&ub, 1, bd, dnnl_f32, dnnl_x);
 	dnnl_memory_desc_init_by_tag(&uy, 4, yd, dnnl_f32, dnnl_nchw);
-	dnnl_memory_desc_init_by_tag(&ax, 4, xd, dnnl_f32, dnnl_format_tag_any);
-	dnnl_memory_desc_init_by_tag(&aw, 4, wd, dnnl_f32, dnnl_format_tag_any);
+	dnnl_data_type_t in = bf16 ? dnnl_bf16 : dnnl_f32;
+	dnnl_memory_desc_t ax32, aw32, ay16;
+	dnnl_memory_desc_init_by_tag(&ax, 4, xd, in, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_tag(&aw, 4, wd, in, dnnl_format_tag_any);
 	dnnl_memory_desc_init_by_tag(&ay, 4, yd, dnnl_f32, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_tag(&ax32, 4, xd, dnnl_f32, dnnl_format_tag_any); // dx
+	dnnl_memory_desc_init_by_tag(&aw32, 4, wd, dnnl_f32, dnnl_format_tag_any); // dw
+	dnnl_memory_desc_init_by_tag(&ay16, 4, yd, in, dnnl_format_tag_any);       // dy
 	dnnl_status_t st;
 	dnnl_primitive_attr_t attr;
 #define CKN(call, what) do { st = (call); if (st != dnnl_success) { fail(err, errn, what, st); return NULL; } } while (0)
@@ -152,11 +163,17 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 		&ax, &aw, &ub, &ay, strides, pl, pr), "convolution_forward_desc_init");
 	CKN(dnnl_primitive_desc_create(&fpd, &fd, attr, eng, NULL), "forward primitive_desc_create");
 	CKN(dnnl_convolution_backward_data_desc_init(&dd, dnnl_convolution_direct,
-		&ax, &aw, &ay, strides, pl, pr), "convolution_backward_data_desc_init");
+		&ax32, &aw, &ay16, strides, pl, pr), "convolution_backward_data_desc_init");
 	CKN(dnnl_primitive_desc_create(&dpd, &dd, attr, eng, fpd), "backward-data primitive_desc_create");
 	CKN(dnnl_convolution_backward_weights_desc_init(&wdsc, dnnl_convolution_direct,
-		&ax, &aw, &ub, &ay, strides, pl, pr), "convolution_backward_weights_desc_init");
+		bf16w ? &ax : &ax32, &aw32, &ub, bf16w ? &ay16 : &ay, strides, pl, pr), "convolution_backward_weights_desc_init");
 	CKN(dnnl_primitive_desc_create(&wpd, &wdsc, attr, eng, fpd), "backward-weights primitive_desc_create");
+	const_dnnl_primitive_desc_t pds[3] = {fpd, dpd, wpd};
+	for (int i = 0; i < 3; i++) {
+		const char *name = NULL;
+		if (dnnl_primitive_desc_query(pds[i], dnnl_query_impl_info_str, 0, &name) != dnnl_success || !name) name = "?";
+		snprintf(c->impl[i], sizeof c->impl[i], "%s", name);
+	}
 
 	// Forward: x, w (in), b (user layout), y (out).
 	CKP(makePort(&c->x, &ux, dnnl_primitive_desc_query_md(fpd, dnnl_query_src_md, 0), 0, 0, W_SRC, err, errn));
@@ -186,6 +203,10 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 	dnnl_primitive_desc_destroy(wpd);
 	return c;
 }
+
+// ddpm_conv_impl is oneDNN's name of the implementation it chose for pass i (0 forward, 1 backward-data, 2
+// backward-weights).
+const char *ddpm_conv_impl(ddpm_conv *c, int i) { return c->impl[i]; }
 
 // The bias port of the forward pass reads the user's bias directly (layout x); a nil
 // bias is a zero vector kept here.

@@ -50,8 +50,16 @@ import (
 // dnnlState is a float32 backend's oneDNN convolution plans.
 type dnnlState struct {
 	threads int
-	plans   map[ops.ConvShape]*C.ddpm_conv
+	bf16    bool // new plans take bf16 inputs (precision bf16, see bf16.go)
+	plans   map[planKey]*C.ddpm_conv
 	zeros   []float32 // the forward's bias when b is nil
+	last    [3]string // the implementations of the last plan created: forward, backward-data, backward-weights
+}
+
+// planKey is a plan's shape and input type: switching the precision keeps the plans of both.
+type planKey struct {
+	s    ops.ConvShape
+	bf16 bool
 }
 
 // newDNNL returns the oneDNN state for a float32 backend; nil (GEMM path) for float64.
@@ -64,25 +72,67 @@ func newDNNL[T Float]() *dnnlState {
 	if C.ddpm_dnnl_init(&err[0], C.int(len(err))) != 0 {
 		panic("cpu: oneDNN init: " + C.GoString(&err[0]))
 	}
-	return &dnnlState{threads: max(1, runtime.GOMAXPROCS(0)), plans: map[ops.ConvShape]*C.ddpm_conv{}}
+	return &dnnlState{threads: max(1, runtime.GOMAXPROCS(0)), plans: map[planKey]*C.ddpm_conv{}}
 }
 
 // plan returns the shape's plan, creating it on first use.
 func (d *dnnlState) plan(op string, s ops.ConvShape) *C.ddpm_conv {
-	if p, ok := d.plans[s]; ok {
+	key := planKey{s, d.bf16}
+	if p, ok := d.plans[key]; ok {
 		return p
 	}
-	var err [256]C.char
-	p := C.ddpm_conv_create(C.int(s.N), C.int(s.Cin), C.int(s.H), C.int(s.W), C.int(s.Cout), C.int(s.K),
-		C.int(s.Stride), C.int(s.Pad), C.int(s.PadEnd), C.int(d.threads), &err[0], C.int(len(err)))
-	if p == nil {
-		panic(fmt.Sprintf("cpu %s %+v: oneDNN plan: %s", op, s, C.GoString(&err[0])))
+	p, err := d.create(s, d.bf16)
+	if err != nil {
+		panic(fmt.Sprintf("cpu %s %+v: %v", op, s, err))
 	}
-	d.plans[s] = p
+	d.plans[key] = p
 	if len(d.zeros) < s.Cout {
 		d.zeros = make([]float32, s.Cout)
 	}
 	return p
+}
+
+// create makes a plan (bf16: bf16 inputs, f32 outputs; the weight gradient's inputs too where bf16Weights) and records the implementations oneDNN chose.
+func (d *dnnlState) create(s ops.ConvShape, bf16 bool) (*C.ddpm_conv, error) {
+	var err [256]C.char
+	b, bw := C.int(0), C.int(0)
+	if bf16 {
+		b = 1
+		if bf16Weights(s) {
+			bw = 1
+		}
+	}
+	p := C.ddpm_conv_create(C.int(s.N), C.int(s.Cin), C.int(s.H), C.int(s.W), C.int(s.Cout), C.int(s.K),
+		C.int(s.Stride), C.int(s.Pad), C.int(s.PadEnd), b, bw, C.int(d.threads), &err[0], C.int(len(err)))
+	if p == nil {
+		return nil, fmt.Errorf("oneDNN plan: %s", C.GoString(&err[0]))
+	}
+	for i := range d.last {
+		d.last[i] = C.GoString(C.ddpm_conv_impl(p, C.int(i)))
+	}
+	return p, nil
+}
+
+// probe creates (and keeps) the plan of a representative convolution in the given input type and returns the
+// implementations oneDNN chose for its three passes: what the ISA check of SetPrecision and the bench line report.
+func (d *dnnlState) probe(bf16 bool) ([3]string, error) {
+	s := probeShape
+	key := planKey{s, bf16}
+	if _, ok := d.plans[key]; !ok {
+		p, err := d.create(s, bf16)
+		if err != nil {
+			return [3]string{}, err
+		}
+		d.plans[key] = p
+		if len(d.zeros) < s.Cout {
+			d.zeros = make([]float32, s.Cout)
+		}
+	}
+	var impl [3]string
+	for i := range impl {
+		impl[i] = C.GoString(C.ddpm_conv_impl(d.plans[key], C.int(i)))
+	}
+	return impl, nil
 }
 
 func f32p[T Float](v []T) *C.float {

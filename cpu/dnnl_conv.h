@@ -1,7 +1,8 @@
 // oneDNN convolution plans for the float32 CPU backend (see dnnl.go).
 typedef struct ddpm_conv ddpm_conv;
 int ddpm_dnnl_init(char *err, int errn);
-ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int nthr, char *err, int errn);
+ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int bf16, int bf16w, int nthr, char *err, int errn);
 int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, float *y);
 int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx);
 int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db);
+const char *ddpm_conv_impl(ddpm_conv *c, int i);

@@ -2,13 +2,21 @@
 
 package cpu
 
-import "github.com/ddpmgo/ddpm/ops"
+import (
+	"errors"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
 
 // Without cgo there is no oneDNN: convolution stays on the GEMM code of conv.go.
-type dnnlState struct{}
+type dnnlState struct{ bf16 bool }
 
 func newDNNL[T Float]() *dnnlState { return nil }
 
 func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T)        {}
 func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T)         {}
 func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T) {}
+
+func (d *dnnlState) probe(bool) ([3]string, error) {
+	return [3]string{}, errors.New("built without cgo: no oneDNN")
+}

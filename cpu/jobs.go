@@ -188,7 +188,7 @@ func (j *job[T]) run(wk, i int) {
 	case jGroupNormBwd:
 		groupNormBwdItem(j, i)
 	case jAttention:
-		attentionItem(j, i)
+		attentionItem(j, wk, i)
 	case jAttentionBwd:
 		attentionBwdItem(j, wk, i)
 	default:

@@ -23,7 +23,7 @@ func (be *Backend[T]) Linear(n, in, out int, x, w, b, y ops.Buf) {
 	ws := arg(be, "Linear", s, "w", w, out*in)
 	bs := opt(be, "Linear", s, "b", b, out)
 	ys := arg(be, "Linear", s, "y", y, n*out)
-	gemm(false, true, n, out, in, 1, xs, in, ws, in, 0, ys, out)
+	gemm(false, true, n, out, in, 1, be.bf(0, xs), in, be.bf(1, ws), in, 0, ys, out) // bf16: rounded copies (bf16.go)
 	if bs != nil {
 		for r := 0; r < n; r++ {
 			addTo(ys[r*out:(r+1)*out], bs)
@@ -46,11 +46,14 @@ func (be *Backend[T]) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Bu
 	if n == 0 {
 		return
 	}
-	if dxs != nil {
-		gemm(false, false, n, in, out, 1, dys, out, ws, in, 1, dxs, in)
-	}
-	if dws != nil {
-		gemm(true, false, out, in, n, 1, dys, out, xs, in, 1, dws, in)
+	if dxs != nil || dws != nil {
+		dyr := be.bf(2, dys) // bf16: rounded copies (bf16.go); db below sums the float32 dy
+		if dxs != nil {
+			gemm(false, false, n, in, out, 1, dyr, out, be.bf(1, ws), in, 1, dxs, in)
+		}
+		if dws != nil {
+			gemm(true, false, out, in, n, 1, dyr, out, be.bf(0, xs), in, 1, dws, in)
+		}
 	}
 	if dbs != nil {
 		for o := range dbs {

@@ -92,3 +92,18 @@ func Table(cfg config.Model, inChannels, imageSize int) ([]Param, error) {
 	}
 	return p.params, nil
 }
+
+// LargestTensor is the size per image, in elements, of the U-Net's largest workspace tensor (an activation or its
+// gradient) for inChannels×imageSize² images: the most that a backend copying one op's operands into layouts of its
+// own (the CPU's oneDNN convolutions) holds per operand. It is 0 for a config the U-Net cannot be built from.
+func LargestTensor(cfg config.Model, inChannels, imageSize int) int {
+	p, err := newPlan(cfg, inChannels, imageSize)
+	if err != nil {
+		return 0
+	}
+	m := 0
+	for _, t := range p.tensors {
+		m = max(m, t.per)
+	}
+	return m
+}

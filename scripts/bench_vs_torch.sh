@@ -4,7 +4,12 @@
 # the same machine load (timings on shared machines drift by ±30% from run to run; only
 # ratios measured in one run count).
 #
-#   scripts/bench_vs_torch.sh [-n STEPS] [-r ROUNDS] [-b BATCH] [-t THREADS] [-m auto|train|test]
+#   scripts/bench_vs_torch.sh [-n STEPS] [-r ROUNDS] [-b BATCH] [-t THREADS] [-m auto|train|test] [-p fp32|bf16]
+#
+# -p bf16: the mixed-precision comparison. Each round runs, one after the other, the Go side at fp32, the Go side at
+#   train.precision = bf16 (-m train only) and PyTorch with the whole model in bfloat16 (scripts/bench_torch.py
+#   --dtype bf16; PyTorch 1.13's CPU autocast fails on GroupNorm), and prints per round and as medians the ratios Go
+#   bf16 / Go fp32 and Go bf16 / PyTorch bf16, and the CPU model and bf16 instructions.
 #
 # Go side, -m train: train -c configs/celeba32.toml -bench STEPS -device cpu
 #   -set train.batch_size=BATCH (its last line: `bench: <img/s> img/s, <GFLOP/s> GFLOP/s,
@@ -24,15 +29,16 @@ set -euo pipefail
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.."
 
-steps=3 rounds=3 batch=64 threads=2 mode=auto
-while getopts "n:r:b:t:m:h" o; do
+steps=3 rounds=3 batch=64 threads=2 mode=auto precision=fp32
+while getopts "n:r:b:t:m:p:h" o; do
 	case $o in
 	n) steps=$OPTARG ;;
 	r) rounds=$OPTARG ;;
 	b) batch=$OPTARG ;;
 	t) threads=$OPTARG ;;
 	m) mode=$OPTARG ;;
-	*) sed -n '2,22p' "$self"; exit 2 ;;
+	p) precision=$OPTARG ;;
+	*) sed -n '2,28p' "$self"; exit 2 ;;
 	esac
 done
 py=/usr/bin/python3
@@ -48,6 +54,12 @@ elif [ "$mode" = train ]; then
 else
 	mode=test
 fi
+if [ "$precision" != fp32 ] && [ "$precision" != bf16 ]; then
+	echo "bench_vs_torch: -p $precision: allowed: fp32, bf16" >&2; exit 2
+fi
+if [ "$precision" = bf16 ] && [ "$mode" != train ]; then
+	echo "bench_vs_torch: -p bf16 needs the train side (./cmd/train with -bench)" >&2; exit 2
+fi
 if [ "$mode" = test ] && [ "$batch" != 64 ]; then
 	echo "bench_vs_torch: -m test times the model benchmark at batch 64 only" >&2; exit 2
 fi
@@ -56,11 +68,14 @@ if [ "$mode" = test ]; then
 	go test -c -o "$tmp/model.test" ./model/
 fi
 
-# go_run prints the Go side's `bench:` line.
+# go_run [PRECISION] prints the Go side's `bench:` line (train mode: at train.precision PRECISION, default fp32; the
+# summary line, which names the precision and oneDNN's kernel, goes to $tmp/go.summary).
 go_run() {
 	if [ "$mode" = train ]; then
 		GOMAXPROCS=$threads OMP_NUM_THREADS=1 "$trainbin" -c configs/celeba32.toml -bench "$steps" -device cpu \
-			-set train.batch_size="$batch" 2>&1 | grep '^bench:' | tail -1
+			-set train.batch_size="$batch" -set train.precision="${1:-fp32}" >"$tmp/go.out" 2>&1 || true
+		grep '^bench:' "$tmp/go.out" | head -1 >"$tmp/go.summary"
+		grep '^bench:' "$tmp/go.out" | tail -1
 		return
 	fi
 	# The model benchmark runs in its package directory; /usr/bin/time -f %M gives the peak RSS in KiB.
@@ -76,11 +91,46 @@ go_run() {
 	}' "$tmp/go.out"
 }
 
+# torch_run [DTYPE] prints PyTorch's `bench:` line (DTYPE fp32 or bf16: the whole model cast).
 torch_run() {
-	"$py" scripts/bench_torch.py --batch "$batch" --threads "$threads" --steps "$steps" 2>/dev/null | grep '^bench:' | tail -1
+	"$py" scripts/bench_torch.py --batch "$batch" --threads "$threads" --steps "$steps" --dtype "${1:-fp32}" 2>/dev/null |
+		grep '^bench:' | tail -1
 }
 
 imgs() { awk '{print $2}' <<<"$1"; }
+ratio() { awk -v a="$(imgs "$1")" -v b="$(imgs "$2")" 'BEGIN {printf "%.2f", a / b}'; }
+median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+if [ "$precision" = bf16 ]; then
+	cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+	isa=$(grep -o -w -E 'avx512_bf16|amx_bf16|amx_tile' /proc/cpuinfo | sort -u | tr '\n' ' ')
+	echo "Go fp32, Go bf16, PyTorch bf16 (whole model), celeba32, batch $batch, $threads threads, $steps steps per run, $rounds rounds"
+	echo "CPU: $cpu; bf16 instructions: ${isa:-none}"
+	r32=() rtorch=() g32s=() g16s=() t16s=()
+	for r in $(seq 1 "$rounds"); do
+		g32=$(go_run fp32)
+		g16=$(go_run bf16)
+		summary=$(cat "$tmp/go.summary")
+		t16=$(torch_run bf16)
+		if [ -z "$g32" ] || [ -z "$g16" ] || [ -z "$t16" ]; then
+			echo "round $r: a run printed no bench line (go fp32: '$g32', go bf16: '$g16', torch bf16: '$t16')" >&2
+			cat "$tmp/go.out" >&2; exit 1
+		fi
+		r32+=("$(ratio "$g16" "$g32")") rtorch+=("$(ratio "$g16" "$t16")")
+		g32s+=("$(imgs "$g32")") g16s+=("$(imgs "$g16")") t16s+=("$(imgs "$t16")")
+		echo "round $r  go fp32:    $g32"
+		echo "round $r  go bf16:    $g16   [${summary#bench: }]"
+		echo "round $r  torch bf16: $t16"
+		echo "round $r  go bf16 / go fp32: ${r32[-1]}   go bf16 / torch bf16: ${rtorch[-1]}"
+	done
+	echo "median go bf16 / go fp32: $(printf '%s\n' "${r32[@]}" | median)   (target on AMX: ≥ 2)"
+	echo "median go bf16 / torch bf16: $(printf '%s\n' "${rtorch[@]}" | median)   (target on AMX: ≥ 1.2)"
+	b32=$(printf '%s\n' "${g32s[@]}" | sort -g | tail -1)
+	b16=$(printf '%s\n' "${g16s[@]}" | sort -g | tail -1)
+	bt=$(printf '%s\n' "${t16s[@]}" | sort -g | tail -1)
+	echo "best: go fp32 $b32, go bf16 $b16, torch bf16 $bt img/s; ratios of bests: go bf16 / go fp32 $(awk -v a="$b16" -v b="$b32" 'BEGIN {printf "%.2f", a / b}'), go bf16 / torch bf16 $(awk -v a="$b16" -v b="$bt" 'BEGIN {printf "%.2f", a / b}')"
+	exit 0
+fi
 
 echo "Go ($mode mode) vs PyTorch, celeba32, batch $batch, $threads threads, $steps steps per run, $rounds rounds"
 ratios=() gos=() torches=()

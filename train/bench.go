@@ -31,7 +31,8 @@ func randomImages(cfg config.Config, n int) *data.Images {
 // all-reduce, and the result is the aggregate: the global batch's images per second over the slowest rank's time,
 // the peak memory of the largest rank.
 func BenchTrain(ctx context.Context, cfg config.Config, be ops.Backend, col Collective, steps, warmup int, log *zap.Logger) (bench.Result, error) {
-	res := bench.Result{Steps: steps, Warmup: warmup, Device: be.Name()}
+	res := bench.Result{Steps: steps, Warmup: warmup}
+	bench.Describe(&res, be)
 	if steps < 1 || warmup < 0 {
 		return res, fmt.Errorf("train: bench: %d steps after %d warm-up steps", steps, warmup)
 	}

@@ -32,7 +32,9 @@ type DeviceMemory interface {
 type Memory struct {
 	Batch         int
 	Fixed         int64 // step bytes that do not grow with the batch (weights, gradients, moments, EMA)
-	PerImage      int64 // step bytes per image of the batch
+	PerImage      int64 // step bytes per image of the batch (model.Summary's, plus Copies on the host)
+	Copies        int64 // of PerImage: the CPU backend's copies of a convolution's operands (hostCopyBytes)
+	Precision     string
 	Data          int64 // data set bytes (N·C·H·W)
 	Resident      int64 // device bytes of the resident data set (Device only; 0 when it streams from the host)
 	HostAvail     int64 // MemAvailable; −1 when unknown (not Linux)
@@ -42,7 +44,19 @@ type Memory struct {
 	hostErr, dErr error
 }
 
-// Step is model.Summary's training-step bytes at the run's batch.
+// hostCopyBytes is, per element of the largest activation, what the CPU backend holds besides the model's buffers:
+// oneDNN's copies of one convolution's operands in its blocked layouts (dnnl.c: x, y, dy twice — the backward-data
+// and backward-weights layouts — and dx), each at most the largest activation. At fp32 all five are float32 (20 B);
+// at bf16, x and both dy are bf16 and y and dx float32 (3 × 2 + 2 × 4 = 14 B). (Saved activations stay float32 at
+// bf16: package cpu's bf16.go says why.)
+func hostCopyBytes(precision string) int64 {
+	if precision == "bf16" {
+		return 3*2 + 2*4
+	}
+	return 5 * 4
+}
+
+// Step is model.Summary's training-step bytes at the run's batch (with the CPU backend's copies on the host).
 func (m Memory) Step() int64 { return m.Fixed + int64(m.Batch)*m.PerImage }
 
 // EstimateMemory builds the estimate for cfg with dataImages images (be may be nil: host memory only, as
@@ -55,9 +69,14 @@ func EstimateMemory(cfg config.Config, be ops.Backend, dataImages int) (Memory, 
 		return Memory{}, fmt.Errorf("train: memory estimate: the model does not build (see -dry-run)")
 	}
 	m := Memory{Batch: b, PerImage: s2 - s1, Fixed: s1 - (s2 - s1), Data: int64(dataImages) * int64(c*s*s),
-		HostAvail: -1, DeviceAvail: -1}
+		HostAvail: -1, DeviceAvail: -1, Precision: cfg.Train.Precision}
 	m.HostAvail, m.hostErr = hostMemAvailable()
-	if dm, ok := be.(DeviceMemory); ok {
+	dm, device := be.(DeviceMemory)
+	if !device {
+		m.Copies = hostCopyBytes(cfg.Train.Precision) * int64(model.LargestTensor(cfg.Model, c, s))
+		m.PerImage += m.Copies
+	}
+	if device {
 		m.Device, m.DeviceName = true, be.Name()
 		free, _, err := dm.MemInfo()
 		if err != nil {
@@ -109,8 +128,11 @@ func (m Memory) Check() error {
 // String is the estimate as -dry-run prints it.
 func (m Memory) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "memory estimate at batch %d: training step %s (%s fixed + %s per image) + data set %s\n",
-		m.Batch, gib(m.Step()), gib(m.Fixed), gib(m.PerImage), gib(m.Data))
+	fmt.Fprintf(&b, "memory estimate at batch %d, precision %s: training step %s (%s fixed + %s per image) + data set %s\n",
+		m.Batch, m.Precision, gib(m.Step()), gib(m.Fixed), gib(m.PerImage), gib(m.Data))
+	if m.Copies > 0 {
+		fmt.Fprintf(&b, "  of which the CPU backend's convolution operand copies: %s per image (%s)\n", gib(m.Copies), copyNote(m.Precision))
+	}
 	switch {
 	case m.Device && m.DeviceAvail >= 0:
 		fmt.Fprintf(&b, "  %s free: %s (resident data set %s); largest batch that fits: %d\n", m.DeviceName, gib(m.DeviceAvail),
@@ -180,4 +202,11 @@ func DryRunMemory(cfg config.Config, be ops.Backend) string {
 		s += fmt.Sprintf("  (data set left out: %v)\n", cerr)
 	}
 	return s
+}
+
+func copyNote(precision string) string {
+	if precision == "bf16" {
+		return "x and dy in bf16, y and dx in fp32"
+	}
+	return "x, y, dy and dx in fp32"
 }

@@ -200,7 +200,7 @@ func TestMemoryCheck(t *testing.T) {
 		t.Errorf("model alone too big: %v", err)
 	}
 
-	// The estimate is model.Summary's, affine in the batch.
+	// The estimate is model.Summary's plus the CPU backend's operand copies, affine in the batch.
 	cfg := testConfig(t, t.TempDir(), "train.batch_size=7")
 	est, err := EstimateMemory(cfg, cpu.New(), 16)
 	if err != nil {
@@ -208,8 +208,14 @@ func TestMemoryCheck(t *testing.T) {
 	}
 	_, _, want := model.Summary(cfg.Model, 1, 8, 7)
 	_, _, at3 := model.Summary(cfg.Model, 1, 8, 3)
-	if est.Step() != want || est.Fixed+3*est.PerImage != at3 || est.Data != 16*64 || est.Device {
-		t.Errorf("estimate %+v: step %d want %d; at 3: %d want %d", est, est.Step(), want, est.Fixed+3*est.PerImage, at3)
+	copies := 20 * int64(model.LargestTensor(cfg.Model, 1, 8)) // fp32: x, y, dy twice, dx in float32
+	if est.Copies != copies || est.Step() != want+7*copies || est.Fixed+3*est.PerImage != at3+3*copies || est.Data != 16*64 || est.Device {
+		t.Errorf("estimate %+v: step %d want %d; at 3: %d want %d", est, est.Step(), want+7*copies, est.Fixed+3*est.PerImage, at3+3*copies)
+	}
+	// At bf16 the copies of x and dy are half as large.
+	cfg.Train.Precision = "bf16"
+	if e16, _ := EstimateMemory(cfg, cpu.New(), 16); e16.Copies != 14*copies/20 || e16.Step() >= est.Step() {
+		t.Errorf("bf16 estimate %+v: copies %d, want %d, and a step below fp32's %d", e16, e16.Copies, 14*copies/20, est.Step())
 	}
 
 	// A batch no machine holds fails in Run before anything is allocated or written, with the numbers.

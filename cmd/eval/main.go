@@ -143,6 +143,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("%v", err)
 	}
 	defer closeBe()
+	if err := backend.SetPrecision(be, cfg, nil); err != nil { // the checkpoint's train.precision
+		return usage("%v", err)
+	}
 	unet, err := model.New(be, cfg.Model, C, S, *batch)
 	if err != nil {
 		return fail(err)

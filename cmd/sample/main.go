@@ -7,6 +7,7 @@
 //	bin/sample -ckpt CKPT -sampler dpmpp2m -steps 20 -out grid.png
 //	bin/sample -ckpt CKPT -sampler heun -steps 18 -spacing karras -churn 0 -out grid.png
 //	bin/sample -ckpt CKPT -device cuda          on an NVIDIA GPU (binaries built with -tags cuda)
+//	bin/sample -ckpt CKPT -precision bf16       bf16 matmuls (default: the checkpoint's train.precision)
 //	bin/sample -bench 50 -c configs/tiny.toml   time 50 sampling steps (forward + update, -batch images) of a
 //	                                            freshly initialised model (or -ckpt's weights); the last line is
 //	                                            bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak
@@ -35,6 +36,7 @@ import (
 	"github.com/ddpmgo/ddpm/internal/atomicfile"
 	"github.com/ddpmgo/ddpm/internal/cli"
 	"github.com/ddpmgo/ddpm/model"
+	"github.com/ddpmgo/ddpm/ops"
 	"github.com/ddpmgo/ddpm/sampler"
 )
 
@@ -79,6 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	bench, benchWarmup := fs.Bench("sampling steps at -batch images", 2)
 	benchCfg := fs.String("c", "", "-bench without -ckpt: the config `FILE` whose model to time (random weights)")
 	raw := fs.Bool("raw", false, "use the trained weights instead of their EMA")
+	precision := fs.String("precision", "", "fp32 | tf32 (GPU) | bf16 (CPUs with AVX512-BF16 or AMX) | auto (bf16 where native, else fp32): the network's matmul precision (default: the checkpoint's train.precision; fp32 for a diffusers folder)")
 	noClip := fs.Bool("no-clip", false, "do not clip x̂0 to [-1, 1] in each step (default: sample.clip)")
 	if status, ok := fs.Parse(args); !ok {
 		return status
@@ -91,7 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return status
 	}
 	if *bench > 0 {
-		return runBench(ctx, fs, *ckpt, *benchCfg, *device, *batch, *bench, *benchWarmup, *raw, stdout)
+		return runBench(ctx, fs, *ckpt, *benchCfg, *device, *precision, *batch, *bench, *benchWarmup, *raw, stdout)
 	}
 	if *ckpt == "" {
 		return usage("-ckpt PATH is required (see -h)")
@@ -112,6 +115,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usage("%v", err)
 	}
 	defer closeBe()
+	if err := setPrecision(be, cfg, *precision); err != nil {
+		return usage("%v", err)
+	}
 
 	sc := cfg.Sample
 	if set["spacing"] {
@@ -239,7 +245,19 @@ func weightsPrefix(raw bool) string {
 
 // runBench times sampling steps: the model of -ckpt (its EMA weights, or the raw ones with -raw) or of -c FILE
 // (seeded initial weights).
-func runBench(ctx context.Context, fs *cli.Command, ckpt, cfgPath, device string, batch, steps, warmup int, raw bool, stdout io.Writer) int {
+// setPrecision applies -precision (when given, it replaces the checkpoint's train.precision and
+// device.tensor_cores) or else the checkpoint's own.
+func setPrecision(be ops.Backend, cfg config.Config, precision string) error {
+	if precision != "" {
+		if _, err := ops.ParsePrecision(precision); err != nil && precision != config.PrecisionAuto {
+			return fmt.Errorf("-precision: %w (or auto)", err)
+		}
+		cfg.Train.Precision, cfg.Device.TensorCores = precision, false
+	}
+	return backend.SetPrecision(be, cfg, nil)
+}
+
+func runBench(ctx context.Context, fs *cli.Command, ckpt, cfgPath, device, precision string, batch, steps, warmup int, raw bool, stdout io.Writer) int {
 	var cfg config.Config
 	var weights []float32
 	switch {
@@ -271,12 +289,15 @@ func runBench(ctx context.Context, fs *cli.Command, ckpt, cfgPath, device string
 		return fs.Usagef("%v", err)
 	}
 	defer closeBe()
+	if err := setPrecision(be, cfg, precision); err != nil {
+		return fs.Usagef("%v", err)
+	}
 	r, err := bench.Sample(ctx, cfg, be, weights, batch, steps, warmup)
 	if err != nil {
 		return fs.Fail(err)
 	}
-	fmt.Fprintf(stdout, "bench: %s sampling, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
-		r.Device, batch, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
+	fmt.Fprintf(stdout, "bench: %s sampling, %s, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
+		r.Device, r.Setup(), batch, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
 	fmt.Fprintln(stdout, r.Line())
 	return cli.OK
 }

@@ -201,3 +201,46 @@ func TestSampleBench(t *testing.T) {
 		t.Errorf("-bench without a model: exit %d, %q", code, stderr)
 	}
 }
+
+// TestSamplePrecision: -precision bf16 draws the same images as fp32 up to bf16's rounding (same bytes run to run),
+// tf32 is refused on the CPU and an unknown precision is a usage error.
+func TestSamplePrecision(t *testing.T) {
+	ck := trainedCheckpoint(t)
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	args := []string{"-ckpt", ck, "-sampler", "ddim", "-steps", "4", "-eta", "0", "-seed", "3", "-n", "5"}
+	if code, stderr := sample(t, append(args, "-precision", "tf32", "-npy", p("tf32.npy"))...); code != 2 || !strings.Contains(stderr, "GPU") {
+		t.Errorf("-precision tf32 on the CPU: exit %d, %s", code, stderr)
+	}
+	if code, stderr := sample(t, append(args, "-precision", "fp16", "-npy", p("fp16.npy"))...); code != 2 || !strings.Contains(stderr, "allowed") {
+		t.Errorf("-precision fp16: exit %d, %s", code, stderr)
+	}
+	if code, stderr := sample(t, append(args, "-precision", "fp32", "-npy", p("fp32.npy"))...); code != 0 {
+		t.Fatalf("-precision fp32: exit %d, %s", code, stderr)
+	}
+	code, stderr := sample(t, append(args, "-precision", "bf16", "-npy", p("bf16.npy"))...)
+	if code == 2 && strings.Contains(stderr, "avx512_bf16") {
+		t.Skipf("this CPU cannot run bf16, refused as it must be: %s", stderr)
+	}
+	if code != 0 {
+		t.Fatalf("-precision bf16: exit %d, %s", code, stderr)
+	}
+	if code, stderr := sample(t, append(args, "-precision", "bf16", "-npy", p("bf16b.npy"))...); code != 0 {
+		t.Fatalf("-precision bf16 again: exit %d, %s", code, stderr)
+	}
+	if !bytes.Equal(read(t, p("bf16.npy")), read(t, p("bf16b.npy"))) {
+		t.Error("two bf16 runs differ")
+	}
+	a, _, _ := imgio.ReadNPY(p("fp32.npy"))
+	b, _, _ := imgio.ReadNPY(p("bf16.npy"))
+	var worst float64
+	same := true
+	for i := range a {
+		worst = max(worst, math.Abs(float64(a[i]-b[i])))
+		same = same && a[i] == b[i]
+	}
+	t.Logf("bf16 vs fp32 samples: largest difference %.3g (pixels in [-1, 1])", worst)
+	if same || worst > 0.1 {
+		t.Errorf("bf16 vs fp32 samples: largest difference %.3g, identical %v; want a difference, below 0.1", worst, same)
+	}
+}

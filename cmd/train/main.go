@@ -10,7 +10,9 @@
 //	bin/train -c FILE -init-from DIR            fine-tune a diffusers model (a DDPMPipeline folder, e.g. RUN/pipeline)
 //	bin/train -c FILE -device cuda              on an NVIDIA GPU (a build with -tags cuda: make build-cuda)
 //	bin/train -c FILE -device emu               the CUDA kernels on the CPU emulator (slow; for checks)
-//	bin/train -c FILE -bench 20 [-device cuda]  time 20 training steps on random data; the last line is
+//	bin/train -c FILE -set train.precision=bf16 bf16 matmuls, FP32 weights and sums (CPUs with AVX512-BF16 or AMX)
+//	bin/train -c FILE -bench 20 [-device cuda]  time 20 training steps on random data (the first bench: line names the
+//	                                            precision and the convolution kernels); the last line is
 //	                                            bench: <img/s> img/s, <GFLOP/s> GFLOP/s, <ms> ms/step, <MiB> MiB peak
 //	mpirun -np 4 bin/train -c FILE              data-parallel on 4 processes (a build with -tags mpi: make build-mpi);
 //	                                            train.batch_size stays the global batch; rank 0 writes run.dir
@@ -166,6 +168,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "train: %v\n", err)
 		return fail(cli.Usage)
 	}
+	if err := backend.SetPrecision(be, cfg, log); err != nil { // before anything runs: bf16 without the CPU for it stops here
+		fmt.Fprintf(stderr, "train: %v\n", err)
+		closeBe()
+		return fail(cli.Usage)
+	}
 	if err := g.bind(*device, be, *collective, log); err != nil {
 		log.Error("collective", zap.Error(err))
 		closeBe()
@@ -194,8 +201,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return fail(cli.Runtime)
 		}
 		if g.rank == 0 {
-			fmt.Fprintf(stdout, "bench: %s, %s, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
-				cfg.Run.Name, r.Device, r.Images, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
+			fmt.Fprintf(stdout, "bench: %s, %s, %s, batch %d, %d steps after %d warm-up, %.2f s; peak RSS %.0f MiB, device %.0f MiB\n",
+				cfg.Run.Name, r.Device, r.Setup(), r.Images, r.Steps, r.Warmup, r.Seconds, r.PeakRSSMiB, r.DeviceMiB)
 			fmt.Fprintln(stdout, r.Line())
 		}
 		return end(cli.OK)

@@ -143,6 +143,33 @@ func TestBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("precision", func(t *testing.T) {
+		bench := []string{"-c", tiny, "-bench", "1", "-bench-warmup", "0", "-set", "train.batch_size=4", "-set", "run.dir=" + filepath.Join(tmp, "prec")}
+		code, stdout, stderr := exe(bench...)
+		if code != 0 || !strings.Contains(stdout, "precision fp32 (conv ") {
+			t.Errorf("fp32 bench: exit %d, the summary line names no precision and kernels:\n%s%s", code, stdout, stderr)
+		}
+		if code, _, stderr := exe(append(bench, "-set", "train.precision=tf32")...); code != 2 || !strings.Contains(stderr, "GPU") {
+			t.Errorf("tf32 on the CPU: exit %d, %s; want 2 and a message naming the GPU", code, stderr)
+		}
+		// oneDNN held to plain AVX-512 would emulate bf16: refused at start, whatever this CPU has.
+		cmd := exec.Command(bin, append(bench, "-set", "train.precision=bf16")...)
+		cmd.Env = append(os.Environ(), "ONEDNN_MAX_CPU_ISA=AVX512_CORE")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), "bf16") ||
+			!(strings.Contains(string(out), "oneDNN chose") || strings.Contains(string(out), "avx512_bf16")) {
+			t.Errorf("bf16 with oneDNN limited to AVX512_CORE: %v, %s; want exit 2 naming what is missing", err, out)
+		}
+		code, stdout, stderr = exe(append(bench, "-set", "train.precision=bf16")...)
+		switch {
+		case code == 2 && strings.Contains(stderr, "avx512_bf16"):
+			t.Logf("this CPU has no bf16 instructions; bf16 refused at start as it must be: %s", stderr)
+		case code != 0 || !strings.Contains(stdout, "precision bf16 (conv ") || !strings.Contains(stdout, "_bf16)"):
+			t.Errorf("bf16 bench: exit %d, want a summary line naming bf16 and oneDNN's bf16 kernel:\n%s%s", code, stdout, stderr)
+		}
+	})
+
 	dir := filepath.Join(tmp, "run")
 	common := []string{"-c", tiny, "-set", "run.dir=" + dir, "-set", "sample.count=4", "-set", "train.log_every=2",
 		"-set", "train.checkpoint_every=3"}

@@ -191,7 +191,10 @@ func convCases() []Case {
 			name = fmt.Sprintf("Conv2D/%dx%dx%dx%d->%d/k%ds%dp%d+%d/bias=%v", s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad, s.PadEnd, bias)
 		}
 		xn, wn, yn := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*s.OutH()*s.OutW()
+		// The longest reduction: y over Cin·K·K, dx over Cout·K·K, dw and db over N·OH·OW.
+		kmax := max(s.Cin*s.K*s.K, s.Cout*s.K*s.K, s.N*s.OutH()*s.OutW())
 		cs = append(cs, Case{Name: name, Methods: []string{"Conv2D", "Conv2DBackward"}, Tol: tolGEMM, Why: whyGEMM,
+			BF16: &BF16Band{K: kmax, Stages: 1, Amp: 1, Why: "db sums bf16(dy): one rounding per term"},
 			Run: func(e *Env) {
 				x := e.In("x", e.Randn(xn, 1))
 				w := e.In("w", e.Randn(wn, 0.3))
@@ -294,7 +297,7 @@ func linearCases() []Case {
 	for _, sh := range [][3]int{{1, 1, 1}, {3, 7, 5}, {64, 128, 512}, {65, 17, 70}, {2, 1000, 3}, {1, 3, 129}} {
 		n, in, out := sh[0], sh[1], sh[2]
 		cs = append(cs, Case{Name: fmt.Sprintf("Linear/%dx%d->%d", n, in, out), Methods: []string{"Linear", "LinearBackward"},
-			Tol: tolGEMM, Why: whyGEMM,
+			Tol: tolGEMM, Why: whyGEMM, BF16: &BF16Band{K: max(n, in, out), Stages: 1, Amp: 1, Why: "db sums the float32 dy"},
 			Run: func(e *Env) {
 				x, w := e.In("x", e.Randn(n*in, 1)), e.In("w", e.Randn(out*in, 0.2))
 				e.B.Linear(n, in, out, x, w, e.In("b", e.Randn(out, 1)), e.Out("y", n*out))
@@ -394,6 +397,9 @@ func attentionCases() []Case {
 		n := s.N * s.L * s.Heads * s.D
 		cs = append(cs, Case{Name: fmt.Sprintf("Attention/%+v", s), Methods: []string{"Attention", "AttentionBackward"},
 			Tol: tolGEMM, Why: "softmax (float32 exp) between two GEMMs; " + whyGEMM,
+			// The logits S = q·kᵀ/√D have standard deviation scale² (q, k of standard deviation scale).
+			BF16: &BF16Band{K: max(s.L, s.D), Stages: 2, Amp: 1 + float64(a.scale*a.scale),
+				Why: "bf16(q)·bf16(k)ᵀ, softmax in float32, bf16(P)·bf16(v); backward through bf16(dS)"},
 			Run: func(e *Env) {
 				q, k, v := e.In("q", e.Randn(n, a.scale)), e.In("k", e.Randn(n, a.scale)), e.In("v", e.Randn(n, 1))
 				p := e.Out("p", s.N*s.Heads*s.L*s.L)
@@ -406,6 +412,8 @@ func attentionCases() []Case {
 			}})
 	}
 	return append(cs, Case{Name: "Attention/large logits", Methods: []string{"Attention"}, Tol: tolGEMM,
+		BF16: &BF16Band{K: 9, Stages: 2, Amp: 2, Why: "logits of standard deviation ~400 saturate the softmax (P nearly one-hot), " +
+			"so a logit's error moves P little: amplification 2, not 1 + 400"},
 		Why: "rows of logits near ±400: without the max subtraction exp overflows to Inf and P is NaN; " + whyGEMM,
 		Run: func(e *Env) {
 			s := ops.AttnShape{N: 2, L: 9, Heads: 2, D: 4}

@@ -42,9 +42,10 @@ import (
 // Case is one conformance check.
 type Case struct {
 	Name    string
-	Methods []string // the ops.Backend methods it exercises (for the coverage check)
-	Tol     float64  // largest normalized error allowed on each output; 0: bit for bit
-	Why     string   // the reason for Tol
+	Methods []string  // the ops.Backend methods it exercises (for the coverage check)
+	Tol     float64   // largest normalized error allowed on each output; 0: bit for bit
+	Why     string    // the reason for Tol
+	BF16    *BF16Band // the tolerance at precision bf16 against FP32 (option BF16); nil: the op does not change
 	Run     func(e *Env)
 }
 

@@ -212,3 +212,26 @@ func TestOptions(t *testing.T) {
 		t.Errorf("Only(false) kept %d cases", n)
 	}
 }
+
+// TestBF16Bands: every case of an op that bf16 changes (Conv2D, Linear, Attention) has a bf16 band, no other case
+// has one, and the band formula gives what its comment derives.
+func TestBF16Bands(t *testing.T) {
+	for _, c := range opstest.Cases() {
+		matmul := opstest.Uses("Conv2D", "Conv2DBackward", "Linear", "LinearBackward", "Attention", "AttentionBackward")(c)
+		if matmul != (c.BF16 != nil) {
+			t.Errorf("case %s: uses a matmul op %v, has a bf16 band %v", c.Name, matmul, c.BF16 != nil)
+		}
+	}
+	// One stage, no amplification: 4·√(2/3)·2^-8 ≈ 0.0128, plus 1000·2^-24 ≈ 6e-5.
+	if got := opstest.BF16Tol(1000, 1, 1); math.Abs(got-(4*math.Sqrt(2.0/3)/256+1000*0x1p-24)) > 1e-12 || got < 0.0128 || got > 0.013 {
+		t.Errorf("BF16Tol(1000, 1, 1) = %g", got)
+	}
+	for _, c := range opstest.Select(opstest.BF16()) {
+		if c.BF16 != nil && (c.Tol != c.BF16.Tol() || !strings.Contains(c.Why, "bf16 band")) {
+			t.Errorf("case %s after BF16(): tolerance %g (%q)", c.Name, c.Tol, c.Why)
+		}
+		if c.BF16 == nil && c.Tol >= 1e-3 {
+			t.Errorf("case %s: BF16() loosened a case without a band to %g", c.Name, c.Tol)
+		}
+	}
+}

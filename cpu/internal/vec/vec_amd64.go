@@ -99,3 +99,25 @@ func Add(dst, src []float32) {
 		dst[i] += src[i]
 	}
 }
+
+// BF16 reports the CPU's bfloat16 dot-product instructions that the OS lets programs use: AVX512-BF16 (CPUID.7.1
+// EAX bit 5, with the ZMM state saved) and AMX-BF16 (CPUID.7.0 EDX bits 22 (AMX-BF16) and 24 (AMX-TILE), with the
+// tile state enabled in XCR0, bits 17 and 18). Package cpu's bf16 precision needs one of them.
+func BF16() (avx512bf16, amxbf16 bool) {
+	max, _, _, _ := cpuid(0, 0)
+	if max < 7 {
+		return false, false
+	}
+	_, _, c1, _ := cpuid(1, 0)
+	if c1&(1<<27) == 0 { // OSXSAVE
+		return false, false
+	}
+	xcr0 := xgetbv0()
+	sub, _, _, d7 := cpuid(7, 0)
+	if sub >= 1 && hasAVX512() {
+		a71, _, _, _ := cpuid(7, 1)
+		avx512bf16 = a71&(1<<5) != 0
+	}
+	amxbf16 = d7&(1<<22) != 0 && d7&(1<<24) != 0 && xcr0&(3<<17) == 3<<17
+	return avx512bf16, amxbf16
+}

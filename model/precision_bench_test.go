@@ -1,0 +1,91 @@
+package model
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ddpmgo/ddpm/cpu"
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// BenchmarkUNetPrecisionAB times training steps (zero the gradients, forward, MSE and its gradient, backward) of
+// the same U-Net at fp32 and at bf16 on the CPU, interleaved one by one in one process, so that the load of a shared
+// machine drifts alike on both: the one comparison of the two precisions that holds on a busy machine (separate
+// processes minutes apart differed by 2× on the same config). Each iteration is one step at each precision, in
+// alternating order; it
+// reports both sides' ms/step and images/s and bf16's speed relative to fp32. Needs AVX512-BF16 or AMX (skips,
+// saying so, without).
+//
+//	go test ./model/ -run '^$' -bench 'UNetPrecisionAB/fashion32' -benchtime 30x
+//	go test ./model/ -run '^$' -bench 'UNetPrecisionAB/celeba32' -benchtime 6x
+func BenchmarkUNetPrecisionAB(b *testing.B) {
+	for _, bc := range []struct {
+		name, file string
+		batch      int
+	}{
+		{"fashion32/b32", "fashion32.toml", 32},
+		{"celeba32/b64", "celeba32.toml", 64},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := loadConfig(b, bc.file)
+			C, S, B := cfg.Data.Channels, cfg.Data.ImageSize, bc.batch
+			var steps [2]func()
+			for k, p := range []ops.Precision{ops.FP32, ops.BF16} {
+				be := cpu.New()
+				if err := be.SetPrecision(p); err != nil {
+					if strings.Contains(err.Error(), "avx512_bf16") {
+						b.Skipf("this CPU cannot run bf16: %v", err)
+					}
+					b.Fatal(err)
+				}
+				u, err := New(be, cfg.Model, C, S, B)
+				if err != nil {
+					b.Fatal(err)
+				}
+				u.Init(1)
+				u.SetTrain(true, 1, 0)
+				n := B * C * S * S
+				r := rand.New(rand.NewPCG(3, 4))
+				xs, ys, ts := make([]float32, n), make([]float32, n), make([]float32, B)
+				for i := range xs {
+					xs[i], ys[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
+				}
+				for i := range ts {
+					ts[i] = float32(r.IntN(1000))
+				}
+				x, t, y := upload(be, xs), upload(be, ts), upload(be, ys)
+				loss, dout := be.Alloc(1), be.Alloc(n)
+				steps[k] = func() {
+					u.ZeroGrads()
+					out := u.Forward(x, t, B)
+					be.MSE(out, y, loss)
+					be.Fill(dout, 0)
+					be.MSEBackward(1, out, y, dout)
+					u.Backward(dout)
+				}
+				steps[k]() // plans and scratch before the timer
+			}
+			// Which side goes first alternates: in one process the step after the other ran ~10% slower whichever
+			// it was (libgomp's and the Go pool's threads settling), and a fixed order put that on one side.
+			var d [2]time.Duration
+			i := 0
+			b.ResetTimer()
+			for b.Loop() {
+				for j := range steps {
+					k := (i + j) % 2
+					t0 := time.Now()
+					steps[k]()
+					d[k] += time.Since(t0)
+				}
+				i++
+			}
+			for k, name := range []string{"fp32", "bf16"} {
+				b.ReportMetric(1e3*d[k].Seconds()/float64(b.N), name+"-ms/step")
+				b.ReportMetric(float64(B*b.N)/d[k].Seconds(), name+"-img/s")
+			}
+			b.ReportMetric(d[0].Seconds()/d[1].Seconds(), "bf16/fp32-speed")
+		})
+	}
+}
