@@ -153,6 +153,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 		{"TestConformance", TestConformance}, {"TestConvTF32Conformance", TestConvTF32Conformance},
 		{"TestNormalMatchesRNG", TestNormalMatchesRNG}, {"TestTimestepsMatchRNG", TestTimestepsMatchRNG},
 		{"TestGatherEpochMatchesData", TestGatherEpochMatchesData},
+		{"TestTCProbeMMA", TestTCProbeMMA}, {"TestTCProbeMMAK4", TestTCProbeMMAK4},
+		{"TestTCProbeLdmatrix", TestTCProbeLdmatrix}, {"TestTCProbeCpAsync", TestTCProbeCpAsync},
 	}
 	for _, tc := range tests {
 		launches.Lock()
