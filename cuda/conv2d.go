@@ -51,19 +51,74 @@ const (
 // they then zero (a tile's columns past the operand's width) stay inside the allocation.
 const convSlack = 256
 
-// SetTensorCores selects the convolution kernels: on = TF32 tensor cores (mma.sync m16n8k8, inputs rounded to TF32
-// (10-bit mantissas, to nearest) as they are packed, FP32 accumulation; a relative error of about 1e-3 per product),
-// off = FP32 FMAs (the default). The TF32 kernels come from kernels/ptx/sm80/conv2d.ptx, which the GPU driver loads
-// on devices of compute capability 8.0 or newer; on older devices (Driver.TensorCores false) a request for them is
-// refused and the FP32 kernels stay in use: SetTensorCores returns whether the TF32 kernels are now selected. The
-// emulator emulates the tensor-core instructions (kernels/emu/mma.h, kernels/emu/cp_async.h).
-func (be *Backend) SetTensorCores(on bool) bool {
-	be.tc = on && be.d.TensorCores()
-	return be.tc
+// SetPrecision selects the convolution kernels (ops.PrecisionSetter): FP32 FMAs (the default); TF32 tensor cores
+// (mma.sync m16n8k8 and m16n8k4, inputs rounded to TF32 -- 10-bit stored significands, to nearest, ties away -- as
+// they are packed; at most 2^-11 relative per input); or BF16 tensor cores (mma.sync m16n8k16 bf16, inputs rounded
+// to bfloat16 -- 7 stored bits, to nearest even -- as they are packed; at most 2^-8 relative per input). Both
+// accumulate in FP32. The tensor-core kernels come from kernels/ptx/sm80/conv2d.ptx, which the GPU driver loads on
+// devices of compute capability 8.0 or newer; on older devices (Driver.TensorCores false) TF32 and BF16 are refused
+// with an error and the kernels in use stay. The emulator emulates the tensor-core instructions (kernels/emu/mma.h,
+// kernels/emu/cp_async.h). Only the convolutions change: the linear layers and attention run FP32 at every
+// precision.
+func (be *Backend) SetPrecision(p ops.Precision) error {
+	switch p {
+	case ops.FP32:
+	case ops.TF32, ops.BF16:
+		if !be.d.TensorCores() {
+			return fmt.Errorf("cuda: precision %s needs tensor cores of compute capability 8.0 or newer; %s has %s",
+				p, be.d.Name(), ccString(be.d))
+		}
+	default:
+		return fmt.Errorf("cuda: precision %q: allowed: fp32, tf32, bf16", p)
+	}
+	be.prec = p
+	return nil
 }
 
-// TensorCores reports whether the convolutions use the TF32 kernels.
-func (be *Backend) TensorCores() bool { return be.tc }
+// Precision is the precision of the convolutions (SetPrecision); FP32 until set.
+func (be *Backend) Precision() ops.Precision {
+	if be.prec == "" {
+		return ops.FP32
+	}
+	return be.prec
+}
+
+var _ ops.PrecisionSetter = (*Backend)(nil)
+
+// SetTensorCores is SetPrecision(ops.TF32) for on, SetPrecision(ops.FP32) for off, for the callers of the time
+// before ops.Precision (backend/backend.go's device.tensor_cores); it returns whether the TF32 kernels are now
+// selected.
+func (be *Backend) SetTensorCores(on bool) bool {
+	if !on {
+		_ = be.SetPrecision(ops.FP32) // never refused
+		return false
+	}
+	return be.SetPrecision(ops.TF32) == nil
+}
+
+// TensorCores reports whether the convolutions run on tensor cores (TF32 or BF16).
+func (be *Backend) TensorCores() bool { return be.tensor() }
+
+func (be *Backend) tensor() bool { p := be.Precision(); return p == ops.TF32 || p == ops.BF16 }
+
+// convRound is the rounding mode of the packing kernels for the selected kernels (conv_round of kernels/conv2d.cu).
+func (be *Backend) convRound() int32 {
+	switch be.Precision() {
+	case ops.TF32:
+		return 1
+	case ops.BF16:
+		return 2
+	}
+	return 0
+}
+
+// ccString is the driver's compute capability as major.minor, or "no compute capability" for a driver without one.
+func ccString(d Driver) string {
+	if c, ok := d.(interface{ ComputeCapability() int }); ok {
+		return fmt.Sprintf("compute capability %d.%d", c.ComputeCapability()/10, c.ComputeCapability()%10)
+	}
+	return "no tensor cores"
+}
 
 func checkConv(op string, s ops.ConvShape) {
 	if s.N < 0 || s.Cin < 1 || s.H < 1 || s.W < 1 || s.Cout < 1 || s.K < 1 || s.Stride < 1 || s.Pad < 0 ||
@@ -125,8 +180,8 @@ func igemmTile(m int) int {
 
 // igLaunch is the block size, dynamic shared memory and kernel-name precision of the GEMM kernels with tile bm.
 func (be *Backend) igLaunch(bm int) (block Dim3, smem int, prec string) {
-	if be.tc {
-		return Dim3{X: igTCThreads}, igTCSmem(bm), "tf32"
+	if be.tensor() {
+		return Dim3{X: igTCThreads}, igTCSmem(bm), string(be.Precision())
 	}
 	return Dim3{X: igF32Threads(bm)}, 0, "f32"
 }
@@ -148,11 +203,11 @@ func (be *Backend) scratchRegions(op string, floats ...int) []DevicePtr {
 }
 
 // packAct launches conv2d_pack_act_f32: out[n][a][b][c] (a < hp, b < wp, c < cp) from in [n][c][h][w] shifted by off
-// and spread by z (see the kernel), rounded to TF32 on the tensor-core path.
+// and spread by z (see the kernel), rounded to TF32 or bfloat16 on the tensor-core paths.
 func (be *Backend) packAct(op string, in, out DevicePtr, n, c, h, w, cp, hp, wp, off, z int) {
 	be.keep(op, be.d.Launch("conv2d_pack_act_f32", Dim3{X: n * hp}, Dim3{X: 256}, 0, Ptr(in), Ptr(out), I32(int32(n)),
 		I32(int32(c)), I32(int32(h)), I32(int32(w)), I32(int32(cp)), I32(int32(hp)), I32(int32(wp)), I32(int32(off)),
-		I32(int32(z)), I32(b2i(be.tc))))
+		I32(int32(z)), I32(be.convRound())))
 }
 
 // packW launches conv2d_pack_w_f32: the weights tap-major (flip = false: [Cout][KK][cp]; true: flipped taps,
@@ -163,7 +218,7 @@ func (be *Backend) packW(op string, s ops.ConvShape, w, out DevicePtr, cp int, f
 		rows = s.Cin
 	}
 	be.gridStride(op, "conv2d_pack_w_f32", rows*s.K*s.K*cp, elementwiseThreads, Ptr(w), Ptr(out), I32(int32(s.Cout)),
-		I32(int32(s.Cin)), I32(int32(s.K*s.K)), I32(int32(cp)), I32(b2i(flip)), I32(b2i(be.tc)))
+		I32(int32(s.Cin)), I32(int32(s.K*s.K)), I32(int32(cp)), I32(b2i(flip)), I32(be.convRound()))
 }
 
 // igemm launches conv2d_igemm_*: out (mode) the K-major GEMM of a packed input [n][hin][win][cp] (output pixels
@@ -179,7 +234,7 @@ type igemmCall struct {
 func (be *Backend) igemm(op string, s ops.ConvShape, c igemmCall, splits, chunk int) {
 	bm := igemmTile(c.m)
 	block, smem, prec := be.igLaunch(bm)
-	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(c.k, c.cp, be.tc))
+	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(c.k, c.cp, be.tensor()))
 	out, mode := c.out, c.mode
 	if splits > 1 {
 		out, mode = c.part, convPart

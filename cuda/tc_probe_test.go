@@ -221,3 +221,101 @@ func TestTCProbeLdmatrix(t *testing.T) {
 			func(k, n int) float32 { return Bt[n*8+k] })
 	}
 }
+
+// bf16RNE is cvt.rn.bf16.f32 as FP32 bits: x rounded to an 8-bit significand, to nearest with ties to even; NaN
+// becomes the canonical 0x7fff0000, and finite values past the largest bfloat16 round to infinity.
+func bf16RNE(x float32) uint32 {
+	u := math.Float32bits(x)
+	if u&0x7fffffff > 0x7f800000 {
+		return 0x7fff0000
+	}
+	return (u + 0x7fff + (u>>16)&1) &^ 0xffff
+}
+
+// TestTCProbeCvtBF16: cvt.rn.bf16x2.f32 (and the packing kernels' f32_to_bf16) against the definition, bit for bit:
+// ties to even in both directions, the carry into the exponent, overflow to infinity, subnormals, NaN, ±0.
+func TestTCProbeCvtBF16(t *testing.T) {
+	d := probeDriver(t)
+	p := func(e int) float32 { return float32(math.Ldexp(1, e)) }
+	in := []float32{
+		1, 1 + p(-8), 1 + p(-8) + p(-20), 1 + 3*p(-8), 1 + p(-9), // exact, tie to even (down), above the tie, tie (up)
+		-(1 + 3*p(-8)), 2 - p(-9), 2 - p(-8), // negative tie up in magnitude; rounds to 2; exact
+		math.MaxFloat32, float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
+		p(-140) * 3, p(-133) + p(-141), 0, float32(math.Copysign(0, -1)), p(-149), -7.3e-3, 3.14159265, 65504,
+	}
+	rnd := rand.New(rand.NewSource(11))
+	for len(in) < 2*96 {
+		in = append(in, float32(rnd.NormFloat64()*math.Pow(2, float64(rnd.Intn(40)-20))))
+	}
+	n := len(in) / 2
+	out := probeUpload(t, d, make([]float32, 2*n))
+	if err := d.Launch("tc_probe_cvt_bf16", Dim3{X: 2}, Dim3{X: 64}, 0, Ptr(probeUpload(t, d, in)), Ptr(out),
+		I32(int32(n))); err != nil {
+		t.Fatal(err)
+	}
+	got := probeDownload(t, d, out, 2*n)
+	for i := 0; i < n; i++ {
+		want := bf16RNE(in[2*i+1]) | bf16RNE(in[2*i])>>16
+		if g := math.Float32bits(got[2*i]); g != want {
+			t.Errorf("cvt.rn.bf16x2.f32(hi %g, lo %g) = %#08x, want %#08x", in[2*i], in[2*i+1], g, want)
+		}
+		if g := math.Float32bits(got[2*i+1]); g != bf16RNE(in[2*i]) {
+			t.Errorf("f32_to_bf16(%g) = %#08x, want %#08x", in[2*i], g, bf16RNE(in[2*i]))
+		}
+	}
+}
+
+// TestTCProbeMMABF16: mma.sync m16n8k16 bf16 on six warps, D = C + bf16(A)·bf16(B) against the plain matrix
+// product: exactly for small integers (every sum exact in FP32), and within the FP32 rounding of 17 additions for
+// random reals. On the emulator also bit for bit against its documented order (C, then the products in k order, FP32
+// rounding after each addition; kernels/emu/mma.h), which the hardware need not follow.
+func TestTCProbeMMABF16(t *testing.T) {
+	d := probeDriver(t)
+	const warps = 6
+	rnd := rand.New(rand.NewSource(7))
+	for _, integers := range []bool{true, false} {
+		A, B, C := make([]float32, warps*256), make([]float32, warps*128), make([]float32, warps*128)
+		gen := func(v []float32) {
+			for i := range v {
+				if integers {
+					v[i] = float32(rnd.Intn(17) - 8)
+				} else {
+					v[i] = float32(rnd.NormFloat64())
+				}
+			}
+		}
+		gen(A)
+		gen(B)
+		gen(C)
+		out := probeUpload(t, d, make([]float32, warps*128))
+		if err := d.Launch("tc_probe_mma_bf16", Dim3{X: warps / 2}, Dim3{X: 64}, 0, Ptr(probeUpload(t, d, A)),
+			Ptr(probeUpload(t, d, B)), Ptr(probeUpload(t, d, C)), Ptr(out)); err != nil {
+			t.Fatal(err)
+		}
+		got := probeDownload(t, d, out, warps*128)
+		bf := func(x float32) float32 { return math.Float32frombits(bf16RNE(x)) }
+		for w := 0; w < warps; w++ {
+			for r := 0; r < 16; r++ {
+				for n := 0; n < 8; n++ {
+					c := C[w*128+r*8+n]
+					want, mag, seq := float64(c), math.Abs(float64(c)), c
+					for k := 0; k < 16; k++ {
+						a, b := bf(A[w*256+r*16+k]), bf(B[w*128+k*8+n])
+						want += float64(a) * float64(b)
+						mag += math.Abs(float64(a) * float64(b))
+						seq += a * b // exact product, one FP32 rounding per addition
+					}
+					g := got[w*128+r*8+n]
+					if tol := 17 * 0x1p-24 * mag; (integers && float64(g) != want) || math.Abs(float64(g)-want) > tol {
+						t.Fatalf("integers=%v warp %d D[%d][%d] = %v, want %v (C + A·B with A and B rounded to bfloat16)",
+							integers, w, r, n, g, want)
+					}
+					if emulated && math.Float32bits(g) != math.Float32bits(seq) {
+						t.Fatalf("emulator: warp %d D[%d][%d] = %v, want %v (C + products in k order, FP32 rounding)",
+							w, r, n, g, seq)
+					}
+				}
+			}
+		}
+	}
+}

@@ -10,7 +10,7 @@
 //   activations NCHW → "NHWC on a padded grid": a[n][h'][w'][c], zero outside the image and for c ≥ C, the channel
 //     count rounded up to Cp, a multiple of 4, so that every 16-byte chunk of four channels is aligned;
 //   weights → tap-major rows: wk[o][tap][c] (c < Cp);
-// and, for the tensor-core kernels, rounds them to TF32 (cvt.rna.tf32.f32) on the way. The main loops
+// and, for the tensor-core kernels, rounds them to TF32 (cvt.rna.tf32.f32) or bfloat16 (to nearest even) on the way. The main loops
 // (kernels/igemm.cuh) then read 16-byte chunks from precomputed row offsets plus a per-k-step offset: no division
 // or bounds test per element, and no dependence on the stride inside the loop.
 //
@@ -26,25 +26,43 @@
 // output's layout, which conv2d_splitk_reduce_f32 / conv2d_splitk_bias_f32 add in z order: the results do not
 // depend on scheduling.
 //
-// Entry points: conv2d_igemm_{f32,tf32}_m{64,128}_k{1,n} and conv2d_igemm_tf32_m{64,128}_kx (forward and
-// backward-data: block tile M 64 or 128; kernel 1x1, KxK with at most one kernel-row change per k-step, or any: see
-// KSrc) and conv2d_wgrad_{f32,tf32}_m{64,128}
-// (backward-weight); the _tf32 ones only for sm_80 and newer (kernels/ptx/sm80) and the emulator. The stride does
-// not enter the main loops (only the rows' offsets, computed before them), so no variant depends on it.
+// Entry points: conv2d_igemm_{f32,tf32,bf16}_m{64,128}_k{1,n} and conv2d_igemm_{tf32,bf16}_m{64,128}_kx (forward
+// and backward-data: block tile M 64 or 128; kernel 1x1, KxK with at most one kernel-row change per k-step, or any:
+// see KSrc) and conv2d_wgrad_{f32,tf32,bf16}_m{64,128} (backward-weight); the _tf32 and _bf16 ones (mma.sync
+// m16n8k8/m16n8k4 TF32, m16n8k16 bf16; FP32 accumulation) only for sm_80 and newer (kernels/ptx/sm80) and the
+// emulator. The stride does not enter the main loops (only the rows' offsets, computed before them), so no variant
+// depends on it.
 #include "common.cuh"
 #include "igemm.cuh"
 #include "warp_reduce.cuh"
 
+// The BF16 entry points live in a module of their own under nvcc: kernels/conv2d_bf16.cu compiles this file with
+// CONV_BF16_MODULE defined, which keeps them and drops the rest. (Compiled together with the TF32 kernels, CUDA 11.8's
+// NVVM emitted the PTX of the TF32 backward-weight kernels differently from run to run, which made the committed PTX
+// irreproducible.) The emulator compiles everything once, from this file.
+#if defined(CONV_BF16_MODULE) || !defined(__CUDACC__)
+#define CONV_BF16_ENTRIES HAVE_MMA_TF32
+#else
+#define CONV_BF16_ENTRIES 0
+#endif
+
+#ifndef CONV_BF16_MODULE
 // ---- packing ---------------------------------------------------------------------------------------------------------
 // out[n][a][b][c] for a < Hp, b < Wp, c < Cp: with ra = a − off and rb = b − off, in[n][c][ra/Z][rb/Z] when c < C and
-// ra, rb ≥ 0, divisible by Z, ra/Z < H and rb/Z < W; 0 otherwise. Rounded to TF32 when tf32 != 0. The forward's xp is
+// ra, rb ≥ 0, divisible by Z, ra/Z < H and rb/Z < W; 0 otherwise. Rounded as round says (conv_round). The forward's xp is
 // (off, Z) = (P, 1); backward-data's dyq is (K−1−P, S); NHWC dy is (0, 1) with Hp = OH, Wp = OW. One block of
 // 32x8 threads per output row (n, a), moving 32x32 tiles (channels x columns) through shared memory so that the
 // reads (along w) and the writes (along c) are both coalesced.
 #define CONV_PACK_TILE 32
+// The rounding of the packed operands, by the precision of the kernels that read them (cuda/conv2d.go convRound):
+// 0 none (FP32), 1 TF32 (cvt.rna.tf32.f32: 10-bit significand, ties away), 2 bfloat16 (8-bit significand, to nearest
+// even, as cvt.rn.bf16.f32).
+__device__ __forceinline__ float conv_round(float v, int round) {
+  return round == 1 ? f32_to_tf32(v) : round == 2 ? f32_to_bf16(v) : v;
+}
 extern "C" __global__ void __launch_bounds__(256)
     conv2d_pack_act_f32(const float* in, float* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
-                        int Z, int tf32) {
+                        int Z, int round) {
   __shared__ float tile[CONV_PACK_TILE][CONV_PACK_TILE + 1];
   const int n = blockIdx.x / Hp, a = blockIdx.x % Hp, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int ra = a - off;
@@ -58,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(256)
         const int c = c0 + cc;
         float v = 0.0f;
         if (col_ok && c < C) v = __ldg(in + (((long long)n * C + c) * H + h) * W + rb / Z);
-        tile[cc][tx] = tf32 ? f32_to_tf32(v) : v;
+        tile[cc][tx] = conv_round(v, round);
       }
       __syncthreads();
       for (int bb = ty; bb < CONV_PACK_TILE; bb += 8) {
@@ -72,16 +90,16 @@ EMU_REGISTER(conv2d_pack_act_f32)
 
 // Weights, tap-major. flip = 0 (forward, backward-weight's layout): out[o][tap][c] = w[o][c][tap] for c < Cin, 0 for
 // Cin ≤ c < Cp. flip = 1 (backward-data): out[c][tap][o] = w[o][c][KK−1−tap] for o < Cout, 0 for Cout ≤ o < Cp.
-// Rounded to TF32 when tf32 != 0. Grid-stride over the rows·KK·Cp outputs.
+// Rounded as round says (conv_round). Grid-stride over the rows·KK·Cp outputs.
 extern "C" __global__ void conv2d_pack_w_f32(const float* w, float* out, int Cout, int Cin, int KK, int Cp, int flip,
-                                             int tf32) {
+                                             int round) {
   const long long n = (long long)(flip ? Cin : Cout) * KK * Cp;
   for (long long e = global_index(); e < n; e += global_stride()) {
     const int cc = (int)(e % Cp), tap = (int)(e / Cp % KK), r = (int)(e / ((long long)Cp * KK));
     float v = 0.0f;
     if (!flip && cc < Cin) v = w[((long long)r * Cin + cc) * KK + tap];
     if (flip && cc < Cout) v = w[((long long)cc * Cin + r) * KK + (KK - 1 - tap)];
-    out[e] = tf32 ? f32_to_tf32(v) : v;
+    out[e] = conv_round(v, round);
   }
 }
 EMU_REGISTER(conv2d_pack_w_f32)
@@ -107,6 +125,8 @@ extern "C" __global__ void conv2d_splitk_bias_f32(const float* part, const float
   }
 }
 EMU_REGISTER(conv2d_splitk_bias_f32)
+
+#endif  // CONV_BF16_MODULE
 
 // ---- geometry helpers ------------------------------------------------------------------------------------------------
 // n / d and n % d by a multiply and a shift (0 ≤ n < 2^31, 1 ≤ d < 2^31): m = ⌊2^32·(2^s − d)/d⌋ + 1 with
@@ -215,7 +235,7 @@ struct KStore {
 };
 
 // The main loop of each precision (kernels/igemm.cuh).
-template <bool TC>
+template <bool TC, bool BF>
 struct IgLoop {
   template <int BM, int H, class SRC, class ST>
   __device__ __forceinline__ static void kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
@@ -227,15 +247,15 @@ struct IgLoop {
   }
 };
 #if HAVE_MMA_TF32
-template <>
-struct IgLoop<true> {
+template <bool BF>
+struct IgLoop<true, BF> {  // BF: mma m16n8k16 bf16 instead of TF32 (kernels/igemm.cuh)
   template <int BM, int H, class SRC, class ST>
   __device__ __forceinline__ static void kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-    ig_tc_kmajor<BM, H>(src, ksteps, M, N, st);
+    ig_tc_kmajor<BM, H, BF>(src, ksteps, M, N, st);
   }
   template <int BM, class SRC, class ST>
   __device__ __forceinline__ static void mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-    ig_tc_mnmajor<BM>(src, ksteps, M, N, st);
+    ig_tc_mnmajor<BM, BF>(src, ksteps, M, N, st);
   }
 };
 #endif
@@ -243,7 +263,7 @@ struct IgLoop<true> {
 // ---- forward and backward-data ---------------------------------------------------------------------------------------
 // out[img][m][pix] (mode) Σ_{tap, c} wk[m][tap][c]·in[img][i·S + p][j·S + q][c] for output pixel pix = i·OW + j,
 // k over this block's split [z·kchunk, min(KK·Cp, (z+1)·kchunk)). in: [N][Hin][Win][Cp] packed, wk: [M][KK][Cp].
-template <int BM, int TAPS, bool TC>
+template <int BM, int TAPS, bool TC, bool BF>
 __device__ __forceinline__ void conv_igemm(const float* in, const float* wk, const float* bias, float* out, int M,
                                            int Npix, int OH, int OW, int Hin, int Win, int S, int K, int Cp,
                                            int kchunk, int mode) {
@@ -274,29 +294,50 @@ __device__ __forceinline__ void conv_igemm(const float* in, const float* wk, con
   src.start(k0 / 4 + cc, k1 / 4, Cp, K, Win);
 
   const KStore st{out, bias, M, Npix, OHW, mode};
-  IgLoop<TC>::template kmajor<BM, H>(src, ksteps, M, Npix, st);
+  IgLoop<TC, BF>::template kmajor<BM, H>(src, ksteps, M, Npix, st);
 }
 
-#define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC)                                                                         \
+#define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
   extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC))       \
       NAME(const float* in, const float* wk, const float* bias, float* out, int M, int Npix, int OH, int OW, int Hin, \
            int Win, int S, int K, int Cp, int kchunk, int mode) {                                                      \
-    conv_igemm<BM, TAPS, TC>(in, wk, bias, out, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode);                   \
+    conv_igemm<BM, TAPS, TC, BF>(in, wk, bias, out, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode);               \
   }                                                                                                                   \
   EMU_REGISTER(NAME)
 
 // FP32: a kernel row (K·Cp ≥ 8 floats for K ≥ 2) is at least a k-step (two chunks) long, so _kn serves every K ≥ 2.
-CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_k1, 128, 1, false)
-CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_kn, 128, 2, false)
-CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_k1, 64, 1, false)
-CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_kn, 64, 2, false)
+#ifndef CONV_BF16_MODULE
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_k1, 128, 1, false, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_kn, 128, 2, false, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_k1, 64, 1, false, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_kn, 64, 2, false, false)
 #if HAVE_MMA_TF32
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_k1, 128, 1, true)
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kn, 128, 2, true)
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kx, 128, 0, true)
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_k1, 64, 1, true)
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kn, 64, 2, true)
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_k1, 128, 1, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kn, 128, 2, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kx, 128, 0, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_k1, 64, 1, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kn, 64, 2, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
+#endif
+#endif  // CONV_BF16_MODULE
+#if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
+// The compute_70 build of the BF16 module: the entry points with empty bodies (never launched: package cuda refuses
+// BF16 below compute capability 8.0, where the compute_80 module replaces them).
+#undef CONV_IGEMM_ENTRY
+#define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
+  extern "C" __global__ void NAME(const float*, const float*, const float*, float*, int, int, int, int, int, int,   \
+                                  int, int, int, int, int) {}
+#undef CONV_BF16_ENTRIES
+#define CONV_BF16_ENTRIES 1
+#endif
+#if CONV_BF16_ENTRIES
+// BF16: the TF32 kernels' loops with mma m16n8k16 bf16 (operands packed as bfloat16 values).
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_k1, 128, 1, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kn, 128, 2, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kx, 128, 0, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_k1, 64, 1, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kn, 64, 2, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kx, 64, 0, true, true)
 #endif
 
 // ---- backward-weight -------------------------------------------------------------------------------------------------
@@ -366,7 +407,7 @@ struct WStore {
 
 // out (mode) dw[o][c][p][q] = Σ_u dyh[u][o]·xp[img][i·S + p][jj·S + q][c] over this block's pixels
 // [z·kchunk, min(Npix, (z+1)·kchunk)). dyh: [Npix][Mp] packed dy, xp: [N][Hp][Wp][Cp] packed x.
-template <int BM, bool TC>
+template <int BM, bool TC, bool BF>
 __device__ __forceinline__ void conv_wgrad(const float* dyh, const float* xp, float* out, int Cout, int Mp, int Cin,
                                            int Cp, int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk,
                                            int mode) {
@@ -393,24 +434,37 @@ __device__ __forceinline__ void conv_wgrad(const float* dyh, const float* xp, fl
   src.settle();
 
   const WStore st{out, Cout, Cin, Cp, KK, mode};
-  IgLoop<TC>::template mnmajor<BM>(src, ksteps, Cout, Ncol, st);
+  IgLoop<TC, BF>::template mnmajor<BM>(src, ksteps, Cout, Ncol, st);
 }
 
-#define CONV_WGRAD_ENTRY(NAME, BM, TC)                                                                         \
+#define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                     \
   extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC)) \
       NAME(const float* dyh, const float* xp, float* out, int Cout, int Mp, int Cin, int Cp, int K, int S, int Hp, \
            int Wp, int OH, int OW, int Npix, int kchunk, int mode) {                                              \
-    conv_wgrad<BM, TC>(dyh, xp, out, Cout, Mp, Cin, Cp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode);               \
+    conv_wgrad<BM, TC, BF>(dyh, xp, out, Cout, Mp, Cin, Cp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode);           \
   }                                                                                                              \
   EMU_REGISTER(NAME)
 
-CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m128, 128, false)
-CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m64, 64, false)
+#ifndef CONV_BF16_MODULE
+CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m128, 128, false, false)
+CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m64, 64, false, false)
 #if HAVE_MMA_TF32
-CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m128, 128, true)
-CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m64, 64, true)
+CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m128, 128, true, false)
+CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m64, 64, true, false)
+#endif
+#endif  // CONV_BF16_MODULE
+#if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
+#undef CONV_WGRAD_ENTRY
+#define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                          \
+  extern "C" __global__ void NAME(const float*, const float*, float*, int, int, int, int, int, int, int, int, int,  \
+                                  int, int, int, int) {}
+#endif
+#if CONV_BF16_ENTRIES
+CONV_WGRAD_ENTRY(conv2d_wgrad_bf16_m128, 128, true, true)
+CONV_WGRAD_ENTRY(conv2d_wgrad_bf16_m64, 64, true, true)
 #endif
 
+#ifndef CONV_BF16_MODULE
 // ---- bias gradient -------------------------------------------------------------------------------------------------
 // db[o] += Σ_{img, pix} dy[img, o, pix]: block o (CONV_BIAS_THREADS threads) strides over the pixels of each image,
 // then a fixed-order block sum.
@@ -428,3 +482,4 @@ extern "C" __global__ void __launch_bounds__(CONV_BIAS_THREADS)
   if (threadIdx.x == 0) db[o] += acc;
 }
 EMU_REGISTER(conv2d_bias_grad_f32)
+#endif  // CONV_BF16_MODULE

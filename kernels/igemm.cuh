@@ -216,6 +216,123 @@ __device__ __forceinline__ void ig_tc_pipeline(int ksteps, const ISSUE& issue, c
   cp_async_wait<0>();  // the trailing (empty) groups
 }
 
+// ---- BF16: the tensor-core loops' stages multiplied with mma m16n8k16 bf16 -----------------------------------------
+// The BF16 kernels keep the TF32 kernels' pipeline, shared-memory layout and fragment loads: their operands are FP32
+// values already rounded to bfloat16 by the packing kernels (f32_to_bf16), and the fragments that the TF32 loops load
+// for two k8 MMAs (K-major) or four k4 MMAs (MN-major) are converted (cvt.rn.bf16x2.f32, exact on these values) into
+// those of one m16n8k16 MMA. The k-slots are permuted, the same way for A and B (a sum does not depend on the order of
+// its terms): the m16n8k16 slots 2t, 2t + 1, 2t + 8, 2t + 9 of lane (g, t) take the k-indices that the lane holds.
+//   K-major, a k16 group = sub-blocks kb = 2p, 2p + 1 (m16n8k8 fragments, k = 8kb + t in a0/a1/b0 and 8kb + 4 + t in
+//     a2/a3/b1): slots 2t, 2t + 1 ← 8·2p + t, 8·2p + 4 + t; slots 2t + 8, 2t + 9 ← 8·(2p + 1) + t, 8·(2p + 1) + 4 + t.
+//   MN-major, a k16 group = sub-steps s = 4p .. 4p + 3 (m16n8k4 fragments, k = 4s + t): slots 2t, 2t + 1 ← sub-steps
+//     4p, 4p + 1; slots 2t + 8, 2t + 9 ← 4p + 2, 4p + 3.
+// Each is a bijection of the group's 16 k-indices (t < 4), so each MMA adds the same 16 products per output as the
+// TF32 path's two or four do. (Not done: bfloat16 in shared memory, which would halve the copies' bytes and need
+// ldmatrix fragments of 16-bit elements.)
+template <int MT, int NT>
+__device__ __forceinline__ void ig_bf16_kmajor_stage(float (&acc)[MT][NT][4], const float* St, const int (&aoff)[4],
+                                                     const int (&boff)[4]) {
+  IG_UNROLL
+  for (int p = 0; p < 2; p++) {
+    uint32_t ha[MT][4];
+    IG_UNROLL
+    for (int h = 0; h < 2; h++)
+      IG_UNROLL
+      for (int i = 0; i < MT; i++) {
+        uint32_t f[4];
+        ldmatrix_x4(f, St + aoff[2 * p + h] + 16 * i * IG_BK_TC);
+        ha[i][2 * h] = bf16x2(__uint_as_float(f[0]), __uint_as_float(f[2]));      // row g
+        ha[i][2 * h + 1] = bf16x2(__uint_as_float(f[1]), __uint_as_float(f[3]));  // row g + 8
+      }
+    IG_UNROLL
+    for (int jj = 0; jj < NT / 2; jj++) {
+      uint32_t hb[2][2];
+      IG_UNROLL
+      for (int h = 0; h < 2; h++) {
+        uint32_t f[4];
+        ldmatrix_x4(f, St + boff[2 * p + h] + 16 * jj * IG_BK_TC);
+        hb[0][h] = bf16x2(__uint_as_float(f[0]), __uint_as_float(f[1]));  // n-tile 2jj
+        hb[1][h] = bf16x2(__uint_as_float(f[2]), __uint_as_float(f[3]));  // n-tile 2jj + 1
+      }
+      IG_UNROLL
+      for (int i = 0; i < MT; i++) {
+        mma_bf16_m16n8k16_acc(acc[i][2 * jj], ha[i], hb[0]);
+        mma_bf16_m16n8k16_acc(acc[i][2 * jj + 1], ha[i], hb[1]);
+      }
+    }
+  }
+}
+
+// ig_lds4_pinned: d[0..3] = the 16 bytes at p in shared memory, by one ld.shared.v4 in inline PTX: with the plain
+// load, NVVM (CUDA 11.8) split some of the BF16 loop's vector loads differently from run to run, which made the
+// committed PTX irreproducible (make ptx-check).
+__device__ __forceinline__ void ig_lds4_pinned(float d[4], const float* p) {
+#ifdef __CUDACC__
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
+  asm("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]) : "r"(a));
+#else
+  const float4 v = ig_lds4(p);
+  d[0] = v.x, d[1] = v.y, d[2] = v.z, d[3] = v.w;
+#endif
+}
+
+template <int BM, int MT, int NT, int LA, int LB>
+__device__ __forceinline__ void ig_bf16_mnmajor_stage(float (&acc)[MT][NT][4], const float* As, const float* Bs,
+                                                      const int (&aoff)[LA], const int (&boff)[LB]) {
+  IG_UNROLL
+  for (int p = 0; p < IG_BK_TC / 16; p++) {
+    uint32_t ha[MT][4], hb[NT][2];
+    IG_UNROLL
+    for (int h = 0; h < 2; h++) {  // sub-steps 4p + 2h and 4p + 2h + 1 give registers h (A: 2h, 2h + 1)
+      float va[2][4 * LA], vb[2][4 * LB];
+      IG_UNROLL
+      for (int e = 0; e < 2; e++) {
+        const int s = 4 * p + 2 * h + e;
+        IG_UNROLL
+        for (int l = 0; l < LA; l++) ig_lds4_pinned(va[e] + 4 * l, As + 4 * s * BM + aoff[l]);
+        IG_UNROLL
+        for (int l = 0; l < LB; l++) ig_lds4_pinned(vb[e] + 4 * l, Bs + 4 * s * IG_BN + boff[l]);
+      }
+      IG_UNROLL
+      for (int i = 0; i < MT; i++) {
+        ha[i][2 * h] = bf16x2(va[0][2 * i], va[1][2 * i]);              // row g (a0 of sub-steps e = 0, 1)
+        ha[i][2 * h + 1] = bf16x2(va[0][2 * i + 1], va[1][2 * i + 1]);  // row g + 8 (a1)
+      }
+      IG_UNROLL
+      for (int j = 0; j < NT; j++) hb[j][h] = bf16x2(vb[0][j], vb[1][j]);
+    }
+    IG_UNROLL
+    for (int i = 0; i < MT; i++)
+      IG_UNROLL
+      for (int j = 0; j < NT; j++) mma_bf16_m16n8k16_acc(acc[i][j], ha[i], hb[j]);
+  }
+}
+
+// The BF16 stages behind a specialization, so that the TF32 kernels (BF false) do not instantiate them: their dead
+// presence made CUDA 11.8's NVVM emit the TF32 backward-weight kernels differently from run to run.
+template <bool BF>
+struct IgBf16Stage {
+  template <int MT, int NT>
+  __device__ __forceinline__ static void kmajor(float (&)[MT][NT][4], const float*, const int (&)[4],
+                                                const int (&)[4]) {}
+  template <int BM, int MT, int NT, int LA, int LB>
+  __device__ __forceinline__ static void mnmajor(float (&)[MT][NT][4], const float*, const float*, const int (&)[LA],
+                                                 const int (&)[LB]) {}
+};
+template <>
+struct IgBf16Stage<true> {
+  template <int MT, int NT>
+  __device__ __forceinline__ static void kmajor(float (&acc)[MT][NT][4], const float* St, const int (&aoff)[4],
+                                                const int (&boff)[4]) {
+    ig_bf16_kmajor_stage<MT, NT>(acc, St, aoff, boff);
+  }
+  template <int BM, int MT, int NT, int LA, int LB>
+  __device__ __forceinline__ static void mnmajor(float (&acc)[MT][NT][4], const float* As, const float* Bs,
+                                                 const int (&aoff)[LA], const int (&boff)[LB]) {
+    ig_bf16_mnmajor_stage<BM, MT, NT, LA, LB>(acc, As, Bs, aoff, boff);
+  }
+};
+
 // K-major tensor-core loop. Stage layout: As[BM][32] then Bs[IG_BN][32], rows of one k-step; 16-byte chunk c of row
 // r is stored at chunk c ^ (r & 7), so that the eight rows of an 8x4 block that ldmatrix reads at one chunk lie in
 // eight different bank groups. H = 1: thread tid copies chunk cc = tid % 8 of rows r0 + 16j (r0 = tid / 8) of A
@@ -226,7 +343,7 @@ __device__ __forceinline__ void ig_tc_pipeline(int ksteps, const ISSUE& issue, c
 // 2kb + 1): one ldmatrix.x4 gives the four A registers of an m-tile (8x4 blocks: rows 0-7 and 8-15 of chunk 2kb, then
 // of chunk 2kb + 1, in the order a0, a1, a2, a3), and one gives b0, b1 of two n-tiles (rows 0-7 of the first tile at
 // chunks 2kb, 2kb + 1, then of the second).
-template <int BM, int H, class SRC, class ST>
+template <int BM, int H, bool BF, class SRC, class ST>
 __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
   constexpr int WM = BM / 2, MT = WM / 16, NT = 8, TPR = 8 / H, RS = IG_TC_THREADS / TPR, CA = BM / RS,
                 CB = IG_BN / RS;
@@ -274,19 +391,23 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
   }
   auto compute = [&](int stage) {
     const float* St = sm + stage * STAGE;
-    IG_UNROLL
-    for (int kb = 0; kb < 4; kb++) {
-      uint32_t fa[MT][4];
+    if (BF) {
+      IgBf16Stage<BF>::template kmajor<MT, NT>(acc, St, aoff, boff);
+    } else {
       IG_UNROLL
-      for (int i = 0; i < MT; i++) ldmatrix_x4(fa[i], St + aoff[kb] + 16 * i * IG_BK_TC);
-      IG_UNROLL
-      for (int jj = 0; jj < NT / 2; jj++) {
-        uint32_t fb[4];
-        ldmatrix_x4(fb, St + boff[kb] + 16 * jj * IG_BK_TC);
+      for (int kb = 0; kb < 4; kb++) {
+        uint32_t fa[MT][4];
         IG_UNROLL
-        for (int i = 0; i < MT; i++) {
-          mma_tf32_m16n8k8_acc(acc[i][2 * jj], fa[i], fb);
-          mma_tf32_m16n8k8_acc(acc[i][2 * jj + 1], fa[i], fb + 2);
+        for (int i = 0; i < MT; i++) ldmatrix_x4(fa[i], St + aoff[kb] + 16 * i * IG_BK_TC);
+        IG_UNROLL
+        for (int jj = 0; jj < NT / 2; jj++) {
+          uint32_t fb[4];
+          ldmatrix_x4(fb, St + boff[kb] + 16 * jj * IG_BK_TC);
+          IG_UNROLL
+          for (int i = 0; i < MT; i++) {
+            mma_tf32_m16n8k8_acc(acc[i][2 * jj], fa[i], fb);
+            mma_tf32_m16n8k8_acc(acc[i][2 * jj + 1], fa[i], fb + 2);
+          }
         }
       }
     }
@@ -323,7 +444,7 @@ __device__ __forceinline__ int ig_swz(int row, int L) {
   return L == 1 ? t << 1 : ((t & 1) | ((t & 2) << 1));
 }
 
-template <int BM, class SRC, class ST>
+template <int BM, bool BF, class SRC, class ST>
 __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
   constexpr int WM = BM / 2, MT = WM / 16, NT = 8, CA = BM / 16, CB = IG_BN / 16;
   constexpr int LA = 2 * MT / 4, LB = 2;
@@ -361,25 +482,29 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
   auto compute = [&](int stage) {
     const float* As = sm + stage * STAGE;
     const float* Bs = As + BM * IG_BK_TC;
-    IG_UNROLL
-    for (int s = 0; s < IG_BK_TC / 4; s++) {
-      uint32_t va[4 * LA], vb[4 * LB];
+    if (BF) {
+      IgBf16Stage<BF>::template mnmajor<BM, MT, NT, LA, LB>(acc, As, Bs, aoff, boff);
+    } else {
       IG_UNROLL
-      for (int l = 0; l < LA; l++) {
-        const float4 v = ig_lds4(As + 4 * s * BM + aoff[l]);
-        va[4 * l] = __float_as_uint(v.x), va[4 * l + 1] = __float_as_uint(v.y);
-        va[4 * l + 2] = __float_as_uint(v.z), va[4 * l + 3] = __float_as_uint(v.w);
-      }
-      IG_UNROLL
-      for (int l = 0; l < LB; l++) {
-        const float4 v = ig_lds4(Bs + 4 * s * IG_BN + boff[l]);
-        vb[4 * l] = __float_as_uint(v.x), vb[4 * l + 1] = __float_as_uint(v.y);
-        vb[4 * l + 2] = __float_as_uint(v.z), vb[4 * l + 3] = __float_as_uint(v.w);
-      }
-      IG_UNROLL
-      for (int i = 0; i < MT; i++)
+      for (int s = 0; s < IG_BK_TC / 4; s++) {
+        uint32_t va[4 * LA], vb[4 * LB];
         IG_UNROLL
-        for (int j = 0; j < NT; j++) mma_tf32_m16n8k4_acc(acc[i][j], va + 2 * i, vb[j]);
+        for (int l = 0; l < LA; l++) {
+          const float4 v = ig_lds4(As + 4 * s * BM + aoff[l]);
+          va[4 * l] = __float_as_uint(v.x), va[4 * l + 1] = __float_as_uint(v.y);
+          va[4 * l + 2] = __float_as_uint(v.z), va[4 * l + 3] = __float_as_uint(v.w);
+        }
+        IG_UNROLL
+        for (int l = 0; l < LB; l++) {
+          const float4 v = ig_lds4(Bs + 4 * s * IG_BN + boff[l]);
+          vb[4 * l] = __float_as_uint(v.x), vb[4 * l + 1] = __float_as_uint(v.y);
+          vb[4 * l + 2] = __float_as_uint(v.z), vb[4 * l + 3] = __float_as_uint(v.w);
+        }
+        IG_UNROLL
+        for (int i = 0; i < MT; i++)
+          IG_UNROLL
+          for (int j = 0; j < NT; j++) mma_tf32_m16n8k4_acc(acc[i][j], va + 2 * i, vb[j]);
+      }
     }
   };
   ig_tc_pipeline(ksteps, issue, compute);

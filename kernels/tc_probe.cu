@@ -130,3 +130,43 @@ extern "C" __global__ void tc_probe_ldmatrix_mma(const float* A, const float* Bt
 #endif
 }
 EMU_REGISTER(tc_probe_ldmatrix_mma)
+
+// One m16n8k16 bf16 MMA per warp, fragments placed by the PTX ISA's table (written out here independently of
+// kernels/emu/mma.h): A[w] 16x16 and B[w] 16x8 (row-major), C[w] and D[w] 16x8; A and B converted to bfloat16 with
+// cvt.rn.bf16x2.f32 (bf16x2) on the way in. Lane (group, tig): a0 = (group, 2tig, 2tig + 1), a1 = (group + 8, same),
+// a2 = (group, 2tig + 8, 2tig + 9), a3 = (group + 8, same); b0 = (2tig, 2tig + 1; group), b1 = (2tig + 8, 2tig + 9;
+// group); the lower k in the low half.
+extern "C" __global__ void tc_probe_mma_bf16(const float* A, const float* B, const float* C, float* D) {
+#if HAVE_MMA_TF32
+  const int lane = threadIdx.x % 32;
+  const long long w = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+  const float* a = A + w * 256;
+  const float* b = B + w * 128;
+  const float* c = C + w * 128;
+  float* d = D + w * 128;
+  const int group = lane / 4, tig = lane % 4;
+  const int arow[4] = {group, group + 8, group, group + 8}, acol[4] = {2 * tig, 2 * tig, 2 * tig + 8, 2 * tig + 8};
+  const int brow[2] = {2 * tig, 2 * tig + 8};
+  const int crow[4] = {group, group, group + 8, group + 8}, ccol[4] = {2 * tig, 2 * tig + 1, 2 * tig, 2 * tig + 1};
+  uint32_t fa[4], fb[2];
+  float fc[4], fd[4];
+  for (int i = 0; i < 4; i++) fa[i] = bf16x2(a[arow[i] * 16 + acol[i]], a[arow[i] * 16 + acol[i] + 1]);
+  for (int i = 0; i < 2; i++) fb[i] = bf16x2(b[brow[i] * 8 + group], b[(brow[i] + 1) * 8 + group]);
+  for (int i = 0; i < 4; i++) fc[i] = c[crow[i] * 8 + ccol[i]];
+  mma_bf16_m16n8k16(fd, fa, fb, fc);
+  for (int i = 0; i < 4; i++) d[crow[i] * 8 + ccol[i]] = fd[i];
+#endif
+}
+EMU_REGISTER(tc_probe_mma_bf16)
+
+// cvt.rn.bf16x2.f32 and f32_to_bf16 side by side, one thread per pair: out[2i] = bf16x2(in[2i], in[2i + 1]) (its
+// bits), out[2i + 1] = f32_to_bf16(in[2i]) (bits of the FP32 value), for i < n.
+extern "C" __global__ void tc_probe_cvt_bf16(const float* in, unsigned* out, int n) {
+#if HAVE_MMA_TF32
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  out[2 * i] = bf16x2(in[2 * i], in[2 * i + 1]);
+  out[2 * i + 1] = __float_as_uint(f32_to_bf16(in[2 * i]));
+#endif
+}
+EMU_REGISTER(tc_probe_cvt_bf16)

@@ -67,7 +67,7 @@ var tile64 = gemmTile{64, 64, 16}
 var works = map[string]workFn{}
 
 func init() {
-	for _, prec := range []string{"f32", "tf32"} {
+	for _, prec := range []string{"f32", "tf32", "bf16"} {
 		for _, bm := range []int{64, 128} {
 			taps := []string{"k1", "kn", "kx"}
 			if prec == "f32" {
@@ -81,7 +81,7 @@ func init() {
 	}
 	// The tests' probes of the tensor-core instructions (kernels/tc_probe.cu): no step launches them.
 	for _, k := range []string{"tc_probe_cp_async", "tc_probe_ldmatrix", "tc_probe_ldmatrix_mma", "tc_probe_mma",
-		"tc_probe_mma_k4"} {
+		"tc_probe_mma_k4", "tc_probe_mma_bf16", "tc_probe_cvt_bf16"} {
 		works[k] = func(l Launch) (Work, error) {
 			return Work{}, fmt.Errorf("a test probe of kernels/tc_probe.cu inside the training step")
 		}

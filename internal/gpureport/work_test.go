@@ -20,7 +20,13 @@ func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf
 	if err != nil {
 		t.Fatal(err)
 	}
-	be.SetTensorCores(tc)
+	p := ops.FP32
+	if tc {
+		p = ops.TF32
+	}
+	if err := be.SetPrecision(p); err != nil {
+		t.Fatal(err)
+	}
 	off := func(g func()) {
 		d.on = false
 		g()

@@ -1,6 +1,8 @@
 // mma.h -- the warp-level tensor-core instructions of the convolutions, for the CPU emulator:
 //   mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32  d, a, b, c
 //   mma.sync.aligned.m16n8k4.row.col.f32.tf32.tf32.f32  d, a, b, c
+//   mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 d, a, b, c
+//   cvt.rn.bf16x2.f32                                   d, hi, lo
 //   ldmatrix.sync.aligned.m8n8.x4.shared.b16            {d0, d1, d2, d3}, [addr]
 // kernels/mma.cuh calls the functions below where nvcc emits the instructions. Needs kernels/emu/emu.h first.
 //
@@ -12,7 +14,12 @@
 //                                                 col = groupID
 //   m16n8k4  A 16x4  a0, a1                       row = groupID for a0; groupID + 8 for a1; col = threadID_in_group
 //            B 4x8   b0                           row = threadID_in_group; col = groupID
-//   both     C, D 16x8  c0..c3 / d0..d3 (.f32)    row = groupID for c0, c1; groupID + 8 for c2, c3
+//   m16n8k16 A 16x16 a0..a3 (.b32 each holding two .bf16, element 2i in the low half, 2i + 1 in the high half)
+//            .bf16                                row = groupID for a0, a2; groupID + 8 for a1, a3
+//                                                 col = threadID_in_group·2 + (0, 1) for a0, a1; + 8 for a2, a3
+//            B 16x8  b0, b1 (two .bf16 each)      row = threadID_in_group·2 + (0, 1) for b0; + 8 for b1
+//                                                 col = groupID
+//   all      C, D 16x8  c0..c3 / d0..d3 (.f32)    row = groupID for c0, c1; groupID + 8 for c2, c3
 //                                                 col = threadID_in_group·2 + (i & 1) for ci
 //   ldmatrix .x4: lanes 8i .. 8i + 7 give the addresses of rows 0..7 of matrix i (16 bytes each, 16-byte aligned, in
 //            shared memory); lane l receives in di the 32-bit word l % 4 of row l / 4 of matrix i (the b16 elements
@@ -30,9 +37,13 @@
 //     round their operands (kernels/mma.cuh f32_to_tf32) before the instruction. NaN and infinity pass through;
 //   - ldmatrix addresses are 16-byte aligned and their rows lie in the block's dynamic shared memory (where the
 //     kernels keep their tiles).
-// Numerics. A product of two TF32 values is exact in FP32; D = C + Σ_k A(r,k)·B(k,n) adds the products to C in k order
-// with FP32 rounding after each addition. The hardware's order of the FP32 additions is unspecified, so tests of
-// kernels built on the instruction must tolerate any order.
+// Numerics. A product of two TF32 values is exact in FP32, and so is a product of two bfloat16 values (8-bit
+// significands: 16 bits); D = C + Σ_k A(r,k)·B(k,n) adds the products to C in k order (k = 0, 1, ..., K − 1 of the
+// instruction's A columns) with FP32 rounding to nearest even after each addition. The hardware's order of the FP32
+// additions (and whether it keeps extra bits between them) is unspecified, so tests of kernels built on the
+// instruction must tolerate any order; the emulator's order is this one, fixed, so its results are reproducible.
+// cvt.rn.bf16x2.f32 rounds each FP32 input to bfloat16 to nearest, ties to even (NaN: the canonical 0x7fff; finite
+// values past the largest bfloat16 become infinity), the first source into the high half.
 #pragma once
 #ifndef __CUDACC__
 #ifndef EMU_CUDA_SHIM
@@ -51,9 +62,9 @@ int add_thread_hooks(void (*start)(), void (*exit)());
 
 namespace mma {
 
-enum Kind { MMA_K8 = 1, MMA_K4, LDMATRIX_X4 };
+enum Kind { MMA_K8 = 1, MMA_K4, LDMATRIX_X4, MMA_K16_BF16 };
 static const char* const kind_names[] = {"", "mma.sync.aligned.m16n8k8", "mma.sync.aligned.m16n8k4",
-                                         "ldmatrix.sync.aligned.m8n8.x4"};
+                                         "ldmatrix.sync.aligned.m8n8.x4", "mma.sync.aligned.m16n8k16 .bf16"};
 
 struct Slot {
   long long seq;  // the depositing thread's collective-instruction count
@@ -123,6 +134,14 @@ static inline float as_float(uint32_t u) {
   return f;
 }
 
+// The bfloat16 bits of x rounded to nearest, ties to even (cvt.rn.bf16.f32); NaN gives the canonical 0x7fff.
+static inline uint16_t bf16_rn_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fff;
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
 static const char* const bad_a =
     "mma.sync .tf32: an A operand is not a TF32 value (low 13 mantissa bits set; round with cvt.rna.tf32.f32)";
 static const char* const bad_b =
@@ -179,6 +198,32 @@ static inline void mma_tf32_m16n8k4(float d[4], const uint32_t a[2], uint32_t b,
   mma_result<4>(
       d, box, linear_tid() % 32, [&](int row, int k) { return box[(row & 7) * 4 + k].a[row >= 8 ? 1 : 0]; },
       [&](int k, int col) { return box[col * 4 + k].b[0]; });
+}
+
+// cvt.rn.bf16x2.f32 d, hi, lo.
+static inline uint32_t cvt_rn_bf16x2_f32(float hi, float lo) {
+  return ((uint32_t)mma::bf16_rn_bits(hi) << 16) | mma::bf16_rn_bits(lo);
+}
+
+// m16n8k16 bf16: d[0..3] = A·B + C for this lane's fragment registers (see the file comment for the layout).
+static inline void mma_bf16_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]) {
+  using namespace mma;
+  const Slot* box = exchange(MMA_K16_BF16, [&](Slot& s) {
+    for (int i = 0; i < 4; i++) {
+      s.a[i] = a[i];
+      s.c[i] = c[i];
+    }
+    for (int i = 0; i < 2; i++) s.b[i] = b[i];
+  });
+  // A(row, k): lane (row % 8)·4 + (k % 8) / 2, register (row ≥ 8) + 2·(k ≥ 8), half k % 2. B(k, col): lane
+  // col·4 + (k % 8) / 2, register k ≥ 8, half k % 2. A bfloat16 widens to FP32 by appending 16 zero bits.
+  auto half = [](uint32_t w, int k) { return (k & 1) ? (w & 0xffff0000u) : (w << 16); };
+  mma_result<16>(
+      d, box, linear_tid() % 32,
+      [&](int row, int k) {
+        return half(box[(row & 7) * 4 + ((k & 7) >> 1)].a[(row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0)], k);
+      },
+      [&](int k, int col) { return half(box[col * 4 + ((k & 7) >> 1)].b[k >= 8 ? 1 : 0], k); });
 }
 
 // ldmatrix .x4 .b16: d[i] = word l % 4 of the row whose address lane 8i + l / 4 gave (l = this lane).

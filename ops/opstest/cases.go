@@ -211,7 +211,10 @@ func convCases() []Case {
 			name = fmt.Sprintf("Conv2D/%dx%dx%dx%d->%d/k%ds%dp%d+%d/bias=%v", s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad, s.PadEnd, bias)
 		}
 		xn, wn, yn := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*s.OutH()*s.OutW()
+		// The longest reduction of the three passes: forward Cin·K², backward-data Cout·K², backward-weight the pixels.
+		red := max(s.Cin*s.K*s.K, s.Cout*s.K*s.K, s.N*s.OutH()*s.OutW())
 		cs = append(cs, Case{Name: name, Methods: []string{"Conv2D", "Conv2DBackward"}, Tol: tolGEMM, Why: whyGEMM,
+			Reduction: red,
 			Run: func(e *Env) {
 				x := e.In("x", e.Randn(xn, 1))
 				w := e.In("w", e.Randn(wn, 0.3))

@@ -46,6 +46,9 @@ type Case struct {
 	Tol     float64  // largest normalized error allowed on each output; 0: bit for bit
 	Why     string   // the reason for Tol
 	Run     func(e *Env)
+	// Reduction is the number of products summed into one output element by the longest reduction the case's
+	// methods compute (a convolution's Cin·K², Cout·K² or its pixels), 0 when none: what AtPrecision's band needs.
+	Reduction int
 }
 
 // Guard is the number of sentinel elements on each side of every buffer the suite
