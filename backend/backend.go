@@ -52,21 +52,16 @@ func OpenLocal(device string, dc config.Device, log *zap.Logger, localRank int) 
 	return nil, nil, fmt.Errorf("-device %q: allowed: cpu, cuda, emu", device)
 }
 
-// tensorCores is the cuda backend's TF32 switch from before ops.PrecisionSetter (SetTensorCores reports whether the
-// TF32 kernels are now selected: false on a GPU older than compute capability 8.0).
-type tensorCores interface{ SetTensorCores(on bool) bool }
-
 // convImpl is a backend that names the kernels of its convolutions (the CPU: oneDNN's implementation).
 type convImpl interface{ ConvImpl() string }
 
 // SetPrecision applies cfg's train.precision to be before anything runs on it, and logs it (log nil: silent):
 //
 //	fp32  the default; nothing to do on a backend without ops.PrecisionSetter
-//	tf32  GPUs: ops.PrecisionSetter, or the cuda backend's SetTensorCores (a GPU without TF32 tensor cores keeps
-//	      FP32 and log says so, as device.tensor_cores always did); the CPU refuses it — except when it comes from
-//	      device.tensor_cores, which the CPU backend always ignored: then a warning, and FP32
-//	bf16  a backend with ops.PrecisionSetter that can (the CPU with AVX512-BF16 or AMX); an error naming what is
-//	      missing otherwise — never a silent FP32 or an emulated bf16
+//	tf32  GPUs of compute capability 8.0 or newer; refused elsewhere — except when it comes from the older
+//	      device.tensor_cores, which the CPU backend and older GPUs always ignored: then a warning, and FP32
+//	bf16  a backend with ops.PrecisionSetter that can (the CPU with AVX512-BF16 or AMX, a GPU of compute capability
+//	      8.0 or newer); an error naming what is missing otherwise — never a silent FP32 or an emulated bf16
 //	auto  bf16 where the backend accepts it, else fp32; log says which and why
 //
 // The error is a configuration error (the program exits with status 2).
@@ -85,29 +80,17 @@ func SetPrecision(be ops.Backend, cfg config.Config, log *zap.Logger) error {
 	if legacy {
 		log.Warn(config.TensorCoresNote)
 	}
-	_, isCPU := be.(*cpu.Backend[float32])
-	if legacy && p == ops.TF32 && isCPU {
-		log.Warn("device.tensor_cores applies to GPUs; the CPU backend runs fp32")
-		p = ops.FP32
-	}
-	if ps, ok := be.(ops.PrecisionSetter); ok {
+	ps, ok := be.(ops.PrecisionSetter)
+	switch {
+	case !ok && p != ops.FP32:
+		return fmt.Errorf("train.precision = %q: the %s backend runs fp32 only", p, be.Name())
+	case ok:
 		if err := ps.SetPrecision(p); err != nil {
-			return fmt.Errorf("train.precision = %q on %s: %w", p, be.Name(), err)
-		}
-	} else {
-		switch p {
-		case ops.TF32:
-			tc, ok := be.(tensorCores)
-			if !ok {
-				return fmt.Errorf("train.precision = \"tf32\": the %s backend has no TF32 mode (GPU tensor cores: -device cuda)", be.Name())
+			if !legacy {
+				return fmt.Errorf("train.precision = %q on %s: %w", p, be.Name(), err)
 			}
-			if !tc.SetTensorCores(true) {
-				log.Warn("train.precision = \"tf32\": this GPU has no TF32 tensor cores (compute capability < 8.0); the convolutions stay FP32",
-					zap.String("device", be.Name()))
-				p = ops.FP32
-			}
-		case ops.BF16:
-			return fmt.Errorf("train.precision = \"bf16\": the %s backend does not run bf16 (it has no ops.PrecisionSetter yet); use fp32 or tf32", be.Name())
+			log.Warn("device.tensor_cores: no TF32 here; the convolutions stay FP32", zap.String("device", be.Name()), zap.Error(err))
+			p = ops.FP32
 		}
 	}
 	fields := []zap.Field{zap.String("precision", string(p)), zap.String("device", be.Name())}

@@ -48,8 +48,7 @@ func TestSetPrecisionCPU(t *testing.T) {
 	}
 }
 
-// TestSetPrecisionEmu: the emulated GPU runs tf32 (its TF32 kernels); bf16 only once the cuda backend implements
-// ops.PrecisionSetter, and until then the refusal says why.
+// TestSetPrecisionEmu: the emulated GPU runs tf32 and bf16 (its tensor-core kernels).
 func TestSetPrecisionEmu(t *testing.T) {
 	be, closeBe, err := Open("emu", config.Device{}, nil)
 	if err != nil {
@@ -62,9 +61,11 @@ func TestSetPrecisionEmu(t *testing.T) {
 	if tc, ok := be.(interface{ TensorCores() bool }); ok && !tc.TensorCores() {
 		t.Error("tf32 on emu: the TF32 kernels are not selected")
 	}
-	err = SetPrecision(be, precisionConfig(t, "train.precision=bf16"), nil)
-	if _, ok := be.(ops.PrecisionSetter); !ok && (err == nil || !strings.Contains(err.Error(), "does not run bf16")) {
-		t.Errorf("bf16 on emu without ops.PrecisionSetter: %v", err)
+	if err := SetPrecision(be, precisionConfig(t, "train.precision=bf16"), nil); err != nil {
+		t.Errorf("bf16 on emu: %v", err)
+	}
+	if ps := be.(ops.PrecisionSetter); ps.Precision() != ops.BF16 {
+		t.Errorf("bf16 on emu: precision %q", ps.Precision())
 	}
 }
 

@@ -26,9 +26,9 @@ func (b *Buf) Ptr() DevicePtr { return b.p }
 type Backend struct {
 	d       Driver
 	err     error
-	partial DevicePtr // reduceMaxBlocks doubles: pass-1 sums of the reductions
-	tc      bool      // convolutions on TF32 tensor cores (SetTensorCores, conv2d.go)
-	ws      workspace // grow-only scratch of the conv, group-norm and attention launchers (workspace.go)
+	partial DevicePtr     // reduceMaxBlocks doubles: pass-1 sums of the reductions
+	prec    ops.Precision // the convolutions' precision (SetPrecision, conv2d.go); "" is FP32
+	ws      workspace     // grow-only scratch of the conv, group-norm and attention launchers (workspace.go)
 }
 
 // NewBackend returns a backend over d.

@@ -20,7 +20,8 @@ import (
 //   - TestConformance: every case of ops/opstest (every ops.Backend method, forward and backward, guard bands,
 //     in-place and accumulation checks; see the tolerance and its reason beside each case) against the float64 CPU
 //     backend;
-//   - TestConvTF32Conformance: the convolution cases again on the TF32 tensor-core kernels;
+//   - TestConvTF32Conformance, TestConvBF16Conformance: the convolution cases again on the TF32 and BF16
+//     tensor-core kernels (tolerances: tolTF32, the bf16 bands of ops/opstest/bf16.go);
 //   - the kernels that must match their Go definitions bit for bit: the RNG draws, the timesteps and the batch
 //     gather of the device-resident data feed.
 // Kernels outside ops.Backend (fused or training-step kernels) are tested on the emulator in kernels_emu_test.go,
@@ -43,13 +44,44 @@ const (
 // emulator always does).
 func TestConvTF32Conformance(t *testing.T) {
 	be := testBackend(t)
-	if !be.SetTensorCores(true) {
-		t.Logf("%s has no TF32 tensor cores (compute capability < 8.0): checking that the FP32 kernels stay selected", be.Name())
-		if be.TensorCores() {
-			t.Fatal("TensorCores() is true after a refused SetTensorCores(true)")
-		}
+	if !convAtPrecision(t, be, ops.TF32) {
 		return
 	}
+	opstest.Run(t, be, cpu.New64(), opstest.Only(convKeep(t)), opstest.MinTol(tolTF32, whyTF32))
+}
+
+// TestConvBF16Conformance: every convolution case again on the BF16 tensor-core kernels (mma m16n8k16, inputs
+// rounded to bfloat16 to nearest even, FP32 accumulation), each within the band of opstest.AtPrecision(ops.BF16) (ops/opstest/bf16.go).
+func TestConvBF16Conformance(t *testing.T) {
+	be := testBackend(t)
+	if !convAtPrecision(t, be, ops.BF16) {
+		return
+	}
+	opstest.Run(t, be, cpu.New64(), opstest.Only(convKeep(t)), opstest.AtPrecision(ops.BF16, true))
+}
+
+// convAtPrecision selects precision p on be; on a device without tensor cores it checks that the request is refused
+// with an error and leaves FP32 selected, and returns false.
+func convAtPrecision(t *testing.T, be *Backend, p ops.Precision) bool {
+	t.Helper()
+	if err := be.SetPrecision(p); err != nil {
+		t.Logf("%s: %v: checking that FP32 stays selected", be.Name(), err)
+		if be.Driver().TensorCores() {
+			t.Fatalf("SetPrecision(%s) refused on a device with tensor cores: %v", p, err)
+		}
+		if be.Precision() != ops.FP32 || be.TensorCores() {
+			t.Fatalf("precision %s after a refused SetPrecision(%s)", be.Precision(), p)
+		}
+		return false
+	}
+	if be.Precision() != p {
+		t.Fatalf("Precision() = %s after SetPrecision(%s)", be.Precision(), p)
+	}
+	return true
+}
+
+// convKeep keeps the convolution cases (less one large shape on the emulator).
+func convKeep(t *testing.T) func(opstest.Case) bool {
 	conv := opstest.Uses("Conv2D", "Conv2DBackward")
 	keep := func(c opstest.Case) bool {
 		// 8 s on the emulator, whose tensor-core MMA runs on every lane; its FP32 run covers the shape.
@@ -58,7 +90,7 @@ func TestConvTF32Conformance(t *testing.T) {
 	if n := len(opstest.Select(opstest.Only(keep))); n < 5 {
 		t.Fatalf("only %d convolution cases", n)
 	}
-	opstest.Run(t, be, cpu.New64(), opstest.Only(keep), opstest.MinTol(tolTF32, whyTF32))
+	return keep
 }
 
 // bitExact runs draw on a fresh buffer of n elements and compares it with want(i), bit for bit.

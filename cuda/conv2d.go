@@ -6,48 +6,118 @@ import (
 	"github.com/ddpmgo/ddpm/ops"
 )
 
-// Launchers of kernels/conv2d.cu.
+// Launchers of kernels/conv2d.cu: the only place that knows the kernels' argument order and picks their variants
+// (precision, block tile, kernel size, split-K).
 
-// gemmTile is GEMM_BM = GEMM_BN of kernels/gemm_tile.cuh (the output tile of one block), gemmThreads its
-// GEMM_THREADS and gemmBK its GEMM_BK.
+// The tiles of kernels/igemm.cuh: IG_BN (the N side of every block tile), IG_BK_F32 and IG_BK_TC (k-steps),
+// IG_STAGES (the cp.async pipeline) and IG_TC_THREADS.
 const (
-	gemmTile    = 64
-	gemmThreads = 256
-	gemmBK      = 16
+	igBN        = 128
+	igBKF32     = 8
+	igBKTC      = 32
+	igStages    = 3
+	igTCThreads = 128
 )
+
+// igF32Threads is IG_F32_THREADS(bm): one thread per 8x8 block of the tile.
+func igF32Threads(bm int) int { return bm * igBN / 64 }
+
+// igTCSmem is IG_TC_SMEM(bm), the dynamic shared memory of a tensor-core block: 96 KiB for bm = 128 (over the
+// 48 KiB default; the GPU driver raises the function's limit, cu.go), which every sm_80+ GPU allows (99 KiB on
+// sm_86/sm_89) and of which an H100 (228 KiB per SM) holds two.
+func igTCSmem(bm int) int { return igStages * (bm + igBN) * igBKTC * 4 }
 
 // convBiasThreads is CONV_BIAS_THREADS of kernels/conv2d.cu.
 const convBiasThreads = 256
 
-// Split-K of the weight gradient: the reduction over batch·OH·OW is cut into convSplits(s) chunks so that small
-// weight tensors (few output tiles) still fill the GPU. The count depends on the shape only, which keeps dw
-// deterministic. convSplitTarget is the number of blocks aimed at (two waves of 132 SMs on an H100);
-// convSplitMinK the smallest chunk worth a block; convSplitMax bounds the scratch (splits·Cout·Cin·K·K floats).
+// Store modes of the GEMM kernels (CONV_SET, CONV_ADD, CONV_PART of kernels/conv2d.cu).
+const (
+	convSet  = 0
+	convAdd  = 1
+	convPart = 2
+)
+
+// Split-K: a GEMM whose tiles would not fill the GPU is cut along k into chunks (grid z) whose partial sums a
+// second kernel adds in a fixed order, so the result depends on the shape only. convSplitTarget is the number of
+// blocks aimed at (two blocks on each of an H100's 132 SMs); convSplitMinK the smallest chunk worth a block (k
+// indices); convSplitMax bounds the partials (splits × the output).
 const (
 	convSplitTarget = 264
 	convSplitMinK   = 256
 	convSplitMax    = 32
 )
 
-// SetTensorCores selects the convolution kernels: on = TF32 tensor cores (nvcuda::wmma m16n16k8, inputs rounded to
-// 10-bit mantissas, FP32 accumulation; a relative error of about 1e-3 per product), off = FP32 FMAs (the default).
-// The TF32 kernels come from kernels/ptx/sm80/conv2d.ptx, which the GPU driver loads on devices of compute
-// capability 8.0 or newer; on older devices (Driver.TensorCores false) a request for them is refused and the FP32
-// kernels stay in use: SetTensorCores returns whether the TF32 kernels are now selected. The emulator always
-// emulates TF32 rounding.
-func (be *Backend) SetTensorCores(on bool) bool {
-	be.tc = on && be.d.TensorCores()
-	return be.tc
+// convSlack floats follow each packed operand in the scratch, so that the addresses the kernels form for chunks
+// they then zero (a tile's columns past the operand's width) stay inside the allocation.
+const convSlack = 256
+
+// SetPrecision selects the convolution kernels (ops.PrecisionSetter): FP32 FMAs (the default); TF32 tensor cores
+// (mma.sync m16n8k8 and m16n8k4, inputs rounded to TF32 -- 10-bit stored significands, to nearest, ties away -- as
+// they are packed; at most 2^-11 relative per input); or BF16 tensor cores (mma.sync m16n8k16 bf16, inputs rounded
+// to bfloat16 -- 7 stored bits, to nearest even -- as they are packed; at most 2^-8 relative per input). Both
+// accumulate in FP32. The tensor-core kernels come from kernels/ptx/sm80/conv2d.ptx, which the GPU driver loads on
+// devices of compute capability 8.0 or newer; on older devices (Driver.TensorCores false) TF32 and BF16 are refused
+// with an error and the kernels in use stay. The emulator emulates the tensor-core instructions (kernels/emu/mma.h,
+// kernels/emu/cp_async.h). Only the convolutions change: the linear layers and attention run FP32 at every
+// precision.
+func (be *Backend) SetPrecision(p ops.Precision) error {
+	switch p {
+	case ops.FP32:
+	case ops.TF32, ops.BF16:
+		if !be.d.TensorCores() {
+			return fmt.Errorf("cuda: precision %s needs tensor cores of compute capability 8.0 or newer; %s has %s",
+				p, be.d.Name(), ccString(be.d))
+		}
+	default:
+		return fmt.Errorf("cuda: precision %q: allowed: fp32, tf32, bf16", p)
+	}
+	be.prec = p
+	return nil
 }
 
-// TensorCores reports whether the convolutions use the TF32 kernels.
-func (be *Backend) TensorCores() bool { return be.tc }
-
-func (be *Backend) convKernel(base string) string {
-	if be.tc {
-		return base + "_tf32"
+// Precision is the precision of the convolutions (SetPrecision); FP32 until set.
+func (be *Backend) Precision() ops.Precision {
+	if be.prec == "" {
+		return ops.FP32
 	}
-	return base + "_f32"
+	return be.prec
+}
+
+var _ ops.PrecisionSetter = (*Backend)(nil)
+
+// SetTensorCores is SetPrecision(ops.TF32) for on, SetPrecision(ops.FP32) for off, for the callers of the time
+// before ops.Precision (backend/backend.go's device.tensor_cores); it returns whether the TF32 kernels are now
+// selected.
+func (be *Backend) SetTensorCores(on bool) bool {
+	if !on {
+		_ = be.SetPrecision(ops.FP32) // never refused
+		return false
+	}
+	return be.SetPrecision(ops.TF32) == nil
+}
+
+// TensorCores reports whether the convolutions run on tensor cores (TF32 or BF16).
+func (be *Backend) TensorCores() bool { return be.tensor() }
+
+func (be *Backend) tensor() bool { p := be.Precision(); return p == ops.TF32 || p == ops.BF16 }
+
+// convRound is the rounding mode of the packing kernels for the selected kernels (conv_round of kernels/conv2d.cu).
+func (be *Backend) convRound() int32 {
+	switch be.Precision() {
+	case ops.TF32:
+		return 1
+	case ops.BF16:
+		return 2
+	}
+	return 0
+}
+
+// ccString is the driver's compute capability as major.minor, or "no compute capability" for a driver without one.
+func ccString(d Driver) string {
+	if c, ok := d.(interface{ ComputeCapability() int }); ok {
+		return fmt.Sprintf("compute capability %d.%d", c.ComputeCapability()/10, c.ComputeCapability()%10)
+	}
+	return "no tensor cores"
 }
 
 func checkConv(op string, s ops.ConvShape) {
@@ -55,91 +125,232 @@ func checkConv(op string, s ops.ConvShape) {
 		s.PadEnd < 0 || s.OutH() < 1 || s.OutW() < 1 {
 		panic(fmt.Sprintf("cuda %s %+v: invalid shape (output %dx%d)", op, s, s.OutH(), s.OutW()))
 	}
-	// Every product the kernels form in int.
-	i32(op, s, s.N*s.Cin*s.H*s.W, s.N*s.Cout*s.OutH()*s.OutW(), s.Cout*s.Cin*s.K*s.K, s.N*s.H*s.W, s.N*s.OutH()*s.OutW())
+	// Every product the kernels form in int: the tensors and their packed copies (conv2d.go's convGeom).
+	g := geomOf(s)
+	i32(op, s, s.N*s.Cin*s.H*s.W, s.N*s.Cout*g.ohw, s.Cout*s.Cin*s.K*s.K, s.N*s.H*s.W, s.N*g.ohw,
+		s.N*g.hp*g.wp*g.cinP+convSlack, s.N*g.hq*g.wq*g.coutP+convSlack, s.N*g.ohw*g.coutP+convSlack,
+		s.K*s.K*s.Cout*g.cinP+convSlack, s.K*s.K*s.Cin*g.coutP+convSlack)
 }
 
-// convDims are the int arguments shared by the conv kernels: N, Cin, H, W, Cout, K, S, P, OH, OW. The kernels take
-// the output size as given and read 0 outside x, so ops.ConvShape.PadEnd (padding after x only) enters through OH
-// and OW alone.
-func convDims(op string, s ops.ConvShape) []Arg {
-	v := i32(op, s, s.N, s.Cin, s.H, s.W, s.Cout, s.K, s.Stride, s.Pad, s.OutH(), s.OutW())
-	args := make([]Arg, len(v))
-	for i, x := range v {
-		args[i] = I32(x)
+// convGeom: the padded sizes of the packed operands (kernels/conv2d.cu, conv2d_pack_act_f32).
+type convGeom struct {
+	ohw, kk     int
+	cinP, coutP int // channels rounded up to a multiple of 4
+	hp, wp      int // x padded by P before and P + PadEnd after (forward, backward-weight)
+	hq, wq      int // dy with S−1 zeros between elements and K−1−P around (backward-data)
+}
+
+func geomOf(s ops.ConvShape) convGeom {
+	g := convGeom{ohw: s.OutH() * s.OutW(), kk: s.K * s.K, cinP: roundUp(s.Cin, 4), coutP: roundUp(s.Cout, 4),
+		hp: s.H + 2*s.Pad + s.PadEnd, wp: s.W + 2*s.Pad + s.PadEnd, hq: s.H + s.K - 1, wq: s.W + s.K - 1}
+	return g
+}
+
+// igemmTaps is the kernel-size variant of conv2d_igemm_* (kernels/conv2d.cu, KSrc) for kernel size k over cp packed
+// channels: k1 for 1x1; kn when a k-step changes kernel rows at most once: always for the FP32 kernels (a kernel row,
+// k·cp ≥ 8 floats, is at least a k-step long), and for the tensor-core kernels (two chunks of a row per thread, 16
+// floats apart) when cp is a multiple of 32; kx otherwise (tensor cores only).
+func igemmTaps(k, cp int, tc bool) string {
+	switch {
+	case k == 1:
+		return "k1"
+	case !tc || cp%igBKTC == 0:
+		return "kn"
 	}
-	return args
+	return "kx"
 }
 
-// convSplits is the number of split-K chunks of the weight gradient of s (see convSplitTarget).
-func convSplits(s ops.ConvShape) int {
-	k := s.N * s.OutH() * s.OutW()
-	tiles := ceilDiv(s.Cout, gemmTile) * ceilDiv(s.Cin*s.K*s.K, gemmTile)
-	return max(1, min(ceilDiv(convSplitTarget, tiles), k/convSplitMinK, convSplitMax))
+func roundUp(a, b int) int { return ceilDiv(a, b) * b }
+
+// convSplits is the split-K of a GEMM with `tiles` block tiles and k indices: the number of chunks and their
+// length (a multiple of 32, which both k-steps divide).
+func convSplits(tiles, k int) (splits, chunk int) {
+	splits = max(1, min(ceilDiv(convSplitTarget, tiles), k/convSplitMinK, convSplitMax))
+	chunk = roundUp(ceilDiv(k, splits), igBKTC)
+	return ceilDiv(k, chunk), chunk
+}
+
+// igemmTile is the block tile's M side for m rows: 64 when m ≤ 64, else 128.
+func igemmTile(m int) int {
+	if m <= 64 {
+		return 64
+	}
+	return 128
+}
+
+// igLaunch is the block size, dynamic shared memory and kernel-name precision of the GEMM kernels with tile bm.
+func (be *Backend) igLaunch(bm int) (block Dim3, smem int, prec string) {
+	if be.tensor() {
+		return Dim3{X: igTCThreads}, igTCSmem(bm), string(be.Precision())
+	}
+	return Dim3{X: igF32Threads(bm)}, 0, "f32"
+}
+
+// scratchRegions carves be.scratch into regions of the given float counts (each followed by convSlack floats and
+// 64-float aligned) and returns their addresses.
+func (be *Backend) scratchRegions(op string, floats ...int) []DevicePtr {
+	offs, total := make([]int, len(floats)), 0
+	for i, n := range floats {
+		offs[i] = total
+		total += roundUp(n+convSlack, 64)
+	}
+	base := be.scratch(op, total)
+	ptrs := make([]DevicePtr, len(floats))
+	for i := range offs {
+		ptrs[i] = base + DevicePtr(4*offs[i])
+	}
+	return ptrs
+}
+
+// packAct launches conv2d_pack_act_f32: out[n][a][b][c] (a < hp, b < wp, c < cp) from in [n][c][h][w] shifted by off
+// and spread by z (see the kernel), rounded to TF32 or bfloat16 on the tensor-core paths.
+func (be *Backend) packAct(op string, in, out DevicePtr, n, c, h, w, cp, hp, wp, off, z int) {
+	be.keep(op, be.d.Launch("conv2d_pack_act_f32", Dim3{X: n * hp}, Dim3{X: 256}, 0, Ptr(in), Ptr(out), I32(int32(n)),
+		I32(int32(c)), I32(int32(h)), I32(int32(w)), I32(int32(cp)), I32(int32(hp)), I32(int32(wp)), I32(int32(off)),
+		I32(int32(z)), I32(be.convRound())))
+}
+
+// packW launches conv2d_pack_w_f32: the weights tap-major (flip = false: [Cout][KK][cp]; true: flipped taps,
+// [Cin][KK][cp] over output channels).
+func (be *Backend) packW(op string, s ops.ConvShape, w, out DevicePtr, cp int, flip bool) {
+	rows := s.Cout
+	if flip {
+		rows = s.Cin
+	}
+	be.gridStride(op, "conv2d_pack_w_f32", rows*s.K*s.K*cp, elementwiseThreads, Ptr(w), Ptr(out), I32(int32(s.Cout)),
+		I32(int32(s.Cin)), I32(int32(s.K*s.K)), I32(int32(cp)), I32(b2i(flip)), I32(be.convRound()))
+}
+
+// igemm launches conv2d_igemm_*: out (mode) the K-major GEMM of a packed input [n][hin][win][cp] (output pixels
+// oh x ow at stride st) with packed weights [m][KK][cp], split along k as convSplits says; with more than one
+// split it writes partials to part and returns their count.
+type igemmCall struct {
+	in, wk, bias, out, part DevicePtr
+	m, npix, oh, ow         int
+	hin, win, st, k, cp     int
+	mode                    int
+}
+
+func (be *Backend) igemm(op string, s ops.ConvShape, c igemmCall, splits, chunk int) {
+	bm := igemmTile(c.m)
+	block, smem, prec := be.igLaunch(bm)
+	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(c.k, c.cp, be.tensor()))
+	out, mode := c.out, c.mode
+	if splits > 1 {
+		out, mode = c.part, convPart
+	}
+	grid := Dim3{X: ceilDiv(c.npix, igBN), Y: ceilDiv(c.m, bm), Z: splits}
+	be.keep(op, be.d.Launch(name, grid, block, smem, Ptr(c.in), Ptr(c.wk), Ptr(c.bias), Ptr(out), I32(int32(c.m)),
+		I32(int32(c.npix)), I32(int32(c.oh)), I32(int32(c.ow)), I32(int32(c.hin)), I32(int32(c.win)),
+		I32(int32(c.st)), I32(int32(c.k)), I32(int32(c.cp)), I32(int32(chunk)), I32(int32(mode))))
 }
 
 // Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (zero outside x; OH and OW count
-// PadEnd); b may be nil.
-// One implicit-GEMM launch: M = Cout, N = batch·OH·OW, K = Cin·K·K.
+// PadEnd); b may be nil. x is packed to NHWC padded by P (and PadEnd after it) and w tap-major, then one implicit GEMM (M = Cout, N = batch·OH·OW,
+// K = K·K·Cin rounded up to 4 channels) computes y, split along K (and summed in order with the bias) when its
+// tiles would not fill the GPU.
 func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	const op = "Conv2D"
 	checkConv(op, s)
-	ohw := s.OutH() * s.OutW()
+	g := geomOf(s)
 	xs := be.arg(op, s, "x", x, s.N*s.Cin*s.H*s.W)
-	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*s.K*s.K)
+	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
 	bs := be.opt(op, s, "b", b, s.Cout)
-	ys := be.arg(op, s, "y", y, s.N*s.Cout*ohw)
+	ys := be.arg(op, s, "y", y, s.N*s.Cout*g.ohw)
 	if s.N == 0 {
 		return
 	}
-	grid := Dim3{X: ceilDiv(s.N*ohw, gemmTile), Y: ceilDiv(s.Cout, gemmTile)}
-	args := append([]Arg{Ptr(xs.p), Ptr(ws.p), ptr(bs), Ptr(ys.p)}, convDims(op, s)...)
-	be.keep(op, be.d.Launch(be.convKernel("conv2d_fwd"), grid, Dim3{X: gemmThreads}, 0, args...))
+	npix := s.N * g.ohw
+	splits, chunk := convSplits(ceilDiv(npix, igBN)*ceilDiv(s.Cout, igemmTile(s.Cout)), g.kk*g.cinP)
+	nout := s.N * s.Cout * g.ohw
+	partN := 0
+	if splits > 1 {
+		partN = splits * nout
+		i32(op, s, partN)
+	}
+	r := be.scratchRegions(op, s.N*g.hp*g.wp*g.cinP, s.Cout*g.kk*g.cinP, partN)
+	be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
+	be.packW(op, s, ws.p, r[1], g.cinP, false)
+	var bias DevicePtr
+	if bs != nil {
+		bias = bs.p
+	}
+	be.igemm(op, s, igemmCall{in: r[0], wk: r[1], bias: bias, out: ys.p, part: r[2], m: s.Cout, npix: npix,
+		oh: s.OutH(), ow: s.OutW(), hin: g.hp, win: g.wp, st: s.Stride, k: s.K, cp: g.cinP, mode: convSet}, splits, chunk)
+	if splits > 1 {
+		be.gridStride(op, "conv2d_splitk_bias_f32", nout, elementwiseThreads, Ptr(r[2]), ptr(bs), Ptr(ys.p),
+			I32(int32(splits)), I32(int32(nout)), I32(int32(s.Cout)), I32(int32(g.ohw)))
+	}
 }
 
 // Conv2DBackward accumulates dx (backward-data), dw (backward-weight) and db[o] += Σ_{n,i,j} dy[n,o,i,j]; any may
-// be nil. dx is one implicit GEMM (M = Cin, N = batch·H·W, K = Cout·K·K); dw one split-K implicit GEMM (M = Cout,
-// N = Cin·K·K, K = batch·OH·OW) whose chunks are added in a fixed order; db one block per output channel.
+// be nil. dx is the stride-1 convolution of dy spread by S and padded by K−1−P (packed NHWC) with the flipped,
+// transposed weights: one implicit GEMM (M = Cin, N = batch·H·W, K = K·K·Cout). dw is one implicit GEMM over the
+// pixels (M = Cout, N = K·K·Cin, K = batch·OH·OW) of dy and x packed NHWC. Both split along K when their tiles would
+// not fill the GPU, the partials added in a fixed order; db is one block per output channel.
 func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	const op = "Conv2DBackward"
 	checkConv(op, s)
-	ohw, hw, ckk := s.OutH()*s.OutW(), s.H*s.W, s.Cin*s.K*s.K
+	g := geomOf(s)
+	hw := s.H * s.W
 	xs := be.arg(op, s, "x", x, s.N*s.Cin*hw)
-	ws := be.arg(op, s, "w", w, s.Cout*ckk)
-	dys := be.arg(op, s, "dy", dy, s.N*s.Cout*ohw)
+	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
+	dys := be.arg(op, s, "dy", dy, s.N*s.Cout*g.ohw)
 	dxs := be.opt(op, s, "dx", dx, s.N*s.Cin*hw)
-	dws := be.opt(op, s, "dw", dw, s.Cout*ckk)
+	dws := be.opt(op, s, "dw", dw, s.Cout*s.Cin*g.kk)
 	dbs := be.opt(op, s, "db", db, s.Cout)
 	if s.N == 0 {
 		return
 	}
-	dims := convDims(op, s)
-	block := Dim3{X: gemmThreads}
 	if dbs != nil {
 		be.keep(op, be.d.Launch("conv2d_bias_grad_f32", Dim3{X: s.Cout}, Dim3{X: convBiasThreads}, 0,
-			Ptr(dys.p), Ptr(dbs.p), I32(int32(s.N)), I32(int32(s.Cout)), I32(int32(ohw))))
+			Ptr(dys.p), Ptr(dbs.p), I32(int32(s.N)), I32(int32(s.Cout)), I32(int32(g.ohw))))
 	}
 	if dxs != nil {
-		grid := Dim3{X: ceilDiv(s.N*hw, gemmTile), Y: ceilDiv(s.Cin, gemmTile)}
-		args := append([]Arg{Ptr(ws.p), Ptr(dys.p), Ptr(dxs.p)}, dims...)
-		be.keep(op, be.d.Launch(be.convKernel("conv2d_bwd_data"), grid, block, 0, args...))
+		npix := s.N * hw
+		splits, chunk := convSplits(ceilDiv(npix, igBN)*ceilDiv(s.Cin, igemmTile(s.Cin)), g.kk*g.coutP)
+		nout := s.N * s.Cin * hw
+		partN := 0
+		if splits > 1 {
+			partN = splits * nout
+			i32(op, s, partN)
+		}
+		r := be.scratchRegions(op, s.N*g.hq*g.wq*g.coutP, s.Cin*g.kk*g.coutP, partN)
+		be.packAct(op, dys.p, r[0], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, g.hq, g.wq, s.K-1-s.Pad, s.Stride)
+		be.packW(op, s, ws.p, r[1], g.coutP, true)
+		be.igemm(op, s, igemmCall{in: r[0], wk: r[1], out: dxs.p, part: r[2], m: s.Cin, npix: npix, oh: s.H, ow: s.W,
+			hin: g.hq, win: g.wq, st: 1, k: s.K, cp: g.coutP, mode: convAdd}, splits, chunk)
+		if splits > 1 {
+			be.gridStride(op, "conv2d_splitk_reduce_f32", nout, elementwiseThreads, Ptr(r[2]), Ptr(dxs.p),
+				I32(int32(splits)), I32(int32(nout)))
+		}
 	}
 	if dws != nil {
-		splits := convSplits(s)
-		k := s.N * ohw
-		chunk := ceilDiv(ceilDiv(k, splits), gemmBK) * gemmBK // whole k-tiles per chunk
-		splits = ceilDiv(k, chunk)
-		part := Ptr(0)
+		npix := s.N * g.ohw
+		bm := igemmTile(s.Cout)
+		splits, chunk := convSplits(ceilDiv(g.kk*g.cinP, igBN)*ceilDiv(s.Cout, bm), npix)
+		nout := s.Cout * s.Cin * g.kk
+		partN := 0
 		if splits > 1 {
-			i32(op, s, splits*s.Cout*ckk)
-			part = Ptr(be.scratch(op, splits*s.Cout*ckk))
+			partN = splits * nout
+			i32(op, s, partN)
 		}
-		grid := Dim3{X: ceilDiv(ckk, gemmTile), Y: ceilDiv(s.Cout, gemmTile), Z: splits}
-		args := append([]Arg{Ptr(xs.p), Ptr(dys.p), Ptr(dws.p), part, I32(int32(chunk))}, dims...)
-		be.keep(op, be.d.Launch(be.convKernel("conv2d_bwd_weight"), grid, block, 0, args...))
+		r := be.scratchRegions(op, s.N*g.hp*g.wp*g.cinP, npix*g.coutP, partN)
+		be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
+		be.packAct(op, dys.p, r[1], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1)
+		block, smem, prec := be.igLaunch(bm)
+		out, mode := dws.p, convAdd
 		if splits > 1 {
-			be.gridStride(op, "conv2d_splitk_reduce_f32", s.Cout*ckk, elementwiseThreads, part, Ptr(dws.p),
-				I32(int32(splits)), I32(int32(s.Cout*ckk)))
+			out, mode = r[2], convPart
+		}
+		grid := Dim3{X: ceilDiv(g.kk*g.cinP, igBN), Y: ceilDiv(s.Cout, bm), Z: splits}
+		be.keep(op, be.d.Launch(fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm), grid, block, smem, Ptr(r[1]), Ptr(r[0]),
+			Ptr(out), I32(int32(s.Cout)), I32(int32(g.coutP)), I32(int32(s.Cin)), I32(int32(g.cinP)), I32(int32(s.K)),
+			I32(int32(s.Stride)), I32(int32(g.hp)), I32(int32(g.wp)), I32(int32(s.OutH())), I32(int32(s.OutW())),
+			I32(int32(npix)), I32(int32(chunk)), I32(int32(mode))))
+		if splits > 1 {
+			be.gridStride(op, "conv2d_splitk_reduce_f32", nout, elementwiseThreads, Ptr(r[2]), Ptr(dws.p),
+				I32(int32(splits)), I32(int32(nout)))
 		}
 	}
 }

@@ -29,6 +29,7 @@ type GPU struct {
 	fns       map[string]cu.Function // kernel name -> function, filled at start from every embedded module
 	params    map[string][]ptxParam  // kernel name -> its PTX parameters, to check each launch's arguments
 	cc        int                    // compute capability, major·10 + minor (e.g. 90 for an H100)
+	smem      map[string]int         // kernel name -> dynamic shared memory allowed above 48 KiB (cu_attr.go)
 }
 
 var _ Driver = (*GPU)(nil)
@@ -53,7 +54,8 @@ func openCUDA(localRank int) (Driver, error) {
 // module. Note: gorgonia.org/cu's init exits the process when the CUDA driver cannot initialise, before this runs.
 func NewGPU(ordinal int) (*GPU, error) {
 	g := &GPU{work: make(chan func()), quit: make(chan struct{}), closed: make(chan error, 1),
-		fns: map[string]cu.Function{}, params: map[string][]ptxParam{}}
+		fns: map[string]cu.Function{}, params: map[string][]ptxParam{},
+		smem: map[string]int{}}
 	ready := make(chan error)
 	go g.loop(ordinal, ready)
 	if err := <-ready; err != nil {
@@ -273,6 +275,12 @@ func (g *GPU) Launch(kernel string, grid, block Dim3, sharedBytes int, args ...A
 		ptrs[i] = unsafe.Pointer(&vals[i])
 	}
 	err := g.do(func() error {
+		if sharedBytes > defaultSharedBytes && g.smem[kernel] < sharedBytes {
+			if err := allowShared(fn, sharedBytes); err != nil {
+				return err
+			}
+			g.smem[kernel] = sharedBytes
+		}
 		return fn.Launch(grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, sharedBytes, cu.NoStream, ptrs)
 	})
 	if err != nil {

@@ -278,7 +278,8 @@ func emuKernelSignature(name string) (kinds []byte, sizes []int, ok bool) {
 // start (0 if the emulator could not locate it).
 func emuSharedPoisonBytes() int { return int(C.emu_shared_poison_bytes()) }
 
-// TensorCores is true: the emulator runs the _tf32 kernels with TF32 rounding (kernels/emu/wmma.h).
+// TensorCores is true: the emulator runs the _tf32 kernels, emulating mma.sync and cp.async (kernels/emu/mma.h,
+// kernels/emu/cp_async.h).
 func (e *Emulator) TensorCores() bool { return true }
 
 // MemUsed is the sum of the live allocations' sizes.

@@ -9,6 +9,8 @@
 #include "../kernels/emu/emu.h"
 
 #include "../kernels/emu/selftest.cu"
+#include "../kernels/emu/selftest_tc.cu"
+#include "../kernels/tc_probe.cu"
 #include "../kernels/data.cu"
 #include "../kernels/elementwise.cu"
 #include "../kernels/noise.cu"

@@ -68,7 +68,11 @@ func TestEmuConvTF32Rounding(t *testing.T) {
 	want := []float32{1 + p(-10), 1, 1 + p(-10), -(1 + p(-10)), 1 + p(-9), 3, p(-130) * 3}
 	for _, tc := range []bool{false, true} {
 		be := testBackend(t)
-		be.SetTensorCores(tc)
+		if tc {
+			if err := be.SetPrecision(ops.TF32); err != nil {
+				t.Fatal(err)
+			}
+		}
 		s := ops.ConvShape{N: 1, Cin: 1, H: 1, W: len(in), Cout: 1, K: 1, Stride: 1, Pad: 0}
 		x, w, y := be.Alloc(len(in)), be.Alloc(1), be.Alloc(len(in))
 		be.Upload(x, in)
@@ -99,6 +103,44 @@ func TestEmuConvTF32Rounding(t *testing.T) {
 		if sum[0] != 1+p(-12) {
 			t.Errorf("tensor cores %v: 1 + 2^-12 summed to %.10g, want %.10g (FP32 accumulation)", tc, sum[0], 1+p(-12))
 		}
+	}
+}
+
+// TestEmuConvBF16Rounding: at BF16 a 1x1 convolution with weight 1 returns its input rounded to bfloat16 (8-bit
+// significand, 7 bits stored: an ulp of 2^-7 at 1; to nearest, ties to even), and sums in FP32: 1 + 2^-8 (a tie)
+// goes to 1, 1 + 3·2^-8 to 1 + 2^-6, and 1 + 2^-12, both terms exact in bfloat16, survives the sum.
+func TestEmuConvBF16Rounding(t *testing.T) {
+	p := func(e int) float32 { return float32(math.Ldexp(1, e)) }
+	in := []float32{1 + p(-7), 1 + p(-8), 1 + 3*p(-8), -(1 + 3*p(-8)), 1 + p(-8) + p(-12), 3, p(-130) * 3, 2 - p(-9)}
+	want := []float32{1 + p(-7), 1, 1 + p(-6), -(1 + p(-6)), 1 + p(-7), 3, p(-130) * 3, 2}
+	be := testBackend(t)
+	if err := be.SetPrecision(ops.BF16); err != nil {
+		t.Fatal(err)
+	}
+	s := ops.ConvShape{N: 1, Cin: 1, H: 1, W: len(in), Cout: 1, K: 1, Stride: 1, Pad: 0}
+	x, w, y := be.Alloc(len(in)), be.Alloc(1), be.Alloc(len(in))
+	be.Upload(x, in)
+	be.Upload(w, []float32{1})
+	be.Conv2D(s, x, w, nil, y)
+	got := make([]float32, len(in))
+	be.Download(got, y)
+	s2 := ops.ConvShape{N: 1, Cin: 2, H: 1, W: 1, Cout: 1, K: 1, Stride: 1, Pad: 0}
+	x2, w2, y2 := be.Alloc(2), be.Alloc(2), be.Alloc(1)
+	be.Upload(x2, []float32{1, p(-12)})
+	be.Upload(w2, []float32{1, 1})
+	be.Conv2D(s2, x2, w2, nil, y2)
+	sum := make([]float32, 1)
+	be.Download(sum, y2)
+	if err := be.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range in {
+		if got[i] != want[i] {
+			t.Errorf("bf16: 1x1 conv of %.10g with weight 1 = %.10g, want %.10g", in[i], got[i], want[i])
+		}
+	}
+	if sum[0] != 1+p(-12) {
+		t.Errorf("bf16: 1 + 2^-12 summed to %.10g, want %.10g (FP32 accumulation)", sum[0], 1+p(-12))
 	}
 }
 
@@ -153,6 +195,10 @@ func TestEmuKernelCoverage(t *testing.T) {
 		{"TestConformance", TestConformance}, {"TestConvTF32Conformance", TestConvTF32Conformance},
 		{"TestNormalMatchesRNG", TestNormalMatchesRNG}, {"TestTimestepsMatchRNG", TestTimestepsMatchRNG},
 		{"TestGatherEpochMatchesData", TestGatherEpochMatchesData},
+		{"TestTCProbeMMA", TestTCProbeMMA}, {"TestTCProbeMMAK4", TestTCProbeMMAK4},
+		{"TestTCProbeLdmatrix", TestTCProbeLdmatrix}, {"TestTCProbeCpAsync", TestTCProbeCpAsync},
+		{"TestConvBF16Conformance", TestConvBF16Conformance}, {"TestTCProbeMMABF16", TestTCProbeMMABF16},
+		{"TestTCProbeCvtBF16", TestTCProbeCvtBF16},
 	}
 	for _, tc := range tests {
 		launches.Lock()

@@ -11,6 +11,13 @@ import (
 // gemmMaxZ is the largest grid z of a launch (CUDA's limit); longer batches are cut into several launches.
 const gemmMaxZ = 65535
 
+// gemmTile is GEMM_BM = GEMM_BN of kernels/gemm_tile.cuh (the output tile of one block) and gemmThreads its
+// GEMM_THREADS.
+const (
+	gemmTile    = 64
+	gemmThreads = 256
+)
+
 // gemmCall describes one gemm_f32 launch (see kernels/linear.cu): for each batch index z < batch,
 //
 //	C_z[m, n] = alpha·Σ_k A_z[m, k]·B_z[k, n] + bias[n] + (acc ? C_z[m, n] : 0)

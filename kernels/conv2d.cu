@@ -1,161 +1,470 @@
-// conv2d.cu -- 2-D convolution (NCHW, square kernel K, stride S, zero padding P) as implicit GEMM: the im2col matrix
-// is never stored; the GEMM tiles of kernels/gemm_tile.cuh gather it from x (or dy) as they load. Launched by
-// cuda/conv2d.go with GEMM_THREADS threads and a grid of GEMM tiles. Each op has an FP32 entry point (_f32) and a
-// TF32 tensor-core one (_tf32, wmma 16x16x8 with FP32 accumulation), same arguments and grid.
+// conv2d.cu -- 2-D convolution (NCHW, square kernel K, stride S, zero padding P) as implicit GEMM over packed
+// operands. Launched by cuda/conv2d.go, the only place that knows the argument order and picks the variants.
 //
 // Shapes: x [N, Cin, H, W], w [Cout, Cin, K, K], y and dy [N, Cout, OH, OW], OH = (H + 2P + E − K)/S + 1 (OW alike),
-// where E (ops.ConvShape.PadEnd) pads zeros after x only: E enters through OH and OW, which the launcher passes, and
-// every read outside x is 0 (im2col below; the output bounds of the backward-data gather), so no kernel needs E.
-// Index names: KK = K·K, CKK = Cin·KK, OHW = OH·OW, HW = H·W; a reduction index k = (c, p, q) means k = c·KK + p·K + q.
+// where E (ops.ConvShape.PadEnd) pads zeros after x only; KK = K·K taps, tap = p·K + q. E enters through OH and OW
+// and the padded grid's size (Hp = H + 2P + E, which the launcher passes): the pack writes zeros there, and
+// backward-data's dyq drops the rows and columns of dy past H + K − 1 (outputs that read padding only).
+//
+// The launcher first packs the operands (conv2d_pack_act_f32, conv2d_pack_w_f32) into its scratch:
+//   activations NCHW → "NHWC on a padded grid": a[n][h'][w'][c], zero outside the image and for c ≥ C, the channel
+//     count rounded up to Cp, a multiple of 4, so that every 16-byte chunk of four channels is aligned;
+//   weights → tap-major rows: wk[o][tap][c] (c < Cp);
+// and, for the tensor-core kernels, rounds them to TF32 (cvt.rna.tf32.f32) or bfloat16 (to nearest even) on the way. The main loops
+// (kernels/igemm.cuh) then read 16-byte chunks from precomputed row offsets plus a per-k-step offset: no division
+// or bounds test per element, and no dependence on the stride inside the loop.
+//
+//   forward          y[n,o,i,j] = b[o] + Σ_{p,q,c} w[o,c,p,q]·xp[n, i·S+p, j·S+q, c]   (xp = x padded by P, P + E)
+//                    K-major GEMM: M = Cout, N = batch·OH·OW, k = (tap, c) over KK·Cp.
+//   backward-data    dx[n,c,h,v] += Σ_{p',q',o} w[o,c,K−1−p',K−1−q']·dyq[n, h+p', v+q', o]
+//                    where dyq is dy with S−1 zeros between its elements and K−1−P zeros of padding: the
+//                    stride-1 forward convolution of dyq with the flipped, transposed weights (packed by
+//                    conv2d_pack_w_f32 with flip = 1). Same kernels, M = Cin, N = batch·H·W, k over KK·Coutp.
+//   backward-weight  dw[o,c,p,q] += Σ_{n,i,j} dy[n,o,i,j]·xp[n, i·S+p, j·S+q, c]
+//                    MN-major GEMM: M = Cout, N = (tap, c) over KK·Cp, k = pixel (n, i, j); dy packed NHWC.
+// Each may be split over k (blockIdx.z, kchunk k-indices each, a multiple of 32) into partial sums part[z] in the
+// output's layout, which conv2d_splitk_reduce_f32 / conv2d_splitk_bias_f32 add in z order: the results do not
+// depend on scheduling.
+//
+// Entry points: conv2d_igemm_{f32,tf32,bf16}_m{64,128}_k{1,n} and conv2d_igemm_{tf32,bf16}_m{64,128}_kx (forward
+// and backward-data: block tile M 64 or 128; kernel 1x1, KxK with at most one kernel-row change per k-step, or any:
+// see KSrc) and conv2d_wgrad_{f32,tf32,bf16}_m{64,128} (backward-weight); the _tf32 and _bf16 ones (mma.sync
+// m16n8k8/m16n8k4 TF32, m16n8k16 bf16; FP32 accumulation) only for sm_80 and newer (kernels/ptx/sm80) and the
+// emulator. The stride does not enter the main loops (only the rows' offsets, computed before them), so no variant
+// depends on it.
 #include "common.cuh"
-#include "gemm_tile.cuh"
+#include "igemm.cuh"
 #include "warp_reduce.cuh"
 
-// The convolution geometry, unpacked once per thread.
-struct ConvGeom {
-  int N, Cin, H, W, Cout, K, S, P, OH, OW;
-  __device__ __forceinline__ int KK() const { return K * K; }
-  __device__ __forceinline__ int CKK() const { return Cin * K * K; }
-  __device__ __forceinline__ int OHW() const { return OH * OW; }
-  __device__ __forceinline__ int HW() const { return H * W; }
-  // x[img, c, i·S+p−P, j·S+q−P] for reduction index k = (c, p, q) and output pixel pix = i·OW + j; 0 in the padding.
-  __device__ __forceinline__ float im2col(const float* x, int img, int k, int pix) const {
-    const int c = k / KK(), pq = k - c * KK(), p = pq / K, q = pq - p * K;
-    const int i = pix / OW, j = pix - i * OW;
-    const int hi = i * S - P + p, wi = j * S - P + q;
-    if (hi < 0 || hi >= H || wi < 0 || wi >= W) return 0.0f;
-    return __ldg(x + (((long long)img * Cin + c) * H + hi) * W + wi);
+// The BF16 entry points live in a module of their own under nvcc: kernels/conv2d_bf16.cu compiles this file with
+// CONV_BF16_MODULE defined, which keeps them and drops the rest. (Compiled together with the TF32 kernels, CUDA 11.8's
+// NVVM emitted the PTX of the TF32 backward-weight kernels differently from run to run, which made the committed PTX
+// irreproducible.) The emulator compiles everything once, from this file.
+#if defined(CONV_BF16_MODULE) || !defined(__CUDACC__)
+#define CONV_BF16_ENTRIES HAVE_MMA_TF32
+#else
+#define CONV_BF16_ENTRIES 0
+#endif
+
+#ifndef CONV_BF16_MODULE
+// ---- packing ---------------------------------------------------------------------------------------------------------
+// out[n][a][b][c] for a < Hp, b < Wp, c < Cp: with ra = a − off and rb = b − off, in[n][c][ra/Z][rb/Z] when c < C and
+// ra, rb ≥ 0, divisible by Z, ra/Z < H and rb/Z < W; 0 otherwise. Rounded as round says (conv_round). The forward's xp is
+// (off, Z) = (P, 1); backward-data's dyq is (K−1−P, S); NHWC dy is (0, 1) with Hp = OH, Wp = OW. One block of
+// 32x8 threads per output row (n, a), moving 32x32 tiles (channels x columns) through shared memory so that the
+// reads (along w) and the writes (along c) are both coalesced.
+#define CONV_PACK_TILE 32
+// The rounding of the packed operands, by the precision of the kernels that read them (cuda/conv2d.go convRound):
+// 0 none (FP32), 1 TF32 (cvt.rna.tf32.f32: 10-bit significand, ties away), 2 bfloat16 (8-bit significand, to nearest
+// even, as cvt.rn.bf16.f32).
+__device__ __forceinline__ float conv_round(float v, int round) {
+  return round == 1 ? f32_to_tf32(v) : round == 2 ? f32_to_bf16(v) : v;
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_pack_act_f32(const float* in, float* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
+                        int Z, int round) {
+  __shared__ float tile[CONV_PACK_TILE][CONV_PACK_TILE + 1];
+  const int n = blockIdx.x / Hp, a = blockIdx.x % Hp, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+  const int ra = a - off;
+  const bool row_ok = ra >= 0 && ra % Z == 0 && ra / Z < H;
+  const int h = row_ok ? ra / Z : 0;
+  for (int b0 = 0; b0 < Wp; b0 += CONV_PACK_TILE)
+    for (int c0 = 0; c0 < Cp; c0 += CONV_PACK_TILE) {
+      const int b = b0 + tx, rb = b - off;
+      const bool col_ok = row_ok && b < Wp && rb >= 0 && rb % Z == 0 && rb / Z < W;
+      for (int cc = ty; cc < CONV_PACK_TILE; cc += 8) {
+        const int c = c0 + cc;
+        float v = 0.0f;
+        if (col_ok && c < C) v = __ldg(in + (((long long)n * C + c) * H + h) * W + rb / Z);
+        tile[cc][tx] = conv_round(v, round);
+      }
+      __syncthreads();
+      for (int bb = ty; bb < CONV_PACK_TILE; bb += 8) {
+        const int bo = b0 + bb, c = c0 + tx;
+        if (bo < Wp && c < Cp) out[(((long long)n * Hp + a) * Wp + bo) * Cp + c] = tile[tx][bb];
+      }
+      __syncthreads();
+    }
+}
+EMU_REGISTER(conv2d_pack_act_f32)
+
+// Weights, tap-major. flip = 0 (forward, backward-weight's layout): out[o][tap][c] = w[o][c][tap] for c < Cin, 0 for
+// Cin ≤ c < Cp. flip = 1 (backward-data): out[c][tap][o] = w[o][c][KK−1−tap] for o < Cout, 0 for Cout ≤ o < Cp.
+// Rounded as round says (conv_round). Grid-stride over the rows·KK·Cp outputs.
+extern "C" __global__ void conv2d_pack_w_f32(const float* w, float* out, int Cout, int Cin, int KK, int Cp, int flip,
+                                             int round) {
+  const long long n = (long long)(flip ? Cin : Cout) * KK * Cp;
+  for (long long e = global_index(); e < n; e += global_stride()) {
+    const int cc = (int)(e % Cp), tap = (int)(e / Cp % KK), r = (int)(e / ((long long)Cp * KK));
+    float v = 0.0f;
+    if (!flip && cc < Cin) v = w[((long long)r * Cin + cc) * KK + tap];
+    if (flip && cc < Cout) v = w[((long long)cc * Cin + r) * KK + (KK - 1 - tap)];
+    out[e] = conv_round(v, round);
   }
-};
-
-// ---- forward -------------------------------------------------------------------------------------------------------
-// GEMM with M = Cout, N = batch·OHW (column n = img·OHW + pix), K = CKK:
-//   y[img, o, pix] = b[o] + Σ_k w[o, k]·im2col(x)[k, (img, pix)]
-// i.e. y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P]. b may be null (no bias).
-template <class Core>
-__device__ __forceinline__ void conv2d_fwd(const float* x, const float* w, const float* b, float* y, ConvGeom g) {
-  const int ckk = g.CKK(), ohw = g.OHW();
-  auto la = [&](int o, int k) { return __ldg(w + (long long)o * ckk + k); };
-  auto lb = [&](int k, int n) {
-    const int img = n / ohw;
-    return g.im2col(x, img, k, n - img * ohw);
-  };
-  auto st = [&](int o, int n, float v) {
-    const int img = n / ohw;
-    y[((long long)img * g.Cout + o) * ohw + (n - img * ohw)] = v + (b ? b[o] : 0.0f);
-  };
-  gemm_tile<Core>(g.Cout, g.N * ohw, 0, ckk, true, false, la, lb, st);
 }
+EMU_REGISTER(conv2d_pack_w_f32)
 
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    conv2d_fwd_f32(const float* x, const float* w, const float* b, float* y, int N, int Cin, int H, int W, int Cout,
-                   int K, int S, int P, int OH, int OW) {
-  conv2d_fwd<GemmCoreFP32>(x, w, b, y, ConvGeom{N, Cin, H, W, Cout, K, S, P, OH, OW});
-}
-EMU_REGISTER(conv2d_fwd_f32)
-
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    conv2d_fwd_tf32(const float* x, const float* w, const float* b, float* y, int N, int Cin, int H, int W, int Cout,
-                    int K, int S, int P, int OH, int OW) {
-  conv2d_fwd<GemmCoreTF32>(x, w, b, y, ConvGeom{N, Cin, H, W, Cout, K, S, P, OH, OW});
-}
-EMU_REGISTER(conv2d_fwd_tf32)
-
-// ---- backward-data -------------------------------------------------------------------------------------------------
-// GEMM with M = Cin, N = batch·HW (column n = img·HW + h·W + v), K = Cout·KK (k = o·KK + p·K + q), accumulating:
-//   dx[img, c, h, v] += Σ_{o,p,q} w[o, c, p, q]·dy[img, o, (h+P−p)/S, (v+P−q)/S]
-// over the (o, p, q) whose output position is whole (S divides h+P−p and v+P−q) and inside [0, OH) x [0, OW).
-// This is the adjoint of the forward map x → y: each dy element returns, through every weight, to the x it read.
-template <class Core>
-__device__ __forceinline__ void conv2d_bwd_data(const float* w, const float* dy, float* dx, ConvGeom g) {
-  const int kk = g.KK(), hw = g.HW(), ohw = g.OHW();
-  auto la = [&](int c, int k) {
-    const int o = k / kk;
-    return __ldg(w + ((long long)o * g.Cin + c) * kk + (k - o * kk));
-  };
-  auto lb = [&](int k, int n) {
-    const int o = k / kk, pq = k - o * kk, p = pq / g.K, q = pq - p * g.K;
-    const int img = n / hw, r = n - img * hw, h = r / g.W, v = r - h * g.W;
-    const int th = h + g.P - p, tv = v + g.P - q;
-    if (th < 0 || tv < 0) return 0.0f;
-    const int oi = th / g.S, oj = tv / g.S;
-    if (oi * g.S != th || oj * g.S != tv || oi >= g.OH || oj >= g.OW) return 0.0f;
-    return __ldg(dy + ((long long)img * g.Cout + o) * ohw + oi * g.OW + oj);
-  };
-  auto st = [&](int c, int n, float v) {
-    const int img = n / hw;
-    dx[((long long)img * g.Cin + c) * hw + (n - img * hw)] += v;
-  };
-  gemm_tile<Core>(g.Cin, g.N * hw, 0, g.Cout * kk, true, false, la, lb, st);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    conv2d_bwd_data_f32(const float* w, const float* dy, float* dx, int N, int Cin, int H, int W, int Cout, int K,
-                        int S, int P, int OH, int OW) {
-  conv2d_bwd_data<GemmCoreFP32>(w, dy, dx, ConvGeom{N, Cin, H, W, Cout, K, S, P, OH, OW});
-}
-EMU_REGISTER(conv2d_bwd_data_f32)
-
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    conv2d_bwd_data_tf32(const float* w, const float* dy, float* dx, int N, int Cin, int H, int W, int Cout, int K,
-                         int S, int P, int OH, int OW) {
-  conv2d_bwd_data<GemmCoreTF32>(w, dy, dx, ConvGeom{N, Cin, H, W, Cout, K, S, P, OH, OW});
-}
-EMU_REGISTER(conv2d_bwd_data_tf32)
-
-// ---- backward-weight -----------------------------------------------------------------------------------------------
-// GEMM with M = Cout, N = CKK, K = batch·OHW (k = img·OHW + pix):
-//   dw[o, c, p, q] += Σ_{img, pix} dy[img, o, pix]·im2col(x)[(c, p, q), (img, pix)]
-// split over blockIdx.z into chunks of kchunk reduction indices. With one chunk (splits = 1) the tile adds straight
-// into dw; otherwise chunk z writes its partial sums to part[z·Cout·CKK + o·CKK + (c,p,q)] and
-// conv2d_splitk_reduce_f32 adds the partials to dw in chunk order, so the result does not depend on scheduling.
-template <class Core>
-__device__ __forceinline__ void conv2d_bwd_weight(const float* x, const float* dy, float* dw, float* part, int kchunk,
-                                                  ConvGeom g) {
-  const int ckk = g.CKK(), ohw = g.OHW();
-  const int k0 = blockIdx.z * kchunk, k1 = min(g.N * ohw, k0 + kchunk);
-  auto la = [&](int o, int k) {
-    const int img = k / ohw;
-    return __ldg(dy + ((long long)img * g.Cout + o) * ohw + (k - img * ohw));
-  };
-  auto lb = [&](int k, int n) {
-    const int img = k / ohw;
-    return g.im2col(x, img, n, k - img * ohw);
-  };
-  float* slice = part ? part + (long long)blockIdx.z * g.Cout * ckk : nullptr;
-  auto st = [&](int o, int n, float v) {
-    if (slice)
-      slice[(long long)o * ckk + n] = v;
-    else
-      dw[(long long)o * ckk + n] += v;
-  };
-  gemm_tile<Core>(g.Cout, ckk, k0, k1, true, true, la, lb, st);
-}
-
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    conv2d_bwd_weight_f32(const float* x, const float* dy, float* dw, float* part, int kchunk, int N, int Cin, int H,
-                          int W, int Cout, int K, int S, int P, int OH, int OW) {
-  conv2d_bwd_weight<GemmCoreFP32>(x, dy, dw, part, kchunk, ConvGeom{N, Cin, H, W, Cout, K, S, P, OH, OW});
-}
-EMU_REGISTER(conv2d_bwd_weight_f32)
-
-extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
-    conv2d_bwd_weight_tf32(const float* x, const float* dy, float* dw, float* part, int kchunk, int N, int Cin, int H,
-                           int W, int Cout, int K, int S, int P, int OH, int OW) {
-  conv2d_bwd_weight<GemmCoreTF32>(x, dy, dw, part, kchunk, ConvGeom{N, Cin, H, W, Cout, K, S, P, OH, OW});
-}
-EMU_REGISTER(conv2d_bwd_weight_tf32)
-
-// dw[i] += Σ_{s < splits} part[s·n + i], s increasing (grid-stride over i < n).
-extern "C" __global__ void conv2d_splitk_reduce_f32(const float* part, float* dw, int splits, int n) {
+// ---- split-K reductions ----------------------------------------------------------------------------------------------
+// dst[i] += Σ_{s < splits} part[s·n + i], s increasing (grid-stride over i < n).
+extern "C" __global__ void conv2d_splitk_reduce_f32(const float* part, float* dst, int splits, int n) {
   for (long long i = global_index(); i < n; i += global_stride()) {
     float acc = 0.0f;
     for (int s = 0; s < splits; s++) acc += part[(long long)s * n + i];
-    dw[i] += acc;
+    dst[i] += acc;
   }
 }
 EMU_REGISTER(conv2d_splitk_reduce_f32)
 
+// y[i] = b[(i / OHW) % Cout] + Σ_{s < splits} part[s·n + i] (b may be null: 0), s increasing; y [N, Cout, OHW].
+extern "C" __global__ void conv2d_splitk_bias_f32(const float* part, const float* b, float* y, int splits, int n,
+                                                  int Cout, int OHW) {
+  for (long long i = global_index(); i < n; i += global_stride()) {
+    float acc = 0.0f;
+    for (int s = 0; s < splits; s++) acc += part[(long long)s * n + i];
+    y[i] = acc + (b ? b[(i / OHW) % Cout] : 0.0f);
+  }
+}
+EMU_REGISTER(conv2d_splitk_bias_f32)
+
+#endif  // CONV_BF16_MODULE
+
+// ---- geometry helpers ------------------------------------------------------------------------------------------------
+// n / d and n % d by a multiply and a shift (0 ≤ n < 2^31, 1 ≤ d < 2^31): m = ⌊2^32·(2^s − d)/d⌋ + 1 with
+// s = ⌈log2 d⌉, n / d = (umulhi(n, m) + n) >> s (the sum stays below 2^32 for n < 2^31).
+struct IntDiv {
+  unsigned d, m, s;
+  __device__ __forceinline__ explicit IntDiv(int dv) : d((unsigned)dv) {
+    s = 0;
+    while ((1ull << s) < d) s++;
+    m = (unsigned)(((1ull << 32) * ((1ull << s) - d)) / d + 1);
+  }
+  __device__ __forceinline__ int div(int n) const { return (int)((__umulhi((unsigned)n, m) + (unsigned)n) >> s); }
+};
+
+// Modes of the stores: set (forward: y = acc + b), add (accumulate into dx, dw), part (split-K partials).
+#define CONV_SET 0
+#define CONV_ADD 1
+#define CONV_PART 2
+
+// K-major operands: this thread's rows r0 + j·RS of the A tile (weights, j < CA) and of the B tile (activations,
+// j < CB) start arow[j] and brow[j] floats after their operand's base; the chunk of the current k-step lies 4kc
+// floats further in A and bkoff floats further in B. Rows past an operand's end read its row 0 instead: they only
+// feed rows or columns of C that are not stored. Chunks past the end of the block's k range are zero (ok false):
+// they meet the other operand's chunks of the same k, which may hold anything. The thread's chunk index along k is kc
+// (k = 4kc .. 4kc + 3, advancing by STEP chunks per k-step) within [.., kcEnd). With H = 2 the thread also copies
+// chunk kc + 4, 16 floats further (which the variants below that use it guarantee).
+//
+// Weights: k is linear within a row ([M][KK][Cp]). Activations: k = (p, q, c) over KK·Cp, and in the packed NHWC
+// input the k of one kernel row p (taps q = 0..K−1, all channels) are K·Cp consecutive floats:
+// bkoff = p·Win·Cp + 4·(chunk within the row). So bkoff advances by 4·STEP per k-step and jumps by (Win − K)·Cp
+// where the k-step leaves a kernel row (left counts the row's chunks still ahead). Variants (TAPS):
+//   1  K = 1: linear too, bkoff = 4kc;
+//   2  at most one kernel-row change per k-step (K·Cp/4 ≥ STEP, which the launcher checks; with H = 2 it also checks
+//      that Cp is a multiple of 32, so that a k-step never straddles two kernel rows): one test;
+//   0  any K and Cp: a loop.
+template <int CA, int CB, int STEP, int TAPS, int H>
+struct KSrc {
+  const float *abase, *bbase;
+  const float *ak, *bk;              // abase + 4kc, bbase + bkoff (the bases past the k range)
+  unsigned arow[CA], brow[CB];       // unsigned: base + offset is one wide multiply-add
+  int kc, kcEnd, bkoff;
+  int left = 0, K = 1, Cp = 0, Win = 0;  // kernel arguments: the compiler reads them where used
+
+  __device__ __forceinline__ bool ok(int h) const { return kc + 4 * h < kcEnd; }
+  __device__ __forceinline__ const float* aptr(int j, int h) const { return ak + arow[j] + 16 * h; }
+  __device__ __forceinline__ const float* bptr(int j, int h) const { return bk + brow[j] + 16 * h; }
+  __device__ __forceinline__ void settle() {
+    const bool in = kc < kcEnd;
+    ak = abase + (in ? 4 * kc : 0);
+    bk = bbase + (in ? bkoff : 0);
+  }
+  __device__ __forceinline__ void start(int kc0, int kcEnd_, int Cp_, int K_, int Win_) {
+    kc = kc0;
+    kcEnd = kcEnd_;
+    K = K_, Cp = Cp_, Win = Win_;
+    if (TAPS == 1) {
+      bkoff = 4 * kc0;
+    } else {
+      const int rowlen = K * (Cp / 4), p = kc0 / rowlen, rem = kc0 - p * rowlen;
+      bkoff = p * Win * Cp + 4 * rem;
+      left = rowlen - rem;
+    }
+    settle();
+  }
+  __device__ __forceinline__ void next() {
+    kc += STEP;
+    bkoff += 4 * STEP;
+    if (TAPS != 1) {
+      left -= STEP;
+      if (TAPS == 2) {
+        if (left <= 0) left += K * (Cp / 4), bkoff += (Win - K) * Cp;
+      } else {
+        while (left <= 0) left += K * (Cp / 4), bkoff += (Win - K) * Cp;
+      }
+    }
+    settle();
+  }
+};
+
+// Store of the K-major GEMM element (m, n): n is a pixel (img, pix) of the output, pix < OHW; out[img][m][pix].
+// KStore holds kernel arguments only; ready() makes the functor, after the main loop.
+struct KStoreReady {
+  float* out;
+  const float* bias;
+  int M, OHW, mode;
+  long long zoff;
+  IntDiv dOHW;
+  __device__ __forceinline__ void operator()(int m, int n, float v) const {
+    const int img = dOHW.div(n);
+    const long long i = ((long long)img * M + m) * OHW + (n - img * OHW);
+    if (mode == CONV_SET)
+      out[i] = v + (bias ? bias[m] : 0.0f);
+    else if (mode == CONV_ADD)
+      out[i] += v;
+    else
+      out[zoff + i] = v;
+  }
+};
+struct KStore {
+  float* out;
+  const float* bias;
+  int M, Npix, OHW, mode;
+  __device__ __forceinline__ KStoreReady ready() const {
+    return KStoreReady{out, bias, M, OHW, mode, (long long)blockIdx.z * Npix * M, IntDiv(OHW)};
+  }
+};
+
+// The main loop of each precision (kernels/igemm.cuh).
+template <bool TC, bool BF>
+struct IgLoop {
+  template <int BM, int H, class SRC, class ST>
+  __device__ __forceinline__ static void kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+    ig_f32_kmajor<BM>(src, ksteps, M, N, st);
+  }
+  template <int BM, class SRC, class ST>
+  __device__ __forceinline__ static void mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+    ig_f32_mnmajor<BM>(src, ksteps, M, N, st);
+  }
+};
+#if HAVE_MMA_TF32
+template <bool BF>
+struct IgLoop<true, BF> {  // BF: mma m16n8k16 bf16 instead of TF32 (kernels/igemm.cuh)
+  template <int BM, int H, class SRC, class ST>
+  __device__ __forceinline__ static void kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+    ig_tc_kmajor<BM, H, BF>(src, ksteps, M, N, st);
+  }
+  template <int BM, class SRC, class ST>
+  __device__ __forceinline__ static void mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+    ig_tc_mnmajor<BM, BF>(src, ksteps, M, N, st);
+  }
+};
+#endif
+
+// ---- forward and backward-data ---------------------------------------------------------------------------------------
+// out[img][m][pix] (mode) Σ_{tap, c} wk[m][tap][c]·in[img][i·S + p][j·S + q][c] for output pixel pix = i·OW + j,
+// k over this block's split [z·kchunk, min(KK·Cp, (z+1)·kchunk)). in: [N][Hin][Win][Cp] packed, wk: [M][KK][Cp].
+template <int BM, int TAPS, bool TC, bool BF>
+__device__ __forceinline__ void conv_igemm(const float* in, const float* wk, const float* bias, float* out, int M,
+                                           int Npix, int OH, int OW, int Hin, int Win, int S, int K, int Cp,
+                                           int kchunk, int mode) {
+  // H chunks per row and thread: two on the tensor-core path where they are 16 floats apart (not for TAPS = 0).
+  constexpr int BK = TC ? IG_BK_TC : IG_BK_F32, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM), STEP = BK / 4;
+  constexpr int H = TC && TAPS != 0 ? 2 : 1, TPR = STEP / H, RS = T / TPR, CA = BM / RS, CB = IG_BN / RS;
+  const int tid = threadIdx.x, cc = tid % TPR, r0 = tid / TPR;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * IG_BN;
+  const int ldk = K * K * Cp, OHW = OH * OW;
+  const int k0 = blockIdx.z * kchunk, k1 = min(ldk, k0 + kchunk);
+  const int ksteps = (k1 - k0 + BK - 1) / BK;
+
+  KSrc<CA, CB, STEP, TAPS, H> src;
+  src.abase = wk;
+  src.bbase = in;
+  IG_UNROLL
+  for (int j = 0; j < CA; j++) {
+    const int m = m0 + r0 + j * RS;
+    src.arow[j] = m < M ? (unsigned)(m * ldk) : 0u;
+  }
+  const IntDiv dOHW(OHW), dOW(OW);
+  IG_UNROLL
+  for (int j = 0; j < CB; j++) {
+    const int u = n0 + r0 + j * RS;
+    const int img = dOHW.div(u), rem = u - img * OHW, i = dOW.div(rem), jj = rem - i * OW;
+    src.brow[j] = u < Npix ? (unsigned)(((img * Hin + i * S) * Win + jj * S) * Cp) : 0u;
+  }
+  src.start(k0 / 4 + cc, k1 / 4, Cp, K, Win);
+
+  const KStore st{out, bias, M, Npix, OHW, mode};
+  IgLoop<TC, BF>::template kmajor<BM, H>(src, ksteps, M, Npix, st);
+}
+
+#define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
+  extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC))       \
+      NAME(const float* in, const float* wk, const float* bias, float* out, int M, int Npix, int OH, int OW, int Hin, \
+           int Win, int S, int K, int Cp, int kchunk, int mode) {                                                      \
+    conv_igemm<BM, TAPS, TC, BF>(in, wk, bias, out, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode);               \
+  }                                                                                                                   \
+  EMU_REGISTER(NAME)
+
+// FP32: a kernel row (K·Cp ≥ 8 floats for K ≥ 2) is at least a k-step (two chunks) long, so _kn serves every K ≥ 2.
+#ifndef CONV_BF16_MODULE
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_k1, 128, 1, false, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_kn, 128, 2, false, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_k1, 64, 1, false, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_kn, 64, 2, false, false)
+#if HAVE_MMA_TF32
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_k1, 128, 1, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kn, 128, 2, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kx, 128, 0, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_k1, 64, 1, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kn, 64, 2, true, false)
+CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
+#endif
+#endif  // CONV_BF16_MODULE
+#if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
+// The compute_70 build of the BF16 module: the entry points with empty bodies (never launched: package cuda refuses
+// BF16 below compute capability 8.0, where the compute_80 module replaces them).
+#undef CONV_IGEMM_ENTRY
+#define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
+  extern "C" __global__ void NAME(const float*, const float*, const float*, float*, int, int, int, int, int, int,   \
+                                  int, int, int, int, int) {}
+#undef CONV_BF16_ENTRIES
+#define CONV_BF16_ENTRIES 1
+#endif
+#if CONV_BF16_ENTRIES
+// BF16: the TF32 kernels' loops with mma m16n8k16 bf16 (operands packed as bfloat16 values).
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_k1, 128, 1, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kn, 128, 2, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kx, 128, 0, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_k1, 64, 1, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kn, 64, 2, true, true)
+CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kx, 64, 0, true, true)
+#endif
+
+// ---- backward-weight -------------------------------------------------------------------------------------------------
+// MN-major operands at the pixel row u of the current k-step (u = this thread's row; u advances by BK per k-step):
+//   A chunk j: dyh[u][m0 + 4(c0 + j·CS) ..]            dyh = NHWC dy [Npix][Mp]
+//   B chunk j: xp[img][i·S + p][jj·S + q][c ..]         for the column (tap, c) = n0 + 4(c0 + j·CS), u = (img, i, jj)
+// The columns' tap offsets are fixed per thread; the pixel is decoded once per k-step. Columns past the operand's
+// width read inside its row (A, within the scratch's slack) or at column 0 (B): they only feed columns or rows of C
+// that are not stored. Rows past the block's k range are zero (ok false).
+template <int CA, int CB, int CS, int BK>
+struct WSrc {
+  const float* dyh;
+  const float* xp;
+  const float* abase;  // dyh + u·Mp + acol0
+  const float* bbase;  // xp + pixel offset of u
+  int acol0;
+  unsigned boff[CB];  // unsigned: bbase + boff is one wide multiply-add
+  int u, uEnd;
+  int Mp, Hp, Wp, S, Cp, OHW, OW;
+  IntDiv dOHW, dOW;
+
+  __device__ __forceinline__ WSrc(int OHW_, int OW_) : dOHW(OHW_), dOW(OW_) {}
+  __device__ __forceinline__ bool aok(int) const { return u < uEnd; }
+  __device__ __forceinline__ bool bok(int) const { return u < uEnd; }
+  __device__ __forceinline__ const float* aptr(int j) const { return abase + 4 * CS * j; }
+  __device__ __forceinline__ const float* bptr(int j) const { return bbase + boff[j]; }
+  __device__ __forceinline__ void settle() {
+    int rowA = 0, rowB = 0;
+    if (u < uEnd) {
+      const int img = dOHW.div(u), rem = u - img * OHW, i = dOW.div(rem), jj = rem - i * OW;
+      rowA = u * Mp;
+      rowB = ((img * Hp + i * S) * Wp + jj * S) * Cp;
+    }
+    abase = dyh + rowA + acol0;
+    bbase = xp + rowB;
+  }
+  __device__ __forceinline__ void next() {
+    u += BK;
+    settle();
+  }
+};
+
+// Store of (m, n) = (o, column (tap, c)): dw[o][c][tap] (mode add) or part[z][o][c][tap] (mode part), c < Cin.
+// WStore holds kernel arguments only; ready() makes the functor, after the main loop.
+struct WStoreReady {
+  float* out;
+  int Cin, Cp, KK, mode;
+  long long zoff;
+  IntDiv dCp;
+  __device__ __forceinline__ void operator()(int m, int n, float v) const {
+    const int tap = dCp.div(n), c = n - tap * Cp;
+    if (c >= Cin) return;
+    const long long i = ((long long)m * Cin + c) * KK + tap;
+    if (mode == CONV_ADD)
+      out[i] += v;
+    else
+      out[zoff + i] = v;
+  }
+};
+struct WStore {
+  float* out;
+  int Cout, Cin, Cp, KK, mode;
+  __device__ __forceinline__ WStoreReady ready() const {
+    return WStoreReady{out, Cin, Cp, KK, mode, (long long)blockIdx.z * Cout * Cin * KK, IntDiv(Cp)};
+  }
+};
+
+// out (mode) dw[o][c][p][q] = Σ_u dyh[u][o]·xp[img][i·S + p][jj·S + q][c] over this block's pixels
+// [z·kchunk, min(Npix, (z+1)·kchunk)). dyh: [Npix][Mp] packed dy, xp: [N][Hp][Wp][Cp] packed x.
+template <int BM, bool TC, bool BF>
+__device__ __forceinline__ void conv_wgrad(const float* dyh, const float* xp, float* out, int Cout, int Mp, int Cin,
+                                           int Cp, int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk,
+                                           int mode) {
+  constexpr int BK = TC ? IG_BK_TC : IG_BK_F32, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM);
+  constexpr int TPR = T / BK, CA = BM / (4 * TPR), CB = IG_BN / (4 * TPR);
+  const int tid = threadIdx.x, r = tid / TPR, c0 = tid % TPR;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * IG_BN;
+  const int KK = K * K, Ncol = KK * Cp;
+  const int k0 = blockIdx.z * kchunk, k1 = min(Npix, k0 + kchunk);
+  const int ksteps = (k1 - k0 + BK - 1) / BK;
+
+  WSrc<CA, CB, TPR, BK> src(OH * OW, OW);
+  src.dyh = dyh, src.xp = xp;
+  src.Mp = Mp, src.Hp = Hp, src.Wp = Wp, src.S = S, src.Cp = Cp, src.OHW = OH * OW, src.OW = OW;
+  src.acol0 = m0 + 4 * c0 < Mp ? m0 + 4 * c0 : 0;
+  const IntDiv dCp(Cp);
+  IG_UNROLL
+  for (int j = 0; j < CB; j++) {
+    const int col = n0 + 4 * (c0 + TPR * j), tap = dCp.div(col), c = col - tap * Cp, p = tap / K, q = tap - p * K;
+    src.boff[j] = col < Ncol ? (unsigned)((p * Wp + q) * Cp + c) : 0u;
+  }
+  src.u = k0 + r;
+  src.uEnd = k1;
+  src.settle();
+
+  const WStore st{out, Cout, Cin, Cp, KK, mode};
+  IgLoop<TC, BF>::template mnmajor<BM>(src, ksteps, Cout, Ncol, st);
+}
+
+#define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                     \
+  extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC)) \
+      NAME(const float* dyh, const float* xp, float* out, int Cout, int Mp, int Cin, int Cp, int K, int S, int Hp, \
+           int Wp, int OH, int OW, int Npix, int kchunk, int mode) {                                              \
+    conv_wgrad<BM, TC, BF>(dyh, xp, out, Cout, Mp, Cin, Cp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode);           \
+  }                                                                                                              \
+  EMU_REGISTER(NAME)
+
+#ifndef CONV_BF16_MODULE
+CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m128, 128, false, false)
+CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m64, 64, false, false)
+#if HAVE_MMA_TF32
+CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m128, 128, true, false)
+CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m64, 64, true, false)
+#endif
+#endif  // CONV_BF16_MODULE
+#if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
+#undef CONV_WGRAD_ENTRY
+#define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                          \
+  extern "C" __global__ void NAME(const float*, const float*, float*, int, int, int, int, int, int, int, int, int,  \
+                                  int, int, int, int) {}
+#endif
+#if CONV_BF16_ENTRIES
+CONV_WGRAD_ENTRY(conv2d_wgrad_bf16_m128, 128, true, true)
+CONV_WGRAD_ENTRY(conv2d_wgrad_bf16_m64, 64, true, true)
+#endif
+
+#ifndef CONV_BF16_MODULE
 // ---- bias gradient -------------------------------------------------------------------------------------------------
 // db[o] += Σ_{img, pix} dy[img, o, pix]: block o (CONV_BIAS_THREADS threads) strides over the pixels of each image,
 // then a fixed-order block sum.
@@ -173,3 +482,4 @@ extern "C" __global__ void __launch_bounds__(CONV_BIAS_THREADS)
   if (threadIdx.x == 0) db[o] += acc;
 }
 EMU_REGISTER(conv2d_bias_grad_f32)
+#endif  // CONV_BF16_MODULE

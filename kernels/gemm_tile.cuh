@@ -1,35 +1,23 @@
-// gemm_tile.cuh -- the shared-memory tiled GEMM core of conv2d.cu (implicit GEMM) and linear.cu (strided GEMM).
+// gemm_tile.cuh -- the shared-memory tiled GEMM core of linear.cu (strided GEMM).
 //
 // One block of GEMM_THREADS threads computes the GEMM_BM x GEMM_BN tile at (blockIdx.y·BM, blockIdx.x·BN) of
 //   C[m, n] = Σ_{k0 ≤ k < k1} A(m, k)·B(k, n)        (0 ≤ m < M, 0 ≤ n < N)
-// where A and B are functors that read one element (so a convolution can gather its im2col matrix on the fly instead
-// of materialising it), and hands each result to a store functor st(m, n, value). k advances in steps of GEMM_BK:
-// each thread loads its share of the next A and B tiles into registers while the block multiplies the current tiles
-// from shared memory. Tile elements outside [0, M) x [k0, k1) or [k0, k1) x [0, N) are zero, so any sizes work.
+// where A and B are functors that read one element, and hands each result to a store functor st(m, n, value). k
+// advances in steps of GEMM_BK: each thread loads its share of the next A and B tiles into registers while the block
+// multiplies the current tiles from shared memory. Tile elements outside [0, M) x [k0, k1) or [k0, k1) x [0, N) are
+// zero, so any sizes work.
 //
-// Two multiply cores share that loop (template argument TC):
-//   FP32: thread (ty, tx) = (tid/16, tid%16) accumulates C rows ty+16i and columns tx+16j (i, j < 4) in FP32 FMAs;
-//         the strided columns make the shared-memory reads of B conflict-free and those of A broadcasts.
-//   TF32: the tiles are rounded to TF32 (10-bit mantissa) as they are stored to shared memory, and the 8 warps run
-//         nvcuda::wmma m16n16k8 tensor-core MMAs with FP32 accumulators: warp w owns rows 16·(w/2) and columns
-//         32·(w%2) (two 16x16 fragments). The accumulators pass through shared memory to the store functor.
-//         Tensor cores with TF32 exist from sm_80: PTX built for an older virtual architecture (the default
-//         compute_70 of kernels/ptx.mk) compiles the TF32 entry points with the FP32 core, same tiling and results
-//         within FP32 rounding; the emulator always runs the TF32 core (kernels/emu/wmma.h).
+// The multiply core (template argument Core), GemmCoreFP32: thread (ty, tx) = (tid/16, tid%16) accumulates C rows
+// ty+16i and columns tx+16j (i, j < 4) in FP32 FMAs; the strided columns make the shared-memory reads of B
+// conflict-free and those of A broadcasts. (The convolutions have their own tiles: kernels/igemm.cuh.)
 #pragma once
 #include "common.cuh"
-#ifdef __CUDACC__
-#include <mma.h>
-#else
-#include "emu/wmma.h"
-#endif
 
 #define GEMM_BM 64
 #define GEMM_BN 64
 #define GEMM_BK 16
 #define GEMM_THREADS 256
-// Row length of the shared tiles: BM (= BN) plus 8 floats, which keeps every wmma fragment pointer 32-byte aligned
-// and staggers the banks of the transposed stores.
+// Row length of the shared tiles: BM (= BN) plus 8 floats, which staggers the banks of the transposed stores.
 #define GEMM_LDS (GEMM_BM + 8)
 
 // #pragma unroll for nvcc; g++ (the emulator) unrolls by its own judgement and would warn about the pragma.
@@ -37,12 +25,6 @@
 #define GEMM_UNROLL _Pragma("unroll")
 #else
 #define GEMM_UNROLL
-#endif
-
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-#define GEMM_HAVE_TF32 1
-#else
-#define GEMM_HAVE_TF32 0
 #endif
 
 // FP32 core: 4x4 accumulators per thread.
@@ -83,51 +65,6 @@ GEMM_UNROLL
       }
   }
 };
-
-#if GEMM_HAVE_TF32
-// TF32 core: two m16n16k8 accumulator fragments per warp.
-struct GemmCoreTF32 {
-  typedef nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 8, float> Acc;
-  Acc acc[2];
-  __device__ __forceinline__ void init() {
-    nvcuda::wmma::fill_fragment(acc[0], 0.0f);
-    nvcuda::wmma::fill_fragment(acc[1], 0.0f);
-  }
-  __device__ __forceinline__ static float prep(float v) { return nvcuda::wmma::__float_to_tf32(v); }
-  __device__ __forceinline__ void step(const float (*As)[GEMM_LDS], const float (*Bs)[GEMM_LDS]) {
-    using namespace nvcuda;
-    const int w = threadIdx.x / 32, wm = w / 2, wn = w % 2;
-GEMM_UNROLL
-    for (int kk = 0; kk < GEMM_BK; kk += 8) {
-      // As is [k][m]: the A tile (m, k) at As[k][m] is column-major with ldm GEMM_LDS; Bs [k][n] is row-major.
-      wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a;
-      wmma::load_matrix_sync(a, &As[kk][16 * wm], GEMM_LDS);
-GEMM_UNROLL
-      for (int f = 0; f < 2; f++) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b;
-        wmma::load_matrix_sync(b, &Bs[kk][32 * wn + 16 * f], GEMM_LDS);
-        wmma::mma_sync(acc[f], a, b, acc[f]);
-      }
-    }
-  }
-  template <class ST>
-  __device__ __forceinline__ void finish(int M, int N, const ST& st) {
-    using namespace nvcuda;
-    alignas(32) __shared__ float Cs[GEMM_BM][GEMM_LDS];
-    const int w = threadIdx.x / 32, wm = w / 2, wn = w % 2;
-    wmma::store_matrix_sync(&Cs[16 * wm][32 * wn], acc[0], GEMM_LDS, wmma::mem_row_major);
-    wmma::store_matrix_sync(&Cs[16 * wm][32 * wn + 16], acc[1], GEMM_LDS, wmma::mem_row_major);
-    __syncthreads();
-    const int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
-    for (int e = threadIdx.x; e < GEMM_BM * GEMM_BN; e += GEMM_THREADS) {
-      const int r = e / GEMM_BN, c = e % GEMM_BN;
-      if (m0 + r < M && n0 + c < N) st(m0 + r, n0 + c, Cs[r][c]);
-    }
-  }
-};
-#else
-typedef GemmCoreFP32 GemmCoreTF32;  // see the file comment: no TF32 tensor cores before sm_80
-#endif
 
 // The tiled loop. a_kfast says which index of A varies fastest in memory (k if true, m otherwise), b_kfast the same
 // for B; consecutive threads then load consecutive addresses. Must be called by all GEMM_THREADS threads of the block.

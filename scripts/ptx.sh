@@ -36,11 +36,13 @@ REBUILD_HINT="install nvcc with scripts/setup.sh --cuda and run make ptx"
 # nvcc 11.8 and compute_70: one PTX (ISA 7.8) runs on V100, A100 and H100 with a CUDA 11.8 or newer driver.
 PTX_ARCH=compute_70
 PTXAS_SMS="sm_70 sm_80 sm_90"
-# conv2d.cu again for compute_80, where its _tf32 kernels use tensor cores (wmma tf32 needs sm_80); the cuda driver
-# loads kernels/ptx/sm80/*.ptx on devices of compute capability >= 8.0.
+# conv2d.cu again for compute_80, where its _tf32 kernels use tensor cores and asynchronous copies (mma.sync with
+# TF32 and cp.async need sm_80), conv2d_bf16.cu, its BF16 kernels (mma.sync m16n8k16 bf16; a module of their own,
+# see kernels/conv2d.cu), and tc_probe.cu, the tests' probes of those instructions; the cuda driver loads
+# kernels/ptx/sm80/*.ptx on devices of compute capability >= 8.0.
 PTX80_ARCH=compute_80
 PTX80_SMS="sm_80 sm_90"
-PTX80_SRCS="kernels/conv2d.cu"
+PTX80_SRCS="kernels/conv2d.cu kernels/conv2d_bf16.cu kernels/tc_probe.cu"
 NVCC_FLAGS="-std=c++14 -O3"
 
 # The modules: mods[i] is the PTX file made from srcs[i] for archs[i], checked by ptxas for smss[i].

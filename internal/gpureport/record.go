@@ -6,6 +6,7 @@ import (
 
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/cuda"
+	"github.com/ddpmgo/ddpm/ops"
 	"github.com/ddpmgo/ddpm/train"
 )
 
@@ -84,17 +85,12 @@ type Precision struct {
 	Setup func(be *cuda.Backend) error
 }
 
-// Precisions are the columns of the roofline. BF16 has no Setup: package cuda has no BF16 kernels yet. Whoever adds
-// them gives it the call that selects them here.
+// Precisions are the columns of the roofline: each ops.Precision, selected by cuda's SetPrecision (which chooses the
+// convolution kernels; the linear layers and attention are FP32 in all three).
 var Precisions = []Precision{
-	{"fp32", func(be *cuda.Backend) error { be.SetTensorCores(false); return nil }},
-	{"tf32", func(be *cuda.Backend) error {
-		if !be.SetTensorCores(true) {
-			return fmt.Errorf("the backend refused tensor cores")
-		}
-		return nil
-	}},
-	{"bf16", nil},
+	{"fp32", func(be *cuda.Backend) error { return be.SetPrecision(ops.FP32) }},
+	{"tf32", func(be *cuda.Backend) error { return be.SetPrecision(ops.TF32) }},
+	{"bf16", func(be *cuda.Backend) error { return be.SetPrecision(ops.BF16) }},
 }
 
 // RecordStep traces one steady-state training step of cfg (train.TraceStep) with p's kernels over a dry driver and

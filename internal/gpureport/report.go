@@ -158,8 +158,9 @@ type renderer struct {
 }
 
 type threadsOf struct {
-	n   int
-	how string // "step", "bounds", "assumed"
+	n    int
+	how  string // "step", "bounds", "assumed"
+	smem int    // the largest dynamic shared memory it is launched with in the traced steps, bytes
 }
 
 // blockSizes: the block a kernel is launched with in the traced steps (the largest seen), else its
@@ -169,18 +170,22 @@ func (r *renderer) blockSizes() map[string]threadsOf {
 	for _, s := range r.steps {
 		for _, l := range s.ls {
 			if t := l.Threads(); !l.IsDriverOp() && t > out[l.Kernel].n {
-				out[l.Kernel] = threadsOf{t, "step"}
+				out[l.Kernel] = threadsOf{t, "step", out[l.Kernel].smem}
+			}
+			if t := out[l.Kernel]; !l.IsDriverOp() && l.Smem > t.smem {
+				t.smem = l.Smem
+				out[l.Kernel] = t
 			}
 		}
 	}
 	for _, k := range r.ks {
 		if _, ok := out[k.Name]; !ok && k.MaxNTID > 0 {
-			out[k.Name] = threadsOf{k.MaxNTID, "bounds"}
+			out[k.Name] = threadsOf{k.MaxNTID, "bounds", 0}
 		}
 	}
 	for _, k := range r.ks {
 		if _, ok := out[k.Name]; !ok {
-			out[k.Name] = threadsOf{256, "assumed"}
+			out[k.Name] = threadsOf{256, "assumed", 0}
 		}
 	}
 	return out
@@ -244,11 +249,19 @@ func (r *renderer) render(base map[string]float64) (string, []Metric, error) {
 	return r.b.String(), ms, nil
 }
 
+// smemString is a kernel's static shared memory, and the dynamic shared memory its launches take when they do.
+func smemString(static, dynamic int) string {
+	if dynamic > 0 {
+		return fmt.Sprintf("%d + %d", static, dynamic)
+	}
+	return fmt.Sprint(static)
+}
+
 func pct(x float64) string { return fmt.Sprintf("%.0f%%", 100*x) }
 
 func (r *renderer) occ(k Kernel, a Arch) (Occupancy, string) {
 	t := r.threads[k.Name]
-	o, err := a.Occupancy(t.n, k.Res.Regs, k.Res.Smem)
+	o, err := a.Occupancy(t.n, k.Res.Regs, k.Res.Smem+t.smem)
 	if err != nil {
 		return o, "does not fit: " + err.Error()
 	}
@@ -269,7 +282,7 @@ func (r *renderer) kernelTables() error {
 	r.p("## Kernels: registers, spills, shared memory, occupancy\n\n")
 	r.p("Occupancy: resident blocks / warps per SM / share of the SM's %d warps, and the limits that bind. Spills:\n", SM90.Warps)
 	r.p("bytes of spill stores + loads on sm_80 / sm_90. `loaded on sm_80+`: no when `kernels/ptx/sm80` overrides it.\n\n")
-	r.p("| module | kernel | threads | regs sm_80 / sm_90 | spills | static smem | occupancy sm_80 | occupancy sm_90 | loaded on sm_80+ |\n")
+	r.p("| module | kernel | threads | regs sm_80 / sm_90 | spills | static (+ dynamic) smem | occupancy sm_80 | occupancy sm_90 | loaded on sm_80+ |\n")
 	r.p("|---|---|---:|---:|---:|---:|---|---|---|\n")
 	for _, key := range keys {
 		a, b := by[key][80], by[key][90]
@@ -284,9 +297,9 @@ func (r *renderer) kernelTables() error {
 		if l, ok := r.loaded[b.Name]; !ok || l.Module != b.Module {
 			used = "no"
 		}
-		r.p("| %s | %s | %d%s | %d / %d | %d / %d | %d | %s | %s | %s |\n", strings.TrimPrefix(a.Module, "kernels/ptx/"),
+		r.p("| %s | %s | %d%s | %d / %d | %d / %d | %s | %s | %s | %s |\n", strings.TrimPrefix(a.Module, "kernels/ptx/"),
 			a.Name, t.n, star, a.Res.Regs, b.Res.Regs, a.Res.SpillStores+a.Res.SpillLoads,
-			b.Res.SpillStores+b.Res.SpillLoads, a.Res.Smem, oa, ob, used)
+			b.Res.SpillStores+b.Res.SpillLoads, smemString(a.Res.Smem, t.smem), oa, ob, used)
 	}
 	r.p("\n## Kernels: main-loop instruction mix\n\n")
 	r.p("sm_90 SASS, share of the main loop's instructions per class (see above); `math sm_80` is the MMA + FFMA\n")
@@ -341,8 +354,10 @@ func (r *renderer) roofline() ([]Metric, error) {
 	r.p("`device.tensor_cores = true`. Each launch is costed by `internal/gpureport/roofline.go`:\n\n")
 	r.p("- memory: its least DRAM traffic (`work.go`: each input read once, each output written once, accumulated\n")
 	r.p("  outputs read and written) at HBM speed, scaled by min(1, blocks / SMs);\n")
-	r.p("- compute, tiled GEMM kernels (convolutions, `gemm_f32`): the multiply-adds their %dx%d tiles execute (M, N, K\n", tile64.BM, tile64.BN)
-	r.p("  rounded up to the tile, the zero taps of strided backward-data included), issued at the main loop's measured\n")
+	r.p("- compute, tiled GEMM kernels (the implicit-GEMM convolutions `conv2d_igemm_*`, `conv2d_wgrad_*` with\n")
+	r.p("  BM×%d tiles, BM = 64 or 128; `gemm_f32` with %dx%d tiles): the multiply-adds their tiles execute (M, N, K\n", 128, tile64.BM, tile64.BN)
+	r.p("  rounded up to the tile, channels packed to multiples of 4, the zero taps of strided backward-data and each\n")
+	r.p("  split-K chunk's last k-step included), issued at the main loop's measured\n")
 	r.p("  share of math instructions, one warp instruction per scheduler per cycle (%.2f G warp instructions/s per SM,\n", m.IssueRate()/1e9)
 	r.p("  the FP32 peak's issue rate), in waves of SMs × resident blocks per SM (sm_90 occupancy), a wave running at\n")
 	r.p("  min(1, resident warps / %d) of that rate, and never faster than the math pipe's peak (a TF32 HMMA.1684 does\n", m.SatWarps)
@@ -524,7 +539,7 @@ func (r *renderer) targets() ([]Metric, error) {
 		ok := true
 		tc := convs(true)
 		for _, k := range tc {
-			o, _ := m.Arch.Occupancy(r.threads[k.Name].n, k.Res.Regs, k.Res.Smem)
+			o, _ := m.Arch.Occupancy(r.threads[k.Name].n, k.Res.Regs, k.Res.Smem+r.threads[k.Name].smem)
 			sh := k.Mix.Share(CatMMA)
 			ok = ok && sh >= 0.5 && o.Blocks >= 2
 			parts = append(parts, fmt.Sprintf("%s %s MMA, %d blocks/SM", k.Name, pct(sh), o.Blocks))

@@ -40,9 +40,10 @@ func (l Launch) IsDriverOp() bool {
 
 // Work is what one launch must do, on paper.
 type Work struct {
-	// FLOPs is the op's floating-point work by its definition (a multiply-add counts 2): for the convolutions
-	// ops.ConvShape.FLOPs (every tap, padding included), for GEMMs 2·M·N·K per matrix; elementwise and reduction
-	// kernels count a nominal few operations per element (they are bound by memory).
+	// FLOPs is the op's floating-point work by its definition (a multiply-add counts 2): for the weight gradient
+	// ops.ConvShape.FLOPs (every tap, padding included), for the forward and backward-data convolutions and GEMMs
+	// 2·M·N·K of the GEMM as launched (convIgemm says what that adds); elementwise and reduction kernels count a
+	// nominal few operations per element (they are bound by memory), copies and packs none.
 	FLOPs float64
 	// FMAs is, for the tiled GEMM kernels (Tiled true), the multiply-adds their tiles execute: M, N and K rounded up
 	// to the tile (BM, BN, BK), and the zero taps of a strided backward-data GEMM included. It sets the compute time.
@@ -66,14 +67,65 @@ var tile64 = gemmTile{64, 64, 16}
 var works = map[string]workFn{}
 
 func init() {
-	for _, k := range []string{"conv2d_fwd_f32", "conv2d_fwd_tf32"} {
-		works[k] = convFwd(tile64)
+	for _, prec := range []string{"f32", "tf32", "bf16"} {
+		for _, bm := range []int{64, 128} {
+			taps := []string{"k1", "kn", "kx"}
+			if prec == "f32" {
+				taps = taps[:2] // a k-step of 8 floats changes kernel rows at most once (kernels/conv2d.cu)
+			}
+			for _, tp := range taps {
+				works[fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, tp)] = convIgemm(igTile(prec, bm))
+			}
+			works[fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm)] = convWgrad(igTile(prec, bm))
+		}
 	}
-	for _, k := range []string{"conv2d_bwd_data_f32", "conv2d_bwd_data_tf32"} {
-		works[k] = convBwdData(tile64)
+	// The tests' probes of the tensor-core instructions (kernels/tc_probe.cu): no step launches them.
+	for _, k := range []string{"tc_probe_cp_async", "tc_probe_ldmatrix", "tc_probe_ldmatrix_mma", "tc_probe_mma",
+		"tc_probe_mma_k4", "tc_probe_mma_bf16", "tc_probe_cvt_bf16"} {
+		works[k] = func(l Launch) (Work, error) {
+			return Work{}, fmt.Errorf("a test probe of kernels/tc_probe.cu inside the training step")
+		}
 	}
-	for _, k := range []string{"conv2d_bwd_weight_f32", "conv2d_bwd_weight_tf32"} {
-		works[k] = convBwdWeight(tile64)
+	// conv2d_pack_act_f32(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, tf32), one block per packed row (n, a): in read
+	// once (at most), out [N][Hp][Wp][Cp] written.
+	works["conv2d_pack_act_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 2, 3, 4, 5, 6, 7, 8)
+		if err != nil {
+			return Work{}, err
+		}
+		n, c, h, w, cp, hp, wp := v[0], v[1], v[2], v[3], v[4], v[5], v[6]
+		if float64(max(l.Grid.X, 1)) != n*hp {
+			return Work{}, fmt.Errorf("grid %d is not N·Hp = %v", l.Grid.X, n*hp)
+		}
+		return Work{Bytes: 4 * (n*c*h*w + n*hp*wp*cp)}, nil
+	}
+	// conv2d_pack_w_f32(w, out, Cout, Cin, KK, Cp, flip, tf32): w read, out [rows][KK][Cp] written (rows = Cout, or
+	// Cin when flipped).
+	works["conv2d_pack_w_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 2, 3, 4, 5, 6)
+		if err != nil {
+			return Work{}, err
+		}
+		cout, cin, kk, cp, flip := v[0], v[1], v[2], v[3], v[4]
+		rows := cout
+		if flip != 0 {
+			rows = cin
+		}
+		return Work{Bytes: 4 * (cout*cin*kk + rows*kk*cp)}, nil
+	}
+	// conv2d_splitk_bias_f32(part, b, y, splits, n, Cout, OHW): y[i] = Σ_s part[s·n+i] (+ b[o]), y written.
+	works["conv2d_splitk_bias_f32"] = func(l Launch) (Work, error) {
+		v, err := ints(l, 3, 4, 5)
+		if err != nil {
+			return Work{}, err
+		}
+		s, n, cout := v[0], v[1], v[2]
+		w := Work{FLOPs: (s - 1) * n, Bytes: 4 * (s*n + n)}
+		if !isNull(l, 1) {
+			w.FLOPs += n
+			w.Bytes += 4 * cout
+		}
+		return w, nil
 	}
 	works["gemm_f32"] = gemm(tile64)
 
@@ -287,105 +339,101 @@ func MappedKernels() []string {
 	return ks
 }
 
-// convGeom reads the ten int arguments N, Cin, H, W, Cout, K, S, P, OH, OW of the conv kernels from index i.
-type convGeom struct{ N, Cin, H, W, Cout, K, S, P, OH, OW float64 }
-
-func readConv(l Launch, i int) (convGeom, error) {
-	v, err := ints(l, i, i+1, i+2, i+3, i+4, i+5, i+6, i+7, i+8, i+9)
-	if err != nil {
-		return convGeom{}, err
+// igTile is the block tile of conv2d_igemm_* and conv2d_wgrad_* (kernels/igemm.cuh): BM × IG_BN, k-step IG_BK_F32
+// or IG_BK_TC.
+func igTile(prec string, bm int) gemmTile {
+	if prec == "f32" {
+		return gemmTile{bm, 128, 8}
 	}
-	g := convGeom{v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]}
-	if g.OH != float64((int(g.H)+2*int(g.P)-int(g.K))/int(g.S)+1) || g.OW != float64((int(g.W)+2*int(g.P)-int(g.K))/int(g.S)+1) {
-		return g, fmt.Errorf("output %vx%v does not follow from H=%v W=%v K=%v S=%v P=%v", g.OH, g.OW, g.H, g.W, g.K, g.S, g.P)
-	}
-	return g, nil
+	return gemmTile{bm, 128, 32}
 }
 
-// flops is the convolution's multiply-adds × 2, every tap counted (ops.ConvShape.FLOPs).
-func (g convGeom) flops() float64 { return 2 * g.N * g.Cout * g.OH * g.OW * g.Cin * g.K * g.K }
-
-// checkGrid verifies that the launch's grid is the tiling of an M × N GEMM by t, so that a kernel whose tile changed
-// fails here instead of being costed with the old one.
-func checkGrid(l Launch, t gemmTile, m, n float64, z int) error {
-	want := cuda.Dim3{X: ceilDiv(int(n), t.BN), Y: ceilDiv(int(m), t.BM), Z: z}
-	if max(l.Grid.X, 1) != want.X || max(l.Grid.Y, 1) != want.Y || max(l.Grid.Z, 1) != max(want.Z, 1) {
-		return fmt.Errorf("grid %dx%dx%d is not the %dx%d tiling of a %vx%v GEMM (%dx%dx%d): update the tile in internal/gpureport/work.go",
-			l.Grid.X, l.Grid.Y, l.Grid.Z, t.BM, t.BN, m, n, want.X, want.Y, max(want.Z, 1))
+// splitK checks that grid.z is the number of chunk-long pieces of a k-range of length k and returns the k-indices
+// the tiles issue: each piece rounded up to the k-step.
+func splitK(l Launch, t gemmTile, k, chunk float64) (float64, error) {
+	splits := max(l.Grid.Z, 1)
+	if chunk < 1 || ceilDiv(int(k), int(chunk)) != splits {
+		return 0, fmt.Errorf("grid.z %d is not the number of %v-chunks of K = %v", splits, chunk, k)
 	}
-	return nil
+	var issued float64
+	for z := 0; z < splits; z++ {
+		issued += pad(min(chunk, k-float64(z)*chunk), t.BK)
+	}
+	return issued, nil
 }
 
-func pad(v float64, to int) float64 { return float64(roundUp(int(v), to)) }
-
-// convFwd: conv2d_fwd_*(x, w, b, y, N, Cin, H, W, Cout, K, S, P, OH, OW); GEMM M = Cout, N = batch·OH·OW, K = Cin·K².
-func convFwd(t gemmTile) workFn {
+// convIgemm: conv2d_igemm_*(in, wk, bias, out, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode), the forward
+// (M = Cout over x packed NHWC) and backward-data (M = Cin over dy spread and padded, stride 1) K-major GEMM:
+// N = Npix = images·OH·OW, k over K²·Cp, cut into grid.z chunks of kchunk. FLOPs are the GEMM's as launched,
+// 2·M·Npix·K²·Cp: the launch does not carry the convolution's true channel count (Cp is it rounded up to 4) nor, for
+// backward-data, its stride (the taps on the zeros between dy's elements are counted). Bytes: the packed input and
+// weights once, the output written (mode set, + the bias), read and written (add) or one partial per chunk (part).
+func convIgemm(t gemmTile) workFn {
 	return func(l Launch) (Work, error) {
-		g, err := readConv(l, 4)
+		v, err := ints(l, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)
 		if err != nil {
 			return Work{}, err
 		}
-		m, n, k := g.Cout, g.N*g.OH*g.OW, g.Cin*g.K*g.K
-		if err := checkGrid(l, t, m, n, 1); err != nil {
+		m, npix, oh, ow, hin, win, k, cp, chunk, mode := v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+		kk := k * k * cp
+		if oh < 1 || ow < 1 || int(npix)%int(oh*ow) != 0 {
+			return Work{}, fmt.Errorf("Npix %v is not a whole number of %vx%v images", npix, oh, ow)
+		}
+		issued, err := splitK(l, t, kk, chunk)
+		if err != nil {
 			return Work{}, err
 		}
-		bytes := 4 * (g.N*g.Cin*g.H*g.W + g.Cout*k + g.N*g.Cout*g.OH*g.OW)
-		if !isNull(l, 2) {
-			bytes += 4 * g.Cout
+		if err := checkGrid(l, t, m, npix, max(l.Grid.Z, 1)); err != nil {
+			return Work{}, err
 		}
-		return Work{FLOPs: g.flops(), FMAs: pad(m, t.BM) * pad(n, t.BN) * pad(k, t.BK), Tiled: true, Bytes: bytes}, nil
+		bytes := 4 * (npix/(oh*ow)*hin*win*cp + m*kk)
+		switch mode {
+		case 0:
+			bytes += 4 * m * npix
+			if !isNull(l, 2) {
+				bytes += 4 * m
+			}
+		case 1:
+			bytes += 4 * 2 * m * npix
+		default:
+			bytes += 4 * float64(max(l.Grid.Z, 1)) * m * npix
+		}
+		return Work{FLOPs: 2 * m * npix * kk, FMAs: pad(m, t.BM) * pad(npix, t.BN) * issued, Tiled: true,
+			Bytes: bytes}, nil
 	}
 }
 
-// convBwdData: conv2d_bwd_data_*(w, dy, dx, N, Cin, H, W, Cout, K, S, P, OH, OW); GEMM M = Cin, N = batch·H·W,
-// K = Cout·K² (a strided convolution's zero taps included), dx accumulated.
-func convBwdData(t gemmTile) workFn {
+// convWgrad: conv2d_wgrad_*(dyh, xp, out, Cout, Coutp, Cin, Cinp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode), the
+// backward-weight MN-major GEMM: M = Cout, N = K²·Cinp, k over the Npix pixels in grid.z chunks of kchunk. FLOPs
+// 2·Cout·K²·Cin·Npix (ops.ConvShape.FLOPs); bytes: packed dy and x once, dw read and written (add) or one partial
+// per chunk (part).
+func convWgrad(t gemmTile) workFn {
 	return func(l Launch) (Work, error) {
-		g, err := readConv(l, 3)
+		v, err := ints(l, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15)
 		if err != nil {
 			return Work{}, err
 		}
-		m, n, k := g.Cin, g.N*g.H*g.W, g.Cout*g.K*g.K
-		if err := checkGrid(l, t, m, n, 1); err != nil {
-			return Work{}, err
+		cout, coutp, cin, cinp, k, hp, wp, oh, ow, npix, chunk, mode :=
+			v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]
+		n := k * k * cinp
+		if oh < 1 || ow < 1 || int(npix)%int(oh*ow) != 0 {
+			return Work{}, fmt.Errorf("Npix %v is not a whole number of %vx%v images", npix, oh, ow)
 		}
-		bytes := 4 * (g.Cout*g.Cin*g.K*g.K + g.N*g.Cout*g.OH*g.OW + 2*g.N*g.Cin*g.H*g.W)
-		return Work{FLOPs: g.flops(), FMAs: pad(m, t.BM) * pad(n, t.BN) * pad(k, t.BK), Tiled: true, Bytes: bytes}, nil
-	}
-}
-
-// convBwdWeight: conv2d_bwd_weight_*(x, dy, dw, part, kchunk, N, Cin, H, W, Cout, K, S, P, OH, OW); GEMM M = Cout,
-// N = Cin·K², K = batch·OH·OW cut into grid.z chunks of kchunk; with part the chunks write partial sums, without it
-// the one chunk accumulates into dw.
-func convBwdWeight(t gemmTile) workFn {
-	return func(l Launch) (Work, error) {
-		g, err := readConv(l, 5)
+		issued, err := splitK(l, t, npix, chunk)
 		if err != nil {
 			return Work{}, err
 		}
-		chunk, err := argInt(l, 4)
-		if err != nil {
+		if err := checkGrid(l, t, cout, n, max(l.Grid.Z, 1)); err != nil {
 			return Work{}, err
 		}
-		m, n, k := g.Cout, g.Cin*g.K*g.K, g.N*g.OH*g.OW
-		splits := max(l.Grid.Z, 1)
-		if chunk < 1 || ceilDiv(int(k), int(chunk)) != splits {
-			return Work{}, fmt.Errorf("grid.z %d is not the number of %v-chunks of K = %v", splits, chunk, k)
-		}
-		if err := checkGrid(l, t, m, n, splits); err != nil {
-			return Work{}, err
-		}
-		var kIssued float64
-		for z := 0; z < splits; z++ {
-			kIssued += pad(min(chunk, k-float64(z)*chunk), t.BK)
-		}
-		bytes := 4 * (g.N*g.Cin*g.H*g.W + g.N*g.Cout*g.OH*g.OW)
-		if isNull(l, 3) {
-			bytes += 4 * 2 * m * n
+		dw := cout * cin * k * k
+		bytes := 4 * (npix*coutp + npix/(oh*ow)*hp*wp*cinp)
+		if mode == 1 {
+			bytes += 4 * 2 * dw
 		} else {
-			bytes += 4 * float64(splits) * m * n
+			bytes += 4 * float64(max(l.Grid.Z, 1)) * dw
 		}
-		return Work{FLOPs: g.flops(), FMAs: pad(m, t.BM) * pad(n, t.BN) * kIssued, Tiled: true, Bytes: bytes}, nil
+		return Work{FLOPs: 2 * dw * npix, FMAs: pad(cout, t.BM) * pad(n, t.BN) * issued, Tiled: true, Bytes: bytes}, nil
 	}
 }
 
@@ -482,4 +530,17 @@ func gnBwd(dxIdx, sumsIdx, nIdx int, flops float64) workFn {
 		}
 		return Work{FLOPs: flops * e, Bytes: 4 * b}, err
 	}
+}
+
+func pad(v float64, to int) float64 { return float64(roundUp(int(v), to)) }
+
+// checkGrid verifies that the launch's grid is the tiling of an M × N GEMM by t, z deep, so that a kernel whose tile
+// changed fails here instead of being costed with the old one.
+func checkGrid(l Launch, t gemmTile, m, n float64, z int) error {
+	want := cuda.Dim3{X: ceilDiv(int(n), t.BN), Y: ceilDiv(int(m), t.BM), Z: z}
+	if max(l.Grid.X, 1) != want.X || max(l.Grid.Y, 1) != want.Y || max(l.Grid.Z, 1) != max(want.Z, 1) {
+		return fmt.Errorf("grid %dx%dx%d is not the %dx%d tiling of a %vx%v GEMM (%dx%dx%d): update the tile in internal/gpureport/work.go",
+			l.Grid.X, l.Grid.Y, l.Grid.Z, t.BM, t.BN, m, n, want.X, want.Y, max(want.Z, 1))
+	}
+	return nil
 }

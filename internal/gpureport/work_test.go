@@ -20,7 +20,13 @@ func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf
 	if err != nil {
 		t.Fatal(err)
 	}
-	be.SetTensorCores(tc)
+	p := ops.FP32
+	if tc {
+		p = ops.TF32
+	}
+	if err := be.SetPrecision(p); err != nil {
+		t.Fatal(err)
+	}
 	off := func(g func()) {
 		d.on = false
 		g()
@@ -69,12 +75,12 @@ func check(t *testing.T, ls []Launch, ws ...want) {
 }
 
 func TestWorkConv(t *testing.T) {
-	// OH = (5+2−3)/2+1 = 3, OW = 4; FLOPs 2·N·Cout·OH·OW·Cin·K² = 2·2·4·12·27 = 5184.
+	// OH = (5+2−3)/2+1 = 3, OW = 4; channels packed to Cp = 4; x padded to 7×9; dy spread and padded to 7×9.
 	s := ops.ConvShape{N: 2, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 2, Pad: 1}
 	for _, tc := range []bool{false, true} {
-		sfx := "_f32"
+		prec, bk, kx := "f32", 8, "kn"
 		if tc {
-			sfx = "_tf32"
+			prec, bk, kx = "tf32", 32, "kx" // Cp = 4 is not a multiple of 32: the any-K tensor-core kernel
 		}
 		ls := trace(t, tc, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
 			x, w, b, y := a(2*3*35), a(4*27), a(4), a(2*4*12)
@@ -82,24 +88,48 @@ func TestWorkConv(t *testing.T) {
 			be.Conv2DBackward(s, x, w, y, a(2*3*35), a(4*27), a(4))
 		})
 		check(t, ls,
-			// GEMM 4 × 24 × 27 → tiles 64 × 64 × 32; x, w, y once and the bias.
-			want{"conv2d_fwd" + sfx, 5184, 4 * (210 + 108 + 96 + 4), 64 * 64 * 32},
+			// x [2,3,5,7] → [2][7][9][4]; w → [4][9][4].
+			want{"conv2d_pack_act_f32", 0, 4 * (210 + 504), 0},
+			want{"conv2d_pack_w_f32", 0, 4 * (108 + 144), 0},
+			// GEMM 4 × 24 × 36 (one chunk) → tiles 64 × 128 × k-steps; packed x, packed w, y and the bias.
+			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 4 * 24 * 36, 4 * (504 + 144 + 96 + 4),
+				64 * 128 * pad(36, bk)},
 			want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0},
-			// GEMM 3 × 70 × 36 → 64 × 128 × 48; w and dy read, dx accumulated.
-			want{"conv2d_bwd_data" + sfx, 5184, 4 * (108 + 96 + 2*210), 64 * 128 * 48},
-			// GEMM 4 × 27 × 24, one chunk of 32 → 64 × 64 × 32; x and dy read, dw accumulated.
-			want{"conv2d_bwd_weight" + sfx, 5184, 4 * (210 + 96 + 2*108), 64 * 64 * 32})
+			// dy [2,4,3,4] spread by 2 and padded by 1 → [2][7][9][4]; w flipped → [3][9][4].
+			want{"conv2d_pack_act_f32", 0, 4 * (96 + 504), 0},
+			want{"conv2d_pack_w_f32", 0, 4 * (108 + 108), 0},
+			// GEMM 3 × 70 × 36, dx accumulated; the zero taps of the spread dy counted.
+			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 3 * 70 * 36, 4 * (504 + 108 + 2*210),
+				64 * 128 * pad(36, bk)},
+			// x packed again; dy NHWC [24][4].
+			want{"conv2d_pack_act_f32", 0, 4 * (210 + 504), 0},
+			want{"conv2d_pack_act_f32", 0, 4 * (96 + 96), 0},
+			// GEMM 4 × 36 × 24 pixels (one chunk), dw accumulated: FLOPs 2·Cout·K²·Cin·pixels.
+			want{"conv2d_wgrad_" + prec + "_m64", 2 * 4 * 27 * 24, 4 * (96 + 504 + 2*108), 64 * 128 * pad(24, bk)})
 	}
-	// Split K: K = 16·256 = 4096 over 3 tiles → 16 chunks of 256, partials then the reduction.
+	// Split K: 4096 pixels over 2 column tiles → 16 chunks of 256, partials then the reduction.
 	s2 := ops.ConvShape{N: 16, Cin: 16, H: 16, W: 16, Cout: 32, K: 3, Stride: 1, Pad: 1}
 	ls := trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
 		x, w, dy := a(16*16*256), a(32*144), a(16*32*256)
 		be.Conv2DBackward(s2, x, w, dy, nil, a(32*144), nil)
 	})
 	fl := 2.0 * 16 * 32 * 256 * 16 * 9
+	xp := 16.0 * 18 * 18 * 16
 	check(t, ls,
-		want{"conv2d_bwd_weight_f32", fl, 4 * (65536 + 131072 + 16*4608), 64 * 192 * 4096},
+		want{"conv2d_pack_act_f32", 0, 4 * (65536 + xp), 0},
+		want{"conv2d_pack_act_f32", 0, 4 * (131072 + 131072), 0},
+		want{"conv2d_wgrad_f32_m64", fl, 4 * (131072 + xp + 16*4608), 64 * 256 * 4096},
 		want{"conv2d_splitk_reduce_f32", 16 * 4608, 4 * (16*4608 + 2*4608), 0})
+	// Split K forward with the bias: K = 9·64 = 576 over 1 tile → 2 chunks of 288; the partials summed with b.
+	s3 := ops.ConvShape{N: 2, Cin: 64, H: 6, W: 6, Cout: 8, K: 3, Stride: 1, Pad: 1}
+	ls = trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		be.Conv2D(s3, a(2*64*36), a(8*576), a(8), a(2*8*36))
+	})
+	check(t, ls,
+		want{"conv2d_pack_act_f32", 0, 4 * (4608 + 2*8*8*64), 0},
+		want{"conv2d_pack_w_f32", 0, 4 * (4608 + 4608), 0},
+		want{"conv2d_igemm_f32_m64_kn", 2 * 8 * 72 * 576, 4 * (2*8*8*64 + 4608 + 2*576), 64 * 128 * 576},
+		want{"conv2d_splitk_bias_f32", 576 + 576, 4 * (2*576 + 576 + 8), 0})
 }
 
 func TestWorkGEMM(t *testing.T) {

@@ -161,6 +161,18 @@ struct Block {
   std::vector<int> order;  // this pass's order of fibers (reverse and random schedules)
   int sched = 0;           // the launch's Schedule
   uint64_t seed = 0;       // the launch's seed for random (already mixed with the launch's sequence number)
+  // Per-worker state of instruction emulations that must not live in thread-local storage, which the reverse and
+  // random schedules poison at block start (objects that own memory, such as cp_async.h's queues): block_local.
+  static const int kExt = 4;
+  void* ext[kExt] = {};
+  void (*ext_free[kExt])(void*) = {};
+  Block() = default;
+  Block(const Block&) = delete;
+  Block& operator=(const Block&) = delete;
+  ~Block() {
+    for (int i = 0; i < kExt; i++)
+      if (ext[i] && ext_free[i]) ext_free[i](ext[i]);
+  }
 };
 
 const uint3& fiber_tid(const Fiber* f) { return f->tid; }
@@ -168,6 +180,34 @@ const uint3& block_bid(const Block* b) { return b->bid; }
 const dim3& block_dim(const Block* b) { return b->bdim; }
 const dim3& grid_dim(const Block* b) { return b->gdim; }
 void* dynamic_shared() { return tl_block->dyn_shared.empty() ? nullptr : tl_block->dyn_shared.data(); }
+size_t dynamic_shared_bytes() { return tl_block->dyn_shared.size(); }
+
+// block_local is the running worker's object in slot (0: kernels/emu/cp_async.h), made by make() on first use and
+// freed by release() when the worker ends. It outlives blocks (hooks reset it per thread) and, unlike thread_local
+// variables, is not in the static shared memory that the reverse and random schedules poison.
+void* block_local(int slot, void* (*make)(), void (*release)(void*)) {
+  Block* b = tl_block;
+  if (slot < 0 || slot >= Block::kExt) trap("emulator: block_local slot out of range");
+  if (!b->ext[slot]) {
+    b->ext[slot] = make();
+    b->ext_free[slot] = release;
+  }
+  return b->ext[slot];
+}
+
+// Thread hooks (e.g. kernels/emu/cp_async.h): start runs on each thread before the kernel, exit after it returns.
+struct ThreadHooks {
+  void (*start)();
+  void (*exit)();
+};
+static std::vector<ThreadHooks>& thread_hooks() {
+  static std::vector<ThreadHooks> h;
+  return h;
+}
+int add_thread_hooks(void (*start)(), void (*exit)()) {
+  thread_hooks().push_back(ThreadHooks{start, exit});
+  return (int)thread_hooks().size();
+}
 
 // ---- switching ----------------------------------------------------------------------------------------------------
 static void switch_to_fiber(Block* b, Fiber* f) {
@@ -201,7 +241,9 @@ extern "C" __attribute__((visibility("hidden"), used)) void emu_fiber_main(Fiber
   __sanitizer_finish_switch_fiber(nullptr, &tl_block->sched_stack_lo, &tl_block->sched_stack_size);
 #endif
   Block* b = tl_block;
+  for (const ThreadHooks& h : thread_hooks()) h.start();
   b->kernel->thunk(b->kernel->fn, b->params);
+  for (const ThreadHooks& h : thread_hooks()) h.exit();
   f->state = DONE;
   yield_fiber(f, true);
   __builtin_trap();  // a finished fiber is never resumed
@@ -806,8 +848,10 @@ int emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned
              bx, by, bz);
     return -1;
   }
-  if (smem > 48 * 1024) {
-    snprintf(err, errlen, "kernel %s: %u bytes of dynamic shared memory exceed 48 KiB", name, smem);
+  // 227 KiB: the largest opt-in of any GPU (sm_90); launchers keep to the device's own limit (above 48 KiB a GPU
+  // needs cuFuncSetAttribute, which cuda/cu.go sets).
+  if (smem > 227 * 1024) {
+    snprintf(err, errlen, "kernel %s: %u bytes of dynamic shared memory exceed 227 KiB", name, smem);
     return -1;
   }
   void* params[64];

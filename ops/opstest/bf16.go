@@ -3,6 +3,8 @@ package opstest
 import (
 	"fmt"
 	"math"
+
+	"github.com/ddpmgo/ddpm/ops"
 )
 
 // Tolerance bands of precision bf16 (ops.BF16), for a backend that rounds the inputs of its matmul-heavy ops
@@ -36,32 +38,56 @@ type BF16Band struct {
 	Why    string  // the op's own reasoning, if any beyond the formula
 }
 
-// UnitBF16 is bfloat16's unit roundoff, 2^-8 (an 8-bit significand).
-const UnitBF16 = 0x1p-8
-
-// BF16Tol is the band's tolerance on the normalized error (see BF16Band).
-func BF16Tol(k, stages int, amp float64) float64 {
-	return float64(stages)*amp*4*math.Sqrt(2.0/3)*UnitBF16 + float64(k)*0x1p-24
+// UnitRoundoff is the unit roundoff of precision p's inputs: 2^-8 for bfloat16 (an 8-bit significand), 2^-11 for
+// TF32 (11 bits); 0 for FP32, whose cases keep their own tolerances.
+func UnitRoundoff(p ops.Precision) float64 {
+	switch p {
+	case ops.BF16:
+		return 0x1p-8
+	case ops.TF32:
+		return 0x1p-11
+	}
+	return 0
 }
 
-// Tol is the band's tolerance.
+// BandTol is the band's tolerance on the normalized error at precision p (see BF16Band for the derivation, which
+// holds for any significand width u): stages·amp·4·√(2/3)·u + K·2^-24.
+func BandTol(p ops.Precision, k, stages int, amp float64) float64 {
+	return float64(stages)*amp*4*math.Sqrt(2.0/3)*UnitRoundoff(p) + float64(k)*0x1p-24
+}
+
+// BF16Tol is BandTol at bf16.
+func BF16Tol(k, stages int, amp float64) float64 { return BandTol(ops.BF16, k, stages, amp) }
+
+// Tol is the band's tolerance at bf16.
 func (b BF16Band) Tol() float64 { return BF16Tol(b.K, b.Stages, b.Amp) }
 
-func (b BF16Band) String() string {
-	s := fmt.Sprintf("bf16 band: %d stage(s) × amplification %.3g × 4·√(2/3)·2^-8 + K·2^-24 with K = %d", b.Stages, b.Amp, b.K)
+// describe says where the band's tolerance at p comes from.
+func (b BF16Band) describe(p ops.Precision) string {
+	s := fmt.Sprintf("%s band: %d stage(s) × amplification %.3g × 4·√(2/3)·%g + K·2^-24 with K = %d", p, b.Stages, b.Amp, UnitRoundoff(p), b.K)
 	if b.Why != "" {
 		s += "; " + b.Why
 	}
 	return s
 }
 
+func (b BF16Band) String() string { return b.describe(ops.BF16) }
+
 // BF16 is the Option of a backend running at precision bf16 against an FP32 reference: every case with a bf16 band
 // (those of Conv2D, Linear and Attention) takes the band's tolerance; the others keep their FP32 tolerance, because
 // bf16 changes nothing outside the matmul-heavy ops.
-func BF16() Option {
+func BF16() Option { return AtPrecision(ops.BF16, false) }
+
+// AtPrecision is BF16 for any precision p: each case with a band takes the larger of its own tolerance and the
+// band's at p. With onlyBanded, the cases without a band (ops that p does not change) are left out — for a backend
+// that runs only some of its ops at p, which then selects those with Only as well.
+func AtPrecision(p ops.Precision, onlyBanded bool) Option {
 	return func(c *Case) bool {
-		if c.BF16 != nil {
-			c.Tol, c.Why = c.BF16.Tol(), c.BF16.String()
+		if c.BF16 == nil {
+			return !onlyBanded
+		}
+		if tol := BandTol(p, c.BF16.K, c.BF16.Stages, c.BF16.Amp); tol > c.Tol {
+			c.Tol, c.Why = tol, c.BF16.describe(p)
 		}
 		return true
 	}

@@ -167,19 +167,39 @@ var convShapes = []struct {
 	{ops.ConvShape{N: 2, Cin: 3, H: 1, W: 1, Cout: 2, K: 3, Stride: 1, Pad: 1}, true},
 	{ops.ConvShape{N: 6, Cin: 16, H: 8, W: 8, Cout: 12, K: 3, Stride: 2, Pad: 1}, true},
 	{ops.ConvShape{N: 9, Cin: 32, H: 16, W: 16, Cout: 32, K: 3, Stride: 1, Pad: 1}, true},
-	// Cout = 65: two row tiles of 64 on the GPU, the second with one row; one image of 5x7 (odd, not square).
+	// Cout = 65: the GPU's 128-row tile (Cout > 64) with 63 rows past the end; one image of 5x7 (odd, not square).
 	{ops.ConvShape{N: 1, Cin: 3, H: 5, W: 7, Cout: 65, K: 3, Stride: 1, Pad: 1}, true},
-	// Stride 2 on odd 9x9 with 3 images: 3·25 = 75 output columns (two column tiles); Cin·9 = 72 = 4.5 k-tiles.
+	// Stride 2 on odd 9x9 with 3 images: 3·25 = 75 output pixels; 9·8 = 72 reduction terms, 2.25 tensor-core k-steps.
 	{ops.ConvShape{N: 3, Cin: 8, H: 9, W: 9, Cout: 4, K: 3, Stride: 2, Pad: 1}, true},
 	// 1x1 stride 2 on 7x5.
 	{ops.ConvShape{N: 2, Cin: 5, H: 7, W: 5, Cout: 3, K: 1, Stride: 2, Pad: 0}, false},
-	// Weight gradient with split-K on the GPU: 3·15·13 = 585 reduction terms in 2 chunks of 304 and 281.
+	// Weight gradient split along its 3·15·13 = 585 pixels on the GPU: 2 chunks of 320 and 265.
 	{ops.ConvShape{N: 3, Cin: 4, H: 15, W: 13, Cout: 6, K: 3, Stride: 1, Pad: 1}, true},
 	// Padding after x only: diffusers' Downsample2D with padding 0 (pad (0, 1, 0, 1), then a stride-2 3×3 conv), on
 	// even and odd sizes, and a stride-1 case that takes no fast path.
 	{ops.ConvShape{N: 3, Cin: 8, H: 8, W: 8, Cout: 8, K: 3, Stride: 2, Pad: 0, PadEnd: 1}, true},
 	{ops.ConvShape{N: 2, Cin: 3, H: 7, W: 5, Cout: 4, K: 3, Stride: 2, Pad: 0, PadEnd: 1}, false},
 	{ops.ConvShape{N: 2, Cin: 3, H: 5, W: 6, Cout: 2, K: 3, Stride: 1, Pad: 1, PadEnd: 2}, true},
+	// Forward split along k on the GPU: 9·64 = 576 terms in 2 chunks; Cin a multiple of 32.
+	{ops.ConvShape{N: 2, Cin: 64, H: 6, W: 6, Cout: 8, K: 3, Stride: 1, Pad: 1}, true},
+	// Backward-data split along k on the GPU (9·64 terms), of a stride-2 convolution (dy spread with zeros), with more
+	// than 64 input channels (the 128-row tiles) and a channel count that is not a multiple of 32 (forward).
+	{ops.ConvShape{N: 1, Cin: 72, H: 5, W: 5, Cout: 64, K: 3, Stride: 2, Pad: 1}, false},
+	// 1x1 with more than 64 channels on both sides: the 128-row tiles of all three passes.
+	{ops.ConvShape{N: 2, Cin: 72, H: 5, W: 5, Cout: 70, K: 1, Stride: 1, Pad: 0}, false},
+	// Two row tiles of 128 and two column tiles of 128 in each pass (200 pixels; 9·16 = 144 weight columns).
+	{ops.ConvShape{N: 2, Cin: 16, H: 10, W: 10, Cout: 130, K: 3, Stride: 1, Pad: 1}, true},
+	// Kernel sizes other than 1 and 3 (the GPU's generic-K kernels): 2x2 with Cout > 64, 5x5 at stride 2.
+	{ops.ConvShape{N: 1, Cin: 4, H: 7, W: 6, Cout: 66, K: 2, Stride: 1, Pad: 1}, true},
+	{ops.ConvShape{N: 2, Cin: 3, H: 11, W: 9, Cout: 5, K: 5, Stride: 2, Pad: 2}, true},
+	// Padding wider than the kernel reaches (P > K − 1): outputs of padding only.
+	{ops.ConvShape{N: 2, Cin: 3, H: 4, W: 5, Cout: 4, K: 1, Stride: 1, Pad: 1}, true},
+	// Padding after x on the GPU's larger paths: 128-row tiles (70 and 72 channels), forward and backward-data split
+	// along k (9·72 = 648 terms in 2 chunks), the padded grid 9x9 for an 8x8 input, and dy rows past the end that
+	// backward-data's packing drops (outputs that read the padding only).
+	{ops.ConvShape{N: 1, Cin: 72, H: 8, W: 8, Cout: 70, K: 3, Stride: 2, Pad: 0, PadEnd: 1}, true},
+	// 1x1 with padding after x only: a row and a column of outputs that are the bias alone.
+	{ops.ConvShape{N: 2, Cin: 3, H: 4, W: 5, Cout: 4, K: 1, Stride: 1, Pad: 0, PadEnd: 1}, true},
 }
 
 func convCases() []Case {

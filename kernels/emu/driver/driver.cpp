@@ -63,6 +63,7 @@ struct CUfunc_st {
   int nargs;  // the emulator kernel's signature (checked against the PTX at load)
   const char* kinds;
   const int* sizes;
+  int max_dynamic;  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: 48 KiB − static until cuFuncSetAttribute raises it
 };
 
 struct CUmod_st {
@@ -129,6 +130,23 @@ FILE* stream_log = nullptr;  // DDPM_EMU_STREAM_LOG
 const int kDriverVersion = 12020;
 const int kMaxPtxMajor = 8, kMaxPtxMinor = 2;
 const size_t kMaxShared = 48 << 10;
+
+// The shared memory a block may use after opting in (cuFuncSetAttribute with MAX_DYNAMIC_SHARED_SIZE_BYTES;
+// CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN) and an SM holds, as the CUDA C Programming Guide's table
+// of compute capabilities gives them: 96 KiB on sm_70, 163 KiB on sm_80, 99 KiB on sm_86/sm_89, 227 KiB on sm_90
+// (one KiB of each SM's share is reserved for the system). Static shared memory stays at most 48 KiB everywhere.
+size_t max_shared_optin() {
+  if (cc_major >= 9) return 227 << 10;
+  if (cc_major == 8) return cc_minor == 0 ? 163 << 10 : 99 << 10;
+  if (cc_major == 7) return cc_minor == 5 ? 64 << 10 : 96 << 10;
+  return kMaxShared;
+}
+size_t max_shared_per_sm() {
+  if (cc_major >= 9) return 228 << 10;
+  if (cc_major == 8) return cc_minor == 0 ? 164 << 10 : 100 << 10;
+  if (cc_major == 7) return cc_minor == 5 ? 64 << 10 : 96 << 10;
+  return 64 << 10;
+}
 
 // Fault injection (DDPM_EMU_FAIL): the n-th call of a kind fails once.
 struct FailRule {
@@ -374,7 +392,7 @@ CUresult load_ptx(const char* func, CUctx_st* ctx, const void* image, CUmod_st**
       *log = b;
       return fail(CUDA_ERROR_INVALID_PTX, func, "%s", b);
     }
-    std::unique_ptr<CUfunc_st> f(new CUfunc_st{m.get(), &e, 0, nullptr, nullptr});
+    std::unique_ptr<CUfunc_st> f(new CUfunc_st{m.get(), &e, 0, nullptr, nullptr, (int)(kMaxShared - e.static_shared)});
     if (emu_kernel_signature(e.name.c_str(), &f->nargs, &f->kinds, &f->sizes) != 0) {
       snprintf(b, sizeof b, "entry %s has no kernel of that name compiled into the emulator (kernels/*.cu)",
                e.name.c_str());
@@ -724,6 +742,8 @@ CUresult cuDeviceGetAttribute(int* pi, CUdevice_attribute attrib, CUdevice dev) 
     case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Y: *pi = 65535; break;
     case CU_DEVICE_ATTRIBUTE_MAX_GRID_DIM_Z: *pi = 65535; break;
     case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK: *pi = (int)kMaxShared; break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN: *pi = (int)max_shared_optin(); break;
+    case CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR: *pi = (int)max_shared_per_sm(); break;
     case CU_DEVICE_ATTRIBUTE_WARP_SIZE: *pi = 32; break;
     case CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT: *pi = sms; break;
     case CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR: *pi = 2048; break;
@@ -1068,10 +1088,42 @@ CUresult cuFuncGetAttribute(int* pi, CUfunction_attribute attrib, CUfunction f) 
     case CU_FUNC_ATTRIBUTE_NUM_REGS: *pi = 32; break;
     case CU_FUNC_ATTRIBUTE_PTX_VERSION: *pi = f->mod->ptx.version_major * 10 + f->mod->ptx.version_minor; break;
     case CU_FUNC_ATTRIBUTE_BINARY_VERSION: *pi = 10 * cc_major + cc_minor; break;
-    case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: *pi = (int)(kMaxShared - e.static_shared); break;
+    case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: *pi = f->max_dynamic; break;
     default: return fail(CUDA_ERROR_INVALID_VALUE, "cuFuncGetAttribute", "attribute %d is not emulated", (int)attrib);
   }
   return CUDA_SUCCESS;
+}
+
+// cuFuncSetAttribute: only MAX_DYNAMIC_SHARED_SIZE_BYTES, the opt-in to more than 48 KiB of dynamic shared memory,
+// up to the device's MAX_SHARED_MEMORY_PER_BLOCK_OPTIN less the function's static shared memory; a larger or
+// negative value is CUDA_ERROR_INVALID_VALUE, as from the real driver, and leaves the limit unchanged. The other
+// settable attribute (PREFERRED_SHARED_MEMORY_CARVEOUT, a hint) is accepted in its range and ignored; read-only
+// attributes are CUDA_ERROR_INVALID_VALUE.
+CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute attrib, int value) {
+  std::lock_guard<std::mutex> g(mu);
+  const char* fn = "cuFuncSetAttribute";
+  NEED_CONTEXT(fn);
+  if (!functions.count(f)) return fail(CUDA_ERROR_INVALID_HANDLE, fn, "%p is not a function", (void*)f);
+  const ptx::Entry& e = *f->entry;
+  switch (attrib) {
+    case CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES: {
+      const long limit = (long)max_shared_optin() - (long)e.static_shared;
+      if (value < 0 || value > limit)
+        return fail(CUDA_ERROR_INVALID_VALUE, fn,
+                    "%s: MAX_DYNAMIC_SHARED_SIZE_BYTES %d is outside [0, %ld] (%zu opt-in bytes per block on sm_%d%d, "
+                    "%zu of them static)",
+                    e.name.c_str(), value, limit, max_shared_optin(), cc_major, cc_minor, e.static_shared);
+      f->max_dynamic = value;
+      return CUDA_SUCCESS;
+    }
+    case CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT:
+      if (value < -1 || value > 100)
+        return fail(CUDA_ERROR_INVALID_VALUE, fn, "%s: PREFERRED_SHARED_MEMORY_CARVEOUT %d is outside [-1, 100]",
+                    e.name.c_str(), value);
+      return CUDA_SUCCESS;
+    default:
+      return fail(CUDA_ERROR_INVALID_VALUE, fn, "%s: attribute %d cannot be set", e.name.c_str(), (int)attrib);
+  }
 }
 
 // ---- launches -------------------------------------------------------------------------------------------------------
@@ -1098,9 +1150,11 @@ CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, uns
   if (e.reqntid[0] > 0 && (bx != e.reqntid[0] || by != e.reqntid[1] || bz != e.reqntid[2]))
     return fail(CUDA_ERROR_INVALID_VALUE, fn, "%s: block (%u,%u,%u), but its .reqntid is (%ld,%ld,%ld)", name, bx, by, bz,
                 e.reqntid[0], e.reqntid[1], e.reqntid[2]);
-  if (e.static_shared + smem > kMaxShared)
-    return fail(CUDA_ERROR_INVALID_VALUE, fn, "%s: %zu bytes of static + %u of dynamic shared memory exceed %zu", name,
-                e.static_shared, smem, kMaxShared);
+  if ((long)smem > (long)f->max_dynamic)
+    return fail(CUDA_ERROR_INVALID_VALUE, fn,
+                "%s: %zu bytes of static + %u of dynamic shared memory exceed %zu (the function's "
+                "MAX_DYNAMIC_SHARED_SIZE_BYTES %d; cuFuncSetAttribute raises it up to %zu − static)",
+                name, e.static_shared, smem, e.static_shared + f->max_dynamic, f->max_dynamic, max_shared_optin());
   // Parameters: read exactly each PTX parameter's size, from kernelParams[i] or from the extra buffer.
   const int n = (int)e.params.size();
   if (kernelParams && extra) return fail(CUDA_ERROR_INVALID_VALUE, fn, "%s: both kernelParams and extra are given", name);

@@ -205,6 +205,13 @@ func TestChecks(t *testing.T) {
 			"invalid configuration grid (1,1,1) block (1025,1,1)"}},
 		{name: "shared_limits", stderr: []string{"40960 bytes of static + 8196 of dynamic shared memory exceed 49152",
 			"uses 51200 bytes of static shared memory"}},
+		{name: "shared_optin", env: []string{"DDPM_EMU_CC=7.0"}, stderr: []string{
+			"MAX_DYNAMIC_SHARED_SIZE_BYTES 98305 is outside [0, 98304]", "cannot be set"}},
+		{name: "shared_optin", stderr: []string{"MAX_DYNAMIC_SHARED_SIZE_BYTES 166913 is outside [0, 166912]",
+			"0 bytes of static + 98308 of dynamic shared memory exceed 98304"}},
+		{name: "shared_optin", env: []string{"DDPM_EMU_CC=8.6"}},
+		{name: "shared_optin", env: []string{"DDPM_EMU_CC=9.0"}, stderr: []string{
+			"MAX_DYNAMIC_SHARED_SIZE_BYTES 232449 is outside [0, 232448]"}},
 		{name: "copy_bounds", stderr: []string{"runs 1 byte(s) past the end of the 1000-byte allocation",
 			"which was freed", "is not 4-byte aligned", "is not in any allocation of this context"}},
 		{name: "double_free", stderr: []string{"double free of", "is inside an allocation, not its start"}},

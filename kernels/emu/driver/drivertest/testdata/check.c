@@ -346,6 +346,65 @@ static void case_shared_limits(void) {
   OK(cuCtxDestroy(ctx));
 }
 
+// Opting in to more than 48 KiB of dynamic shared memory (cuFuncSetAttribute, MAX_DYNAMIC_SHARED_SIZE_BYTES), up to
+// the device's MAX_SHARED_MEMORY_PER_BLOCK_OPTIN less the function's static shared memory: 96 KiB on sm_70, 163 KiB
+// on sm_80, 227 KiB on sm_90; beyond it, or launching above the limit set, CUDA_ERROR_INVALID_VALUE.
+static void case_shared_optin(void) {
+  CUcontext ctx = setup();
+  CUdevice dev;
+  OK(cuCtxGetDevice(&dev));
+  const int cc = cc_env();
+  const int want = cc >= 90 ? 227 * 1024 : cc == 80 ? 163 * 1024 : cc >= 80 ? 99 * 1024 : 96 * 1024;
+  int optin = 0, v = 0;
+  OK(cuDeviceGetAttribute(&optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, dev));
+  TRUE(optin == want, "MAX_SHARED_MEMORY_PER_BLOCK_OPTIN %d, want %d at compute capability %d", optin, want, cc);
+  OK(cuDeviceGetAttribute(&v, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK, dev));
+  TRUE(v == 48 * 1024, "MAX_SHARED_MEMORY_PER_BLOCK %d, want 49152 without opting in", v);
+  CUmodule m = load();
+  CUfunction f = fn(m, "emu_test_dynsmem_sum");
+  CUfunction big = fn(m, "emu_test_switch_cost");  // 40960 bytes of static shared memory
+  OK(cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, f));
+  TRUE(v == 48 * 1024, "MAX_DYNAMIC_SHARED_SIZE_BYTES %d before opting in, want 49152", v);
+  OK(cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, big));
+  TRUE(v == 8192, "MAX_DYNAMIC_SHARED_SIZE_BYTES %d of a kernel with 40960 static bytes, want 8192", v);
+  CUdeviceptr d;
+  OK(cuMemAlloc(&d, 1 << 16));
+  float h[64];
+  for (int i = 0; i < 64; i++) h[i] = (float)(i + 1);
+  OK(cuMemcpyHtoD(d, h, sizeof h));
+  uint64_t a0 = d, a1 = d + 4096;
+  void* params[] = {&a0, &a1};
+  const unsigned kb96 = 96 * 1024;
+  EXPECT(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, kb96, NULL, params, NULL), CUDA_ERROR_INVALID_VALUE);
+  EXPECT(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin + 1), CUDA_ERROR_INVALID_VALUE);
+  EXPECT(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, -1), CUDA_ERROR_INVALID_VALUE);
+  OK(cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, f));
+  TRUE(v == 48 * 1024, "MAX_DYNAMIC_SHARED_SIZE_BYTES %d after refused settings, want 49152", v);
+  EXPECT(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, 64), CUDA_ERROR_INVALID_VALUE);  // read-only
+  OK(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, kb96));
+  OK(cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, f));
+  TRUE(v == (int)kb96, "MAX_DYNAMIC_SHARED_SIZE_BYTES %d, want %u", v, kb96);
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, kb96, NULL, params, NULL));
+  EXPECT(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, kb96 + 4, NULL, params, NULL), CUDA_ERROR_INVALID_VALUE);
+  float sum = 0;
+  OK(cuMemcpyDtoH(&sum, a1, sizeof sum));
+  TRUE(sum == 64 * 65 / 2, "sum %g with 96 KiB of dynamic shared memory, want %d", sum, 64 * 65 / 2);
+  OK(cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin));
+  OK(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, optin, NULL, params, NULL));
+  EXPECT(cuLaunchKernel(f, 1, 1, 1, 64, 1, 1, optin + 4, NULL, params, NULL), CUDA_ERROR_INVALID_VALUE);
+  // static shared memory counts against the opt-in limit
+  EXPECT(cuFuncSetAttribute(big, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin - 40960 + 1),
+         CUDA_ERROR_INVALID_VALUE);
+  OK(cuFuncSetAttribute(big, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, optin - 40960));
+  // the limit is the function's: another function of the module keeps the default
+  CUfunction other = fn(m, "emu_test_barrier_diverge");
+  OK(cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, other));
+  TRUE(v == 48 * 1024, "MAX_DYNAMIC_SHARED_SIZE_BYTES %d of an untouched function, want 49152", v);
+  OK(cuCtxSynchronize());
+  OK(cuMemFree(d));
+  OK(cuCtxDestroy(ctx));
+}
+
 static void case_copy_bounds(void) {
   CUcontext ctx = setup();
   CUdeviceptr a, b;
@@ -710,6 +769,7 @@ int main(int argc, char** argv) {
       {"param_count", case_param_count},
       {"block_limits", case_block_limits},
       {"shared_limits", case_shared_limits},
+      {"shared_optin", case_shared_optin},
       {"copy_bounds", case_copy_bounds},
       {"double_free", case_double_free},
       {"leak", case_leak},
