@@ -140,6 +140,7 @@ manifest_header() {
   echo "# Inputs of each PTX module: written by make ptx (scripts/ptx.sh), which explains the format; do not edit."
 }
 
+PTX_CHECK_TRIES=${PTX_CHECK_TRIES:-5}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -193,11 +194,20 @@ check() {
   fi
   local i m fail=0
   manifest_header >"$tmp/manifest"
+  local try
   for i in "${!mods[@]}"; do
     m=${mods[$i]}
-    compile "$i" "$tmp/$m" >>"$tmp/manifest"
+    # nvcc 11.8 is not deterministic on every module: the TF32 weight-gradient kernels of sm80/conv2d.ptx come out
+    # with other register numbers in about 1 run in 10 (seen with no source change). A stale module differs on every
+    # run, so a module passes when one of $PTX_CHECK_TRIES compilations matches the committed file byte for byte.
+    for try in $(seq "$PTX_CHECK_TRIES"); do
+      compile "$i" "$tmp/$m" >"$tmp/lines"
+      if cmp -s "$tmp/$m" "$m"; then break; fi
+      [ "$try" = "$PTX_CHECK_TRIES" ] || echo "ptx-check: $m differs from nvcc's output on try $try; compiling again" >&2
+    done
+    cat "$tmp/lines" >>"$tmp/manifest"
     if ! cmp -s "$tmp/$m" "$m"; then
-      echo "$m is stale: it differs from what nvcc makes of ${srcs[$i]} now; run make ptx" >&2
+      echo "$m is stale: it differs from what nvcc makes of ${srcs[$i]} now ($PTX_CHECK_TRIES tries); run make ptx" >&2
       fail=1
     fi
   done
