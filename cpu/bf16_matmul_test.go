@@ -78,7 +78,6 @@ func TestLinearBF16Matmul(t *testing.T) {
 	}
 	for k := range be.dn.mms {
 		impl := be.dn.mmImpl(k)
-		t.Logf("matmul %+v: %s", k, impl)
 		if !bf16Kernel(impl) {
 			t.Errorf("matmul %+v: oneDNN chose %q, not a native bf16 kernel", k, impl)
 		}
