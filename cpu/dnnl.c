@@ -248,3 +248,82 @@ int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *
 	if (db && runReorder(&c->db, 1)) return -5;
 	return 0;
 }
+
+// A matmul plan: dst (m×n, row stride ldc, f32) = op(A)·op(B) (+ dst where acc), A m×k and B k×n given by their
+// f32 user buffers' strides (transA: A is stored k×m with row stride lda, else m×k; likewise transB), rounded to
+// bf16 by the ports' reorders into the layouts the primitive chose; the primitive accumulates in f32 and its sum
+// post-op adds into dst (one IEEE addition per element). batch > 1: that many independent products, the user
+// buffers advancing by sa, sb, sc elements per product.
+struct ddpm_mm {
+	int nthr;
+	char impl[64];
+	dnnl_primitive_t mm;
+	dnnl_memory_t smm; // the primitive's scratchpad (user mode, in W_SCRATCH)
+	port a, b;
+	dnnl_memory_t c;   // dst: the user's buffer, used directly
+};
+
+static void strides2(dnnl_dims_t st, int batch, long sb, int trans, long ld) {
+	// dims {batch, rows, cols}: trans means the matrix is stored transposed (element (r, c) at c·ld + r).
+	st[0] = sb;
+	st[1] = trans ? 1 : ld;
+	st[2] = trans ? ld : 1;
+}
+
+ddpm_mm *ddpm_mm_create(int batch, int m, int n, int k, int transA, int lda, long sa, int transB, int ldb, long sb,
+		int ldc, long sc, int acc, int nthr, char *err, int errn) {
+	ddpm_mm *p = calloc(1, sizeof *p);
+	if (!p) { snprintf(err, errn, "calloc"); return NULL; }
+	p->nthr = nthr;
+	omp_set_num_threads(nthr); // fixes the primitive's thread split (see ddpm_conv_create)
+	dnnl_dims_t ad = {batch, m, k}, bd = {batch, k, n}, cd = {batch, m, n};
+	dnnl_dims_t as, bs, cs;
+	strides2(as, batch, sa, transA, lda);
+	strides2(bs, batch, sb, transB, ldb);
+	strides2(cs, batch, sc, 0, ldc);
+	dnnl_memory_desc_t ua, ub, uc, pa, pb;
+	dnnl_status_t st;
+	CKN(dnnl_memory_desc_init_by_strides(&ua, 3, ad, dnnl_f32, as), "memory_desc A");
+	CKN(dnnl_memory_desc_init_by_strides(&ub, 3, bd, dnnl_f32, bs), "memory_desc B");
+	CKN(dnnl_memory_desc_init_by_strides(&uc, 3, cd, dnnl_f32, cs), "memory_desc C");
+	CKN(dnnl_memory_desc_init_by_tag(&pa, 3, ad, dnnl_bf16, dnnl_abc), "memory_desc A bf16");
+	CKN(dnnl_memory_desc_init_by_tag(&pb, 3, bd, dnnl_bf16, dnnl_format_tag_any), "memory_desc B bf16");
+	dnnl_primitive_attr_t attr;
+	CKN(dnnl_primitive_attr_create(&attr), "attr_create");
+	CKN(dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user), "set_scratchpad_mode");
+	if (acc) {
+		dnnl_post_ops_t po;
+		CKN(dnnl_post_ops_create(&po), "post_ops_create");
+		CKN(dnnl_post_ops_append_sum(po, 1.0f), "append_sum");
+		CKN(dnnl_primitive_attr_set_post_ops(attr, po), "set_post_ops");
+		dnnl_post_ops_destroy(po);
+	}
+	dnnl_matmul_desc_t md;
+	dnnl_primitive_desc_t pd;
+	CKN(dnnl_matmul_desc_init(&md, &pa, &pb, NULL, &uc), "matmul_desc_init");
+	CKN(dnnl_primitive_desc_create(&pd, &md, attr, eng, NULL), "matmul primitive_desc_create");
+	dnnl_primitive_attr_destroy(attr);
+	const char *name = NULL;
+	if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) != dnnl_success || !name) name = "?";
+	snprintf(p->impl, sizeof p->impl, "%s", name);
+	CKP(makePort(&p->a, &ua, dnnl_primitive_desc_query_md(pd, dnnl_query_src_md, 0), 0, 0, W_SRC, err, errn));
+	CKP(makePort(&p->b, &ub, dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0), 0, 0, W_WEI, err, errn));
+	CKN(dnnl_memory_create(&p->c, &uc, eng, DNNL_MEMORY_NONE), "memory_create C");
+	CKN(dnnl_primitive_create(&p->mm, pd), "matmul primitive_create");
+	if (scratchMem(&p->smm, pd)) { snprintf(err, errn, "scratchpad alloc"); return NULL; }
+	dnnl_primitive_desc_destroy(pd);
+	return p;
+}
+
+const char *ddpm_mm_impl(ddpm_mm *p) { return p->impl; }
+
+int ddpm_mm_run(ddpm_mm *p, const float *a, const float *b, float *c) {
+	omp_set_num_threads(p->nthr);
+	if (bind(&p->a, (void *)a) || bind(&p->b, (void *)b) || dnnl_memory_set_data_handle(p->c, c) != dnnl_success) return -1;
+	if (runReorder(&p->a, 0) || runReorder(&p->b, 0)) return -2;
+	if (dnnl_memory_set_data_handle(p->smm, work[W_SCRATCH]) != dnnl_success) return -1;
+	dnnl_exec_arg_t x[4] = {{DNNL_ARG_SRC, p->a.prim}, {DNNL_ARG_WEIGHTS, p->b.prim}, {DNNL_ARG_DST, p->c},
+		{DNNL_ARG_SCRATCHPAD, p->smm}};
+	if (dnnl_primitive_execute(p->mm, strm, 4, x) != dnnl_success) return -3;
+	return 0;
+}

@@ -52,8 +52,9 @@ type dnnlState struct {
 	threads int
 	bf16    bool // new plans take bf16 inputs (precision bf16, see bf16.go)
 	plans   map[planKey]*C.ddpm_conv
-	zeros   []float32 // the forward's bias when b is nil
-	last    [3]string // the implementations of the last plan created: forward, backward-data, backward-weights
+	mms     map[mmKey]*C.ddpm_mm // bf16 matmul plans (linear layers, bf16.go)
+	zeros   []float32            // the forward's bias when b is nil
+	last    [3]string            // the implementations of the last plan created: forward, backward-data, backward-weights
 }
 
 // planKey is a plan's shape and input type: switching the precision keeps the plans of both.
@@ -72,7 +73,7 @@ func newDNNL[T Float]() *dnnlState {
 	if C.ddpm_dnnl_init(&err[0], C.int(len(err))) != 0 {
 		panic("cpu: oneDNN init: " + C.GoString(&err[0]))
 	}
-	return &dnnlState{threads: max(1, runtime.GOMAXPROCS(0)), plans: map[planKey]*C.ddpm_conv{}}
+	return &dnnlState{threads: max(1, runtime.GOMAXPROCS(0)), plans: map[planKey]*C.ddpm_conv{}, mms: map[mmKey]*C.ddpm_mm{}}
 }
 
 // plan returns the shape's plan, creating it on first use.
@@ -168,4 +169,40 @@ func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T) {
 func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T) {
 	p := d.plan("Conv2DBackward", s)
 	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs)))
+}
+
+// dnnlMatmulBF16 runs c = op(a)·op(b) (+ c where key.acc) with a and b rounded to bf16 (to nearest even) by oneDNN's
+// reorders and products accumulated in float32 by its bf16 matmul primitive; the plan is created on the key's first
+// use and kept. Equivalent to gemm(transA, transB, m, n, k, 1, bf16(a), lda, bf16(b), ldb, acc ? 1 : 0, c, ldc),
+// up to the order of the float32 sums.
+func dnnlMatmulBF16[T Float](d *dnnlState, key mmKey, a, b, c []T) {
+	p, ok := d.mms[key]
+	if !ok {
+		var err [256]C.char
+		p = C.ddpm_mm_create(C.int(key.batch), C.int(key.m), C.int(key.n), C.int(key.k),
+			cbool(key.transA), C.int(key.lda), C.long(key.sa), cbool(key.transB), C.int(key.ldb), C.long(key.sb),
+			C.int(key.ldc), C.long(key.sc), cbool(key.acc), C.int(d.threads), &err[0], C.int(len(err)))
+		if p == nil {
+			panic(fmt.Sprintf("cpu matmul bf16 %+v: oneDNN plan: %s", key, C.GoString(&err[0])))
+		}
+		d.mms[key] = p
+	}
+	if rc := C.ddpm_mm_run(p, f32p(a), f32p(b), f32p(c)); rc != 0 {
+		panic(fmt.Sprintf("cpu matmul bf16 %+v: oneDNN execution failed (step %d)", key, -int(rc)))
+	}
+}
+
+// mmImpl is oneDNN's implementation name of a key's plan ("" before its first use).
+func (d *dnnlState) mmImpl(key mmKey) string {
+	if p, ok := d.mms[key]; ok {
+		return C.GoString(C.ddpm_mm_impl(p))
+	}
+	return ""
+}
+
+func cbool(b bool) C.int {
+	if b {
+		return 1
+	}
+	return 0
 }

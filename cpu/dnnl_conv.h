@@ -6,3 +6,7 @@ int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, 
 int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx);
 int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db);
 const char *ddpm_conv_impl(ddpm_conv *c, int i);
+typedef struct ddpm_mm ddpm_mm;
+ddpm_mm *ddpm_mm_create(int batch, int m, int n, int k, int transA, int lda, long sa, int transB, int ldb, long sb, int ldc, long sc, int acc, int nthr, char *err, int errn);
+int ddpm_mm_run(ddpm_mm *p, const float *a, const float *b, float *c);
+const char *ddpm_mm_impl(ddpm_mm *p);
