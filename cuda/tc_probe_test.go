@@ -57,46 +57,30 @@ func probeDownload(t *testing.T, d Driver, p DevicePtr, n int) []float32 {
 // within the FP32 rounding of nine additions for random reals (rounded to TF32 on the way in).
 func TestTCProbeMMA(t *testing.T) {
 	d := probeDriver(t)
-	const warps = 6
 	rnd := rand.New(rand.NewSource(5))
 	for _, integers := range []bool{true, false} {
-		A, B, C := make([]float32, warps*128), make([]float32, warps*64), make([]float32, warps*128)
-		gen := func(v []float32) {
-			for i := range v {
-				if integers {
-					v[i] = float32(rnd.Intn(17) - 8)
-				} else {
-					v[i] = float32(rnd.NormFloat64())
-				}
-			}
-		}
-		gen(A)
-		gen(B)
-		gen(C)
-		out := probeUpload(t, d, make([]float32, warps*128))
-		if err := d.Launch("tc_probe_mma", Dim3{X: warps / 2}, Dim3{X: 64}, 0, Ptr(probeUpload(t, d, A)),
-			Ptr(probeUpload(t, d, B)), Ptr(probeUpload(t, d, C)), Ptr(out)); err != nil {
-			t.Fatal(err)
-		}
-		got := probeDownload(t, d, out, warps*128)
-		for w := 0; w < warps; w++ {
-			for r := 0; r < 16; r++ {
-				for n := 0; n < 8; n++ {
-					want, mag := float64(C[w*128+r*8+n]), math.Abs(float64(C[w*128+r*8+n]))
-					for k := 0; k < 8; k++ {
-						p := float64(tf32RNA(A[w*128+r*8+k])) * float64(tf32RNA(B[w*64+k*8+n]))
-						want += p
-						mag += math.Abs(p)
-					}
-					g := float64(got[w*128+r*8+n])
-					if tol := 9 * 0x1p-24 * mag; (integers && g != want) || math.Abs(g-want) > tol {
-						t.Fatalf("integers=%v warp %d D[%d][%d] = %v, want %v (C + A·B with A and B rounded to TF32)",
-							integers, w, r, n, g, want)
-					}
-				}
-			}
+		A, B, C, got := runProbeMMA(t, d, "tc_probe_mma", rnd, 8, integers)
+		for w := 0; w < probeWarps; w++ {
+			checkProduct(t, fmt.Sprintf("m16n8k8 warp %d", w), integers, 16, 8, A[w*128:], C[w*128:], got[w*128:],
+				func(k, n int) float32 { return B[w*64+k*8+n] })
 		}
 	}
+}
+
+// probeWarps is the number of warps of the mma probes: three blocks of two.
+const probeWarps = 6
+
+// runProbeMMA launches the m16n8kK probe kernel name (K = kk) on probeWarps warps, each with its own A [16×K],
+// B [K×8] and C [16×8] drawn by probeData in that order, and returns them with each warp's D [16×8].
+func runProbeMMA(t *testing.T, d Driver, name string, rnd *rand.Rand, kk int, integers bool) (A, B, C, got []float32) {
+	t.Helper()
+	A, B, C = probeData(rnd, probeWarps*16*kk, integers), probeData(rnd, probeWarps*kk*8, integers), probeData(rnd, probeWarps*128, integers)
+	out := probeUpload(t, d, make([]float32, probeWarps*128))
+	if err := d.Launch(name, Dim3{X: probeWarps / 2}, Dim3{X: 64}, 0, Ptr(probeUpload(t, d, A)),
+		Ptr(probeUpload(t, d, B)), Ptr(probeUpload(t, d, C)), Ptr(out)); err != nil {
+		t.Fatal(err)
+	}
+	return A, B, C, probeDownload(t, d, out, probeWarps*128)
 }
 
 // TestTCProbeCpAsync: 16-byte cp.async with and without zero fill, three commit groups retired one wait_group at a
@@ -170,17 +154,10 @@ func probeData(rnd *rand.Rand, n int, integers bool) []float32 {
 // TestTCProbeMMAK4: mma.sync m16n8k4 TF32 on six warps against the plain product, as TestTCProbeMMA.
 func TestTCProbeMMAK4(t *testing.T) {
 	d := probeDriver(t)
-	const warps = 6
 	rnd := rand.New(rand.NewSource(6))
 	for _, integers := range []bool{true, false} {
-		A, B, C := probeData(rnd, warps*64, integers), probeData(rnd, warps*32, integers), probeData(rnd, warps*128, integers)
-		out := probeUpload(t, d, make([]float32, warps*128))
-		if err := d.Launch("tc_probe_mma_k4", Dim3{X: warps / 2}, Dim3{X: 64}, 0, Ptr(probeUpload(t, d, A)),
-			Ptr(probeUpload(t, d, B)), Ptr(probeUpload(t, d, C)), Ptr(out)); err != nil {
-			t.Fatal(err)
-		}
-		got := probeDownload(t, d, out, warps*128)
-		for w := 0; w < warps; w++ {
+		A, B, C, got := runProbeMMA(t, d, "tc_probe_mma_k4", rnd, 4, integers)
+		for w := 0; w < probeWarps; w++ {
 			checkProduct(t, fmt.Sprintf("m16n8k4 warp %d", w), integers, 16, 4, A[w*64:], C[w*128:], got[w*128:],
 				func(k, n int) float32 { return B[w*32+k*8+n] })
 		}
@@ -271,30 +248,11 @@ func TestTCProbeCvtBF16(t *testing.T) {
 // rounding after each addition; kernels/emu/mma.h), which the hardware need not follow.
 func TestTCProbeMMABF16(t *testing.T) {
 	d := probeDriver(t)
-	const warps = 6
 	rnd := rand.New(rand.NewSource(7))
 	for _, integers := range []bool{true, false} {
-		A, B, C := make([]float32, warps*256), make([]float32, warps*128), make([]float32, warps*128)
-		gen := func(v []float32) {
-			for i := range v {
-				if integers {
-					v[i] = float32(rnd.Intn(17) - 8)
-				} else {
-					v[i] = float32(rnd.NormFloat64())
-				}
-			}
-		}
-		gen(A)
-		gen(B)
-		gen(C)
-		out := probeUpload(t, d, make([]float32, warps*128))
-		if err := d.Launch("tc_probe_mma_bf16", Dim3{X: warps / 2}, Dim3{X: 64}, 0, Ptr(probeUpload(t, d, A)),
-			Ptr(probeUpload(t, d, B)), Ptr(probeUpload(t, d, C)), Ptr(out)); err != nil {
-			t.Fatal(err)
-		}
-		got := probeDownload(t, d, out, warps*128)
+		A, B, C, got := runProbeMMA(t, d, "tc_probe_mma_bf16", rnd, 16, integers)
 		bf := func(x float32) float32 { return math.Float32frombits(bf16RNE(x)) }
-		for w := 0; w < warps; w++ {
+		for w := 0; w < probeWarps; w++ {
 			for r := 0; r < 16; r++ {
 				for n := 0; n < 8; n++ {
 					c := C[w*128+r*8+n]
