@@ -59,6 +59,31 @@ func testBackend(t testing.TB) *Backend {
 	return be
 }
 
+// conv1x1Probe runs two 1x1 convolutions on be at its precision: in (one channel, len(in) pixels) with weight 1,
+// returning each pixel as the kernels round it, and the two channels (1, 2^-12) with weights 1, returning their sum
+// (1 + 2^-12 when the accumulation is FP32).
+func conv1x1Probe(t *testing.T, be *Backend, in []float32) (got []float32, sum float32) {
+	t.Helper()
+	s := ops.ConvShape{N: 1, Cin: 1, H: 1, W: len(in), Cout: 1, K: 1, Stride: 1, Pad: 0}
+	x, w, y := be.Alloc(len(in)), be.Alloc(1), be.Alloc(len(in))
+	be.Upload(x, in)
+	be.Upload(w, []float32{1})
+	be.Conv2D(s, x, w, nil, y)
+	got = make([]float32, len(in))
+	be.Download(got, y)
+	s2 := ops.ConvShape{N: 1, Cin: 2, H: 1, W: 1, Cout: 1, K: 1, Stride: 1, Pad: 0}
+	x2, w2, y2 := be.Alloc(2), be.Alloc(2), be.Alloc(1)
+	be.Upload(x2, []float32{1, float32(math.Ldexp(1, -12))})
+	be.Upload(w2, []float32{1, 1})
+	be.Conv2D(s2, x2, w2, nil, y2)
+	sums := make([]float32, 1)
+	be.Download(sums, y2)
+	if err := be.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	return got, sums[0]
+}
+
 // TestEmuConvTF32Rounding checks the emulated tensor-core numerics against the TF32 definition: a 1x1 convolution
 // with weight 1 returns its input rounded to a 10-bit mantissa, to nearest with ties away from zero
 // (cvt.rna.tf32.f32), and sums in FP32 (not TF32). The FP32 kernels return the inputs unchanged.
@@ -73,24 +98,8 @@ func TestEmuConvTF32Rounding(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		s := ops.ConvShape{N: 1, Cin: 1, H: 1, W: len(in), Cout: 1, K: 1, Stride: 1, Pad: 0}
-		x, w, y := be.Alloc(len(in)), be.Alloc(1), be.Alloc(len(in))
-		be.Upload(x, in)
-		be.Upload(w, []float32{1})
-		be.Conv2D(s, x, w, nil, y)
-		got := make([]float32, len(in))
-		be.Download(got, y)
-		// Two channels of TF32-exact values: 1·1 + 1·2^-12 = 1 + 2^-12 is exact in FP32 but not in TF32.
-		s2 := ops.ConvShape{N: 1, Cin: 2, H: 1, W: 1, Cout: 1, K: 1, Stride: 1, Pad: 0}
-		x2, w2, y2 := be.Alloc(2), be.Alloc(2), be.Alloc(1)
-		be.Upload(x2, []float32{1, p(-12)})
-		be.Upload(w2, []float32{1, 1})
-		be.Conv2D(s2, x2, w2, nil, y2)
-		sum := make([]float32, 1)
-		be.Download(sum, y2)
-		if err := be.Sync(); err != nil {
-			t.Fatal(err)
-		}
+		// 1·1 + 1·2^-12 = 1 + 2^-12 is exact in FP32 but not in TF32.
+		got, sum := conv1x1Probe(t, be, in)
 		for i := range in {
 			w := in[i]
 			if tc {
@@ -100,8 +109,8 @@ func TestEmuConvTF32Rounding(t *testing.T) {
 				t.Errorf("tensor cores %v: 1x1 conv of %.10g with weight 1 = %.10g, want %.10g", tc, in[i], got[i], w)
 			}
 		}
-		if sum[0] != 1+p(-12) {
-			t.Errorf("tensor cores %v: 1 + 2^-12 summed to %.10g, want %.10g (FP32 accumulation)", tc, sum[0], 1+p(-12))
+		if sum != 1+p(-12) {
+			t.Errorf("tensor cores %v: 1 + 2^-12 summed to %.10g, want %.10g (FP32 accumulation)", tc, sum, 1+p(-12))
 		}
 	}
 }
@@ -117,30 +126,14 @@ func TestEmuConvBF16Rounding(t *testing.T) {
 	if err := be.SetPrecision(ops.BF16); err != nil {
 		t.Fatal(err)
 	}
-	s := ops.ConvShape{N: 1, Cin: 1, H: 1, W: len(in), Cout: 1, K: 1, Stride: 1, Pad: 0}
-	x, w, y := be.Alloc(len(in)), be.Alloc(1), be.Alloc(len(in))
-	be.Upload(x, in)
-	be.Upload(w, []float32{1})
-	be.Conv2D(s, x, w, nil, y)
-	got := make([]float32, len(in))
-	be.Download(got, y)
-	s2 := ops.ConvShape{N: 1, Cin: 2, H: 1, W: 1, Cout: 1, K: 1, Stride: 1, Pad: 0}
-	x2, w2, y2 := be.Alloc(2), be.Alloc(2), be.Alloc(1)
-	be.Upload(x2, []float32{1, p(-12)})
-	be.Upload(w2, []float32{1, 1})
-	be.Conv2D(s2, x2, w2, nil, y2)
-	sum := make([]float32, 1)
-	be.Download(sum, y2)
-	if err := be.Sync(); err != nil {
-		t.Fatal(err)
-	}
+	got, sum := conv1x1Probe(t, be, in)
 	for i := range in {
 		if got[i] != want[i] {
 			t.Errorf("bf16: 1x1 conv of %.10g with weight 1 = %.10g, want %.10g", in[i], got[i], want[i])
 		}
 	}
-	if sum[0] != 1+p(-12) {
-		t.Errorf("bf16: 1 + 2^-12 summed to %.10g, want %.10g (FP32 accumulation)", sum[0], 1+p(-12))
+	if sum != 1+p(-12) {
+		t.Errorf("bf16: 1 + 2^-12 summed to %.10g, want %.10g (FP32 accumulation)", sum, 1+p(-12))
 	}
 }
 
