@@ -92,28 +92,27 @@ func (l *localRank) Size() int { return l.g.n }
 
 func (l *localRank) AllReduceSum(buf ops.Buf) {
 	l.reduces++
-	x := cpu.Data[float32](buf)
-	all, err := l.g.round(l.r, append([]float32(nil), x...))
-	if err != nil {
-		l.err = errors.Join(l.err, err)
-		return
-	}
-	copy(x, all[0].([]float32))
-	for _, v := range all[1:] {
+	x, all := l.broadcast(buf)
+	for _, v := range all {
 		for i, y := range v.([]float32) {
 			x[i] += y
 		}
 	}
 }
 
-func (l *localRank) Broadcast(buf ops.Buf) {
-	x := cpu.Data[float32](buf)
+func (l *localRank) Broadcast(buf ops.Buf) { l.broadcast(buf) }
+
+// broadcast sets buf to rank 0's buf and returns its data with the other ranks' copies (after an error, which it
+// keeps for Flush, buf is unchanged and no copies are returned).
+func (l *localRank) broadcast(buf ops.Buf) (x []float32, others []any) {
+	x = cpu.Data[float32](buf)
 	all, err := l.g.round(l.r, append([]float32(nil), x...))
 	if err != nil {
 		l.err = errors.Join(l.err, err)
-		return
+		return x, nil
 	}
 	copy(x, all[0].([]float32))
+	return x, all[1:]
 }
 
 func (l *localRank) Flush() error {
