@@ -15,6 +15,7 @@ const (
 	igBN        = 128
 	igBKF32     = 8
 	igBKTC      = 32
+	igBKBF16    = 64
 	igStages    = 3
 	igTCThreads = 128
 )
@@ -47,15 +48,17 @@ const (
 	convSplitMax    = 32
 )
 
-// convSlack floats follow each packed operand in the scratch, so that the addresses the kernels form for chunks
-// they then zero (a tile's columns past the operand's width) stay inside the allocation.
+// convSlack elements follow each packed operand in the scratch (convSlack·4 bytes, also after bfloat16 operands),
+// so that the addresses the kernels form for chunks they then zero (a tile's columns past the operand's width) stay
+// inside the allocation.
 const convSlack = 256
 
 // SetPrecision selects the convolution kernels (ops.PrecisionSetter): FP32 FMAs (the default); TF32 tensor cores
 // (mma.sync m16n8k8 and m16n8k4, inputs rounded to TF32 -- 10-bit stored significands, to nearest, ties away -- as
-// they are packed; at most 2^-11 relative per input); or BF16 tensor cores (mma.sync m16n8k16 bf16, inputs rounded
-// to bfloat16 -- 7 stored bits, to nearest even -- as they are packed; at most 2^-8 relative per input). Both
-// accumulate in FP32. The tensor-core kernels come from kernels/ptx/sm80/conv2d.ptx, which the GPU driver loads on
+// they are packed; at most 2^-11 relative per input); or BF16 tensor cores (mma.sync m16n8k16 bf16, inputs packed
+// as bfloat16 -- 7 stored bits, rounded to nearest even -- and kept so in shared memory; at most 2^-8 relative per
+// input). Both accumulate in FP32. The tensor-core kernels come from kernels/ptx/sm80/conv2d.ptx and
+// conv2d_bf16.ptx, which the GPU driver loads on
 // devices of compute capability 8.0 or newer; on older devices (Driver.TensorCores false) TF32 and BF16 are refused
 // with an error and the kernels in use stay. The emulator emulates the tensor-core instructions (kernels/emu/mma.h,
 // kernels/emu/cp_async.h). Only the convolutions change: the linear layers and attention run FP32 at every
@@ -120,41 +123,42 @@ func ccString(d Driver) string {
 	return "no tensor cores"
 }
 
-func checkConv(op string, s ops.ConvShape) {
+func checkConv(op string, s ops.ConvShape, align int) {
 	if s.N < 0 || s.Cin < 1 || s.H < 1 || s.W < 1 || s.Cout < 1 || s.K < 1 || s.Stride < 1 || s.Pad < 0 ||
 		s.PadEnd < 0 || s.OutH() < 1 || s.OutW() < 1 {
 		panic(fmt.Sprintf("cuda %s %+v: invalid shape (output %dx%d)", op, s, s.OutH(), s.OutW()))
 	}
 	// Every product the kernels form in int: the tensors and their packed copies (conv2d.go's convGeom).
-	g := geomOf(s)
+	g := geomOf(s, align)
 	i32(op, s, s.N*s.Cin*s.H*s.W, s.N*s.Cout*g.ohw, s.Cout*s.Cin*s.K*s.K, s.N*s.H*s.W, s.N*g.ohw,
 		s.N*g.hp*g.wp*g.cinP+convSlack, s.N*g.hq*g.wq*g.coutP+convSlack, s.N*g.ohw*g.coutP+convSlack,
 		s.K*s.K*s.Cout*g.cinP+convSlack, s.K*s.K*s.Cin*g.coutP+convSlack)
 }
 
-// convGeom: the padded sizes of the packed operands (kernels/conv2d.cu, conv2d_pack_act_f32).
+// convGeom: the padded sizes of the packed operands (kernels/conv2d.cu, conv2d_pack_act_*).
 type convGeom struct {
 	ohw, kk     int
-	cinP, coutP int // channels rounded up to a multiple of 4
+	cinP, coutP int // channels rounded up to a multiple of the chunk: 4 floats, or 8 bfloat16 (packAlign)
 	hp, wp      int // x padded by P before and P + PadEnd after (forward, backward-weight)
 	hq, wq      int // dy with S−1 zeros between elements and K−1−P around (backward-data)
 }
 
-func geomOf(s ops.ConvShape) convGeom {
-	g := convGeom{ohw: s.OutH() * s.OutW(), kk: s.K * s.K, cinP: roundUp(s.Cin, 4), coutP: roundUp(s.Cout, 4),
+func geomOf(s ops.ConvShape, align int) convGeom {
+	g := convGeom{ohw: s.OutH() * s.OutW(), kk: s.K * s.K, cinP: roundUp(s.Cin, align), coutP: roundUp(s.Cout, align),
 		hp: s.H + 2*s.Pad + s.PadEnd, wp: s.W + 2*s.Pad + s.PadEnd, hq: s.H + s.K - 1, wq: s.W + s.K - 1}
 	return g
 }
 
 // igemmTaps is the kernel-size variant of conv2d_igemm_* (kernels/conv2d.cu, KSrc) for kernel size k over cp packed
-// channels: k1 for 1x1; kn when a k-step changes kernel rows at most once: always for the FP32 kernels (a kernel row,
-// k·cp ≥ 8 floats, is at least a k-step long), and for the tensor-core kernels (two chunks of a row per thread, 16
-// floats apart) when cp is a multiple of 32; kx otherwise (tensor cores only).
-func igemmTaps(k, cp int, tc bool) string {
+// channels and the k-step bk (elements): k1 for 1x1; kn when a k-step changes kernel rows at most once: always for
+// the FP32 kernels (a kernel row, k·cp ≥ 8 floats, is at least a k-step long), and for the tensor-core kernels (two
+// chunks of a row per thread, four chunks apart) when cp is a multiple of the k-step (32 floats for TF32, 64
+// bfloat16 for BF16); kx otherwise (tensor cores only).
+func igemmTaps(k, cp int, tc bool, bk int) string {
 	switch {
 	case k == 1:
 		return "k1"
-	case !tc || cp%igBKTC == 0:
+	case !tc || cp%bk == 0:
 		return "kn"
 	}
 	return "kx"
@@ -163,12 +167,32 @@ func igemmTaps(k, cp int, tc bool) string {
 func roundUp(a, b int) int { return ceilDiv(a, b) * b }
 
 // convSplits is the split-K of a GEMM with `tiles` block tiles and k indices: the number of chunks and their
-// length (a multiple of 32, which both k-steps divide).
-func convSplits(tiles, k int) (splits, chunk int) {
+// length, a multiple of step (32, which the FP32 and TF32 k-steps divide; 64, the BF16 k-step: be.kStep).
+func convSplits(tiles, k, step int) (splits, chunk int) {
 	splits = max(1, min(ceilDiv(convSplitTarget, tiles), k/convSplitMinK, convSplitMax))
-	chunk = roundUp(ceilDiv(k, splits), igBKTC)
+	chunk = roundUp(ceilDiv(k, splits), step)
 	return ceilDiv(k, chunk), chunk
 }
+
+// kStep is the multiple of which split-K chunks are (convSplits) and by which the tensor-core igemm variants are
+// picked (igemmTaps): IG_BK_BF16 for BF16, else IG_BK_TC.
+func (be *Backend) kStep() int {
+	if be.Precision() == ops.BF16 {
+		return igBKBF16
+	}
+	return igBKTC
+}
+
+// packElem is the size in bytes of a packed operand's element: 2 (bfloat16) for BF16, else 4; packAlign the
+// channel multiple that makes a 16-byte chunk whole (8 bfloat16 or 4 floats).
+func (be *Backend) packElem() int {
+	if be.Precision() == ops.BF16 {
+		return 2
+	}
+	return 4
+}
+
+func (be *Backend) packAlign() int { return 16 / be.packElem() }
 
 // igemmTile is the block tile's M side for m rows: 64 when m ≤ 64, else 128.
 func igemmTile(m int) int {
@@ -186,39 +210,49 @@ func (be *Backend) igLaunch(bm int) (block Dim3, smem int, prec string) {
 	return Dim3{X: igF32Threads(bm)}, 0, "f32"
 }
 
-// scratchRegions carves be.scratch into regions of the given float counts (each followed by convSlack floats and
-// 64-float aligned) and returns their addresses.
-func (be *Backend) scratchRegions(op string, floats ...int) []DevicePtr {
-	offs, total := make([]int, len(floats)), 0
-	for i, n := range floats {
+// scratchRegions carves be.scratch into regions of the given sizes in bytes (each followed by 4·convSlack bytes
+// and 256-byte aligned) and returns their addresses.
+func (be *Backend) scratchRegions(op string, bytes ...int) []DevicePtr {
+	offs, total := make([]int, len(bytes)), 0
+	for i, n := range bytes {
 		offs[i] = total
-		total += roundUp(n+convSlack, 64)
+		total += roundUp(n+4*convSlack, 256)
 	}
-	base := be.scratch(op, total)
-	ptrs := make([]DevicePtr, len(floats))
+	base := be.scratch(op, total/4)
+	ptrs := make([]DevicePtr, len(bytes))
 	for i := range offs {
-		ptrs[i] = base + DevicePtr(4*offs[i])
+		ptrs[i] = base + DevicePtr(offs[i])
 	}
 	return ptrs
 }
 
 // packAct launches conv2d_pack_act_f32: out[n][a][b][c] (a < hp, b < wp, c < cp) from in [n][c][h][w] shifted by off
-// and spread by z (see the kernel), rounded to TF32 or bfloat16 on the tensor-core paths.
+// and spread by z (see the kernel), rounded to TF32 on that path; for BF16, conv2d_pack_act_bf16: the same as
+// bfloat16 (rounded to nearest even).
 func (be *Backend) packAct(op string, in, out DevicePtr, n, c, h, w, cp, hp, wp, off, z int) {
-	be.keep(op, be.d.Launch("conv2d_pack_act_f32", Dim3{X: n * hp}, Dim3{X: 256}, 0, Ptr(in), Ptr(out), I32(int32(n)),
-		I32(int32(c)), I32(int32(h)), I32(int32(w)), I32(int32(cp)), I32(int32(hp)), I32(int32(wp)), I32(int32(off)),
-		I32(int32(z)), I32(be.convRound())))
+	args := []Arg{Ptr(in), Ptr(out), I32(int32(n)), I32(int32(c)), I32(int32(h)), I32(int32(w)), I32(int32(cp)),
+		I32(int32(hp)), I32(int32(wp)), I32(int32(off)), I32(int32(z))}
+	name := "conv2d_pack_act_bf16"
+	if be.Precision() != ops.BF16 {
+		name, args = "conv2d_pack_act_f32", append(args, I32(be.convRound()))
+	}
+	be.keep(op, be.d.Launch(name, Dim3{X: n * hp}, Dim3{X: 256}, 0, args...))
 }
 
-// packW launches conv2d_pack_w_f32: the weights tap-major (flip = false: [Cout][KK][cp]; true: flipped taps,
-// [Cin][KK][cp] over output channels).
+// packW launches conv2d_pack_w_f32 (conv2d_pack_w_bf16 for BF16): the weights tap-major (flip = false:
+// [Cout][KK][cp]; true: flipped taps, [Cin][KK][cp] over output channels).
 func (be *Backend) packW(op string, s ops.ConvShape, w, out DevicePtr, cp int, flip bool) {
 	rows := s.Cout
 	if flip {
 		rows = s.Cin
 	}
-	be.gridStride(op, "conv2d_pack_w_f32", rows*s.K*s.K*cp, elementwiseThreads, Ptr(w), Ptr(out), I32(int32(s.Cout)),
-		I32(int32(s.Cin)), I32(int32(s.K*s.K)), I32(int32(cp)), I32(b2i(flip)), I32(be.convRound()))
+	args := []Arg{Ptr(w), Ptr(out), I32(int32(s.Cout)), I32(int32(s.Cin)), I32(int32(s.K * s.K)), I32(int32(cp)),
+		I32(b2i(flip))}
+	name := "conv2d_pack_w_bf16"
+	if be.Precision() != ops.BF16 {
+		name, args = "conv2d_pack_w_f32", append(args, I32(be.convRound()))
+	}
+	be.gridStride(op, name, rows*s.K*s.K*cp, elementwiseThreads, args...)
 }
 
 // igemm launches conv2d_igemm_*: out (mode) the K-major GEMM of a packed input [n][hin][win][cp] (output pixels
@@ -234,7 +268,7 @@ type igemmCall struct {
 func (be *Backend) igemm(op string, s ops.ConvShape, c igemmCall, splits, chunk int) {
 	bm := igemmTile(c.m)
 	block, smem, prec := be.igLaunch(bm)
-	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(c.k, c.cp, be.tensor()))
+	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(c.k, c.cp, be.tensor(), be.kStep()))
 	out, mode := c.out, c.mode
 	if splits > 1 {
 		out, mode = c.part, convPart
@@ -251,8 +285,8 @@ func (be *Backend) igemm(op string, s ops.ConvShape, c igemmCall, splits, chunk 
 // tiles would not fill the GPU.
 func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	const op = "Conv2D"
-	checkConv(op, s)
-	g := geomOf(s)
+	checkConv(op, s, be.packAlign())
+	g := geomOf(s, be.packAlign())
 	xs := be.arg(op, s, "x", x, s.N*s.Cin*s.H*s.W)
 	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
 	bs := be.opt(op, s, "b", b, s.Cout)
@@ -261,14 +295,15 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 		return
 	}
 	npix := s.N * g.ohw
-	splits, chunk := convSplits(ceilDiv(npix, igBN)*ceilDiv(s.Cout, igemmTile(s.Cout)), g.kk*g.cinP)
+	splits, chunk := convSplits(ceilDiv(npix, igBN)*ceilDiv(s.Cout, igemmTile(s.Cout)), g.kk*g.cinP, be.kStep())
 	nout := s.N * s.Cout * g.ohw
 	partN := 0
 	if splits > 1 {
 		partN = splits * nout
 		i32(op, s, partN)
 	}
-	r := be.scratchRegions(op, s.N*g.hp*g.wp*g.cinP, s.Cout*g.kk*g.cinP, partN)
+	es := be.packElem()
+	r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, es*s.Cout*g.kk*g.cinP, 4*partN)
 	be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
 	be.packW(op, s, ws.p, r[1], g.cinP, false)
 	var bias DevicePtr
@@ -290,8 +325,9 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 // not fill the GPU, the partials added in a fixed order; db is one block per output channel.
 func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	const op = "Conv2DBackward"
-	checkConv(op, s)
-	g := geomOf(s)
+	checkConv(op, s, be.packAlign())
+	g := geomOf(s, be.packAlign())
+	es := be.packElem()
 	hw := s.H * s.W
 	xs := be.arg(op, s, "x", x, s.N*s.Cin*hw)
 	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
@@ -308,14 +344,14 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 	}
 	if dxs != nil {
 		npix := s.N * hw
-		splits, chunk := convSplits(ceilDiv(npix, igBN)*ceilDiv(s.Cin, igemmTile(s.Cin)), g.kk*g.coutP)
+		splits, chunk := convSplits(ceilDiv(npix, igBN)*ceilDiv(s.Cin, igemmTile(s.Cin)), g.kk*g.coutP, be.kStep())
 		nout := s.N * s.Cin * hw
 		partN := 0
 		if splits > 1 {
 			partN = splits * nout
 			i32(op, s, partN)
 		}
-		r := be.scratchRegions(op, s.N*g.hq*g.wq*g.coutP, s.Cin*g.kk*g.coutP, partN)
+		r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, es*s.Cin*g.kk*g.coutP, 4*partN)
 		be.packAct(op, dys.p, r[0], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, g.hq, g.wq, s.K-1-s.Pad, s.Stride)
 		be.packW(op, s, ws.p, r[1], g.coutP, true)
 		be.igemm(op, s, igemmCall{in: r[0], wk: r[1], out: dxs.p, part: r[2], m: s.Cin, npix: npix, oh: s.H, ow: s.W,
@@ -328,14 +364,14 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 	if dws != nil {
 		npix := s.N * g.ohw
 		bm := igemmTile(s.Cout)
-		splits, chunk := convSplits(ceilDiv(g.kk*g.cinP, igBN)*ceilDiv(s.Cout, bm), npix)
+		splits, chunk := convSplits(ceilDiv(g.kk*g.cinP, igBN)*ceilDiv(s.Cout, bm), npix, be.kStep())
 		nout := s.Cout * s.Cin * g.kk
 		partN := 0
 		if splits > 1 {
 			partN = splits * nout
 			i32(op, s, partN)
 		}
-		r := be.scratchRegions(op, s.N*g.hp*g.wp*g.cinP, npix*g.coutP, partN)
+		r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, es*npix*g.coutP, 4*partN)
 		be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
 		be.packAct(op, dys.p, r[1], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1)
 		block, smem, prec := be.igLaunch(bm)

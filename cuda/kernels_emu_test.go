@@ -191,7 +191,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 		{"TestTCProbeMMA", TestTCProbeMMA}, {"TestTCProbeMMAK4", TestTCProbeMMAK4},
 		{"TestTCProbeLdmatrix", TestTCProbeLdmatrix}, {"TestTCProbeCpAsync", TestTCProbeCpAsync},
 		{"TestConvBF16Conformance", TestConvBF16Conformance}, {"TestTCProbeMMABF16", TestTCProbeMMABF16},
-		{"TestTCProbeCvtBF16", TestTCProbeCvtBF16},
+		{"TestTCProbeCvtBF16", TestTCProbeCvtBF16}, {"TestTCProbeLdmatrixB16", TestTCProbeLdmatrixB16},
+		{"TestTCProbeLdmatrixMMABF16", TestTCProbeLdmatrixMMABF16},
 	}
 	for _, tc := range tests {
 		launches.Lock()

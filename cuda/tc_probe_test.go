@@ -277,3 +277,84 @@ func TestTCProbeMMABF16(t *testing.T) {
 		}
 	}
 }
+
+// TestTCProbeLdmatrixB16: ldmatrix.x4 and ldmatrix.x4.trans on 16-bit elements (the BF16 convolutions' fragment
+// loads), each lane's registers against the PTX ISA's definition: without .trans, register i of lane l holds
+// elements (l/4, 2(l%4)) and (l/4, 2(l%4)+1) of matrix i, the lower column in the low half; with .trans the
+// transposed elements (2(l%4), l/4) and (2(l%4)+1, l/4). The rows come from addresses that the lanes give in a
+// scrambled order.
+func TestTCProbeLdmatrixB16(t *testing.T) {
+	d := probeDriver(t)
+	mat := make([]uint16, 256) // four 8x8 matrices: mat[64i + 8r + c]
+	for i := range mat {
+		mat[i] = uint16(0x3f00 + 7*i)
+	}
+	out, err := AllocFrom(d, make([]uint32, 256))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Free(out) })
+	in, err := AllocFrom(d, mat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Free(in) })
+	if err := d.Launch("tc_probe_ldmatrix_b16", Dim3{X: 1}, Dim3{X: 32}, 32*16, Ptr(in), Ptr(out)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]uint32, 256)
+	if err := Download(d, got, out); err != nil {
+		t.Fatal(err)
+	}
+	el := func(i, r, c int) uint32 { return uint32(mat[64*i+8*r+c]) }
+	for lane := 0; lane < 32; lane++ {
+		g, tg := lane/4, lane%4
+		for i := 0; i < 4; i++ {
+			if want := el(i, g, 2*tg) | el(i, g, 2*tg+1)<<16; got[8*lane+i] != want {
+				t.Fatalf("ldmatrix.x4: lane %d register %d = %#08x, want %#08x", lane, i, got[8*lane+i], want)
+			}
+			if want := el(i, 2*tg, g) | el(i, 2*tg+1, g)<<16; got[8*lane+4+i] != want {
+				t.Fatalf("ldmatrix.x4.trans: lane %d register %d = %#08x, want %#08x", lane, i, got[8*lane+4+i], want)
+			}
+		}
+	}
+}
+
+// TestTCProbeLdmatrixMMABF16: the BF16 convolutions' two fragment recipes (K-major tiles through ldmatrix.x4,
+// MN-major tiles through ldmatrix.x4.trans, both into mma m16n8k16; kernels/tc_probe.cu tc_probe_ldmatrix_mma_bf16)
+// against C + bf16(A)·bf16(B): exactly for small integers, within the FP32 rounding of 17 additions for random reals.
+func TestTCProbeLdmatrixMMABF16(t *testing.T) {
+	d := probeDriver(t)
+	rnd := rand.New(rand.NewSource(8))
+	bf := func(x float32) float32 { return math.Float32frombits(bf16RNE(x)) }
+	for mn := 0; mn < 2; mn++ {
+		for _, integers := range []bool{true, false} {
+			A, B, C := probeData(rnd, 256, integers), probeData(rnd, 128, integers), probeData(rnd, 128, integers)
+			out := probeUpload(t, d, make([]float32, 128))
+			if err := d.Launch("tc_probe_ldmatrix_mma_bf16", Dim3{X: 1}, Dim3{X: 32}, (256+128)*2,
+				Ptr(probeUpload(t, d, A)), Ptr(probeUpload(t, d, B)), Ptr(probeUpload(t, d, C)), Ptr(out),
+				I32(int32(mn))); err != nil {
+				t.Fatal(err)
+			}
+			got := probeDownload(t, d, out, 128)
+			for r := 0; r < 16; r++ {
+				for n := 0; n < 8; n++ {
+					want, mag := float64(C[r*8+n]), math.Abs(float64(C[r*8+n]))
+					for k := 0; k < 16; k++ {
+						p := float64(bf(A[r*16+k])) * float64(bf(B[k*8+n]))
+						want += p
+						mag += math.Abs(p)
+					}
+					g := float64(got[r*8+n])
+					if tol := 17 * 0x1p-24 * mag; (integers && g != want) || math.Abs(g-want) > tol {
+						t.Fatalf("mn=%d integers=%v D[%d][%d] = %v, want %v (C + A·B with A and B rounded to bfloat16)",
+							mn, integers, r, n, g, want)
+					}
+				}
+			}
+		}
+	}
+}

@@ -6,11 +6,14 @@
 // and the padded grid's size (Hp = H + 2P + E, which the launcher passes): the pack writes zeros there, and
 // backward-data's dyq drops the rows and columns of dy past H + K − 1 (outputs that read padding only).
 //
-// The launcher first packs the operands (conv2d_pack_act_f32, conv2d_pack_w_f32) into its scratch:
+// The launcher first packs the operands (conv2d_pack_act_f32, conv2d_pack_w_f32; for BF16 conv2d_pack_act_bf16,
+// conv2d_pack_w_bf16) into its scratch:
 //   activations NCHW → "NHWC on a padded grid": a[n][h'][w'][c], zero outside the image and for c ≥ C, the channel
-//     count rounded up to Cp, a multiple of 4, so that every 16-byte chunk of four channels is aligned;
+//     count rounded up to Cp, a multiple of 4 (8 for BF16), so that every 16-byte chunk of four floats (eight
+//     bfloat16) is aligned;
 //   weights → tap-major rows: wk[o][tap][c] (c < Cp);
-// and, for the tensor-core kernels, rounds them to TF32 (cvt.rna.tf32.f32) or bfloat16 (to nearest even) on the way. The main loops
+// and, for the TF32 kernels, rounds them to TF32 (cvt.rna.tf32.f32) on the way; for the BF16 kernels it writes them
+// as bfloat16 (16-bit patterns, rounded to nearest even), which halves the packed bytes. The main loops
 // (kernels/igemm.cuh) then read 16-byte chunks from precomputed row offsets plus a per-k-step offset: no division
 // or bounds test per element, and no dependence on the stride inside the loop.
 //
@@ -22,9 +25,9 @@
 //                    conv2d_pack_w_f32 with flip = 1). Same kernels, M = Cin, N = batch·H·W, k over KK·Coutp.
 //   backward-weight  dw[o,c,p,q] += Σ_{n,i,j} dy[n,o,i,j]·xp[n, i·S+p, j·S+q, c]
 //                    MN-major GEMM: M = Cout, N = (tap, c) over KK·Cp, k = pixel (n, i, j); dy packed NHWC.
-// Each may be split over k (blockIdx.z, kchunk k-indices each, a multiple of 32) into partial sums part[z] in the
-// output's layout, which conv2d_splitk_reduce_f32 / conv2d_splitk_bias_f32 add in z order: the results do not
-// depend on scheduling.
+// Each may be split over k (blockIdx.z, kchunk k-indices each, a multiple of 32; of 64 for BF16) into partial sums
+// part[z] in the output's layout, which conv2d_splitk_reduce_f32 / conv2d_splitk_bias_f32 add in z order: the
+// results do not depend on scheduling.
 //
 // Entry points: conv2d_igemm_{f32,tf32,bf16}_m{64,128}_k{1,n} and conv2d_igemm_{tf32,bf16}_m{64,128}_kx (forward
 // and backward-data: block tile M 64 or 128; kernel 1x1, KxK with at most one kernel-row change per k-step, or any:
@@ -49,20 +52,28 @@
 #ifndef CONV_BF16_MODULE
 // ---- packing ---------------------------------------------------------------------------------------------------------
 // out[n][a][b][c] for a < Hp, b < Wp, c < Cp: with ra = a − off and rb = b − off, in[n][c][ra/Z][rb/Z] when c < C and
-// ra, rb ≥ 0, divisible by Z, ra/Z < H and rb/Z < W; 0 otherwise. Rounded as round says (conv_round). The forward's xp is
-// (off, Z) = (P, 1); backward-data's dyq is (K−1−P, S); NHWC dy is (0, 1) with Hp = OH, Wp = OW. One block of
-// 32x8 threads per output row (n, a), moving 32x32 tiles (channels x columns) through shared memory so that the
-// reads (along w) and the writes (along c) are both coalesced.
+// ra, rb ≥ 0, divisible by Z, ra/Z < H and rb/Z < W; 0 otherwise. Rounded as round says (conv_round), or written
+// as bfloat16 (conv2d_pack_act_bf16). The forward's xp is (off, Z) = (P, 1); backward-data's dyq is (K−1−P, S);
+// NHWC dy is (0, 1) with Hp = OH, Wp = OW. One block of 32x8 threads per output row (n, a), moving 32x32 tiles
+// (channels x columns) through shared memory so that the reads (along w) and the writes (along c) are both
+// coalesced.
 #define CONV_PACK_TILE 32
 // The rounding of the packed operands, by the precision of the kernels that read them (cuda/conv2d.go convRound):
 // 0 none (FP32), 1 TF32 (cvt.rna.tf32.f32: 10-bit significand, ties away), 2 bfloat16 (8-bit significand, to nearest
-// even, as cvt.rn.bf16.f32).
+// even, as cvt.rn.bf16.f32; the launcher packs the BF16 kernels' operands with the _bf16 kernels instead, which
+// store the rounded values as 16-bit patterns).
 __device__ __forceinline__ float conv_round(float v, int round) {
   return round == 1 ? f32_to_tf32(v) : round == 2 ? f32_to_bf16(v) : v;
 }
-extern "C" __global__ void __launch_bounds__(256)
-    conv2d_pack_act_f32(const float* in, float* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
-                        int Z, int round) {
+// The packed element: floats for the FP32 and TF32 kernels (rounded as conv_round says), bfloat16 bit patterns for
+// the BF16 kernels (f32_to_bf16's upper half: to nearest even).
+__device__ __forceinline__ void conv_put(float* p, float v, int round) { *p = conv_round(v, round); }
+__device__ __forceinline__ void conv_put(uint16_t* p, float v, int) {
+  *p = (uint16_t)(__float_as_uint(f32_to_bf16(v)) >> 16);
+}
+template <class T>
+__device__ __forceinline__ void conv_pack_act(const float* in, T* out, int N, int C, int H, int W, int Cp, int Hp,
+                                              int Wp, int off, int Z, int round) {
   __shared__ float tile[CONV_PACK_TILE][CONV_PACK_TILE + 1];
   const int n = blockIdx.x / Hp, a = blockIdx.x % Hp, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int ra = a - off;
@@ -76,33 +87,56 @@ extern "C" __global__ void __launch_bounds__(256)
         const int c = c0 + cc;
         float v = 0.0f;
         if (col_ok && c < C) v = __ldg(in + (((long long)n * C + c) * H + h) * W + rb / Z);
-        tile[cc][tx] = conv_round(v, round);
+        tile[cc][tx] = v;
       }
       __syncthreads();
       for (int bb = ty; bb < CONV_PACK_TILE; bb += 8) {
         const int bo = b0 + bb, c = c0 + tx;
-        if (bo < Wp && c < Cp) out[(((long long)n * Hp + a) * Wp + bo) * Cp + c] = tile[tx][bb];
+        if (bo < Wp && c < Cp) conv_put(out + (((long long)n * Hp + a) * Wp + bo) * Cp + c, tile[tx][bb], round);
       }
       __syncthreads();
     }
 }
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_pack_act_f32(const float* in, float* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
+                        int Z, int round) {
+  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round);
+}
 EMU_REGISTER(conv2d_pack_act_f32)
+// The BF16 kernels' packing: out holds bfloat16 (Cp a multiple of 8, so that a 16-byte chunk is eight channels).
+extern "C" __global__ void __launch_bounds__(256)
+    conv2d_pack_act_bf16(const float* in, uint16_t* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
+                         int Z) {
+  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, 2);
+}
+EMU_REGISTER(conv2d_pack_act_bf16)
 
 // Weights, tap-major. flip = 0 (forward, backward-weight's layout): out[o][tap][c] = w[o][c][tap] for c < Cin, 0 for
 // Cin ≤ c < Cp. flip = 1 (backward-data): out[c][tap][o] = w[o][c][KK−1−tap] for o < Cout, 0 for Cout ≤ o < Cp.
 // Rounded as round says (conv_round). Grid-stride over the rows·KK·Cp outputs.
-extern "C" __global__ void conv2d_pack_w_f32(const float* w, float* out, int Cout, int Cin, int KK, int Cp, int flip,
-                                             int round) {
+template <class T>
+__device__ __forceinline__ void conv_pack_w(const float* w, T* out, int Cout, int Cin, int KK, int Cp, int flip,
+                                            int round) {
   const long long n = (long long)(flip ? Cin : Cout) * KK * Cp;
   for (long long e = global_index(); e < n; e += global_stride()) {
     const int cc = (int)(e % Cp), tap = (int)(e / Cp % KK), r = (int)(e / ((long long)Cp * KK));
     float v = 0.0f;
     if (!flip && cc < Cin) v = w[((long long)r * Cin + cc) * KK + tap];
     if (flip && cc < Cout) v = w[((long long)cc * Cin + r) * KK + (KK - 1 - tap)];
-    out[e] = conv_round(v, round);
+    conv_put(out + e, v, round);
   }
 }
+extern "C" __global__ void conv2d_pack_w_f32(const float* w, float* out, int Cout, int Cin, int KK, int Cp, int flip,
+                                             int round) {
+  conv_pack_w(w, out, Cout, Cin, KK, Cp, flip, round);
+}
 EMU_REGISTER(conv2d_pack_w_f32)
+// The BF16 kernels' weights: bfloat16, Cp a multiple of 8.
+extern "C" __global__ void conv2d_pack_w_bf16(const float* w, uint16_t* out, int Cout, int Cin, int KK, int Cp,
+                                              int flip) {
+  conv_pack_w(w, out, Cout, Cin, KK, Cp, flip, 2);
+}
+EMU_REGISTER(conv2d_pack_w_bf16)
 
 // ---- split-K reductions ----------------------------------------------------------------------------------------------
 // dst[i] += Σ_{s < splits} part[s·n + i], s increasing (grid-stride over i < n).
@@ -146,36 +180,39 @@ struct IntDiv {
 #define CONV_ADD 1
 #define CONV_PART 2
 
-// K-major operands: this thread's rows r0 + j·RS of the A tile (weights, j < CA) and of the B tile (activations,
-// j < CB) start arow[j] and brow[j] floats after their operand's base; the chunk of the current k-step lies 4kc
-// floats further in A and bkoff floats further in B. Rows past an operand's end read its row 0 instead: they only
-// feed rows or columns of C that are not stored. Chunks past the end of the block's k range are zero (ok false):
-// they meet the other operand's chunks of the same k, which may hold anything. The thread's chunk index along k is kc
-// (k = 4kc .. 4kc + 3, advancing by STEP chunks per k-step) within [.., kcEnd). With H = 2 the thread also copies
-// chunk kc + 4, 16 floats further (which the variants below that use it guarantee).
+// K-major operands of element T (float, or uint16_t bfloat16 for BF16; E = 4 or 8 elements per 16-byte chunk): this
+// thread's rows r0 + j·RS of the A tile (weights, j < CA) and of the B tile (activations, j < CB) start arow[j] and
+// brow[j] elements after their operand's base; the chunk of the current k-step lies E·kc elements further in A and
+// bkoff elements further in B. Rows past an operand's end read its row 0 instead: they only feed rows or columns of
+// C that are not stored. Chunks past the end of the block's k range are zero (ok false): they meet the other
+// operand's chunks of the same k, which may hold anything. The thread's chunk index along k is kc (k = E·kc ..
+// E·kc + E − 1, advancing by STEP chunks per k-step) within [.., kcEnd). With H = 2 the thread also copies chunk
+// kc + 4, 4E elements further (which the variants below that use it guarantee).
 //
 // Weights: k is linear within a row ([M][KK][Cp]). Activations: k = (p, q, c) over KK·Cp, and in the packed NHWC
-// input the k of one kernel row p (taps q = 0..K−1, all channels) are K·Cp consecutive floats:
-// bkoff = p·Win·Cp + 4·(chunk within the row). So bkoff advances by 4·STEP per k-step and jumps by (Win − K)·Cp
+// input the k of one kernel row p (taps q = 0..K−1, all channels) are K·Cp consecutive elements:
+// bkoff = p·Win·Cp + E·(chunk within the row). So bkoff advances by E·STEP per k-step and jumps by (Win − K)·Cp
 // where the k-step leaves a kernel row (left counts the row's chunks still ahead). Variants (TAPS):
-//   1  K = 1: linear too, bkoff = 4kc;
-//   2  at most one kernel-row change per k-step (K·Cp/4 ≥ STEP, which the launcher checks; with H = 2 it also checks
-//      that Cp is a multiple of 32, so that a k-step never straddles two kernel rows): one test;
+//   1  K = 1: linear too, bkoff = E·kc;
+//   2  at most one kernel-row change per k-step (K·Cp/E ≥ STEP, which the launcher checks; with H = 2 it also checks
+//      that Cp is a multiple of the k-step, 32 floats or 64 bfloat16, and split-K chunks are multiples of it, so
+//      that a k-step never straddles two kernel rows): one test;
 //   0  any K and Cp: a loop.
-template <int CA, int CB, int STEP, int TAPS, int H>
+template <class T, int CA, int CB, int STEP, int TAPS, int H>
 struct KSrc {
-  const float *abase, *bbase;
-  const float *ak, *bk;              // abase + 4kc, bbase + bkoff (the bases past the k range)
-  unsigned arow[CA], brow[CB];       // unsigned: base + offset is one wide multiply-add
+  static constexpr int E = 16 / sizeof(T);  // elements per chunk
+  const T *abase, *bbase;
+  const T *ak, *bk;                      // abase + E·kc, bbase + bkoff (the bases past the k range)
+  unsigned arow[CA], brow[CB];           // unsigned: base + offset is one wide multiply-add
   int kc, kcEnd, bkoff;
   int left = 0, K = 1, Cp = 0, Win = 0;  // kernel arguments: the compiler reads them where used
 
   __device__ __forceinline__ bool ok(int h) const { return kc + 4 * h < kcEnd; }
-  __device__ __forceinline__ const float* aptr(int j, int h) const { return ak + arow[j] + 16 * h; }
-  __device__ __forceinline__ const float* bptr(int j, int h) const { return bk + brow[j] + 16 * h; }
+  __device__ __forceinline__ const T* aptr(int j, int h) const { return ak + arow[j] + 4 * E * h; }
+  __device__ __forceinline__ const T* bptr(int j, int h) const { return bk + brow[j] + 4 * E * h; }
   __device__ __forceinline__ void settle() {
     const bool in = kc < kcEnd;
-    ak = abase + (in ? 4 * kc : 0);
+    ak = abase + (in ? E * kc : 0);
     bk = bbase + (in ? bkoff : 0);
   }
   __device__ __forceinline__ void start(int kc0, int kcEnd_, int Cp_, int K_, int Win_) {
@@ -183,23 +220,23 @@ struct KSrc {
     kcEnd = kcEnd_;
     K = K_, Cp = Cp_, Win = Win_;
     if (TAPS == 1) {
-      bkoff = 4 * kc0;
+      bkoff = E * kc0;
     } else {
-      const int rowlen = K * (Cp / 4), p = kc0 / rowlen, rem = kc0 - p * rowlen;
-      bkoff = p * Win * Cp + 4 * rem;
+      const int rowlen = K * (Cp / E), p = kc0 / rowlen, rem = kc0 - p * rowlen;
+      bkoff = p * Win * Cp + E * rem;
       left = rowlen - rem;
     }
     settle();
   }
   __device__ __forceinline__ void next() {
     kc += STEP;
-    bkoff += 4 * STEP;
+    bkoff += E * STEP;
     if (TAPS != 1) {
       left -= STEP;
       if (TAPS == 2) {
-        if (left <= 0) left += K * (Cp / 4), bkoff += (Win - K) * Cp;
+        if (left <= 0) left += K * (Cp / E), bkoff += (Win - K) * Cp;
       } else {
-        while (left <= 0) left += K * (Cp / 4), bkoff += (Win - K) * Cp;
+        while (left <= 0) left += K * (Cp / E), bkoff += (Win - K) * Cp;
       }
     }
     settle();
@@ -247,28 +284,52 @@ struct IgLoop {
   }
 };
 #if HAVE_MMA_TF32
-template <bool BF>
-struct IgLoop<true, BF> {  // BF: mma m16n8k16 bf16 instead of TF32 (kernels/igemm.cuh)
+template <>
+struct IgLoop<true, false> {  // TF32 tensor cores
   template <int BM, int H, class SRC, class ST>
   __device__ __forceinline__ static void kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-    ig_tc_kmajor<BM, H, BF>(src, ksteps, M, N, st);
+    ig_tc_kmajor<BM, H>(src, ksteps, M, N, st);
   }
   template <int BM, class SRC, class ST>
   __device__ __forceinline__ static void mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-    ig_tc_mnmajor<BM, BF>(src, ksteps, M, N, st);
+    ig_tc_mnmajor<BM>(src, ksteps, M, N, st);
+  }
+};
+template <>
+struct IgLoop<true, true> {  // BF16 tensor cores on bfloat16 operands
+  template <int BM, int H, class SRC, class ST>
+  __device__ __forceinline__ static void kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+    ig_bf16_kmajor<BM, H>(src, ksteps, M, N, st);
+  }
+  template <int BM, class SRC, class ST>
+  __device__ __forceinline__ static void mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+    ig_bf16_mnmajor<BM>(src, ksteps, M, N, st);
   }
 };
 #endif
+// The packed operands' element and the k-step of each precision: floats (k-step IG_BK_F32 or IG_BK_TC) or, for
+// BF16, bfloat16 bit patterns (IG_BK_BF16).
+template <bool TC, bool BF>
+struct IgElem {
+  typedef float T;
+  static constexpr int BK = TC ? IG_BK_TC : IG_BK_F32;
+};
+template <>
+struct IgElem<true, true> {
+  typedef uint16_t T;
+  static constexpr int BK = IG_BK_BF16;
+};
 
 // ---- forward and backward-data ---------------------------------------------------------------------------------------
 // out[img][m][pix] (mode) Σ_{tap, c} wk[m][tap][c]·in[img][i·S + p][j·S + q][c] for output pixel pix = i·OW + j,
 // k over this block's split [z·kchunk, min(KK·Cp, (z+1)·kchunk)). in: [N][Hin][Win][Cp] packed, wk: [M][KK][Cp].
-template <int BM, int TAPS, bool TC, bool BF>
-__device__ __forceinline__ void conv_igemm(const float* in, const float* wk, const float* bias, float* out, int M,
-                                           int Npix, int OH, int OW, int Hin, int Win, int S, int K, int Cp,
-                                           int kchunk, int mode) {
-  // H chunks per row and thread: two on the tensor-core path where they are 16 floats apart (not for TAPS = 0).
-  constexpr int BK = TC ? IG_BK_TC : IG_BK_F32, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM), STEP = BK / 4;
+template <int BM, int TAPS, bool TC, bool BF, class E>
+__device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float* bias, float* out, int M, int Npix,
+                                           int OH, int OW, int Hin, int Win, int S, int K, int Cp, int kchunk,
+                                           int mode) {
+  // H chunks per row and thread: two on the tensor-core path where they are four chunks apart (not for TAPS = 0).
+  constexpr int BK = IgElem<TC, BF>::BK, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM),
+                STEP = BK / (16 / (int)sizeof(E));
   constexpr int H = TC && TAPS != 0 ? 2 : 1, TPR = STEP / H, RS = T / TPR, CA = BM / RS, CB = IG_BN / RS;
   const int tid = threadIdx.x, cc = tid % TPR, r0 = tid / TPR;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * IG_BN;
@@ -276,7 +337,7 @@ __device__ __forceinline__ void conv_igemm(const float* in, const float* wk, con
   const int k0 = blockIdx.z * kchunk, k1 = min(ldk, k0 + kchunk);
   const int ksteps = (k1 - k0 + BK - 1) / BK;
 
-  KSrc<CA, CB, STEP, TAPS, H> src;
+  KSrc<E, CA, CB, STEP, TAPS, H> src;
   src.abase = wk;
   src.bbase = in;
   IG_UNROLL
@@ -291,7 +352,7 @@ __device__ __forceinline__ void conv_igemm(const float* in, const float* wk, con
     const int img = dOHW.div(u), rem = u - img * OHW, i = dOW.div(rem), jj = rem - i * OW;
     src.brow[j] = u < Npix ? (unsigned)(((img * Hin + i * S) * Win + jj * S) * Cp) : 0u;
   }
-  src.start(k0 / 4 + cc, k1 / 4, Cp, K, Win);
+  src.start(k0 / src.E + cc, k1 / src.E, Cp, K, Win);
 
   const KStore st{out, bias, M, Npix, OHW, mode};
   IgLoop<TC, BF>::template kmajor<BM, H>(src, ksteps, M, Npix, st);
@@ -299,8 +360,8 @@ __device__ __forceinline__ void conv_igemm(const float* in, const float* wk, con
 
 #define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
   extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC))       \
-      NAME(const float* in, const float* wk, const float* bias, float* out, int M, int Npix, int OH, int OW, int Hin, \
-           int Win, int S, int K, int Cp, int kchunk, int mode) {                                                      \
+      NAME(const IgElem<TC, BF>::T* in, const IgElem<TC, BF>::T* wk, const float* bias, float* out, int M, int Npix,  \
+           int OH, int OW, int Hin, int Win, int S, int K, int Cp, int kchunk, int mode) {                             \
     conv_igemm<BM, TAPS, TC, BF>(in, wk, bias, out, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode);               \
   }                                                                                                                   \
   EMU_REGISTER(NAME)
@@ -331,7 +392,7 @@ CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
 #define CONV_BF16_ENTRIES 1
 #endif
 #if CONV_BF16_ENTRIES
-// BF16: the TF32 kernels' loops with mma m16n8k16 bf16 (operands packed as bfloat16 values).
+// BF16: bfloat16 operands (conv2d_pack_*_bf16) through the BF16 loops (kernels/igemm.cuh, mma m16n8k16 bf16).
 CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_k1, 128, 1, true, true)
 CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kn, 128, 2, true, true)
 CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kx, 128, 0, true, true)
@@ -347,12 +408,13 @@ CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kx, 64, 0, true, true)
 // The columns' tap offsets are fixed per thread; the pixel is decoded once per k-step. Columns past the operand's
 // width read inside its row (A, within the scratch's slack) or at column 0 (B): they only feed columns or rows of C
 // that are not stored. Rows past the block's k range are zero (ok false).
-template <int CA, int CB, int CS, int BK>
+template <class T, int CA, int CB, int CS, int BK>
 struct WSrc {
-  const float* dyh;
-  const float* xp;
-  const float* abase;  // dyh + u·Mp + acol0
-  const float* bbase;  // xp + pixel offset of u
+  static constexpr int E = 16 / sizeof(T);  // elements per chunk
+  const T* dyh;
+  const T* xp;
+  const T* abase;  // dyh + u·Mp + acol0
+  const T* bbase;  // xp + pixel offset of u
   int acol0;
   unsigned boff[CB];  // unsigned: bbase + boff is one wide multiply-add
   int u, uEnd;
@@ -362,8 +424,8 @@ struct WSrc {
   __device__ __forceinline__ WSrc(int OHW_, int OW_) : dOHW(OHW_), dOW(OW_) {}
   __device__ __forceinline__ bool aok(int) const { return u < uEnd; }
   __device__ __forceinline__ bool bok(int) const { return u < uEnd; }
-  __device__ __forceinline__ const float* aptr(int j) const { return abase + 4 * CS * j; }
-  __device__ __forceinline__ const float* bptr(int j) const { return bbase + boff[j]; }
+  __device__ __forceinline__ const T* aptr(int j) const { return abase + E * CS * j; }
+  __device__ __forceinline__ const T* bptr(int j) const { return bbase + boff[j]; }
   __device__ __forceinline__ void settle() {
     int rowA = 0, rowB = 0;
     if (u < uEnd) {
@@ -407,26 +469,26 @@ struct WStore {
 
 // out (mode) dw[o][c][p][q] = Σ_u dyh[u][o]·xp[img][i·S + p][jj·S + q][c] over this block's pixels
 // [z·kchunk, min(Npix, (z+1)·kchunk)). dyh: [Npix][Mp] packed dy, xp: [N][Hp][Wp][Cp] packed x.
-template <int BM, bool TC, bool BF>
-__device__ __forceinline__ void conv_wgrad(const float* dyh, const float* xp, float* out, int Cout, int Mp, int Cin,
-                                           int Cp, int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk,
+template <int BM, bool TC, bool BF, class E>
+__device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out, int Cout, int Mp, int Cin, int Cp,
+                                           int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk,
                                            int mode) {
-  constexpr int BK = TC ? IG_BK_TC : IG_BK_F32, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM);
-  constexpr int TPR = T / BK, CA = BM / (4 * TPR), CB = IG_BN / (4 * TPR);
+  constexpr int BK = IgElem<TC, BF>::BK, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM), EC = 16 / (int)sizeof(E);
+  constexpr int TPR = T / BK, CA = BM / (EC * TPR), CB = IG_BN / (EC * TPR);
   const int tid = threadIdx.x, r = tid / TPR, c0 = tid % TPR;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * IG_BN;
   const int KK = K * K, Ncol = KK * Cp;
   const int k0 = blockIdx.z * kchunk, k1 = min(Npix, k0 + kchunk);
   const int ksteps = (k1 - k0 + BK - 1) / BK;
 
-  WSrc<CA, CB, TPR, BK> src(OH * OW, OW);
+  WSrc<E, CA, CB, TPR, BK> src(OH * OW, OW);
   src.dyh = dyh, src.xp = xp;
   src.Mp = Mp, src.Hp = Hp, src.Wp = Wp, src.S = S, src.Cp = Cp, src.OHW = OH * OW, src.OW = OW;
-  src.acol0 = m0 + 4 * c0 < Mp ? m0 + 4 * c0 : 0;
+  src.acol0 = m0 + EC * c0 < Mp ? m0 + EC * c0 : 0;
   const IntDiv dCp(Cp);
   IG_UNROLL
   for (int j = 0; j < CB; j++) {
-    const int col = n0 + 4 * (c0 + TPR * j), tap = dCp.div(col), c = col - tap * Cp, p = tap / K, q = tap - p * K;
+    const int col = n0 + EC * (c0 + TPR * j), tap = dCp.div(col), c = col - tap * Cp, p = tap / K, q = tap - p * K;
     src.boff[j] = col < Ncol ? (unsigned)((p * Wp + q) * Cp + c) : 0u;
   }
   src.u = k0 + r;
@@ -439,8 +501,8 @@ __device__ __forceinline__ void conv_wgrad(const float* dyh, const float* xp, fl
 
 #define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                     \
   extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC)) \
-      NAME(const float* dyh, const float* xp, float* out, int Cout, int Mp, int Cin, int Cp, int K, int S, int Hp, \
-           int Wp, int OH, int OW, int Npix, int kchunk, int mode) {                                              \
+      NAME(const IgElem<TC, BF>::T* dyh, const IgElem<TC, BF>::T* xp, float* out, int Cout, int Mp, int Cin,      \
+           int Cp, int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk, int mode) {                \
     conv_wgrad<BM, TC, BF>(dyh, xp, out, Cout, Mp, Cin, Cp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode);           \
   }                                                                                                              \
   EMU_REGISTER(NAME)

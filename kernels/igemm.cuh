@@ -4,11 +4,11 @@
 //   C[m, n] = Σ_k A[m, k]·B[k, n]
 // over its share of k, and hands each element to the store functor that st.ready() returns after the main loop, as
 // out(m, n, v) (what the store needs beyond the kernel's arguments is computed there, so that it occupies no
-// registers during the loop). The operands are read in 16-byte chunks (four consecutive floats) from the packed
-// copies that conv2d.cu makes (NHWC activations on a padded grid, tap-major weights), through a source that knows
-// the addresses: for the thread's chunk j at the current k-step it gives a pointer and whether the chunk is inside
-// the k range (else it is zero), and next() moves it to the next k-step. Two layouts of the operands exist, and each
-// has an FP32 and a TF32 tensor-core loop:
+// registers during the loop). The operands are read in 16-byte chunks (four consecutive floats, or eight bfloat16
+// for the BF16 loops) from the packed copies that conv2d.cu makes (NHWC activations on a padded grid, tap-major
+// weights), through a source that knows the addresses: for the thread's chunk j at the current k-step it gives a
+// pointer and whether the chunk is inside the k range (else it is zero), and next() moves it to the next k-step. Two
+// layouts of the operands exist, and each has an FP32, a TF32 and a BF16 tensor-core loop:
 //
 //   K-major (forward, backward-data): chunks run along k: A[m][k] (weights), B[n][k] (activations at pixel n).
 //   MN-major (backward-weight): chunks run along m or n: A[k][m] (dy at pixel k), B[k][n] (activations).
@@ -26,6 +26,11 @@
 // go from shared memory straight into the MMA's registers: by ldmatrix (K-major, mma m16n8k8) or by 128-bit loads
 // of consecutive floats after renaming the rows and columns of C (MN-major, mma m16n8k4); an XOR swizzle of the
 // 16-byte chunks keeps both the loads and the copies free of bank conflicts (see each loop).
+//
+// BF16 loops (sm_80 and the emulator): the same threads, warps and pipeline on bfloat16 operands (16-bit patterns
+// that the packing kernels round to nearest even), kept as bfloat16 in shared memory: BK = IG_BK_BF16 = 64 elements,
+// the TF32 loops' 128-byte rows and stage size; fragments by ldmatrix (K-major) and ldmatrix.trans (MN-major) of
+// 16-bit elements straight into mma m16n8k16 bf16, FP32 accumulators, no conversion in the loop.
 #pragma once
 #include "common.cuh"
 #include "mma.cuh"
@@ -38,7 +43,8 @@
 
 #define IG_BN 128         // N tile of every variant
 #define IG_BK_F32 8       // k-step of the FP32 loops
-#define IG_BK_TC 32       // k-step of the tensor-core loops
+#define IG_BK_TC 32       // k-step of the tensor-core loops (TF32)
+#define IG_BK_BF16 64     // k-step of the BF16 tensor-core loops (bfloat16 elements: the same 128-byte rows)
 #define IG_STAGES 3       // cp.async pipeline depth
 #define IG_TC_THREADS 128
 
@@ -216,123 +222,6 @@ __device__ __forceinline__ void ig_tc_pipeline(int ksteps, const ISSUE& issue, c
   cp_async_wait<0>();  // the trailing (empty) groups
 }
 
-// ---- BF16: the tensor-core loops' stages multiplied with mma m16n8k16 bf16 -----------------------------------------
-// The BF16 kernels keep the TF32 kernels' pipeline, shared-memory layout and fragment loads: their operands are FP32
-// values already rounded to bfloat16 by the packing kernels (f32_to_bf16), and the fragments that the TF32 loops load
-// for two k8 MMAs (K-major) or four k4 MMAs (MN-major) are converted (cvt.rn.bf16x2.f32, exact on these values) into
-// those of one m16n8k16 MMA. The k-slots are permuted, the same way for A and B (a sum does not depend on the order of
-// its terms): the m16n8k16 slots 2t, 2t + 1, 2t + 8, 2t + 9 of lane (g, t) take the k-indices that the lane holds.
-//   K-major, a k16 group = sub-blocks kb = 2p, 2p + 1 (m16n8k8 fragments, k = 8kb + t in a0/a1/b0 and 8kb + 4 + t in
-//     a2/a3/b1): slots 2t, 2t + 1 ← 8·2p + t, 8·2p + 4 + t; slots 2t + 8, 2t + 9 ← 8·(2p + 1) + t, 8·(2p + 1) + 4 + t.
-//   MN-major, a k16 group = sub-steps s = 4p .. 4p + 3 (m16n8k4 fragments, k = 4s + t): slots 2t, 2t + 1 ← sub-steps
-//     4p, 4p + 1; slots 2t + 8, 2t + 9 ← 4p + 2, 4p + 3.
-// Each is a bijection of the group's 16 k-indices (t < 4), so each MMA adds the same 16 products per output as the
-// TF32 path's two or four do. (Not done: bfloat16 in shared memory, which would halve the copies' bytes and need
-// ldmatrix fragments of 16-bit elements.)
-template <int MT, int NT>
-__device__ __forceinline__ void ig_bf16_kmajor_stage(float (&acc)[MT][NT][4], const float* St, const int (&aoff)[4],
-                                                     const int (&boff)[4]) {
-  IG_UNROLL
-  for (int p = 0; p < 2; p++) {
-    uint32_t ha[MT][4];
-    IG_UNROLL
-    for (int h = 0; h < 2; h++)
-      IG_UNROLL
-      for (int i = 0; i < MT; i++) {
-        uint32_t f[4];
-        ldmatrix_x4(f, St + aoff[2 * p + h] + 16 * i * IG_BK_TC);
-        ha[i][2 * h] = bf16x2(__uint_as_float(f[0]), __uint_as_float(f[2]));      // row g
-        ha[i][2 * h + 1] = bf16x2(__uint_as_float(f[1]), __uint_as_float(f[3]));  // row g + 8
-      }
-    IG_UNROLL
-    for (int jj = 0; jj < NT / 2; jj++) {
-      uint32_t hb[2][2];
-      IG_UNROLL
-      for (int h = 0; h < 2; h++) {
-        uint32_t f[4];
-        ldmatrix_x4(f, St + boff[2 * p + h] + 16 * jj * IG_BK_TC);
-        hb[0][h] = bf16x2(__uint_as_float(f[0]), __uint_as_float(f[1]));  // n-tile 2jj
-        hb[1][h] = bf16x2(__uint_as_float(f[2]), __uint_as_float(f[3]));  // n-tile 2jj + 1
-      }
-      IG_UNROLL
-      for (int i = 0; i < MT; i++) {
-        mma_bf16_m16n8k16_acc(acc[i][2 * jj], ha[i], hb[0]);
-        mma_bf16_m16n8k16_acc(acc[i][2 * jj + 1], ha[i], hb[1]);
-      }
-    }
-  }
-}
-
-// ig_lds4_pinned: d[0..3] = the 16 bytes at p in shared memory, by one ld.shared.v4 in inline PTX: with the plain
-// load, NVVM (CUDA 11.8) split some of the BF16 loop's vector loads differently from run to run, which made the
-// committed PTX irreproducible (make ptx-check).
-__device__ __forceinline__ void ig_lds4_pinned(float d[4], const float* p) {
-#ifdef __CUDACC__
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(p));
-  asm("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]) : "r"(a));
-#else
-  const float4 v = ig_lds4(p);
-  d[0] = v.x, d[1] = v.y, d[2] = v.z, d[3] = v.w;
-#endif
-}
-
-template <int BM, int MT, int NT, int LA, int LB>
-__device__ __forceinline__ void ig_bf16_mnmajor_stage(float (&acc)[MT][NT][4], const float* As, const float* Bs,
-                                                      const int (&aoff)[LA], const int (&boff)[LB]) {
-  IG_UNROLL
-  for (int p = 0; p < IG_BK_TC / 16; p++) {
-    uint32_t ha[MT][4], hb[NT][2];
-    IG_UNROLL
-    for (int h = 0; h < 2; h++) {  // sub-steps 4p + 2h and 4p + 2h + 1 give registers h (A: 2h, 2h + 1)
-      float va[2][4 * LA], vb[2][4 * LB];
-      IG_UNROLL
-      for (int e = 0; e < 2; e++) {
-        const int s = 4 * p + 2 * h + e;
-        IG_UNROLL
-        for (int l = 0; l < LA; l++) ig_lds4_pinned(va[e] + 4 * l, As + 4 * s * BM + aoff[l]);
-        IG_UNROLL
-        for (int l = 0; l < LB; l++) ig_lds4_pinned(vb[e] + 4 * l, Bs + 4 * s * IG_BN + boff[l]);
-      }
-      IG_UNROLL
-      for (int i = 0; i < MT; i++) {
-        ha[i][2 * h] = bf16x2(va[0][2 * i], va[1][2 * i]);              // row g (a0 of sub-steps e = 0, 1)
-        ha[i][2 * h + 1] = bf16x2(va[0][2 * i + 1], va[1][2 * i + 1]);  // row g + 8 (a1)
-      }
-      IG_UNROLL
-      for (int j = 0; j < NT; j++) hb[j][h] = bf16x2(vb[0][j], vb[1][j]);
-    }
-    IG_UNROLL
-    for (int i = 0; i < MT; i++)
-      IG_UNROLL
-      for (int j = 0; j < NT; j++) mma_bf16_m16n8k16_acc(acc[i][j], ha[i], hb[j]);
-  }
-}
-
-// The BF16 stages behind a specialization, so that the TF32 kernels (BF false) do not instantiate them: their dead
-// presence made CUDA 11.8's NVVM emit the TF32 backward-weight kernels differently from run to run.
-template <bool BF>
-struct IgBf16Stage {
-  template <int MT, int NT>
-  __device__ __forceinline__ static void kmajor(float (&)[MT][NT][4], const float*, const int (&)[4],
-                                                const int (&)[4]) {}
-  template <int BM, int MT, int NT, int LA, int LB>
-  __device__ __forceinline__ static void mnmajor(float (&)[MT][NT][4], const float*, const float*, const int (&)[LA],
-                                                 const int (&)[LB]) {}
-};
-template <>
-struct IgBf16Stage<true> {
-  template <int MT, int NT>
-  __device__ __forceinline__ static void kmajor(float (&acc)[MT][NT][4], const float* St, const int (&aoff)[4],
-                                                const int (&boff)[4]) {
-    ig_bf16_kmajor_stage<MT, NT>(acc, St, aoff, boff);
-  }
-  template <int BM, int MT, int NT, int LA, int LB>
-  __device__ __forceinline__ static void mnmajor(float (&acc)[MT][NT][4], const float* As, const float* Bs,
-                                                 const int (&aoff)[LA], const int (&boff)[LB]) {
-    ig_bf16_mnmajor_stage<BM, MT, NT, LA, LB>(acc, As, Bs, aoff, boff);
-  }
-};
-
 // K-major tensor-core loop. Stage layout: As[BM][32] then Bs[IG_BN][32], rows of one k-step; 16-byte chunk c of row
 // r is stored at chunk c ^ (r & 7), so that the eight rows of an 8x4 block that ldmatrix reads at one chunk lie in
 // eight different bank groups. H = 1: thread tid copies chunk cc = tid % 8 of rows r0 + 16j (r0 = tid / 8) of A
@@ -343,7 +232,7 @@ struct IgBf16Stage<true> {
 // 2kb + 1): one ldmatrix.x4 gives the four A registers of an m-tile (8x4 blocks: rows 0-7 and 8-15 of chunk 2kb, then
 // of chunk 2kb + 1, in the order a0, a1, a2, a3), and one gives b0, b1 of two n-tiles (rows 0-7 of the first tile at
 // chunks 2kb, 2kb + 1, then of the second).
-template <int BM, int H, bool BF, class SRC, class ST>
+template <int BM, int H, class SRC, class ST>
 __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
   constexpr int WM = BM / 2, MT = WM / 16, NT = 8, TPR = 8 / H, RS = IG_TC_THREADS / TPR, CA = BM / RS,
                 CB = IG_BN / RS;
@@ -391,23 +280,19 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
   }
   auto compute = [&](int stage) {
     const float* St = sm + stage * STAGE;
-    if (BF) {
-      IgBf16Stage<BF>::template kmajor<MT, NT>(acc, St, aoff, boff);
-    } else {
+    IG_UNROLL
+    for (int kb = 0; kb < 4; kb++) {
+      uint32_t fa[MT][4];
       IG_UNROLL
-      for (int kb = 0; kb < 4; kb++) {
-        uint32_t fa[MT][4];
+      for (int i = 0; i < MT; i++) ldmatrix_x4(fa[i], St + aoff[kb] + 16 * i * IG_BK_TC);
+      IG_UNROLL
+      for (int jj = 0; jj < NT / 2; jj++) {
+        uint32_t fb[4];
+        ldmatrix_x4(fb, St + boff[kb] + 16 * jj * IG_BK_TC);
         IG_UNROLL
-        for (int i = 0; i < MT; i++) ldmatrix_x4(fa[i], St + aoff[kb] + 16 * i * IG_BK_TC);
-        IG_UNROLL
-        for (int jj = 0; jj < NT / 2; jj++) {
-          uint32_t fb[4];
-          ldmatrix_x4(fb, St + boff[kb] + 16 * jj * IG_BK_TC);
-          IG_UNROLL
-          for (int i = 0; i < MT; i++) {
-            mma_tf32_m16n8k8_acc(acc[i][2 * jj], fa[i], fb);
-            mma_tf32_m16n8k8_acc(acc[i][2 * jj + 1], fa[i], fb + 2);
-          }
+        for (int i = 0; i < MT; i++) {
+          mma_tf32_m16n8k8_acc(acc[i][2 * jj], fa[i], fb);
+          mma_tf32_m16n8k8_acc(acc[i][2 * jj + 1], fa[i], fb + 2);
         }
       }
     }
@@ -444,7 +329,7 @@ __device__ __forceinline__ int ig_swz(int row, int L) {
   return L == 1 ? t << 1 : ((t & 1) | ((t & 2) << 1));
 }
 
-template <int BM, bool BF, class SRC, class ST>
+template <int BM, class SRC, class ST>
 __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
   constexpr int WM = BM / 2, MT = WM / 16, NT = 8, CA = BM / 16, CB = IG_BN / 16;
   constexpr int LA = 2 * MT / 4, LB = 2;
@@ -482,29 +367,25 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
   auto compute = [&](int stage) {
     const float* As = sm + stage * STAGE;
     const float* Bs = As + BM * IG_BK_TC;
-    if (BF) {
-      IgBf16Stage<BF>::template mnmajor<BM, MT, NT, LA, LB>(acc, As, Bs, aoff, boff);
-    } else {
+    IG_UNROLL
+    for (int s = 0; s < IG_BK_TC / 4; s++) {
+      uint32_t va[4 * LA], vb[4 * LB];
       IG_UNROLL
-      for (int s = 0; s < IG_BK_TC / 4; s++) {
-        uint32_t va[4 * LA], vb[4 * LB];
-        IG_UNROLL
-        for (int l = 0; l < LA; l++) {
-          const float4 v = ig_lds4(As + 4 * s * BM + aoff[l]);
-          va[4 * l] = __float_as_uint(v.x), va[4 * l + 1] = __float_as_uint(v.y);
-          va[4 * l + 2] = __float_as_uint(v.z), va[4 * l + 3] = __float_as_uint(v.w);
-        }
-        IG_UNROLL
-        for (int l = 0; l < LB; l++) {
-          const float4 v = ig_lds4(Bs + 4 * s * IG_BN + boff[l]);
-          vb[4 * l] = __float_as_uint(v.x), vb[4 * l + 1] = __float_as_uint(v.y);
-          vb[4 * l + 2] = __float_as_uint(v.z), vb[4 * l + 3] = __float_as_uint(v.w);
-        }
-        IG_UNROLL
-        for (int i = 0; i < MT; i++)
-          IG_UNROLL
-          for (int j = 0; j < NT; j++) mma_tf32_m16n8k4_acc(acc[i][j], va + 2 * i, vb[j]);
+      for (int l = 0; l < LA; l++) {
+        const float4 v = ig_lds4(As + 4 * s * BM + aoff[l]);
+        va[4 * l] = __float_as_uint(v.x), va[4 * l + 1] = __float_as_uint(v.y);
+        va[4 * l + 2] = __float_as_uint(v.z), va[4 * l + 3] = __float_as_uint(v.w);
       }
+      IG_UNROLL
+      for (int l = 0; l < LB; l++) {
+        const float4 v = ig_lds4(Bs + 4 * s * IG_BN + boff[l]);
+        vb[4 * l] = __float_as_uint(v.x), vb[4 * l + 1] = __float_as_uint(v.y);
+        vb[4 * l + 2] = __float_as_uint(v.z), vb[4 * l + 3] = __float_as_uint(v.w);
+      }
+      IG_UNROLL
+      for (int i = 0; i < MT; i++)
+        IG_UNROLL
+        for (int j = 0; j < NT; j++) mma_tf32_m16n8k4_acc(acc[i][j], va + 2 * i, vb[j]);
     }
   };
   ig_tc_pipeline(ksteps, issue, compute);
@@ -518,6 +399,184 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
       IG_UNROLL
       for (int e = 0; e < 4; e++) {
         const int m = m0 + 2 * MT * g + 2 * i + (e >= 2 ? 1 : 0), n = n0 + 8 * (2 * t + (e & 1)) + j;
+        if (m < M && n < N) out(m, n, acc[i][j][e]);
+      }
+}
+// ---- BF16: bfloat16 operands in shared memory, mma m16n8k16 bf16 ----------------------------------------------------
+// The packing kernels write the BF16 kernels' operands as bfloat16 (conv2d_pack_*_bf16: 16-bit patterns, uint16_t,
+// rounded to nearest even), 16-byte chunks of eight elements. The loops keep the TF32 loops' pipeline and their
+// 128-byte shared rows: a k-step is IG_BK_BF16 = 64 elements (twice the TF32 k-step, in the same bytes), so that a
+// stage is the TF32 stage's size (IG_TC_SMEM) and each barrier, pipeline turn and source advance covers 64 k-indices,
+// which halves that overhead per MMA. (The alternative, a k-step of 32 with half the shared memory, would not place
+// more blocks on an SM: the tiles' registers (150-250 per thread) already limit them to two or three.) Fragments
+// come from ldmatrix on 16-bit elements straight into the m16n8k16 layout: no conversion in the loop.
+
+// K-major BF16 loop: ig_tc_kmajor's stage layout, copies and swizzle (As[BM][64] then Bs[IG_BN][64] bfloat16, chunk
+// c of row r at chunk c ^ (r & 7); H = 1: chunk tid % 8 of rows tid / 8 + 16j; H = 2: chunks cc and cc + 4 of rows
+// tid / 4 + 32j, 32 elements apart in the source). Fragments (m16n8k16, k16 group kb = chunks 2kb and 2kb + 1): the
+// 8x8 b16 matrices of one ldmatrix.x4 are rows 0-7 and 8-15 of chunk 2kb, then of chunk 2kb + 1 -- exactly a0, a1,
+// a2, a3 of an m-tile (lane (g, t): row g or g + 8, k = 2t, 2t + 1 or 2t + 8, 2t + 9) -- and, on B's rows (n),
+// b0, b1 of n-tile 2jj (rows 0-7 at chunks 2kb, 2kb + 1) then of n-tile 2jj + 1: the TF32 loop's addresses.
+template <int BM, int H, class SRC, class ST>
+__device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+  constexpr int WM = BM / 2, MT = WM / 16, NT = 8, TPR = 8 / H, RS = IG_TC_THREADS / TPR, CA = BM / RS,
+                CB = IG_BN / RS, BK = IG_BK_BF16;
+  constexpr int STAGE = (BM + IG_BN) * BK;
+  DYNAMIC_SHARED(uint16_t, smh);  // a name of its own: extern __shared__ arrays of one name share a type
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp >> 1, wn = warp & 1;
+  const int g = lane >> 2, t = lane & 3, cc = tid % TPR, r0 = tid / TPR;
+  const int q = lane >> 3, rr = lane & 7;  // this lane's ldmatrix row: row rr of matrix q
+  float acc[MT][NT][4];
+  IG_UNROLL
+  for (int i = 0; i < MT; i++)
+    IG_UNROLL
+    for (int j = 0; j < NT; j++)
+      IG_UNROLL
+      for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+  auto issue = [&](int stage) {
+    uint16_t* As = smh + stage * STAGE;
+    uint16_t* Bs = As + BM * BK;
+    IG_UNROLL
+    for (int j = 0; j < CA; j++) {
+      const int r = r0 + RS * j;
+      IG_UNROLL
+      for (int h = 0; h < H; h++)
+        cp_async_16(As + r * BK + 8 * ((cc + 4 * h) ^ (r & 7)), src.aptr(j, h), src.ok(h) ? 16 : 0);
+    }
+    IG_UNROLL
+    for (int j = 0; j < CB; j++) {
+      const int r = r0 + RS * j;
+      IG_UNROLL
+      for (int h = 0; h < H; h++)
+        cp_async_16(Bs + r * BK + 8 * ((cc + 4 * h) ^ (r & 7)), src.bptr(j, h), src.ok(h) ? 16 : 0);
+    }
+    src.next();
+  };
+  // Offsets (elements, within a stage) of this lane's ldmatrix rows for the k16 group kb: A m-tile 0: row
+  // wm·WM + 8(q & 1) + rr at chunk 2kb + (q >> 1); B n-tile pair 0: row wn·64 + 8(q >> 1) + rr at chunk 2kb + (q & 1).
+  int aoff[4], boff[4];
+  IG_UNROLL
+  for (int kb = 0; kb < 4; kb++) {
+    aoff[kb] = (wm * WM + 8 * (q & 1) + rr) * BK + 8 * ((2 * kb + (q >> 1)) ^ rr);
+    boff[kb] = BM * BK + (wn * 64 + 8 * (q >> 1) + rr) * BK + 8 * ((2 * kb + (q & 1)) ^ rr);
+  }
+  auto compute = [&](int stage) {
+    const uint16_t* St = smh + stage * STAGE;
+    IG_UNROLL
+    for (int kb = 0; kb < BK / 16; kb++) {
+      uint32_t fa[MT][4];
+      IG_UNROLL
+      for (int i = 0; i < MT; i++) ldmatrix_x4(fa[i], St + aoff[kb] + 16 * i * BK);
+      IG_UNROLL
+      for (int jj = 0; jj < NT / 2; jj++) {
+        uint32_t fb[4];
+        ldmatrix_x4(fb, St + boff[kb] + 16 * jj * BK);
+        IG_UNROLL
+        for (int i = 0; i < MT; i++) {
+          mma_bf16_m16n8k16_acc(acc[i][2 * jj], fa[i], fb);
+          mma_bf16_m16n8k16_acc(acc[i][2 * jj + 1], fa[i], fb + 2);
+        }
+      }
+    }
+  };
+  ig_tc_pipeline(ksteps, issue, compute);
+
+  const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
+  const auto out = st.ready();
+  IG_UNROLL
+  for (int i = 0; i < MT; i++)
+    IG_UNROLL
+    for (int j = 0; j < NT; j++)
+      IG_UNROLL
+      for (int e = 0; e < 4; e++) {
+        const int m = m0 + 16 * i + g + (e >= 2 ? 8 : 0), n = n0 + 8 * j + 2 * t + (e & 1);
+        if (m < M && n < N) out(m, n, acc[i][j][e]);
+      }
+}
+
+// The MN-major BF16 swizzle: chunk c of k-row r is stored at chunk c ^ ig_swz_bf16(r). A bijection of r & 7, so the
+// eight consecutive rows that an ldmatrix matrix reads at one chunk lie in eight bank groups; and a quarter-warp's
+// copies (rows 4u .. 4u + 3, chunks 2j and 2j + 1 of each) land on eight distinct chunks modulo 8.
+__device__ __forceinline__ int ig_swz_bf16(int r) { return ((r & 3) << 1) | ((r >> 2) & 1); }
+
+// MN-major BF16 loop. Stage layout: As[64][BM] then Bs[64][IG_BN] bfloat16, one row per k (pixel), chunks swizzled by
+// ig_swz_bf16. Thread tid copies row tid / 2, chunks (tid % 2) + 2j of A (j < BM/16) and B (j < 8).
+//
+// Fragments by ldmatrix.x4.trans (m16n8k16: A(m, k) needs lane (g, t) to hold (g, 2t), (g, 2t + 1) and B(k, n)
+// (2t, g), (2t + 1, g); in shared memory both are stored k-row by k-row, so each 8x8 matrix is transposed on the
+// way): m-tile i of the warp's A is the matrices (k 0-7, m 0-7), (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15)
+// = a0, a1, a2, a3; n-tiles 2jj, 2jj + 1 of B are (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15)
+// = b0, b1 of each. C keeps its natural rows and columns (unlike the TF32 MN-major loop, no renaming).
+template <int BM, class SRC, class ST>
+__device__ __forceinline__ void ig_bf16_mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
+  constexpr int WM = BM / 2, MT = WM / 16, NT = 8, BK = IG_BK_BF16, TPR = IG_TC_THREADS / BK, CA = BM / (8 * TPR),
+                CB = IG_BN / (8 * TPR);
+  constexpr int STAGE = (BM + IG_BN) * BK;
+  DYNAMIC_SHARED(uint16_t, smh);  // a name of its own: extern __shared__ arrays of one name share a type
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp >> 1, wn = warp & 1;
+  const int g = lane >> 2, t = lane & 3, r = tid / TPR, c0 = tid % TPR;
+  const int q = lane >> 3, rr = lane & 7;  // this lane's ldmatrix row: row rr of matrix q
+  float acc[MT][NT][4];
+  IG_UNROLL
+  for (int i = 0; i < MT; i++)
+    IG_UNROLL
+    for (int j = 0; j < NT; j++)
+      IG_UNROLL
+      for (int e = 0; e < 4; e++) acc[i][j][e] = 0.0f;
+
+  auto issue = [&](int stage) {
+    uint16_t* As = smh + stage * STAGE;
+    uint16_t* Bs = As + BM * BK;
+    const int sw = ig_swz_bf16(r);
+    IG_UNROLL
+    for (int j = 0; j < CA; j++)
+      cp_async_16(As + r * BM + 8 * ((c0 + TPR * j) ^ sw), src.aptr(j), src.aok(j) ? 16 : 0);
+    IG_UNROLL
+    for (int j = 0; j < CB; j++)
+      cp_async_16(Bs + r * IG_BN + 8 * ((c0 + TPR * j) ^ sw), src.bptr(j), src.bok(j) ? 16 : 0);
+    src.next();
+  };
+  // Offsets (elements, within a stage) of this lane's ldmatrix rows in k16 group 0 (group kk adds 16kk rows): A
+  // m-tile i: k-row 8(q >> 1) + rr, chunk wm·WM/8 + 2i + (q & 1); B n-tiles 2jj, 2jj + 1: k-row 8(q & 1) + rr, chunk
+  // wn·8 + 2jj + (q >> 1). Every such row has row & 7 = rr.
+  const int sw = ig_swz_bf16(rr);
+  int aoff[MT], boff[NT / 2];
+  IG_UNROLL
+  for (int i = 0; i < MT; i++) aoff[i] = (8 * (q >> 1) + rr) * BM + 8 * ((wm * WM / 8 + 2 * i + (q & 1)) ^ sw);
+  IG_UNROLL
+  for (int jj = 0; jj < NT / 2; jj++)
+    boff[jj] = BM * BK + (8 * (q & 1) + rr) * IG_BN + 8 * ((wn * 8 + 2 * jj + (q >> 1)) ^ sw);
+  auto compute = [&](int stage) {
+    const uint16_t* St = smh + stage * STAGE;
+    IG_UNROLL
+    for (int kk = 0; kk < BK / 16; kk++) {
+      uint32_t fa[MT][4];
+      IG_UNROLL
+      for (int i = 0; i < MT; i++) ldmatrix_x4_trans(fa[i], St + 16 * kk * BM + aoff[i]);
+      IG_UNROLL
+      for (int jj = 0; jj < NT / 2; jj++) {
+        uint32_t fb[4];
+        ldmatrix_x4_trans(fb, St + 16 * kk * IG_BN + boff[jj]);
+        IG_UNROLL
+        for (int i = 0; i < MT; i++) {
+          mma_bf16_m16n8k16_acc(acc[i][2 * jj], fa[i], fb);
+          mma_bf16_m16n8k16_acc(acc[i][2 * jj + 1], fa[i], fb + 2);
+        }
+      }
+    }
+  };
+  ig_tc_pipeline(ksteps, issue, compute);
+
+  const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
+  const auto out = st.ready();
+  IG_UNROLL
+  for (int i = 0; i < MT; i++)
+    IG_UNROLL
+    for (int j = 0; j < NT; j++)
+      IG_UNROLL
+      for (int e = 0; e < 4; e++) {
+        const int m = m0 + 16 * i + g + (e >= 2 ? 8 : 0), n = n0 + 8 * j + 2 * t + (e & 1);
         if (m < M && n < N) out(m, n, acc[i][j][e]);
       }
 }

@@ -11,7 +11,9 @@
 //                                  half -- one register of an MMA's bf16 fragment
 //   mma_bf16_m16n8k16(d, a, b, c)  mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (fragment layout: emu/mma.h);
 //   mma_bf16_m16n8k16_acc(d, a, b) the same with c = d
-//   ldmatrix_x4(d, row)            ldmatrix.sync.aligned.m8n8.x4.shared.b16 (this lane's row address)
+//   ldmatrix_x4(d, row)            ldmatrix.sync.aligned.m8n8.x4.shared.b16 (this lane's row address; rows of four
+//                                  floats or of eight bfloat16 bit patterns, uint16_t)
+//   ldmatrix_x4_trans(d, row)      ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 (rows of eight bfloat16)
 //   cp_async_16(dst, src, bytes)   cp.async.cg.shared.global, 16 bytes: the first `bytes` (0 or 16) from src, zeros
 //                                  after; with bytes = 0 src is not read
 //   cp_async_commit()              cp.async.commit_group
@@ -150,6 +152,32 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t d[4], const float* row) {
                : "r"(s));
 #else
   ::emu::ldmatrix_x4(d, row);
+#endif
+}
+
+// The same on rows of eight 16-bit elements (bfloat16 bit patterns): lane (g, t) = (l / 4, l % 4) gets in d[i] the
+// elements (g, 2t) (low half) and (g, 2t + 1) (high half) of matrix i.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t d[4], const uint16_t* row) {
+#ifdef __CUDACC__
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+               : "r"(s));
+#else
+  ::emu::ldmatrix_x4(d, row);
+#endif
+}
+
+// ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: the rows as ldmatrix_x4's, each 8x8 matrix transposed: lane
+// (g, t) gets in d[i] the elements (2t, g) (low half) and (2t + 1, g) (high half) of matrix i.
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t d[4], const uint16_t* row) {
+#ifdef __CUDACC__
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+               : "r"(s));
+#else
+  ::emu::ldmatrix_x4_trans(d, row);
 #endif
 }
 

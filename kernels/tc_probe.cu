@@ -170,3 +170,65 @@ extern "C" __global__ void tc_probe_cvt_bf16(const float* in, unsigned* out, int
 #endif
 }
 EMU_REGISTER(tc_probe_cvt_bf16)
+
+// ldmatrix.x4 and ldmatrix.x4.trans on 16-bit data, one warp, dynamic shared memory 32·16 bytes. Mat holds four 8x8
+// matrices of 16-bit elements (Mat[i][r][c] at 64i + 8r + c, as uint16_t), row r of matrix i stored at shared row
+// (7·(8i + r)) % 32, whose address lane 8i + r gives. out[8·lane + i] = register i of the lane after ldmatrix.x4
+// (expected: elements (lane / 4, 2(lane % 4)) low, (lane / 4, 2(lane % 4) + 1) high of matrix i), out[8·lane + 4 + i]
+// after ldmatrix.x4.trans (expected: (2(lane % 4), lane / 4) low, (2(lane % 4) + 1, lane / 4) high).
+extern "C" __global__ void tc_probe_ldmatrix_b16(const uint16_t* Mat, uint32_t* out) {
+#if HAVE_MMA_TF32
+  DYNAMIC_SHARED(uint16_t, sh16);
+  const int lane = threadIdx.x;
+  const int srow = (7 * lane) % 32;
+  for (int c = 0; c < 8; c++) sh16[8 * srow + c] = Mat[8 * lane + c];
+  __syncwarp();
+  uint32_t d[4], e[4];
+  ldmatrix_x4(d, sh16 + 8 * srow);
+  ldmatrix_x4_trans(e, sh16 + 8 * srow);
+  for (int i = 0; i < 4; i++) out[8 * lane + i] = d[i], out[8 * lane + 4 + i] = e[i];
+#endif
+}
+EMU_REGISTER(tc_probe_ldmatrix_b16)
+
+// The BF16 recipes of kernels/igemm.cuh on one warp, D = C + bf16(A)·bf16(B) (A 16x16, B 16x8, C and D 16x8, all
+// row-major) through ldmatrix on bfloat16 tiles and mma m16n8k16. A and B are rounded to bfloat16 (f32_to_bf16) on
+// their way into shared memory, as the packing kernels do. mn = 0, K-major (ig_bf16_kmajor): As[m][k] (16 rows of 16)
+// and Bs[n][k] (8 rows of 16), ldmatrix.x4 of the 8x8 blocks (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15),
+// (m 8-15, k 8-15) and (n 0-7, k 0-7), (n 0-7, k 8-15) (the other two repeat them). mn = 1, MN-major
+// (ig_bf16_mnmajor): As[k][m] (16 rows of 16) and Bs[k][n] (16 rows of 8), ldmatrix.x4.trans of (k 0-7, m 0-7),
+// (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15) and (k 0-7, n 0-7), (k 8-15, n 0-7). Dynamic shared memory
+// (256 + 128)·2 bytes.
+extern "C" __global__ void tc_probe_ldmatrix_mma_bf16(const float* A, const float* B, const float* C, float* D,
+                                                      int mn) {
+#if HAVE_MMA_TF32
+  DYNAMIC_SHARED(uint16_t, sh16);
+  uint16_t* As = sh16;        // 16 x 16
+  uint16_t* Bs = sh16 + 256;  // 8 x 16 (K-major) or 16 x 8 (MN-major)
+  const int lane = threadIdx.x, group = lane / 4, tig = lane % 4, q = lane / 8, rr = lane % 8;
+  auto bf = [](float x) { return (uint16_t)(__float_as_uint(f32_to_bf16(x)) >> 16); };
+  for (int e = lane; e < 256; e += 32) {
+    const int m = e / 16, k = e % 16;
+    As[mn ? k * 16 + m : e] = bf(A[e]);
+  }
+  for (int e = lane; e < 128; e += 32) {
+    const int k = e / 8, n = e % 8;
+    Bs[mn ? e : n * 16 + k] = bf(B[e]);
+  }
+  __syncwarp();
+  uint32_t fa[4], fb[4];
+  if (mn) {
+    ldmatrix_x4_trans(fa, As + (8 * (q >> 1) + rr) * 16 + 8 * (q & 1));
+    ldmatrix_x4_trans(fb, Bs + (8 * (q & 1) + rr) * 8);
+  } else {
+    ldmatrix_x4(fa, As + (rr + 8 * (q & 1)) * 16 + 8 * (q >> 1));
+    ldmatrix_x4(fb, Bs + rr * 16 + 8 * (q & 1));
+  }
+  const int crow[4] = {group, group, group + 8, group + 8}, ccol[4] = {2 * tig, 2 * tig + 1, 2 * tig, 2 * tig + 1};
+  float acc[4];
+  for (int i = 0; i < 4; i++) acc[i] = C[crow[i] * 8 + ccol[i]];
+  mma_bf16_m16n8k16_acc(acc, fa, fb);
+  for (int i = 0; i < 4; i++) D[crow[i] * 8 + ccol[i]] = acc[i];
+#endif
+}
+EMU_REGISTER(tc_probe_ldmatrix_mma_bf16)

@@ -74,44 +74,48 @@ func init() {
 				taps = taps[:2] // a k-step of 8 floats changes kernel rows at most once (kernels/conv2d.cu)
 			}
 			for _, tp := range taps {
-				works[fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, tp)] = convIgemm(igTile(prec, bm))
+				works[fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, tp)] = convIgemm(igTile(prec, bm), packedBytes(prec))
 			}
-			works[fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm)] = convWgrad(igTile(prec, bm))
+			works[fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm)] = convWgrad(igTile(prec, bm), packedBytes(prec))
 		}
 	}
 	// The tests' probes of the tensor-core instructions (kernels/tc_probe.cu): no step launches them.
 	for _, k := range []string{"tc_probe_cp_async", "tc_probe_ldmatrix", "tc_probe_ldmatrix_mma", "tc_probe_mma",
-		"tc_probe_mma_k4", "tc_probe_mma_bf16", "tc_probe_cvt_bf16"} {
+		"tc_probe_mma_k4", "tc_probe_mma_bf16", "tc_probe_cvt_bf16", "tc_probe_ldmatrix_b16",
+		"tc_probe_ldmatrix_mma_bf16"} {
 		works[k] = func(l Launch) (Work, error) {
 			return Work{}, fmt.Errorf("a test probe of kernels/tc_probe.cu inside the training step")
 		}
 	}
-	// conv2d_pack_act_f32(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, tf32), one block per packed row (n, a): in read
-	// once (at most), out [N][Hp][Wp][Cp] written.
-	works["conv2d_pack_act_f32"] = func(l Launch) (Work, error) {
-		v, err := ints(l, 2, 3, 4, 5, 6, 7, 8)
-		if err != nil {
-			return Work{}, err
+	// conv2d_pack_act_f32(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round) and conv2d_pack_act_bf16 (the same without
+	// round), one block per packed row (n, a): in read once (at most), out [N][Hp][Wp][Cp] written (floats, or
+	// bfloat16 for _bf16).
+	for prec, es := range map[string]float64{"f32": 4, "bf16": 2} {
+		works["conv2d_pack_act_"+prec] = func(l Launch) (Work, error) {
+			v, err := ints(l, 2, 3, 4, 5, 6, 7, 8)
+			if err != nil {
+				return Work{}, err
+			}
+			n, c, h, w, cp, hp, wp := v[0], v[1], v[2], v[3], v[4], v[5], v[6]
+			if float64(max(l.Grid.X, 1)) != n*hp {
+				return Work{}, fmt.Errorf("grid %d is not N·Hp = %v", l.Grid.X, n*hp)
+			}
+			return Work{Bytes: 4*n*c*h*w + es*n*hp*wp*cp}, nil
 		}
-		n, c, h, w, cp, hp, wp := v[0], v[1], v[2], v[3], v[4], v[5], v[6]
-		if float64(max(l.Grid.X, 1)) != n*hp {
-			return Work{}, fmt.Errorf("grid %d is not N·Hp = %v", l.Grid.X, n*hp)
+		// conv2d_pack_w_f32(w, out, Cout, Cin, KK, Cp, flip, round) and conv2d_pack_w_bf16 (without round): w read,
+		// out [rows][KK][Cp] written (rows = Cout, or Cin when flipped; floats, or bfloat16 for _bf16).
+		works["conv2d_pack_w_"+prec] = func(l Launch) (Work, error) {
+			v, err := ints(l, 2, 3, 4, 5, 6)
+			if err != nil {
+				return Work{}, err
+			}
+			cout, cin, kk, cp, flip := v[0], v[1], v[2], v[3], v[4]
+			rows := cout
+			if flip != 0 {
+				rows = cin
+			}
+			return Work{Bytes: 4*cout*cin*kk + es*rows*kk*cp}, nil
 		}
-		return Work{Bytes: 4 * (n*c*h*w + n*hp*wp*cp)}, nil
-	}
-	// conv2d_pack_w_f32(w, out, Cout, Cin, KK, Cp, flip, tf32): w read, out [rows][KK][Cp] written (rows = Cout, or
-	// Cin when flipped).
-	works["conv2d_pack_w_f32"] = func(l Launch) (Work, error) {
-		v, err := ints(l, 2, 3, 4, 5, 6)
-		if err != nil {
-			return Work{}, err
-		}
-		cout, cin, kk, cp, flip := v[0], v[1], v[2], v[3], v[4]
-		rows := cout
-		if flip != 0 {
-			rows = cin
-		}
-		return Work{Bytes: 4 * (cout*cin*kk + rows*kk*cp)}, nil
 	}
 	// conv2d_splitk_bias_f32(part, b, y, splits, n, Cout, OHW): y[i] = Σ_s part[s·n+i] (+ b[o]), y written.
 	works["conv2d_splitk_bias_f32"] = func(l Launch) (Work, error) {
@@ -339,13 +343,25 @@ func MappedKernels() []string {
 	return ks
 }
 
-// igTile is the block tile of conv2d_igemm_* and conv2d_wgrad_* (kernels/igemm.cuh): BM × IG_BN, k-step IG_BK_F32
-// or IG_BK_TC.
+// igTile is the block tile of conv2d_igemm_* and conv2d_wgrad_* (kernels/igemm.cuh): BM × IG_BN, k-step IG_BK_F32,
+// IG_BK_TC or IG_BK_BF16.
 func igTile(prec string, bm int) gemmTile {
-	if prec == "f32" {
+	switch prec {
+	case "f32":
 		return gemmTile{bm, 128, 8}
+	case "bf16":
+		return gemmTile{bm, 128, 64}
 	}
 	return gemmTile{bm, 128, 32}
+}
+
+// packedBytes is the size of an element of the packed operands that the GEMM kernels of a precision read: bfloat16
+// for bf16 (conv2d_pack_*_bf16), floats otherwise.
+func packedBytes(prec string) float64 {
+	if prec == "bf16" {
+		return 2
+	}
+	return 4
 }
 
 // splitK checks that grid.z is the number of chunk-long pieces of a k-range of length k and returns the k-indices
@@ -367,8 +383,9 @@ func splitK(l Launch, t gemmTile, k, chunk float64) (float64, error) {
 // N = Npix = images·OH·OW, k over K²·Cp, cut into grid.z chunks of kchunk. FLOPs are the GEMM's as launched,
 // 2·M·Npix·K²·Cp: the launch does not carry the convolution's true channel count (Cp is it rounded up to 4) nor, for
 // backward-data, its stride (the taps on the zeros between dy's elements are counted). Bytes: the packed input and
-// weights once, the output written (mode set, + the bias), read and written (add) or one partial per chunk (part).
-func convIgemm(t gemmTile) workFn {
+// weights once (es bytes per element: packedBytes), the output written (mode set, + the bias), read and written (add)
+// or one partial per chunk (part).
+func convIgemm(t gemmTile, es float64) workFn {
 	return func(l Launch) (Work, error) {
 		v, err := ints(l, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)
 		if err != nil {
@@ -386,7 +403,7 @@ func convIgemm(t gemmTile) workFn {
 		if err := checkGrid(l, t, m, npix, max(l.Grid.Z, 1)); err != nil {
 			return Work{}, err
 		}
-		bytes := 4 * (npix/(oh*ow)*hin*win*cp + m*kk)
+		bytes := es * (npix/(oh*ow)*hin*win*cp + m*kk)
 		switch mode {
 		case 0:
 			bytes += 4 * m * npix
@@ -405,9 +422,9 @@ func convIgemm(t gemmTile) workFn {
 
 // convWgrad: conv2d_wgrad_*(dyh, xp, out, Cout, Coutp, Cin, Cinp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode), the
 // backward-weight MN-major GEMM: M = Cout, N = K²·Cinp, k over the Npix pixels in grid.z chunks of kchunk. FLOPs
-// 2·Cout·K²·Cin·Npix (ops.ConvShape.FLOPs); bytes: packed dy and x once, dw read and written (add) or one partial
-// per chunk (part).
-func convWgrad(t gemmTile) workFn {
+// 2·Cout·K²·Cin·Npix (ops.ConvShape.FLOPs); bytes: packed dy and x once (es bytes per element: packedBytes), dw
+// read and written (add) or one partial per chunk (part).
+func convWgrad(t gemmTile, es float64) workFn {
 	return func(l Launch) (Work, error) {
 		v, err := ints(l, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15)
 		if err != nil {
@@ -427,7 +444,7 @@ func convWgrad(t gemmTile) workFn {
 			return Work{}, err
 		}
 		dw := cout * cin * k * k
-		bytes := 4 * (npix*coutp + npix/(oh*ow)*hp*wp*cinp)
+		bytes := es * (npix*coutp + npix/(oh*ow)*hp*wp*cinp)
 		if mode == 1 {
 			bytes += 4 * 2 * dw
 		} else {

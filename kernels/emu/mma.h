@@ -4,6 +4,7 @@
 //   mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 d, a, b, c
 //   cvt.rn.bf16x2.f32                                   d, hi, lo
 //   ldmatrix.sync.aligned.m8n8.x4.shared.b16            {d0, d1, d2, d3}, [addr]
+//   ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16      {d0, d1, d2, d3}, [addr]
 // kernels/mma.cuh calls the functions below where nvcc emits the instructions. Needs kernels/emu/emu.h first.
 //
 // Semantics (PTX ISA, "Warp-level matrix instructions": mma with .tf32 A and B and .f32 C and D; ldmatrix). D = A·B + C,
@@ -24,6 +25,8 @@
 //   ldmatrix .x4: lanes 8i .. 8i + 7 give the addresses of rows 0..7 of matrix i (16 bytes each, 16-byte aligned, in
 //            shared memory); lane l receives in di the 32-bit word l % 4 of row l / 4 of matrix i (the b16 elements
 //            2(l % 4) and 2(l % 4) + 1 of that row).
+//   ldmatrix .x4.trans: the same rows, each matrix transposed: lane l receives in di the b16 element l / 4 of row
+//            2(l % 4) of matrix i in the low half and element l / 4 of row 2(l % 4) + 1 in the high half.
 //
 // Model. A warp-collective instruction is a mailbox exchange: every lane deposits its operands in a mailbox of its
 // warp (per OS thread, i.e. per running block, like static shared memory), the warp meets at __syncwarp, and each lane
@@ -62,9 +65,10 @@ int add_thread_hooks(void (*start)(), void (*exit)());
 
 namespace mma {
 
-enum Kind { MMA_K8 = 1, MMA_K4, LDMATRIX_X4, MMA_K16_BF16 };
+enum Kind { MMA_K8 = 1, MMA_K4, LDMATRIX_X4, MMA_K16_BF16, LDMATRIX_X4_TRANS };
 static const char* const kind_names[] = {"", "mma.sync.aligned.m16n8k8", "mma.sync.aligned.m16n8k4",
-                                         "ldmatrix.sync.aligned.m8n8.x4", "mma.sync.aligned.m16n8k16 .bf16"};
+                                         "ldmatrix.sync.aligned.m8n8.x4", "mma.sync.aligned.m16n8k16 .bf16",
+                                         "ldmatrix.sync.aligned.m8n8.x4.trans"};
 
 struct Slot {
   long long seq;  // the depositing thread's collective-instruction count
@@ -226,17 +230,38 @@ static inline void mma_bf16_m16n8k16(float d[4], const uint32_t a[4], const uint
       [&](int k, int col) { return half(box[col * 4 + ((k & 7) >> 1)].b[k >= 8 ? 1 : 0], k); });
 }
 
-// ldmatrix .x4 .b16: d[i] = word l % 4 of the row whose address lane 8i + l / 4 gave (l = this lane).
-static inline void ldmatrix_x4(uint32_t d[4], const void* row) {
-  using namespace mma;
+// The checks of an ldmatrix row address: 16-byte aligned, inside the block's dynamic shared memory.
+static inline const unsigned char* ldmatrix_row(const void* row) {
   const unsigned char* lo = static_cast<const unsigned char*>(::emu::dynamic_shared());
   const unsigned char* p = static_cast<const unsigned char*>(row);
   if ((reinterpret_cast<uintptr_t>(p) & 15) != 0) ::emu::trap("ldmatrix: a row address is not 16-byte aligned");
   if (lo == nullptr || p < lo || p + 16 > lo + ::emu::dynamic_shared_bytes())
     ::emu::trap("ldmatrix: a row address is outside the block's dynamic shared memory");
+  return p;
+}
+
+// ldmatrix .x4 .b16: d[i] = word l % 4 of the row whose address lane 8i + l / 4 gave (l = this lane).
+static inline void ldmatrix_x4(uint32_t d[4], const void* row) {
+  using namespace mma;
+  const unsigned char* p = ldmatrix_row(row);
   const Slot* box = exchange(LDMATRIX_X4, [&](Slot& s) { s.addr = p; });
   const int lane = linear_tid() % 32;
   for (int i = 0; i < 4; i++) std::memcpy(&d[i], box[8 * i + lane / 4].addr + 4 * (lane % 4), 4);
+}
+
+// ldmatrix .x4 .trans .b16: d[i] = element l / 4 (b16) of the rows whose addresses lanes 8i + 2(l % 4) (low half)
+// and 8i + 2(l % 4) + 1 (high half) gave (l = this lane).
+static inline void ldmatrix_x4_trans(uint32_t d[4], const void* row) {
+  using namespace mma;
+  const unsigned char* p = ldmatrix_row(row);
+  const Slot* box = exchange(LDMATRIX_X4_TRANS, [&](Slot& s) { s.addr = p; });
+  const int lane = linear_tid() % 32;
+  for (int i = 0; i < 4; i++) {
+    uint16_t lo, hi;
+    std::memcpy(&lo, box[8 * i + 2 * (lane % 4)].addr + 2 * (lane / 4), 2);
+    std::memcpy(&hi, box[8 * i + 2 * (lane % 4) + 1].addr + 2 * (lane / 4), 2);
+    d[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+  }
 }
 
 }  // namespace emu
