@@ -411,6 +411,31 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
 // more blocks on an SM: the tiles' registers (150-250 per thread) already limit them to two or three.) Fragments
 // come from ldmatrix on 16-bit elements straight into the m16n8k16 layout: no conversion in the loop.
 
+// The BF16 loops' pipeline: ig_tc_pipeline's schedule (IG_STAGES stages, one commit per k-step slot, one barrier
+// per k-step), unrolled by IG_STAGES so that the stage of every call is a constant: the shared addresses of the
+// copies and of the ldmatrix rows are then a per-thread register plus an immediate, with no stage arithmetic in the
+// loop.
+template <class ISSUE, class COMPUTE>
+__device__ __forceinline__ void ig_bf16_pipeline(int ksteps, const ISSUE& issue, const COMPUTE& compute) {
+  IG_UNROLL
+  for (int s = 0; s < IG_STAGES - 1; s++) {
+    if (s < ksteps) issue(s);
+    cp_async_commit();
+  }
+  for (int s0 = 0; s0 < ksteps; s0 += IG_STAGES) {
+    IG_UNROLL
+    for (int u = 0; u < IG_STAGES; u++) {  // k-step s0 + u in stage u
+      if (u > 0 && s0 + u >= ksteps) break;
+      cp_async_wait<IG_STAGES - 2>();  // this thread's copies of k-step s0 + u are complete
+      __syncthreads();  // everyone's are; and everyone has finished the k-step before, whose stage is reused
+      if (s0 + u + IG_STAGES - 1 < ksteps) issue((u + IG_STAGES - 1) % IG_STAGES);
+      cp_async_commit();
+      compute(u);
+    }
+  }
+  cp_async_wait<0>();  // the trailing (empty) groups
+}
+
 // K-major BF16 loop: ig_tc_kmajor's stage layout, copies and swizzle (As[BM][64] then Bs[IG_BN][64] bfloat16, chunk
 // c of row r at chunk c ^ (r & 7); H = 1: chunk tid % 8 of rows tid / 8 + 16j; H = 2: chunks cc and cc + 4 of rows
 // tid / 4 + 32j, 32 elements apart in the source). Fragments (m16n8k16, k16 group kb = chunks 2kb and 2kb + 1): the
@@ -453,25 +478,27 @@ __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int 
     }
     src.next();
   };
-  // Offsets (elements, within a stage) of this lane's ldmatrix rows for the k16 group kb: A m-tile 0: row
+  // Shared addresses in stage 0 of this lane's ldmatrix rows for the k16 group kb: A m-tile 0: row
   // wm·WM + 8(q & 1) + rr at chunk 2kb + (q >> 1); B n-tile pair 0: row wn·64 + 8(q >> 1) + rr at chunk 2kb + (q & 1).
-  int aoff[4], boff[4];
+  // Pinned (saddr_pin), so that the loop adds only immediates (stage, tile) instead of recomputing the swizzle.
+  saddr_t aaddr[4], baddr[4];
   IG_UNROLL
   for (int kb = 0; kb < 4; kb++) {
-    aoff[kb] = (wm * WM + 8 * (q & 1) + rr) * BK + 8 * ((2 * kb + (q >> 1)) ^ rr);
-    boff[kb] = BM * BK + (wn * 64 + 8 * (q >> 1) + rr) * BK + 8 * ((2 * kb + (q & 1)) ^ rr);
+    aaddr[kb] = saddr(smh + (wm * WM + 8 * (q & 1) + rr) * BK + 8 * ((2 * kb + (q >> 1)) ^ rr));
+    baddr[kb] = saddr(smh + BM * BK + (wn * 64 + 8 * (q >> 1) + rr) * BK + 8 * ((2 * kb + (q & 1)) ^ rr));
+    saddr_pin(aaddr[kb]);
+    saddr_pin(baddr[kb]);
   }
   auto compute = [&](int stage) {
-    const uint16_t* St = smh + stage * STAGE;
     IG_UNROLL
     for (int kb = 0; kb < BK / 16; kb++) {
       uint32_t fa[MT][4];
       IG_UNROLL
-      for (int i = 0; i < MT; i++) ldmatrix_x4(fa[i], St + aoff[kb] + 16 * i * BK);
+      for (int i = 0; i < MT; i++) ldmatrix_x4_at(fa[i], aaddr[kb] + 2 * (stage * STAGE + 16 * i * BK));
       IG_UNROLL
       for (int jj = 0; jj < NT / 2; jj++) {
         uint32_t fb[4];
-        ldmatrix_x4(fb, St + boff[kb] + 16 * jj * BK);
+        ldmatrix_x4_at(fb, baddr[kb] + 2 * (stage * STAGE + 16 * jj * BK));
         IG_UNROLL
         for (int i = 0; i < MT; i++) {
           mma_bf16_m16n8k16_acc(acc[i][2 * jj], fa[i], fb);
@@ -480,7 +507,7 @@ __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int 
       }
     }
   };
-  ig_tc_pipeline(ksteps, issue, compute);
+  ig_bf16_pipeline(ksteps, issue, compute);
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
@@ -537,27 +564,31 @@ __device__ __forceinline__ void ig_bf16_mnmajor(SRC& src, int ksteps, int M, int
       cp_async_16(Bs + r * IG_BN + 8 * ((c0 + TPR * j) ^ sw), src.bptr(j), src.bok(j) ? 16 : 0);
     src.next();
   };
-  // Offsets (elements, within a stage) of this lane's ldmatrix rows in k16 group 0 (group kk adds 16kk rows): A
-  // m-tile i: k-row 8(q >> 1) + rr, chunk wm·WM/8 + 2i + (q & 1); B n-tiles 2jj, 2jj + 1: k-row 8(q & 1) + rr, chunk
-  // wn·8 + 2jj + (q >> 1). Every such row has row & 7 = rr.
+  // Shared addresses in stage 0 of this lane's ldmatrix rows in k16 group 0 (group kk adds 16kk rows): A m-tile i:
+  // k-row 8(q >> 1) + rr, chunk wm·WM/8 + 2i + (q & 1); B n-tiles 2jj, 2jj + 1: k-row 8(q & 1) + rr, chunk
+  // wn·8 + 2jj + (q >> 1). Every such row has row & 7 = rr. Pinned (saddr_pin), as in ig_bf16_kmajor.
   const int sw = ig_swz_bf16(rr);
-  int aoff[MT], boff[NT / 2];
+  saddr_t aaddr[MT], baddr[NT / 2];
   IG_UNROLL
-  for (int i = 0; i < MT; i++) aoff[i] = (8 * (q >> 1) + rr) * BM + 8 * ((wm * WM / 8 + 2 * i + (q & 1)) ^ sw);
+  for (int i = 0; i < MT; i++) {
+    aaddr[i] = saddr(smh + (8 * (q >> 1) + rr) * BM + 8 * ((wm * WM / 8 + 2 * i + (q & 1)) ^ sw));
+    saddr_pin(aaddr[i]);
+  }
   IG_UNROLL
-  for (int jj = 0; jj < NT / 2; jj++)
-    boff[jj] = BM * BK + (8 * (q & 1) + rr) * IG_BN + 8 * ((wn * 8 + 2 * jj + (q >> 1)) ^ sw);
+  for (int jj = 0; jj < NT / 2; jj++) {
+    baddr[jj] = saddr(smh + BM * BK + (8 * (q & 1) + rr) * IG_BN + 8 * ((wn * 8 + 2 * jj + (q >> 1)) ^ sw));
+    saddr_pin(baddr[jj]);
+  }
   auto compute = [&](int stage) {
-    const uint16_t* St = smh + stage * STAGE;
     IG_UNROLL
     for (int kk = 0; kk < BK / 16; kk++) {
       uint32_t fa[MT][4];
       IG_UNROLL
-      for (int i = 0; i < MT; i++) ldmatrix_x4_trans(fa[i], St + 16 * kk * BM + aoff[i]);
+      for (int i = 0; i < MT; i++) ldmatrix_x4_trans_at(fa[i], aaddr[i] + 2 * (stage * STAGE + 16 * kk * BM));
       IG_UNROLL
       for (int jj = 0; jj < NT / 2; jj++) {
         uint32_t fb[4];
-        ldmatrix_x4_trans(fb, St + 16 * kk * IG_BN + boff[jj]);
+        ldmatrix_x4_trans_at(fb, baddr[jj] + 2 * (stage * STAGE + 16 * kk * IG_BN));
         IG_UNROLL
         for (int i = 0; i < MT; i++) {
           mma_bf16_m16n8k16_acc(acc[i][2 * jj], fa[i], fb);
@@ -566,7 +597,7 @@ __device__ __forceinline__ void ig_bf16_mnmajor(SRC& src, int ksteps, int M, int
       }
     }
   };
-  ig_tc_pipeline(ksteps, issue, compute);
+  ig_bf16_pipeline(ksteps, issue, compute);
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();

@@ -14,6 +14,10 @@
 //   ldmatrix_x4(d, row)            ldmatrix.sync.aligned.m8n8.x4.shared.b16 (this lane's row address; rows of four
 //                                  floats or of eight bfloat16 bit patterns, uint16_t)
 //   ldmatrix_x4_trans(d, row)      ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 (rows of eight bfloat16)
+//   saddr(p)                       shared pointer p as an integer address (saddr_t): cvta.to.shared's 32-bit address
+//                                  under nvcc, the host address in the emulator; byte offsets add to it
+//   ldmatrix_x4_at(d, a), ldmatrix_x4_trans_at(d, a)   the same two on bfloat16 rows at integer address a
+//   saddr_pin(a)                   keeps a in a register as it is: the compiler may not recompute it from its inputs
 //   cp_async_16(dst, src, bytes)   cp.async.cg.shared.global, 16 bytes: the first `bytes` (0 or 16) from src, zeros
 //                                  after; with bytes = 0 src is not read
 //   cp_async_commit()              cp.async.commit_group
@@ -178,6 +182,36 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t d[4], const uint16_t*
                : "r"(s));
 #else
   ::emu::ldmatrix_x4_trans(d, row);
+#endif
+}
+
+#ifdef __CUDACC__
+typedef uint32_t saddr_t;
+__device__ __forceinline__ saddr_t saddr(const void* p) { return static_cast<saddr_t>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ void saddr_pin(saddr_t& a) { asm("" : "+r"(a)); }
+#else
+typedef uintptr_t saddr_t;
+inline saddr_t saddr(const void* p) { return reinterpret_cast<uintptr_t>(p); }
+inline void saddr_pin(saddr_t&) {}
+#endif
+
+__device__ __forceinline__ void ldmatrix_x4_at(uint32_t d[4], saddr_t a) {
+#ifdef __CUDACC__
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+               : "r"(a));
+#else
+  ::emu::ldmatrix_x4(d, reinterpret_cast<const void*>(a));
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans_at(uint32_t d[4], saddr_t a) {
+#ifdef __CUDACC__
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+               : "r"(a));
+#else
+  ::emu::ldmatrix_x4_trans(d, reinterpret_cast<const void*>(a));
 #endif
 }
 
