@@ -15,14 +15,20 @@ import (
 // function untraced.
 func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
 	t.Helper()
+	p := ops.FP32
+	if tc {
+		p = ops.TF32
+	}
+	return tracePrec(t, p, f)
+}
+
+// tracePrec is trace at precision p.
+func tracePrec(t *testing.T, p ops.Precision, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
+	t.Helper()
 	d := &dryDriver{tc: true}
 	be, err := cuda.NewBackend(d)
 	if err != nil {
 		t.Fatal(err)
-	}
-	p := ops.FP32
-	if tc {
-		p = ops.TF32
 	}
 	if err := be.SetPrecision(p); err != nil {
 		t.Fatal(err)
@@ -130,6 +136,33 @@ func TestWorkConv(t *testing.T) {
 		want{"conv2d_pack_w_f32", 0, 4 * (4608 + 4608), 0},
 		want{"conv2d_igemm_f32_m64_kn", 2 * 8 * 72 * 576, 4 * (2*8*8*64 + 4608 + 2*576), 64 * 128 * 576},
 		want{"conv2d_splitk_bias_f32", 576 + 576, 4 * (2*576 + 576 + 8), 0})
+}
+
+// TestWorkConvBF16: the shape of TestWorkConv on the BF16 kernels, whose packed operands are bfloat16 (2 bytes an
+// element, channels padded to Cp = 8) and whose k-step is 64.
+func TestWorkConvBF16(t *testing.T) {
+	s := ops.ConvShape{N: 2, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 2, Pad: 1}
+	ls := tracePrec(t, ops.BF16, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		x, w, b, y := a(2*3*35), a(4*27), a(4), a(2*4*12)
+		be.Conv2D(s, x, w, b, y)
+		be.Conv2DBackward(s, x, w, y, a(2*3*35), a(4*27), a(4))
+	})
+	check(t, ls,
+		// x [2,3,5,7] → [2][7][9][8] bfloat16; w → [4][9][8].
+		want{"conv2d_pack_act_bf16", 0, 4*210 + 2*1008, 0},
+		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*288, 0},
+		// GEMM 4 × 24 × 72 (Cp = 8 is not a multiple of 64: the any-K kernel); packed x and w, y and the bias.
+		want{"conv2d_igemm_bf16_m64_kx", 2 * 4 * 24 * 72, 2*(1008+288) + 4*(96+4), 64 * 128 * pad(72, 64)},
+		want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0},
+		// dy spread and padded → [2][7][9][8]; w flipped → [3][9][8].
+		want{"conv2d_pack_act_bf16", 0, 4*96 + 2*1008, 0},
+		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*216, 0},
+		want{"conv2d_igemm_bf16_m64_kx", 2 * 3 * 70 * 72, 2*(1008+216) + 4*2*210, 64 * 128 * pad(72, 64)},
+		// x packed again; dy NHWC [24][8].
+		want{"conv2d_pack_act_bf16", 0, 4*210 + 2*1008, 0},
+		want{"conv2d_pack_act_bf16", 0, 4*96 + 2*192, 0},
+		// GEMM 4 × 72 × 24 pixels, dw accumulated.
+		want{"conv2d_wgrad_bf16_m64", 2 * 4 * 27 * 24, 2*(192+1008) + 4*2*108, 64 * 128 * pad(24, 64)})
 }
 
 func TestWorkGEMM(t *testing.T) {
