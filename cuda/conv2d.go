@@ -58,11 +58,10 @@ const convSlack = 256
 // they are packed; at most 2^-11 relative per input); or BF16 tensor cores (mma.sync m16n8k16 bf16, inputs packed
 // as bfloat16 -- 7 stored bits, rounded to nearest even -- and kept so in shared memory; at most 2^-8 relative per
 // input). Both accumulate in FP32. The tensor-core kernels come from kernels/ptx/sm80/conv2d.ptx and
-// conv2d_bf16.ptx, which the GPU driver loads on
-// devices of compute capability 8.0 or newer; on older devices (Driver.TensorCores false) TF32 and BF16 are refused
-// with an error and the kernels in use stay. The emulator emulates the tensor-core instructions (kernels/emu/mma.h,
-// kernels/emu/cp_async.h). Only the convolutions change: the linear layers and attention run FP32 at every
-// precision.
+// conv2d_bf16.ptx, which the GPU driver loads on devices of compute capability 8.0 or newer; on older devices
+// (Driver.TensorCores false) TF32 and BF16 are refused with an error and the kernels in use stay. The emulator
+// emulates the tensor-core instructions (kernels/emu/mma.h, kernels/emu/cp_async.h). Only the convolutions change:
+// the linear layers and attention run FP32 at every precision.
 func (be *Backend) SetPrecision(p ops.Precision) error {
 	switch p {
 	case ops.FP32:
@@ -144,8 +143,9 @@ type convGeom struct {
 }
 
 func geomOf(s ops.ConvShape, align int) convGeom {
-	g := convGeom{ohw: s.OutH() * s.OutW(), kk: s.K * s.K, cinP: roundUp(s.Cin, align), coutP: roundUp(s.Cout, align),
-		hp: s.H + 2*s.Pad + s.PadEnd, wp: s.W + 2*s.Pad + s.PadEnd, hq: s.H + s.K - 1, wq: s.W + s.K - 1}
+	g := convGeom{ohw: s.OutH() * s.OutW(), kk: s.K * s.K, cinP: roundUp(s.Cin, align),
+		coutP: roundUp(s.Cout, align), hp: s.H + 2*s.Pad + s.PadEnd, wp: s.W + 2*s.Pad + s.PadEnd,
+		hq: s.H + s.K - 1, wq: s.W + s.K - 1}
 	return g
 }
 

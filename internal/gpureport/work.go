@@ -74,7 +74,8 @@ func init() {
 				taps = taps[:2] // a k-step of 8 floats changes kernel rows at most once (kernels/conv2d.cu)
 			}
 			for _, tp := range taps {
-				works[fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, tp)] = convIgemm(igTile(prec, bm), packedBytes(prec))
+				name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, tp)
+				works[name] = convIgemm(igTile(prec, bm), packedBytes(prec))
 			}
 			works[fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm)] = convWgrad(igTile(prec, bm), packedBytes(prec))
 		}

@@ -23,7 +23,8 @@ func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf
 }
 
 // tracePrec is trace at precision p.
-func tracePrec(t *testing.T, p ops.Precision, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
+func tracePrec(t *testing.T, p ops.Precision,
+	f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
 	t.Helper()
 	d := &dryDriver{tc: true}
 	be, err := cuda.NewBackend(d)
