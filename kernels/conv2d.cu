@@ -243,6 +243,60 @@ struct KSrc {
   }
 };
 
+// The BF16 kernels' K-major source for TAPS = 1 and 2 (H = 2): KSrc's addresses, with the k-step's bases advanced
+// in place and the kernel-row jump precomputed, so that a k-step costs a few additions. The bases are not clamped at
+// the end of the k range: a chunk past it has src-size 0 (nothing is read; ok false), and its address lies less than
+// a k-step past the operand's row, inside the row after it or the scratch's slack. With TAPS = 2 (Cp a multiple of
+// 64, and the k range's ends multiples of 64: the launcher's split-K chunks) every k-step is whole, so one test
+// serves both chunks.
+template <int CA, int CB, int STEP, int TAPS>
+struct KSrcBF16 {
+  static constexpr int E = 8;  // bfloat16 per chunk
+  const uint16_t *abase, *bbase;
+  const uint16_t *ak, *bk;  // abase + 8kc, bbase + bkoff
+  unsigned arow[CA], brow[CB];
+  int kc, kcEnd, left = 0, rowlen = 0, jump = 0;
+
+  __device__ __forceinline__ bool ok(int h) const { return TAPS == 2 ? kc < kcEnd : kc + 4 * h < kcEnd; }
+  __device__ __forceinline__ const uint16_t* aptr(int j, int h) const { return ak + arow[j] + 32 * h; }
+  __device__ __forceinline__ const uint16_t* bptr(int j, int h) const { return bk + brow[j] + 32 * h; }
+  __device__ __forceinline__ void start(int kc0, int kcEnd_, int Cp, int K, int Win) {
+    kc = kc0;
+    kcEnd = kcEnd_;
+    ak = abase + E * kc0;
+    if (TAPS == 1) {
+      bk = bbase + E * kc0;
+    } else {
+      rowlen = K * (Cp / E), jump = (Win - K) * Cp;
+      const int p = kc0 / rowlen, rem = kc0 - p * rowlen;
+      bk = bbase + p * Win * Cp + E * rem;
+      left = rowlen - rem;
+    }
+  }
+  __device__ __forceinline__ void next() {
+    kc += STEP;
+    ak += E * STEP;
+    bk += E * STEP;
+    if (TAPS == 2) {
+      left -= STEP;
+      if (left <= 0) left += rowlen, bk += jump;
+    }
+  }
+};
+// The K-major source of each kernel: KSrcBF16 for the BF16 kernels' TAPS 1 and 2, KSrc otherwise.
+template <class E, int CA, int CB, int STEP, int TAPS, int H>
+struct KSrcOf {
+  typedef KSrc<E, CA, CB, STEP, TAPS, H> type;
+};
+template <int CA, int CB, int STEP>
+struct KSrcOf<uint16_t, CA, CB, STEP, 1, 2> {
+  typedef KSrcBF16<CA, CB, STEP, 1> type;
+};
+template <int CA, int CB, int STEP>
+struct KSrcOf<uint16_t, CA, CB, STEP, 2, 2> {
+  typedef KSrcBF16<CA, CB, STEP, 2> type;
+};
+
 // Store of the K-major GEMM element (m, n): n is a pixel (img, pix) of the output, pix < OHW; out[img][m][pix].
 // KStore holds kernel arguments only; ready() makes the functor, after the main loop.
 struct KStoreReady {
@@ -337,7 +391,7 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
   const int k0 = blockIdx.z * kchunk, k1 = min(ldk, k0 + kchunk);
   const int ksteps = (k1 - k0 + BK - 1) / BK;
 
-  KSrc<E, CA, CB, STEP, TAPS, H> src;
+  typename KSrcOf<E, CA, CB, STEP, TAPS, H>::type src;
   src.abase = wk;
   src.bbase = in;
   IG_UNROLL
