@@ -496,6 +496,46 @@ struct WSrc {
   }
 };
 
+// The BF16 kernels' MN-major source: WSrc's addresses, with the pixel decoded on every k-step without a branch (past
+// the block's k range the chunks have src-size 0: their addresses are never read) and the offsets unsigned.
+template <int CA, int CB, int CS, int BK>
+struct WSrcBF16 {
+  static constexpr int E = 8;  // bfloat16 per chunk
+  const uint16_t* dyh;
+  const uint16_t* xp;
+  const uint16_t* abase;  // dyh + u·Mp + acol0
+  const uint16_t* bbase;  // xp + pixel offset of u
+  int acol0;
+  unsigned boff[CB];
+  int u, uEnd;
+  int Mp, Hp, Wp, S, Cp, OHW, OW;
+  IntDiv dOHW, dOW;
+
+  __device__ __forceinline__ WSrcBF16(int OHW_, int OW_) : dOHW(OHW_), dOW(OW_) {}
+  __device__ __forceinline__ bool aok(int) const { return u < uEnd; }
+  __device__ __forceinline__ bool bok(int) const { return u < uEnd; }
+  __device__ __forceinline__ const uint16_t* aptr(int j) const { return abase + E * CS * j; }
+  __device__ __forceinline__ const uint16_t* bptr(int j) const { return bbase + boff[j]; }
+  __device__ __forceinline__ void settle() {
+    const unsigned img = dOHW.div(u), rem = u - img * OHW, i = dOW.div(rem), jj = rem - i * OW;
+    abase = dyh + ((unsigned)u * Mp + acol0);
+    bbase = xp + ((img * Hp + i * S) * Wp + jj * S) * Cp;
+  }
+  __device__ __forceinline__ void next() {
+    u += BK;
+    settle();
+  }
+};
+// The MN-major source of each kernel: WSrcBF16 for the BF16 kernels, WSrc otherwise.
+template <class E, int CA, int CB, int CS, int BK>
+struct WSrcOf {
+  typedef WSrc<E, CA, CB, CS, BK> type;
+};
+template <int CA, int CB, int CS, int BK>
+struct WSrcOf<uint16_t, CA, CB, CS, BK> {
+  typedef WSrcBF16<CA, CB, CS, BK> type;
+};
+
 // Store of (m, n) = (o, column (tap, c)): dw[o][c][tap] (mode add) or part[z][o][c][tap] (mode part), c < Cin.
 // WStore holds kernel arguments only; ready() makes the functor, after the main loop.
 struct WStoreReady {
@@ -535,7 +575,7 @@ __device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out
   const int k0 = blockIdx.z * kchunk, k1 = min(Npix, k0 + kchunk);
   const int ksteps = (k1 - k0 + BK - 1) / BK;
 
-  WSrc<E, CA, CB, TPR, BK> src(OH * OW, OW);
+  typename WSrcOf<E, CA, CB, TPR, BK>::type src(OH * OW, OW);
   src.dyh = dyh, src.xp = xp;
   src.Mp = Mp, src.Hp = Hp, src.Wp = Wp, src.S = S, src.Cp = Cp, src.OHW = OH * OW, src.OW = OW;
   src.acol0 = m0 + EC * c0 < Mp ? m0 + EC * c0 : 0;
