@@ -92,11 +92,12 @@ func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) {
 }
 
 // LinearBackward accumulates dx += dy·w, dw += dyᵀ·x (two GEMMs) and db[o] += Σ_n dy[n,o] (n increasing); any of
-// dx, dw, db may be nil.
+// dx, dw, db may be nil. A dx that is a waiting zero fill (fills.go) is stored rather than accumulated.
 func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) {
 	const op = "LinearBackward"
 	s := linearShape{n, in, out}
 	checkLinear(op, s)
+	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
 	xs := be.arg(op, s, "x", x, n*in)
 	ws := be.arg(op, s, "w", w, out*in)
 	dys := be.arg(op, s, "dy", dy, n*out)
@@ -108,7 +109,7 @@ func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) 
 	}
 	if dxs != nil { // dx[r, i] += Σ_o dy[r, o]·w[o, i]
 		be.gemm(op, gemmCall{M: n, N: in, K: out, a: dys.p, b: ws.p, c: dxs.p,
-			aSM: out, aSK: 1, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: true})
+			aSM: out, aSK: 1, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: !freshDx})
 	}
 	if dws != nil { // dw[o, i] += Σ_r dy[r, o]·x[r, i]
 		be.gemm(op, gemmCall{M: out, N: in, K: n, a: dys.p, b: xs.p, c: dws.p,

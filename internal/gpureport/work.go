@@ -213,17 +213,13 @@ func init() {
 		w.FLOPs += 4 * n * v[0] * v[1]
 		return w, err
 	}
-	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G): x and dy read, dx accumulated when given,
-	// per-(n, c) sums written when given
+	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets): x and dy
+	// read, dx accumulated (or only written) when given, per-(n, c) sums written when given; then, by the last block,
+	// the sums read and added over n into dgamma and dbeta (each accumulated when given)
 	works["groupnorm_bwd_f32"] = gnBwd(4, 5, 6, 12)
-	// groupnorm_silu_bwd_f32(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G): as groupnorm_bwd_f32, with n and the
-	// SiLU gradient recomputed in both passes (about 2×8 more FLOPs per element)
+	// groupnorm_silu_bwd_f32(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets):
+	// as groupnorm_bwd_f32, with n and the SiLU gradient recomputed in both passes (about 2×8 more FLOPs per element)
 	works["groupnorm_silu_bwd_f32"] = gnBwd(5, 6, 7, 28)
-	// groupnorm_param_grad_f32(sums, dgamma, dbeta, N, C)
-	works["groupnorm_param_grad_f32"] = func(l Launch) (Work, error) {
-		n, c, err := ints2(l, 3, 4)
-		return Work{FLOPs: 2 * n * c, Bytes: 4 * (2*n*c + 4*c)}, err
-	}
 
 	// concat_f32(a, b, y, n, ca, cb, hw)
 	works["concat_f32"] = func(l Launch) (Work, error) {
@@ -516,19 +512,29 @@ func argString(l Launch) string {
 }
 
 // gnBwd is the work of the group-norm backward kernels: dx and sums at argument indices dxIdx, sumsIdx, then N, C,
-// HW from nIdx; x and dy read, dx accumulated when given, per-(n, c) sums written when given.
+// HW, G, accumulate, dgamma, dbeta from nIdx; x and dy read, dx accumulated (read and written) or written when
+// given, per-(n, c) sums written when given, then read by the last block and added over n into the given dgamma and
+// dbeta (accumulated).
 func gnBwd(dxIdx, sumsIdx, nIdx int, flops float64) workFn {
 	return func(l Launch) (Work, error) {
-		v, err := ints(l, nIdx, nIdx+1, nIdx+2)
-		e := v[0] * v[1] * v[2]
+		v, err := ints(l, nIdx, nIdx+1, nIdx+2, nIdx+4)
+		e, nc := v[0]*v[1]*v[2], v[0]*v[1]
+		w := Work{FLOPs: flops * e}
 		b := 2 * e
 		if !isNull(l, dxIdx) {
-			b += 2 * e
+			b += (1 + v[3]) * e
 		}
 		if !isNull(l, sumsIdx) {
-			b += 2 * v[0] * v[1]
+			b += 2 * nc
 		}
-		return Work{FLOPs: flops * e, Bytes: 4 * b}, err
+		for _, p := range []int{nIdx + 5, nIdx + 6} {
+			if !isNull(l, p) {
+				w.FLOPs += nc
+				b += nc + 2*v[1]
+			}
+		}
+		w.Bytes = 4 * b
+		return w, err
 	}
 }
 
