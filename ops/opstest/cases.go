@@ -214,7 +214,8 @@ func convCases() []Case {
 		// The longest reduction: y over Cin·K·K, dx over Cout·K·K, dw and db over N·OH·OW.
 		kmax := max(s.Cin*s.K*s.K, s.Cout*s.K*s.K, s.N*s.OutH()*s.OutW())
 		cs = append(cs, Case{Name: name, Methods: []string{"Conv2D", "Conv2DBackward"}, Tol: tolGEMM, Why: whyGEMM,
-			BF16: &BF16Band{K: kmax, Stages: 1, Amp: 1, Why: "db sums bf16(dy): one rounding per term"},
+			BF16: &BF16Band{K: kmax, Stages: 1, Amp: 1, Why: "db sums the float32 dy"},
+			Conv: &s,
 			Run: func(e *Env) {
 				x := e.In("x", e.Randn(xn, 1))
 				w := e.In("w", e.Randn(wn, 0.3))
