@@ -240,7 +240,7 @@ func init() {
 		}
 		return Work{FLOPs: a + b, Bytes: 4 * bytes}, err
 	}
-	// add_channel_f32(x, p, y, total, hw)
+	// add_channel_f32(x, p, y, total, hw, C, ld)
 	works["add_channel_f32"] = func(l Launch) (Work, error) {
 		t, hw, err := ints2(l, 3, 4)
 		if hw == 0 {
@@ -248,7 +248,7 @@ func init() {
 		}
 		return Work{FLOPs: t, Bytes: 4 * (2*t + t/hw)}, err
 	}
-	// channel_sum_f32(dy, dp, rows, hw): dp accumulated
+	// channel_sum_f32(dy, dp, rows, hw, C, ld): dp accumulated
 	works["channel_sum_f32"] = func(l Launch) (Work, error) {
 		r, hw, err := ints2(l, 2, 3)
 		return Work{FLOPs: r * hw, Bytes: 4 * (r*hw + 2*r)}, err
