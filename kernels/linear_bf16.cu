@@ -1,0 +1,150 @@
+// linear_bf16.cu -- gemm_bf16: linear.cu's strided batched GEMM on BF16 tensor cores (mma.sync m16n8k16 bf16, FP32
+// accumulation), launched by cuda/linear.go (for Linear and attention's products) at precision bf16. A module of its
+// own, like conv2d_bf16.cu: the compute_80 build (kernels/ptx/sm80/linear_bf16.ptx) holds the kernel, the compute_70
+// build only the entry point with an empty body (never launched: package cuda refuses bf16 below compute capability
+// 8.0), and kernels/ptx/sm80 has no copy of linear.cu, so gemm_f32 stays the one the report measures at fp32.
+#include "common.cuh"
+#include "mma.cuh"
+
+// The block tile: GBF_BM x GBF_BN outputs (the same 64 x 64 tiles as gemm_f32, so that the launch grid is the same),
+// k-steps of GBF_BK, four warps in a 2 x 2 grid of 32 x 32 warp tiles (2 x 4 MMAs of m16n8 per 16 k).
+#define GBF_BM 64
+#define GBF_BN 64
+#define GBF_BK 32
+#define GBF_THREADS 128
+// Resident blocks per SM that __launch_bounds__ asks for: 4 caps the registers at 128 per thread (164 without the
+// cap on sm_90, 3 blocks), with no spills.
+#define GBF_MIN_BLOCKS 4
+// Row length of a shared tile in 32-bit words (two bf16 each): the 16 words of a k-step plus 4, so that the 8 rows
+// an ldmatrix phase reads (80 bytes apart) fall in 8 different 4-bank groups.
+#define GBF_LDW 20
+// Dynamic shared memory: two stages of the A tile [BM][LDW] and the B tile [BN][LDW] (20480 bytes); cuda/linear.go
+// launches with this many (gemmBF16Smem).
+#define GBF_SMEM (2 * (GBF_BM + GBF_BN) * GBF_LDW * 4)
+
+// #pragma unroll for nvcc; g++ (the emulator) unrolls by its own judgement and would warn about the pragma.
+#ifdef __CUDACC__
+#define GBF_UNROLL _Pragma("unroll")
+#else
+#define GBF_UNROLL
+#endif
+
+#if HAVE_MMA_TF32
+// C_z[m, n] = alpha·Σ_{k<K} bf16(A_z[m, k])·bf16(B_z[k, n]) + (bias ? bias[n] : 0) + (accumulate ? C_z[m, n] : 0):
+// gemm_f32 of kernels/linear.cu (the arguments, strides, batch levels and epilogue are the same; see there) with A
+// and B rounded to bfloat16 (to nearest, ties to even: cvt.rn.bf16x2.f32) and FP32 sums. The products of two
+// bfloat16 values are exact in FP32, so the result differs from an FP32 GEMM of the rounded inputs only by the
+// order of the FP32 additions (the MMA's, then the k-steps' in k order).
+//
+// Each k-step of GBF_BK: every thread loads 8 pairs (k, k + 1) of A and 8 of B from global memory into registers
+// (consecutive threads at consecutive addresses: along k when the operand's k stride is 1, else along m or n),
+// rounds each pair to one bf16x2 word and stores it in shared memory k-contiguous, row m of A's tile and row n of
+// B's: the layout that a plain (untransposed) ldmatrix hands to mma's A (row-major) and B (column-major) fragments,
+// whichever layout the operand has in global memory. The next k-step's loads are in flight while the warps multiply
+// the current one; the tiles alternate between two shared buffers, so one barrier per k-step suffices (a buffer
+// is rewritten only after every warp has passed the barrier that follows its last read). Elements outside
+// [0, M) x [0, K) and [0, K) x [0, N) are zero, so any sizes work.
+extern "C" __global__ void __launch_bounds__(GBF_THREADS, GBF_MIN_BLOCKS)
+    gemm_bf16(const float* A, const float* B, float* C, const float* bias, int M, int N, int K, int a_sm, int a_sk,
+              int b_sk, int b_sn, int c_sm, int zdiv, int a_s1, int a_s2, int b_s1, int b_s2, int c_s1, int c_s2,
+              float alpha, int accumulate) {
+  DYNAMIC_SHARED(uint32_t, smem);  // [2][BM + BN][LDW] words: stage s's A tile at s·(BM + BN)·LDW, its B tile after
+  const int z = blockIdx.z, z1 = z / zdiv, z2 = z - z1 * zdiv;
+  const float* a = A + (long long)z1 * a_s1 + (long long)z2 * a_s2;
+  const float* b = B + (long long)z1 * b_s1 + (long long)z2 * b_s2;
+  float* c = C + (long long)z1 * c_s1 + (long long)z2 * c_s2;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int m0 = blockIdx.y * GBF_BM, n0 = blockIdx.x * GBF_BN;
+
+  // Pair e = tid + GBF_THREADS·r (r < 8) of a tile is (row, k-pair) = (ar + r·dar, ap + r·dap) of A's tile (row = m),
+  // likewise (br + r·dbr, bp + r·dbp) of B's (row = n). k fastest: 16 pairs per row, 8 rows per 128 threads. Row
+  // fastest: 64 rows, 2 pairs per 128 threads.
+  constexpr int PAIRS = GBF_BK / 2, PER = GBF_BM * PAIRS / GBF_THREADS;  // 16 pairs per row, 8 per thread
+  const bool a_kfast = a_sk == 1, b_kfast = b_sk == 1;
+  const int ar = a_kfast ? tid / PAIRS : tid % GBF_BM, ap = a_kfast ? tid % PAIRS : tid / GBF_BM;
+  const int dar = a_kfast ? GBF_THREADS / PAIRS : 0, dap = a_kfast ? 0 : GBF_THREADS / GBF_BM;
+  const int br = b_kfast ? tid / PAIRS : tid % GBF_BN, bp = b_kfast ? tid % PAIRS : tid / GBF_BN;
+  const int dbr = b_kfast ? GBF_THREADS / PAIRS : 0, dbp = b_kfast ? 0 : GBF_THREADS / GBF_BN;
+  float ra[PER][2], rb[PER][2];
+  auto fetch = [&](int kt) {
+GBF_UNROLL
+    for (int r = 0; r < PER; r++) {
+      const int m = m0 + ar + r * dar, ka = kt + 2 * (ap + r * dap);
+      const int n = n0 + br + r * dbr, kb = kt + 2 * (bp + r * dbp);
+      const float* pa = a + (long long)m * a_sm + (long long)ka * a_sk;
+      const float* pb = b + (long long)kb * b_sk + (long long)n * b_sn;
+      ra[r][0] = (m < M && ka < K) ? __ldg(pa) : 0.0f;
+      ra[r][1] = (m < M && ka + 1 < K) ? __ldg(pa + a_sk) : 0.0f;
+      rb[r][0] = (n < N && kb < K) ? __ldg(pb) : 0.0f;
+      rb[r][1] = (n < N && kb + 1 < K) ? __ldg(pb + b_sk) : 0.0f;
+    }
+  };
+
+  // Warp (wm, wn) computes rows wm·32 .. +31 and columns wn·32 .. +31 of the tile: acc[i][j] is the m16n8 MMA tile
+  // at (wm·32 + 16i, wn·32 + 8j), in the C fragment layout (kernels/emu/mma.h).
+  const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
+  float acc[2][4][4];
+GBF_UNROLL
+  for (int i = 0; i < 2; i++)
+GBF_UNROLL
+    for (int j = 0; j < 4; j++)
+GBF_UNROLL
+      for (int q = 0; q < 4; q++) acc[i][j][q] = 0.0f;
+  // ldmatrix row addresses: lane l gives row l % 8 of matrix l / 8. For A's 16 x 16 fragment the matrices are (rows
+  // 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3; for two n8 B fragments (n
+  // 0-7, k 0-7), (n 0-7, k 8-15) = b0, b1 of the first and (n 8-15, ...) of the second.
+  const int la_row = wm + lane % 8 + 8 * ((lane / 8) % 2), la_word = 4 * (lane / 16);
+  const int lb_row = wn + lane % 8 + 8 * (lane / 16), lb_word = 4 * ((lane / 8) % 2);
+
+  if (K > 0) fetch(0);
+  int stage = 0;
+  for (int kt = 0; kt < K; kt += GBF_BK, stage ^= 1) {
+    uint32_t* As = smem + stage * (GBF_BM + GBF_BN) * GBF_LDW;
+    uint32_t* Bs = As + GBF_BM * GBF_LDW;
+GBF_UNROLL
+    for (int r = 0; r < PER; r++) {
+      As[(ar + r * dar) * GBF_LDW + ap + r * dap] = bf16x2(ra[r][0], ra[r][1]);
+      Bs[(br + r * dbr) * GBF_LDW + bp + r * dbp] = bf16x2(rb[r][0], rb[r][1]);
+    }
+    __syncthreads();
+    if (kt + GBF_BK < K) fetch(kt + GBF_BK);  // global loads in flight during the multiply
+GBF_UNROLL
+    for (int ks = 0; ks < PAIRS; ks += 8) {  // 16 k = 8 words per MMA
+      uint32_t af[2][4], bfr[2][4];
+GBF_UNROLL
+      for (int i = 0; i < 2; i++)
+        ldmatrix_x4(af[i], reinterpret_cast<const float*>(As + (la_row + 16 * i) * GBF_LDW + ks + la_word));
+GBF_UNROLL
+      for (int j = 0; j < 2; j++)
+        ldmatrix_x4(bfr[j], reinterpret_cast<const float*>(Bs + (lb_row + 16 * j) * GBF_LDW + ks + lb_word));
+GBF_UNROLL
+      for (int i = 0; i < 2; i++)
+GBF_UNROLL
+        for (int j = 0; j < 4; j++) mma_bf16_m16n8k16_acc(acc[i][j], af[i], &bfr[j / 2][2 * (j % 2)]);
+    }
+  }
+
+  // Epilogue, as gemm_f32's: alpha, then the bias, then the accumulation, in FP32. acc[i][j][q] is row g (+8 for
+  // q ≥ 2), column 2t + q % 2 of its m16n8 tile (g = lane / 4, t = lane % 4).
+  const int g = lane / 4, t = lane % 4;
+GBF_UNROLL
+  for (int i = 0; i < 2; i++)
+GBF_UNROLL
+    for (int j = 0; j < 4; j++)
+GBF_UNROLL
+      for (int q = 0; q < 4; q++) {
+        const int m = m0 + wm + 16 * i + g + 8 * (q / 2), n = n0 + wn + 8 * j + 2 * t + q % 2;
+        if (m < M && n < N) {
+          float* p = c + (long long)m * c_sm + n;
+          float v = acc[i][j][q] * alpha;
+          if (bias) v += bias[n];
+          *p = accumulate ? *p + v : v;
+        }
+      }
+}
+#else
+// The compute_70 build: the entry point with an empty body (see the file comment).
+extern "C" __global__ void gemm_bf16(const float*, const float*, float*, const float*, int, int, int, int, int, int,
+                                     int, int, int, int, int, int, int, int, int, float, int) {}
+#endif
+EMU_REGISTER(gemm_bf16)
