@@ -29,9 +29,10 @@ type gemmBF16Case struct {
 // to nearest even of cpu.RoundBF16, the sum in float64. The products of bfloat16 values are exact, so the kernel
 // differs only by its FP32 additions: at most (K + 1)·2^-24 of Σ|products| (a K-term sum, then alpha), plus an ulp of
 // each epilogue addition. An input rounded the wrong way (a tie to even missed: 2^-8 of a product) is far outside.
-// The shapes cross the 64×64 tiles and the 32-k steps; C lies in a larger buffer (rows cSM > N apart, batches apart
-// by more than a matrix) whose other elements must keep their values, bit for bit, and with accumulate = 0 its own
-// elements start as NaN (only written).
+// The shapes cross the 64×64 tiles and the 32-k steps; each matrix of A and B is followed by NaN (a read past it
+// into a stored result shows); C lies in a larger buffer (rows cSM > N apart, batches apart by more than a matrix)
+// whose other elements must keep their values, bit for bit, and with accumulate = 0 its own elements start as NaN
+// (only written).
 func TestGemmBF16(t *testing.T) {
 	be := testBackend(t)
 	if !be.Driver().TensorCores() {
@@ -59,7 +60,7 @@ func checkGemmBF16(t *testing.T, be *Backend, c gemmBF16Case, rnd *rand.Rand) {
 	d := be.Driver()
 	batch, zdiv := max(c.batch, 1), max(c.zdiv, 1)
 	z1s := ceilDiv(batch, zdiv)
-	// Operand layouts: matrix (z1, z2) of A at z1·aS1 + z2·aS2, with a gap of 7 elements after each.
+	// Operand layouts: matrix (z1, z2) of A at z1·aS1 + z2·aS2, with a gap of 7 NaN after each.
 	msz := func(r, cc int) int { return r*cc + 7 }
 	aS2, bS2 := msz(c.m, c.k), msz(c.k, c.n)
 	aS1, bS1 := zdiv*aS2, zdiv*bS2
@@ -77,6 +78,16 @@ func checkGemmBF16(t *testing.T, be *Backend, c gemmBF16Case, rnd *rand.Rand) {
 		return v
 	}
 	A, B := draw(z1s*aS1), draw(z1s*bS1)
+	for i := range A { // the gaps between matrices are NaN: a stray read shows in C
+		if i%aS2 >= c.m*c.k {
+			A[i] = float32(math.NaN())
+		}
+	}
+	for i := range B {
+		if i%bS2 >= c.k*c.n {
+			B[i] = float32(math.NaN())
+		}
+	}
 	C0 := draw(z1s * cS1)
 	var bias []float32
 	if c.bias {

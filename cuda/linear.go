@@ -24,6 +24,7 @@ const (
 // tile is gemmTile × gemmTile as well.
 const (
 	gemmBF16Threads = 128
+	gemmBF16K       = 32 // GBF_BK, the k-step
 	gemmBF16Smem    = 2 * (gemmTile + gemmTile) * 20 * 4
 )
 
@@ -59,6 +60,10 @@ func (be *Backend) gemm(op string, g gemmCall) {
 		return
 	}
 	v := i32(op, g, g.M, g.N, g.K, g.aSM, g.aSK, g.bSK, g.bSN, g.cSM, g.zdiv, g.aS1, g.aS2, g.bS1, g.bS2, g.cS1, g.cS2)
+	bf16 := be.Precision() == ops.BF16
+	if bf16 { // gemm_bf16 forms A's and B's offsets in int32, up to the k-step past K (kernels/linear_bf16.cu)
+		i32(op, g, (g.M-1)*g.aSM+(g.K+gemmBF16K)*g.aSK, (g.N-1)*g.bSN+(g.K+gemmBF16K)*g.bSK)
+	}
 	chunk := gemmMaxZ / g.zdiv * g.zdiv // whole groups of zdiv, so that z / zdiv and z % zdiv stay right
 	for z0 := 0; z0 < g.batch; z0 += chunk {
 		nz := min(chunk, g.batch-z0)
@@ -73,7 +78,7 @@ func (be *Backend) gemm(op string, g gemmCall) {
 		if grid.Y > 65535 {
 			panic(fmt.Sprintf("cuda %s: GEMM with %d rows exceeds the grid (%d row tiles > 65535)", op, g.M, grid.Y))
 		}
-		if be.Precision() == ops.BF16 {
+		if bf16 {
 			be.keep(op, be.d.Launch("gemm_bf16", grid, Dim3{X: gemmBF16Threads}, gemmBF16Smem, args...))
 			continue
 		}

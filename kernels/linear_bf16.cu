@@ -30,58 +30,75 @@
 #endif
 
 #if HAVE_MMA_TF32
-// C_z[m, n] = alpha·Σ_{k<K} bf16(A_z[m, k])·bf16(B_z[k, n]) + (bias ? bias[n] : 0) + (accumulate ? C_z[m, n] : 0):
-// gemm_f32 of kernels/linear.cu (the arguments, strides, batch levels and epilogue are the same; see there) with A
-// and B rounded to bfloat16 (to nearest, ties to even: cvt.rn.bf16x2.f32) and FP32 sums. The products of two
-// bfloat16 values are exact in FP32, so the result differs from an FP32 GEMM of the rounded inputs only by the
-// order of the FP32 additions (the MMA's, then the k-steps' in k order).
-//
-// Each k-step of GBF_BK: every thread loads 8 pairs (k, k + 1) of A and 8 of B from global memory into registers
-// (consecutive threads at consecutive addresses: along k when the operand's k stride is 1, else along m or n),
-// rounds each pair to one bf16x2 word and stores it in shared memory k-contiguous, row m of A's tile and row n of
-// B's: the layout that a plain (untransposed) ldmatrix hands to mma's A (row-major) and B (column-major) fragments,
-// whichever layout the operand has in global memory. The next k-step's loads are in flight while the warps multiply
-// the current one; the tiles alternate between two shared buffers, so one barrier per k-step suffices (a buffer
-// is rewritten only after every warp has passed the barrier that follows its last read). Elements outside
-// [0, M) x [0, K) and [0, K) x [0, N) are zero, so any sizes work.
-extern "C" __global__ void __launch_bounds__(GBF_THREADS, GBF_MIN_BLOCKS)
-    gemm_bf16(const float* A, const float* B, float* C, const float* bias, int M, int N, int K, int a_sm, int a_sk,
-              int b_sk, int b_sn, int c_sm, int zdiv, int a_s1, int a_s2, int b_s1, int b_s2, int c_s1, int c_s2,
-              float alpha, int accumulate) {
+// One operand's share of a k-step in gemm_bf16: PER pairs (k, k + 1) of its rows (A's m, B's n), loaded from global
+// memory into registers, then rounded to bf16x2 words and stored k-contiguous in the shared tile ([row][LDW] words).
+// KF: the operand's k stride is 1, and consecutive threads take consecutive pairs of a row (16 pairs per row, so
+// pair r of a thread is row row + 8r, k-pair kp); otherwise its rows are contiguous in memory, and consecutive
+// threads take consecutive rows (pair r is row row, k-pair kp + 2r). Either way consecutive threads read
+// consecutive addresses. Pairs at k ≥ K are zero; rows past the operand repeat its last row (see init).
+#define GBF_PAIRS (GBF_BK / 2)                     // k-pairs per tile row
+#define GBF_PER (GBF_BM * GBF_PAIRS / GBF_THREADS)  // pairs per thread and operand (8)
+template <bool KF>
+struct GbfOperand {
+  const float* base;  // the operand's element (row 0, k 0)
+  int ld, sk;         // row and k strides (sk = 1 when KF)
+  int row, kp;        // pair 0's row and k-pair within the tile
+  int row0;           // pair 0's row in the operand (not KF: clamped to the last row; see init)
+  int span;           // KF: rows from pair 0's row to the last (negative when pair 0's is past it)
+  int k;              // pair 0's first k at the next k-step to load
+  float v[GBF_PER][2];
+
+  // b: the operand's element (row 0, k 0); r0: the tile's first row; nrows: M or N; ld_: the row stride. Rows past
+  // the operand read its last row instead of zeros: a row of A (or B) meets only the same row of C (column of C),
+  // which the epilogue does not store, so they need no bounds check in the loop; k past K must be zero.
+  __device__ __forceinline__ void init(const float* b, int r0, int nrows, int ld_, int sk_, int tid) {
+    base = b;
+    ld = ld_;
+    sk = KF ? 1 : sk_;
+    row = KF ? tid / GBF_PAIRS : tid % GBF_BM;
+    kp = KF ? tid % GBF_PAIRS : tid / GBF_BM;
+    row0 = KF ? r0 + row : min(r0 + row, nrows - 1);  // KF: pair r's row is row0 + min(8r, span) ≤ nrows - 1
+    span = nrows - 1 - (r0 + row);
+    k = 2 * kp;
+  }
+  // Loads the next k-step's pairs (zero where k ≥ K) into v and advances. Offsets are 32-bit: cuda/linear.go checks
+  // that every element of an operand lies within 2^31 of its matrix's start.
+  __device__ __forceinline__ void load(int K) {
+    const int lim = K - k;  // pair r's elements are inside while their k offset from k is below lim
+GBF_UNROLL
+    for (int r = 0; r < GBF_PER; r++) {
+      const int dr = KF ? min(r * (GBF_THREADS / GBF_PAIRS), span) : 0;  // row offset: KF pairs are 8 rows apart
+      const int dk = KF ? 0 : 2 * (GBF_THREADS / GBF_BM) * r;             // k offset: other pairs 4 k apart
+      const float* q = base + ((row0 + dr) * ld + (k + dk) * sk);
+      v[r][0] = dk < lim ? __ldg(q) : 0.0f;
+      v[r][1] = dk + 1 < lim ? __ldg(q + sk) : 0.0f;
+    }
+    k += GBF_BK;
+  }
+  // Rounds the loaded pairs to bfloat16 (to nearest even) and stores them in the tile.
+  __device__ __forceinline__ void store(uint32_t* tile) const {
+GBF_UNROLL
+    for (int r = 0; r < GBF_PER; r++)
+      tile[(row + (KF ? r * (GBF_THREADS / GBF_PAIRS) : 0)) * GBF_LDW + kp + (KF ? 0 : r * (GBF_THREADS / GBF_BM))] =
+          bf16x2(v[r][0], v[r][1]);
+  }
+};
+
+// The GEMM of one block, with A's and B's layouts as template arguments (gemm_bf16 picks one of four).
+template <bool AKF, bool BKF>
+__device__ __forceinline__ void gemm_bf16_tile(const float* a, const float* b, float* c, const float* bias, int M,
+                                               int N, int K, int a_sm, int a_sk, int b_sk, int b_sn, int c_sm,
+                                               float alpha, int accumulate) {
   DYNAMIC_SHARED(uint32_t, smem);  // [2][BM + BN][LDW] words: stage s's A tile at s·(BM + BN)·LDW, its B tile after
-  const int z = blockIdx.z, z1 = z / zdiv, z2 = z - z1 * zdiv;
-  const float* a = A + (long long)z1 * a_s1 + (long long)z2 * a_s2;
-  const float* b = B + (long long)z1 * b_s1 + (long long)z2 * b_s2;
-  float* c = C + (long long)z1 * c_s1 + (long long)z2 * c_s2;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int m0 = blockIdx.y * GBF_BM, n0 = blockIdx.x * GBF_BN;
+  GbfOperand<AKF> opa;
+  GbfOperand<BKF> opb;
+  opa.init(a, m0, M, a_sm, a_sk, tid);  // A's rows are m: A[m, k] at m·a_sm + k·a_sk
+  opb.init(b, n0, N, b_sn, b_sk, tid);  // B's rows are n: B[k, n] at n·b_sn + k·b_sk
 
-  // Pair e = tid + GBF_THREADS·r (r < 8) of a tile is (row, k-pair) = (ar + r·dar, ap + r·dap) of A's tile (row = m),
-  // likewise (br + r·dbr, bp + r·dbp) of B's (row = n). k fastest: 16 pairs per row, 8 rows per 128 threads. Row
-  // fastest: 64 rows, 2 pairs per 128 threads.
-  constexpr int PAIRS = GBF_BK / 2, PER = GBF_BM * PAIRS / GBF_THREADS;  // 16 pairs per row, 8 per thread
-  const bool a_kfast = a_sk == 1, b_kfast = b_sk == 1;
-  const int ar = a_kfast ? tid / PAIRS : tid % GBF_BM, ap = a_kfast ? tid % PAIRS : tid / GBF_BM;
-  const int dar = a_kfast ? GBF_THREADS / PAIRS : 0, dap = a_kfast ? 0 : GBF_THREADS / GBF_BM;
-  const int br = b_kfast ? tid / PAIRS : tid % GBF_BN, bp = b_kfast ? tid % PAIRS : tid / GBF_BN;
-  const int dbr = b_kfast ? GBF_THREADS / PAIRS : 0, dbp = b_kfast ? 0 : GBF_THREADS / GBF_BN;
-  float ra[PER][2], rb[PER][2];
-  auto fetch = [&](int kt) {
-GBF_UNROLL
-    for (int r = 0; r < PER; r++) {
-      const int m = m0 + ar + r * dar, ka = kt + 2 * (ap + r * dap);
-      const int n = n0 + br + r * dbr, kb = kt + 2 * (bp + r * dbp);
-      const float* pa = a + (long long)m * a_sm + (long long)ka * a_sk;
-      const float* pb = b + (long long)kb * b_sk + (long long)n * b_sn;
-      ra[r][0] = (m < M && ka < K) ? __ldg(pa) : 0.0f;
-      ra[r][1] = (m < M && ka + 1 < K) ? __ldg(pa + a_sk) : 0.0f;
-      rb[r][0] = (n < N && kb < K) ? __ldg(pb) : 0.0f;
-      rb[r][1] = (n < N && kb + 1 < K) ? __ldg(pb + b_sk) : 0.0f;
-    }
-  };
-
-  // Warp (wm, wn) computes rows wm·32 .. +31 and columns wn·32 .. +31 of the tile: acc[i][j] is the m16n8 MMA tile
-  // at (wm·32 + 16i, wn·32 + 8j), in the C fragment layout (kernels/emu/mma.h).
+  // Warp (wm, wn) computes rows wm .. wm + 31 and columns wn .. wn + 31 of the tile: acc[i][j] is the m16n8 MMA
+  // tile at (wm + 16i, wn + 8j), in the C fragment layout (kernels/emu/mma.h).
   const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
   float acc[2][4][4];
 GBF_UNROLL
@@ -93,30 +110,32 @@ GBF_UNROLL
   // ldmatrix row addresses: lane l gives row l % 8 of matrix l / 8. For A's 16 x 16 fragment the matrices are (rows
   // 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3; for two n8 B fragments (n
   // 0-7, k 0-7), (n 0-7, k 8-15) = b0, b1 of the first and (n 8-15, ...) of the second.
-  const int la_row = wm + lane % 8 + 8 * ((lane / 8) % 2), la_word = 4 * (lane / 16);
-  const int lb_row = wn + lane % 8 + 8 * (lane / 16), lb_word = 4 * ((lane / 8) % 2);
+  const int la = (wm + lane % 8 + 8 * ((lane / 8) % 2)) * GBF_LDW + 4 * (lane / 16);
+  const int lb = GBF_BM * GBF_LDW + (wn + lane % 8 + 8 * (lane / 16)) * GBF_LDW + 4 * ((lane / 8) % 2);
 
-  if (K > 0) fetch(0);
+  if (K > 0) {
+    opa.load(K);
+    opb.load(K);
+  }
   int stage = 0;
   for (int kt = 0; kt < K; kt += GBF_BK, stage ^= 1) {
     uint32_t* As = smem + stage * (GBF_BM + GBF_BN) * GBF_LDW;
-    uint32_t* Bs = As + GBF_BM * GBF_LDW;
-GBF_UNROLL
-    for (int r = 0; r < PER; r++) {
-      As[(ar + r * dar) * GBF_LDW + ap + r * dap] = bf16x2(ra[r][0], ra[r][1]);
-      Bs[(br + r * dbr) * GBF_LDW + bp + r * dbp] = bf16x2(rb[r][0], rb[r][1]);
-    }
+    opa.store(As);
+    opb.store(As + GBF_BM * GBF_LDW);
     __syncthreads();
-    if (kt + GBF_BK < K) fetch(kt + GBF_BK);  // global loads in flight during the multiply
+    if (kt + GBF_BK < K) {  // global loads in flight during the multiply
+      opa.load(K);
+      opb.load(K);
+    }
 GBF_UNROLL
-    for (int ks = 0; ks < PAIRS; ks += 8) {  // 16 k = 8 words per MMA
+    for (int ks = 0; ks < GBF_PAIRS; ks += 8) {  // 16 k = 8 words per MMA
       uint32_t af[2][4], bfr[2][4];
 GBF_UNROLL
       for (int i = 0; i < 2; i++)
-        ldmatrix_x4(af[i], reinterpret_cast<const float*>(As + (la_row + 16 * i) * GBF_LDW + ks + la_word));
+        ldmatrix_x4(af[i], reinterpret_cast<const float*>(As + la + 16 * i * GBF_LDW + ks));
 GBF_UNROLL
       for (int j = 0; j < 2; j++)
-        ldmatrix_x4(bfr[j], reinterpret_cast<const float*>(Bs + (lb_row + 16 * j) * GBF_LDW + ks + lb_word));
+        ldmatrix_x4(bfr[j], reinterpret_cast<const float*>(As + lb + 16 * j * GBF_LDW + ks));
 GBF_UNROLL
       for (int i = 0; i < 2; i++)
 GBF_UNROLL
@@ -141,6 +160,37 @@ GBF_UNROLL
           *p = accumulate ? *p + v : v;
         }
       }
+}
+
+// C_z[m, n] = alpha·Σ_{k<K} bf16(A_z[m, k])·bf16(B_z[k, n]) + (bias ? bias[n] : 0) + (accumulate ? C_z[m, n] : 0):
+// gemm_f32 of kernels/linear.cu (the arguments, strides, batch levels and epilogue are the same; see there) with A
+// and B rounded to bfloat16 (to nearest, ties to even: cvt.rn.bf16x2.f32) and FP32 sums. The products of two
+// bfloat16 values are exact in FP32, so the result differs from an FP32 GEMM of the rounded inputs only by the
+// order of the FP32 additions (the MMA's, then the k-steps' in k order).
+//
+// Each k-step of GBF_BK: every thread loads 8 pairs (k, k + 1) of A and 8 of B from global memory into registers
+// (GbfOperand: consecutive threads at consecutive addresses, along k when the operand's k stride is 1, else along
+// m or n), rounds each pair to one bf16x2 word and stores it in shared memory k-contiguous, row m of A's tile and
+// row n of B's: the layout that a plain (untransposed) ldmatrix hands to mma's A (row-major) and B (column-major)
+// fragments, whichever layout the operand has in global memory. The next k-step's loads are in flight while the
+// warps multiply the current one; the tiles alternate between two shared buffers, so one barrier per k-step
+// suffices (a buffer is rewritten only after every warp has passed the barrier that follows its last read).
+extern "C" __global__ void __launch_bounds__(GBF_THREADS, GBF_MIN_BLOCKS)
+    gemm_bf16(const float* A, const float* B, float* C, const float* bias, int M, int N, int K, int a_sm, int a_sk,
+              int b_sk, int b_sn, int c_sm, int zdiv, int a_s1, int a_s2, int b_s1, int b_s2, int c_s1, int c_s2,
+              float alpha, int accumulate) {
+  const int z = blockIdx.z, z1 = z / zdiv, z2 = z - z1 * zdiv;
+  const float* a = A + (long long)z1 * a_s1 + (long long)z2 * a_s2;
+  const float* b = B + (long long)z1 * b_s1 + (long long)z2 * b_s2;
+  float* c = C + (long long)z1 * c_s1 + (long long)z2 * c_s2;
+  if (a_sk == 1 && b_sk == 1)
+    gemm_bf16_tile<true, true>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
+  else if (a_sk == 1)
+    gemm_bf16_tile<true, false>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
+  else if (b_sk == 1)
+    gemm_bf16_tile<false, true>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
+  else
+    gemm_bf16_tile<false, false>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
 }
 #else
 // The compute_70 build: the entry point with an empty body (see the file comment).
