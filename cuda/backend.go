@@ -27,7 +27,7 @@ type Backend struct {
 	d       Driver
 	err     error
 	partial DevicePtr     // reduceMaxBlocks doubles: pass-1 sums of the reductions
-	prec    ops.Precision // the convolutions' precision (SetPrecision, conv2d.go); "" is FP32
+	prec    ops.Precision // the convolutions' and, at bf16, the GEMMs' precision (SetPrecision, conv2d.go); "" is FP32
 	ws      workspace     // grow-only scratch of the conv, group-norm and attention launchers (workspace.go)
 }
 
