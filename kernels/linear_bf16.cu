@@ -2,7 +2,7 @@
 // accumulation), launched by cuda/linear.go (for Linear and attention's products) at precision bf16. A module of its
 // own, like conv2d_bf16.cu: the compute_80 build (kernels/ptx/sm80/linear_bf16.ptx) holds the kernel, the compute_70
 // build only the entry point with an empty body (never launched: package cuda refuses bf16 below compute capability
-// 8.0), and kernels/ptx/sm80 has no copy of linear.cu, so gemm_f32 stays the one the report measures at fp32.
+// 8.0). Compiling linear.cu itself for compute_80 instead would replace its FP32 kernels on sm_80+ devices too.
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -12,8 +12,8 @@
 #define GBF_BN 64
 #define GBF_BK 32
 #define GBF_THREADS 128
-// Resident blocks per SM that __launch_bounds__ asks for: 4 caps the registers at 128 per thread (164 without the
-// cap on sm_90, 3 blocks), with no spills.
+// Resident blocks per SM that __launch_bounds__ asks for: 4 caps the registers at 128 per thread (136 on sm_90 and
+// 142 on sm_80 without the cap: 3 blocks), with no spills.
 #define GBF_MIN_BLOCKS 4
 // Row length of a shared tile in 32-bit words (two bf16 each): the 16 words of a k-step plus 4, so that the 8 rows
 // an ldmatrix phase reads (80 bytes apart) fall in 8 different 4-bank groups.
@@ -30,7 +30,7 @@
 #endif
 
 #if HAVE_MMA_TF32
-// One operand's share of a k-step in gemm_bf16: PER pairs (k, k + 1) of its rows (A's m, B's n), loaded from global
+// One operand's share of a k-step in gemm_bf16: GBF_PER pairs (k, k + 1) of its rows (A's m, B's n), loaded from global
 // memory into registers, then rounded to bf16x2 words and stored k-contiguous in the shared tile ([row][LDW] words).
 // KF: the operand's k stride is 1, and consecutive threads take consecutive pairs of a row (16 pairs per row, so
 // pair r of a thread is row row + 8r, k-pair kp); otherwise its rows are contiguous in memory, and consecutive
