@@ -112,8 +112,8 @@ func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) {
 		aSM: in, aSK: 1, bSK: 1, bSN: in, cSM: out, alpha: 1})
 }
 
-// LinearBackward accumulates dx += dy·w, dw += dyᵀ·x (two GEMMs) and db[o] += Σ_n dy[n,o] (n increasing); any of
-// dx, dw, db may be nil.
+// LinearBackward accumulates dx += dy·w, dw += dyᵀ·x (two GEMMs) and db[o] += Σ_n dy[n,o] (in an order fixed by
+// the shape: linearBiasGrad); any of dx, dw, db may be nil.
 func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) {
 	const op = "LinearBackward"
 	s := linearShape{n, in, out}
