@@ -48,6 +48,10 @@ func TestGemmBF16(t *testing.T) {
 		{name: "linear dw", m: 129, n: 66, k: 95, aKFast: false, bKFast: false, alpha: 1, acc: true, ties: true},
 		{name: "a m-fast, b k-fast", m: 40, n: 129, k: 33, aKFast: false, bKFast: true, alpha: -0.5, bias: true},
 		{name: "long k", m: 3, n: 5, k: 1000, aKFast: true, bKFast: true, alpha: 1},
+		// k-steps of 32: one full, three full (the main loop, then the last step), one full and one partial.
+		{name: "k 32", m: 64, n: 64, k: 32, aKFast: false, bKFast: true, alpha: 1, ties: true},
+		{name: "k 96", m: 20, n: 64, k: 96, aKFast: true, bKFast: false, alpha: 1, acc: true},
+		{name: "k 33", m: 65, n: 3, k: 33, aKFast: false, bKFast: false, alpha: 1, bias: true},
 		{name: "attention S", m: 70, n: 70, k: 5, aKFast: true, bKFast: true, batch: 6, zdiv: 3, alpha: 0.4472136},
 		{name: "attention dv", m: 70, n: 5, k: 70, aKFast: false, bKFast: false, batch: 6, zdiv: 3, alpha: 1, acc: true},
 		{name: "batch, one level", m: 17, n: 9, k: 64, aKFast: true, bKFast: false, batch: 3, zdiv: 1, alpha: 2, bias: true, acc: true},

@@ -38,6 +38,11 @@
 // consecutive addresses. Pairs at k ≥ K are zero; rows past the operand repeat its last row (see init).
 #define GBF_PAIRS (GBF_BK / 2)                     // k-pairs per tile row
 #define GBF_PER (GBF_BM * GBF_PAIRS / GBF_THREADS)  // pairs per thread and operand (8)
+template <bool B>
+struct GbfBool {  // std::integral_constant<bool, B> without <type_traits>
+  static constexpr bool value = B;
+};
+
 template <bool KF>
 struct GbfOperand {
   const float* base;  // the operand's element (row 0, k 0)
@@ -61,8 +66,10 @@ struct GbfOperand {
     span = nrows - 1 - (r0 + row);
     k = 2 * kp;
   }
-  // Loads the next k-step's pairs (zero where k ≥ K) into v and advances. Offsets are 32-bit: cuda/linear.go checks
-  // that every element of an operand lies within 2^31 of its matrix's start.
+  // Loads the next k-step's pairs into v and advances; EDGE: the k-step may reach past K, whose elements are zero
+  // (else all of it lies below K, and the loads need no check). Offsets are 32-bit: cuda/linear.go checks that every
+  // element of an operand, up to a k-step past K, lies within 2^31 of its matrix's start.
+  template <bool EDGE>
   __device__ __forceinline__ void load(int K) {
     const int lim = K - k;  // pair r's elements are inside while their k offset from k is below lim
 GBF_UNROLL
@@ -70,8 +77,8 @@ GBF_UNROLL
       const int dr = KF ? min(r * (GBF_THREADS / GBF_PAIRS), span) : 0;  // row offset: KF pairs are 8 rows apart
       const int dk = KF ? 0 : 2 * (GBF_THREADS / GBF_BM) * r;             // k offset: other pairs 4 k apart
       const float* q = base + ((row0 + dr) * ld + (k + dk) * sk);
-      v[r][0] = dk < lim ? __ldg(q) : 0.0f;
-      v[r][1] = dk + 1 < lim ? __ldg(q + sk) : 0.0f;
+      v[r][0] = !EDGE || dk < lim ? __ldg(q) : 0.0f;
+      v[r][1] = !EDGE || dk + 1 < lim ? __ldg(q + sk) : 0.0f;
     }
     k += GBF_BK;
   }
@@ -113,19 +120,16 @@ GBF_UNROLL
   const int la = (wm + lane % 8 + 8 * ((lane / 8) % 2)) * GBF_LDW + 4 * (lane / 16);
   const int lb = GBF_BM * GBF_LDW + (wn + lane % 8 + 8 * (lane / 16)) * GBF_LDW + 4 * ((lane / 8) % 2);
 
-  if (K > 0) {
-    opa.load(K);
-    opb.load(K);
-  }
-  int stage = 0;
-  for (int kt = 0; kt < K; kt += GBF_BK, stage ^= 1) {
+  // One k-step: the tiles of the loaded step into shared buffer `stage`, then (NEXT) the loads of the next step,
+  // checked against K when EDGE, in flight while the warps multiply.
+  auto step = [&](int stage, bool next, auto edge) {
     uint32_t* As = smem + stage * (GBF_BM + GBF_BN) * GBF_LDW;
     opa.store(As);
     opb.store(As + GBF_BM * GBF_LDW);
     __syncthreads();
-    if (kt + GBF_BK < K) {  // global loads in flight during the multiply
-      opa.load(K);
-      opb.load(K);
+    if (next) {
+      opa.template load<decltype(edge)::value>(K);
+      opb.template load<decltype(edge)::value>(K);
     }
 GBF_UNROLL
     for (int ks = 0; ks < GBF_PAIRS; ks += 8) {  // 16 k = 8 words per MMA
@@ -141,7 +145,21 @@ GBF_UNROLL
 GBF_UNROLL
         for (int j = 0; j < 4; j++) mma_bf16_m16n8k16_acc(acc[i][j], af[i], &bfr[j / 2][2 * (j % 2)]);
     }
+  };
+  // The k-steps: nfull of them lie below K, the last of nk may reach past it. The main loop runs the steps whose
+  // next step is a full one (loads without checks); the last one or two steps follow it, unrolled.
+  const int nk = (K + GBF_BK - 1) / GBF_BK, nfull = K / GBF_BK;
+  if (nk > 0) {
+    opa.template load<true>(K);
+    opb.template load<true>(K);
   }
+  int i = 0;
+  for (; i + 1 < nfull; i++) step(i & 1, true, GbfBool<false>());
+  if (i < nk) {
+    step(i & 1, i + 1 < nk, GbfBool<true>());
+    i++;
+  }
+  if (i < nk) step(i & 1, false, GbfBool<true>());
 
   // Epilogue, as gemm_f32's: alpha, then the bias, then the accumulation, in FP32. acc[i][j][q] is row g (+8 for
   // q ≥ 2), column 2t + q % 2 of its m16n8 tile (g = lane / 4, t = lane % 4).
@@ -174,7 +192,9 @@ GBF_UNROLL
 // row n of B's: the layout that a plain (untransposed) ldmatrix hands to mma's A (row-major) and B (column-major)
 // fragments, whichever layout the operand has in global memory. The next k-step's loads are in flight while the
 // warps multiply the current one; the tiles alternate between two shared buffers, so one barrier per k-step
-// suffices (a buffer is rewritten only after every warp has passed the barrier that follows its last read).
+// suffices (a buffer is rewritten only after every warp has passed the barrier that follows its last read). The main
+// loop's loads have no bounds checks: rows past M (N) read the last row, whose products only reach unstored outputs,
+// and only the last k-step, unrolled after the loop, can reach past K.
 extern "C" __global__ void __launch_bounds__(GBF_THREADS, GBF_MIN_BLOCKS)
     gemm_bf16(const float* A, const float* B, float* C, const float* bias, int M, int N, int K, int a_sm, int a_sk,
               int b_sk, int b_sn, int c_sm, int zdiv, int a_s1, int a_s2, int b_s1, int b_s2, int c_s1, int c_s2,
