@@ -7,7 +7,8 @@ import (
 	"github.com/ddpmgo/ddpm/ops"
 )
 
-// Launchers of kernels/attention.cu (row kernels) and the gemm_f32 products of attention.
+// Launchers of kernels/attention.cu (row kernels) and the GEMM products of attention (be.gemm: gemm_f32, or gemm_bf16
+// at precision bf16; the softmax kernels stay FP32 at every precision).
 
 // attnRowsPerBlock is ATTN_ROWS_PER_BLOCK of kernels/attention.cu: one warp per row of L scores.
 const attnRowsPerBlock = 4

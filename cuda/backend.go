@@ -35,7 +35,7 @@ type Backend struct {
 	err     error
 	partial DevicePtr     // reduceMaxBlocks doubles: pass-1 sums of the reductions
 	tickets DevicePtr     // a zero word: the ticket counter of kernels whose last block finishes (groupnorm.cu)
-	prec    ops.Precision // the convolutions' precision (SetPrecision, conv2d.go); "" is FP32
+	prec    ops.Precision // the convolutions' and, at bf16, the GEMMs' precision (SetPrecision, conv2d.go); "" is FP32
 	ws      workspace     // grow-only scratch of the conv, group-norm and attention launchers (workspace.go)
 	fills   []zeroFill    // Fill(b, 0) not yet launched (fills.go)
 }

@@ -58,8 +58,8 @@ const convSlack = 256
 // accumulate in FP32. The tensor-core kernels come from kernels/ptx/sm80/conv2d.ptx, which the GPU driver loads on
 // devices of compute capability 8.0 or newer; on older devices (Driver.TensorCores false) TF32 and BF16 are refused
 // with an error and the kernels in use stay. The emulator emulates the tensor-core instructions (kernels/emu/mma.h,
-// kernels/emu/cp_async.h). Only the convolutions change: the linear layers and attention run FP32 at every
-// precision.
+// kernels/emu/cp_async.h). At bf16 the GEMMs of the linear layers and the attention products change too (gemm_bf16,
+// kernels/linear_bf16.cu: inputs rounded to bfloat16, FP32 accumulation; softmax stays FP32); at tf32 they stay FP32.
 func (be *Backend) SetPrecision(p ops.Precision) error {
 	switch p {
 	case ops.FP32:

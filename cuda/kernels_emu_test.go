@@ -191,7 +191,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 		{"TestTCProbeMMA", TestTCProbeMMA}, {"TestTCProbeMMAK4", TestTCProbeMMAK4},
 		{"TestTCProbeLdmatrix", TestTCProbeLdmatrix}, {"TestTCProbeCpAsync", TestTCProbeCpAsync},
 		{"TestConvBF16Conformance", TestConvBF16Conformance}, {"TestTCProbeMMABF16", TestTCProbeMMABF16},
-		{"TestTCProbeCvtBF16", TestTCProbeCvtBF16},
+		{"TestTCProbeCvtBF16", TestTCProbeCvtBF16}, {"TestGemmBF16", TestGemmBF16},
+		{"TestLinearAttentionBF16Conformance", TestLinearAttentionBF16Conformance},
 	}
 	for _, tc := range tests {
 		launches.Lock()

@@ -62,6 +62,9 @@ type gemmTile struct{ BM, BN, BK int }
 
 var tile64 = gemmTile{64, 64, 16}
 
+// tileBF16 is the block tile of gemm_bf16 (kernels/linear_bf16.cu: GBF_BM × GBF_BN, k-step GBF_BK).
+var tileBF16 = gemmTile{64, 64, 32}
+
 // works is the one place that knows each kernel's arguments (kernels/*.cu): every kernel a step launches must have
 // an entry, or the report fails (WorkOf).
 var works = map[string]workFn{}
@@ -128,6 +131,7 @@ func init() {
 		return w, nil
 	}
 	works["gemm_f32"] = gemm(tile64)
+	works["gemm_bf16"] = gemm(tileBF16)
 
 	// conv2d_splitk_reduce_f32(part, dw, splits, n): dw[i] += Σ_s part[s·n+i]
 	works["conv2d_splitk_reduce_f32"] = func(l Launch) (Work, error) {
@@ -140,10 +144,19 @@ func init() {
 		e := v[0] * v[1] * v[2]
 		return Work{FLOPs: e, Bytes: 4 * (e + 2*v[1])}, err
 	}
-	// linear_bias_grad_f32(dy, db, n, out)
+	// linear_bias_grad_f32(dy, db, part, n, out, chunk), grid.y splits of the rows: dy read; db read and written, or
+	// with several splits (part not null) a partial sum per split and column written.
 	works["linear_bias_grad_f32"] = func(l Launch) (Work, error) {
-		n, out, err := ints2(l, 2, 3)
-		return Work{FLOPs: n * out, Bytes: 4 * (n*out + 2*out)}, err
+		n, out, err := ints2(l, 3, 4)
+		if isNull(l, 2) {
+			return Work{FLOPs: n * out, Bytes: 4 * (n*out + 2*out)}, err
+		}
+		return Work{FLOPs: n * out, Bytes: 4 * (n*out + float64(max(l.Grid.Y, 1))*out)}, err
+	}
+	// linear_bias_grad_reduce_f32(part, db, splits, out): db[o] += Σ_s part[s·out + o]
+	works["linear_bias_grad_reduce_f32"] = func(l Launch) (Work, error) {
+		s, out, err := ints2(l, 2, 3)
+		return Work{FLOPs: s * out, Bytes: 4 * (s*out + 2*out)}, err
 	}
 
 	// Elementwise over n = the last integer argument: floats read, floats written (an accumulated one counts in
@@ -433,8 +446,8 @@ func convWgrad(t gemmTile) workFn {
 	}
 }
 
-// gemm: gemm_f32(A, B, C, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, zdiv, a_s1, a_s2, b_s1, b_s2, c_s1, c_s2,
-// alpha, accumulate), grid.z matrices.
+// gemm: gemm_f32 or gemm_bf16(A, B, C, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, zdiv, a_s1, a_s2, b_s1, b_s2,
+// c_s1, c_s2, alpha, accumulate), grid.z matrices.
 func gemm(t gemmTile) workFn {
 	return func(l Launch) (Work, error) {
 		v, err := ints(l, 4, 5, 6, 20)

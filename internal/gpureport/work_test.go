@@ -15,14 +15,20 @@ import (
 // function untraced.
 func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
 	t.Helper()
+	p := ops.FP32
+	if tc {
+		p = ops.TF32
+	}
+	return traceAt(t, p, f)
+}
+
+// traceAt is trace at precision p.
+func traceAt(t *testing.T, p ops.Precision, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
+	t.Helper()
 	d := &dryDriver{tc: true}
 	be, err := cuda.NewBackend(d)
 	if err != nil {
 		t.Fatal(err)
-	}
-	p := ops.FP32
-	if tc {
-		p = ops.TF32
 	}
 	if err := be.SetPrecision(p); err != nil {
 		t.Fatal(err)
@@ -161,6 +167,26 @@ func TestWorkGEMM(t *testing.T) {
 		want{"attention_softmax_bwd_f32", 4 * 64, 4 * 3 * 64, 0},
 		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 2*12), 4 * 64 * 64 * 16}, // dq += dS·k
 		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 2*12), 4 * 64 * 64 * 16}) // dk += dSᵀ·q
+
+	// At bf16 the same GEMMs run gemm_bf16, whose k-step is 32; the bias gradient stays FP32.
+	ls = traceAt(t, ops.BF16, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		x, w, b, y := a(35), a(21), a(3), a(15)
+		be.Linear(5, 7, 3, x, w, b, y)
+		be.LinearBackward(5, 7, 3, x, w, y, a(35), a(21), a(3))
+	})
+	check(t, ls,
+		want{"gemm_bf16", 210, 4*(35+21+15) + 4*3, 64 * 64 * 32},
+		want{"gemm_bf16", 210, 4 * (15 + 21 + 2*35), 64 * 64 * 32},
+		want{"gemm_bf16", 210, 4 * (15 + 35 + 2*21), 64 * 64 * 32},
+		want{"linear_bias_grad_f32", 15, 4 * (15 + 6), 0})
+
+	// A bias gradient over 1024 rows and 40 columns: 4 splits of 256 rows, partials, then their sum.
+	ls = trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		be.LinearBackward(1024, 2, 40, a(2048), a(80), a(40960), nil, nil, a(40))
+	})
+	check(t, ls,
+		want{"linear_bias_grad_f32", 40960, 4 * (40960 + 4*40), 0},
+		want{"linear_bias_grad_reduce_f32", 160, 4 * (160 + 2*40), 0})
 }
 
 func TestWorkGroupNormAndLayout(t *testing.T) {

@@ -314,8 +314,9 @@ func (e *Env) shifted(n int, shift, scale float32) []float32 {
 
 func linearCases() []Case {
 	var cs []Case
-	// n, in, out: across the GPU's 64-tiles on each side, and a long reduction (in = 1000).
-	for _, sh := range [][3]int{{1, 1, 1}, {3, 7, 5}, {64, 128, 512}, {65, 17, 70}, {2, 1000, 3}, {1, 3, 129}} {
+	// n, in, out: across the GPU's 64-tiles on each side, a long reduction (in = 1000), and many rows (the GPU's
+	// bias gradient cuts more than 256 rows into splits: 1100 rows are 5 splits of 220).
+	for _, sh := range [][3]int{{1, 1, 1}, {3, 7, 5}, {64, 128, 512}, {65, 17, 70}, {2, 1000, 3}, {1, 3, 129}, {1100, 3, 70}} {
 		n, in, out := sh[0], sh[1], sh[2]
 		cs = append(cs, Case{Name: fmt.Sprintf("Linear/%dx%d->%d", n, in, out), Methods: []string{"Linear", "LinearBackward"},
 			Tol: tolGEMM, Why: whyGEMM, BF16: &BF16Band{K: max(n, in, out), Stages: 1, Amp: 1, Why: "db sums the float32 dy"},
