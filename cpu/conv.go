@@ -144,18 +144,18 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 		return
 	}
 	if be.prec == ops.BF16 { // float64 at bf16: the reference of bf16.go, rounding what the oneDNN path rounds
-		roundW := bf16Weights(s) && dws != nil // dw and db from bf16 x and dy (db alone: from the float32 dy)
-		if dxs != nil && (dws != nil || dbs != nil) && !roundW {
+		if dxs != nil { // from bf16 w and dy
 			be.conv2DBackward(s, xs, be.bf(1, ws), be.bf(2, dys), dxs, nil, nil)
-			be.conv2DBackward(s, xs, ws, dys, nil, dws, dbs)
-			return
 		}
-		if dxs != nil {
-			ws, dys = be.bf(1, ws), be.bf(2, dys)
+		if dws != nil && BF16WeightGrad(s) { // from bf16 x and dy
+			be.conv2DBackward(s, be.bf(0, xs), ws, be.bf(2, dys), nil, dws, nil)
+		} else if dws != nil {
+			be.conv2DBackward(s, xs, ws, dys, nil, dws, nil)
 		}
-		if roundW {
-			xs, dys = be.bf(0, xs), be.bf(2, dys)
+		if dbs != nil { // a plain sum: of the float32 dy
+			be.conv2DBackward(s, xs, ws, dys, nil, nil, dbs)
 		}
+		return
 	}
 	be.conv2DBackward(s, xs, ws, dys, dxs, dws, dbs)
 }
@@ -221,10 +221,19 @@ func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []
 		be.endPhase(0, 1, t0)
 	}
 	if dws != nil {
+		// oneDNN adds the bias gradient to the weight gradient's pass, from the same dy -- which at bf16 is rounded
+		// where the weight gradient is (BF16WeightGrad); the bias gradient is a plain sum and takes the float32 dy
+		// at every precision (as on the GPU, and in Linear), so it is left to the loop below then.
+		fused := dbs
+		if be.prec == ops.BF16 && BF16WeightGrad(s) {
+			fused = nil
+		}
 		t0 := be.phase()
-		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, dbs)
+		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, fused)
 		be.endPhase(0, 0, t0)
-		return
+		if fused != nil {
+			return
+		}
 	}
 	if dbs != nil {
 		j := be.newJob(jConvBias)

@@ -93,13 +93,13 @@ func (d *dnnlState) plan(op string, s ops.ConvShape) *C.ddpm_conv {
 	return p
 }
 
-// create makes a plan (bf16: bf16 inputs, f32 outputs; the weight gradient's inputs too where bf16Weights) and records the implementations oneDNN chose.
+// create makes a plan (bf16: bf16 inputs, f32 outputs; the weight gradient's inputs too where BF16WeightGrad) and records the implementations oneDNN chose.
 func (d *dnnlState) create(s ops.ConvShape, bf16 bool) (*C.ddpm_conv, error) {
 	var err [256]C.char
 	b, bw := C.int(0), C.int(0)
 	if bf16 {
 		b = 1
-		if bf16Weights(s) {
+		if BF16WeightGrad(s) {
 			bw = 1
 		}
 	}

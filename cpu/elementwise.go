@@ -243,22 +243,32 @@ func addTo[T Float](dst, src []T) {
 	}
 }
 
-// AddChannel: y[n,c,i] = x[n,c,i] + p[n·C+c]; y may alias x.
-func (be *Backend[T]) AddChannel(n, c, hw int, x, p, y ops.Buf) {
+// chanShape is the shape of AddChannel and ChannelSum, checked by checkChan.
+type chanShape struct{ N, C, HW, LD int }
+
+func checkChan(op string, s chanShape) {
+	if s.N < 0 || s.C < 1 || s.HW < 1 || s.LD < s.C {
+		panic(fmt.Sprintf("cpu %s %+v: invalid shape (want N ≥ 0, C ≥ 1, HW ≥ 1, LD ≥ C)", op, s))
+	}
+}
+
+// AddChannel: y[n,c,i] = x[n,c,i] + p[n·ld+c]; y may alias x.
+func (be *Backend[T]) AddChannel(n, c, hw, ld int, x, p, y ops.Buf) {
 	defer be.stop(FamOther, be.start())
-	sh := struct{ N, C, HW int }{n, c, hw}
+	sh := chanShape{n, c, hw, ld}
+	checkChan("AddChannel", sh)
 	xs := arg(be, "AddChannel", sh, "x", x, n*c*hw)
-	ps := arg(be, "AddChannel", sh, "p", p, n*c)
+	ps := arg(be, "AddChannel", sh, "p", p, ops.RowsLen(n, c, ld))
 	ys := arg(be, "AddChannel", sh, "y", y, n*c*hw)
 	j := be.newJob(jAddChannel)
-	j.a[0], j.a[1], j.a[2], j.m[0] = xs, ps, ys, hw
+	j.a[0], j.a[1], j.a[2], j.m[0], j.m[1], j.m[2] = xs, ps, ys, hw, c, ld
 	be.parallelRows(j, n*c, hw)
 }
 
 func addChannelRows[T Float](j *job[T], lo, hi int) {
-	xs, ps, ys, hw := j.a[0], j.a[1], j.a[2], j.m[0]
+	xs, ps, ys, hw, c, ld := j.a[0], j.a[1], j.a[2], j.m[0], j.m[1], j.m[2]
 	for r := lo; r < hi; r++ {
-		v := ps[r]
+		v := ps[r/c*ld+r%c]
 		src, dst := xs[r*hw:(r+1)*hw], ys[r*hw:(r+1)*hw]
 		for i := range dst {
 			dst[i] = src[i] + v
@@ -266,25 +276,26 @@ func addChannelRows[T Float](j *job[T], lo, hi int) {
 	}
 }
 
-// ChannelSum: dp[n·C+c] += Σ_i dy[n,c,i], summed in increasing i.
-func (be *Backend[T]) ChannelSum(n, c, hw int, dy, dp ops.Buf) {
+// ChannelSum: dp[n·ld+c] += Σ_i dy[n,c,i], summed in increasing i.
+func (be *Backend[T]) ChannelSum(n, c, hw, ld int, dy, dp ops.Buf) {
 	defer be.stop(FamOther, be.start())
-	sh := struct{ N, C, HW int }{n, c, hw}
+	sh := chanShape{n, c, hw, ld}
+	checkChan("ChannelSum", sh)
 	dys := arg(be, "ChannelSum", sh, "dy", dy, n*c*hw)
-	dps := arg(be, "ChannelSum", sh, "dp", dp, n*c)
+	dps := arg(be, "ChannelSum", sh, "dp", dp, ops.RowsLen(n, c, ld))
 	j := be.newJob(jChannelSum)
-	j.a[0], j.a[1], j.m[0] = dys, dps, hw
+	j.a[0], j.a[1], j.m[0], j.m[1], j.m[2] = dys, dps, hw, c, ld
 	be.parallelRows(j, n*c, hw)
 }
 
 func channelSumRows[T Float](j *job[T], lo, hi int) {
-	dys, dps, hw := j.a[0], j.a[1], j.m[0]
+	dys, dps, hw, c, ld := j.a[0], j.a[1], j.m[0], j.m[1], j.m[2]
 	for r := lo; r < hi; r++ {
 		var s T
 		for _, v := range dys[r*hw : (r+1)*hw] {
 			s += v
 		}
-		dps[r] += s
+		dps[r/c*ld+r%c] += s
 	}
 }
 

@@ -293,13 +293,15 @@ func gradCases() []gradCase {
 					func(dy ops.Buf) { be.ConcatBackward(n, ca, cb, hw, dy, ps[0].dx, ps[1].dx) }
 			}})
 	}
-	for _, sh := range [][3]int{{1, 1, 1}, {3, 6, 35}} {
-		n, c, hw := sh[0], sh[1], sh[2]
-		cs = append(cs, gradCase{name: fmt.Sprintf("AddChannel/%dx%dx%d", n, c, hw),
+	for _, sh := range [][4]int{{1, 1, 1, 1}, {3, 6, 35, 6}, {3, 4, 5, 9}} { // n, c, hw, ld
+		n, c, hw, ld := sh[0], sh[1], sh[2], sh[3]
+		cs = append(cs, gradCase{name: fmt.Sprintf("AddChannel/%dx%dx%d/ld=%d", n, c, hw, ld),
 			build: func(be *Backend[float64], r *rand.Rand) ([]param, ops.Buf, func(), func(ops.Buf)) {
-				x, p, y := randBuf(be, r, n*c*hw, 1), randBuf(be, r, n*c, 1), be.Alloc(n*c*hw)
-				ps := []param{{"p", p, be.Alloc(n * c)}} // ∂y/∂x is the identity: nothing to check
-				return ps, y, func() { be.AddChannel(n, c, hw, x, p, y) }, func(dy ops.Buf) { be.ChannelSum(n, c, hw, dy, ps[0].dx) }
+				pn := ops.RowsLen(n, c, ld)
+				x, p, y := randBuf(be, r, n*c*hw, 1), randBuf(be, r, pn, 1), be.Alloc(n*c*hw)
+				ps := []param{{"p", p, be.Alloc(pn)}} // ∂y/∂x is the identity: nothing to check
+				return ps, y, func() { be.AddChannel(n, c, hw, ld, x, p, y) },
+					func(dy ops.Buf) { be.ChannelSum(n, c, hw, ld, dy, ps[0].dx) }
 			}})
 	}
 	for _, sh := range [][3]int{{1, 1, 1}, {3, 5, 7}, {2, 40, 33}} {

@@ -235,11 +235,11 @@ func TestLayoutOpsMatchLoops(t *testing.T) {
 	want := append(append(append(append([]float64{}, a[:6]...), b[:3]...), a[6:]...), b[3:]...)
 	expectClose(t, "concat", Data[float64](cy), want, 0)
 	// AddChannel and Transpose.
-	xc, pc := randF64(r, 2*3*4), randF64(r, 6)
+	xc, pc := randF64(r, 2*3*4), randF64(r, 8) // p: 2 rows of 3, 5 apart
 	ya := be.Alloc(24)
-	be.AddChannel(2, 3, 4, up(be, xc), up(be, pc), ya)
+	be.AddChannel(2, 3, 4, 5, up(be, xc), up(be, pc), ya)
 	for i := range xc {
-		want := xc[i] + pc[i/4]
+		want := xc[i] + pc[i/12*5+i/4%3]
 		if Data[float64](ya)[i] != want {
 			t.Fatalf("addchannel[%d] = %g, want %g", i, Data[float64](ya)[i], want)
 		}

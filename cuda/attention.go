@@ -7,7 +7,8 @@ import (
 	"github.com/ddpmgo/ddpm/ops"
 )
 
-// Launchers of kernels/attention.cu (row kernels) and the gemm_f32 products of attention.
+// Launchers of kernels/attention.cu (row kernels) and the GEMM products of attention (be.gemm: gemm_f32, or gemm_bf16
+// at precision bf16; the softmax kernels stay FP32 at every precision).
 
 // attnRowsPerBlock is ATTN_ROWS_PER_BLOCK of kernels/attention.cu: one warp per row of L scores.
 const attnRowsPerBlock = 4
@@ -66,10 +67,12 @@ func (be *Backend) softmaxRows(op, kernel string, s ops.AttnShape, args ...Arg) 
 //
 //	dv += Pᵀ·do;  dP = do·vᵀ;  dS = P∘(dP − rowsum(P∘dP));  dq += dS·k/√D;  dk += dSᵀ·q/√D
 //
-// Any of dq, dk, dv may be nil; dP/dS live in scratch [N, Heads, L, L] and are skipped when dq and dk are nil.
+// Any of dq, dk, dv may be nil; dP/dS live in scratch [N, Heads, L, L] and are skipped when dq and dk are nil. A
+// gradient that is a waiting zero fill (fills.go) is stored rather than accumulated.
 func (be *Backend) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk, dv ops.Buf) {
 	const op = "AttentionBackward"
 	checkAttn(op, s)
+	freshQ, freshK, freshV := be.takeZero(dq), be.takeZero(dk), be.takeZero(dv) // before buf launches the others
 	n := s.N * s.L * s.Heads * s.D
 	qs := be.arg(op, s, "q", q, n)
 	ks := be.arg(op, s, "k", k, n)
@@ -90,7 +93,7 @@ func (be *Backend) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk, dv
 	base := gemmCall{batch: s.N * s.Heads, zdiv: s.Heads}
 	if dvs != nil { // dv[j, d] += Σ_i P[i, j]·do[i, d]
 		g := base
-		g.M, g.N, g.K, g.a, g.b, g.c, g.alpha, g.acc = s.L, s.D, s.L, ps.p, dos.p, dvs.p, 1, true
+		g.M, g.N, g.K, g.a, g.b, g.c, g.alpha, g.acc = s.L, s.D, s.L, ps.p, dos.p, dvs.p, 1, !freshV
 		g.aSM, g.aSK, g.aS1, g.aS2 = 1, s.L, mS1, mS2
 		g.bSK, g.bSN, g.bS1, g.bS2 = hd, 1, xS1, xS2
 		g.cSM, g.cS1, g.cS2 = hd, xS1, xS2
@@ -111,7 +114,7 @@ func (be *Backend) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk, dv
 	be.softmaxRows(op, "attention_softmax_bwd_f32", s, Ptr(ps.p), Ptr(ds))
 	if dqs != nil { // dq[i, d] += scale·Σ_j dS[i, j]·k[j, d]
 		g := base
-		g.M, g.N, g.K, g.a, g.b, g.c, g.alpha, g.acc = s.L, s.D, s.L, ds, ks.p, dqs.p, scale, true
+		g.M, g.N, g.K, g.a, g.b, g.c, g.alpha, g.acc = s.L, s.D, s.L, ds, ks.p, dqs.p, scale, !freshQ
 		g.aSM, g.aSK, g.aS1, g.aS2 = s.L, 1, mS1, mS2
 		g.bSK, g.bSN, g.bS1, g.bS2 = hd, 1, xS1, xS2
 		g.cSM, g.cS1, g.cS2 = hd, xS1, xS2
@@ -119,7 +122,7 @@ func (be *Backend) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk, dv
 	}
 	if dks != nil { // dk[j, d] += scale·Σ_i dS[i, j]·q[i, d]
 		g := base
-		g.M, g.N, g.K, g.a, g.b, g.c, g.alpha, g.acc = s.L, s.D, s.L, ds, qs.p, dks.p, scale, true
+		g.M, g.N, g.K, g.a, g.b, g.c, g.alpha, g.acc = s.L, s.D, s.L, ds, qs.p, dks.p, scale, !freshK
 		g.aSM, g.aSK, g.aS1, g.aS2 = 1, s.L, mS1, mS2
 		g.bSK, g.bSN, g.bS1, g.bS2 = hd, 1, xS1, xS2
 		g.cSM, g.cS1, g.cS2 = hd, xS1, xS2

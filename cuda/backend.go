@@ -12,13 +12,20 @@ type Buf struct {
 	p    DevicePtr
 	n    int
 	view bool
+	be   *Backend // the backend that made it, whose deferred fills Ptr launches first (fills.go)
 }
 
 // Len is the number of float32 elements.
 func (b *Buf) Len() int { return b.n }
 
-// Ptr is the device address of element 0.
-func (b *Buf) Ptr() DevicePtr { return b.p }
+// Ptr is the device address of element 0, for code that queues its own work on it (cuda/nccl); a zero fill of the
+// backend still waiting (fills.go) is launched first.
+func (b *Buf) Ptr() DevicePtr {
+	if b.be != nil {
+		b.be.flushFills()
+	}
+	return b.p
+}
 
 // Backend runs the op set on a Driver (the GPU or the emulator): every ops.Backend method, and the capabilities
 // ops.StepController (optim.go) and ops.Feeder (data.go). Shape errors panic with the op and the shapes (as
@@ -27,8 +34,10 @@ type Backend struct {
 	d       Driver
 	err     error
 	partial DevicePtr     // reduceMaxBlocks doubles: pass-1 sums of the reductions
-	prec    ops.Precision // the convolutions' precision (SetPrecision, conv2d.go); "" is FP32
+	tickets DevicePtr     // a zero word: the ticket counter of kernels whose last block finishes (groupnorm.cu)
+	prec    ops.Precision // the convolutions' and, at bf16, the GEMMs' precision (SetPrecision, conv2d.go); "" is FP32
 	ws      workspace     // grow-only scratch of the conv, group-norm and attention launchers (workspace.go)
+	fills   []zeroFill    // Fill(b, 0) not yet launched (fills.go)
 }
 
 // NewBackend returns a backend over d.
@@ -37,7 +46,16 @@ func NewBackend(d Driver) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda backend: reduction scratch: %w", err)
 	}
-	return &Backend{d: d, partial: p}, nil
+	// The kernels that count finished blocks on it set it back to 0 before they end.
+	t, err := d.Alloc(4)
+	if err == nil {
+		err = d.Memset32(t, 0, 1)
+	}
+	if err != nil {
+		d.Free(p)
+		return nil, fmt.Errorf("cuda backend: ticket counter: %w", err)
+	}
+	return &Backend{d: d, partial: p, tickets: t}, nil
 }
 
 // Name is "cuda/" and the driver's name.
@@ -50,11 +68,13 @@ func (be *Backend) Driver() Driver { return be.d }
 // nor the buffers it handed out).
 func (be *Backend) Close() error {
 	err := be.FreeScratch()
-	if be.partial != 0 {
-		if e := be.d.Free(be.partial); err == nil {
-			err = e
+	for _, p := range []*DevicePtr{&be.partial, &be.tickets} {
+		if *p != 0 {
+			if e := be.d.Free(*p); err == nil {
+				err = e
+			}
+			*p = 0
 		}
-		be.partial = 0
 	}
 	return err
 }
@@ -84,6 +104,7 @@ func (be *Backend) keep(op string, err error) {
 
 // Sync waits for queued work and returns (and clears) the first error since the last Sync.
 func (be *Backend) Sync() error {
+	be.flushFills()
 	be.keep("Sync", be.d.Sync())
 	err := be.err
 	be.err = nil
@@ -91,7 +112,15 @@ func (be *Backend) Sync() error {
 }
 
 // buf unwraps an ops.Buf of this backend, panicking with the op and argument name otherwise.
+// Zero fills still waiting (fills.go) are launched first: the op is about to touch device memory.
 func (be *Backend) buf(op, name string, b ops.Buf) *Buf {
+	cb := be.unwrap(op, name, b)
+	be.flushFills()
+	return cb
+}
+
+// unwrap is buf without launching the waiting fills.
+func (be *Backend) unwrap(op, name string, b ops.Buf) *Buf {
 	cb, ok := b.(*Buf)
 	if !ok || cb == nil {
 		panic(fmt.Sprintf("cuda %s: %s is %T, not a *cuda.Buf", op, name, b))
@@ -121,16 +150,16 @@ func (be *Backend) Alloc(n int) ops.Buf {
 		panic(&ops.DeviceError{Op: fmt.Sprintf("cuda Alloc of %d float32", n), Err: err})
 	}
 	be.keep("Alloc", be.d.Memset32(p, 0, max(n, 1)))
-	return &Buf{p: p, n: n}
+	return &Buf{p: p, n: n, be: be}
 }
 
 // Slice returns the view [off, off+n) of b.
 func (be *Backend) Slice(b ops.Buf, off, n int) ops.Buf {
-	cb := be.buf("Slice", "b", b)
+	cb := be.unwrap("Slice", "b", b) // touches no memory: a waiting fill stays waiting
 	if off < 0 || n < 0 || off+n > cb.n {
 		panic(fmt.Sprintf("cuda Slice: [%d, %d+%d) out of a buffer of %d elements", off, off, n, cb.n))
 	}
-	return &Buf{p: cb.p + DevicePtr(4*off), n: n, view: true}
+	return &Buf{p: cb.p + DevicePtr(4*off), n: n, view: true, be: be}
 }
 
 // Free releases a buffer from Alloc (a view frees nothing); its length is 0 afterwards.
@@ -160,10 +189,16 @@ func (be *Backend) Download(dst []float32, src ops.Buf) {
 	be.keep("Download", Download(be.d, dst, s.p))
 }
 
-// Fill sets every element of b to v.
+// Fill sets every element of b to v. Zero fills wait for the next op (fills.go), which may write b instead of
+// accumulating into it.
 func (be *Backend) Fill(b ops.Buf, v float32) {
-	cb := be.buf("Fill", "b", b)
-	be.keep("Fill", be.d.Memset32(cb.p, math.Float32bits(v), cb.n))
+	cb := be.unwrap("Fill", "b", b)
+	if v == 0 && !math.Signbit(float64(v)) && cb.n > 0 {
+		be.deferZero(cb)
+		return
+	}
+	be.buf("Fill", "b", b)
+	be.memset("Fill", cb.p, v, cb.n)
 }
 
 // Copy copies src into dst (same length).

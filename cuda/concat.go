@@ -54,39 +54,39 @@ func (be *Backend) ConcatBackward(n, ca, cb, hw int, dy, da, db ops.Buf) {
 		I32(int32(ca)), I32(int32(cb)), I32(int32(hw)))
 }
 
-type chanShape struct{ N, C, HW int }
+type chanShape struct{ N, C, HW, LD int }
 
 func checkChan(op string, s chanShape) {
-	if s.N < 0 || s.C < 1 || s.HW < 1 {
-		panic(fmt.Sprintf("cuda %s %+v: invalid shape", op, s))
+	if s.N < 0 || s.C < 1 || s.HW < 1 || s.LD < s.C {
+		panic(fmt.Sprintf("cuda %s %+v: invalid shape (want N ≥ 0, C ≥ 1, HW ≥ 1, LD ≥ C)", op, s))
 	}
-	i32(op, s, s.N*s.C*s.HW)
+	i32(op, s, s.N*s.C*s.HW, ops.RowsLen(s.N, s.C, s.LD))
 }
 
-// AddChannel: y[n,c,i] = x[n,c,i] + p[n·C+c] (y may alias x).
-func (be *Backend) AddChannel(n, c, hw int, x, p, y ops.Buf) {
+// AddChannel: y[n,c,i] = x[n,c,i] + p[n·ld+c] (y may alias x).
+func (be *Backend) AddChannel(n, c, hw, ld int, x, p, y ops.Buf) {
 	const op = "AddChannel"
-	s := chanShape{n, c, hw}
+	s := chanShape{n, c, hw, ld}
 	checkChan(op, s)
 	xs := be.arg(op, s, "x", x, n*c*hw)
-	ps := be.arg(op, s, "p", p, n*c)
+	ps := be.arg(op, s, "p", p, ops.RowsLen(n, c, ld))
 	ys := be.arg(op, s, "y", y, n*c*hw)
 	be.gridStride(op, "add_channel_f32", n*c*hw, concatThreads, Ptr(xs.p), Ptr(ps.p), Ptr(ys.p), I64(int64(n*c*hw)),
-		I32(int32(hw)))
+		I32(int32(hw)), I32(int32(c)), I32(int32(ld)))
 }
 
-// ChannelSum: dp[n·C+c] += Σ_i dy[n,c,i]; one warp per (n, c).
-func (be *Backend) ChannelSum(n, c, hw int, dy, dp ops.Buf) {
+// ChannelSum: dp[n·ld+c] += Σ_i dy[n,c,i]; one warp per (n, c).
+func (be *Backend) ChannelSum(n, c, hw, ld int, dy, dp ops.Buf) {
 	const op = "ChannelSum"
-	s := chanShape{n, c, hw}
+	s := chanShape{n, c, hw, ld}
 	checkChan(op, s)
 	dys := be.arg(op, s, "dy", dy, n*c*hw)
-	dps := be.arg(op, s, "dp", dp, n*c)
+	dps := be.arg(op, s, "dp", dp, ops.RowsLen(n, c, ld))
 	if n == 0 {
 		return
 	}
 	be.keep(op, be.d.Launch("channel_sum_f32", Dim3{X: ceilDiv(n*c, chanSumWarps)}, Dim3{X: 32 * chanSumWarps}, 0,
-		Ptr(dys.p), Ptr(dps.p), I32(int32(n*c)), I32(int32(hw))))
+		Ptr(dys.p), Ptr(dps.p), I32(int32(n*c)), I32(int32(hw)), I32(int32(c)), I32(int32(ld))))
 }
 
 type transposeShape struct{ N, R, C int }

@@ -22,6 +22,7 @@ import (
 //     backend;
 //   - TestConvTF32Conformance, TestConvBF16Conformance: the convolution cases again on the TF32 and BF16
 //     tensor-core kernels (tolerances: tolTF32, the bf16 bands of ops/opstest/bf16.go);
+//   - TestConvBF16MatchesCPUBF16: the BF16 kernels against the CPU backend at bf16, tightly;
 //   - the kernels that must match their Go definitions bit for bit: the RNG draws, the timesteps and the batch
 //     gather of the device-resident data feed.
 // Kernels outside ops.Backend (fused or training-step kernels) are tested on the emulator in kernels_emu_test.go,
@@ -58,6 +59,41 @@ func TestConvBF16Conformance(t *testing.T) {
 		return
 	}
 	opstest.Run(t, be, cpu.New64(), opstest.Only(convKeep(t)), opstest.AtPrecision(ops.BF16, true))
+}
+
+// TestConvBF16MatchesCPUBF16: the BF16 convolutions against the CPU's bf16 (its float64 backend at precision bf16,
+// the definition that the float32 one's oneDNN primitives are tested against in package cpu): both round the same
+// operands to bfloat16 to nearest even and multiply exactly, so only the order of the sums differs and the FP32
+// tolerances of the cases apply -- except to the weight gradient of the shapes where the CPU keeps it FP32
+// (cpu.BF16WeightGrad false: strided, few output channels, 512 input channels), which takes the band.
+func TestConvBF16MatchesCPUBF16(t *testing.T) {
+	be := testBackend(t)
+	if !convAtPrecision(t, be, ops.BF16) {
+		return
+	}
+	ref := cpu.New64()
+	if err := ref.SetPrecision(ops.BF16); err != nil {
+		t.Fatalf("the float64 CPU backend at bf16: %v", err)
+	}
+	tight, loose := 0, 0
+	band := opstest.AtPrecision(ops.BF16, true)
+	opstest.Run(t, be, ref, opstest.Only(convKeep(t)), opstest.PerOutput(func(c opstest.Case, out string) (float64, string, bool) {
+		if c.Conv == nil {
+			t.Errorf("%s: a convolution case without its shape", c.Name)
+			return 0, "", false
+		}
+		if (out == "dw" || out == "dw only") && !cpu.BF16WeightGrad(*c.Conv) {
+			loose++
+			band(&c)
+			return c.Tol, "the CPU's FP32 weight gradient of this shape (cpu.BF16WeightGrad) against bf16 inputs: " + c.Why, true
+		}
+		tight++
+		return 0, "", false
+	}))
+	t.Logf("%d outputs held to the FP32 tolerances, %d (FP32 weight gradients on the CPU) to the bf16 band", tight, loose)
+	if tight == 0 || loose == 0 {
+		t.Errorf("%d tight and %d banded outputs: the cases no longer cover both kinds", tight, loose)
+	}
 }
 
 // convAtPrecision selects precision p on be; on a device without tensor cores it checks that the request is refused

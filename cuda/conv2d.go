@@ -60,8 +60,9 @@ const convSlack = 256
 // input). Both accumulate in FP32. The tensor-core kernels come from kernels/ptx/sm80/conv2d.ptx and
 // conv2d_bf16.ptx, which the GPU driver loads on devices of compute capability 8.0 or newer; on older devices
 // (Driver.TensorCores false) TF32 and BF16 are refused with an error and the kernels in use stay. The emulator
-// emulates the tensor-core instructions (kernels/emu/mma.h, kernels/emu/cp_async.h). Only the convolutions change:
-// the linear layers and attention run FP32 at every precision.
+// emulates the tensor-core instructions (kernels/emu/mma.h, kernels/emu/cp_async.h). At bf16 the GEMMs of the linear
+// layers and the attention products change too (gemm_bf16, kernels/linear_bf16.cu: inputs rounded to bfloat16, FP32
+// accumulation; softmax stays FP32); at tf32 they stay FP32.
 func (be *Backend) SetPrecision(p ops.Precision) error {
 	switch p {
 	case ops.FP32:
@@ -322,10 +323,12 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 // be nil. dx is the stride-1 convolution of dy spread by S and padded by K−1−P (packed NHWC) with the flipped,
 // transposed weights: one implicit GEMM (M = Cin, N = batch·H·W, K = K·K·Cout). dw is one implicit GEMM over the
 // pixels (M = Cout, N = K·K·Cin, K = batch·OH·OW) of dy and x packed NHWC. Both split along K when their tiles would
-// not fill the GPU, the partials added in a fixed order; db is one block per output channel.
+// not fill the GPU, the partials added in a fixed order; db is one block per output channel. A dx that is a waiting
+// zero fill (fills.go) is stored rather than accumulated.
 func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	const op = "Conv2DBackward"
 	checkConv(op, s, be.packAlign())
+	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
 	g := geomOf(s, be.packAlign())
 	es := be.packElem()
 	hw := s.H * s.W
@@ -354,9 +357,17 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 		r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, es*s.Cin*g.kk*g.coutP, 4*partN)
 		be.packAct(op, dys.p, r[0], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, g.hq, g.wq, s.K-1-s.Pad, s.Stride)
 		be.packW(op, s, ws.p, r[1], g.coutP, true)
+		mode := convAdd
+		if freshDx {
+			mode = convSet
+		}
 		be.igemm(op, s, igemmCall{in: r[0], wk: r[1], out: dxs.p, part: r[2], m: s.Cin, npix: npix, oh: s.H, ow: s.W,
-			hin: g.hq, win: g.wq, st: 1, k: s.K, cp: g.coutP, mode: convAdd}, splits, chunk)
-		if splits > 1 {
+			hin: g.hq, win: g.wq, st: 1, k: s.K, cp: g.coutP, mode: mode}, splits, chunk)
+		switch {
+		case splits > 1 && freshDx: // the partials' sum, stored: the forward's reduction without a bias
+			be.gridStride(op, "conv2d_splitk_bias_f32", nout, elementwiseThreads, Ptr(r[2]), Ptr(0), Ptr(dxs.p),
+				I32(int32(splits)), I32(int32(nout)), I32(int32(s.Cin)), I32(int32(hw)))
+		case splits > 1:
 			be.gridStride(op, "conv2d_splitk_reduce_f32", nout, elementwiseThreads, Ptr(r[2]), Ptr(dxs.p),
 				I32(int32(splits)), I32(int32(nout)))
 		}

@@ -19,6 +19,7 @@
 #include "../kernels/conv2d.cu"
 #include "../kernels/groupnorm.cu"
 #include "../kernels/linear.cu"
+#include "../kernels/linear_bf16.cu"
 #include "../kernels/embed.cu"
 #include "../kernels/resample.cu"
 #include "../kernels/concat.cu"

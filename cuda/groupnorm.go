@@ -48,14 +48,15 @@ func (be *Backend) groupNorm(op, kernel string, s ops.NormShape, x, gamma, beta,
 //
 //	dx += rstd·(gy − mean_group(gy) − x̂·mean_group(gy·x̂)),  dgamma[c] += Σ_{n,i} dy·x̂,  dbeta[c] += Σ_{n,i} dy
 //
-// Any of dx, dgamma, dbeta may be nil. One block per (n, g) writes the per-(n, c) sums to scratch; a second kernel
-// adds them over n in order, so the parameter gradients are deterministic.
+// Any of dx, dgamma, dbeta may be nil. One block per (n, g) writes the per-(n, c) sums to scratch; the block that
+// finishes last (a ticket counter, be.tickets) adds them over n in order, so the parameter gradients are
+// deterministic and the op is one launch.
 func (be *Backend) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx, dgamma, dbeta ops.Buf) {
 	be.groupNormBackward("GroupNormBackward", s, x, gamma, nil, stats, dy, dx, dgamma, dbeta)
 }
 
-// GroupNormSiLUBackward (ops.Backend.GroupNormSiLUBackward): GroupNormBackward's kernels, the first of them
-// (groupnorm_silu_bwd_f32) recomputing n = x̂·gamma + beta and the SiLU gradient at n from x and stats in both of
+// GroupNormSiLUBackward (ops.Backend.GroupNormSiLUBackward): GroupNormBackward's kernel as
+// groupnorm_silu_bwd_f32, recomputing n = x̂·gamma + beta and the SiLU gradient at n from x and stats in both of
 // its passes, so no activation buffer is read beyond x and dy.
 func (be *Backend) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
 	be.groupNormBackward("GroupNormSiLUBackward", s, x, gamma, beta, stats, dy, dx, dgamma, dbeta)
@@ -64,6 +65,7 @@ func (be *Backend) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, stats,
 // groupNormBackward launches GroupNormBackward (beta nil) or GroupNormSiLUBackward (beta given).
 func (be *Backend) groupNormBackward(op string, s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
 	checkNorm(op, s)
+	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
 	n := s.N * s.C * s.HW
 	xs := be.arg(op, s, "x", x, n)
 	gs := be.arg(op, s, "gamma", gamma, s.C)
@@ -86,13 +88,10 @@ func (be *Backend) groupNormBackward(op string, s ops.NormShape, x, gamma, beta,
 	if bs != nil {
 		be.keep(op, be.d.Launch("groupnorm_silu_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p),
 			Ptr(gs.p), Ptr(bs.p), Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)),
-			I32(int32(s.HW)), I32(int32(s.G))))
+			I32(int32(s.HW)), I32(int32(s.G)), I32(b2i(!freshDx)), ptr(dgs), ptr(dbs), Ptr(be.tickets)))
 	} else {
 		be.keep(op, be.d.Launch("groupnorm_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p), Ptr(gs.p),
-			Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)), I32(int32(s.HW)), I32(int32(s.G))))
-	}
-	if dgs != nil || dbs != nil {
-		be.gridStride(op, "groupnorm_param_grad_f32", s.C, elementwiseThreads, sums, ptr(dgs), ptr(dbs),
-			I32(int32(s.N)), I32(int32(s.C)))
+			Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)), I32(int32(s.HW)), I32(int32(s.G)),
+			I32(b2i(!freshDx)), ptr(dgs), ptr(dbs), Ptr(be.tickets)))
 	}
 }

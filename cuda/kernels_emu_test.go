@@ -192,7 +192,8 @@ func TestEmuKernelCoverage(t *testing.T) {
 		{"TestTCProbeLdmatrix", TestTCProbeLdmatrix}, {"TestTCProbeCpAsync", TestTCProbeCpAsync},
 		{"TestConvBF16Conformance", TestConvBF16Conformance}, {"TestTCProbeMMABF16", TestTCProbeMMABF16},
 		{"TestTCProbeCvtBF16", TestTCProbeCvtBF16}, {"TestTCProbeLdmatrixB16", TestTCProbeLdmatrixB16},
-		{"TestTCProbeLdmatrixMMABF16", TestTCProbeLdmatrixMMABF16},
+		{"TestTCProbeLdmatrixMMABF16", TestTCProbeLdmatrixMMABF16}, {"TestGemmBF16", TestGemmBF16},
+		{"TestLinearAttentionBF16Conformance", TestLinearAttentionBF16Conformance},
 	}
 	for _, tc := range tests {
 		launches.Lock()

@@ -6,7 +6,8 @@ import (
 	"github.com/ddpmgo/ddpm/ops"
 )
 
-// Launchers of kernels/linear.cu: the strided batched GEMM (also used by attention.go) and Linear.
+// Launchers of kernels/linear.cu and kernels/linear_bf16.cu: the strided batched GEMM (also used by attention.go)
+// and Linear.
 
 // gemmMaxZ is the largest grid z of a launch (CUDA's limit); longer batches are cut into several launches.
 const gemmMaxZ = 65535
@@ -18,7 +19,16 @@ const (
 	gemmThreads = 256
 )
 
-// gemmCall describes one gemm_f32 launch (see kernels/linear.cu): for each batch index z < batch,
+// gemmBF16Threads is GBF_THREADS of kernels/linear_bf16.cu (four warps) and gemmBF16Smem its GBF_SMEM, the dynamic
+// shared memory of a block: two stages of the 64×32 bf16 tiles of A and B, rows padded to 20 words. Its output
+// tile is gemmTile × gemmTile as well.
+const (
+	gemmBF16Threads = 128
+	gemmBF16K       = 32 // GBF_BK, the k-step
+	gemmBF16Smem    = 2 * (gemmTile + gemmTile) * 20 * 4
+)
+
+// gemmCall describes one gemm_f32 or gemm_bf16 launch (see kernels/linear.cu): for each batch index z < batch,
 //
 //	C_z[m, n] = alpha·Σ_k A_z[m, k]·B_z[k, n] + bias[n] + (acc ? C_z[m, n] : 0)
 //
@@ -36,6 +46,9 @@ type gemmCall struct {
 	acc                bool
 }
 
+// gemm launches gemm_f32, or at precision bf16 gemm_bf16 (A and B rounded to bfloat16 to nearest even, products on
+// the tensor cores, FP32 sums and epilogue: the semantics of cpu/bf16.go for Linear and the attention products).
+// At tf32 the GEMMs stay FP32: only the convolutions have TF32 kernels.
 func (be *Backend) gemm(op string, g gemmCall) {
 	if g.batch == 0 {
 		g.batch = 1
@@ -47,6 +60,10 @@ func (be *Backend) gemm(op string, g gemmCall) {
 		return
 	}
 	v := i32(op, g, g.M, g.N, g.K, g.aSM, g.aSK, g.bSK, g.bSN, g.cSM, g.zdiv, g.aS1, g.aS2, g.bS1, g.bS2, g.cS1, g.cS2)
+	bf16 := be.Precision() == ops.BF16
+	if bf16 { // gemm_bf16 forms A's and B's offsets in int32, up to the k-step past K (kernels/linear_bf16.cu)
+		i32(op, g, (g.M-1)*g.aSM+(g.K+gemmBF16K)*g.aSK, (g.N-1)*g.bSN+(g.K+gemmBF16K)*g.bSK)
+	}
 	chunk := gemmMaxZ / g.zdiv * g.zdiv // whole groups of zdiv, so that z / zdiv and z % zdiv stay right
 	for z0 := 0; z0 < g.batch; z0 += chunk {
 		nz := min(chunk, g.batch-z0)
@@ -60,6 +77,10 @@ func (be *Backend) gemm(op string, g gemmCall) {
 		grid := Dim3{X: ceilDiv(g.N, gemmTile), Y: ceilDiv(g.M, gemmTile), Z: nz}
 		if grid.Y > 65535 {
 			panic(fmt.Sprintf("cuda %s: GEMM with %d rows exceeds the grid (%d row tiles > 65535)", op, g.M, grid.Y))
+		}
+		if bf16 {
+			be.keep(op, be.d.Launch("gemm_bf16", grid, Dim3{X: gemmBF16Threads}, gemmBF16Smem, args...))
+			continue
 		}
 		be.keep(op, be.d.Launch("gemm_f32", grid, Dim3{X: gemmThreads}, 0, args...))
 	}
@@ -91,12 +112,14 @@ func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) {
 		aSM: in, aSK: 1, bSK: 1, bSN: in, cSM: out, alpha: 1})
 }
 
-// LinearBackward accumulates dx += dy·w, dw += dyᵀ·x (two GEMMs) and db[o] += Σ_n dy[n,o] (n increasing); any of
-// dx, dw, db may be nil.
+// LinearBackward accumulates dx += dy·w, dw += dyᵀ·x (two GEMMs) and db[o] += Σ_n dy[n,o] (in an order fixed by
+// the shape: linearBiasGrad); any of dx, dw, db may be nil. A dx that is a waiting zero fill (fills.go) is stored
+// rather than accumulated.
 func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) {
 	const op = "LinearBackward"
 	s := linearShape{n, in, out}
 	checkLinear(op, s)
+	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
 	xs := be.arg(op, s, "x", x, n*in)
 	ws := be.arg(op, s, "w", w, out*in)
 	dys := be.arg(op, s, "dy", dy, n*out)
@@ -108,14 +131,48 @@ func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) 
 	}
 	if dxs != nil { // dx[r, i] += Σ_o dy[r, o]·w[o, i]
 		be.gemm(op, gemmCall{M: n, N: in, K: out, a: dys.p, b: ws.p, c: dxs.p,
-			aSM: out, aSK: 1, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: true})
+			aSM: out, aSK: 1, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: !freshDx})
 	}
 	if dws != nil { // dw[o, i] += Σ_r dy[r, o]·x[r, i]
 		be.gemm(op, gemmCall{M: out, N: in, K: n, a: dys.p, b: xs.p, c: dws.p,
 			aSM: 1, aSK: out, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: true})
 	}
 	if dbs != nil {
-		be.gridStride(op, "linear_bias_grad_f32", out, elementwiseThreads, Ptr(dys.p), Ptr(dbs.p), I32(int32(n)),
+		be.linearBiasGrad(op, n, out, dys.p, dbs.p)
+	}
+}
+
+// The bias gradient's splits (kernels/linear.cu linear_bias_grad_f32): biasGradTarget is the number of blocks aimed
+// at (two on each of an H100's 132 SMs); at most one split per biasGradMinRows rows (more than 128 rows a split, 16
+// per warp); biasGradMaxSplits bounds the partials (splits × out floats of scratch). The splits depend on n and out
+// only, and so do the sums.
+const (
+	biasGradTarget    = 264
+	biasGradMinRows   = 256
+	biasGradMaxSplits = 32
+	biasGradThreads   = 256 // LBG_THREADS
+)
+
+// biasGradSplits is the number of row splits of a bias gradient over n rows and out columns, and the rows of each.
+func biasGradSplits(n, out int) (splits, chunk int) {
+	cols := ceilDiv(out, 32)
+	splits = max(1, min(ceilDiv(biasGradTarget, cols), biasGradMaxSplits, ceilDiv(n, biasGradMinRows)))
+	chunk = ceilDiv(n, splits)
+	return ceilDiv(n, chunk), chunk
+}
+
+// linearBiasGrad launches db[o] += Σ_r dy[r, o]: one launch of linear_bias_grad_f32 when one split of the rows gives
+// enough blocks (or the rows are few), else its partials per split in scratch and linear_bias_grad_reduce_f32.
+func (be *Backend) linearBiasGrad(op string, n, out int, dy, db DevicePtr) {
+	splits, chunk := biasGradSplits(n, out)
+	part := DevicePtr(0)
+	if splits > 1 {
+		part = be.scratch(op, splits*out)
+	}
+	be.keep(op, be.d.Launch("linear_bias_grad_f32", Dim3{X: ceilDiv(out, 32), Y: splits}, Dim3{X: biasGradThreads}, 0,
+		Ptr(dy), Ptr(db), Ptr(part), I32(int32(n)), I32(int32(out)), I32(int32(chunk))))
+	if splits > 1 {
+		be.gridStride(op, "linear_bias_grad_reduce_f32", out, elementwiseThreads, Ptr(part), Ptr(db), I32(int32(splits)),
 			I32(int32(out)))
 	}
 }

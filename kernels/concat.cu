@@ -35,25 +35,28 @@ extern "C" __global__ void __launch_bounds__(CONCAT_THREADS)
 }
 EMU_REGISTER(concat_bwd_f32)
 
-// AddChannel: y[s, c, i] = x[s, c, i] + p[s·C + c] for x, y [n, C, hw] (y may alias x: each element is read, then
-// written, by one thread).
+// AddChannel: y[s, c, i] = x[s, c, i] + p[s·ld + c] for x, y [n, C, hw], p's rows ld ≥ C apart (y may alias x: each
+// element is read, then written, by one thread).
 extern "C" __global__ void __launch_bounds__(CONCAT_THREADS)
-    add_channel_f32(const float* x, const float* p, float* y, long long total, int hw) {
-  for (long long e = global_index(); e < total; e += global_stride()) y[e] = x[e] + p[e / hw];
+    add_channel_f32(const float* x, const float* p, float* y, long long total, int hw, int C, int ld) {
+  for (long long e = global_index(); e < total; e += global_stride()) {
+    const long long r = e / hw;  // the row s·C + c
+    y[e] = x[e] + p[r / C * ld + r % C];
+  }
 }
 EMU_REGISTER(add_channel_f32)
 
-// ChannelSum: dp[r] += Σ_{i<hw} dy[r·hw + i] for rows r = s·C + c < rows; one warp per row, lane l adding
+// ChannelSum: dp[s·ld + c] += Σ_{i<hw} dy[r·hw + i] for rows r = s·C + c < rows; one warp per row, lane l adding
 // i = l, l+32, ... and a fixed butterfly across lanes.
 extern "C" __global__ void __launch_bounds__(32 * CHANSUM_WARPS)
-    channel_sum_f32(const float* dy, float* dp, int rows, int hw) {
+    channel_sum_f32(const float* dy, float* dp, int rows, int hw, int C, int ld) {
   const int r = blockIdx.x * CHANSUM_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
   if (r >= rows) return;  // whole warps leave together; no block barrier follows
   const float* row = dy + (long long)r * hw;
   float acc = 0.0f;
   for (int i = lane; i < hw; i += 32) acc += row[i];
   acc = warp_sum_f32(acc);
-  if (lane == 0) dp[r] += acc;
+  if (lane == 0) dp[r / C * ld + r % C] += acc;
 }
 EMU_REGISTER(channel_sum_f32)
 

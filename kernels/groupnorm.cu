@@ -58,15 +58,21 @@ EMU_REGISTER(groupnorm_silu_fwd_f32)
 // Backward, block ng = n·G + g, with x̂ = (x − μ)·rstd and the upstream gradient through gamma, gy = dy·gamma[c]:
 //   per channel c of the group: a_c = Σ_i dy,  b_c = Σ_i dy·x̂      → sums[n·C+c] and sums[N·C + n·C+c] (if sums)
 //   m1 = Σ_c gamma[c]·a_c / M = mean(gy),  m2 = Σ_c gamma[c]·b_c / M = mean(gy·x̂)
-//   dx[n,c,i] += rstd·(gy − m1 − x̂·m2)                               (if dx)
-// which is the derivative of y = x̂·gamma + beta through the group's μ and rstd. groupnorm_param_grad_f32 then adds
-// the per-sample a_c and b_c over the batch into dbeta and dgamma.
+//   dx[n,c,i] += rstd·(gy − m1 − x̂·m2)                               (if dx; = 0 + … without accumulate)
+// which is the derivative of y = x̂·gamma + beta through the group's μ and rstd. The per-sample a_c and b_c are then
+// added over the batch into dbeta and dgamma (if either is given) by the block that finishes its sums last:
+//   dbeta[c] += Σ_n sums[n·C+c],  dgamma[c] += Σ_n sums[N·C + n·C+c]   (n increasing)
+// (formerly a kernel of its own, groupnorm_param_grad_f32, one launch per norm): each block makes its sums visible
+// (__threadfence) and takes a ticket from *done; the one that draws the last ticket reads every block's sums, in
+// the same order whichever block it is, and sets *done back to 0 for the next launch. Deterministic, one launch.
 // Warp w reduces channels w, w + GN_WARPS, ... with shuffles only (no block barrier per channel, which matters when
 // HW is small); the per-warp m1, m2 are then added in warp order.
 // SILU: groupnorm_silu_bwd_f32 (ops.Backend.GroupNormSiLUBackward), with beta, is the fusion of
 //   gn = dy·s·(1 + n·(1−s)), s = σ(n), n = x̂·gamma[c] + beta[c]   (silu_bwd_f32 into zeros; n as in the forward)
 //   the backward above with dy = gn
 // n and gn are recomputed in both passes rather than stored.
+// accumulate = 0 stores 0 + (the term) into dx instead of adding it, for a dx whose zero fill the launcher took
+// over (cuda/fills.go): the fill's zeros are neither written nor read.
 #define GN_WARPS (GN_THREADS / 32)
 template <bool SILU>
 __device__ __forceinline__ float gn_upstream(float d, float xv, float mu, float rstd, float g, float b) {
@@ -79,8 +85,10 @@ __device__ __forceinline__ float gn_upstream(float d, float xv, float mu, float 
 template <bool SILU>
 __device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma, const float* beta,
                                               const float* stats, const float* dy, float* dx, float* sums, int N,
-                                              int C, int HW, int G) {
+                                              int C, int HW, int G, int accumulate, float* dgamma, float* dbeta,
+                                              unsigned* done) {
   __shared__ float part[2][GN_WARPS];
+  __shared__ bool last;
   const int ng = blockIdx.x, n = ng / G, cpg = C / G, c0 = (ng % G) * cpg, M = cpg * HW;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float mu = stats[2 * ng], rstd = stats[2 * ng + 1];
@@ -107,6 +115,25 @@ __device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma
     m1 += gc * a;
     m2 += gc * b;
   }
+  if (dgamma || dbeta) {  // uniform over the grid (sums given with them by the launcher)
+    __threadfence();      // this block's sums, visible before its ticket
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (last) {
+      const volatile float* vs = sums;  // written by other blocks: not through this SM's L1
+      for (int c = threadIdx.x; c < C; c += GN_THREADS) {
+        float sa = 0.0f, sb = 0.0f;
+        for (int k = 0; k < N; k++) {
+          sa += vs[(long long)k * C + c];
+          sb += vs[(long long)N * C + (long long)k * C + c];
+        }
+        if (dbeta) dbeta[c] += sa;
+        if (dgamma) dgamma[c] += sb;
+      }
+      if (threadIdx.x == 0) *done = 0;
+    }
+  }
   if (!dx) return;  // uniform over the block: no barrier is skipped by some threads only
   if (lane == 0) {
     part[0][warp] = m1;
@@ -126,34 +153,23 @@ __device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma
     const float xv = x[base + i];
     const float d = gn_upstream<SILU>(dy[base + i], xv, mu, rstd, gamma[c], SILU ? beta[c] : 0.0f);
     const float xh = (xv - mu) * rstd;
-    dx[base + i] += rstd * (d * gamma[c] - m1 - xh * m2);
+    const float v = rstd * (d * gamma[c] - m1 - xh * m2);
+    dx[base + i] = (accumulate ? dx[base + i] : 0.0f) + v;
   }
 }
 
 extern "C" __global__ void __launch_bounds__(GN_THREADS)
     groupnorm_bwd_f32(const float* x, const float* gamma, const float* stats, const float* dy, float* dx, float* sums,
-                      int N, int C, int HW, int G) {
-  groupnorm_bwd<false>(x, gamma, nullptr, stats, dy, dx, sums, N, C, HW, G);
+                      int N, int C, int HW, int G, int accumulate, float* dgamma, float* dbeta, unsigned* done) {
+  groupnorm_bwd<false>(x, gamma, nullptr, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, done);
 }
 EMU_REGISTER(groupnorm_bwd_f32)
 
 extern "C" __global__ void __launch_bounds__(GN_THREADS)
     groupnorm_silu_bwd_f32(const float* x, const float* gamma, const float* beta, const float* stats, const float* dy,
-                           float* dx, float* sums, int N, int C, int HW, int G) {
-  groupnorm_bwd<true>(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G);
+                           float* dx, float* sums, int N, int C, int HW, int G, int accumulate, float* dgamma,
+                           float* dbeta, unsigned* done) {
+  groupnorm_bwd<true>(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, done);
 }
 EMU_REGISTER(groupnorm_silu_bwd_f32)
 
-// dbeta[c] += Σ_n sums[n·C+c],  dgamma[c] += Σ_n sums[N·C + n·C+c]  (n increasing; either output may be null).
-extern "C" __global__ void groupnorm_param_grad_f32(const float* sums, float* dgamma, float* dbeta, int N, int C) {
-  for (long long c = global_index(); c < C; c += global_stride()) {
-    float a = 0.0f, b = 0.0f;
-    for (int n = 0; n < N; n++) {
-      a += sums[(long long)n * C + c];
-      b += sums[(long long)N * C + (long long)n * C + c];
-    }
-    if (dbeta) dbeta[c] += a;
-    if (dgamma) dgamma[c] += b;
-  }
-}
-EMU_REGISTER(groupnorm_param_grad_f32)

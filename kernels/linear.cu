@@ -29,13 +29,45 @@ extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
 }
 EMU_REGISTER(gemm_f32)
 
-// Linear's bias gradient: db[o] += Σ_{r<n} dy[r, o] (dy [n, out]), r increasing; one thread per o, so consecutive
-// threads read consecutive addresses of each row.
-extern "C" __global__ void linear_bias_grad_f32(const float* dy, float* db, int n, int out) {
-  for (long long o = global_index(); o < out; o += global_stride()) {
-    float acc = 0.0f;
-    for (int r = 0; r < n; r++) acc += dy[(long long)r * out + o];
-    db[o] += acc;
+// Linear's bias gradient db[o] += Σ_{r<n} dy[r, o] (dy [n, out]) in two levels, so that a few hundred columns of
+// many rows (attention's projections: n = batch·pixels) still give enough blocks to fill the GPU, while the sums
+// depend on the shape only (no atomics, the same order on every run and device):
+//   split s of S (grid y) covers rows [s·chunk, min(n, (s + 1)·chunk)); in a block of LBG_THREADS, lane c of warp w
+//   sums column o = blockIdx.x·32 + c over the rows start + w, start + w + LBG_WARPS, ... in increasing order (a
+//   warp reads 32 consecutive floats of one row), then warp 0 adds the LBG_WARPS partial sums in warp order;
+//   with one split (part null) the block adds that to db[o]; otherwise it writes part[s·out + o], and
+//   linear_bias_grad_reduce_f32 adds the S partials in split order.
+// cuda/linear.go chooses S and chunk from n and out.
+#define LBG_WARPS 8
+#define LBG_THREADS (32 * LBG_WARPS)
+extern "C" __global__ void __launch_bounds__(LBG_THREADS)
+    linear_bias_grad_f32(const float* dy, float* db, float* part, int n, int out, int chunk) {
+  __shared__ float red[LBG_WARPS][32];
+  const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+  const int o = blockIdx.x * 32 + lane, s = blockIdx.y;
+  const int r1 = min(n, (s + 1) * chunk);
+  float acc = 0.0f;
+  if (o < out)
+    for (int r = s * chunk + w; r < r1; r += LBG_WARPS) acc += dy[(long long)r * out + o];
+  red[w][lane] = acc;
+  __syncthreads();
+  if (w == 0 && o < out) {
+    float v = red[0][lane];
+    for (int i = 1; i < LBG_WARPS; i++) v += red[i][lane];
+    if (part)
+      part[(long long)s * out + o] = v;
+    else
+      db[o] += v;
   }
 }
 EMU_REGISTER(linear_bias_grad_f32)
+
+// db[o] += Σ_{s<splits} part[s·out + o], s increasing: the second level of linear_bias_grad_f32.
+extern "C" __global__ void linear_bias_grad_reduce_f32(const float* part, float* db, int splits, int out) {
+  for (long long o = global_index(); o < out; o += global_stride()) {
+    float v = 0.0f;
+    for (int s = 0; s < splits; s++) v += part[s * (long long)out + o];
+    db[o] += v;
+  }
+}
+EMU_REGISTER(linear_bias_grad_reduce_f32)

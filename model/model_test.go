@@ -449,8 +449,8 @@ func (nopBackend) Upsample2x(int, int, int, ops.Buf, ops.Buf)                   
 func (nopBackend) Upsample2xBackward(int, int, int, ops.Buf, ops.Buf)           {}
 func (nopBackend) Concat(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)         {}
 func (nopBackend) ConcatBackward(int, int, int, int, ops.Buf, ops.Buf, ops.Buf) {}
-func (nopBackend) AddChannel(int, int, int, ops.Buf, ops.Buf, ops.Buf)          {}
-func (nopBackend) ChannelSum(int, int, int, ops.Buf, ops.Buf)                   {}
+func (nopBackend) AddChannel(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)     {}
+func (nopBackend) ChannelSum(int, int, int, int, ops.Buf, ops.Buf)              {}
 func (nopBackend) Transpose(int, int, int, ops.Buf, ops.Buf)                    {}
 func (nopBackend) TransposeBackward(int, int, int, ops.Buf, ops.Buf)            {}
 func (nopBackend) Attention(ops.AttnShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/ddpmgo/ddpm/config"
 )
@@ -106,8 +107,12 @@ type plan struct {
 	blocks     []blockInfo
 	dropPer    int // dropout draws per sample and step
 	out        act
-	tact       act // SiLU(temb), the input of every resnet's time projection
-	perSample  int // workspace elements per sample
+	tact       act            // SiLU(temb), the input of every resnet's time projection
+	tembs      []tembEntry    // every resnet's time_emb_proj, in forward order (from the first pass; newPlan)
+	tproj      *tembProjLayer // the resnets' time_emb_proj stacked into one layer (second pass)
+	tembNext   int            // the next entry of tembs a resnet takes
+	listing    bool           // the first pass: the resnets list their time projections in tembs
+	perSample  int            // workspace elements per sample
 	savedPer   int
 	gradPer    int
 	scratchPer int
@@ -185,11 +190,23 @@ func validate(cfg config.Model, inChannels, imageSize int) error {
 // GroupNorm → SiLU → conv_out. A non-positive imageSize lays out parameters only
 // (CountParams), as for 1-pixel images: the down and up blocks' attention, which is
 // placed by resolution, is then left out.
+// newPlan lays the U-Net out in two passes: the first lists the resnets' time projections (tembs), which the
+// second stacks into one layer right after the time embedding (tembProjLayer), ahead of the resnets that use them.
 func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
+	first, err := buildPlan(cfg, inChannels, imageSize, nil)
+	if err != nil {
+		return nil, err
+	}
+	return buildPlan(cfg, inChannels, imageSize, first.tembs)
+}
+
+// buildPlan is one pass of newPlan: with tembs nil, the resnets only record their time projections in p.tembs
+// (the plan is then incomplete: it serves to list them).
+func buildPlan(cfg config.Model, inChannels, imageSize int, tembs []tembEntry) (*plan, error) {
 	if err := validate(cfg, inChannels, imageSize); err != nil {
 		return nil, err
 	}
-	p := &plan{
+	p := &plan{tembs: tembs, listing: tembs == nil,
 		cfg: cfg, in: inChannels, size: imageSize,
 		groups:  cfg.NormGroups,
 		eps:     float32(cfg.NormEps),
@@ -225,6 +242,9 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	p.tact = te.out
 	p.addLayer(te)
 	p.block("time_embedding", mark, act{c: p.tembDim, h: 1, w: 1})
+	if tembs != nil {
+		p.tembProj()
+	}
 
 	// Down path; skips is the stack of activations the up path concatenates.
 	h := convIn.out
@@ -294,6 +314,9 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	if len(skips) != 0 {
 		panic(fmt.Sprintf("model: %d skip connections left unused", len(skips)))
 	}
+	if tembs != nil && p.tembNext != len(tembs) {
+		panic(fmt.Sprintf("model: %d of %d stacked time projections used", p.tembNext, len(tembs)))
+	}
 
 	// Output head.
 	mark = p.numParams
@@ -327,6 +350,36 @@ func newPlan(cfg config.Model, inChannels, imageSize int) (*plan, error) {
 	}
 	p.perSample = p.savedPer + p.gradPer + p.scratchPer
 	return p, nil
+}
+
+// tembEntry is one resnet's time_emb_proj: its name prefix, its width (the resnet's channels) and its first column in
+// the stacked projections.
+type tembEntry struct {
+	name     string
+	out, col int
+}
+
+// tembProj adds the tembProjLayer of p.tembs: the stacked weights ([C_r, tdim] of each resnet r, rows after rows),
+// then the stacked biases, each tensor under its resnet's own name; its parameters are counted in the blocks of
+// their resnets (block).
+func (p *plan) tembProj() {
+	l := &tembProjLayer{tact: p.tact, in: p.tembDim}
+	for _, e := range p.tembs {
+		l.out += e.out
+	}
+	fan := initSpec{initUniform, p.tembDim}
+	l.wOff = p.numParams
+	for _, e := range p.tembs {
+		p.param(e.name+".weight", fan, e.out, p.tembDim)
+	}
+	l.bOff = p.numParams
+	for _, e := range p.tembs {
+		p.param(e.name+".bias", fan, e.out)
+	}
+	l.z = p.saved("time_emb_proj (all resnets)", l.out)
+	l.dz = p.grad("time_emb_proj (all resnets).grad", l.out) // zeroed with the gradients between modules
+	p.tproj = l
+	p.addLayer(l)
 }
 
 // offsets returns the per-sample offset of every tensor (reserved ids get −1).
@@ -383,8 +436,16 @@ func (p *plan) gradsReady() []int {
 	return ready
 }
 
+// block records a block of the summary: the parameters made since mark, and the stacked time projections of the
+// block's resnets (made earlier, by tembProj).
 func (p *plan) block(name string, mark int, out act) {
-	p.blocks = append(p.blocks, blockInfo{name: name, params: p.numParams - mark, out: [3]int{out.c, out.h, out.w}})
+	n := p.numParams - mark
+	for _, e := range p.tembs {
+		if p.tproj != nil && strings.HasPrefix(e.name, name+".") {
+			n += e.out*p.tembDim + e.out
+		}
+	}
+	p.blocks = append(p.blocks, blockInfo{name: name, params: n, out: [3]int{out.c, out.h, out.w}})
 }
 
 func (p *plan) param(name string, init initSpec, shape ...int) int {
@@ -443,7 +504,20 @@ func (p *plan) resnet(name string, x act, cout int) act {
 	r := &resnetLayer{x: x, cout: cout, name: name}
 	r.norm1 = p.norm(name+".norm1", x.c)
 	r.conv1 = p.conv(name+".conv1", x.c, cout, 3, 1, 1)
-	r.temb = p.linear(name+".time_emb_proj", p.tembDim, cout)
+	if p.listing { // first pass: list the projection (the layer stacking them takes its parameters)
+		col := 0
+		if k := len(p.tembs); k > 0 {
+			col = p.tembs[k-1].col + p.tembs[k-1].out
+		}
+		p.tembs = append(p.tembs, tembEntry{name: name + ".time_emb_proj", out: cout, col: col})
+	} else {
+		e := p.tembs[p.tembNext]
+		p.tembNext++
+		if e.name != name+".time_emb_proj" || e.out != cout {
+			panic(fmt.Sprintf("model: resnet %s (%d channels) meets stacked time projection %s (%d)", name, cout, e.name, e.out))
+		}
+		r.projCol = e.col
+	}
 	r.norm2 = p.norm(name+".norm2", cout)
 	r.conv2 = p.conv(name+".conv2", cout, cout, 3, 1, 1)
 	if x.c != cout {
@@ -451,13 +525,11 @@ func (p *plan) resnet(name string, x act, cout int) act {
 		r.short = &sc
 		r.sc = p.scratch(name+".shortcut", 0, cout*hw)
 	}
-	r.tact = p.tact
 	r.st1 = p.saved(name+".norm1.stats", 2*p.groups)
 	r.a1 = p.saved(name+".act1", x.c*hw)
 	r.h = p.saved(name+".conv1+temb", cout*hw)
 	r.st2 = p.saved(name+".norm2.stats", 2*p.groups)
 	r.a2 = p.saved(name+".act2", cout*hw)
-	r.proj = p.scratch(name+".time_emb_proj", 3, cout)
 	if p.dropout > 0 {
 		r.d = p.saved(name+".dropout", cout*hw)
 		r.dropBase = p.dropPer
@@ -466,9 +538,9 @@ func (p *plan) resnet(name string, x act, cout int) act {
 	}
 	r.ga2 = p.scratch(name+".act2.grad", 1, cout*hw)
 	r.gh = p.scratch(name+".conv1+temb.grad", 0, cout*hw)
-	r.gproj = p.grad(name+".time_emb_proj.grad", cout) // small: zeroed with the gradients between modules, not by a fill of its own
 	r.ga1 = p.scratch(name+".act1.grad", 1, x.c*hw)
 	r.out = p.act(name, cout, x.h, x.w)
+	r.proj = p.tproj // nil in the first pass
 	p.addLayer(r)
 	return r.out
 }

@@ -31,11 +31,12 @@ type UNet struct {
 	pv, gv        []ops.Buf // per-parameter views of params and grads
 
 	ws      ops.Buf
-	offs    []int             // per-sample offset of each workspace tensor
-	views   map[int][]ops.Buf // per batch size: one view per tensor id
-	cur     []ops.Buf         // views of the current batch
-	n       int               // current batch (0 before the first Forward)
-	forward bool              // a Forward has run since the last Backward
+	offs    []int              // per-sample offset of each workspace tensor
+	views   map[int][]ops.Buf  // per batch size: one view per tensor id
+	subs    map[subKey]ops.Buf // views within a tensor or the parameters (sub)
+	cur     []ops.Buf          // views of the current batch
+	n       int                // current batch (0 before the first Forward)
+	forward bool               // a Forward has run since the last Backward
 
 	train       bool
 	dropSeed    uint64
@@ -61,7 +62,7 @@ func New(b ops.Backend, cfg config.Model, inChannels, imageSize, maxBatch int) (
 	if err != nil {
 		return nil, err
 	}
-	u := &UNet{be: b, p: p, maxBatch: maxBatch, views: map[int][]ops.Buf{}}
+	u := &UNet{be: b, p: p, maxBatch: maxBatch, views: map[int][]ops.Buf{}, subs: map[subKey]ops.Buf{}}
 	u.params = b.Alloc(p.numParams)
 	u.grads = b.Alloc(p.numParams)
 	for _, t := range p.params {
@@ -104,6 +105,11 @@ func (u *UNet) UseParams(p ops.Buf) ops.Buf {
 	u.params = p
 	for i, t := range u.p.params {
 		u.pv[i] = u.be.Slice(p, t.Offset, t.Size)
+	}
+	for k := range u.subs { // views of the previous parameters
+		if k.id == subParams {
+			delete(u.subs, k)
+		}
 	}
 	return prev
 }
@@ -214,6 +220,36 @@ func (u *UNet) setBatch(n int) {
 
 // buf returns tensor id's view for the current batch.
 func (u *UNet) buf(id int) ops.Buf { return u.cur[id] }
+
+// subKey names a view made by sub: tensor id (or subParams, subGrads) at batch n (0 for the parameters), [off, off+len).
+type subKey struct{ id, n, off, len int }
+
+// Bases of sub other than a tensor.
+const (
+	subParams = -1 - iota
+	subGrads
+)
+
+// sub returns the view [off, off+n) of tensor id at the current batch, or of the parameters (subParams) or their
+// gradients (subGrads). Each is made once and kept, so that a step allocates nothing.
+func (u *UNet) sub(id, off, n int) ops.Buf {
+	k := subKey{id, u.n, off, n}
+	base := u.params
+	switch id {
+	case subParams:
+		k.n = 0
+	case subGrads:
+		k.n, base = 0, u.grads
+	default:
+		base = u.buf(id)
+	}
+	v, ok := u.subs[k]
+	if !ok {
+		v = u.be.Slice(base, off, n)
+		u.subs[k] = v
+	}
+	return v
+}
 
 // Forward runs the U-Net on x [batch, C, H, W] at timesteps t [batch] (float values)
 // and returns the predicted noise [batch, C, H, W], a view into the workspace that

@@ -200,11 +200,13 @@ type Backend interface {
 	// ConcatBackward: da += dy[:, :Ca], db += dy[:, Ca:].
 	ConcatBackward(n, ca, cb, hw int, dy, da, db Buf)
 
-	// AddChannel: y[n,c,i] = x[n,c,i] + p[n·C+c] (the time projection added per
-	// sample and channel; y may alias x).
-	AddChannel(n, c, hw int, x, p, y Buf)
-	// ChannelSum: dp[n·C+c] += Σ_i dy[n,c,i] (the backward of AddChannel for p).
-	ChannelSum(n, c, hw int, dy, dp Buf)
+	// AddChannel: y[n,c,i] = x[n,c,i] + p[n·ld+c] (the time projection added per
+	// sample and channel; y may alias x). p's rows are ld ≥ C apart: the U-Net's p is
+	// one resnet's columns of the time projections of all its resnets, computed as one
+	// matrix; p holds RowsLen(N, C, ld) elements.
+	AddChannel(n, c, hw, ld int, x, p, y Buf)
+	// ChannelSum: dp[n·ld+c] += Σ_i dy[n,c,i] (the backward of AddChannel for p).
+	ChannelSum(n, c, hw, ld int, dy, dp Buf)
 
 	// Transpose: batched 2-D transpose, x [N, R, C] → y [N, C, R] (NCHW ↔ N(HW)C).
 	Transpose(n, r, c int, x, y Buf)
@@ -263,4 +265,13 @@ type Backend interface {
 	// when C0 or CE is non-zero), z and p may be nil. Every buffer has x's length; out
 	// may alias any input.
 	SamplerStep(c StepCoef, x, e, z, p, out Buf)
+}
+
+// RowsLen is the length of a buffer of n rows of c elements whose rows start ld apart:
+// (n−1)·ld + c, and 0 for no rows (AddChannel's p).
+func RowsLen(n, c, ld int) int {
+	if n == 0 {
+		return 0
+	}
+	return (n-1)*ld + c
 }

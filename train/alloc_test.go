@@ -38,8 +38,8 @@ func (nullBackend) Upsample2x(int, int, int, ops.Buf, ops.Buf)                  
 func (nullBackend) Upsample2xBackward(int, int, int, ops.Buf, ops.Buf)                   {}
 func (nullBackend) Concat(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)                 {}
 func (nullBackend) ConcatBackward(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)         {}
-func (nullBackend) AddChannel(int, int, int, ops.Buf, ops.Buf, ops.Buf)                  {}
-func (nullBackend) ChannelSum(int, int, int, ops.Buf, ops.Buf)                           {}
+func (nullBackend) AddChannel(int, int, int, int, ops.Buf, ops.Buf, ops.Buf)             {}
+func (nullBackend) ChannelSum(int, int, int, int, ops.Buf, ops.Buf)                      {}
 func (nullBackend) Transpose(int, int, int, ops.Buf, ops.Buf)                            {}
 func (nullBackend) TransposeBackward(int, int, int, ops.Buf, ops.Buf)                    {}
 func (nullBackend) Attention(ops.AttnShape, ops.Buf, ops.Buf, ops.Buf, ops.Buf, ops.Buf) {}

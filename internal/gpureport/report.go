@@ -356,14 +356,16 @@ func (r *renderer) roofline() ([]Metric, error) {
 	r.p("  outputs read and written; bf16's packed convolution operands are bfloat16, 2 bytes an element) at HBM\n")
 	r.p("  speed, scaled by min(1, blocks / SMs);\n")
 	r.p("- compute, tiled GEMM kernels (the implicit-GEMM convolutions `conv2d_igemm_*`, `conv2d_wgrad_*` with\n")
-	r.p("  BM×%d tiles, BM = 64 or 128; `gemm_f32` with %dx%d tiles): the multiply-adds their tiles execute (M, N, K\n", 128, tile64.BM, tile64.BN)
-	r.p("  rounded up to the tile, channels packed to multiples of 4 (bf16: 8), the zero taps of strided backward-data\n")
-	r.p("  and each split-K chunk's last k-step included), issued at the main loop's measured\n")
-	r.p("  share of math instructions, one warp instruction per scheduler per cycle (%.2f G warp instructions/s per SM,\n", m.IssueRate()/1e9)
-	r.p("  the FP32 peak's issue rate), in waves of SMs × resident blocks per SM (sm_90 occupancy), a wave running at\n")
-	r.p("  min(1, resident warps / %d) of that rate, and never faster than the math pipe's peak (a TF32 HMMA.1684 does\n", m.SatWarps)
-	r.p("  512 multiply-adds: the TF32 peak needs %.0f%% of the issue slots; an FFMA 32: the FP32 peak needs 100%%);\n",
+	r.p("  BM×%d tiles, BM = 64 or 128; the GEMMs `gemm_f32` and, at bf16, `gemm_bf16` with %dx%d tiles): the\n", 128, tile64.BM, tile64.BN)
+	r.p("  multiply-adds their tiles execute (M, N, K rounded up to the tile, channels packed to multiples of 4 (bf16:\n")
+	r.p("  8), the zero taps of strided backward-data and each split-K chunk's last k-step included), issued at the main\n")
+	r.p("  loop's measured share of math instructions, one warp instruction per scheduler per cycle (%.2f G warp\n", m.IssueRate()/1e9)
+	r.p("  instructions/s per SM, the FP32 peak's issue rate), in waves of SMs × resident blocks per SM (sm_90\n")
+	r.p("  occupancy), a wave running at min(1, resident warps / %d) of that rate, and never faster than the math pipe's\n", m.SatWarps)
+	r.p("  peak (a TF32 HMMA.1684 does 512 multiply-adds: the TF32 peak needs %.0f%% of the issue slots; a BF16\n",
 		100*m.TF32/1024/(m.IssueRate()*float64(m.SMs)))
+	r.p("  HMMA.16816 2048: the BF16 peak needs %.0f%%; an FFMA 32: the FP32 peak needs 100%%);\n",
+		100*m.BF16/4096/(m.IssueRate()*float64(m.SMs)))
 	r.p("- compute, other kernels: their nominal FLOPs at the FP32 peak (they are bound by memory);\n")
 	r.p("- a launch takes max(compute, memory); the step estimate is Σ max(launch time, %.0f µs).\n\n", m.Launch*1e6)
 	r.p("mma.sync on sm_90 does not reach the datasheet's tensor peak (that needs wgmma), so the compute side of the\n")

@@ -62,6 +62,9 @@ type gemmTile struct{ BM, BN, BK int }
 
 var tile64 = gemmTile{64, 64, 16}
 
+// tileBF16 is the block tile of gemm_bf16 (kernels/linear_bf16.cu: GBF_BM × GBF_BN, k-step GBF_BK).
+var tileBF16 = gemmTile{64, 64, 32}
+
 // works is the one place that knows each kernel's arguments (kernels/*.cu): every kernel a step launches must have
 // an entry, or the report fails (WorkOf).
 var works = map[string]workFn{}
@@ -133,6 +136,7 @@ func init() {
 		return w, nil
 	}
 	works["gemm_f32"] = gemm(tile64)
+	works["gemm_bf16"] = gemm(tileBF16)
 
 	// conv2d_splitk_reduce_f32(part, dw, splits, n): dw[i] += Σ_s part[s·n+i]
 	works["conv2d_splitk_reduce_f32"] = func(l Launch) (Work, error) {
@@ -145,10 +149,19 @@ func init() {
 		e := v[0] * v[1] * v[2]
 		return Work{FLOPs: e, Bytes: 4 * (e + 2*v[1])}, err
 	}
-	// linear_bias_grad_f32(dy, db, n, out)
+	// linear_bias_grad_f32(dy, db, part, n, out, chunk), grid.y splits of the rows: dy read; db read and written, or
+	// with several splits (part not null) a partial sum per split and column written.
 	works["linear_bias_grad_f32"] = func(l Launch) (Work, error) {
-		n, out, err := ints2(l, 2, 3)
-		return Work{FLOPs: n * out, Bytes: 4 * (n*out + 2*out)}, err
+		n, out, err := ints2(l, 3, 4)
+		if isNull(l, 2) {
+			return Work{FLOPs: n * out, Bytes: 4 * (n*out + 2*out)}, err
+		}
+		return Work{FLOPs: n * out, Bytes: 4 * (n*out + float64(max(l.Grid.Y, 1))*out)}, err
+	}
+	// linear_bias_grad_reduce_f32(part, db, splits, out): db[o] += Σ_s part[s·out + o]
+	works["linear_bias_grad_reduce_f32"] = func(l Launch) (Work, error) {
+		s, out, err := ints2(l, 2, 3)
+		return Work{FLOPs: s * out, Bytes: 4 * (s*out + 2*out)}, err
 	}
 
 	// Elementwise over n = the last integer argument: floats read, floats written (an accumulated one counts in
@@ -218,17 +231,13 @@ func init() {
 		w.FLOPs += 4 * n * v[0] * v[1]
 		return w, err
 	}
-	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G): x and dy read, dx accumulated when given,
-	// per-(n, c) sums written when given
+	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets): x and dy
+	// read, dx accumulated (or only written) when given, per-(n, c) sums written when given; then, by the last block,
+	// the sums read and added over n into dgamma and dbeta (each accumulated when given)
 	works["groupnorm_bwd_f32"] = gnBwd(4, 5, 6, 12)
-	// groupnorm_silu_bwd_f32(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G): as groupnorm_bwd_f32, with n and the
-	// SiLU gradient recomputed in both passes (about 2×8 more FLOPs per element)
+	// groupnorm_silu_bwd_f32(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets):
+	// as groupnorm_bwd_f32, with n and the SiLU gradient recomputed in both passes (about 2×8 more FLOPs per element)
 	works["groupnorm_silu_bwd_f32"] = gnBwd(5, 6, 7, 28)
-	// groupnorm_param_grad_f32(sums, dgamma, dbeta, N, C)
-	works["groupnorm_param_grad_f32"] = func(l Launch) (Work, error) {
-		n, c, err := ints2(l, 3, 4)
-		return Work{FLOPs: 2 * n * c, Bytes: 4 * (2*n*c + 4*c)}, err
-	}
 
 	// concat_f32(a, b, y, n, ca, cb, hw)
 	works["concat_f32"] = func(l Launch) (Work, error) {
@@ -249,7 +258,7 @@ func init() {
 		}
 		return Work{FLOPs: a + b, Bytes: 4 * bytes}, err
 	}
-	// add_channel_f32(x, p, y, total, hw)
+	// add_channel_f32(x, p, y, total, hw, C, ld)
 	works["add_channel_f32"] = func(l Launch) (Work, error) {
 		t, hw, err := ints2(l, 3, 4)
 		if hw == 0 {
@@ -257,7 +266,7 @@ func init() {
 		}
 		return Work{FLOPs: t, Bytes: 4 * (2*t + t/hw)}, err
 	}
-	// channel_sum_f32(dy, dp, rows, hw): dp accumulated
+	// channel_sum_f32(dy, dp, rows, hw, C, ld): dp accumulated
 	works["channel_sum_f32"] = func(l Launch) (Work, error) {
 		r, hw, err := ints2(l, 2, 3)
 		return Work{FLOPs: r * hw, Bytes: 4 * (r*hw + 2*r)}, err
@@ -455,8 +464,8 @@ func convWgrad(t gemmTile, es float64) workFn {
 	}
 }
 
-// gemm: gemm_f32(A, B, C, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, zdiv, a_s1, a_s2, b_s1, b_s2, c_s1, c_s2,
-// alpha, accumulate), grid.z matrices.
+// gemm: gemm_f32 or gemm_bf16(A, B, C, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, zdiv, a_s1, a_s2, b_s1, b_s2,
+// c_s1, c_s2, alpha, accumulate), grid.z matrices.
 func gemm(t gemmTile) workFn {
 	return func(l Launch) (Work, error) {
 		v, err := ints(l, 4, 5, 6, 20)
@@ -534,19 +543,29 @@ func argString(l Launch) string {
 }
 
 // gnBwd is the work of the group-norm backward kernels: dx and sums at argument indices dxIdx, sumsIdx, then N, C,
-// HW from nIdx; x and dy read, dx accumulated when given, per-(n, c) sums written when given.
+// HW, G, accumulate, dgamma, dbeta from nIdx; x and dy read, dx accumulated (read and written) or written when
+// given, per-(n, c) sums written when given, then read by the last block and added over n into the given dgamma and
+// dbeta (accumulated).
 func gnBwd(dxIdx, sumsIdx, nIdx int, flops float64) workFn {
 	return func(l Launch) (Work, error) {
-		v, err := ints(l, nIdx, nIdx+1, nIdx+2)
-		e := v[0] * v[1] * v[2]
+		v, err := ints(l, nIdx, nIdx+1, nIdx+2, nIdx+4)
+		e, nc := v[0]*v[1]*v[2], v[0]*v[1]
+		w := Work{FLOPs: flops * e}
 		b := 2 * e
 		if !isNull(l, dxIdx) {
-			b += 2 * e
+			b += (1 + v[3]) * e
 		}
 		if !isNull(l, sumsIdx) {
-			b += 2 * v[0] * v[1]
+			b += 2 * nc
 		}
-		return Work{FLOPs: flops * e, Bytes: 4 * b}, err
+		for _, p := range []int{nIdx + 5, nIdx + 6} {
+			if !isNull(l, p) {
+				w.FLOPs += nc
+				b += nc + 2*v[1]
+			}
+		}
+		w.Bytes = 4 * b
+		return w, err
 	}
 }
 

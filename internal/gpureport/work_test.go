@@ -19,12 +19,11 @@ func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf
 	if tc {
 		p = ops.TF32
 	}
-	return tracePrec(t, p, f)
+	return traceAt(t, p, f)
 }
 
-// tracePrec is trace at precision p.
-func tracePrec(t *testing.T, p ops.Precision,
-	f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
+// traceAt is trace at precision p.
+func traceAt(t *testing.T, p ops.Precision, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
 	t.Helper()
 	d := &dryDriver{tc: true}
 	be, err := cuda.NewBackend(d)
@@ -143,7 +142,7 @@ func TestWorkConv(t *testing.T) {
 // element, channels padded to Cp = 8) and whose k-step is 64.
 func TestWorkConvBF16(t *testing.T) {
 	s := ops.ConvShape{N: 2, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 2, Pad: 1}
-	ls := tracePrec(t, ops.BF16, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+	ls := traceAt(t, ops.BF16, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
 		x, w, b, y := a(2*3*35), a(4*27), a(4), a(2*4*12)
 		be.Conv2D(s, x, w, b, y)
 		be.Conv2DBackward(s, x, w, y, a(2*3*35), a(4*27), a(4))
@@ -195,6 +194,26 @@ func TestWorkGEMM(t *testing.T) {
 		want{"attention_softmax_bwd_f32", 4 * 64, 4 * 3 * 64, 0},
 		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 2*12), 4 * 64 * 64 * 16}, // dq += dS·k
 		want{"gemm_f32", 384, 4 * 4 * (16 + 12 + 2*12), 4 * 64 * 64 * 16}) // dk += dSᵀ·q
+
+	// At bf16 the same GEMMs run gemm_bf16, whose k-step is 32; the bias gradient stays FP32.
+	ls = traceAt(t, ops.BF16, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		x, w, b, y := a(35), a(21), a(3), a(15)
+		be.Linear(5, 7, 3, x, w, b, y)
+		be.LinearBackward(5, 7, 3, x, w, y, a(35), a(21), a(3))
+	})
+	check(t, ls,
+		want{"gemm_bf16", 210, 4*(35+21+15) + 4*3, 64 * 64 * 32},
+		want{"gemm_bf16", 210, 4 * (15 + 21 + 2*35), 64 * 64 * 32},
+		want{"gemm_bf16", 210, 4 * (15 + 35 + 2*21), 64 * 64 * 32},
+		want{"linear_bias_grad_f32", 15, 4 * (15 + 6), 0})
+
+	// A bias gradient over 1024 rows and 40 columns: 4 splits of 256 rows, partials, then their sum.
+	ls = trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
+		be.LinearBackward(1024, 2, 40, a(2048), a(80), a(40960), nil, nil, a(40))
+	})
+	check(t, ls,
+		want{"linear_bias_grad_f32", 40960, 4 * (40960 + 4*40), 0},
+		want{"linear_bias_grad_reduce_f32", 160, 4 * (160 + 2*40), 0})
 }
 
 func TestWorkGroupNormAndLayout(t *testing.T) {
@@ -209,8 +228,8 @@ func TestWorkGroupNormAndLayout(t *testing.T) {
 		be.Concat(2, 3, 1, 5, a(30), a(10), a(40))
 		be.ConcatBackward(2, 3, 1, 5, a(40), a(30), a(10))
 		be.ConcatBackward(2, 3, 1, 5, a(40), a(30), nil)
-		be.AddChannel(2, 3, 5, a(30), a(6), a(30))
-		be.ChannelSum(2, 3, 5, a(30), a(6))
+		be.AddChannel(2, 3, 5, 3, a(30), a(6), a(30))
+		be.ChannelSum(2, 3, 5, 3, a(30), a(6))
 		be.Transpose(3, 4, 5, a(60), a(60))
 		be.TransposeBackward(3, 4, 5, a(60), a(60))
 		be.Upsample2x(2, 3, 4, a(24), a(96))
@@ -218,12 +237,11 @@ func TestWorkGroupNormAndLayout(t *testing.T) {
 	})
 	check(t, ls,
 		want{"groupnorm_fwd_f32", 8 * 40, 4 * (2*40 + 2*4 + 2*4), 0}, // x read, y written, γ, β, the stats
-		want{"groupnorm_bwd_f32", 12 * 40, 4 * (4*40 + 2*8), 0},      // x, dy read; dx accumulated; sums written
-		want{"groupnorm_param_grad_f32", 16, 4 * (16 + 16), 0},
+		// x, dy read; dx accumulated; sums written, then read and added into dgamma, dbeta by the last block
+		want{"groupnorm_bwd_f32", 12*40 + 16, 4 * (4*40 + 2*8 + 16 + 16), 0},
 		want{"groupnorm_bwd_f32", 12 * 40, 4 * 4 * 40, 0},
-		want{"groupnorm_silu_fwd_f32", 12 * 40, 4 * (2*40 + 2*4 + 2*4), 0}, // GroupNorm's, and SiLU per element
-		want{"groupnorm_silu_bwd_f32", 28 * 40, 4 * (4*40 + 2*8), 0},       // n and the SiLU gradient recomputed
-		want{"groupnorm_param_grad_f32", 16, 4 * (16 + 16), 0},
+		want{"groupnorm_silu_fwd_f32", 12 * 40, 4 * (2*40 + 2*4 + 2*4), 0},        // GroupNorm's, and SiLU per element
+		want{"groupnorm_silu_bwd_f32", 28*40 + 16, 4 * (4*40 + 2*8 + 16 + 16), 0}, // n and the SiLU gradient recomputed
 		want{"concat_f32", 0, 8 * 40, 0},
 		want{"concat_bwd_f32", 40, 4 * (40 + 60 + 20), 0},
 		want{"concat_bwd_f32", 40, 4 * (40 + 60), 0},

@@ -214,7 +214,8 @@ func convCases() []Case {
 		// The longest reduction: y over Cin·K·K, dx over Cout·K·K, dw and db over N·OH·OW.
 		kmax := max(s.Cin*s.K*s.K, s.Cout*s.K*s.K, s.N*s.OutH()*s.OutW())
 		cs = append(cs, Case{Name: name, Methods: []string{"Conv2D", "Conv2DBackward"}, Tol: tolGEMM, Why: whyGEMM,
-			BF16: &BF16Band{K: kmax, Stages: 1, Amp: 1, Why: "db sums bf16(dy): one rounding per term"},
+			BF16: &BF16Band{K: kmax, Stages: 1, Amp: 1, Why: "db sums the float32 dy"},
+			Conv: &s,
 			Run: func(e *Env) {
 				x := e.In("x", e.Randn(xn, 1))
 				w := e.In("w", e.Randn(wn, 0.3))
@@ -313,8 +314,9 @@ func (e *Env) shifted(n int, shift, scale float32) []float32 {
 
 func linearCases() []Case {
 	var cs []Case
-	// n, in, out: across the GPU's 64-tiles on each side, and a long reduction (in = 1000).
-	for _, sh := range [][3]int{{1, 1, 1}, {3, 7, 5}, {64, 128, 512}, {65, 17, 70}, {2, 1000, 3}, {1, 3, 129}} {
+	// n, in, out: across the GPU's 64-tiles on each side, a long reduction (in = 1000), and many rows (the GPU's
+	// bias gradient cuts more than 256 rows into splits: 1100 rows are 5 splits of 220).
+	for _, sh := range [][3]int{{1, 1, 1}, {3, 7, 5}, {64, 128, 512}, {65, 17, 70}, {2, 1000, 3}, {1, 3, 129}, {1100, 3, 70}} {
 		n, in, out := sh[0], sh[1], sh[2]
 		cs = append(cs, Case{Name: fmt.Sprintf("Linear/%dx%d->%d", n, in, out), Methods: []string{"Linear", "LinearBackward"},
 			Tol: tolGEMM, Why: whyGEMM, BF16: &BF16Band{K: max(n, in, out), Stages: 1, Amp: 1, Why: "db sums the float32 dy"},
@@ -372,20 +374,23 @@ func layoutCases() []Case {
 				e.B.ConcatBackward(n, ca, cb, hw, dy, e.Acc("da only", e.Randn(n*ca*hw, 1)), nil)
 			}})
 	}
-	for _, sh := range [][3]int{{1, 1, 1}, {3, 6, 35}, {16, 64, 256}, {2, 3, 1000}} { // n, c, hw
-		n, c, hw := sh[0], sh[1], sh[2]
+	// n, c, hw, ld: p's rows ld apart (ld > c: one resnet's columns of the U-Net's stacked time projections; the
+	// accumulated dp's elements between the rows must stay as they were).
+	for _, sh := range [][4]int{{1, 1, 1, 1}, {3, 6, 35, 6}, {3, 6, 35, 11}, {16, 64, 256, 64}, {4, 5, 9, 23}, {2, 3, 1000, 3}} {
+		n, c, hw, ld := sh[0], sh[1], sh[2], sh[3]
 		tol, why := tolExact, "AddChannel is one rounding; ChannelSum sums HW ≤ 256 terms: "+whyReduce
 		if hw > 256 {
 			tol, why = tolReduce, fmt.Sprintf("AddChannel is one rounding; ChannelSum sums %d terms per row (in a 32-lane order on a GPU): %s", hw, whyReduce)
 		}
-		cs = append(cs, Case{Name: fmt.Sprintf("AddChannel/%dx%dx%d", n, c, hw), Methods: []string{"AddChannel", "ChannelSum"},
+		pn := ops.RowsLen(n, c, ld)
+		cs = append(cs, Case{Name: fmt.Sprintf("AddChannel/%dx%dx%d/ld=%d", n, c, hw, ld), Methods: []string{"AddChannel", "ChannelSum"},
 			Tol: tol, Why: why,
 			Run: func(e *Env) {
-				x, p := e.In("x", e.Randn(n*c*hw, 1)), e.In("p", e.Randn(n*c, 1))
-				e.B.AddChannel(n, c, hw, x, p, e.Out("y", n*c*hw))
+				x, p := e.In("x", e.Randn(n*c*hw, 1)), e.In("p", e.Randn(pn, 1))
+				e.B.AddChannel(n, c, hw, ld, x, p, e.Out("y", n*c*hw))
 				y := e.Acc("y aliasing x", e.Randn(n*c*hw, 1))
-				e.B.AddChannel(n, c, hw, y, p, y)
-				e.B.ChannelSum(n, c, hw, e.In("dy", e.Randn(n*c*hw, 1)), e.Acc("dp", e.Randn(n*c, 1)))
+				e.B.AddChannel(n, c, hw, ld, y, p, y)
+				e.B.ChannelSum(n, c, hw, ld, e.In("dy", e.Randn(n*c*hw, 1)), e.Acc("dp", e.Randn(pn, 1)))
 			}})
 	}
 	for _, sh := range [][3]int{{1, 1, 1}, {3, 5, 7}, {4, 33, 70}, {2, 128, 256}, {2, 65, 33}} { // n, r, c

@@ -42,11 +42,14 @@ import (
 // Case is one conformance check.
 type Case struct {
 	Name    string
-	Methods []string  // the ops.Backend methods it exercises (for the coverage check)
-	Tol     float64   // largest normalized error allowed on each output; 0: bit for bit
-	Why     string    // the reason for Tol
-	BF16    *BF16Band // the tolerance at precision bf16 against FP32 (option BF16); nil: the op does not change
+	Methods []string       // the ops.Backend methods it exercises (for the coverage check)
+	Tol     float64        // largest normalized error allowed on each output; 0: bit for bit
+	Why     string         // the reason for Tol
+	BF16    *BF16Band      // the tolerance at precision bf16 against FP32 (option BF16); nil: the op does not change
+	Conv    *ops.ConvShape // the shape of a convolution case, for options that depend on it
 	Run     func(e *Env)
+
+	outTol func(output string) (tol float64, why string, ok bool) // option PerOutput
 }
 
 // Guard is the number of sentinel elements on each side of every buffer the suite
@@ -256,6 +259,16 @@ func MinTol(tol float64, why string) Option {
 	}
 }
 
+// PerOutput sets the tolerance of single outputs: where tol returns ok for a case and an output's name, that
+// output is held to its tolerance and reason instead of the case's.
+func PerOutput(tol func(c Case, output string) (float64, string, bool)) Option {
+	return func(c *Case) bool {
+		cc := *c
+		c.outTol = func(o string) (float64, string, bool) { return tol(cc, o) }
+		return true
+	}
+}
+
 // Select returns the cases of Cases that opts keep, as opts adjust them.
 func Select(opts ...Option) []Case {
 	var cs []Case
@@ -325,6 +338,12 @@ func Check(c Case, got, ref ops.Backend) (report, failures []string) {
 		return report, append(failures, fmt.Sprintf("%d results on %s, %d on %s", len(rg), got.Name(), len(rr), ref.Name()))
 	}
 	for i := range rr {
+		c := c
+		if c.outTol != nil {
+			if tol, why, ok := c.outTol(rr[i].name); ok {
+				c.Tol, c.Why = tol, why
+			}
+		}
 		if c.Tol == 0 {
 			if bad := bitDiff(rg[i].data, rr[i].data); bad != nil {
 				failures = append(failures, fmt.Sprintf("%s: %s vs %s: %v (must be bit for bit: %s)", rr[i].name, got.Name(), ref.Name(), bad, c.Why))
