@@ -34,7 +34,7 @@ type Backend struct {
 	d       Driver
 	err     error
 	partial DevicePtr     // reduceMaxBlocks doubles: pass-1 sums of the reductions
-	tickets DevicePtr     // a zero word: the ticket counter of kernels whose last block finishes (groupnorm.cu)
+	tickets DevicePtr     // ticketWords zero words: the counters of kernels whose last block finishes (ticketWords)
 	prec    ops.Precision // the convolutions' and, at bf16, the GEMMs' precision (SetPrecision, conv2d.go); "" is FP32
 	ws      workspace     // grow-only scratch of the conv, group-norm and attention launchers (workspace.go)
 	fills   []zeroFill    // Fill(b, 0) not yet launched (fills.go)
@@ -46,17 +46,22 @@ func NewBackend(d Driver) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda backend: reduction scratch: %w", err)
 	}
-	// The kernels that count finished blocks on it set it back to 0 before they end.
-	t, err := d.Alloc(4)
+	t, err := d.Alloc(4 * ticketWords)
 	if err == nil {
-		err = d.Memset32(t, 0, 1)
+		err = d.Memset32(t, 0, ticketWords)
 	}
 	if err != nil {
 		d.Free(p)
-		return nil, fmt.Errorf("cuda backend: ticket counter: %w", err)
+		return nil, fmt.Errorf("cuda backend: ticket counters: %w", err)
 	}
 	return &Backend{d: d, partial: p, tickets: t}, nil
 }
+
+// ticketWords is the number of ticket counters: group norm's backward counts its finished blocks on word 0
+// (groupnorm.cu), a split-K convolution those of each tile on word tile (conv2d.cu, splitk_last; fewer than
+// convSplitTarget tiles, checkTickets). Each kernel sets its words back to 0 before it ends, and the kernels that
+// use them run one after another on the default stream.
+const ticketWords = 512
 
 // Name is "cuda/" and the driver's name.
 func (be *Backend) Name() string { return "cuda/" + be.d.Name() }

@@ -38,8 +38,9 @@ const (
 	convPart = 2
 )
 
-// Split-K: a GEMM whose tiles would not fill the GPU is cut along k into chunks (grid z) whose partial sums a
-// second kernel adds in a fixed order, so the result depends on the shape only. convSplitTarget is the number of
+// Split-K: a GEMM whose tiles would not fill the GPU is cut along k into chunks (grid z) whose partial sums the
+// last block of each tile adds in a fixed order, in the same launch (kernels/conv2d.cu, splitk_last), so the result
+// depends on the shape only. convSplitTarget is the number of
 // blocks aimed at (two blocks on each of an H100's 132 SMs); convSplitMinK the smallest chunk worth a block (k
 // indices); convSplitMax bounds the partials (splits × the output).
 const (
@@ -270,14 +271,20 @@ func (be *Backend) igemm(op string, s ops.ConvShape, c igemmCall, splits, chunk 
 	bm := igemmTile(c.m)
 	block, smem, prec := be.igLaunch(bm)
 	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(c.k, c.cp, be.tensor(), be.kStep()))
-	out, mode := c.out, c.mode
-	if splits > 1 {
-		out, mode = c.part, convPart
-	}
 	grid := Dim3{X: ceilDiv(c.npix, igBN), Y: ceilDiv(c.m, bm), Z: splits}
-	be.keep(op, be.d.Launch(name, grid, block, smem, Ptr(c.in), Ptr(c.wk), Ptr(c.bias), Ptr(out), I32(int32(c.m)),
-		I32(int32(c.npix)), I32(int32(c.oh)), I32(int32(c.ow)), I32(int32(c.hin)), I32(int32(c.win)),
-		I32(int32(c.st)), I32(int32(c.k)), I32(int32(c.cp)), I32(int32(chunk)), I32(int32(mode))))
+	be.checkTickets(op, s, grid)
+	be.keep(op, be.d.Launch(name, grid, block, smem, Ptr(c.in), Ptr(c.wk), Ptr(c.bias), Ptr(c.out), Ptr(c.part),
+		Ptr(be.tickets), I32(int32(c.m)), I32(int32(c.npix)), I32(int32(c.oh)), I32(int32(c.ow)), I32(int32(c.hin)),
+		I32(int32(c.win)), I32(int32(c.st)), I32(int32(c.k)), I32(int32(c.cp)), I32(int32(chunk)), I32(int32(c.mode))))
+}
+
+// checkTickets panics when a split GEMM's grid has more tiles than be.tickets has words (convSplits splits only
+// grids of fewer than convSplitTarget tiles).
+func (be *Backend) checkTickets(op string, s ops.ConvShape, grid Dim3) {
+	if grid.Z > 1 && grid.X*grid.Y > ticketWords {
+		panic(fmt.Sprintf("cuda %s %+v: a split-K grid of %d tiles, more than the %d tickets", op, s, grid.X*grid.Y,
+			ticketWords))
+	}
 }
 
 // Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (zero outside x; OH and OW count
@@ -313,10 +320,6 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	}
 	be.igemm(op, s, igemmCall{in: r[0], wk: r[1], bias: bias, out: ys.p, part: r[2], m: s.Cout, npix: npix,
 		oh: s.OutH(), ow: s.OutW(), hin: g.hp, win: g.wp, st: s.Stride, k: s.K, cp: g.cinP, mode: convSet}, splits, chunk)
-	if splits > 1 {
-		be.gridStride(op, "conv2d_splitk_bias_f32", nout, elementwiseThreads, Ptr(r[2]), ptr(bs), Ptr(ys.p),
-			I32(int32(splits)), I32(int32(nout)), I32(int32(s.Cout)), I32(int32(g.ohw)))
-	}
 }
 
 // Conv2DBackward accumulates dx (backward-data), dw (backward-weight) and db[o] += Σ_{n,i,j} dy[n,o,i,j]; any may
@@ -363,14 +366,6 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 		}
 		be.igemm(op, s, igemmCall{in: r[0], wk: r[1], out: dxs.p, part: r[2], m: s.Cin, npix: npix, oh: s.H, ow: s.W,
 			hin: g.hq, win: g.wq, st: 1, k: s.K, cp: g.coutP, mode: mode}, splits, chunk)
-		switch {
-		case splits > 1 && freshDx: // the partials' sum, stored: the forward's reduction without a bias
-			be.gridStride(op, "conv2d_splitk_bias_f32", nout, elementwiseThreads, Ptr(r[2]), Ptr(0), Ptr(dxs.p),
-				I32(int32(splits)), I32(int32(nout)), I32(int32(s.Cin)), I32(int32(hw)))
-		case splits > 1:
-			be.gridStride(op, "conv2d_splitk_reduce_f32", nout, elementwiseThreads, Ptr(r[2]), Ptr(dxs.p),
-				I32(int32(splits)), I32(int32(nout)))
-		}
 	}
 	if dws != nil {
 		npix := s.N * g.ohw
@@ -386,18 +381,11 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 		be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
 		be.packAct(op, dys.p, r[1], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1)
 		block, smem, prec := be.igLaunch(bm)
-		out, mode := dws.p, convAdd
-		if splits > 1 {
-			out, mode = r[2], convPart
-		}
 		grid := Dim3{X: ceilDiv(g.kk*g.cinP, igBN), Y: ceilDiv(s.Cout, bm), Z: splits}
+		be.checkTickets(op, s, grid)
 		be.keep(op, be.d.Launch(fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm), grid, block, smem, Ptr(r[1]), Ptr(r[0]),
-			Ptr(out), I32(int32(s.Cout)), I32(int32(g.coutP)), I32(int32(s.Cin)), I32(int32(g.cinP)), I32(int32(s.K)),
-			I32(int32(s.Stride)), I32(int32(g.hp)), I32(int32(g.wp)), I32(int32(s.OutH())), I32(int32(s.OutW())),
-			I32(int32(npix)), I32(int32(chunk)), I32(int32(mode))))
-		if splits > 1 {
-			be.gridStride(op, "conv2d_splitk_reduce_f32", nout, elementwiseThreads, Ptr(r[2]), Ptr(dws.p),
-				I32(int32(splits)), I32(int32(nout)))
-		}
+			Ptr(dws.p), Ptr(r[2]), Ptr(be.tickets), I32(int32(s.Cout)), I32(int32(g.coutP)), I32(int32(s.Cin)),
+			I32(int32(g.cinP)), I32(int32(s.K)), I32(int32(s.Stride)), I32(int32(g.hp)), I32(int32(g.wp)),
+			I32(int32(s.OutH())), I32(int32(s.OutW())), I32(int32(npix)), I32(int32(chunk)), I32(int32(convAdd))))
 	}
 }

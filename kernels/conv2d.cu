@@ -26,8 +26,9 @@
 //   backward-weight  dw[o,c,p,q] += Σ_{n,i,j} dy[n,o,i,j]·xp[n, i·S+p, j·S+q, c]
 //                    MN-major GEMM: M = Cout, N = (tap, c) over KK·Cp, k = pixel (n, i, j); dy packed NHWC.
 // Each may be split over k (blockIdx.z, kchunk k-indices each, a multiple of 32; of 64 for BF16) into partial sums
-// part[z] in the output's layout, which conv2d_splitk_reduce_f32 / conv2d_splitk_bias_f32 add in z order: the
-// results do not depend on scheduling.
+// part[z] in the output's layout, which the tile's last block to finish adds in z order and stores as the unsplit
+// kernel would (splitk_last, conv_splitk_finish): the results do not depend on scheduling, and a split GEMM is one
+// launch.
 //
 // Entry points: conv2d_igemm_{f32,tf32,bf16}_m{64,128}_k{1,n} and conv2d_igemm_{tf32,bf16}_m{64,128}_kx (forward
 // and backward-data: block tile M 64 or 128; kernel 1x1, KxK with at most one kernel-row change per k-step, or any:
@@ -138,27 +139,6 @@ extern "C" __global__ void conv2d_pack_w_bf16(const float* w, uint16_t* out, int
 }
 EMU_REGISTER(conv2d_pack_w_bf16)
 
-// ---- split-K reductions ----------------------------------------------------------------------------------------------
-// dst[i] += Σ_{s < splits} part[s·n + i], s increasing (grid-stride over i < n).
-extern "C" __global__ void conv2d_splitk_reduce_f32(const float* part, float* dst, int splits, int n) {
-  for (long long i = global_index(); i < n; i += global_stride()) {
-    float acc = 0.0f;
-    for (int s = 0; s < splits; s++) acc += part[(long long)s * n + i];
-    dst[i] += acc;
-  }
-}
-EMU_REGISTER(conv2d_splitk_reduce_f32)
-
-// y[i] = b[(i / OHW) % Cout] + Σ_{s < splits} part[s·n + i] (b may be null: 0), s increasing; y [N, Cout, OHW].
-extern "C" __global__ void conv2d_splitk_bias_f32(const float* part, const float* b, float* y, int splits, int n,
-                                                  int Cout, int OHW) {
-  for (long long i = global_index(); i < n; i += global_stride()) {
-    float acc = 0.0f;
-    for (int s = 0; s < splits; s++) acc += part[(long long)s * n + i];
-    y[i] = acc + (b ? b[(i / OHW) % Cout] : 0.0f);
-  }
-}
-EMU_REGISTER(conv2d_splitk_bias_f32)
 
 #endif  // CONV_BF16_MODULE
 
@@ -179,6 +159,48 @@ struct IntDiv {
 #define CONV_SET 0
 #define CONV_ADD 1
 #define CONV_PART 2
+
+// ---- split-K in one launch ---------------------------------------------------------------------------------------
+// A GEMM cut along k into gridDim.z chunks: each block stores its tile's partial sums to part[z] (the output's layout,
+// z·zstride further), then takes a ticket for its tile (tickets[tile], one word per tile of the grid's x·y, zero
+// before the launch); the block that draws the last one adds the tile's gridDim.z partials in z order and stores
+// the sum as the unsplit kernel would (mode set: + the bias; add: into out), and sets the ticket back to 0 for the
+// next launch. This replaces a reduction kernel of its own (conv2d_splitk_reduce_f32, conv2d_splitk_bias_f32,
+// which computed the same sums in the same order: acc = Σ_z part[z], then out = acc + bias or out += acc).
+// __threadfence before the ticket makes the block's partials visible to the last block; the one after it keeps the
+// last block's reads behind its ticket; the partials are read as volatile (around the non-coherent L1).
+__device__ __forceinline__ bool splitk_last(unsigned* tickets) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned* t = tickets + blockIdx.y * gridDim.x + blockIdx.x;
+    last = atomicAdd(t, 1u) == gridDim.z - 1;
+    if (last) *t = 0;  // every other block of the tile has taken its ticket
+  }
+  __syncthreads();
+  __threadfence();
+  return last;
+}
+
+// The last block's sums: for each e < elems of the tile (threads striding), at(e, i, m) gives the output index i
+// and row m of element e, or false when it is outside the output.
+template <class AT>
+__device__ __forceinline__ void conv_splitk_finish(const float* part, float* out, long long zstride, int elems,
+                                                   int mode, AT at, const float* bias) {
+  const volatile float* vp = part;
+  for (int e = threadIdx.x; e < elems; e += blockDim.x) {
+    long long i;
+    int m;
+    if (!at(e, i, m)) continue;
+    float acc = 0.0f;
+    for (unsigned z = 0; z < gridDim.z; z++) acc += vp[z * zstride + i];
+    if (mode == CONV_SET)
+      out[i] = acc + (bias ? bias[m] : 0.0f);
+    else
+      out[i] += acc;
+  }
+}
 
 // K-major operands of element T (float, or uint16_t bfloat16 for BF16; E = 4 or 8 elements per 16-byte chunk): this
 // thread's rows r0 + j·RS of the A tile (weights, j < CA) and of the B tile (activations, j < CB) start arow[j] and
@@ -378,9 +400,9 @@ struct IgElem<true, true> {
 // out[img][m][pix] (mode) Σ_{tap, c} wk[m][tap][c]·in[img][i·S + p][j·S + q][c] for output pixel pix = i·OW + j,
 // k over this block's split [z·kchunk, min(KK·Cp, (z+1)·kchunk)). in: [N][Hin][Win][Cp] packed, wk: [M][KK][Cp].
 template <int BM, int TAPS, bool TC, bool BF, class E>
-__device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float* bias, float* out, int M, int Npix,
-                                           int OH, int OW, int Hin, int Win, int S, int K, int Cp, int kchunk,
-                                           int mode) {
+__device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float* bias, float* out, float* part,
+                                           unsigned* tickets, int M, int Npix, int OH, int OW, int Hin, int Win,
+                                           int S, int K, int Cp, int kchunk, int mode) {
   // H chunks per row and thread: two on the tensor-core path where they are four chunks apart (not for TAPS = 0).
   constexpr int BK = IgElem<TC, BF>::BK, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM),
                 STEP = BK / (16 / (int)sizeof(E));
@@ -408,15 +430,29 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
   }
   src.start(k0 / src.E + cc, k1 / src.E, Cp, K, Win);
 
-  const KStore st{out, bias, M, Npix, OHW, mode};
+  const bool split = gridDim.z > 1;
+  const KStore st{split ? part : out, bias, M, Npix, OHW, split ? CONV_PART : mode};
   IgLoop<TC, BF>::template kmajor<BM, H>(src, ksteps, M, Npix, st);
+  if (split && splitk_last(tickets)) {
+    const IntDiv dOHW2(OHW);
+    conv_splitk_finish(part, out, (long long)Npix * M, BM * IG_BN, mode, [&](int e, long long& i, int& m) {
+      m = m0 + e / IG_BN;
+      const int n = n0 + e % IG_BN;  // consecutive threads, consecutive pixels
+      if (m >= M || n >= Npix) return false;
+      const int img = dOHW2.div(n);
+      i = ((long long)img * M + m) * OHW + (n - img * OHW);
+      return true;
+    }, bias);
+  }
 }
 
 #define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
   extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC))       \
-      NAME(const IgElem<TC, BF>::T* in, const IgElem<TC, BF>::T* wk, const float* bias, float* out, int M, int Npix,  \
-           int OH, int OW, int Hin, int Win, int S, int K, int Cp, int kchunk, int mode) {                             \
-    conv_igemm<BM, TAPS, TC, BF>(in, wk, bias, out, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode);               \
+      NAME(const IgElem<TC, BF>::T* in, const IgElem<TC, BF>::T* wk, const float* bias, float* out, float* part,       \
+           unsigned* tickets, int M, int Npix, int OH, int OW, int Hin, int Win, int S, int K, int Cp, int kchunk,      \
+           int mode) {                                                                                                 \
+    conv_igemm<BM, TAPS, TC, BF>(in, wk, bias, out, part, tickets, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk,      \
+                                 mode);                                                                               \
   }                                                                                                                   \
   EMU_REGISTER(NAME)
 
@@ -440,8 +476,8 @@ CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
 // BF16 below compute capability 8.0, where the compute_80 module replaces them).
 #undef CONV_IGEMM_ENTRY
 #define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
-  extern "C" __global__ void NAME(const float*, const float*, const float*, float*, int, int, int, int, int, int,   \
-                                  int, int, int, int, int) {}
+  extern "C" __global__ void NAME(const float*, const float*, const float*, float*, float*, unsigned*, int, int, int, \
+                                  int, int, int, int, int, int, int, int) {}
 #undef CONV_BF16_ENTRIES
 #define CONV_BF16_ENTRIES 1
 #endif
@@ -564,9 +600,9 @@ struct WStore {
 // out (mode) dw[o][c][p][q] = Σ_u dyh[u][o]·xp[img][i·S + p][jj·S + q][c] over this block's pixels
 // [z·kchunk, min(Npix, (z+1)·kchunk)). dyh: [Npix][Mp] packed dy, xp: [N][Hp][Wp][Cp] packed x.
 template <int BM, bool TC, bool BF, class E>
-__device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out, int Cout, int Mp, int Cin, int Cp,
-                                           int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk,
-                                           int mode) {
+__device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out, float* part, unsigned* tickets,
+                                           int Cout, int Mp, int Cin, int Cp, int K, int S, int Hp, int Wp, int OH,
+                                           int OW, int Npix, int kchunk, int mode) {
   constexpr int BK = IgElem<TC, BF>::BK, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM), EC = 16 / (int)sizeof(E);
   constexpr int TPR = T / BK, CA = BM / (EC * TPR), CB = IG_BN / (EC * TPR);
   const int tid = threadIdx.x, r = tid / TPR, c0 = tid % TPR;
@@ -589,15 +625,27 @@ __device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out
   src.uEnd = k1;
   src.settle();
 
-  const WStore st{out, Cout, Cin, Cp, KK, mode};
+  const bool split = gridDim.z > 1;
+  const WStore st{split ? part : out, Cout, Cin, Cp, KK, split ? CONV_PART : mode};
   IgLoop<TC, BF>::template mnmajor<BM>(src, ksteps, Cout, Ncol, st);
+  if (split && splitk_last(tickets)) {
+    conv_splitk_finish(part, out, (long long)Cout * Cin * KK, BM * IG_BN, mode, [&](int e, long long& i, int& m) {
+      m = m0 + e / IG_BN;
+      const int n = n0 + e % IG_BN, tap = dCp.div(n), c = n - tap * Cp;
+      if (m >= Cout || n >= Ncol || c >= Cin) return false;
+      i = ((long long)m * Cin + c) * KK + tap;
+      return true;
+    }, (const float*)nullptr);
+  }
 }
 
 #define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                     \
   extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC)) \
-      NAME(const IgElem<TC, BF>::T* dyh, const IgElem<TC, BF>::T* xp, float* out, int Cout, int Mp, int Cin,      \
-           int Cp, int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk, int mode) {                \
-    conv_wgrad<BM, TC, BF>(dyh, xp, out, Cout, Mp, Cin, Cp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode);           \
+      NAME(const IgElem<TC, BF>::T* dyh, const IgElem<TC, BF>::T* xp, float* out, float* part, unsigned* tickets, \
+           int Cout, int Mp, int Cin, int Cp, int K, int S, int Hp, int Wp, int OH, int OW, int Npix, int kchunk,     \
+           int mode) {                                                                                             \
+    conv_wgrad<BM, TC, BF>(dyh, xp, out, part, tickets, Cout, Mp, Cin, Cp, K, S, Hp, Wp, OH, OW, Npix, kchunk,    \
+                           mode);                                                                                  \
   }                                                                                                              \
   EMU_REGISTER(NAME)
 
@@ -612,8 +660,8 @@ CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m64, 64, true, false)
 #if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
 #undef CONV_WGRAD_ENTRY
 #define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                          \
-  extern "C" __global__ void NAME(const float*, const float*, float*, int, int, int, int, int, int, int, int, int,  \
-                                  int, int, int, int) {}
+  extern "C" __global__ void NAME(const float*, const float*, float*, float*, unsigned*, int, int, int, int, int,  \
+                                  int, int, int, int, int, int, int, int) {}
 #endif
 #if CONV_BF16_ENTRIES
 CONV_WGRAD_ENTRY(conv2d_wgrad_bf16_m128, 128, true, true)

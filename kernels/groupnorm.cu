@@ -120,6 +120,7 @@ __device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma
     __syncthreads();
     if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
     __syncthreads();
+    __threadfence();  // the last block's reads stay behind its ticket
     if (last) {
       const volatile float* vs = sums;  // written by other blocks: not through this SM's L1
       for (int c = threadIdx.x; c < C; c += GN_THREADS) {

@@ -121,28 +121,9 @@ func init() {
 			return Work{Bytes: 4*cout*cin*kk + es*rows*kk*cp}, nil
 		}
 	}
-	// conv2d_splitk_bias_f32(part, b, y, splits, n, Cout, OHW): y[i] = Σ_s part[s·n+i] (+ b[o]), y written.
-	works["conv2d_splitk_bias_f32"] = func(l Launch) (Work, error) {
-		v, err := ints(l, 3, 4, 5)
-		if err != nil {
-			return Work{}, err
-		}
-		s, n, cout := v[0], v[1], v[2]
-		w := Work{FLOPs: (s - 1) * n, Bytes: 4 * (s*n + n)}
-		if !isNull(l, 1) {
-			w.FLOPs += n
-			w.Bytes += 4 * cout
-		}
-		return w, nil
-	}
 	works["gemm_f32"] = gemm(tile64)
 	works["gemm_bf16"] = gemm(tileBF16)
 
-	// conv2d_splitk_reduce_f32(part, dw, splits, n): dw[i] += Σ_s part[s·n+i]
-	works["conv2d_splitk_reduce_f32"] = func(l Launch) (Work, error) {
-		s, n, err := ints2(l, 2, 3)
-		return Work{FLOPs: s * n, Bytes: 4 * (s*n + 2*n)}, err
-	}
 	// conv2d_bias_grad_f32(dy, db, N, Cout, OHW)
 	works["conv2d_bias_grad_f32"] = func(l Launch) (Work, error) {
 		v, err := ints(l, 2, 3, 4)
@@ -388,16 +369,17 @@ func splitK(l Launch, t gemmTile, k, chunk float64) (float64, error) {
 	return issued, nil
 }
 
-// convIgemm: conv2d_igemm_*(in, wk, bias, out, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode), the forward
+// convIgemm: conv2d_igemm_*(in, wk, bias, out, part, tickets, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode),
+// the forward
 // (M = Cout over x packed NHWC) and backward-data (M = Cin over dy spread and padded, stride 1) K-major GEMM:
 // N = Npix = images·OH·OW, k over K²·Cp, cut into grid.z chunks of kchunk. FLOPs are the GEMM's as launched,
 // 2·M·Npix·K²·Cp: the launch does not carry the convolution's true channel count (Cp is it rounded up to 4) nor, for
 // backward-data, its stride (the taps on the zeros between dy's elements are counted). Bytes: the packed input and
-// weights once (es bytes per element: packedBytes), the output written (mode set, + the bias), read and written (add)
-// or one partial per chunk (part).
+// weights once (es bytes per element: packedBytes), the output written (mode set, + the bias) or read and written
+// (add), and with grid.z > 1 chunks the partials too (splitPartials).
 func convIgemm(t gemmTile, es float64) workFn {
 	return func(l Launch) (Work, error) {
-		v, err := ints(l, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)
+		v, err := ints(l, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)
 		if err != nil {
 			return Work{}, err
 		}
@@ -413,30 +395,33 @@ func convIgemm(t gemmTile, es float64) workFn {
 		if err := checkGrid(l, t, m, npix, max(l.Grid.Z, 1)); err != nil {
 			return Work{}, err
 		}
-		bytes := es * (npix/(oh*ow)*hin*win*cp + m*kk)
-		switch mode {
-		case 0:
-			bytes += 4 * m * npix
-			if !isNull(l, 2) {
-				bytes += 4 * m
-			}
-		case 1:
-			bytes += 4 * 2 * m * npix
-		default:
-			bytes += 4 * float64(max(l.Grid.Z, 1)) * m * npix
+		w := Work{FLOPs: 2 * m * npix * kk, FMAs: pad(m, t.BM) * pad(npix, t.BN) * issued, Tiled: true,
+			Bytes: es*(npix/(oh*ow)*hin*win*cp+m*kk) + 4*(1+mode)*m*npix}
+		if mode == 0 && !isNull(l, 2) {
+			w.Bytes += 4 * m
 		}
-		return Work{FLOPs: 2 * m * npix * kk, FMAs: pad(m, t.BM) * pad(npix, t.BN) * issued, Tiled: true,
-			Bytes: bytes}, nil
+		splitPartials(l, &w, m*npix)
+		return w, nil
 	}
 }
 
-// convWgrad: conv2d_wgrad_*(dyh, xp, out, Cout, Coutp, Cin, Cinp, K, S, Hp, Wp, OH, OW, Npix, kchunk, mode), the
-// backward-weight MN-major GEMM: M = Cout, N = K²·Cinp, k over the Npix pixels in grid.z chunks of kchunk. FLOPs
-// 2·Cout·K²·Cin·Npix (ops.ConvShape.FLOPs); bytes: packed dy and x once (es bytes per element: packedBytes), dw
-// read and written (add) or one partial per chunk (part).
+// splitPartials adds to w what a GEMM split into grid.z > 1 chunks does beyond the unsplit one for an output of n
+// elements (kernels/conv2d.cu, splitk_last): each chunk's partials written, then read and added by each tile's last
+// block.
+func splitPartials(l Launch, w *Work, n float64) {
+	if z := float64(max(l.Grid.Z, 1)); z > 1 {
+		w.FLOPs += z * n
+		w.Bytes += 4 * 2 * z * n
+	}
+}
+
+// convWgrad: conv2d_wgrad_*(dyh, xp, out, part, tickets, Cout, Coutp, Cin, Cinp, K, S, Hp, Wp, OH, OW, Npix, kchunk,
+// mode), the backward-weight MN-major GEMM: M = Cout, N = K²·Cinp, k over the Npix pixels in grid.z chunks of kchunk.
+// FLOPs 2·Cout·K²·Cin·Npix (ops.ConvShape.FLOPs); bytes: packed dy and x once (es bytes per element: packedBytes),
+// dw read and written (add), and with grid.z > 1 chunks the partials too (splitPartials).
 func convWgrad(t gemmTile, es float64) workFn {
 	return func(l Launch) (Work, error) {
-		v, err := ints(l, 3, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15)
+		v, err := ints(l, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17)
 		if err != nil {
 			return Work{}, err
 		}
@@ -454,13 +439,10 @@ func convWgrad(t gemmTile, es float64) workFn {
 			return Work{}, err
 		}
 		dw := cout * cin * k * k
-		bytes := es * (npix*coutp + npix/(oh*ow)*hp*wp*cinp)
-		if mode == 1 {
-			bytes += 4 * 2 * dw
-		} else {
-			bytes += 4 * float64(max(l.Grid.Z, 1)) * dw
-		}
-		return Work{FLOPs: 2 * dw * npix, FMAs: pad(cout, t.BM) * pad(n, t.BN) * issued, Tiled: true, Bytes: bytes}, nil
+		w := Work{FLOPs: 2 * dw * npix, FMAs: pad(cout, t.BM) * pad(n, t.BN) * issued, Tiled: true,
+			Bytes: es*(npix*coutp+npix/(oh*ow)*hp*wp*cinp) + 4*(1+mode)*dw}
+		splitPartials(l, &w, dw)
+		return w, nil
 	}
 }
 

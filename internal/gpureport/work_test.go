@@ -113,7 +113,8 @@ func TestWorkConv(t *testing.T) {
 			// GEMM 4 × 36 × 24 pixels (one chunk), dw accumulated: FLOPs 2·Cout·K²·Cin·pixels.
 			want{"conv2d_wgrad_" + prec + "_m64", 2 * 4 * 27 * 24, 4 * (96 + 504 + 2*108), 64 * 128 * pad(24, bk)})
 	}
-	// Split K: 4096 pixels over 2 column tiles → 16 chunks of 256, partials then the reduction.
+	// Split K: 4096 pixels over 2 column tiles → 16 chunks of 256, partials written, then read and added by each
+	// tile's last block.
 	s2 := ops.ConvShape{N: 16, Cin: 16, H: 16, W: 16, Cout: 32, K: 3, Stride: 1, Pad: 1}
 	ls := trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
 		x, w, dy := a(16*16*256), a(32*144), a(16*32*256)
@@ -124,9 +125,9 @@ func TestWorkConv(t *testing.T) {
 	check(t, ls,
 		want{"conv2d_pack_act_f32", 0, 4 * (65536 + xp), 0},
 		want{"conv2d_pack_act_f32", 0, 4 * (131072 + 131072), 0},
-		want{"conv2d_wgrad_f32_m64", fl, 4 * (131072 + xp + 16*4608), 64 * 256 * 4096},
-		want{"conv2d_splitk_reduce_f32", 16 * 4608, 4 * (16*4608 + 2*4608), 0})
-	// Split K forward with the bias: K = 9·64 = 576 over 1 tile → 2 chunks of 288; the partials summed with b.
+		want{"conv2d_wgrad_f32_m64", fl + 16*4608, 4 * (131072 + xp + 2*4608 + 2*16*4608), 64 * 256 * 4096})
+	// Split K forward with the bias: K = 9·64 = 576 over 1 tile → 2 chunks of 288; the partials summed with b by
+	// the tile's last block.
 	s3 := ops.ConvShape{N: 2, Cin: 64, H: 6, W: 6, Cout: 8, K: 3, Stride: 1, Pad: 1}
 	ls = trace(t, false, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
 		be.Conv2D(s3, a(2*64*36), a(8*576), a(8), a(2*8*36))
@@ -134,8 +135,7 @@ func TestWorkConv(t *testing.T) {
 	check(t, ls,
 		want{"conv2d_pack_act_f32", 0, 4 * (4608 + 2*8*8*64), 0},
 		want{"conv2d_pack_w_f32", 0, 4 * (4608 + 4608), 0},
-		want{"conv2d_igemm_f32_m64_kn", 2 * 8 * 72 * 576, 4 * (2*8*8*64 + 4608 + 2*576), 64 * 128 * 576},
-		want{"conv2d_splitk_bias_f32", 576 + 576, 4 * (2*576 + 576 + 8), 0})
+		want{"conv2d_igemm_f32_m64_kn", 2*8*72*576 + 2*576, 4 * (2*8*8*64 + 4608 + 576 + 8 + 2*2*576), 64 * 128 * 576})
 }
 
 // TestWorkConvBF16: the shape of TestWorkConv on the BF16 kernels, whose packed operands are bfloat16 (2 bytes an
