@@ -404,8 +404,8 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
 }
 // ---- BF16: bfloat16 operands in shared memory, mma m16n8k16 bf16 ----------------------------------------------------
 // The packing kernels write the BF16 kernels' operands as bfloat16 (conv2d_pack_*_bf16: 16-bit patterns, uint16_t,
-// rounded to nearest even), 16-byte chunks of eight elements. The loops keep the TF32 loops' pipeline and their
-// 128-byte shared rows: a k-step is IG_BK_BF16 = 64 elements (twice the TF32 k-step, in the same bytes), so that a
+// rounded to nearest even), 16-byte chunks of eight elements. The loops keep the TF32 loops' threads, warps, stages
+// and 128-byte shared rows: a k-step is IG_BK_BF16 = 64 elements (twice the TF32 k-step, in the same bytes), so that a
 // stage is the TF32 stage's size (IG_TC_SMEM) and each barrier, pipeline turn and source advance covers 64 k-indices,
 // which halves that overhead per MMA. (The alternative, a k-step of 32 with half the shared memory, would not place
 // more blocks on an SM: the tiles' registers (150-250 per thread) already limit them to two or three.) Fragments
