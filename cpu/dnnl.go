@@ -17,7 +17,7 @@ package cpu
 // primitives (prop_kind forward_training, layouts chosen by oneDNN: format_tag any)
 // and the reorders between them and the backend's NCHW / OIHW buffers, created on the
 // shape's first use and kept; the reorders' blocked-layout buffers are one workspace
-// shared by all plans (calls are serialised by the backend). The backward ops
+// shared by all plans (calls are serialised: dnnlMu). The backward ops
 // accumulate: dx, dw and db are reorders from the primitive's output with a sum
 // post-op (dst = 1·dst + src, one IEEE addition per element).
 //
@@ -42,6 +42,7 @@ import "C"
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"unsafe"
 
 	"github.com/ddpmgo/ddpm/ops"
@@ -57,6 +58,13 @@ type dnnlState struct {
 	last    [3]string            // the implementations of the last plan created: forward, backward-data, backward-weights
 }
 
+// dnnlMu serialises the calls into dnnl.c across backends: its workspace (one buffer per role, grown by plan
+// creation) and its oneDNN stream are shared by every plan of the process. Within one backend the calls are serial
+// anyway; two backends at once -- tests running in parallel, each with its CPU reference, or a sampler beside a
+// trainer -- would otherwise write into each other's reordered operands. Taken by the entry points below (newDNNL,
+// probe, dnnlConvFwd, dnnlConvBwdData, dnnlConvBwdWeights, dnnlMatmulBF16), never by plan or create.
+var dnnlMu sync.Mutex
+
 // planKey is a plan's shape and input type: switching the precision keeps the plans of both.
 type planKey struct {
 	s    ops.ConvShape
@@ -70,6 +78,8 @@ func newDNNL[T Float]() *dnnlState {
 		return nil
 	}
 	var err [256]C.char
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
 	if C.ddpm_dnnl_init(&err[0], C.int(len(err))) != 0 {
 		panic("cpu: oneDNN init: " + C.GoString(&err[0]))
 	}
@@ -117,6 +127,8 @@ func (d *dnnlState) create(s ops.ConvShape, bf16 bool) (*C.ddpm_conv, error) {
 // probe creates (and keeps) the plan of a representative convolution in the given input type and returns the
 // implementations oneDNN chose for its three passes: what the ISA check of SetPrecision and the bench line report.
 func (d *dnnlState) probe(bf16 bool) ([3]string, error) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
 	s := probeShape
 	key := planKey{s, bf16}
 	if _, ok := d.plans[key]; !ok {
@@ -151,6 +163,8 @@ func dnnlCheck(op string, s ops.ConvShape, rc C.int) {
 
 // dnnlConvFwd: y = conv(x, w) + b (b nil: 0).
 func dnnlConvFwd[T Float](d *dnnlState, s ops.ConvShape, xs, ws, bs, ys []T) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
 	p := d.plan("Conv2D", s)
 	b := f32p(bs)
 	if b == nil {
@@ -161,12 +175,16 @@ func dnnlConvFwd[T Float](d *dnnlState, s ops.ConvShape, xs, ws, bs, ys []T) {
 
 // dnnlConvBwdData: dx += conv_backward_data(w, dy).
 func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
 	p := d.plan("Conv2DBackward", s)
 	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_data(p, f32p(ws), f32p(dys), f32p(dxs)))
 }
 
 // dnnlConvBwdWeights: dw += Σ_n dy_n ⋆ x_n, db += Σ_{n,i,j} dy (db may be nil).
 func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
 	p := d.plan("Conv2DBackward", s)
 	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs)))
 }
@@ -176,6 +194,8 @@ func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, db
 // use and kept. Equivalent to gemm(transA, transB, m, n, k, 1, bf16(a), lda, bf16(b), ldb, acc ? 1 : 0, c, ldc),
 // up to the order of the float32 sums.
 func dnnlMatmulBF16[T Float](d *dnnlState, key mmKey, a, b, c []T) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
 	p, ok := d.mms[key]
 	if !ok {
 		var err [256]C.char

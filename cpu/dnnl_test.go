@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"github.com/ddpmgo/ddpm/ops"
@@ -90,6 +91,67 @@ func TestDNNLConvMatchesGEMMPath(t *testing.T) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestDNNLBackendsInParallel: two float32 backends running convolutions at once (tests in parallel, a sampler beside
+// a trainer) give what each gives alone: dnnl.c's workspace is shared by the process, and dnnlMu keeps one backend
+// from writing into the other's reordered operands.
+func TestDNNLBackendsInParallel(t *testing.T) {
+	shapes := []ops.ConvShape{
+		{N: 4, Cin: 32, H: 16, W: 16, Cout: 32, K: 3, Stride: 1, Pad: 1},
+		{N: 2, Cin: 64, H: 8, W: 8, Cout: 48, K: 3, Stride: 1, Pad: 1},
+	}
+	type result struct{ y, dx, dw []float32 }
+	run := func(be *Backend[float32], s ops.ConvShape, seed int64) result {
+		r := rand.New(rand.NewPCG(uint64(seed), 1))
+		vals := func(n int) ops.Buf {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = float32(r.NormFloat64())
+			}
+			b := be.Alloc(n)
+			be.Upload(b, v)
+			return b
+		}
+		xn, wn, yn := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*s.OutH()*s.OutW()
+		x, w, dy := vals(xn), vals(wn), vals(yn)
+		y, dx, dw := be.Alloc(yn), be.Alloc(xn), be.Alloc(wn)
+		be.Conv2D(s, x, w, nil, y)
+		be.Conv2DBackward(s, x, w, dy, dx, dw, nil)
+		return result{Data[float32](y), Data[float32](dx), Data[float32](dw)}
+	}
+	alone := make([]result, len(shapes))
+	for i, s := range shapes {
+		alone[i] = run(New(), s, int64(i))
+	}
+	bes := []*Backend[float32]{New(), New()}
+	got := make([][]result, len(shapes))
+	var wg sync.WaitGroup
+	for i, s := range shapes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 20; k++ {
+				got[i] = append(got[i], run(bes[i], s, int64(i)))
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range shapes {
+		for k, g := range got[i] {
+			for _, c := range []struct {
+				name      string
+				got, want []float32
+			}{{"y", g.y, alone[i].y}, {"dx", g.dx, alone[i].dx}, {"dw", g.dw, alone[i].dw}} {
+				for j := range c.want {
+					if c.got[j] != c.want[j] {
+						t.Fatalf("shape %d, run %d beside the other backend: %s[%d] = %v, alone %v", i, k, c.name, j,
+							c.got[j], c.want[j])
+					}
+				}
+			}
 		}
 	}
 }
