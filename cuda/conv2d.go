@@ -232,12 +232,24 @@ func (be *Backend) scratchRegions(op string, bytes ...int) []DevicePtr {
 // and spread by z (see the kernel), rounded to TF32 on that path; for BF16, conv2d_pack_act_bf16: the same as
 // bfloat16 (rounded to nearest even).
 func (be *Backend) packAct(op string, in, out DevicePtr, n, c, h, w, cp, hp, wp, off, z int) {
+	be.packActBias(op, in, out, n, c, h, w, cp, hp, wp, off, z, 0, 0)
+}
+
+// packActBias is packAct that also adds the bias gradient db[c] += Σ in[n][c][·][·] (kernels/conv2d.cu,
+// conv_bias_grad_rows: per-row partials in part, n·h·c floats, summed by the last block), for db ≠ 0: only with
+// the layout (off, z) = (0, 1), hp = h, wp = w (backward-weight's dy), whose blocks are the image rows.
+func (be *Backend) packActBias(op string, in, out DevicePtr, n, c, h, w, cp, hp, wp, off, z int, part, db DevicePtr) {
+	if db != 0 && (off != 0 || z != 1 || hp != h || wp != w) {
+		panic(fmt.Sprintf("cuda %s: the bias gradient folds into the (0, 1) packing only, not (%d, %d) %dx%d → %dx%d",
+			op, off, z, h, w, hp, wp))
+	}
 	args := []Arg{Ptr(in), Ptr(out), I32(int32(n)), I32(int32(c)), I32(int32(h)), I32(int32(w)), I32(int32(cp)),
 		I32(int32(hp)), I32(int32(wp)), I32(int32(off)), I32(int32(z))}
 	name := "conv2d_pack_act_bf16"
 	if be.Precision() != ops.BF16 {
 		name, args = "conv2d_pack_act_f32", append(args, I32(be.convRound()))
 	}
+	args = append(args, Ptr(part), Ptr(db), Ptr(be.tickets))
 	be.keep(op, be.d.Launch(name, Dim3{X: n * hp}, Dim3{X: 256}, 0, args...))
 }
 
@@ -326,7 +338,8 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 // be nil. dx is the stride-1 convolution of dy spread by S and padded by K−1−P (packed NHWC) with the flipped,
 // transposed weights: one implicit GEMM (M = Cin, N = batch·H·W, K = K·K·Cout). dw is one implicit GEMM over the
 // pixels (M = Cout, N = K·K·Cin, K = batch·OH·OW) of dy and x packed NHWC. Both split along K when their tiles would
-// not fill the GPU, the partials added in a fixed order; db is one block per output channel. A dx that is a waiting
+// not fill the GPU, the partials added in a fixed order; db is added by the packing of dy for dw (packActBias),
+// or, without dw, by one block per output channel. A dx that is a waiting
 // zero fill (fills.go) is stored rather than accumulated.
 func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	const op = "Conv2DBackward"
@@ -344,7 +357,7 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 	if s.N == 0 {
 		return
 	}
-	if dbs != nil {
+	if dbs != nil && dws == nil { // with dw, backward-weight's packing of dy adds it (packActBias)
 		be.keep(op, be.d.Launch("conv2d_bias_grad_f32", Dim3{X: s.Cout}, Dim3{X: convBiasThreads}, 0,
 			Ptr(dys.p), Ptr(dbs.p), I32(int32(s.N)), I32(int32(s.Cout)), I32(int32(g.ohw))))
 	}
@@ -377,9 +390,17 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 			partN = splits * nout
 			i32(op, s, partN)
 		}
-		r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, es*npix*g.coutP, 4*partN)
+		biasN := 0 // the bias gradient's per-row partials (packActBias)
+		if dbs != nil {
+			biasN = s.N * s.OutH() * s.Cout
+		}
+		r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, es*npix*g.coutP, 4*partN, 4*biasN)
 		be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
-		be.packAct(op, dys.p, r[1], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1)
+		var db DevicePtr
+		if dbs != nil {
+			db = dbs.p
+		}
+		be.packActBias(op, dys.p, r[1], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1, r[3], db)
 		block, smem, prec := be.igLaunch(bm)
 		grid := Dim3{X: ceilDiv(g.kk*g.cinP, igBN), Y: ceilDiv(s.Cout, bm), Z: splits}
 		be.checkTickets(op, s, grid)

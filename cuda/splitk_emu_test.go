@@ -29,7 +29,8 @@ func (g *gridLog) Launch(kernel string, grid, block Dim3, smem int, args ...Arg)
 // TestEmuSplitKInOneLaunch: a convolution whose GEMMs split along k (forward with a bias, backward-data into zeros
 // and accumulating, backward-weight) at every precision: each GEMM is one launch of grid.z > 1, the result matches
 // the float64 CPU twin, the ticket counters are 0 again afterwards, and a second run adds exactly as much again (the
-// counters' reset lets each tile's last block find itself once more).
+// counters' reset lets each tile's last block find itself once more). The bias gradient rides on the packing of dy
+// (packActBias, the same tickets) and is checked the same way.
 func TestEmuSplitKInOneLaunch(t *testing.T) {
 	// Forward: K = 9·64 = 576 over one tile → 2 chunks; backward-data: K = 9·64 over 1 tile; backward-weight: 4096
 	// pixels over few tiles.
@@ -58,25 +59,25 @@ func TestEmuSplitKInOneLaunch(t *testing.T) {
 			down64 := func(u ops.Buf) []float32 { v := make([]float32, u.Len()); ref.Download(v, u); return v }
 
 			// Reference: y, dx (accumulated twice from zero), dw (twice).
-			ry, rdx, rdw := ref.Alloc(yn), ref.Alloc(xn), ref.Alloc(wn)
+			ry, rdx, rdw, rdb := ref.Alloc(yn), ref.Alloc(xn), ref.Alloc(wn), ref.Alloc(s.Cout)
 			x64, w64, b64, dy64 := up64(x), up64(w), up64(b), up64(dy)
 			ref.Conv2D(s, x64, w64, b64, ry)
 			for k := 0; k < 2; k++ {
-				ref.Conv2DBackward(s, x64, w64, dy64, rdx, rdw, nil)
+				ref.Conv2DBackward(s, x64, w64, dy64, rdx, rdw, rdb)
 			}
 
-			gy, gdx, gdw := be.Alloc(yn), be.Alloc(xn), be.Alloc(wn)
+			gy, gdx, gdw, gdb := be.Alloc(yn), be.Alloc(xn), be.Alloc(wn), be.Alloc(s.Cout)
 			gx, gw, gb, gdy := fillsUpload(be, x), fillsUpload(be, w), fillsUpload(be, b), fillsUpload(be, dy)
 			be.Conv2D(s, gx, gw, gb, gy)
 			be.Fill(gdx, 0) // the first backward-data stores (a waiting fill, fills.go); the second accumulates
 			for k := 0; k < 2; k++ {
-				be.Conv2DBackward(s, gx, gw, gdy, gdx, gdw, nil)
+				be.Conv2DBackward(s, gx, gw, gdy, gdx, gdw, gdb)
 			}
 			for _, c := range []struct {
 				name      string
 				got, want []float32
 			}{{"y", fillsDownload(t, be, gy), down64(ry)}, {"dx", fillsDownload(t, be, gdx), down64(rdx)},
-				{"dw", fillsDownload(t, be, gdw), down64(rdw)}} {
+				{"dw", fillsDownload(t, be, gdw), down64(rdw)}, {"db", fillsDownload(t, be, gdb), down64(rdb)}} {
 				var num, den float64
 				for i := range c.want {
 					d := float64(c.got[i]) - float64(c.want[i])

@@ -59,6 +59,39 @@
 // (channels x columns) through shared memory so that the reads (along w) and the writes (along c) are both
 // coalesced.
 #define CONV_PACK_TILE 32
+
+// The bias gradient folded into backward-weight's packing of dy (layout (off, Z) = (0, 1), Hp = H: block
+// blockIdx.x = n·H + i packs image row i of sample n), replacing conv2d_bias_grad_f32's launch there:
+//   part[blockIdx.x][c] = Σ_{j<W} dy[n][c][i][j]       (j increasing; every block)
+//   db[c] += Σ_{r < gridDim.x} part[r][c]              (r increasing; the last block to finish, by a ticket)
+// so db[c] += Σ_{n,i,j} dy[n,c,i,j] in an order fixed by the shape (rows, then the rows in (n, i) order). The ticket
+// protocol is splitk_last's (tickets[0], set back to 0 by the last block).
+__device__ __forceinline__ void conv_bias_grad_rows(const float* dy, float* part, float* db, unsigned* tickets, int C,
+                                                    int H, int W) {
+  __shared__ bool last;
+  const int n = blockIdx.x / H, i = blockIdx.x % H;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {  // the row was just read by the packing: in cache
+    const float* row = dy + (((long long)n * C + c) * H + i) * W;
+    float acc = 0.0f;
+    for (int j = 0; j < W; j++) acc += row[j];
+    part[(long long)blockIdx.x * C + c] = acc;
+  }
+  __threadfence();  // this block's partials, visible before its ticket
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(tickets, 1u) == gridDim.x - 1;
+    if (last) *tickets = 0;  // every block has taken its ticket
+  }
+  __syncthreads();
+  __threadfence();
+  if (!last) return;
+  const volatile float* vp = part;  // other blocks' partials: around the non-coherent L1
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float acc = 0.0f;
+    for (unsigned r = 0; r < gridDim.x; r++) acc += vp[(long long)r * C + c];
+    db[c] += acc;
+  }
+}
 // The rounding of the packed operands, by the precision of the kernels that read them (cuda/conv2d.go convRound):
 // 0 none (FP32), 1 TF32 (cvt.rna.tf32.f32: 10-bit significand, ties away), 2 bfloat16 (8-bit significand, to nearest
 // even, as cvt.rn.bf16.f32; the launcher packs the BF16 kernels' operands with the _bf16 kernels instead, which
@@ -74,7 +107,8 @@ __device__ __forceinline__ void conv_put(uint16_t* p, float v, int) {
 }
 template <class T>
 __device__ __forceinline__ void conv_pack_act(const float* in, T* out, int N, int C, int H, int W, int Cp, int Hp,
-                                              int Wp, int off, int Z, int round) {
+                                              int Wp, int off, int Z, int round, float* part, float* db,
+                                              unsigned* tickets) {
   __shared__ float tile[CONV_PACK_TILE][CONV_PACK_TILE + 1];
   const int n = blockIdx.x / Hp, a = blockIdx.x % Hp, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int ra = a - off;
@@ -97,18 +131,19 @@ __device__ __forceinline__ void conv_pack_act(const float* in, T* out, int N, in
       }
       __syncthreads();
     }
+  if (db) conv_bias_grad_rows(in, part, db, tickets, C, H, W);
 }
 extern "C" __global__ void __launch_bounds__(256)
     conv2d_pack_act_f32(const float* in, float* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
-                        int Z, int round) {
-  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round);
+                        int Z, int round, float* part, float* db, unsigned* tickets) {
+  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round, part, db, tickets);
 }
 EMU_REGISTER(conv2d_pack_act_f32)
 // The BF16 kernels' packing: out holds bfloat16 (Cp a multiple of 8, so that a 16-byte chunk is eight channels).
 extern "C" __global__ void __launch_bounds__(256)
     conv2d_pack_act_bf16(const float* in, uint16_t* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
-                         int Z) {
-  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, 2);
+                         int Z, float* part, float* db, unsigned* tickets) {
+  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, 2, part, db, tickets);
 }
 EMU_REGISTER(conv2d_pack_act_bf16)
 

@@ -256,7 +256,7 @@ func (c *Collective) queue(what string, buf ops.Buf, bcast bool) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.aborted {
-			return errors.New("nccl: the communicator was aborted")
+			return c.abortedErr()
 		}
 		var rc C.int
 		if bcast {
@@ -304,7 +304,7 @@ func (c *Collective) checkAsync() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.aborted {
-		return errors.New("nccl: the communicator was aborted")
+		return c.abortedErr()
 	}
 	var res C.int
 	if rc := C.ddpm_nccl_async(c.lib, c.comm, &res); rc != 0 {
@@ -318,6 +318,15 @@ func (c *Collective) checkAsync() error {
 	c.aborted = true
 	c.async.Store(&err)
 	return err
+}
+
+// abortedErr is the error of a call on an aborted communicator: the asynchronous error that aborted it when there
+// was one (the watchdog may have found it before the step's own check did), so that the run names the cause.
+func (c *Collective) abortedErr() error {
+	if e := c.async.Load(); e != nil {
+		return *e
+	}
+	return errors.New("nccl: the communicator was aborted")
 }
 
 func (c *Collective) watchdog() {

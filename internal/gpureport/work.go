@@ -91,10 +91,15 @@ func init() {
 			return Work{}, fmt.Errorf("a test probe of kernels/tc_probe.cu inside the training step")
 		}
 	}
-	// conv2d_pack_act_f32(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round) and conv2d_pack_act_bf16 (the same without
-	// round), one block per packed row (n, a): in read once (at most), out [N][Hp][Wp][Cp] written (floats, or
-	// bfloat16 for _bf16).
+	// conv2d_pack_act_f32(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round, part, db, tickets) and conv2d_pack_act_bf16
+	// (the same without round), one block per packed row (n, a): in read once (at most), out [N][Hp][Wp][Cp] written
+	// (floats, or bfloat16 for _bf16); with db, the bias gradient too: per-row partials [N·H][C] written, then read
+	// by the last block, db accumulated (the rows' sums come from the in just read: counted once).
 	for prec, es := range map[string]float64{"f32": 4, "bf16": 2} {
+		dbIdx := 13
+		if prec == "bf16" {
+			dbIdx = 12
+		}
 		works["conv2d_pack_act_"+prec] = func(l Launch) (Work, error) {
 			v, err := ints(l, 2, 3, 4, 5, 6, 7, 8)
 			if err != nil {
@@ -104,7 +109,12 @@ func init() {
 			if float64(max(l.Grid.X, 1)) != n*hp {
 				return Work{}, fmt.Errorf("grid %d is not N·Hp = %v", l.Grid.X, n*hp)
 			}
-			return Work{Bytes: 4*n*c*h*w + es*n*hp*wp*cp}, nil
+			wk := Work{Bytes: 4*n*c*h*w + es*n*hp*wp*cp}
+			if !isNull(l, dbIdx) {
+				wk.FLOPs = n*c*h*w + n*h*c
+				wk.Bytes += 4 * (2*n*h*c + 2*c)
+			}
+			return wk, nil
 		}
 		// conv2d_pack_w_f32(w, out, Cout, Cin, KK, Cp, flip, round) and conv2d_pack_w_bf16 (without round): w read,
 		// out [rows][KK][Cp] written (rows = Cout, or Cin when flipped; floats, or bfloat16 for _bf16).

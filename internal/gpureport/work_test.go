@@ -92,6 +92,7 @@ func TestWorkConv(t *testing.T) {
 			x, w, b, y := a(2*3*35), a(4*27), a(4), a(2*4*12)
 			be.Conv2D(s, x, w, b, y)
 			be.Conv2DBackward(s, x, w, y, a(2*3*35), a(4*27), a(4))
+			be.Conv2DBackward(s, x, w, y, nil, nil, a(4)) // db alone: a kernel of its own
 		})
 		check(t, ls,
 			// x [2,3,5,7] → [2][7][9][4]; w → [4][9][4].
@@ -100,18 +101,18 @@ func TestWorkConv(t *testing.T) {
 			// GEMM 4 × 24 × 36 (one chunk) → tiles 64 × 128 × k-steps; packed x, packed w, y and the bias.
 			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 4 * 24 * 36, 4 * (504 + 144 + 96 + 4),
 				64 * 128 * pad(36, bk)},
-			want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0},
 			// dy [2,4,3,4] spread by 2 and padded by 1 → [2][7][9][4]; w flipped → [3][9][4].
 			want{"conv2d_pack_act_f32", 0, 4 * (96 + 504), 0},
 			want{"conv2d_pack_w_f32", 0, 4 * (108 + 108), 0},
 			// GEMM 3 × 70 × 36, dx accumulated; the zero taps of the spread dy counted.
 			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 3 * 70 * 36, 4 * (504 + 108 + 2*210),
 				64 * 128 * pad(36, bk)},
-			// x packed again; dy NHWC [24][4].
+			// x packed again; dy NHWC [24][4], and db: 6 rows' partials of 4 channels written and read, db accumulated.
 			want{"conv2d_pack_act_f32", 0, 4 * (210 + 504), 0},
-			want{"conv2d_pack_act_f32", 0, 4 * (96 + 96), 0},
+			want{"conv2d_pack_act_f32", 96 + 24, 4 * (96 + 96 + 2*24 + 2*4), 0},
 			// GEMM 4 × 36 × 24 pixels (one chunk), dw accumulated: FLOPs 2·Cout·K²·Cin·pixels.
-			want{"conv2d_wgrad_" + prec + "_m64", 2 * 4 * 27 * 24, 4 * (96 + 504 + 2*108), 64 * 128 * pad(24, bk)})
+			want{"conv2d_wgrad_" + prec + "_m64", 2 * 4 * 27 * 24, 4 * (96 + 504 + 2*108), 64 * 128 * pad(24, bk)},
+			want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0})
 	}
 	// Split K: 4096 pixels over 2 column tiles → 16 chunks of 256, partials written, then read and added by each
 	// tile's last block.
@@ -153,14 +154,13 @@ func TestWorkConvBF16(t *testing.T) {
 		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*288, 0},
 		// GEMM 4 × 24 × 72 (Cp = 8 is not a multiple of 64: the any-K kernel); packed x and w, y and the bias.
 		want{"conv2d_igemm_bf16_m64_kx", 2 * 4 * 24 * 72, 2*(1008+288) + 4*(96+4), 64 * 128 * pad(72, 64)},
-		want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0},
 		// dy spread and padded → [2][7][9][8]; w flipped → [3][9][8].
 		want{"conv2d_pack_act_bf16", 0, 4*96 + 2*1008, 0},
 		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*216, 0},
 		want{"conv2d_igemm_bf16_m64_kx", 2 * 3 * 70 * 72, 2*(1008+216) + 4*2*210, 64 * 128 * pad(72, 64)},
-		// x packed again; dy NHWC [24][8].
+		// x packed again; dy NHWC [24][8], and db (TestWorkConv).
 		want{"conv2d_pack_act_bf16", 0, 4*210 + 2*1008, 0},
-		want{"conv2d_pack_act_bf16", 0, 4*96 + 2*192, 0},
+		want{"conv2d_pack_act_bf16", 96 + 24, 4*96 + 2*192 + 4*(2*24+2*4), 0},
 		// GEMM 4 × 72 × 24 pixels, dw accumulated.
 		want{"conv2d_wgrad_bf16_m64", 2 * 4 * 27 * 24, 2*(192+1008) + 4*2*108, 64 * 128 * pad(24, 64)})
 }
