@@ -94,7 +94,7 @@ func (be *Backend) PackConvWeights(ws []ops.ConvWeight) {
 		}
 		pw.buf, pw.bytes = p, size
 	}
-	pw.next = pw.next[:0]
+	pw.next = slices.Grow(pw.next[:0], convPackWords*len(pw.entries)*2)
 	for i := range pw.entries {
 		e := &pw.entries[i]
 		e.fwd += pw.buf
