@@ -23,6 +23,7 @@ func (b *Buf) Len() int { return b.n }
 func (b *Buf) Ptr() DevicePtr {
 	if b.be != nil {
 		b.be.flushFills()
+		b.be.wrote(b.p, b.n) // external code may write it (packw.go)
 	}
 	return b.p
 }
@@ -38,6 +39,7 @@ type Backend struct {
 	prec    ops.Precision // the convolutions' and, at bf16, the GEMMs' precision (SetPrecision, conv2d.go); "" is FP32
 	ws      workspace     // grow-only scratch of the conv, group-norm and attention launchers (workspace.go)
 	fills   []zeroFill    // Fill(b, 0) not yet launched (fills.go)
+	pw      wpack         // the convolution weights packed once per forward pass (packw.go)
 }
 
 // NewBackend returns a backend over d.
@@ -73,6 +75,9 @@ func (be *Backend) Driver() Driver { return be.d }
 // nor the buffers it handed out).
 func (be *Backend) Close() error {
 	err := be.FreeScratch()
+	if e := be.freePacked(); err == nil {
+		err = e
+	}
 	for _, p := range []*DevicePtr{&be.partial, &be.tickets} {
 		if *p != 0 {
 			if e := be.d.Free(*p); err == nil {
@@ -170,6 +175,7 @@ func (be *Backend) Slice(b ops.Buf, off, n int) ops.Buf {
 // Free releases a buffer from Alloc (a view frees nothing); its length is 0 afterwards.
 func (be *Backend) Free(b ops.Buf) {
 	cb := be.buf("Free", "b", b)
+	be.wrote(cb.p, cb.n)
 	if !cb.view && cb.p != 0 {
 		be.keep("Free", be.d.Free(cb.p))
 	}
@@ -182,6 +188,7 @@ func (be *Backend) Upload(dst ops.Buf, src []float32) {
 	if d.n != len(src) {
 		panic(fmt.Sprintf("cuda Upload: dst has %d elements, src %d", d.n, len(src)))
 	}
+	be.wrote(d.p, d.n)
 	be.keep("Upload", Upload(be.d, d.p, src))
 }
 
@@ -198,6 +205,7 @@ func (be *Backend) Download(dst []float32, src ops.Buf) {
 // accumulating into it.
 func (be *Backend) Fill(b ops.Buf, v float32) {
 	cb := be.unwrap("Fill", "b", b)
+	be.wrote(cb.p, cb.n)
 	if v == 0 && !math.Signbit(float64(v)) && cb.n > 0 {
 		be.deferZero(cb)
 		return
@@ -210,6 +218,7 @@ func (be *Backend) Fill(b ops.Buf, v float32) {
 func (be *Backend) Copy(dst, src ops.Buf) {
 	s := be.buf("Copy", "src", src)
 	d := be.bufs("Copy", s.n, []string{"dst"}, dst)[0]
+	be.wrote(d.p, d.n)
 	be.keep("Copy", be.d.DtoD(d.p, s.p, 4*s.n))
 }
 

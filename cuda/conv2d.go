@@ -75,6 +75,9 @@ func (be *Backend) SetPrecision(p ops.Precision) error {
 	default:
 		return fmt.Errorf("cuda: precision %q: allowed: fp32, tf32, bf16", p)
 	}
+	if p != be.Precision() {
+		be.pw.valid = false // packed for the other kernels' format (packw.go)
+	}
 	be.prec = p
 	return nil
 }
@@ -300,7 +303,8 @@ func (be *Backend) checkTickets(op string, s ops.ConvShape, grid Dim3) {
 }
 
 // Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (zero outside x; OH and OW count
-// PadEnd); b may be nil. x is packed to NHWC padded by P (and PadEnd after it) and w tap-major, then one implicit GEMM (M = Cout, N = batch·OH·OW,
+// PadEnd); b may be nil. x is packed to NHWC padded by P (and PadEnd after it) and w tap-major (or w's copy from
+// PackConvWeights is read, packw.go), then one implicit GEMM (M = Cout, N = batch·OH·OW,
 // K = K·K·Cin rounded up to 4 channels) computes y, split along K (and summed in order with the bias) when its
 // tiles would not fill the GPU.
 func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
@@ -323,20 +327,28 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 		i32(op, s, partN)
 	}
 	es := be.packElem()
-	r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, es*s.Cout*g.kk*g.cinP, 4*partN)
+	wk, packed := be.packedFor(ws, s, false) // packed once for the forward pass (packw.go)
+	wBytes := es * s.Cout * g.kk * g.cinP
+	if packed {
+		wBytes = 0
+	}
+	r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, wBytes, 4*partN)
 	be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
-	be.packW(op, s, ws.p, r[1], g.cinP, false)
+	if !packed {
+		wk = r[1]
+		be.packW(op, s, ws.p, wk, g.cinP, false)
+	}
 	var bias DevicePtr
 	if bs != nil {
 		bias = bs.p
 	}
-	be.igemm(op, s, igemmCall{in: r[0], wk: r[1], bias: bias, out: ys.p, part: r[2], m: s.Cout, npix: npix,
+	be.igemm(op, s, igemmCall{in: r[0], wk: wk, bias: bias, out: ys.p, part: r[2], m: s.Cout, npix: npix,
 		oh: s.OutH(), ow: s.OutW(), hin: g.hp, win: g.wp, st: s.Stride, k: s.K, cp: g.cinP, mode: convSet}, splits, chunk)
 }
 
 // Conv2DBackward accumulates dx (backward-data), dw (backward-weight) and db[o] += Σ_{n,i,j} dy[n,o,i,j]; any may
 // be nil. dx is the stride-1 convolution of dy spread by S and padded by K−1−P (packed NHWC) with the flipped,
-// transposed weights: one implicit GEMM (M = Cin, N = batch·H·W, K = K·K·Cout). dw is one implicit GEMM over the
+// transposed weights (PackConvWeights' flipped copy when w has one, packw.go): one implicit GEMM (M = Cin, N = batch·H·W, K = K·K·Cout). dw is one implicit GEMM over the
 // pixels (M = Cout, N = K·K·Cin, K = batch·OH·OW) of dy and x packed NHWC. Both split along K when their tiles would
 // not fill the GPU, the partials added in a fixed order; db is added by the packing of dy for dw (packActBias),
 // or, without dw, by one block per output channel. A dx that is a waiting
@@ -370,14 +382,22 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 			partN = splits * nout
 			i32(op, s, partN)
 		}
-		r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, es*s.Cin*g.kk*g.coutP, 4*partN)
+		wk, packed := be.packedFor(ws, s, true) // packed once for the forward pass (packw.go)
+		wBytes := es * s.Cin * g.kk * g.coutP
+		if packed {
+			wBytes = 0
+		}
+		r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, wBytes, 4*partN)
 		be.packAct(op, dys.p, r[0], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, g.hq, g.wq, s.K-1-s.Pad, s.Stride)
-		be.packW(op, s, ws.p, r[1], g.coutP, true)
+		if !packed {
+			wk = r[1]
+			be.packW(op, s, ws.p, wk, g.coutP, true)
+		}
 		mode := convAdd
 		if freshDx {
 			mode = convSet
 		}
-		be.igemm(op, s, igemmCall{in: r[0], wk: r[1], out: dxs.p, part: r[2], m: s.Cin, npix: npix, oh: s.H, ow: s.W,
+		be.igemm(op, s, igemmCall{in: r[0], wk: wk, out: dxs.p, part: r[2], m: s.Cin, npix: npix, oh: s.H, ow: s.W,
 			hin: g.hq, win: g.wq, st: 1, k: s.K, cp: g.coutP, mode: mode}, splits, chunk)
 	}
 	if dws != nil {

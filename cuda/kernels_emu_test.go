@@ -194,6 +194,7 @@ func TestEmuKernelCoverage(t *testing.T) {
 		{"TestTCProbeCvtBF16", TestTCProbeCvtBF16}, {"TestTCProbeLdmatrixB16", TestTCProbeLdmatrixB16},
 		{"TestTCProbeLdmatrixMMABF16", TestTCProbeLdmatrixMMABF16}, {"TestGemmBF16", TestGemmBF16},
 		{"TestLinearAttentionBF16Conformance", TestLinearAttentionBF16Conformance},
+		{"TestPackConvWeights", TestPackConvWeights},
 	}
 	for _, tc := range tests {
 		launches.Lock()

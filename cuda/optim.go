@@ -14,6 +14,7 @@ import (
 func (be *Backend) AdamWStep(h ops.AdamW, p, g, m, v ops.Buf) {
 	s := be.bufs("AdamWStep", p.Len(), []string{"p", "g", "m", "v"}, p, g, m, v)
 	n := s[0].n
+	be.wrote(s[0].p, n)
 	be.launch1D("AdamWStep", "adamw_f32", n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), Ptr(s[3].p), I64(int64(n)),
 		F32(h.LR), F32(h.Beta1), F32(h.Beta2), F32(h.Eps), F32(h.Decay), F32(h.GradScale), F32(h.RC1), F32(h.RC2))
 }
@@ -21,6 +22,7 @@ func (be *Backend) AdamWStep(h ops.AdamW, p, g, m, v ops.Buf) {
 // EMA: e[i] = decay·e[i] + (1−decay)·p[i].
 func (be *Backend) EMA(decay float32, e, p ops.Buf) {
 	s := be.bufs("EMA", e.Len(), []string{"e", "p"}, e, p)
+	be.wrote(s[0].p, s[0].n)
 	be.launch1D("EMA", "ema_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), F32(decay), I64(int64(s[0].n)))
 }
 
@@ -77,6 +79,9 @@ func (sc *stepControl) Update(p, g, m, v, e ops.Buf) {
 		panic(fmt.Sprintf("cuda StepControl: %d steps since the last Read, the window is %d (settings given: %v)", sc.taken, c.Window, sc.set))
 	}
 	s := be.bufs("StepControl", p.Len(), []string{"p", "g", "m", "v", "e"}, p, g, m, v, e)
+	for _, b := range s {
+		be.wrote(b.p, b.n)
+	}
 	be.SumSquares(g, sc.gsq)
 	be.keep("StepControl", be.d.Launch("step_control_f32", Dim3{X: 1}, Dim3{X: 1}, 0, Ptr(sc.scalars.p), Ptr(sc.win),
 		I32(int32(c.A)), F64(c.MaxNorm), I32(b2i(c.Sticky)), I32(b2i(sc.reset))))

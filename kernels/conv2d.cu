@@ -11,7 +11,8 @@
 //   activations NCHW → "NHWC on a padded grid": a[n][h'][w'][c], zero outside the image and for c ≥ C, the channel
 //     count rounded up to Cp, a multiple of 4 (8 for BF16), so that every 16-byte chunk of four floats (eight
 //     bfloat16) is aligned;
-//   weights → tap-major rows: wk[o][tap][c] (c < Cp);
+//   weights → tap-major rows: wk[o][tap][c] (c < Cp) -- unless the weights were packed for the whole forward pass
+//     beforehand (conv2d_pack_w_batch_f32/_bf16, cuda/packw.go: the same values, both layouts, one launch);
 // and, for the TF32 kernels, rounds them to TF32 (cvt.rna.tf32.f32) on the way; for the BF16 kernels it writes them
 // as bfloat16 (16-bit patterns, rounded to nearest even), which halves the packed bytes. The main loops
 // (kernels/igemm.cuh) then read 16-byte chunks from precomputed row offsets plus a per-k-step offset: no division
@@ -173,6 +174,32 @@ extern "C" __global__ void conv2d_pack_w_bf16(const float* w, uint16_t* out, int
   conv_pack_w(w, out, Cout, Cin, KK, Cp, flip, 2);
 }
 EMU_REGISTER(conv2d_pack_w_bf16)
+
+// Every convolution weight of a forward pass packed in one launch (cuda/packw.go, PackConvWeights): entry
+// blockIdx.y of the table is conv_pack_w(w, out, Cout, Cin, KK, Cp, flip, round) -- the same values as
+// conv2d_pack_w_f32 / conv2d_pack_w_bf16 would write -- over a grid-stride of the blockIdx.x blocks. The launcher
+// lays the table out as this struct (five 8-byte words). wfloats (Σ Cout·Cin·KK over the weights) and packed (Σ
+// rows·KK·Cp over the entries, the elements written) are not read: they put the launch's size into the launch
+// records (train/testdata/launches_tiny_step.golden, internal/gpureport).
+struct ConvPackEntry {
+  const float* w;
+  void* out;
+  int Cout, Cin, KK, Cp, flip, pad_;
+};
+extern "C" __global__ void conv2d_pack_w_batch_f32(const ConvPackEntry* table, int entries, long long wfloats,
+                                                   long long packed, int round) {
+  if ((int)blockIdx.y >= entries) return;
+  const ConvPackEntry e = table[blockIdx.y];
+  conv_pack_w(e.w, (float*)e.out, e.Cout, e.Cin, e.KK, e.Cp, e.flip, round);
+}
+EMU_REGISTER(conv2d_pack_w_batch_f32)
+extern "C" __global__ void conv2d_pack_w_batch_bf16(const ConvPackEntry* table, int entries, long long wfloats,
+                                                    long long packed) {
+  if ((int)blockIdx.y >= entries) return;
+  const ConvPackEntry e = table[blockIdx.y];
+  conv_pack_w(e.w, (uint16_t*)e.out, e.Cout, e.Cin, e.KK, e.Cp, e.flip, 2);
+}
+EMU_REGISTER(conv2d_pack_w_batch_bf16)
 
 
 #endif  // CONV_BF16_MODULE

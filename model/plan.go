@@ -108,6 +108,7 @@ type plan struct {
 	dropPer    int // dropout draws per sample and step
 	out        act
 	tact       act            // SiLU(temb), the input of every resnet's time projection
+	convs      []convP        // every convolution, in the order of the plan (forward order): model.UNet.convW
 	tembs      []tembEntry    // every resnet's time_emb_proj, in forward order (from the first pass; newPlan)
 	tproj      *tembProjLayer // the resnets' time_emb_proj stacked into one layer (second pass)
 	tembNext   int            // the next entry of tembs a resnet takes
@@ -461,11 +462,13 @@ func (p *plan) param(name string, init initSpec, shape ...int) int {
 
 func (p *plan) conv(name string, cin, cout, k, stride, pad int) convP {
 	fan := initSpec{initUniform, cin * k * k}
-	return convP{
+	c := convP{
 		w:   p.param(name+".weight", fan, cout, cin, k, k),
 		b:   p.param(name+".bias", fan, cout),
 		cin: cin, cout: cout, k: k, str: stride, pad: pad,
 	}
+	p.convs = append(p.convs, c)
+	return c
 }
 
 func (p *plan) linear(name string, in, out int) linP {

@@ -30,6 +30,9 @@ type UNet struct {
 	params, grads ops.Buf
 	pv, gv        []ops.Buf // per-parameter views of params and grads
 
+	packer ops.ConvWeightPacker // the backend's, when it has the capability (nil otherwise)
+	convW  []ops.ConvWeight     // every conv weight (views of pv), in forward order: PackConvWeights' argument
+
 	ws      ops.Buf
 	offs    []int              // per-sample offset of each workspace tensor
 	views   map[int][]ops.Buf  // per batch size: one view per tensor id
@@ -70,6 +73,10 @@ func New(b ops.Backend, cfg config.Model, inChannels, imageSize, maxBatch int) (
 		u.gv = append(u.gv, b.Slice(u.grads, t.Offset, t.Size))
 	}
 	u.ws = b.Alloc(maxBatch * p.perSample)
+	if pk, ok := b.(ops.ConvWeightPacker); ok {
+		u.packer = pk
+		u.setConvWeights()
+	}
 	u.offs = p.offsets()
 	u.ready = p.gradsReady()
 	u.fwdFLOPsPer = p.flops(1)
@@ -106,12 +113,23 @@ func (u *UNet) UseParams(p ops.Buf) ops.Buf {
 	for i, t := range u.p.params {
 		u.pv[i] = u.be.Slice(p, t.Offset, t.Size)
 	}
+	if u.packer != nil {
+		u.setConvWeights()
+	}
 	for k := range u.subs { // views of the previous parameters
 		if k.id == subParams {
 			delete(u.subs, k)
 		}
 	}
 	return prev
+}
+
+// setConvWeights lists the conv weights of the current pv (New, UseParams) for PackConvWeights.
+func (u *UNet) setConvWeights() {
+	u.convW = u.convW[:0]
+	for _, c := range u.p.convs {
+		u.convW = append(u.convW, ops.ConvWeight{W: u.pv[c.w], Cout: c.cout, Cin: c.cin, K: c.k})
+	}
 }
 
 // Table lists the parameters in buffer order (a copy; shapes are shared).
@@ -264,6 +282,9 @@ func (u *UNet) Forward(x, t ops.Buf, batch int) ops.Buf {
 	u.cur[idInput] = x
 	u.tIn = t
 	u.dropActive = u.train && u.p.dropout > 0
+	if u.packer != nil {
+		u.packer.PackConvWeights(u.convW) // one launch on the GPU; Backward's convolutions use the copies too
+	}
 	for _, l := range u.p.layers {
 		l.forward(u)
 	}

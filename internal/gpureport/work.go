@@ -130,6 +130,16 @@ func init() {
 			}
 			return Work{Bytes: 4*cout*cin*kk + es*rows*kk*cp}, nil
 		}
+		// conv2d_pack_w_batch_f32(table, entries, wfloats, packed, round) and conv2d_pack_w_batch_bf16 (without
+		// round): every conv weight of a forward pass in both layouts; each source weight read once (wfloats; its
+		// two layouts' reads meet in the cache), the packed elements written, the table (40 bytes an entry) read.
+		works["conv2d_pack_w_batch_"+prec] = func(l Launch) (Work, error) {
+			v, err := ints(l, 1, 2, 3)
+			if err != nil {
+				return Work{}, err
+			}
+			return Work{Bytes: 40*v[0] + 4*v[1] + es*v[2]}, nil
+		}
 	}
 	works["gemm_f32"] = gemm(tile64)
 	works["gemm_bf16"] = gemm(tileBF16)
