@@ -51,7 +51,8 @@ const (
 
 // convSlack elements follow each packed operand in the scratch (convSlack·4 bytes, also after bfloat16 operands),
 // so that the addresses the kernels form for chunks they then zero (a tile's columns past the operand's width) stay
-// inside the allocation.
+// inside the allocation; the activation packs write zeros there (CONV_SLACK of kernels/conv2d.cu), which
+// backward-weight's A chunks past dy's width read.
 const convSlack = 256
 
 // SetPrecision selects the convolution kernels (ops.PrecisionSetter): FP32 FMAs (the default); TF32 tensor cores

@@ -22,10 +22,10 @@ func TestPackConvWeightsModel(t *testing.T) {
 	cfg := config.Model{BlockChannels: []int{8, 16}, LayersPerBlock: 1, MidAttention: true,
 		AttentionResolutions: []int{4}, AttentionHeadDim: 4, NormGroups: 4, NormEps: 1e-5, FlipSinToCos: true}
 	const in, size, batch = 3, 8, 2
-	// Not tf32: this model's unpacked tf32 step already fails on the emulator (conv2d_wgrad_tf32_m64: "an A operand is
-	// not a TF32 value", from the scratch slack that a narrow dy's chunks past its width read; a separate issue).
-	// TestPackConvWeights covers tf32 op by op.
-	for _, prec := range []ops.Precision{ops.FP32, ops.BF16} {
+	// tf32 too: this model's 3-channel conv_out has a backward-weight whose A chunks past dy's width read the slack
+	// after the packed dy, which held unrounded floats of earlier launchers until the packs zeroed it (CONV_SLACK);
+	// the emulator's mma refused them as non-TF32 operands.
+	for _, prec := range []ops.Precision{ops.FP32, ops.TF32, ops.BF16} {
 		t.Run(string(prec), func(t *testing.T) {
 			run := func(pack bool) ([][]float32, *launchCounter) {
 				be, lc := packBackend(t, prec)

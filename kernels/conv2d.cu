@@ -60,6 +60,11 @@
 // (channels x columns) through shared memory so that the reads (along w) and the writes (along c) are both
 // coalesced.
 #define CONV_PACK_TILE 32
+// The elements after each packed operand in the launcher's scratch (cuda/conv2d.go convSlack; at least 4·CONV_SLACK
+// bytes). The packing writes them as zeros: backward-weight's A chunks past dy's width read there for the last
+// pixel rows (they feed only rows of C that are not stored), and zeros keep those reads free of whatever an earlier
+// launcher left in the scratch -- an unrounded float there is not a TF32 value, which the emulator's mma refuses.
+#define CONV_SLACK 256
 
 // The bias gradient folded into backward-weight's packing of dy (layout (off, Z) = (0, 1), Hp = H: block
 // blockIdx.x = n·H + i packs image row i of sample n), replacing conv2d_bias_grad_f32's launch there:
@@ -132,6 +137,10 @@ __device__ __forceinline__ void conv_pack_act(const float* in, T* out, int N, in
       }
       __syncthreads();
     }
+  if (blockIdx.x == gridDim.x - 1) {
+    T* tail = out + (long long)N * Hp * Wp * Cp;
+    for (int i = threadIdx.x; i < CONV_SLACK; i += blockDim.x) conv_put(tail + i, 0.0f, round);
+  }
   if (db) conv_bias_grad_rows(in, part, db, tickets, C, H, W);
 }
 extern "C" __global__ void __launch_bounds__(256)

@@ -25,8 +25,10 @@ func main() {
 	baseline := flag.String("write-baseline", "", "also write the key numbers to the baseline file with this comment")
 	ptxas := flag.String("ptxas", "ptxas", "ptxas binary")
 	nvdisasm := flag.String("nvdisasm", "nvdisasm", "nvdisasm binary")
+	cuobjdump := flag.String("cuobjdump", "cuobjdump", "cuobjdump binary (for a listing nvdisasm gets wrong)")
 	flag.Parse()
-	if err := run(*root, *out, *check, *baseline, gpureport.Tools{Ptxas: *ptxas, Nvdisasm: *nvdisasm}); err != nil {
+	tools := gpureport.Tools{Ptxas: *ptxas, Nvdisasm: *nvdisasm, Cuobjdump: *cuobjdump}
+	if err := run(*root, *out, *check, *baseline, tools); err != nil {
 		fmt.Fprintln(os.Stderr, "gpureport:", err)
 		os.Exit(1)
 	}

@@ -13,10 +13,12 @@ import (
 	"sync"
 )
 
-// Tools name the CUDA binaries the report runs (Debian's nvidia-cuda-toolkit has both). nvdisasm prints the same
-// SASS as `cuobjdump -sass` in a third of the time.
+// Tools name the CUDA binaries the report runs (Debian's nvidia-cuda-toolkit has all three). nvdisasm prints the
+// same SASS as `cuobjdump -sass` in a third of the time; cuobjdump is the fallback for a module whose nvdisasm
+// listing branches to a label it never prints (CUDA 11.8's nvdisasm does that now and then, e.g. in
+// conv2d_pack_act_f32 on sm_90), since it prints branch targets as addresses.
 type Tools struct {
-	Ptxas, Nvdisasm string
+	Ptxas, Nvdisasm, Cuobjdump string
 }
 
 // Kernel is one entry function of one PTX module compiled for one SM.
@@ -140,6 +142,13 @@ func compileOne(root, cubin string, m Module, a Arch, t Tools) ([]Kernel, error)
 		return nil, err
 	}
 	fns, err := ParseSASS(sass)
+	if err != nil && t.Cuobjdump != "" {
+		sass, _, errC := run(t.Cuobjdump, "-sass", cubin)
+		if errC != nil {
+			return nil, fmt.Errorf("%v; %v", err, errC)
+		}
+		fns, err = ParseSASS(sass)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ type Options struct {
 
 // DefaultOptions are those of make gpu-report.
 func DefaultOptions(root string) Options {
-	return Options{Root: root, Tools: Tools{Ptxas: "ptxas", Nvdisasm: "nvdisasm"}, Machine: H100,
+	return Options{Root: root, Tools: Tools{Ptxas: "ptxas", Nvdisasm: "nvdisasm", Cuobjdump: "cuobjdump"}, Machine: H100,
 		Config: "configs/celeba32.toml", Batches: []int{64, 256}, Baseline: "docs/gpu-perf-baseline.tsv"}
 }
 
@@ -203,7 +203,8 @@ func (r *renderer) render(base map[string]float64) (string, []Metric, error) {
 	r.p("## How the numbers are made\n\n")
 	r.p("- **SASS.** Every module (`kernels/ptx/*.ptx`, compute_70; `kernels/ptx/sm80/*.ptx`, compute_80) is compiled by\n")
 	r.p("  `ptxas -arch=sm_80 -v` and `-arch=sm_90 -v` (registers, stack, spills, static shared memory), and its cubin\n")
-	r.p("  disassembled by `nvdisasm -c` (the SASS that `cuobjdump -sass` prints). A device of compute capability ≥ 8.0\n")
+	r.p("  disassembled by `nvdisasm -c` (the SASS that `cuobjdump -sass` prints; by `cuobjdump -sass` itself for a\n")
+	r.p("  cubin whose nvdisasm listing branches to a label it does not print). A device of compute capability ≥ 8.0\n")
 	r.p("  loads `kernels/ptx/sm80/*.ptx` over the compute_70 modules (`cuda/cu.go`), so the roofline costs those\n")
 	r.p("  versions of the conv2d kernels.\n")
 	r.p("- **Main loop.** The innermost loop (the address range of a backward branch that contains no other) with the\n")
