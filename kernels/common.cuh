@@ -14,6 +14,16 @@
 #define DYNAMIC_SHARED(T, name) T* name = reinterpret_cast<T*>(::emu::dynamic_shared())
 #endif
 
+// A load of what other blocks of this launch wrote (a last block's reduction, after __threadfence and a ticket):
+// from L2 (ld.global.cg), around the non-coherent L1.
+__device__ __forceinline__ float ld_cg(const float* p) {
+#ifdef __CUDACC__
+  return __ldcg(p);
+#else
+  return *(const volatile float*)p;
+#endif
+}
+
 // Global index of this thread in a 1-D launch, as a 64-bit value so that n > 2^31 loops stay correct.
 __device__ __forceinline__ long long global_index() {
   return (long long)blockIdx.x * blockDim.x + threadIdx.x;

@@ -67,14 +67,16 @@
 #define CONV_SLACK 256
 
 // The bias gradient folded into backward-weight's packing of dy (layout (off, Z) = (0, 1), Hp = H: block
-// blockIdx.x = n·H + i packs image row i of sample n), replacing conv2d_bias_grad_f32's launch there:
-//   part[blockIdx.x][c] = Σ_{j<W} dy[n][c][i][j]       (j increasing; every block)
-//   db[c] += Σ_{r < gridDim.x} part[r][c]              (r increasing; the last block to finish, by a ticket)
-// so db[c] += Σ_{n,i,j} dy[n,c,i,j] in an order fixed by the shape (rows, then the rows in (n, i) order). The ticket
-// protocol is splitk_last's (tickets[0], set back to 0 by the last block).
+// blockIdx.x = n·H + i packs image row i of sample n; 256 threads), replacing conv2d_bias_grad_f32's launch there:
+//   part[r][c] = Σ_{j<W} dy[n][c][i][j]                   (r = blockIdx.x; j increasing; every block)
+//   db[c] += Σ_{w<8} Σ_{r ∈ R_w} part[r][c]                (the last block to finish, by a ticket)
+// where R_w is warp w's eighth of the rows, summed in increasing r (lane = channel, so the loads are coalesced and
+// independent: 1/8 of the rows in sequence, not all of them), and the eight warp sums are added in warp order. The
+// order is fixed by the shape. The ticket protocol is splitk_last's (tickets[0], set back to 0 by the last block).
 __device__ __forceinline__ void conv_bias_grad_rows(const float* dy, float* part, float* db, unsigned* tickets, int C,
                                                     int H, int W) {
   __shared__ bool last;
+  __shared__ float wsum[8][32];
   const int n = blockIdx.x / H, i = blockIdx.x % H;
   for (int c = threadIdx.x; c < C; c += blockDim.x) {  // the row was just read by the packing: in cache
     const float* row = dy + (((long long)n * C + c) * H + i) * W;
@@ -91,11 +93,21 @@ __device__ __forceinline__ void conv_bias_grad_rows(const float* dy, float* part
   __syncthreads();
   __threadfence();
   if (!last) return;
-  const volatile float* vp = part;  // other blocks' partials: around the non-coherent L1
-  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const unsigned rows = gridDim.x, r0 = rows * warp / 8, r1 = rows * (warp + 1) / 8;
+  for (int c0 = 0; c0 < C; c0 += 32) {
+    const int c = c0 + lane;
     float acc = 0.0f;
-    for (unsigned r = 0; r < gridDim.x; r++) acc += vp[(long long)r * C + c];
-    db[c] += acc;
+    if (c < C)
+      for (unsigned r = r0; r < r1; r++) acc += ld_cg(part + (long long)r * C + c);
+    wsum[warp][lane] = acc;
+    __syncthreads();
+    if (warp == 0 && c < C) {
+      float s = 0.0f;
+      for (int w = 0; w < 8; w++) s += wsum[w][lane];
+      db[c] += s;
+    }
+    __syncthreads();
   }
 }
 // The rounding of the packed operands, by the precision of the kernels that read them (cuda/conv2d.go convRound):
@@ -239,7 +251,7 @@ struct IntDiv {
 // next launch. This replaces a reduction kernel of its own (conv2d_splitk_reduce_f32, conv2d_splitk_bias_f32,
 // which computed the same sums in the same order: acc = Σ_z part[z], then out = acc + bias or out += acc).
 // __threadfence before the ticket makes the block's partials visible to the last block; the one after it keeps the
-// last block's reads behind its ticket; the partials are read as volatile (around the non-coherent L1).
+// last block's reads behind its ticket; the partials are read from L2 (ld_cg, around the non-coherent L1).
 __device__ __forceinline__ bool splitk_last(unsigned* tickets) {
   __shared__ bool last;
   __threadfence();
@@ -259,13 +271,12 @@ __device__ __forceinline__ bool splitk_last(unsigned* tickets) {
 template <class AT>
 __device__ __forceinline__ void conv_splitk_finish(const float* part, float* out, long long zstride, int elems,
                                                    int mode, AT at, const float* bias) {
-  const volatile float* vp = part;
   for (int e = threadIdx.x; e < elems; e += blockDim.x) {
     long long i;
     int m;
     if (!at(e, i, m)) continue;
     float acc = 0.0f;
-    for (unsigned z = 0; z < gridDim.z; z++) acc += vp[z * zstride + i];
+    for (unsigned z = 0; z < gridDim.z; z++) acc += ld_cg(part + z * zstride + i);
     if (mode == CONV_SET)
       out[i] = acc + (bias ? bias[m] : 0.0f);
     else

@@ -61,7 +61,8 @@ EMU_REGISTER(groupnorm_silu_fwd_f32)
 //   dx[n,c,i] += rstd·(gy − m1 − x̂·m2)                               (if dx; = 0 + … without accumulate)
 // which is the derivative of y = x̂·gamma + beta through the group's μ and rstd. The per-sample a_c and b_c are then
 // added over the batch into dbeta and dgamma (if either is given) by the block that finishes its sums last:
-//   dbeta[c] += Σ_n sums[n·C+c],  dgamma[c] += Σ_n sums[N·C + n·C+c]   (n increasing)
+//   dbeta[c] += Σ_n sums[n·C+c],  dgamma[c] += Σ_n sums[N·C + n·C+c]
+// (each warp of that block adds an eighth of the samples in increasing n, then the eight sums in warp order)
 // (formerly a kernel of its own, groupnorm_param_grad_f32, one launch per norm): each block makes its sums visible
 // (__threadfence) and takes a ticket from *done; the one that draws the last ticket reads every block's sums, in
 // the same order whichever block it is, and sets *done back to 0 for the next launch. Deterministic, one launch.
@@ -121,16 +122,29 @@ __device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma
     if (threadIdx.x == 0) last = atomicAdd(done, 1u) == gridDim.x - 1;
     __syncthreads();
     __threadfence();  // the last block's reads stay behind its ticket
-    if (last) {
-      const volatile float* vs = sums;  // written by other blocks: not through this SM's L1
-      for (int c = threadIdx.x; c < C; c += GN_THREADS) {
+    if (last) {  // uniform over the block
+      // Warp w adds samples [N·w/GN_WARPS, N·(w+1)/GN_WARPS) of 32 channels at a time (lane = channel: coalesced,
+      // independent loads, 1/GN_WARPS of the batch in sequence), then warp 0 adds the warps' sums in warp order.
+      __shared__ float wa[GN_WARPS][32], wb[GN_WARPS][32];
+      const int k0 = N * warp / GN_WARPS, k1 = N * (warp + 1) / GN_WARPS;
+      for (int cb = 0; cb < C; cb += 32) {
+        const int c = cb + lane;
         float sa = 0.0f, sb = 0.0f;
-        for (int k = 0; k < N; k++) {
-          sa += vs[(long long)k * C + c];
-          sb += vs[(long long)N * C + (long long)k * C + c];
+        if (c < C)
+          for (int k = k0; k < k1; k++) {
+            sa += ld_cg(sums + (long long)k * C + c);
+            sb += ld_cg(sums + (long long)N * C + (long long)k * C + c);
+          }
+        wa[warp][lane] = sa;
+        wb[warp][lane] = sb;
+        __syncthreads();
+        if (warp == 0 && c < C) {
+          float ta = 0.0f, tb = 0.0f;
+          for (int w = 0; w < GN_WARPS; w++) ta += wa[w][lane], tb += wb[w][lane];
+          if (dbeta) dbeta[c] += ta;
+          if (dgamma) dgamma[c] += tb;
         }
-        if (dbeta) dbeta[c] += sa;
-        if (dgamma) dgamma[c] += sb;
+        __syncthreads();
       }
       if (threadIdx.x == 0) *done = 0;
     }
