@@ -83,7 +83,7 @@ func (be *Backend) SetPrecision(p ops.Precision) error {
 	return nil
 }
 
-// Precision is the precision of the convolutions (SetPrecision); FP32 until set.
+// Precision is the precision SetPrecision selected (the convolutions', and at bf16 the GEMMs'); FP32 until set.
 func (be *Backend) Precision() ops.Precision {
 	if be.prec == "" {
 		return ops.FP32
