@@ -42,16 +42,8 @@ func (m *memsetCounter) reset() { m.last = nil }
 // fillsBackend is testBackend's guarded emulator behind a memsetCounter.
 func fillsBackend(t *testing.T) (*Backend, *memsetCounter) {
 	t.Helper()
-	emu := NewEmulator(EmuOptions{Workers: 2, Guard: true})
-	mc := &memsetCounter{Driver: recorder{emu}}
-	be, err := NewBackend(mc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		be.Close()
-		emu.Close()
-	})
+	var mc *memsetCounter
+	be := guardedBackend(t, func(d Driver) Driver { mc = &memsetCounter{Driver: d}; return mc })
 	return be, mc
 }
 

@@ -44,14 +44,26 @@ func (r recorder) Launch(kernel string, grid, block Dim3, smem int, args ...Arg)
 // launch) whose launches are noted for TestEmuKernelCoverage, closed when t ends.
 func testBackend(t testing.TB) *Backend {
 	t.Helper()
-	emu := NewEmulator(EmuOptions{Workers: 2, Guard: true})
-	be, err := NewBackend(recorder{emu})
-	if err != nil {
-		t.Fatal(err)
-	}
+	be := guardedBackend(t, nil)
 	launches.Lock()
 	launches.ran[strings.SplitN(t.Name(), "/", 2)[0]] = true
 	launches.Unlock()
+	return be
+}
+
+// guardedBackend is a backend over a guarded emulator whose launches are noted for TestEmuKernelCoverage, through
+// the driver that wrap builds around the recorder (nil: the recorder itself), closed when t ends.
+func guardedBackend(t testing.TB, wrap func(Driver) Driver) *Backend {
+	t.Helper()
+	emu := NewEmulator(EmuOptions{Workers: 2, Guard: true})
+	var d Driver = recorder{emu}
+	if wrap != nil {
+		d = wrap(d)
+	}
+	be, err := NewBackend(d)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		be.Close()
 		emu.Close()

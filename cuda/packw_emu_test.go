@@ -39,16 +39,8 @@ func (c *launchCounter) reset() { clear(c.n) }
 // precision p.
 func packBackend(t *testing.T, p ops.Precision) (*Backend, *launchCounter) {
 	t.Helper()
-	emu := NewEmulator(EmuOptions{Workers: 2, Guard: true})
-	lc := &launchCounter{Driver: recorder{emu}, n: map[string]int{}}
-	be, err := NewBackend(lc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		be.Close()
-		emu.Close()
-	})
+	var lc *launchCounter
+	be := guardedBackend(t, func(d Driver) Driver { lc = &launchCounter{Driver: d, n: map[string]int{}}; return lc })
 	if err := be.SetPrecision(p); err != nil {
 		t.Fatal(err)
 	}

@@ -38,13 +38,8 @@ func TestEmuSplitKInOneLaunch(t *testing.T) {
 	tol := map[ops.Precision]float64{ops.FP32: 1e-5, ops.TF32: 2e-3, ops.BF16: 1.6e-2} // tolGEMM; tolTF32; the bf16 band
 	for _, p := range []ops.Precision{ops.FP32, ops.TF32, ops.BF16} {
 		t.Run(string(p), func(t *testing.T) {
-			emu := NewEmulator(EmuOptions{Workers: 2, Guard: true})
-			gl := &gridLog{Driver: recorder{emu}, grids: map[string][]Dim3{}}
-			be, err := NewBackend(gl)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { be.Close(); emu.Close() })
+			gl := &gridLog{grids: map[string][]Dim3{}}
+			be := guardedBackend(t, func(d Driver) Driver { gl.Driver = d; return gl })
 			if err := be.SetPrecision(p); err != nil {
 				t.Fatal(err)
 			}
