@@ -57,11 +57,10 @@ func (be *Backend) flushFills() {
 	if len(be.fills) == 0 {
 		return
 	}
-	fills := be.fills
-	be.fills = nil
-	for _, f := range fills {
+	for _, f := range be.fills { // memset queues no fill: the slice stays as it is while this loop reads it
 		be.memset("Fill", f.p, 0, f.n)
 	}
+	be.fills = be.fills[:0] // kept for the next fills: a step allocates nothing here
 }
 
 // flushOverlapping launches the waiting fills that overlap the n floats at p (and keeps the others waiting).
