@@ -232,29 +232,47 @@ func (be *Backend) scratchRegions(op string, bytes ...int) []DevicePtr {
 	return ptrs
 }
 
-// packAct launches conv2d_pack_act_f32: out[n][a][b][c] (a < hp, b < wp, c < cp) from in [n][c][h][w] shifted by off
-// and spread by z (see the kernel), rounded to TF32 on that path; for BF16, conv2d_pack_act_bf16: the same as
-// bfloat16 (rounded to nearest even).
-func (be *Backend) packAct(op string, in, out DevicePtr, n, c, h, w, cp, hp, wp, off, z int) {
-	be.packActBias(op, in, out, n, c, h, w, cp, hp, wp, off, z, 0, 0)
+// packJob is one packing of conv2d_pack_act_*: out[n][a][b][c] (a < hp, b < wp, c < cp) from in [n][c][h][w]
+// shifted by off and spread by z (see the kernel), rounded to TF32 on that path, or as bfloat16 (rounded to nearest
+// even) for BF16.
+type packJob struct {
+	in, out                     DevicePtr
+	c, h, w, cp, hp, wp, off, z int
 }
 
-// packActBias is packAct that also adds the bias gradient db[c] += Σ in[n][c][·][·] (kernels/conv2d.cu,
-// conv_bias_grad_rows: per-row partials in part, n·h·c floats, summed by the last block), for db ≠ 0: only with
-// the layout (off, z) = (0, 1), hp = h, wp = w (backward-weight's dy), whose blocks are the image rows.
-func (be *Backend) packActBias(op string, in, out DevicePtr, n, c, h, w, cp, hp, wp, off, z int, part, db DevicePtr) {
-	if db != 0 && (off != 0 || z != 1 || hp != h || wp != w) {
-		panic(fmt.Sprintf("cuda %s: the bias gradient folds into the (0, 1) packing only, not (%d, %d) %dx%d → %dx%d",
-			op, off, z, h, w, hp, wp))
+// packActs launches conv2d_pack_act_f32 (conv2d_pack_act_bf16 for BF16) for up to three packings of n images in
+// one launch (grid y: the job); for db ≠ 0 the last job also adds the bias gradient db[c] += Σ in[n][c][·][·], and
+// for dchan ≠ 0 the channel sums dchan[n·ld + c] += Σ in[n][c][·][·] (kernels/conv2d.cu, conv_bias_grad_rows:
+// per-row partials in part, n·h·c floats, summed by the last block and by each sample's last block), only with the
+// layout (off, z) = (0, 1), hp = h, wp = w (backward-weight's dy), whose blocks are the image rows.
+func (be *Backend) packActs(op string, n int, jobs []packJob, part, db, dchan DevicePtr, ld int) {
+	if len(jobs) < 1 || len(jobs) > 3 {
+		panic(fmt.Sprintf("cuda %s: %d packing jobs in one launch (1 to 3)", op, len(jobs)))
 	}
-	args := []Arg{Ptr(in), Ptr(out), I32(int32(n)), I32(int32(c)), I32(int32(h)), I32(int32(w)), I32(int32(cp)),
-		I32(int32(hp)), I32(int32(wp)), I32(int32(off)), I32(int32(z))}
-	name := "conv2d_pack_act_bf16"
+	if l := jobs[len(jobs)-1]; (db != 0 || dchan != 0) && (l.off != 0 || l.z != 1 || l.hp != l.h || l.wp != l.w) {
+		panic(fmt.Sprintf("cuda %s: the bias gradient folds into the (0, 1) packing only, not (%d, %d) %dx%d → %dx%d",
+			op, l.off, l.z, l.h, l.w, l.hp, l.wp))
+	}
+	name, args := "conv2d_pack_act_bf16", make([]Arg, 0, 36)
+	args = append(args, I32(int32(n)))
 	if be.Precision() != ops.BF16 {
 		name, args = "conv2d_pack_act_f32", append(args, I32(be.convRound()))
 	}
-	args = append(args, Ptr(part), Ptr(db), Ptr(be.tickets))
-	be.keep(op, be.d.Launch(name, Dim3{X: n * hp}, Dim3{X: 256}, 0, args...))
+	rows := 0
+	for i := range 3 {
+		var j packJob // unused job slots: zeros (no block reaches them)
+		if i < len(jobs) {
+			j = jobs[i]
+			rows = max(rows, n*j.hp)
+		}
+		args = append(args, Ptr(j.in), Ptr(j.out), I32(int32(j.c)), I32(int32(j.h)), I32(int32(j.w)),
+			I32(int32(j.cp)), I32(int32(j.hp)), I32(int32(j.wp)), I32(int32(j.off)), I32(int32(j.z)))
+	}
+	if dchan != 0 && 1+n > ticketWords {
+		panic(fmt.Sprintf("cuda %s: channel sums of %d samples need %d tickets, there are %d", op, n, 1+n, ticketWords))
+	}
+	args = append(args, Ptr(part), Ptr(db), Ptr(dchan), I32(int32(ld)), Ptr(be.tickets))
+	be.keep(op, be.d.Launch(name, Dim3{X: rows, Y: len(jobs)}, Dim3{X: 256}, 0, args...))
 }
 
 // packW launches conv2d_pack_w_f32 (conv2d_pack_w_bf16 for BF16): the weights tap-major (flip = false:
@@ -278,6 +296,8 @@ func (be *Backend) packW(op string, s ops.ConvShape, w, out DevicePtr, cp int, f
 // split it writes partials to part and returns their count.
 type igemmCall struct {
 	in, wk, bias, out, part DevicePtr
+	addCh, addRes           DevicePtr // the epilogue's addends in mode set (ConvEpi of kernels/conv2d.cu), or 0
+	ld                      int       // chan's row stride
 	m, npix, oh, ow         int
 	hin, win, st, k, cp     int
 	mode                    int
@@ -291,7 +311,8 @@ func (be *Backend) igemm(op string, s ops.ConvShape, c igemmCall, splits, chunk 
 	be.checkTickets(op, s, grid)
 	be.keep(op, be.d.Launch(name, grid, block, smem, Ptr(c.in), Ptr(c.wk), Ptr(c.bias), Ptr(c.out), Ptr(c.part),
 		Ptr(be.tickets), I32(int32(c.m)), I32(int32(c.npix)), I32(int32(c.oh)), I32(int32(c.ow)), I32(int32(c.hin)),
-		I32(int32(c.win)), I32(int32(c.st)), I32(int32(c.k)), I32(int32(c.cp)), I32(int32(chunk)), I32(int32(c.mode))))
+		I32(int32(c.win)), I32(int32(c.st)), I32(int32(c.k)), I32(int32(c.cp)), I32(int32(chunk)), I32(int32(c.mode)),
+		Ptr(c.addCh), I32(int32(c.ld)), Ptr(c.addRes)))
 }
 
 // checkTickets panics when a split GEMM's grid has more tiles than be.tickets has words (convSplits splits only
@@ -309,13 +330,38 @@ func (be *Backend) checkTickets(op string, s ops.ConvShape, grid Dim3) {
 // K = K·K·Cin rounded up to 4 channels) computes y, split along K (and summed in order with the bias) when its
 // tiles would not fill the GPU.
 func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
-	const op = "Conv2D"
+	be.conv2D("Conv2D", s, x, w, b, y, ops.ConvAddends{})
+}
+
+// Conv2DAdd (ops.ConvFuser) is Conv2D with a.Chan and a.Res added in the GEMM's epilogue (kernels/conv2d.cu,
+// ConvEpi: the same sums as AddChannel and Add after it), which saves their two launches.
+func (be *Backend) Conv2DAdd(s ops.ConvShape, x, w, b, y ops.Buf, a ops.ConvAddends) {
+	be.conv2D("Conv2DAdd", s, x, w, b, y, a)
+}
+
+var _ ops.ConvFuser = (*Backend)(nil)
+
+func (be *Backend) conv2D(op string, s ops.ConvShape, x, w, b, y ops.Buf, a ops.ConvAddends) {
 	checkConv(op, s, be.packAlign())
 	g := geomOf(s, be.packAlign())
 	xs := be.arg(op, s, "x", x, s.N*s.Cin*s.H*s.W)
 	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
 	bs := be.opt(op, s, "b", b, s.Cout)
 	ys := be.arg(op, s, "y", y, s.N*s.Cout*g.ohw)
+	var addCh, addRes DevicePtr
+	if a.Chan != nil {
+		if a.ChanLd < s.Cout {
+			panic(fmt.Sprintf("cuda %s %+v: channel addend rows %d apart, fewer than Cout", op, s, a.ChanLd))
+		}
+		addCh = be.arg(op, s, "chan", a.Chan, ops.RowsLen(s.N, s.Cout, a.ChanLd)).p
+	}
+	if a.Res != nil {
+		rs := be.arg(op, s, "res", a.Res, s.N*s.Cout*g.ohw)
+		if overlaps(rs, ys) {
+			panic(fmt.Sprintf("cuda %s %+v: the residual overlaps y", op, s))
+		}
+		addRes = rs.p
+	}
 	if s.N == 0 {
 		return
 	}
@@ -334,7 +380,7 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 		wBytes = 0
 	}
 	r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, wBytes, 4*partN)
-	be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
+	be.packActs(op, s.N, []packJob{{xs.p, r[0], s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1}}, 0, 0, 0, 0)
 	if !packed {
 		wk = r[1]
 		be.packW(op, s, ws.p, wk, g.cinP, false)
@@ -343,19 +389,31 @@ func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	if bs != nil {
 		bias = bs.p
 	}
-	be.igemm(op, s, igemmCall{in: r[0], wk: wk, bias: bias, out: ys.p, part: r[2], m: s.Cout, npix: npix,
-		oh: s.OutH(), ow: s.OutW(), hin: g.hp, win: g.wp, st: s.Stride, k: s.K, cp: g.cinP, mode: convSet}, splits, chunk)
+	be.igemm(op, s, igemmCall{in: r[0], wk: wk, bias: bias, out: ys.p, part: r[2], addCh: addCh, ld: a.ChanLd, addRes: addRes,
+		m: s.Cout, npix: npix, oh: s.OutH(), ow: s.OutW(), hin: g.hp, win: g.wp, st: s.Stride, k: s.K, cp: g.cinP,
+		mode: convSet}, splits, chunk)
 }
 
 // Conv2DBackward accumulates dx (backward-data), dw (backward-weight) and db[o] += Σ_{n,i,j} dy[n,o,i,j]; any may
 // be nil. dx is the stride-1 convolution of dy spread by S and padded by K−1−P (packed NHWC) with the flipped,
-// transposed weights (PackConvWeights' flipped copy when w has one, packw.go): one implicit GEMM (M = Cin, N = batch·H·W, K = K·K·Cout). dw is one implicit GEMM over the
-// pixels (M = Cout, N = K·K·Cin, K = batch·OH·OW) of dy and x packed NHWC. Both split along K when their tiles would
-// not fill the GPU, the partials added in a fixed order; db is added by the packing of dy for dw (packActBias),
-// or, without dw, by one block per output channel. A dx that is a waiting
-// zero fill (fills.go) is stored rather than accumulated.
+// transposed weights (PackConvWeights' flipped copy when w has one, packw.go): one implicit GEMM (M = Cin,
+// N = batch·H·W, K = K·K·Cout). dw is one implicit GEMM over the pixels (M = Cout, N = K·K·Cin, K = batch·OH·OW) of
+// dy and x packed NHWC. The three packings of dy, x and dy are one launch (packActs). Both GEMMs split along K when
+// their tiles would not fill the GPU, the partials added in a fixed order; db is added by the packing of dy for dw,
+// or, without dw, by one block per output channel. A dx that is a waiting zero fill (fills.go) is stored rather
+// than accumulated.
 func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
-	const op = "Conv2DBackward"
+	be.conv2DBackward("Conv2DBackward", s, x, w, dy, dx, dw, db, nil, 0)
+}
+
+// Conv2DBackwardSum (ops.ConvFuser) is Conv2DBackward and ChannelSum(N, Cout, OH·OW, ld, dy, dchan): with dw, the
+// channel sums come from the per-row sums that the packing of dy for dw makes for the bias gradient (kernels/conv2d.cu,
+// conv_bias_grad_rows), which saves ChannelSum's launch.
+func (be *Backend) Conv2DBackwardSum(s ops.ConvShape, x, w, dy, dx, dw, db, dchan ops.Buf, ld int) {
+	be.conv2DBackward("Conv2DBackwardSum", s, x, w, dy, dx, dw, db, dchan, ld)
+}
+
+func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, db, dchan ops.Buf, ld int) {
 	checkConv(op, s, be.packAlign())
 	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
 	g := geomOf(s, be.packAlign())
@@ -367,29 +425,72 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 	dxs := be.opt(op, s, "dx", dx, s.N*s.Cin*hw)
 	dws := be.opt(op, s, "dw", dw, s.Cout*s.Cin*g.kk)
 	dbs := be.opt(op, s, "db", db, s.Cout)
+	var dchs *Buf
+	if dchan != nil {
+		if ld < s.Cout {
+			panic(fmt.Sprintf("cuda %s %+v: channel sums' rows %d apart, fewer than Cout", op, s, ld))
+		}
+		dchs = be.arg(op, s, "dchan", dchan, ops.RowsLen(s.N, s.Cout, ld))
+	}
 	if s.N == 0 {
 		return
 	}
-	if dbs != nil && dws == nil { // with dw, backward-weight's packing of dy adds it (packActBias)
+	if dchs != nil && (dws == nil || 1+s.N > ticketWords) { // no packing of dy for dw to ride on, or too few tickets
+		be.ChannelSum(s.N, s.Cout, g.ohw, ld, dy, dchan)
+		dchs = nil
+	}
+	if dbs != nil && dws == nil { // with dw, backward-weight's packing of dy adds it (packActs)
 		be.keep(op, be.d.Launch("conv2d_bias_grad_f32", Dim3{X: s.Cout}, Dim3{X: convBiasThreads}, 0,
 			Ptr(dys.p), Ptr(dbs.p), I32(int32(s.N)), I32(int32(s.Cout)), I32(int32(g.ohw))))
 	}
+	// Backward-data's and backward-weight's operands, packed in one launch into regions of one scratch: dyq, the
+	// flipped weights (unless packed for the pass), dx's partials; xp, dy NHWC (with the bias gradient's per-row
+	// partials), dw's partials.
+	var dxSplits, dxChunk, dwSplits, dwChunk, dxPartN, dwPartN, biasN, wBytes int
+	wk, packed := be.packedFor(ws, s, true) // packed once for the forward pass (packw.go)
 	if dxs != nil {
-		npix := s.N * hw
-		splits, chunk := convSplits(ceilDiv(npix, igBN)*ceilDiv(s.Cin, igemmTile(s.Cin)), g.kk*g.coutP, be.kStep())
-		nout := s.N * s.Cin * hw
-		partN := 0
-		if splits > 1 {
-			partN = splits * nout
-			i32(op, s, partN)
+		dxSplits, dxChunk = convSplits(ceilDiv(s.N*hw, igBN)*ceilDiv(s.Cin, igemmTile(s.Cin)), g.kk*g.coutP, be.kStep())
+		if dxSplits > 1 {
+			dxPartN = dxSplits * s.N * s.Cin * hw
+			i32(op, s, dxPartN)
 		}
-		wk, packed := be.packedFor(ws, s, true) // packed once for the forward pass (packw.go)
-		wBytes := es * s.Cin * g.kk * g.coutP
-		if packed {
-			wBytes = 0
+		if !packed {
+			wBytes = es * s.Cin * g.kk * g.coutP
 		}
-		r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, wBytes, 4*partN)
-		be.packAct(op, dys.p, r[0], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, g.hq, g.wq, s.K-1-s.Pad, s.Stride)
+	}
+	npix := s.N * g.ohw
+	bm := igemmTile(s.Cout)
+	if dws != nil {
+		dwSplits, dwChunk = convSplits(ceilDiv(g.kk*g.cinP, igBN)*ceilDiv(s.Cout, bm), npix, be.kStep())
+		if dwSplits > 1 {
+			dwPartN = dwSplits * s.Cout * s.Cin * g.kk
+			i32(op, s, dwPartN)
+		}
+		if dbs != nil || dchs != nil {
+			biasN = s.N * s.OutH() * s.Cout
+		}
+	}
+	r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, wBytes, 4*dxPartN, es*s.N*g.hp*g.wp*g.cinP, es*npix*g.coutP,
+		4*dwPartN, 4*biasN)
+	jobs := make([]packJob, 0, 3)
+	if dxs != nil {
+		jobs = append(jobs, packJob{dys.p, r[0], s.Cout, s.OutH(), s.OutW(), g.coutP, g.hq, g.wq, s.K - 1 - s.Pad, s.Stride})
+	}
+	var dbp, dchp DevicePtr
+	if dws != nil {
+		jobs = append(jobs, packJob{xs.p, r[3], s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1},
+			packJob{dys.p, r[4], s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1})
+		if dbs != nil {
+			dbp = dbs.p
+		}
+		if dchs != nil {
+			dchp = dchs.p
+		}
+	}
+	if len(jobs) > 0 {
+		be.packActs(op, s.N, jobs, r[6], dbp, dchp, ld)
+	}
+	if dxs != nil {
 		if !packed {
 			wk = r[1]
 			be.packW(op, s, ws.p, wk, g.coutP, true)
@@ -398,36 +499,16 @@ func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf)
 		if freshDx {
 			mode = convSet
 		}
-		be.igemm(op, s, igemmCall{in: r[0], wk: wk, out: dxs.p, part: r[2], m: s.Cin, npix: npix, oh: s.H, ow: s.W,
-			hin: g.hq, win: g.wq, st: 1, k: s.K, cp: g.coutP, mode: mode}, splits, chunk)
+		be.igemm(op, s, igemmCall{in: r[0], wk: wk, out: dxs.p, part: r[2], m: s.Cin, npix: s.N * hw, oh: s.H, ow: s.W,
+			hin: g.hq, win: g.wq, st: 1, k: s.K, cp: g.coutP, mode: mode}, dxSplits, dxChunk)
 	}
 	if dws != nil {
-		npix := s.N * g.ohw
-		bm := igemmTile(s.Cout)
-		splits, chunk := convSplits(ceilDiv(g.kk*g.cinP, igBN)*ceilDiv(s.Cout, bm), npix, be.kStep())
-		nout := s.Cout * s.Cin * g.kk
-		partN := 0
-		if splits > 1 {
-			partN = splits * nout
-			i32(op, s, partN)
-		}
-		biasN := 0 // the bias gradient's per-row partials (packActBias)
-		if dbs != nil {
-			biasN = s.N * s.OutH() * s.Cout
-		}
-		r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, es*npix*g.coutP, 4*partN, 4*biasN)
-		be.packAct(op, xs.p, r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
-		var db DevicePtr
-		if dbs != nil {
-			db = dbs.p
-		}
-		be.packActBias(op, dys.p, r[1], s.N, s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1, r[3], db)
 		block, smem, prec := be.igLaunch(bm)
-		grid := Dim3{X: ceilDiv(g.kk*g.cinP, igBN), Y: ceilDiv(s.Cout, bm), Z: splits}
+		grid := Dim3{X: ceilDiv(g.kk*g.cinP, igBN), Y: ceilDiv(s.Cout, bm), Z: dwSplits}
 		be.checkTickets(op, s, grid)
-		be.keep(op, be.d.Launch(fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm), grid, block, smem, Ptr(r[1]), Ptr(r[0]),
-			Ptr(dws.p), Ptr(r[2]), Ptr(be.tickets), I32(int32(s.Cout)), I32(int32(g.coutP)), I32(int32(s.Cin)),
+		be.keep(op, be.d.Launch(fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm), grid, block, smem, Ptr(r[4]), Ptr(r[3]),
+			Ptr(dws.p), Ptr(r[5]), Ptr(be.tickets), I32(int32(s.Cout)), I32(int32(g.coutP)), I32(int32(s.Cin)),
 			I32(int32(g.cinP)), I32(int32(s.K)), I32(int32(s.Stride)), I32(int32(g.hp)), I32(int32(g.wp)),
-			I32(int32(s.OutH())), I32(int32(s.OutW())), I32(int32(npix)), I32(int32(chunk)), I32(int32(convAdd))))
+			I32(int32(s.OutH())), I32(int32(s.OutW())), I32(int32(npix)), I32(int32(dwChunk)), I32(int32(convAdd))))
 	}
 }

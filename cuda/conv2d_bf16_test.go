@@ -46,7 +46,7 @@ func TestConvPackBF16(t *testing.T) {
 	be.Upload(wb, w)
 	nAct, nW, nWf := s.N*g.hp*g.wp*g.cinP, s.Cout*g.kk*g.cinP, s.Cin*g.kk*g.coutP
 	r := be.scratchRegions("TestConvPackBF16", 2*nAct, 2*nW, 2*nWf)
-	be.packAct("TestConvPackBF16", xb.(*Buf).Ptr(), r[0], s.N, s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1)
+	be.packActs("TestConvPackBF16", s.N, []packJob{{xb.(*Buf).Ptr(), r[0], s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1}}, 0, 0, 0, 0)
 	be.packW("TestConvPackBF16", s, wb.(*Buf).Ptr(), r[1], g.cinP, false)
 	be.packW("TestConvPackBF16", s, wb.(*Buf).Ptr(), r[2], g.coutP, true)
 	if err := be.Sync(); err != nil {

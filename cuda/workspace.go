@@ -107,3 +107,8 @@ func (be *Backend) gridStride(op, kernel string, n, threads int, args ...Arg) {
 	blocks := min(ceilDiv(n, threads), elementwiseMaxBlocks)
 	be.keep(op, be.d.Launch(kernel, Dim3{X: blocks}, Dim3{X: threads}, 0, args...))
 }
+
+// overlaps reports whether two buffers share device memory.
+func overlaps(a, b *Buf) bool {
+	return a.p < b.p+DevicePtr(4*b.n) && b.p < a.p+DevicePtr(4*a.n)
+}

@@ -66,35 +66,47 @@
 // launcher left in the scratch -- an unrounded float there is not a TF32 value, which the emulator's mma refuses.
 #define CONV_SLACK 256
 
-// The bias gradient folded into backward-weight's packing of dy (layout (off, Z) = (0, 1), Hp = H: block
-// blockIdx.x = n·H + i packs image row i of sample n; 256 threads), replacing conv2d_bias_grad_f32's launch there:
-//   part[r][c] = Σ_{j<W} dy[n][c][i][j]                   (r = blockIdx.x; j increasing; every block)
-//   db[c] += Σ_{w<8} Σ_{r ∈ R_w} part[r][c]                (the last block to finish, by a ticket)
+// The bias gradient folded into backward-weight's packing of dy (layout (off, Z) = (0, 1), Hp = H: block bx = n·H + i
+// of the job's N·H blocks packs image row i of sample n; 256 threads), replacing conv2d_bias_grad_f32's launch there,
+// and the channel sums of dy (a resnet's time-projection gradient), replacing channel_sum_f32's:
+//   part[r][c] = Σ_{j<W} dy[n][c][i][j]                   (r = bx; j increasing; every block of the job)
+//   db[c] += Σ_{w<8} Σ_{r ∈ R_w} part[r][c]                (the job's last block to finish, by a ticket)
+//   dchan[n·ld + c] += Σ_{i<H} part[n·H + i][c]            (sample n's last block to finish, by a ticket; i increasing)
 // where R_w is warp w's eighth of the rows, summed in increasing r (lane = channel, so the loads are coalesced and
 // independent: 1/8 of the rows in sequence, not all of them), and the eight warp sums are added in warp order. The
-// order is fixed by the shape. The ticket protocol is splitk_last's (tickets[0], set back to 0 by the last block).
-__device__ __forceinline__ void conv_bias_grad_rows(const float* dy, float* part, float* db, unsigned* tickets, int C,
-                                                    int H, int W) {
-  __shared__ bool last;
+// orders are fixed by the shape. The ticket protocol is splitk_last's: tickets[0] for db, counted to the job's N·H
+// blocks, tickets[1 + n] for sample n's sums, counted to H; each set back to 0 by the last block it counts (the
+// launcher checks that N + 1 tickets exist).
+__device__ __forceinline__ void conv_bias_grad_rows(const float* dy, float* part, float* db, float* dchan, int ld,
+                                                    unsigned* tickets, int C, int H, int W, int bx, unsigned rows) {
+  __shared__ bool last, lastOfSample;
   __shared__ float wsum[8][32];
-  const int n = blockIdx.x / H, i = blockIdx.x % H;
+  const int n = bx / H, i = bx % H;
   for (int c = threadIdx.x; c < C; c += blockDim.x) {  // the row was just read by the packing: in cache
     const float* row = dy + (((long long)n * C + c) * H + i) * W;
     float acc = 0.0f;
     for (int j = 0; j < W; j++) acc += row[j];
-    part[(long long)blockIdx.x * C + c] = acc;
+    part[(long long)bx * C + c] = acc;
   }
-  __threadfence();  // this block's partials, visible before its ticket
+  __threadfence();  // this block's partials, visible before its tickets
   __syncthreads();
   if (threadIdx.x == 0) {
-    last = atomicAdd(tickets, 1u) == gridDim.x - 1;
+    last = db && atomicAdd(tickets, 1u) == rows - 1;
     if (last) *tickets = 0;  // every block has taken its ticket
+    lastOfSample = dchan && atomicAdd(tickets + 1 + n, 1u) == (unsigned)H - 1;
+    if (lastOfSample) tickets[1 + n] = 0;
   }
   __syncthreads();
   __threadfence();
+  if (lastOfSample)
+    for (int c = threadIdx.x; c < C; c += blockDim.x) {
+      float acc = 0.0f;
+      for (int r = 0; r < H; r++) acc += ld_cg(part + ((long long)n * H + r) * C + c);
+      dchan[(long long)n * ld + c] += acc;
+    }
   if (!last) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const unsigned rows = gridDim.x, r0 = rows * warp / 8, r1 = rows * (warp + 1) / 8;
+  const unsigned r0 = rows * warp / 8, r1 = rows * (warp + 1) / 8;
   for (int c0 = 0; c0 < C; c0 += 32) {
     const int c = c0 + lane;
     float acc = 0.0f;
@@ -123,12 +135,20 @@ __device__ __forceinline__ void conv_put(float* p, float v, int round) { *p = co
 __device__ __forceinline__ void conv_put(uint16_t* p, float v, int) {
   *p = (uint16_t)(__float_as_uint(f32_to_bf16(v)) >> 16);
 }
+// One packing job: in [N][C][H][W] to out [N][Hp][Wp][Cp] at (off, Z), as above.
+struct ConvPackJob {
+  const float* in;
+  void* out;
+  int C, H, W, Cp, Hp, Wp, off, Z;
+};
+// Block bx of the job's N·Hp blocks packs row (n, a) = (bx / Hp, bx % Hp); the job's last block writes the slack.
 template <class T>
-__device__ __forceinline__ void conv_pack_act(const float* in, T* out, int N, int C, int H, int W, int Cp, int Hp,
-                                              int Wp, int off, int Z, int round, float* part, float* db,
-                                              unsigned* tickets) {
+__device__ __forceinline__ void conv_pack_act(const ConvPackJob& j, int N, int bx, int round) {
   __shared__ float tile[CONV_PACK_TILE][CONV_PACK_TILE + 1];
-  const int n = blockIdx.x / Hp, a = blockIdx.x % Hp, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
+  const float* in = j.in;
+  T* out = (T*)j.out;
+  const int C = j.C, H = j.H, W = j.W, Cp = j.Cp, Hp = j.Hp, Wp = j.Wp, off = j.off, Z = j.Z;
+  const int n = bx / Hp, a = bx % Hp, tx = threadIdx.x % 32, ty = threadIdx.x / 32;
   const int ra = a - off;
   const bool row_ok = ra >= 0 && ra % Z == 0 && ra / Z < H;
   const int h = row_ok ? ra / Z : 0;
@@ -149,23 +169,47 @@ __device__ __forceinline__ void conv_pack_act(const float* in, T* out, int N, in
       }
       __syncthreads();
     }
-  if (blockIdx.x == gridDim.x - 1) {
+  if (bx == N * Hp - 1) {
     T* tail = out + (long long)N * Hp * Wp * Cp;
     for (int i = threadIdx.x; i < CONV_SLACK; i += blockDim.x) conv_put(tail + i, 0.0f, round);
   }
-  if (db) conv_bias_grad_rows(in, part, db, tickets, C, H, W);
 }
+// Up to three packings of one convolution in one launch (backward: backward-data's dyq, backward-weight's xp and its
+// dy, each what a launch of its own would write): job blockIdx.y < gridDim.y of (j0, j1, j2), blockIdx.x < N·Hp of
+// that job (gridDim.x is the jobs' largest N·Hp; the other blocks return). With db, the last job (gridDim.y − 1, the
+// (0, 1) layout of dy) adds the bias gradient too, and with dchan the channel sums (conv_bias_grad_rows).
+template <class T>
+__device__ __forceinline__ void conv_pack_acts(int N, int round, ConvPackJob j0, ConvPackJob j1, ConvPackJob j2,
+                                               float* part, float* db, float* dchan, int ld,
+                                               unsigned* tickets) {
+  const int y = blockIdx.y;
+#define CONV_PACK_SEL(f) (y == 0 ? j0.f : y == 1 ? j1.f : j2.f)
+  // Field by field: selecting the whole struct made ptxas keep a copy on the stack (sm_70: 16 bytes of spills).
+  const ConvPackJob j{CONV_PACK_SEL(in), CONV_PACK_SEL(out), CONV_PACK_SEL(C),  CONV_PACK_SEL(H),   CONV_PACK_SEL(W),
+                      CONV_PACK_SEL(Cp), CONV_PACK_SEL(Hp),  CONV_PACK_SEL(Wp), CONV_PACK_SEL(off), CONV_PACK_SEL(Z)};
+#undef CONV_PACK_SEL
+  const int bx = blockIdx.x;
+  if (bx >= N * j.Hp) return;
+  conv_pack_act<T>(j, N, bx, round);
+  if ((db || dchan) && blockIdx.y == gridDim.y - 1)
+    conv_bias_grad_rows(j.in, part, db, dchan, ld, tickets, j.C, j.H, j.W, bx, N * j.H);
+}
+#define CONV_PACK_JOB_PARAMS(i)                                                                                    \
+  const float *in##i, void *out##i, int C##i, int H##i, int W##i, int Cp##i, int Hp##i, int Wp##i, int off##i, \
+      int Z##i
+#define CONV_PACK_JOB(i) ConvPackJob{in##i, out##i, C##i, H##i, W##i, Cp##i, Hp##i, Wp##i, off##i, Z##i}
 extern "C" __global__ void __launch_bounds__(256)
-    conv2d_pack_act_f32(const float* in, float* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
-                        int Z, int round, float* part, float* db, unsigned* tickets) {
-  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round, part, db, tickets);
+    conv2d_pack_act_f32(int N, int round, CONV_PACK_JOB_PARAMS(0), CONV_PACK_JOB_PARAMS(1), CONV_PACK_JOB_PARAMS(2),
+                        float* part, float* db, float* dchan, int ld, unsigned* tickets) {
+  conv_pack_acts<float>(N, round, CONV_PACK_JOB(0), CONV_PACK_JOB(1), CONV_PACK_JOB(2), part, db, dchan, ld, tickets);
 }
 EMU_REGISTER(conv2d_pack_act_f32)
 // The BF16 kernels' packing: out holds bfloat16 (Cp a multiple of 8, so that a 16-byte chunk is eight channels).
 extern "C" __global__ void __launch_bounds__(256)
-    conv2d_pack_act_bf16(const float* in, uint16_t* out, int N, int C, int H, int W, int Cp, int Hp, int Wp, int off,
-                         int Z, float* part, float* db, unsigned* tickets) {
-  conv_pack_act(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, 2, part, db, tickets);
+    conv2d_pack_act_bf16(int N, CONV_PACK_JOB_PARAMS(0), CONV_PACK_JOB_PARAMS(1), CONV_PACK_JOB_PARAMS(2),
+                         float* part, float* db, float* dchan, int ld, unsigned* tickets) {
+  conv_pack_acts<uint16_t>(N, 2, CONV_PACK_JOB(0), CONV_PACK_JOB(1), CONV_PACK_JOB(2), part, db, dchan, ld,
+                           tickets);
 }
 EMU_REGISTER(conv2d_pack_act_bf16)
 
@@ -267,10 +311,11 @@ __device__ __forceinline__ bool splitk_last(unsigned* tickets) {
 }
 
 // The last block's sums: for each e < elems of the tile (threads striding), at(e, i, m) gives the output index i
-// and row m of element e, or false when it is outside the output.
-template <class AT>
+// and row m of element e, or false when it is outside the output; set(acc, i, m) is the value the unsplit kernel
+// stores in mode set (the epilogue: ConvEpi for the forward GEMM).
+template <class AT, class SET>
 __device__ __forceinline__ void conv_splitk_finish(const float* part, float* out, long long zstride, int elems,
-                                                   int mode, AT at, const float* bias) {
+                                                   int mode, AT at, SET set) {
   for (int e = threadIdx.x; e < elems; e += blockDim.x) {
     long long i;
     int m;
@@ -278,11 +323,28 @@ __device__ __forceinline__ void conv_splitk_finish(const float* part, float* out
     float acc = 0.0f;
     for (unsigned z = 0; z < gridDim.z; z++) acc += ld_cg(part + z * zstride + i);
     if (mode == CONV_SET)
-      out[i] = acc + (bias ? bias[m] : 0.0f);
+      out[i] = set(acc, i, m);
     else
       out[i] += acc;
   }
 }
+
+// The forward GEMM's epilogue in mode set (ops.Conv2DAdd, cuda/conv2d.go): what Conv2D, AddChannel and Add compute
+// one after the other, in their order,
+//   y[i] = ((acc + bias[m]) + chan[img·ld + m]) + res[i]          (i = (img, m, pixel) in y; each term when given)
+// so that the sums are those of the three launches, bit for bit.
+struct ConvEpi {
+  const float* bias;
+  const float* chan;
+  const float* res;
+  int ld;
+  __device__ __forceinline__ float set(float v, long long i, int img, int m) const {
+    float r = v + (bias ? bias[m] : 0.0f);
+    if (chan) r += chan[(long long)img * ld + m];
+    if (res) r += res[i];
+    return r;
+  }
+};
 
 // K-major operands of element T (float, or uint16_t bfloat16 for BF16; E = 4 or 8 elements per 16-byte chunk): this
 // thread's rows r0 + j·RS of the A tile (weights, j < CA) and of the B tile (activations, j < CB) start arow[j] and
@@ -405,7 +467,7 @@ struct KSrcOf<uint16_t, CA, CB, STEP, 2, 2> {
 // KStore holds kernel arguments only; ready() makes the functor, after the main loop.
 struct KStoreReady {
   float* out;
-  const float* bias;
+  ConvEpi epi;
   int M, OHW, mode;
   long long zoff;
   IntDiv dOHW;
@@ -413,7 +475,7 @@ struct KStoreReady {
     const int img = dOHW.div(n);
     const long long i = ((long long)img * M + m) * OHW + (n - img * OHW);
     if (mode == CONV_SET)
-      out[i] = v + (bias ? bias[m] : 0.0f);
+      out[i] = epi.set(v, i, img, m);
     else if (mode == CONV_ADD)
       out[i] += v;
     else
@@ -422,10 +484,10 @@ struct KStoreReady {
 };
 struct KStore {
   float* out;
-  const float* bias;
+  ConvEpi epi;
   int M, Npix, OHW, mode;
   __device__ __forceinline__ KStoreReady ready() const {
-    return KStoreReady{out, bias, M, OHW, mode, (long long)blockIdx.z * Npix * M, IntDiv(OHW)};
+    return KStoreReady{out, epi, M, OHW, mode, (long long)blockIdx.z * Npix * M, IntDiv(OHW)};
   }
 };
 
@@ -481,10 +543,12 @@ struct IgElem<true, true> {
 // ---- forward and backward-data ---------------------------------------------------------------------------------------
 // out[img][m][pix] (mode) Σ_{tap, c} wk[m][tap][c]·in[img][i·S + p][j·S + q][c] for output pixel pix = i·OW + j,
 // k over this block's split [z·kchunk, min(KK·Cp, (z+1)·kchunk)). in: [N][Hin][Win][Cp] packed, wk: [M][KK][Cp].
+// In mode set the epilogue adds bias, chan (rows ld apart) and res (ConvEpi; each may be null).
 template <int BM, int TAPS, bool TC, bool BF, class E>
 __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float* bias, float* out, float* part,
                                            unsigned* tickets, int M, int Npix, int OH, int OW, int Hin, int Win,
-                                           int S, int K, int Cp, int kchunk, int mode) {
+                                           int S, int K, int Cp, int kchunk, int mode, const float* chan,
+                                           int ld, const float* res) {
   // H chunks per row and thread: two on the tensor-core path where they are four chunks apart (not for TAPS = 0).
   constexpr int BK = IgElem<TC, BF>::BK, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM),
                 STEP = BK / (16 / (int)sizeof(E));
@@ -513,18 +577,20 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
   src.start(k0 / src.E + cc, k1 / src.E, Cp, K, Win);
 
   const bool split = gridDim.z > 1;
-  const KStore st{split ? part : out, bias, M, Npix, OHW, split ? CONV_PART : mode};
+  const ConvEpi epi{bias, chan, res, ld};
+  const KStore st{split ? part : out, epi, M, Npix, OHW, split ? CONV_PART : mode};
   IgLoop<TC, BF>::template kmajor<BM, H>(src, ksteps, M, Npix, st);
   if (split && splitk_last(tickets)) {
     const IntDiv dOHW2(OHW);
+    int img = 0;  // of the element at() last placed
     conv_splitk_finish(part, out, (long long)Npix * M, BM * IG_BN, mode, [&](int e, long long& i, int& m) {
       m = m0 + e / IG_BN;
       const int n = n0 + e % IG_BN;  // consecutive threads, consecutive pixels
       if (m >= M || n >= Npix) return false;
-      const int img = dOHW2.div(n);
+      img = dOHW2.div(n);
       i = ((long long)img * M + m) * OHW + (n - img * OHW);
       return true;
-    }, bias);
+    }, [&](float acc, long long i, int m) { return epi.set(acc, i, img, m); });
   }
 }
 
@@ -532,9 +598,9 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
   extern "C" __global__ void __launch_bounds__(TC ? IG_TC_THREADS : IG_F32_THREADS(BM), IG_MIN_BLOCKS(BM, TC))       \
       NAME(const IgElem<TC, BF>::T* in, const IgElem<TC, BF>::T* wk, const float* bias, float* out, float* part,       \
            unsigned* tickets, int M, int Npix, int OH, int OW, int Hin, int Win, int S, int K, int Cp, int kchunk,      \
-           int mode) {                                                                                                 \
+           int mode, const float* chan, int ld, const float* res) {                                                    \
     conv_igemm<BM, TAPS, TC, BF>(in, wk, bias, out, part, tickets, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk,      \
-                                 mode);                                                                               \
+                                 mode, chan, ld, res);                                                                \
   }                                                                                                                   \
   EMU_REGISTER(NAME)
 
@@ -559,7 +625,7 @@ CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
 #undef CONV_IGEMM_ENTRY
 #define CONV_IGEMM_ENTRY(NAME, BM, TAPS, TC, BF)                                                                     \
   extern "C" __global__ void NAME(const float*, const float*, const float*, float*, float*, unsigned*, int, int, int, \
-                                  int, int, int, int, int, int, int, int) {}
+                                  int, int, int, int, int, int, int, int, const float*, int, const float*) {}
 #undef CONV_BF16_ENTRIES
 #define CONV_BF16_ENTRIES 1
 #endif
@@ -717,7 +783,7 @@ __device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out
       if (m >= Cout || n >= Ncol || c >= Cin) return false;
       i = ((long long)m * Cin + c) * KK + tap;
       return true;
-    }, (const float*)nullptr);
+    }, [](float acc, long long, int) { return acc + 0.0f; });
   }
 }
 

@@ -124,7 +124,8 @@ func (l *tembProjLayer) cols(u *UNet, id, col, c int) ops.Buf {
 //	h   = conv1(SiLU(norm1(x))) + time_emb_proj(SiLU(temb))[:, :, None, None]
 //	out = shortcut(x) + conv2(dropout(SiLU(norm2(h))))
 //
-// (each SiLU(norm(·)) one fused op, ops.Backend.GroupNormSiLU)
+// (each SiLU(norm(·)) one fused op, ops.Backend.GroupNormSiLU; each conv with what is added to it one
+// ops.Conv2DAdd, its backward with the time projection's channel sums one ops.Conv2DBackwardSum)
 // where shortcut is a 1×1 conv when the channel count changes and the identity
 // otherwise. time_emb_proj(SiLU(temb)) is the layer's columns of proj (tembProjLayer),
 // computed with every other resnet's before the first of them runs.
@@ -160,23 +161,21 @@ func (l *resnetLayer) forward(u *UNet) {
 	x := u.buf(l.x.v)
 	b.GroupNormSiLU(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.a1), u.buf(l.st1))
 	h := u.buf(l.h)
-	b.Conv2D(l.conv1.shape(n, l.x.h, l.x.w), u.buf(l.a1), u.pv[l.conv1.w], u.pv[l.conv1.b], h)
-	b.AddChannel(n, l.cout, hw, l.proj.out, h, l.proj.cols(u, l.proj.z, l.projCol, l.cout), h)
+	ops.Conv2DAdd(b, l.conv1.shape(n, l.x.h, l.x.w), u.buf(l.a1), u.pv[l.conv1.w], u.pv[l.conv1.b], h,
+		ops.ConvAddends{Chan: l.proj.cols(u, l.proj.z, l.projCol, l.cout), ChanLd: l.proj.out})
 	in2 := u.buf(l.a2)
 	b.GroupNormSiLU(u.normShape(l.cout, hw), h, u.pv[l.norm2.w], u.pv[l.norm2.b], in2, u.buf(l.st2))
 	if u.dropActive {
 		b.Dropout(u.p.dropout, u.dropSeed, l.dropOffset(u), in2, u.buf(l.d))
 		in2 = u.buf(l.d)
 	}
-	out := u.buf(l.out.v)
-	b.Conv2D(l.conv2.shape(n, l.x.h, l.x.w), in2, u.pv[l.conv2.w], u.pv[l.conv2.b], out)
+	res := x
 	if l.short != nil {
-		sc := u.buf(l.sc)
-		b.Conv2D(l.short.shape(n, l.x.h, l.x.w), x, u.pv[l.short.w], u.pv[l.short.b], sc)
-		b.Add(out, sc, out)
-	} else {
-		b.Add(out, x, out)
+		res = u.buf(l.sc)
+		b.Conv2D(l.short.shape(n, l.x.h, l.x.w), x, u.pv[l.short.w], u.pv[l.short.b], res)
 	}
+	ops.Conv2DAdd(b, l.conv2.shape(n, l.x.h, l.x.w), in2, u.pv[l.conv2.w], u.pv[l.conv2.b], u.buf(l.out.v),
+		ops.ConvAddends{Res: res})
 }
 
 func (l *resnetLayer) backward(u *UNet) {
@@ -200,9 +199,9 @@ func (l *resnetLayer) backward(u *UNet) {
 	gh := u.zero(l.gh)
 	b.GroupNormSiLUBackward(u.normShape(l.cout, hw), u.buf(l.h), u.pv[l.norm2.w], u.pv[l.norm2.b], u.buf(l.st2), ga2, gh,
 		u.gv[l.norm2.w], u.gv[l.norm2.b])
-	b.ChannelSum(n, l.cout, hw, l.proj.out, gh, l.proj.cols(u, l.proj.dz, l.projCol, l.cout))
 	ga1 := u.zero(l.ga1)
-	b.Conv2DBackward(cs, u.buf(l.a1), u.pv[l.conv1.w], gh, ga1, u.gv[l.conv1.w], u.gv[l.conv1.b])
+	ops.Conv2DBackwardSum(b, cs, u.buf(l.a1), u.pv[l.conv1.w], gh, ga1, u.gv[l.conv1.w], u.gv[l.conv1.b],
+		l.proj.cols(u, l.proj.dz, l.projCol, l.cout), l.proj.out)
 	b.GroupNormSiLUBackward(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
 		u.gv[l.norm1.w], u.gv[l.norm1.b])
 }

@@ -91,28 +91,55 @@ func init() {
 			return Work{}, fmt.Errorf("a test probe of kernels/tc_probe.cu inside the training step")
 		}
 	}
-	// conv2d_pack_act_f32(in, out, N, C, H, W, Cp, Hp, Wp, off, Z, round, part, db, tickets) and conv2d_pack_act_bf16
-	// (the same without round), one block per packed row (n, a): in read once (at most), out [N][Hp][Wp][Cp] written
-	// (floats, or bfloat16 for _bf16); with db, the bias gradient too: per-row partials [N·H][C] written, then read
-	// by the last block, db accumulated (the rows' sums come from the in just read: counted once).
+	// conv2d_pack_act_f32(N, round, job0, job1, job2, part, db, dchan, ld, tickets) and conv2d_pack_act_bf16 (the
+	// same without round), job i = (in, out, C, H, W, Cp, Hp, Wp, off, Z), grid.y of them, one block per packed row
+	// (n, a) of each: each job's in read once (at most; backward's two jobs over dy each count their read), out
+	// [N][Hp][Wp][Cp] written (floats, or bfloat16 for _bf16); with db or dchan, the last job's per-row partials
+	// [N·H][C] written (the rows' sums come from the in just read: counted once), then read by the last block for db
+	// and by each sample's last block for dchan, each accumulated.
 	for prec, es := range map[string]float64{"f32": 4, "bf16": 2} {
-		dbIdx := 13
+		first := 2 // job 0's first argument
 		if prec == "bf16" {
-			dbIdx = 12
+			first = 1
 		}
 		works["conv2d_pack_act_"+prec] = func(l Launch) (Work, error) {
-			v, err := ints(l, 2, 3, 4, 5, 6, 7, 8)
+			n, err := argInt(l, 0)
 			if err != nil {
 				return Work{}, err
 			}
-			n, c, h, w, cp, hp, wp := v[0], v[1], v[2], v[3], v[4], v[5], v[6]
-			if float64(max(l.Grid.X, 1)) != n*hp {
-				return Work{}, fmt.Errorf("grid %d is not N·Hp = %v", l.Grid.X, n*hp)
+			jobs := max(l.Grid.Y, 1)
+			if jobs > 3 {
+				return Work{}, fmt.Errorf("grid y %d: more than 3 packing jobs", jobs)
 			}
-			wk := Work{Bytes: 4*n*c*h*w + es*n*hp*wp*cp}
-			if !isNull(l, dbIdx) {
-				wk.FLOPs = n*c*h*w + n*h*c
-				wk.Bytes += 4 * (2*n*h*c + 2*c)
+			var wk Work
+			rows := 0.0
+			for j := range jobs {
+				v, err := ints(l, first+10*j+2, first+10*j+3, first+10*j+4, first+10*j+5, first+10*j+6, first+10*j+7)
+				if err != nil {
+					return Work{}, err
+				}
+				c, h, w, cp, hp, wp := v[0], v[1], v[2], v[3], v[4], v[5]
+				rows = max(rows, n*hp)
+				wk.Bytes += 4*n*c*h*w + es*n*hp*wp*cp
+				if j < jobs-1 {
+					continue
+				}
+				db, dchan := !isNull(l, first+31), !isNull(l, first+32)
+				if db || dchan { // the per-row sums, written
+					wk.FLOPs = n * c * h * w
+					wk.Bytes += 4 * n * h * c
+				}
+				if db { // read by the last block; db read and written
+					wk.FLOPs += n * h * c
+					wk.Bytes += 4 * (n*h*c + 2*c)
+				}
+				if dchan { // read by each sample's last block; dchan read and written
+					wk.FLOPs += n * h * c
+					wk.Bytes += 4 * (n*h*c + 2*n*c)
+				}
+			}
+			if float64(max(l.Grid.X, 1)) != rows {
+				return Work{}, fmt.Errorf("grid %d is not the jobs' largest N·Hp = %v", l.Grid.X, rows)
 			}
 			return wk, nil
 		}
@@ -389,14 +416,13 @@ func splitK(l Launch, t gemmTile, k, chunk float64) (float64, error) {
 	return issued, nil
 }
 
-// convIgemm: conv2d_igemm_*(in, wk, bias, out, part, tickets, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode),
-// the forward
-// (M = Cout over x packed NHWC) and backward-data (M = Cin over dy spread and padded, stride 1) K-major GEMM:
+// convIgemm: conv2d_igemm_*(in, wk, bias, out, part, tickets, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode,
+// chan, ld, res), the forward (M = Cout over x packed NHWC) and backward-data (M = Cin over dy spread and padded, stride 1) K-major GEMM:
 // N = Npix = images·OH·OW, k over K²·Cp, cut into grid.z chunks of kchunk. FLOPs are the GEMM's as launched,
 // 2·M·Npix·K²·Cp: the launch does not carry the convolution's true channel count (Cp is it rounded up to 4) nor, for
 // backward-data, its stride (the taps on the zeros between dy's elements are counted). Bytes: the packed input and
-// weights once (es bytes per element: packedBytes), the output written (mode set, + the bias) or read and written
-// (add), and with grid.z > 1 chunks the partials too (splitPartials).
+// weights once (es bytes per element: packedBytes), the output written (mode set, + the bias, the channel addend and
+// the residual where given) or read and written (add), and with grid.z > 1 chunks the partials too (splitPartials).
 func convIgemm(t gemmTile, es float64) workFn {
 	return func(l Launch) (Work, error) {
 		v, err := ints(l, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)
@@ -419,6 +445,14 @@ func convIgemm(t gemmTile, es float64) workFn {
 			Bytes: es*(npix/(oh*ow)*hin*win*cp+m*kk) + 4*(1+mode)*m*npix}
 		if mode == 0 && !isNull(l, 2) {
 			w.Bytes += 4 * m
+		}
+		if mode == 0 && !isNull(l, 17) { // the epilogue's channel addend: one per (image, m), read
+			w.FLOPs += m * npix
+			w.Bytes += 4 * m * npix / (oh * ow)
+		}
+		if mode == 0 && !isNull(l, 19) { // the epilogue's residual: the output's size, read
+			w.FLOPs += m * npix
+			w.Bytes += 4 * m * npix
 		}
 		splitPartials(l, &w, m*npix)
 		return w, nil

@@ -101,15 +101,14 @@ func TestWorkConv(t *testing.T) {
 			// GEMM 4 × 24 × 36 (one chunk) → tiles 64 × 128 × k-steps; packed x, packed w, y and the bias.
 			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 4 * 24 * 36, 4 * (504 + 144 + 96 + 4),
 				64 * 128 * pad(36, bk)},
-			// dy [2,4,3,4] spread by 2 and padded by 1 → [2][7][9][4]; w flipped → [3][9][4].
-			want{"conv2d_pack_act_f32", 0, 4 * (96 + 504), 0},
+			// One launch packs backward's three operands: dy [2,4,3,4] spread by 2 and padded by 1 → [2][7][9][4]; x
+			// again; dy NHWC [24][4], and db: 6 rows' partials of 4 channels written and read, db accumulated.
+			want{"conv2d_pack_act_f32", 96 + 24, 4 * (96 + 504 + 210 + 504 + 96 + 96 + 2*24 + 2*4), 0},
+			// w flipped → [3][9][4].
 			want{"conv2d_pack_w_f32", 0, 4 * (108 + 108), 0},
 			// GEMM 3 × 70 × 36, dx accumulated; the zero taps of the spread dy counted.
 			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 3 * 70 * 36, 4 * (504 + 108 + 2*210),
 				64 * 128 * pad(36, bk)},
-			// x packed again; dy NHWC [24][4], and db: 6 rows' partials of 4 channels written and read, db accumulated.
-			want{"conv2d_pack_act_f32", 0, 4 * (210 + 504), 0},
-			want{"conv2d_pack_act_f32", 96 + 24, 4 * (96 + 96 + 2*24 + 2*4), 0},
 			// GEMM 4 × 36 × 24 pixels (one chunk), dw accumulated: FLOPs 2·Cout·K²·Cin·pixels.
 			want{"conv2d_wgrad_" + prec + "_m64", 2 * 4 * 27 * 24, 4 * (96 + 504 + 2*108), 64 * 128 * pad(24, bk)},
 			want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0})
@@ -124,8 +123,7 @@ func TestWorkConv(t *testing.T) {
 	fl := 2.0 * 16 * 32 * 256 * 16 * 9
 	xp := 16.0 * 18 * 18 * 16
 	check(t, ls,
-		want{"conv2d_pack_act_f32", 0, 4 * (65536 + xp), 0},
-		want{"conv2d_pack_act_f32", 0, 4 * (131072 + 131072), 0},
+		want{"conv2d_pack_act_f32", 0, 4 * (65536 + xp + 131072 + 131072), 0}, // x and dy, one launch
 		want{"conv2d_wgrad_f32_m64", fl + 16*4608, 4 * (131072 + xp + 2*4608 + 2*16*4608), 64 * 256 * 4096})
 	// Split K forward with the bias: K = 9·64 = 576 over 1 tile → 2 chunks of 288; the partials summed with b by
 	// the tile's last block.
@@ -154,13 +152,11 @@ func TestWorkConvBF16(t *testing.T) {
 		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*288, 0},
 		// GEMM 4 × 24 × 72 (Cp = 8 is not a multiple of 64: the any-K kernel); packed x and w, y and the bias.
 		want{"conv2d_igemm_bf16_m64_kx", 2 * 4 * 24 * 72, 2*(1008+288) + 4*(96+4), 64 * 128 * pad(72, 64)},
-		// dy spread and padded → [2][7][9][8]; w flipped → [3][9][8].
-		want{"conv2d_pack_act_bf16", 0, 4*96 + 2*1008, 0},
+		// One launch: dy spread and padded → [2][7][9][8]; x packed again; dy NHWC [24][8], and db (TestWorkConv).
+		want{"conv2d_pack_act_bf16", 96 + 24, 4*96 + 2*1008 + 4*210 + 2*1008 + 4*96 + 2*192 + 4*(2*24+2*4), 0},
+		// w flipped → [3][9][8].
 		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*216, 0},
 		want{"conv2d_igemm_bf16_m64_kx", 2 * 3 * 70 * 72, 2*(1008+216) + 4*2*210, 64 * 128 * pad(72, 64)},
-		// x packed again; dy NHWC [24][8], and db (TestWorkConv).
-		want{"conv2d_pack_act_bf16", 0, 4*210 + 2*1008, 0},
-		want{"conv2d_pack_act_bf16", 96 + 24, 4*96 + 2*192 + 4*(2*24+2*4), 0},
 		// GEMM 4 × 72 × 24 pixels, dw accumulated.
 		want{"conv2d_wgrad_bf16_m64", 2 * 4 * 27 * 24, 2*(192+1008) + 4*2*108, 64 * 128 * pad(24, 64)})
 }

@@ -1,0 +1,154 @@
+//go:build !cuda
+
+package cuda
+
+import (
+	"math"
+	"math/rand"
+	"testing"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// total is the number of launches since the last reset (every kernel).
+func (c *launchCounter) total() int {
+	n := 0
+	for _, k := range c.n {
+		n += k
+	}
+	return n
+}
+
+// plainBackend hides every capability but ops.Backend: ops.Conv2DAdd and ops.Conv2DBackwardSum compose their
+// definitions (Conv2D, AddChannel, Add; ChannelSum, Conv2DBackward) on it.
+type plainBackend struct{ ops.Backend }
+
+// TestEmuConvFuserMatchesComposition: the cuda backend's Conv2DAdd (the channel addend and the residual in the
+// GEMM's epilogue) is bit for bit the composition Conv2D, AddChannel, Add on the same backend, unsplit and split
+// along k (the last block's epilogue), at every precision, in two launches fewer; Conv2DBackwardSum (the channel
+// sums from the packing of dy for dw) gives the composition's dx, dw and db bit for bit and its channel sums within
+// float rounding of a float64 sum, accumulating (twice: the per-sample tickets are reset), leaving the elements
+// between dchan's rows untouched, in one launch fewer; without dw it falls back to ChannelSum (bit for bit).
+func TestEmuConvFuserMatchesComposition(t *testing.T) {
+	shapes := map[string]ops.ConvShape{
+		"unsplit": {N: 2, Cin: 8, H: 6, W: 5, Cout: 12, K: 3, Stride: 1, Pad: 1},
+		"split-k": {N: 16, Cin: 64, H: 8, W: 8, Cout: 64, K: 3, Stride: 1, Pad: 1}, // as TestEmuSplitKInOneLaunch
+		"1x1":     {N: 3, Cin: 6, H: 4, W: 4, Cout: 10, K: 1, Stride: 1, Pad: 0},
+	}
+	for _, p := range []ops.Precision{ops.FP32, ops.TF32, ops.BF16} {
+		for name, s := range shapes {
+			t.Run(string(p)+"/"+name, func(t *testing.T) {
+				lc := &launchCounter{n: map[string]int{}}
+				be := guardedBackend(t, func(d Driver) Driver { lc.Driver = d; return lc })
+				if err := be.SetPrecision(p); err != nil {
+					t.Fatal(err)
+				}
+				rnd := rand.New(rand.NewSource(11))
+				ohw := s.OutH() * s.OutW()
+				xn, wn, yn := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*ohw
+				ld := s.Cout + 5
+				chN := ops.RowsLen(s.N, s.Cout, ld)
+				x, w, b := fillsUpload(be, fillsRand(rnd, xn)), fillsUpload(be, fillsRand(rnd, wn)), fillsUpload(be, fillsRand(rnd, s.Cout))
+				ch, res, dy := fillsUpload(be, fillsRand(rnd, chN)), fillsUpload(be, fillsRand(rnd, yn)), fillsUpload(be, fillsRand(rnd, yn))
+				a := ops.ConvAddends{Chan: ch, ChanLd: ld, Res: res}
+
+				// Forward.
+				yF, yC := be.Alloc(yn), be.Alloc(yn)
+				n0 := lc.total()
+				ops.Conv2DAdd(be, s, x, w, b, yF, a)
+				fused := lc.total() - n0
+				n0 = lc.total()
+				ops.Conv2DAdd(plainBackend{be}, s, x, w, b, yC, a)
+				composed := lc.total() - n0
+				sameFloatBits(t, "y", fillsDownload(t, be, yF), fillsDownload(t, be, yC))
+				if fused != composed-2 {
+					t.Errorf("forward: %d launches fused, %d composed; want two fewer", fused, composed)
+				}
+
+				// Backward, twice into the same gradients.
+				dch0 := fillsRand(rnd, chN)
+				gap := float32(math.NaN()) // between dchan's rows: must stay as it is
+				for i := range dch0 {
+					if i%ld >= s.Cout {
+						dch0[i] = gap
+					}
+				}
+				type grads struct{ dx, dw, db, dch ops.Buf }
+				mk := func() grads {
+					return grads{be.Alloc(xn), be.Alloc(wn), fillsUpload(be, make([]float32, s.Cout)), fillsUpload(be, dch0)}
+				}
+				gF, gC := mk(), mk()
+				be.Fill(gF.dx, 0)
+				be.Fill(gF.dw, 0)
+				be.Fill(gC.dx, 0)
+				be.Fill(gC.dw, 0)
+				if err := be.Sync(); err != nil {
+					t.Fatal(err)
+				}
+				n0 = lc.total()
+				for k := 0; k < 2; k++ {
+					ops.Conv2DBackwardSum(be, s, x, w, dy, gF.dx, gF.dw, gF.db, gF.dch, ld)
+				}
+				fused = lc.total() - n0
+				n0 = lc.total()
+				for k := 0; k < 2; k++ {
+					ops.Conv2DBackwardSum(plainBackend{be}, s, x, w, dy, gC.dx, gC.dw, gC.db, gC.dch, ld)
+				}
+				composed = lc.total() - n0
+				if fused != composed-2 {
+					t.Errorf("backward: %d launches fused, %d composed (two calls each); want one fewer a call", fused, composed)
+				}
+				sameFloatBits(t, "dx", fillsDownload(t, be, gF.dx), fillsDownload(t, be, gC.dx))
+				sameFloatBits(t, "dw", fillsDownload(t, be, gF.dw), fillsDownload(t, be, gC.dw))
+				sameFloatBits(t, "db", fillsDownload(t, be, gF.db), fillsDownload(t, be, gC.db))
+				dyv := fillsDownload(t, be, dy)
+				gotF, gotC := fillsDownload(t, be, gF.dch), fillsDownload(t, be, gC.dch)
+				for n := 0; n < s.N; n++ {
+					for c := 0; c < ld && n*ld+c < chN; c++ {
+						i := n*ld + c
+						if c >= s.Cout {
+							if !math.IsNaN(float64(gotF[i])) {
+								t.Fatalf("dchan[%d] between rows: %v, want it untouched (NaN)", i, gotF[i])
+							}
+							continue
+						}
+						var sum float64
+						for j := 0; j < ohw; j++ {
+							sum += float64(dyv[(n*s.Cout+c)*ohw+j])
+						}
+						want := float64(dch0[i]) + 2*sum
+						if d := math.Abs(float64(gotF[i]) - want); !(d <= 1e-5*(1+math.Abs(want))) {
+							t.Errorf("dchan[%d,%d] = %v fused, want %v (composed %v)", n, c, gotF[i], want, gotC[i])
+						}
+					}
+				}
+				tickets := make([]uint32, ticketWords)
+				if err := Download(be.d, tickets, be.tickets); err != nil {
+					t.Fatal(err)
+				}
+				for i, v := range tickets {
+					if v != 0 {
+						t.Fatalf("ticket %d is %d after the launches, want 0", i, v)
+					}
+				}
+
+				// Without dw: ChannelSum's launch, the same sums.
+				dA, dB := fillsUpload(be, dch0), fillsUpload(be, dch0)
+				be.Conv2DBackwardSum(s, x, w, dy, nil, nil, nil, dA, ld)
+				plainBackend{be}.ChannelSum(s.N, s.Cout, ohw, ld, dy, dB)
+				sameFloatBits(t, "dchan without dw", fillsDownload(t, be, dA), fillsDownload(t, be, dB))
+			})
+		}
+	}
+}
+
+// sameFloatBits fails unless got and want hold the same float32 bit patterns.
+func sameFloatBits(t *testing.T, name string, got, want []float32) {
+	t.Helper()
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("%s[%d] = %v (%#x), want %v (%#x) bit for bit", name, i, got[i], math.Float32bits(got[i]), want[i],
+				math.Float32bits(want[i]))
+		}
+	}
+}
