@@ -152,6 +152,9 @@ __device__ __forceinline__ void conv_pack_act(const ConvPackJob& j, int N, int b
   const int ra = a - off;
   const bool row_ok = ra >= 0 && ra % Z == 0 && ra / Z < H;
   const int h = row_ok ? ra / Z : 0;
+  // The rows' bases once (indexing from the operands' bases in the loop made ptxas spill on sm_80).
+  T* orow = out + ((long long)n * Hp + a) * Wp * Cp;
+  const float* irow = in + ((long long)n * C * H + h) * W;
   for (int b0 = 0; b0 < Wp; b0 += CONV_PACK_TILE)
     for (int c0 = 0; c0 < Cp; c0 += CONV_PACK_TILE) {
       const int b = b0 + tx, rb = b - off;
@@ -159,13 +162,13 @@ __device__ __forceinline__ void conv_pack_act(const ConvPackJob& j, int N, int b
       for (int cc = ty; cc < CONV_PACK_TILE; cc += 8) {
         const int c = c0 + cc;
         float v = 0.0f;
-        if (col_ok && c < C) v = __ldg(in + (((long long)n * C + c) * H + h) * W + rb / Z);
+        if (col_ok && c < C) v = __ldg(irow + (long long)c * H * W + rb / Z);
         tile[cc][tx] = v;
       }
       __syncthreads();
       for (int bb = ty; bb < CONV_PACK_TILE; bb += 8) {
         const int bo = b0 + bb, c = c0 + tx;
-        if (bo < Wp && c < Cp) conv_put(out + (((long long)n * Hp + a) * Wp + bo) * Cp + c, tile[tx][bb], round);
+        if (bo < Wp && c < Cp) conv_put(orow + (long long)bo * Cp + c, tile[tx][bb], round);
       }
       __syncthreads();
     }
