@@ -93,6 +93,29 @@ func (be *Backend) Close() error {
 // allocating anything.
 func (be *Backend) MemInfo() (free, total int64, err error) { return be.d.MemInfo() }
 
+// OwnMemory is the device memory a Backend holds for itself, beside the buffers it hands out (Alloc).
+type OwnMemory struct {
+	Scratch int64 // the launchers' grow-only workspace (workspace.go): packed conv operands, split-K partials, …
+	Packed  int64 // the persistent packed conv weights and their table (packw.go)
+	Fixed   int64 // the reduction partials and the ticket counters, allocated by NewBackend
+}
+
+// Total is the sum of the three.
+func (o OwnMemory) Total() int64 { return o.Scratch + o.Packed + o.Fixed }
+
+// OwnMemory is what the backend holds now: all three only grow during a run (until FreeScratch or Close), so after
+// a training step it is the most they held in it.
+func (be *Backend) OwnMemory() OwnMemory {
+	o := OwnMemory{Scratch: int64(be.ws.bytes), Packed: int64(be.pw.bytes + be.pw.tableBytes)}
+	if be.partial != 0 {
+		o.Fixed += 8 * reduceMaxBlocks
+	}
+	if be.tickets != 0 {
+		o.Fixed += 4 * ticketWords
+	}
+	return o
+}
+
 // MemUsed is the driver's device memory in use, in bytes (see Driver.MemUsed).
 func (be *Backend) MemUsed() int64 { return be.d.MemUsed() }
 

@@ -53,6 +53,8 @@ type Emulator struct {
 	opts   EmuOptions
 	mu     sync.Mutex
 	allocs map[DevicePtr]int
+	used   int64 // the sum of allocs' sizes
+	peak   int64 // the most used has been
 	closed bool
 }
 
@@ -92,6 +94,8 @@ func (e *Emulator) Alloc(bytes int) (DevicePtr, error) {
 	dp := DevicePtr(uintptr(p))
 	e.mu.Lock()
 	e.allocs[dp] = bytes
+	e.used += int64(bytes)
+	e.peak = max(e.peak, e.used)
 	e.mu.Unlock()
 	return dp, nil
 }
@@ -99,8 +103,9 @@ func (e *Emulator) Alloc(bytes int) (DevicePtr, error) {
 // Free releases memory from Alloc.
 func (e *Emulator) Free(p DevicePtr) error {
 	e.mu.Lock()
-	_, ok := e.allocs[p]
+	n, ok := e.allocs[p]
 	delete(e.allocs, p)
+	e.used -= int64(n)
 	e.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("emu: free of %#x, which this emulator did not allocate", uintptr(p))
@@ -286,11 +291,21 @@ func (e *Emulator) TensorCores() bool { return true }
 func (e *Emulator) MemUsed() int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var n int64
-	for _, b := range e.allocs {
-		n += int64(b)
-	}
-	return n
+	return e.used
+}
+
+// MemPeak is the most MemUsed has been since the emulator was made (or since ResetPeak).
+func (e *Emulator) MemPeak() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.peak
+}
+
+// ResetPeak starts a new peak from the live bytes.
+func (e *Emulator) ResetPeak() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.peak = e.used
 }
 
 // MemInfo reads MemAvailable and MemTotal from /proc/meminfo: the emulator's device memory is host memory.
@@ -324,6 +339,7 @@ func (e *Emulator) Close() error {
 		C.emu_free(p.host())
 	}
 	e.allocs = map[DevicePtr]int{}
+	e.used = 0
 	e.closed = true
 	return nil
 }

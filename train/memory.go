@@ -27,8 +27,15 @@ type DeviceMemory interface {
 //
 // On the CPU everything shares host memory: need = step(B) + Data, against MemAvailable of /proc/meminfo. With a
 // DeviceMemory backend the step lives on the device, with the data set kept resident there too when it is at most
-// residentMaxBytes (Data + 4·N bytes for the uint8 images and an epoch's int32 order, see resident.go), against
+// residentMaxBytes (Data + 4·N bytes for the uint8 images and an epoch's int32 order, see feed.go), against
 // the device's free memory; the host holds the data set as well.
+//
+// The formula does not know a GPU backend's own device memory (its grow-only scratch of packed conv operands,
+// split-K partials and attention and group-norm temporaries, the persistent packed conv weights), nor that at bf16
+// those operands are half as large. With a DeviceTracer (Trace) the device step is measured instead: the step is
+// run over a driver that holds no memory and counts the live bytes (memtrace.DeviceStep), at the run's batch
+// and at half of it, and Fixed and PerImage become the line through the two peaks, so that Step() is the traced
+// peak at the run's batch and fit extrapolates along it.
 type Memory struct {
 	Batch         int
 	Fixed         int64 // step bytes that do not grow with the batch (weights, gradients, moments, EMA)
@@ -41,8 +48,39 @@ type Memory struct {
 	Device        bool  // the step lives on a device with its own memory
 	DeviceAvail   int64 // the device's free bytes (Device only); −1 when unknown
 	DeviceName    string
+	Traced        *DeviceStep // the device step measured at Batch (Trace); nil: the formula
+	Formula       int64       // with Traced: model.Summary's step bytes at Batch, for comparison
+	TracedAt      int         // with Traced: the second batch traced (the slope's other end)
+	traceErr      error       // why Trace left the formula in place
 	hostErr, dErr error
 }
+
+// DeviceStep is a training step's device memory as a trace measures it (memtrace.DeviceStep): TraceStep's
+// set-up and two steps on a fresh GPU backend over a driver that holds no memory (cuda.DryDriver) and keeps the
+// peak of the live bytes. What the trace leaves out: sampling (the trace sets the sampler up for one image, a run
+// for sample.count, and samples nothing) and, on several ranks, the gradient buckets.
+type DeviceStep struct {
+	Batch     int
+	Precision string // the precision the trace ran at ("auto" resolved)
+	Peak      int64  // the most device bytes live at once, the trace's resident random images left out
+	// The backend's own device memory at the end of the trace (cuda.OwnMemory; each only grows, so this is the most
+	// it held): the launchers' scratch, the packed conv weights with their table, the reduction partials and tickets.
+	Scratch, Packed, Fixed int64
+}
+
+// Own is the backend's own bytes; Buffers the rest of Peak, the buffers the trainer allocates (weights, gradients,
+// AdamW moments, EMA, saved activations and their gradients, the batch). (Own is taken at the end of the trace, at
+// least what it was at the peak, so Buffers is at most what they were then.)
+func (s DeviceStep) Own() int64     { return s.Scratch + s.Packed + s.Fixed }
+func (s DeviceStep) Buffers() int64 { return s.Peak - s.Own() }
+
+// DeviceTracer measures cfg's training step on a GPU backend at cfg's train.batch_size and train.precision without
+// a device (memtrace.DeviceStep).
+type DeviceTracer func(cfg config.Config) (DeviceStep, error)
+
+// traceMaxHostBytes bounds the random images of a trace (TraceStep trains on at least a batch of them): a batch
+// beyond it is not traced (it fits no device anyway) and keeps the formula.
+const traceMaxHostBytes = 1 << 30
 
 // hostCopyBytes is, per element of the largest activation, what the CPU backend holds besides the model's buffers:
 // oneDNN's copies of one convolution's operands in its blocked layouts (dnnl.c: x, y, dy twice — the backward-data
@@ -62,6 +100,38 @@ func (m Memory) Step() int64 { return m.Fixed + int64(m.Batch)*m.PerImage }
 // EstimateMemory builds the estimate for cfg with dataImages images (be may be nil: host memory only, as
 // -dry-run does before a backend is opened).
 func EstimateMemory(cfg config.Config, be ops.Backend, dataImages int) (Memory, error) {
+	m, err := estimate(cfg, dataImages)
+	if err != nil {
+		return m, err
+	}
+	dm, device := be.(DeviceMemory)
+	if !device {
+		c, s := cfg.Data.Channels, cfg.Data.ImageSize
+		m.Copies = hostCopyBytes(cfg.Train.Precision) * int64(model.LargestTensor(cfg.Model, c, s))
+		m.PerImage += m.Copies
+		return m, nil
+	}
+	m.setDevice(be.Name(), dataImages)
+	free, _, err := dm.MemInfo()
+	if err != nil {
+		m.DeviceAvail, m.dErr = -1, err
+	} else {
+		m.DeviceAvail = free
+	}
+	return m, nil
+}
+
+// setDevice makes m a device estimate: the step on the device named name, with the data set resident there when
+// small enough.
+func (m *Memory) setDevice(name string, dataImages int) {
+	m.Device, m.DeviceName = true, name
+	if m.Data <= residentMaxBytes {
+		m.Resident = m.Data + 4*int64(dataImages)
+	}
+}
+
+// estimate is model.Summary's step and the data set's bytes, nothing about the backend.
+func estimate(cfg config.Config, dataImages int) (Memory, error) {
 	c, s, b := cfg.Data.Channels, cfg.Data.ImageSize, cfg.Train.BatchSize
 	_, p1, s1 := model.Summary(cfg.Model, c, s, 1)
 	_, _, s2 := model.Summary(cfg.Model, c, s, 2)
@@ -71,24 +141,59 @@ func EstimateMemory(cfg config.Config, be ops.Backend, dataImages int) (Memory, 
 	m := Memory{Batch: b, PerImage: s2 - s1, Fixed: s1 - (s2 - s1), Data: int64(dataImages) * int64(c*s*s),
 		HostAvail: -1, DeviceAvail: -1, Precision: cfg.Train.Precision}
 	m.HostAvail, m.hostErr = hostMemAvailable()
-	dm, device := be.(DeviceMemory)
-	if !device {
-		m.Copies = hostCopyBytes(cfg.Train.Precision) * int64(model.LargestTensor(cfg.Model, c, s))
-		m.PerImage += m.Copies
-	}
-	if device {
-		m.Device, m.DeviceName = true, be.Name()
-		free, _, err := dm.MemInfo()
-		if err != nil {
-			m.DeviceAvail, m.dErr = -1, err
-		} else {
-			m.DeviceAvail = free
-		}
-		if m.Data <= residentMaxBytes {
-			m.Resident = m.Data + 4*int64(dataImages)
-		}
-	}
 	return m, nil
+}
+
+// Trace replaces a device estimate's formula by trace's measurements (see Memory): the peak at m.Batch and at a
+// second batch (half of it; 2 for batch 1) fix the line Fixed + B·PerImage. The two points rather than the peak
+// alone keep fit's advice: the step is affine in the batch but for the scratch, which grows by doubling, so the
+// line is close near the run's batch. The traced peak replaces the formula rather than being added to it as the
+// backend's own bytes: the trace sees what the launchers hold at once (a launcher that holds more scratch shows
+// up without a change here) and the trainer's buffers as allocated, not as model.Summary models them. When the
+// trace cannot run (or the batch is hopeless: its formula is over four
+// times the device's free memory, or its random images over traceMaxHostBytes), the formula stays and String says
+// why; the error is returned too.
+func (m *Memory) Trace(cfg config.Config, trace DeviceTracer) error {
+	err := m.trace(cfg, trace)
+	m.traceErr = err
+	return err
+}
+
+func (m *Memory) trace(cfg config.Config, trace DeviceTracer) error {
+	b, d := m.Batch, int64(cfg.Data.Channels*cfg.Data.ImageSize*cfg.Data.ImageSize)
+	switch {
+	case !m.Device:
+		return fmt.Errorf("not a device estimate")
+	case int64(b)*d > traceMaxHostBytes:
+		return fmt.Errorf("batch %d: not traced (its random images would take %s of host memory)", b, gib(int64(b)*d))
+	case m.DeviceAvail >= 0 && m.Step() > 4*m.DeviceAvail:
+		return fmt.Errorf("batch %d: not traced (the formula's %s is over four times the free %s)", b, gib(m.Step()), gib(m.DeviceAvail))
+	}
+	b2 := b / 2
+	if b2 < 1 {
+		b2 = 2
+	}
+	at := func(batch int) (DeviceStep, error) {
+		c := cfg
+		c.Train.BatchSize = batch
+		s, err := trace(c)
+		if err != nil {
+			return s, fmt.Errorf("device step trace at batch %d: %w", batch, err)
+		}
+		return s, nil
+	}
+	s1, err := at(b)
+	if err != nil {
+		return err
+	}
+	s2, err := at(b2)
+	if err != nil {
+		return err
+	}
+	per := max((s1.Peak-s2.Peak)/int64(b-b2), 1)
+	m.Formula, m.Traced, m.TracedAt = m.Step(), &s1, b2
+	m.PerImage, m.Fixed = per, s1.Peak-int64(b)*per
+	return nil
 }
 
 // fit is the largest batch whose step fits in avail bytes next to other bytes (0 if not even one image fits).
@@ -130,6 +235,16 @@ func (m Memory) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "memory estimate at batch %d, precision %s: training step %s (%s fixed + %s per image) + data set %s\n",
 		m.Batch, m.Precision, gib(m.Step()), gib(m.Fixed), gib(m.PerImage), gib(m.Data))
+	if t := m.Traced; t != nil {
+		fmt.Fprintf(&b, "  device step traced at %s (set-up and two steps over a driver that holds no memory): peak %s\n", t.Precision, gib(t.Peak))
+		fmt.Fprintf(&b, "    trainer's buffers %s (weights, gradients, AdamW m and v, EMA, activations, batch)\n", gib(t.Buffers()))
+		fmt.Fprintf(&b, "    backend's own %s: scratch %s, packed conv weights %s, reduction partials and tickets %d KiB\n",
+			gib(t.Own()), gib(t.Scratch), gib(t.Packed), t.Fixed>>10)
+		fmt.Fprintf(&b, "    fixed and per image: the line through the traces at batch %d and %d; model.Summary's formula: %s\n",
+			m.Batch, m.TracedAt, gib(m.Formula))
+	} else if m.traceErr != nil {
+		fmt.Fprintf(&b, "  device step from model.Summary's formula (the backend's scratch and packed weights not counted): %v\n", m.traceErr)
+	}
 	if m.Copies > 0 {
 		fmt.Fprintf(&b, "  of which the CPU backend's convolution operand copies: %s per image (%s)\n", gib(m.Copies), copyNote(m.Precision))
 	}
@@ -197,6 +312,24 @@ func DryRunMemory(cfg config.Config, be ops.Backend) string {
 	if err != nil {
 		return err.Error() + "\n"
 	}
+	return dryRunText(m, cerr)
+}
+
+// DryRunDeviceMemory is DryRunMemory for a run on the GPU backend that -device names, which -dry-run does not open:
+// the device step is trace's (Memory.Trace), at cfg's batch and precision; the device's free memory is unknown.
+func DryRunDeviceMemory(cfg config.Config, device string, trace DeviceTracer) string {
+	n, cerr := data.Count(cfg.Data.Path, data.Options{MaxItems: cfg.Data.MaxItems})
+	m, err := estimate(cfg, n)
+	if err != nil {
+		return err.Error() + "\n"
+	}
+	m.setDevice(device, n)
+	m.dErr = fmt.Errorf("-dry-run opens no device")
+	m.Trace(cfg, trace) // an error is printed by String
+	return dryRunText(m, cerr)
+}
+
+func dryRunText(m Memory, cerr error) string {
 	s := m.String()
 	if cerr != nil {
 		s += fmt.Sprintf("  (data set left out: %v)\n", cerr)

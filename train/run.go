@@ -88,6 +88,10 @@ type Options struct {
 	// 0 writes the run directory (config, metrics, plots, samples, checkpoints, EMA export); the others write
 	// nothing and read only the checkpoint they resume from (so run.dir must be on a file system they share).
 	Collective Collective
+	// DeviceTrace, on a backend with device memory (a GPU), measures the training step's device bytes for the
+	// memory check before training (Memory.Trace; memtrace.DeviceStep); nil: model.Summary's formula, which
+	// leaves the backend's own scratch and packed weights out.
+	DeviceTrace DeviceTracer
 	// BucketElems is the size, in float32 elements, of the gradient ranges reduced during the last micro-batch's
 	// backward pass on several ranks (0: 1<<20, 4 MiB). Smaller buckets start the all-reduce earlier and overlap
 	// more of the backward pass; each costs a collective's latency.
@@ -257,6 +261,16 @@ func setup(cfg config.Config, opt Options, log *zap.Logger, init *diffusers.Fold
 	mem, err := EstimateMemory(local, tr.be, tr.nData)
 	if err != nil {
 		return nil, err
+	}
+	if mem.Device && opt.DeviceTrace != nil {
+		if err := mem.Trace(local, opt.DeviceTrace); err != nil {
+			log.Warn("memory check: the device step was not traced; model.Summary's formula instead", zap.Error(err))
+		} else {
+			s := mem.Traced
+			log.Info("device step memory (traced)", zap.String("precision", s.Precision), zap.Int64("peak_bytes", s.Peak),
+				zap.Int64("buffers_bytes", s.Buffers()), zap.Int64("scratch_bytes", s.Scratch),
+				zap.Int64("packed_weights_bytes", s.Packed), zap.Int64("formula_bytes", mem.Formula))
+		}
 	}
 	if err := mem.Check(); err != nil {
 		return nil, err

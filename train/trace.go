@@ -27,7 +27,7 @@ func TraceStep(cfg config.Config, be ops.Backend, images int, mark func(on bool)
 	cfg.Train.CheckpointEvery = 0
 	cfg.Sample.Count = 1
 	if images <= 0 {
-		images = max(cfg.Train.BatchSize, min(1024, 4*cfg.Train.BatchSize))
+		images = traceImages(cfg)
 	}
 	tr, err := setup(cfg, Options{Backend: be, Dataset: randomImages(cfg, images)}, zap.NewNop(), nil)
 	if err != nil {
@@ -44,4 +44,25 @@ func TraceStep(cfg config.Config, be ops.Backend, images int, mark func(on bool)
 	err = tr.step()
 	mark(false)
 	return err
+}
+
+// traceImages is TraceStep's default data set size: four batches, at most 1024 images, at least one batch.
+func traceImages(cfg config.Config) int {
+	return max(cfg.Train.BatchSize, min(1024, 4*cfg.Train.BatchSize))
+}
+
+// TracePeak runs TraceStep on be, a fresh backend over a driver whose peak of live device bytes peak reads (such
+// as cuda.DryDriver's MemPeak), and returns that peak less the trace's resident data set (its random images and
+// their order, on a backend that holds the set; Memory counts the real data set apart).
+func TracePeak(cfg config.Config, be ops.Backend, peak func() int64) (int64, error) {
+	images := traceImages(cfg)
+	if err := TraceStep(cfg, be, images, func(bool) {}); err != nil {
+		return 0, err
+	}
+	p := peak()
+	size := int64(images) * int64(cfg.Data.Channels*cfg.Data.ImageSize*cfg.Data.ImageSize)
+	if _, ok := be.(ops.Feeder); ok && size <= residentMaxBytes {
+		p -= size + 4*int64(images)
+	}
+	return p, nil
 }

@@ -4,7 +4,8 @@
 //	bin/train -c configs/celeba32.toml          a config file
 //	bin/train -c FILE -set train.lr=1e-4 -set train.max_steps=500
 //	bin/train -c FILE -print-config             the resolved config, then exit
-//	bin/train -c FILE -dry-run                  the model summary, then exit
+//	bin/train -c FILE -dry-run                  the model summary and memory estimate, then exit (with -device cuda or
+//	                                            emu: the GPU step's device memory, traced without a device)
 //	bin/train -c FILE -resume                   continue the run in run.dir from its latest checkpoint
 //	bin/train -c FILE -resume-from PATH         continue from a given checkpoint
 //	bin/train -c FILE -init-from DIR            fine-tune a diffusers model (a DDPMPipeline folder, e.g. RUN/pipeline)
@@ -35,6 +36,7 @@ import (
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/configs"
 	"github.com/ddpmgo/ddpm/internal/cli"
+	"github.com/ddpmgo/ddpm/internal/memtrace"
 	"github.com/ddpmgo/ddpm/logging"
 	"github.com/ddpmgo/ddpm/model"
 	"github.com/ddpmgo/ddpm/train"
@@ -126,7 +128,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if params == 0 { // the table holds the error
 			return cli.Usage
 		}
-		fmt.Fprint(stdout, train.DryRunMemory(cfg, nil)) // the check Run makes before training
+		if *device == "cpu" {
+			fmt.Fprint(stdout, train.DryRunMemory(cfg, nil)) // the check Run makes before training
+		} else {
+			// A GPU backend: its step traced over a driver that holds no memory (no device is opened).
+			fmt.Fprint(stdout, train.DryRunDeviceMemory(cfg, *device, memtrace.DeviceStep))
+		}
 		return cli.OK
 	}
 	if *logFormat != "console" && *logFormat != "json" {
@@ -208,8 +215,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return end(cli.OK)
 	}
 
-	res, err := train.Run(ctx, cfg, train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: runBar,
-		InitFrom: *initFrom, Overrides: sets, Collective: g.col, BucketElems: max(1, int(*bucketMiB*(1<<20)/4))})
+	opts := train.Options{Backend: be, Log: log, Resume: *resume, ResumeFrom: *resumeFrom, Bar: runBar,
+		InitFrom: *initFrom, Overrides: sets, Collective: g.col, BucketElems: max(1, int(*bucketMiB*(1<<20)/4))}
+	if *device != "cpu" {
+		opts.DeviceTrace = memtrace.DeviceStep // the memory check measures the GPU backend's step
+	}
+	res, err := train.Run(ctx, cfg, opts)
 	if err != nil {
 		bar.Finish()
 		log.Error("training failed", zap.Error(err))

@@ -2,7 +2,6 @@ package gpureport
 
 import (
 	"fmt"
-	"unsafe"
 
 	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/cuda"
@@ -10,72 +9,23 @@ import (
 	"github.com/ddpmgo/ddpm/train"
 )
 
-// dryDriver is a cuda.Driver that runs nothing: it hands out addresses without memory, copies and fills nothing
-// (a download reads zeros), and notes every launch and fill while on. The launch sequence of a step does not depend
-// on the values computed (as train's launch golden relies on), so a step traced over it is the step a GPU would run;
-// it needs no memory, so a celeba32 step at batch 256 (several GB of activations) can be traced on a small machine.
+// dryDriver is cuda's DryDriver (nothing runs, no memory is held) with its launches, copies and fills noted while
+// on. The launch sequence of a step does not depend on the values computed (as train's launch golden relies on),
+// so a step traced over it is the step a GPU would run.
 type dryDriver struct {
-	tc       bool
-	next     cuda.DevicePtr
-	used     int64
+	*cuda.DryDriver
 	on       bool
 	launches []Launch
 }
 
-const dryMemory = 80 << 30 // what MemInfo reports: an 80 GB H100
-
-func (d *dryDriver) Name() string { return "dry" }
-
-func (d *dryDriver) Alloc(bytes int) (cuda.DevicePtr, error) {
-	if bytes <= 0 {
-		return 0, fmt.Errorf("dry: alloc of %d bytes", bytes)
+func newDryDriver() *dryDriver {
+	d := &dryDriver{DryDriver: &cuda.DryDriver{}}
+	d.Record = func(kernel string, grid, block cuda.Dim3, smem int, args []cuda.Arg) {
+		if d.on {
+			d.launches = append(d.launches, Launch{Kernel: kernel, Grid: grid, Block: block, Smem: smem, Args: args})
+		}
 	}
-	if d.next == 0 {
-		d.next = 1 << 32
-	}
-	p := d.next
-	d.next += cuda.DevicePtr(roundUp(bytes, 256))
-	d.used += int64(bytes)
-	return p, nil
-}
-
-func (d *dryDriver) Free(cuda.DevicePtr) error { return nil }
-func (d *dryDriver) Sync() error               { return nil }
-func (d *dryDriver) Close() error              { return nil }
-func (d *dryDriver) TensorCores() bool         { return d.tc }
-func (d *dryDriver) MemUsed() int64            { return d.used }
-func (d *dryDriver) MemInfo() (free, total int64, err error) {
-	return dryMemory - d.used, dryMemory, nil
-}
-func (d *dryDriver) DtoH(dst unsafe.Pointer, _ cuda.DevicePtr, n int) error {
-	clear(unsafe.Slice((*byte)(dst), n))
-	d.note(DtoHKernel, n)
-	return nil
-}
-
-func (d *dryDriver) HtoD(_ cuda.DevicePtr, _ unsafe.Pointer, n int) error {
-	d.note(HtoDKernel, n)
-	return nil
-}
-func (d *dryDriver) DtoD(_, _ cuda.DevicePtr, n int) error { d.note(DtoDKernel, n); return nil }
-func (d *dryDriver) Memset32(_ cuda.DevicePtr, _ uint32, n int) error {
-	d.note(MemsetKernel, 4*n)
-	return nil
-}
-
-// note records a driver operation of bytes bytes.
-func (d *dryDriver) note(op string, bytes int) {
-	if d.on {
-		d.launches = append(d.launches, Launch{Kernel: op, Args: []cuda.Arg{cuda.I64(int64(bytes))}})
-	}
-}
-
-func (d *dryDriver) Launch(kernel string, grid, block cuda.Dim3, smem int, args ...cuda.Arg) error {
-	if d.on {
-		d.launches = append(d.launches, Launch{Kernel: kernel, Grid: grid, Block: block, Smem: smem,
-			Args: append([]cuda.Arg(nil), args...)})
-	}
-	return nil
+	return d
 }
 
 // Precision is one way to run the step: which kernels the backend selects, set by Setup on a fresh backend (nil:
@@ -99,7 +49,7 @@ func RecordStep(cfg config.Config, p Precision, images int) ([]Launch, error) {
 	if p.Setup == nil {
 		return nil, fmt.Errorf("precision %s: no kernels", p.Name)
 	}
-	d := &dryDriver{tc: true}
+	d := newDryDriver()
 	be, err := cuda.NewBackend(d)
 	if err != nil {
 		return nil, err

@@ -23,10 +23,10 @@ func (l Launch) Threads() int { return max(l.Block.X, 1) * max(l.Block.Y, 1) * m
 
 // The driver operations a launch list may hold besides kernels.
 const (
-	MemsetKernel = "Memset32"
-	DtoDKernel   = "DtoD"
-	HtoDKernel   = "HtoD"
-	DtoHKernel   = "DtoH"
+	MemsetKernel = cuda.DryMemset
+	DtoDKernel   = cuda.DryDtoD
+	HtoDKernel   = cuda.DryHtoD
+	DtoHKernel   = cuda.DryDtoH
 )
 
 // IsDriverOp says whether l is a fill or a copy rather than a kernel.

@@ -25,7 +25,7 @@ func trace(t *testing.T, tc bool, f func(be *cuda.Backend, a func(n int) ops.Buf
 // traceAt is trace at precision p.
 func traceAt(t *testing.T, p ops.Precision, f func(be *cuda.Backend, a func(n int) ops.Buf, off func(func()))) []Launch {
 	t.Helper()
-	d := &dryDriver{tc: true}
+	d := newDryDriver()
 	be, err := cuda.NewBackend(d)
 	if err != nil {
 		t.Fatal(err)
