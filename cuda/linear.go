@@ -161,18 +161,19 @@ func biasGradSplits(n, out int) (splits, chunk int) {
 	return ceilDiv(n, chunk), chunk
 }
 
-// linearBiasGrad launches db[o] += Σ_r dy[r, o]: one launch of linear_bias_grad_f32 when one split of the rows gives
-// enough blocks (or the rows are few), else its partials per split in scratch and linear_bias_grad_reduce_f32.
+// linearBiasGrad launches db[o] += Σ_r dy[r, o]: linear_bias_grad_f32, its rows in one split when that gives
+// enough blocks (or the rows are few), else in several whose partials (in scratch) the last block of each column
+// block adds in split order (tickets; fewer column blocks than tickets whenever there are several splits).
 func (be *Backend) linearBiasGrad(op string, n, out int, dy, db DevicePtr) {
 	splits, chunk := biasGradSplits(n, out)
 	part := DevicePtr(0)
 	if splits > 1 {
+		if cols := ceilDiv(out, 32); cols > ticketWords {
+			panic(fmt.Sprintf("cuda %s: a split bias gradient of %d column blocks, more than the %d tickets", op, cols,
+				ticketWords))
+		}
 		part = be.scratch(op, splits*out)
 	}
 	be.keep(op, be.d.Launch("linear_bias_grad_f32", Dim3{X: ceilDiv(out, 32), Y: splits}, Dim3{X: biasGradThreads}, 0,
-		Ptr(dy), Ptr(db), Ptr(part), I32(int32(n)), I32(int32(out)), I32(int32(chunk))))
-	if splits > 1 {
-		be.gridStride(op, "linear_bias_grad_reduce_f32", out, elementwiseThreads, Ptr(part), Ptr(db), I32(int32(splits)),
-			I32(int32(out)))
-	}
+		Ptr(dy), Ptr(db), Ptr(part), I32(int32(n)), I32(int32(out)), I32(int32(chunk)), Ptr(be.tickets)))
 }

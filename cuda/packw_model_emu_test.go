@@ -12,8 +12,12 @@ import (
 	"github.com/ddpmgo/ddpm/ops"
 )
 
-// noPacker hides the backend's capabilities: the model then packs every weight per call.
-type noPacker struct{ ops.Backend }
+// noPacker hides the backend's weight packing (and keeps its fused convolutions, so that only the packing
+// differs): the model then packs every weight per call.
+type noPacker struct {
+	ops.Backend
+	ops.ConvFuser
+}
 
 // TestPackConvWeightsModel: two steps (Forward, Backward, AdamW) of a small U-Net -- conv 3x3 and 1x1 shortcuts,
 // stride-2 downsamplers with PadEnd, upsamplers -- give the same output, gradients and weights, bit for bit, with
@@ -31,7 +35,7 @@ func TestPackConvWeightsModel(t *testing.T) {
 				be, lc := packBackend(t, prec)
 				var b ops.Backend = be
 				if !pack {
-					b = noPacker{be}
+					b = noPacker{be, be}
 				}
 				u, err := model.New(b, cfg, in, size, batch)
 				if err != nil {

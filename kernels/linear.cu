@@ -31,18 +31,20 @@ EMU_REGISTER(gemm_f32)
 
 // Linear's bias gradient db[o] += Σ_{r<n} dy[r, o] (dy [n, out]) in two levels, so that a few hundred columns of
 // many rows (attention's projections: n = batch·pixels) still give enough blocks to fill the GPU, while the sums
-// depend on the shape only (no atomics, the same order on every run and device):
+// depend on the shape only (no atomic sums, the same order on every run and device):
 //   split s of S (grid y) covers rows [s·chunk, min(n, (s + 1)·chunk)); in a block of LBG_THREADS, lane c of warp w
 //   sums column o = blockIdx.x·32 + c over the rows start + w, start + w + LBG_WARPS, ... in increasing order (a
 //   warp reads 32 consecutive floats of one row), then warp 0 adds the LBG_WARPS partial sums in warp order;
-//   with one split (part null) the block adds that to db[o]; otherwise it writes part[s·out + o], and
-//   linear_bias_grad_reduce_f32 adds the S partials in split order.
-// cuda/linear.go chooses S and chunk from n and out.
+//   with one split (part null) the block adds that to db[o]; otherwise it writes part[s·out + o], and the last
+//   block of its columns to finish (tickets[blockIdx.x], counted to S: splitk_last's protocol, set back to 0)
+//   adds the S partials in split order, db[o] += ((part[0·out + o] + part[1·out + o]) + ...), in the same launch.
+// cuda/linear.go chooses S and chunk from n and out (S > 1 only for fewer column blocks than tickets).
 #define LBG_WARPS 8
 #define LBG_THREADS (32 * LBG_WARPS)
 extern "C" __global__ void __launch_bounds__(LBG_THREADS)
-    linear_bias_grad_f32(const float* dy, float* db, float* part, int n, int out, int chunk) {
+    linear_bias_grad_f32(const float* dy, float* db, float* part, int n, int out, int chunk, unsigned* tickets) {
   __shared__ float red[LBG_WARPS][32];
+  __shared__ bool last;
   const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
   const int o = blockIdx.x * 32 + lane, s = blockIdx.y;
   const int r1 = min(n, (s + 1) * chunk);
@@ -59,15 +61,19 @@ extern "C" __global__ void __launch_bounds__(LBG_THREADS)
     else
       db[o] += v;
   }
-}
-EMU_REGISTER(linear_bias_grad_f32)
-
-// db[o] += Σ_{s<splits} part[s·out + o], s increasing: the second level of linear_bias_grad_f32.
-extern "C" __global__ void linear_bias_grad_reduce_f32(const float* part, float* db, int splits, int out) {
-  for (long long o = global_index(); o < out; o += global_stride()) {
+  if (!part) return;
+  __threadfence();  // this block's partials, visible before its ticket
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    last = atomicAdd(tickets + blockIdx.x, 1u) == gridDim.y - 1;
+    if (last) tickets[blockIdx.x] = 0;  // every split of these columns has taken its ticket
+  }
+  __syncthreads();
+  __threadfence();
+  if (last && w == 0 && o < out) {
     float v = 0.0f;
-    for (int s = 0; s < splits; s++) v += part[s * (long long)out + o];
+    for (unsigned z = 0; z < gridDim.y; z++) v += ld_cg(part + (long long)z * out + o);
     db[o] += v;
   }
 }
-EMU_REGISTER(linear_bias_grad_reduce_f32)
+EMU_REGISTER(linear_bias_grad_f32)

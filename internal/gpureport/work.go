@@ -177,19 +177,17 @@ func init() {
 		e := v[0] * v[1] * v[2]
 		return Work{FLOPs: e, Bytes: 4 * (e + 2*v[1])}, err
 	}
-	// linear_bias_grad_f32(dy, db, part, n, out, chunk), grid.y splits of the rows: dy read; db read and written, or
-	// with several splits (part not null) a partial sum per split and column written.
+	// linear_bias_grad_f32(dy, db, part, n, out, chunk, tickets), grid.y splits of the rows: dy read; db read and
+	// written; with several splits (part not null) a partial sum per split and column written, then read and added
+	// by each column block's last block.
 	works["linear_bias_grad_f32"] = func(l Launch) (Work, error) {
 		n, out, err := ints2(l, 3, 4)
-		if isNull(l, 2) {
-			return Work{FLOPs: n * out, Bytes: 4 * (n*out + 2*out)}, err
+		w := Work{FLOPs: n * out, Bytes: 4 * (n*out + 2*out)}
+		if s := float64(max(l.Grid.Y, 1)); !isNull(l, 2) {
+			w.FLOPs += s * out
+			w.Bytes += 4 * 2 * s * out
 		}
-		return Work{FLOPs: n * out, Bytes: 4 * (n*out + float64(max(l.Grid.Y, 1))*out)}, err
-	}
-	// linear_bias_grad_reduce_f32(part, db, splits, out): db[o] += Σ_s part[s·out + o]
-	works["linear_bias_grad_reduce_f32"] = func(l Launch) (Work, error) {
-		s, out, err := ints2(l, 2, 3)
-		return Work{FLOPs: s * out, Bytes: 4 * (s*out + 2*out)}, err
+		return w, err
 	}
 
 	// Elementwise over n = the last integer argument: floats read, floats written (an accumulated one counts in
