@@ -52,18 +52,34 @@ func (be *Backend) groupNorm(op, kernel string, s ops.NormShape, x, gamma, beta,
 // finishes last (a ticket counter, be.tickets) adds them over n in order, so the parameter gradients are
 // deterministic and the op is one launch.
 func (be *Backend) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx, dgamma, dbeta ops.Buf) {
-	be.groupNormBackward("GroupNormBackward", s, x, gamma, nil, stats, dy, dx, dgamma, dbeta)
+	be.groupNormBackward("GroupNormBackward", s, x, gamma, nil, stats, dy, dx, dgamma, dbeta, nil)
 }
+
+// GroupNormBackwardRes (ops.NormBackwardFuser): GroupNormBackward with dx = (dx + res) + the norm's gradient in the
+// kernel's store (kernels/groupnorm.cu), instead of an Axpy launch before it.
+func (be *Backend) GroupNormBackwardRes(s ops.NormShape, x, gamma, stats, dy, dx, dgamma, dbeta, res ops.Buf) {
+	be.groupNormBackward("GroupNormBackwardRes", s, x, gamma, nil, stats, dy, dx, dgamma, dbeta, res)
+}
+
+// GroupNormSiLUBackwardRes (ops.NormBackwardFuser): GroupNormSiLUBackward with res added as GroupNormBackwardRes
+// adds it.
+func (be *Backend) GroupNormSiLUBackwardRes(s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta, res ops.Buf) {
+	be.groupNormBackward("GroupNormSiLUBackwardRes", s, x, gamma, beta, stats, dy, dx, dgamma, dbeta, res)
+}
+
+var _ ops.NormBackwardFuser = (*Backend)(nil)
 
 // GroupNormSiLUBackward (ops.Backend.GroupNormSiLUBackward): GroupNormBackward's kernel as
 // groupnorm_silu_bwd_f32, recomputing n = x̂·gamma + beta and the SiLU gradient at n from x and stats in both of
 // its passes, so no activation buffer is read beyond x and dy.
 func (be *Backend) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
-	be.groupNormBackward("GroupNormSiLUBackward", s, x, gamma, beta, stats, dy, dx, dgamma, dbeta)
+	be.groupNormBackward("GroupNormSiLUBackward", s, x, gamma, beta, stats, dy, dx, dgamma, dbeta, nil)
 }
 
-// groupNormBackward launches GroupNormBackward (beta nil) or GroupNormSiLUBackward (beta given).
-func (be *Backend) groupNormBackward(op string, s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
+// groupNormBackward launches GroupNormBackward (beta nil) or GroupNormSiLUBackward (beta given), with res (may be
+// nil) added into dx first.
+func (be *Backend) groupNormBackward(op string, s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta,
+	res ops.Buf) {
 	checkNorm(op, s)
 	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
 	n := s.N * s.C * s.HW
@@ -78,6 +94,16 @@ func (be *Backend) groupNormBackward(op string, s ops.NormShape, x, gamma, beta,
 	dxs := be.opt(op, s, "dx", dx, n)
 	dgs := be.opt(op, s, "dgamma", dgamma, s.C)
 	dbs := be.opt(op, s, "dbeta", dbeta, s.C)
+	var rs *Buf
+	if res != nil {
+		if dxs == nil {
+			panic(fmt.Sprintf("cuda %s %+v: a residual without dx", op, s))
+		}
+		rs = be.arg(op, s, "res", res, n)
+		if overlaps(rs, dxs) {
+			panic(fmt.Sprintf("cuda %s %+v: the residual overlaps dx", op, s))
+		}
+	}
 	if s.N == 0 || (dxs == nil && dgs == nil && dbs == nil) {
 		return
 	}
@@ -88,10 +114,10 @@ func (be *Backend) groupNormBackward(op string, s ops.NormShape, x, gamma, beta,
 	if bs != nil {
 		be.keep(op, be.d.Launch("groupnorm_silu_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p),
 			Ptr(gs.p), Ptr(bs.p), Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)),
-			I32(int32(s.HW)), I32(int32(s.G)), I32(b2i(!freshDx)), ptr(dgs), ptr(dbs), Ptr(be.tickets)))
+			I32(int32(s.HW)), I32(int32(s.G)), I32(b2i(!freshDx)), ptr(dgs), ptr(dbs), Ptr(be.tickets), ptr(rs)))
 	} else {
 		be.keep(op, be.d.Launch("groupnorm_bwd_f32", Dim3{X: s.N * s.G}, Dim3{X: gnThreads}, 0, Ptr(xs.p), Ptr(gs.p),
 			Ptr(st.p), Ptr(dys.p), ptr(dxs), sums, I32(int32(s.N)), I32(int32(s.C)), I32(int32(s.HW)), I32(int32(s.G)),
-			I32(b2i(!freshDx)), ptr(dgs), ptr(dbs), Ptr(be.tickets)))
+			I32(b2i(!freshDx)), ptr(dgs), ptr(dbs), Ptr(be.tickets), ptr(rs)))
 	}
 }

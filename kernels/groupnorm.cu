@@ -73,7 +73,8 @@ EMU_REGISTER(groupnorm_silu_fwd_f32)
 //   the backward above with dy = gn
 // n and gn are recomputed in both passes rather than stored.
 // accumulate = 0 stores 0 + (the term) into dx instead of adding it, for a dx whose zero fill the launcher took
-// over (cuda/fills.go): the fill's zeros are neither written nor read.
+// over (cuda/fills.go): the fill's zeros are neither written nor read. With res (ops.GroupNormBackwardRes: a
+// residual's gradient passed through), dx = (dx + res) + (the term): the sums of an Axpy before this kernel.
 #define GN_WARPS (GN_THREADS / 32)
 template <bool SILU>
 __device__ __forceinline__ float gn_upstream(float d, float xv, float mu, float rstd, float g, float b) {
@@ -87,7 +88,7 @@ template <bool SILU>
 __device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma, const float* beta,
                                               const float* stats, const float* dy, float* dx, float* sums, int N,
                                               int C, int HW, int G, int accumulate, float* dgamma, float* dbeta,
-                                              unsigned* done) {
+                                              unsigned* done, const float* res) {
   __shared__ float part[2][GN_WARPS];
   __shared__ bool last;
   const int ng = blockIdx.x, n = ng / G, cpg = C / G, c0 = (ng % G) * cpg, M = cpg * HW;
@@ -169,22 +170,25 @@ __device__ __forceinline__ void groupnorm_bwd(const float* x, const float* gamma
     const float d = gn_upstream<SILU>(dy[base + i], xv, mu, rstd, gamma[c], SILU ? beta[c] : 0.0f);
     const float xh = (xv - mu) * rstd;
     const float v = rstd * (d * gamma[c] - m1 - xh * m2);
-    dx[base + i] = (accumulate ? dx[base + i] : 0.0f) + v;
+    float d0 = accumulate ? dx[base + i] : 0.0f;
+    if (res) d0 += res[base + i];
+    dx[base + i] = d0 + v;
   }
 }
 
 extern "C" __global__ void __launch_bounds__(GN_THREADS)
     groupnorm_bwd_f32(const float* x, const float* gamma, const float* stats, const float* dy, float* dx, float* sums,
-                      int N, int C, int HW, int G, int accumulate, float* dgamma, float* dbeta, unsigned* done) {
-  groupnorm_bwd<false>(x, gamma, nullptr, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, done);
+                      int N, int C, int HW, int G, int accumulate, float* dgamma, float* dbeta, unsigned* done,
+                      const float* res) {
+  groupnorm_bwd<false>(x, gamma, nullptr, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, done, res);
 }
 EMU_REGISTER(groupnorm_bwd_f32)
 
 extern "C" __global__ void __launch_bounds__(GN_THREADS)
     groupnorm_silu_bwd_f32(const float* x, const float* gamma, const float* beta, const float* stats, const float* dy,
                            float* dx, float* sums, int N, int C, int HW, int G, int accumulate, float* dgamma,
-                           float* dbeta, unsigned* done) {
-  groupnorm_bwd<true>(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, done);
+                           float* dbeta, unsigned* done, const float* res) {
+  groupnorm_bwd<true>(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, done, res);
 }
 EMU_REGISTER(groupnorm_silu_bwd_f32)
 

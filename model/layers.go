@@ -181,10 +181,11 @@ func (l *resnetLayer) forward(u *UNet) {
 func (l *resnetLayer) backward(u *UNet) {
 	b, n, hw := u.be, u.n, l.x.hw()
 	x, gx, gout := u.buf(l.x.v), u.buf(l.x.g), u.buf(l.out.g)
+	var res ops.Buf // the identity shortcut's gradient, added with norm1's
 	if l.short != nil {
 		b.Conv2DBackward(l.short.shape(n, l.x.h, l.x.w), x, u.pv[l.short.w], gout, gx, u.gv[l.short.w], u.gv[l.short.b])
 	} else {
-		b.Axpy(1, gout, gx)
+		res = gout
 	}
 	cs := l.conv1.shape(n, l.x.h, l.x.w)
 	cs2 := l.conv2.shape(n, l.x.h, l.x.w)
@@ -202,8 +203,13 @@ func (l *resnetLayer) backward(u *UNet) {
 	ga1 := u.zero(l.ga1)
 	ops.Conv2DBackwardSum(b, cs, u.buf(l.a1), u.pv[l.conv1.w], gh, ga1, u.gv[l.conv1.w], u.gv[l.conv1.b],
 		l.proj.cols(u, l.proj.dz, l.projCol, l.cout), l.proj.out)
-	b.GroupNormSiLUBackward(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
-		u.gv[l.norm1.w], u.gv[l.norm1.b])
+	if res == nil {
+		b.GroupNormSiLUBackward(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
+			u.gv[l.norm1.w], u.gv[l.norm1.b])
+		return
+	}
+	ops.GroupNormSiLUBackwardRes(b, u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
+		u.gv[l.norm1.w], u.gv[l.norm1.b], res)
 }
 
 func (l *resnetLayer) flops(n int) int64 {
@@ -257,7 +263,6 @@ func (l *attnLayer) forward(u *UNet) {
 func (l *attnLayer) backward(u *UNet) {
 	b, n, c, L := u.be, u.n, l.x.c, l.x.hw()
 	gout, gx := u.buf(l.out.g), u.buf(l.x.g)
-	b.Axpy(1, gout, gx)
 	gy := u.buf(l.gy)
 	b.Transpose(n, c, L, gout, gy) // = TransposeBackward into zeros, without the fill
 	gov := u.zero(l.gov)
@@ -270,7 +275,9 @@ func (l *attnLayer) backward(u *UNet) {
 	b.LinearBackward(n*L, c, c, gnT, u.pv[l.v.w], gv, ggnT, u.gv[l.v.w], u.gv[l.v.b])
 	ggn := u.buf(l.ggn)
 	b.Transpose(n, L, c, ggnT, ggn) // = TransposeBackward into zeros, without the fill
-	b.GroupNormBackward(u.normShape(c, L), u.buf(l.x.v), u.pv[l.norm.w], u.buf(l.stats), ggn, gx, u.gv[l.norm.w], u.gv[l.norm.b])
+	// gx = (gx + gout) + the norm's gradient: the residual's gradient passed through, then the norm's.
+	ops.GroupNormBackwardRes(b, u.normShape(c, L), u.buf(l.x.v), u.pv[l.norm.w], u.buf(l.stats), ggn, gx,
+		u.gv[l.norm.w], u.gv[l.norm.b], gout)
 }
 
 func (l *attnLayer) flops(n int) int64 {

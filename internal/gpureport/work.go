@@ -257,11 +257,13 @@ func init() {
 		w.FLOPs += 4 * n * v[0] * v[1]
 		return w, err
 	}
-	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets): x and dy
-	// read, dx accumulated (or only written) when given, per-(n, c) sums written when given; then, by the last block,
-	// the sums read and added over n into dgamma and dbeta (each accumulated when given)
+	// groupnorm_bwd_f32(x, gamma, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets, res): x and
+	// dy read, dx accumulated (or only written) when given, with res read and added when given, per-(n, c) sums
+	// written when given; then, by the last block, the sums read and added over n into dgamma and dbeta (each
+	// accumulated when given)
 	works["groupnorm_bwd_f32"] = gnBwd(4, 5, 6, 12)
-	// groupnorm_silu_bwd_f32(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets):
+	// groupnorm_silu_bwd_f32(x, gamma, beta, stats, dy, dx, sums, N, C, HW, G, accumulate, dgamma, dbeta, tickets,
+	// res):
 	// as groupnorm_bwd_f32, with n and the SiLU gradient recomputed in both passes (about 2×8 more FLOPs per element)
 	works["groupnorm_silu_bwd_f32"] = gnBwd(5, 6, 7, 28)
 
@@ -597,6 +599,10 @@ func gnBwd(dxIdx, sumsIdx, nIdx int, flops float64) workFn {
 				w.FLOPs += nc
 				b += nc + 2*v[1]
 			}
+		}
+		if !isNull(l, nIdx+8) { // the residual's gradient, read and added into dx
+			w.FLOPs += e
+			b += e
 		}
 		w.Bytes = 4 * b
 		return w, err

@@ -152,3 +152,66 @@ func sameFloatBits(t *testing.T, name string, got, want []float32) {
 		}
 	}
 }
+
+// TestEmuNormBackwardResMatchesComposition: GroupNormBackwardRes and GroupNormSiLUBackwardRes (the residual's
+// gradient added in the kernel's store of dx) are bit for bit Axpy(1, res, dx) followed by the plain backward on the
+// same backend, into a dx that holds values and into a waiting zero fill, in one launch fewer.
+func TestEmuNormBackwardResMatchesComposition(t *testing.T) {
+	s := ops.NormShape{N: 3, C: 8, HW: 12, G: 4, Eps: 1e-5}
+	n := s.N * s.C * s.HW
+	for _, silu := range []bool{false, true} {
+		for _, fresh := range []bool{false, true} {
+			name := map[bool]string{false: "groupnorm", true: "groupnorm-silu"}[silu] + map[bool]string{false: "/into-values", true: "/into-fill"}[fresh]
+			t.Run(name, func(t *testing.T) {
+				lc := &launchCounter{n: map[string]int{}}
+				be := guardedBackend(t, func(d Driver) Driver { lc.Driver = d; return lc })
+				rnd := rand.New(rand.NewSource(3))
+				x, gamma, beta := fillsUpload(be, fillsRand(rnd, n)), fillsUpload(be, fillsRand(rnd, s.C)), fillsUpload(be, fillsRand(rnd, s.C))
+				y, stats := be.Alloc(n), be.Alloc(2*s.N*s.G)
+				be.GroupNorm(s, x, gamma, beta, y, stats)
+				dy, res, dx0 := fillsRand(rnd, n), fillsUpload(be, fillsRand(rnd, n)), fillsRand(rnd, n)
+				dyb := fillsUpload(be, dy)
+				run := func(b ops.Backend) (dx, dg, db []float32, launches int) {
+					dxb, dgb, dbb := fillsUpload(be, dx0), fillsUpload(be, make([]float32, s.C)), fillsUpload(be, make([]float32, s.C))
+					if fresh {
+						be.Fill(dxb, 0) // waits (fills.go): the fused op stores instead of adding
+					}
+					n0 := lc.total()
+					if silu {
+						ops.GroupNormSiLUBackwardRes(b, s, x, gamma, beta, stats, dyb, dxb, dgb, dbb, res)
+					} else {
+						ops.GroupNormBackwardRes(b, s, x, gamma, stats, dyb, dxb, dgb, dbb, res)
+					}
+					launches = lc.total() - n0
+					return fillsDownload(t, be, dxb), fillsDownload(t, be, dgb), fillsDownload(t, be, dbb), launches
+				}
+				fx, fg, fb, fl := run(be)
+				cx, cg, cb, cl := run(plainBackend{be})
+				sameFloatBits(t, "dx", fx, cx)
+				sameFloatBits(t, "dgamma", fg, cg)
+				sameFloatBits(t, "dbeta", fb, cb)
+				if fl != cl-1 {
+					t.Errorf("%d launches fused, %d composed; want one fewer", fl, cl)
+				}
+				if fresh { // and the sums are those of the definition: res + the norm's gradient, no trace of dx0
+					plain := func() []float32 {
+						dxb := be.Alloc(n)
+						be.Fill(dxb, 0)
+						if silu {
+							be.GroupNormSiLUBackward(s, x, gamma, beta, stats, dyb, dxb, nil, nil)
+						} else {
+							be.GroupNormBackward(s, x, gamma, stats, dyb, dxb, nil, nil)
+						}
+						return fillsDownload(t, be, dxb)
+					}()
+					rv := fillsDownload(t, be, res)
+					for i := range fx {
+						if want := (0 + rv[i]) + plain[i]; math.Float32bits(fx[i]) != math.Float32bits(want) {
+							t.Fatalf("dx[%d] = %v, want res + the norm's gradient = %v", i, fx[i], want)
+						}
+					}
+				}
+			})
+		}
+	}
+}

@@ -48,3 +48,33 @@ func Conv2DBackwardSum(be Backend, s ConvShape, x, w, dy, dx, dw, db, dchan Buf,
 	}
 	be.Conv2DBackward(s, x, w, dy, dx, dw, db)
 }
+
+// NormBackwardFuser is a backend that adds a residual's gradient in a group norm's backward pass (the GPU backend:
+// in the kernel's store of dx) instead of in an Axpy of its own. Its results are those of GroupNormBackwardRes and
+// GroupNormSiLUBackwardRes below on a backend without it, bit for bit (the same additions in the same order).
+type NormBackwardFuser interface {
+	GroupNormBackwardRes(s NormShape, x, gamma, stats, dy, dx, dgamma, dbeta, res Buf)
+	GroupNormSiLUBackwardRes(s NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta, res Buf)
+}
+
+// GroupNormBackwardRes is Axpy(1, res, dx) followed by GroupNormBackward: dx = (dx + res) + the norm's gradient,
+// the backward of out = x + f(GroupNorm(x)) for x's gradient (the attention block's residual).
+func GroupNormBackwardRes(be Backend, s NormShape, x, gamma, stats, dy, dx, dgamma, dbeta, res Buf) {
+	if f, ok := be.(NormBackwardFuser); ok {
+		f.GroupNormBackwardRes(s, x, gamma, stats, dy, dx, dgamma, dbeta, res)
+		return
+	}
+	be.Axpy(1, res, dx)
+	be.GroupNormBackward(s, x, gamma, stats, dy, dx, dgamma, dbeta)
+}
+
+// GroupNormSiLUBackwardRes is Axpy(1, res, dx) followed by GroupNormSiLUBackward (a resnet with an identity
+// shortcut: out = x + f(SiLU(GroupNorm(x)))).
+func GroupNormSiLUBackwardRes(be Backend, s NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta, res Buf) {
+	if f, ok := be.(NormBackwardFuser); ok {
+		f.GroupNormSiLUBackwardRes(s, x, gamma, beta, stats, dy, dx, dgamma, dbeta, res)
+		return
+	}
+	be.Axpy(1, res, dx)
+	be.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, dx, dgamma, dbeta)
+}
