@@ -25,7 +25,8 @@ const (
 // reduceGrid is pass 1's block count, a function of n alone: that is what makes the result deterministic.
 func reduceGrid(n int) int { return max(1, min((n+reduceThreads-1)/reduceThreads, reduceMaxBlocks)) }
 
-// reduce writes out[0] = scale·Σ term(i) over n elements (term by mode), in two fixed-order passes.
+// reduce writes out[0] = scale·Σ term(i) over n elements (term by mode), in two fixed-order passes of one launch
+// (the second by the last block to finish, with a ticket).
 func (be *Backend) reduce(op string, mode int, a, b *Buf, n int, scale float64, out *Buf) {
 	g := reduceGrid(n)
 	bp := a.p
@@ -33,9 +34,7 @@ func (be *Backend) reduce(op string, mode int, a, b *Buf, n int, scale float64, 
 		bp = b.p
 	}
 	be.keep(op, be.d.Launch("reduce_partial_f32", Dim3{X: g}, Dim3{X: reduceThreads}, 0,
-		Ptr(a.p), Ptr(bp), Ptr(be.partial), I64(int64(n)), I32(int32(mode))))
-	be.keep(op, be.d.Launch("reduce_final_f32", Dim3{X: 1}, Dim3{X: reduceThreads}, 0,
-		Ptr(be.partial), I32(int32(g)), F64(scale), Ptr(out.p)))
+		Ptr(a.p), Ptr(bp), Ptr(be.partial), I64(int64(n)), I32(int32(mode)), F64(scale), Ptr(out.p), Ptr(be.tickets)))
 }
 
 func (be *Backend) scalarOut(op string, out ops.Buf) *Buf {

@@ -24,6 +24,14 @@ __device__ __forceinline__ float ld_cg(const float* p) {
 #endif
 }
 
+__device__ __forceinline__ double ld_cg(const double* p) {
+#ifdef __CUDACC__
+  return __ldcg(p);
+#else
+  return *(const volatile double*)p;
+#endif
+}
+
 // Global index of this thread in a 1-D launch, as a 64-bit value so that n > 2^31 loops stay correct.
 __device__ __forceinline__ long long global_index() {
   return (long long)blockIdx.x * blockDim.x + threadIdx.x;

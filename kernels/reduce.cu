@@ -3,8 +3,9 @@
 //
 // Determinism: pass 1 runs a grid whose size depends only on n (cuda/reduce.go: reduceGrid); thread k of block b
 // accumulates elements b·256+k, b·256+k+stride, ... in double, and the block adds its 256 thread sums by a fixed tree
-// into partial[b]. Pass 2 (one block) adds the partials by a fixed tree. No atomics, so the same n gives the same
-// bits on every run and every GPU.
+// into partial[b]. Pass 2 (the last block to finish, in the same launch) adds the partials by a fixed tree. No
+// atomic sums (an atomic counter only picks the block that adds), so the same n gives the same bits on every run
+// and every GPU.
 #include "common.cuh"
 
 #define REDUCE_THREADS 256
@@ -18,9 +19,14 @@ __device__ __forceinline__ void block_tree_sum(double* s) {
 }
 
 // Pass 1. mode 1: Σ a[i]²;  mode 2: Σ (a[i] − b[i])²  (b unused unless mode 2), in double.
-// partial[blockIdx.x] receives this block's share. blockDim.x must be REDUCE_THREADS.
-extern "C" __global__ void reduce_partial_f32(const float* a, const float* b, double* partial, long long n, int mode) {
+// partial[blockIdx.x] receives this block's share. blockDim.x must be REDUCE_THREADS. Pass 2, in the same launch
+// by the block that finishes last (a ticket, tickets[0], splitk_last's protocol, set back to 0):
+// out[0] = scale · Σ_{b < gridDim.x} partial[b] (thread k adds b = k, k+256, ..., then the fixed tree) -- the
+// sums of the former second launch (reduce_final_f32), whichever block is last.
+extern "C" __global__ void reduce_partial_f32(const float* a, const float* b, double* partial, long long n, int mode,
+                                              double scale, float* out, unsigned* tickets) {
   __shared__ double s[REDUCE_THREADS];
+  __shared__ bool last;
   double acc = 0.0;
   for (long long i = global_index(); i < n; i += global_stride()) {
     const double v = mode == 2 ? (double)a[i] - (double)b[i] : (double)a[i];
@@ -29,21 +35,23 @@ extern "C" __global__ void reduce_partial_f32(const float* a, const float* b, do
   s[threadIdx.x] = acc;
   __syncthreads();
   block_tree_sum(s);
-  if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
-}
-EMU_REGISTER(reduce_partial_f32)
-
-// Pass 2, one block of REDUCE_THREADS: out[0] = scale · Σ_{b < nparts} partial[b] (thread k adds b = k, k+256, ...).
-extern "C" __global__ void reduce_final_f32(const double* partial, int nparts, double scale, float* out) {
-  __shared__ double s[REDUCE_THREADS];
-  double acc = 0.0;
-  for (int b = threadIdx.x; b < nparts; b += REDUCE_THREADS) acc += partial[b];
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = s[0];
+    __threadfence();  // this block's partial, visible before its ticket
+    last = atomicAdd(tickets, 1u) == gridDim.x - 1;
+    if (last) *tickets = 0;
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  acc = 0.0;
+  for (unsigned p = threadIdx.x; p < gridDim.x; p += REDUCE_THREADS) acc += ld_cg(partial + p);
   s[threadIdx.x] = acc;
   __syncthreads();
   block_tree_sum(s);
   if (threadIdx.x == 0) out[0] = (float)(s[0] * scale);
 }
-EMU_REGISTER(reduce_final_f32)
+EMU_REGISTER(reduce_partial_f32)
 
 // MSE gradient, accumulating: da[i] += c·(a[i] − b[i]) with c = 2·scale/n formed on the host (the derivative of
 // scale·(1/n)·Σ (a−b)² with respect to a).

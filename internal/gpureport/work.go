@@ -326,15 +326,12 @@ func init() {
 		return Work{FLOPs: 4 * e, Bytes: 4 * 6 * e}, err
 	}
 
-	// reduce_partial_f32(a, b, partial, n, mode): mode 1 Σa², mode 2 Σ(a−b)²; one double per block written
+	// reduce_partial_f32(a, b, partial, n, mode, scale, out, tickets): mode 1 Σa², mode 2 Σ(a−b)²; one double per
+	// block written, then read and added by the last block, out written
 	works["reduce_partial_f32"] = func(l Launch) (Work, error) {
 		n, mode, err := ints2(l, 3, 4)
-		return Work{FLOPs: 2 * mode * n, Bytes: 4*mode*n + 8*float64(l.Blocks())}, err
-	}
-	// reduce_final_f32(partial, nparts, scale, out)
-	works["reduce_final_f32"] = func(l Launch) (Work, error) {
-		n, err := argInt(l, 1)
-		return Work{FLOPs: n, Bytes: 8*n + 4}, err
+		g := float64(l.Blocks())
+		return Work{FLOPs: 2*mode*n + g, Bytes: 4*mode*n + 2*8*g + 4}, err
 	}
 	// step_control_f32(scalars, w, A, max_norm, sticky, reset): one thread, a few scalars
 	works["step_control_f32"] = func(l Launch) (Work, error) {
