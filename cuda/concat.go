@@ -97,8 +97,24 @@ func (be *Backend) Transpose(n, r, c int, x, y ops.Buf) {
 	s := transposeShape{n, r, c}
 	xs := be.arg(op, s, "x", x, n*r*c)
 	ys := be.arg(op, s, "y", y, n*r*c)
-	be.transpose(op, s, n, r, c, xs, ys, false)
+	be.transpose(op, s, n, r, c, xs, ys, false, nil)
 }
+
+// TransposeAdd (ops.TransposeFuser): Transpose with res added by the same kernel (y = transpose(x) + res, the sums
+// Add would form after it), one launch fewer.
+func (be *Backend) TransposeAdd(n, r, c int, x, res, y ops.Buf) {
+	const op = "TransposeAdd"
+	s := transposeShape{n, r, c}
+	xs := be.arg(op, s, "x", x, n*r*c)
+	rs := be.arg(op, s, "res", res, n*r*c)
+	ys := be.arg(op, s, "y", y, n*r*c)
+	if overlaps(rs, ys) || overlaps(xs, ys) {
+		panic(fmt.Sprintf("cuda %s %+v: y overlaps x or res", op, s))
+	}
+	be.transpose(op, s, n, r, c, xs, ys, false, rs)
+}
+
+var _ ops.TransposeFuser = (*Backend)(nil)
 
 // TransposeBackward: dx [N, R, C] += the transpose of dy [N, C, R].
 func (be *Backend) TransposeBackward(n, r, c int, dy, dx ops.Buf) {
@@ -106,12 +122,12 @@ func (be *Backend) TransposeBackward(n, r, c int, dy, dx ops.Buf) {
 	s := transposeShape{n, r, c}
 	dys := be.arg(op, s, "dy", dy, n*r*c)
 	dxs := be.arg(op, s, "dx", dx, n*r*c)
-	be.transpose(op, s, n, c, r, dys, dxs, true) // dy is [N, C, R]: transposing it gives [N, R, C]
+	be.transpose(op, s, n, c, r, dys, dxs, true, nil) // dy is [N, C, R]: transposing it gives [N, R, C]
 }
 
-// transpose runs transpose_f32 on x [n, rows, cols] → y [n, cols, rows], in launches of at most 65535 matrices (the
-// grid's z limit).
-func (be *Backend) transpose(op string, s transposeShape, n, rows, cols int, x, y *Buf, acc bool) {
+// transpose runs transpose_f32 on x [n, rows, cols] → y [n, cols, rows] (+ res [n, cols, rows] unless nil), in
+// launches of at most 65535 matrices (the grid's z limit).
+func (be *Backend) transpose(op string, s transposeShape, n, rows, cols int, x, y *Buf, acc bool, res *Buf) {
 	if n < 0 || rows < 1 || cols < 1 {
 		panic(fmt.Sprintf("cuda %s %+v: invalid shape", op, s))
 	}
@@ -120,7 +136,12 @@ func (be *Backend) transpose(op string, s transposeShape, n, rows, cols int, x, 
 	for z0 := 0; z0 < n; z0 += gemmMaxZ {
 		nz := min(gemmMaxZ, n-z0)
 		grid := Dim3{X: ceilDiv(cols, transposeTile), Y: ceilDiv(rows, transposeTile), Z: nz}
+		rp := DevicePtr(0)
+		if res != nil {
+			rp = res.p + DevicePtr(z0)*per
+		}
 		be.keep(op, be.d.Launch("transpose_f32", grid, Dim3{X: transposeTile, Y: transposeRows}, 0,
-			Ptr(x.p+DevicePtr(z0)*per), Ptr(y.p+DevicePtr(z0)*per), I32(int32(rows)), I32(int32(cols)), I32(b2i(acc))))
+			Ptr(x.p+DevicePtr(z0)*per), Ptr(y.p+DevicePtr(z0)*per), I32(int32(rows)), I32(int32(cols)), I32(b2i(acc)),
+			Ptr(rp)))
 	}
 }

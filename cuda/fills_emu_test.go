@@ -123,6 +123,11 @@ func TestEmuDeferredZeroFillTaken(t *testing.T) {
 		x, w, dy, dw, db := fillsUpload(be, lx), fillsUpload(be, lw), fillsUpload(be, ldy), be.Alloc(len(lw)), be.Alloc(7)
 		return func(be *Backend, o []ops.Buf) { be.LinearBackward(5, 12, 7, x, w, dy, o[0], dw, db) }
 	}}
+	ma, mb := fillsRand(rnd, 30), fillsRand(rnd, 30)
+	cases["mse"] = op{outs: []int{30}, prep: func(be *Backend) func(*Backend, []ops.Buf) {
+		a, b := fillsUpload(be, ma), fillsUpload(be, mb)
+		return func(be *Backend, o []ops.Buf) { be.MSEBackward(0.5, a, b, o[0]) }
+	}}
 	as := ops.AttnShape{N: 2, L: 6, Heads: 2, D: 4}
 	an := as.N * as.L * as.Heads * as.D
 	aq, ak, av, ado := fillsRand(rnd, an), fillsRand(rnd, an), fillsRand(rnd, an), fillsRand(rnd, an)

@@ -215,3 +215,105 @@ func TestEmuNormBackwardResMatchesComposition(t *testing.T) {
 		}
 	}
 }
+
+// TestEmuLinearSiLUMatchesComposition: LinearSiLU and LinearBackwardSiLU (SiLU and its gradient in the GEMM's
+// epilogue) are bit for bit Linear then SiLU, and LinearBackward then SiLUBackward, on the same backend, on gemm_f32
+// (fp32) and gemm_bf16 (bf16), into a dx that holds values and into a waiting zero fill, in one launch fewer each.
+func TestEmuLinearSiLUMatchesComposition(t *testing.T) {
+	const n, in, out = 37, 70, 45 // not multiples of the tiles
+	for _, p := range []ops.Precision{ops.FP32, ops.BF16} {
+		for _, fresh := range []bool{false, true} {
+			t.Run(string(p)+map[bool]string{false: "/into-values", true: "/into-fill"}[fresh], func(t *testing.T) {
+				lc := &launchCounter{n: map[string]int{}}
+				be := guardedBackend(t, func(d Driver) Driver { lc.Driver = d; return lc })
+				if err := be.SetPrecision(p); err != nil {
+					t.Fatal(err)
+				}
+				rnd := rand.New(rand.NewSource(9))
+				x, w, b := fillsUpload(be, fillsRand(rnd, n*in)), fillsUpload(be, fillsRand(rnd, out*in)), fillsUpload(be, fillsRand(rnd, out))
+				dy, h := fillsUpload(be, fillsRand(rnd, n*out)), fillsUpload(be, fillsRand(rnd, n*in))
+				dx0, dh0 := fillsRand(rnd, n*in), fillsRand(rnd, n*in)
+				type res struct {
+					y, a, dx, dw, db, dh []float32
+					fwd, bwd             int
+				}
+				run := func(be2 ops.Backend) res {
+					y, a := be.Alloc(n*out), be.Alloc(n*out)
+					n0 := lc.total()
+					ops.LinearSiLU(be2, n, in, out, x, w, b, y, a)
+					fwd := lc.total() - n0
+					dx, dw, db, dh := fillsUpload(be, dx0), fillsUpload(be, make([]float32, out*in)), fillsUpload(be, make([]float32, out)), fillsUpload(be, dh0)
+					if fresh {
+						be.Fill(dx, 0) // waits (fills.go): dx's GEMM stores
+					}
+					n0 = lc.total()
+					ops.LinearBackwardSiLU(be2, n, in, out, x, w, dy, dx, dw, db, h, dh)
+					bwd := lc.total() - n0
+					return res{fillsDownload(t, be, y), fillsDownload(t, be, a), fillsDownload(t, be, dx),
+						fillsDownload(t, be, dw), fillsDownload(t, be, db), fillsDownload(t, be, dh), fwd, bwd}
+				}
+				f, c := run(be), run(plainBackend{be})
+				sameFloatBits(t, "y", f.y, c.y)
+				sameFloatBits(t, "a", f.a, c.a)
+				sameFloatBits(t, "dx", f.dx, c.dx)
+				sameFloatBits(t, "dw", f.dw, c.dw)
+				sameFloatBits(t, "db", f.db, c.db)
+				sameFloatBits(t, "dh", f.dh, c.dh)
+				if f.fwd != c.fwd-1 || f.bwd != c.bwd-1 {
+					t.Errorf("launches fused %d + %d, composed %d + %d; want one fewer each", f.fwd, f.bwd, c.fwd, c.bwd)
+				}
+				// And against the definitions in float64: a = SiLU(y), dh = dh0 + dx·SiLU'(h).
+				hv := fillsDownload(t, be, h)
+				for i := range f.a {
+					v := float64(f.y[i])
+					if want := v / (1 + math.Exp(-v)); math.Abs(float64(f.a[i])-want) > 1e-6*(1+math.Abs(want)) {
+						t.Fatalf("a[%d] = %v, SiLU(y) = %v", i, f.a[i], want)
+					}
+				}
+				for i := range f.dh {
+					v := float64(hv[i])
+					s := 1 / (1 + math.Exp(-v))
+					want := float64(dh0[i]) + float64(f.dx[i])*s*(1+v*(1-s))
+					if math.Abs(float64(f.dh[i])-want) > 1e-5*(1+math.Abs(want)) {
+						t.Fatalf("dh[%d] = %v, dh0 + dx·SiLU'(h) = %v", i, f.dh[i], want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestEmuTransposeAddMatchesComposition: TransposeAdd (the residual added by the transpose's store) is bit for bit
+// Transpose then Add on the same backend, for shapes that are not whole tiles, in one launch fewer.
+func TestEmuTransposeAddMatchesComposition(t *testing.T) {
+	for _, sh := range [][3]int{{2, 37, 45}, {3, 64, 32}, {1, 5, 70}} {
+		n, r, c := sh[0], sh[1], sh[2]
+		lc := &launchCounter{n: map[string]int{}}
+		be := guardedBackend(t, func(d Driver) Driver { lc.Driver = d; return lc })
+		rnd := rand.New(rand.NewSource(int64(r)))
+		x, res := fillsUpload(be, fillsRand(rnd, n*r*c)), fillsUpload(be, fillsRand(rnd, n*r*c))
+		yF, yC := be.Alloc(n*r*c), be.Alloc(n*r*c)
+		n0 := lc.total()
+		ops.TransposeAdd(be, n, r, c, x, res, yF)
+		f := lc.total() - n0
+		n0 = lc.total()
+		ops.TransposeAdd(plainBackend{be}, n, r, c, x, res, yC)
+		cl := lc.total() - n0
+		got, want := fillsDownload(t, be, yF), fillsDownload(t, be, yC)
+		sameFloatBits(t, "y", got, want)
+		if f != cl-1 {
+			t.Errorf("%v: %d launches fused, %d composed; want one fewer", sh, f, cl)
+		}
+		xv, rv := fillsDownload(t, be, x), fillsDownload(t, be, res)
+		for s := 0; s < n; s++ { // and the definition: y[s, j, i] = x[s, i, j] + res[s, j, i]
+			for i := 0; i < r; i++ {
+				for j := 0; j < c; j++ {
+					e := s*r*c + j*r + i
+					if w := xv[s*r*c+i*c+j] + rv[e]; got[e] != w {
+						t.Fatalf("%v: y[%d,%d,%d] = %v, want %v", sh, s, j, i, got[e], w)
+					}
+				}
+			}
+		}
+	}
+}

@@ -44,6 +44,8 @@ type gemmCall struct {
 	cS1, cS2           int
 	alpha              float32
 	acc                bool
+	act                int       // the fused SiLU of the epilogue (kernels/gemm_epi.cuh): 0 none, 1 forward, 2 backward
+	ax, ay             DevicePtr // its input and output, in C's layout (batch 1 only)
 }
 
 // gemm launches gemm_f32, or at precision bf16 gemm_bf16 (A and B rounded to bfloat16 to nearest even, products on
@@ -64,6 +66,9 @@ func (be *Backend) gemm(op string, g gemmCall) {
 	if bf16 { // gemm_bf16 forms A's and B's offsets in int32, up to the k-step past K (kernels/linear_bf16.cu)
 		i32(op, g, (g.M-1)*g.aSM+(g.K+gemmBF16K)*g.aSK, (g.N-1)*g.bSN+(g.K+gemmBF16K)*g.bSK)
 	}
+	if g.act != 0 && g.batch != 1 {
+		panic(fmt.Sprintf("cuda %s: a fused SiLU over a batch of %d GEMMs (one only)", op, g.batch))
+	}
 	chunk := gemmMaxZ / g.zdiv * g.zdiv // whole groups of zdiv, so that z / zdiv and z % zdiv stay right
 	for z0 := 0; z0 < g.batch; z0 += chunk {
 		nz := min(chunk, g.batch-z0)
@@ -73,7 +78,7 @@ func (be *Backend) gemm(op string, g gemmCall) {
 		for _, x := range v {
 			args = append(args, I32(x))
 		}
-		args = append(args, F32(g.alpha), I32(b2i(g.acc)))
+		args = append(args, F32(g.alpha), I32(b2i(g.acc)), Ptr(g.ax), Ptr(g.ay), I32(int32(g.act)))
 		grid := Dim3{X: ceilDiv(g.N, gemmTile), Y: ceilDiv(g.M, gemmTile), Z: nz}
 		if grid.Y > 65535 {
 			panic(fmt.Sprintf("cuda %s: GEMM with %d rows exceeds the grid (%d row tiles > 65535)", op, g.M, grid.Y))
@@ -96,8 +101,17 @@ func checkLinear(op string, s linearShape) {
 }
 
 // Linear: y[n,o] = b[o] + Σ_i x[n,i]·w[o,i] (x [N, In], w [Out, In]), one GEMM y = x·wᵀ; b may be nil.
-func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) {
-	const op = "Linear"
+func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) { be.linear("Linear", n, in, out, x, w, b, y, nil) }
+
+// LinearSiLU (ops.LinearFuser) is Linear with a = SiLU(y) written by the GEMM's epilogue (kernels/gemm_epi.cuh), the
+// values silu_fwd_f32 would write, one launch fewer.
+func (be *Backend) LinearSiLU(n, in, out int, x, w, b, y, a ops.Buf) {
+	be.linear("LinearSiLU", n, in, out, x, w, b, y, a)
+}
+
+var _ ops.LinearFuser = (*Backend)(nil)
+
+func (be *Backend) linear(op string, n, in, out int, x, w, b, y, a ops.Buf) {
 	s := linearShape{n, in, out}
 	checkLinear(op, s)
 	xs := be.arg(op, s, "x", x, n*in)
@@ -108,15 +122,32 @@ func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) {
 	if bs != nil {
 		bp = bs.p
 	}
-	be.gemm(op, gemmCall{M: n, N: out, K: in, a: xs.p, b: ws.p, c: ys.p, bias: bp,
-		aSM: in, aSK: 1, bSK: 1, bSN: in, cSM: out, alpha: 1})
+	g := gemmCall{M: n, N: out, K: in, a: xs.p, b: ws.p, c: ys.p, bias: bp, aSM: in, aSK: 1, bSK: 1, bSN: in,
+		cSM: out, alpha: 1}
+	if a != nil {
+		as := be.arg(op, s, "a", a, n*out)
+		if overlaps(as, ys) {
+			panic(fmt.Sprintf("cuda %s %+v: a overlaps y", op, s))
+		}
+		g.act, g.ay = 1, as.p
+	}
+	be.gemm(op, g)
 }
 
 // LinearBackward accumulates dx += dy·w, dw += dyᵀ·x (two GEMMs) and db[o] += Σ_n dy[n,o] (in an order fixed by
 // the shape: linearBiasGrad); any of dx, dw, db may be nil. A dx that is a waiting zero fill (fills.go) is stored
 // rather than accumulated.
 func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) {
-	const op = "LinearBackward"
+	be.linearBackward("LinearBackward", n, in, out, x, w, dy, dx, dw, db, nil, nil)
+}
+
+// LinearBackwardSiLU (ops.LinearFuser) is LinearBackward with dh += dx·SiLU'(h) added by dx's GEMM epilogue
+// (kernels/gemm_epi.cuh), the values silu_bwd_f32 would add, one launch fewer.
+func (be *Backend) LinearBackwardSiLU(n, in, out int, x, w, dy, dx, dw, db, h, dh ops.Buf) {
+	be.linearBackward("LinearBackwardSiLU", n, in, out, x, w, dy, dx, dw, db, h, dh)
+}
+
+func (be *Backend) linearBackward(op string, n, in, out int, x, w, dy, dx, dw, db, h, dh ops.Buf) {
 	s := linearShape{n, in, out}
 	checkLinear(op, s)
 	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
@@ -126,12 +157,26 @@ func (be *Backend) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Buf) 
 	dxs := be.opt(op, s, "dx", dx, n*in)
 	dws := be.opt(op, s, "dw", dw, out*in)
 	dbs := be.opt(op, s, "db", db, out)
+	var hs, dhs *Buf
+	if h != nil {
+		if dxs == nil {
+			panic(fmt.Sprintf("cuda %s %+v: a fused SiLU backward without dx", op, s))
+		}
+		hs, dhs = be.arg(op, s, "h", h, n*in), be.arg(op, s, "dh", dh, n*in)
+		if overlaps(dhs, dxs) || overlaps(dhs, hs) {
+			panic(fmt.Sprintf("cuda %s %+v: dh overlaps dx or h", op, s))
+		}
+	}
 	if n == 0 {
 		return
 	}
 	if dxs != nil { // dx[r, i] += Σ_o dy[r, o]·w[o, i]
-		be.gemm(op, gemmCall{M: n, N: in, K: out, a: dys.p, b: ws.p, c: dxs.p,
-			aSM: out, aSK: 1, bSK: in, bSN: 1, cSM: in, alpha: 1, acc: !freshDx})
+		g := gemmCall{M: n, N: in, K: out, a: dys.p, b: ws.p, c: dxs.p, aSM: out, aSK: 1, bSK: in, bSN: 1, cSM: in,
+			alpha: 1, acc: !freshDx}
+		if hs != nil {
+			g.act, g.ax, g.ay = 2, hs.p, dhs.p
+		}
+		be.gemm(op, g)
 	}
 	if dws != nil { // dw[o, i] += Σ_r dy[r, o]·x[r, i]
 		be.gemm(op, gemmCall{M: out, N: in, K: n, a: dys.p, b: xs.p, c: dws.p,

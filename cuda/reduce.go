@@ -60,12 +60,15 @@ func (be *Backend) MSE(a, b, loss ops.Buf) {
 	be.reduce("MSE", reduceSquaredDiff, s[0], s[1], s[0].n, 1/float64(s[0].n), be.scalarOut("MSE", loss))
 }
 
-// MSEBackward: da[i] += scale·2·(a[i] − b[i])/n, the factor formed in float64.
+// MSEBackward: da[i] += scale·2·(a[i] − b[i])/n, the factor formed in float64. A da that is a waiting zero fill
+// (fills.go) is stored rather than accumulated.
 func (be *Backend) MSEBackward(scale float32, a, b, da ops.Buf) {
+	fresh := be.takeZero(da)
 	s := be.bufs("MSEBackward", a.Len(), []string{"a", "b", "da"}, a, b, da)
 	if s[0].n == 0 {
 		panic("cuda MSEBackward: empty operands")
 	}
 	c := float32(2 * float64(scale) / float64(s[0].n))
-	be.launch1D("MSEBackward", "mse_bwd_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), F32(c), I64(int64(s[0].n)))
+	be.launch1D("MSEBackward", "mse_bwd_f32", s[0].n, Ptr(s[0].p), Ptr(s[1].p), Ptr(s[2].p), F32(c), I64(int64(s[0].n)),
+		I32(b2i(!fresh)))
 }

@@ -32,6 +32,16 @@ __device__ __forceinline__ double ld_cg(const double* p) {
 #endif
 }
 
+// SiLU and its gradient, the one definition of silu_fwd_f32 / silu_bwd_f32 (kernels/elementwise.cu) and of the
+// GEMM epilogue that fuses them (gemm_epi.cuh):
+//   silu_f32(v) = v·σ(v) = v / (1 + e^−v)
+//   silu_grad_acc(dx, dy, v) = dx + dy·s·(1 + v·(1 − s)), s = σ(v)   (the derivative of v·σ(v) is s + v·s·(1 − s))
+__device__ __forceinline__ float silu_f32(float v) { return v / (1.0f + expf(-v)); }
+__device__ __forceinline__ float silu_grad_acc(float dx, float dy, float v) {
+  const float s = 1.0f / (1.0f + expf(-v));
+  return dx + dy * s * (1.0f + v * (1.0f - s));
+}
+
 // Global index of this thread in a 1-D launch, as a 64-bit value so that n > 2^31 loops stay correct.
 __device__ __forceinline__ long long global_index() {
   return (long long)blockIdx.x * blockDim.x + threadIdx.x;

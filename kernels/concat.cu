@@ -61,11 +61,13 @@ extern "C" __global__ void __launch_bounds__(32 * CHANSUM_WARPS)
 EMU_REGISTER(channel_sum_f32)
 
 // Batched transpose, x [n, R, Cc] -> y [n, Cc, R]: y[s, j, i] = x[s, i, j] (accumulate = 0) or y[s, j, i] += x[s, i, j]
-// (accumulate = 1: TransposeBackward of a [n, r, c] transpose is this with x = dy [n, c, r], R = c, Cc = r).
+// (accumulate = 1: TransposeBackward of a [n, r, c] transpose is this with x = dy [n, c, r], R = c, Cc = r). With res
+// (accumulate = 0 only; ops.TransposeAdd: the attention block's residual), y[s, j, i] = x[s, i, j] + res[s, j, i]:
+// the sum add_f32 would form after the transpose.
 // Block (bx, by, s) moves the tile of x rows by·32.. and columns bx·32..: both the global read and the global write
 // are row-contiguous, through a shared tile padded to 33 columns so the transposed reads hit distinct banks.
 extern "C" __global__ void __launch_bounds__(TRANSPOSE_TILE * TRANSPOSE_ROWS)
-    transpose_f32(const float* x, float* y, int R, int Cc, int accumulate) {
+    transpose_f32(const float* x, float* y, int R, int Cc, int accumulate, const float* res) {
   __shared__ float tile[TRANSPOSE_TILE][TRANSPOSE_TILE + 1];
   const long long off = (long long)blockIdx.z * R * Cc;
   const int i0 = blockIdx.y * TRANSPOSE_TILE, j0 = blockIdx.x * TRANSPOSE_TILE;
@@ -77,8 +79,9 @@ extern "C" __global__ void __launch_bounds__(TRANSPOSE_TILE * TRANSPOSE_ROWS)
   for (int r = threadIdx.y; r < TRANSPOSE_TILE; r += TRANSPOSE_ROWS) {
     const int j = j0 + r, i = i0 + threadIdx.x;
     if (i < R && j < Cc) {
-      float* p = y + off + (long long)j * R + i;
-      *p = accumulate ? *p + tile[threadIdx.x][r] : tile[threadIdx.x][r];
+      const long long e = off + (long long)j * R + i;
+      const float v = tile[threadIdx.x][r];
+      y[e] = accumulate ? y[e] + v : res ? v + res[e] : v;
     }
   }
 }

@@ -23,20 +23,13 @@ EMU_REGISTER(scale_f32)
 // SiLU forward: y[i] = x[i] * sigmoid(x[i]), sigmoid(x) = 1 / (1 + exp(-x)). y may alias x.
 // For x -> -inf, exp(-x) overflows to inf and y = x * 0 = -0, the limit; no NaN for finite x.
 extern "C" __global__ void silu_fwd_f32(const float* x, float* y, long long n) {
-  for (long long i = global_index(); i < n; i += global_stride()) {
-    const float v = x[i];
-    y[i] = v / (1.0f + expf(-v));
-  }
+  for (long long i = global_index(); i < n; i += global_stride()) y[i] = silu_f32(x[i]);
 }
 EMU_REGISTER(silu_fwd_f32)
 
 // SiLU backward, accumulating: dx[i] += dy[i] * s * (1 + x[i] * (1 - s)) with s = sigmoid(x[i]),
 // the derivative of x*s(x) being s + x*s*(1-s).
 extern "C" __global__ void silu_bwd_f32(const float* x, const float* dy, float* dx, long long n) {
-  for (long long i = global_index(); i < n; i += global_stride()) {
-    const float v = x[i];
-    const float s = 1.0f / (1.0f + expf(-v));
-    dx[i] += dy[i] * s * (1.0f + v * (1.0f - s));
-  }
+  for (long long i = global_index(); i < n; i += global_stride()) dx[i] = silu_grad_acc(dx[i], dy[i], x[i]);
 }
 EMU_REGISTER(silu_bwd_f32)

@@ -1,6 +1,7 @@
 // linear.cu -- a strided, batched FP32 GEMM (used by Linear, its backward, and the products of attention.cu's op)
 // and the bias gradient of Linear. Launched by cuda/linear.go and cuda/attention.go.
 #include "common.cuh"
+#include "gemm_epi.cuh"
 #include "gemm_tile.cuh"
 
 // Batched strided GEMM, one GEMM_BM x GEMM_BN tile per block (grid: ceil(N/BN), ceil(M/BM), batch):
@@ -8,23 +9,18 @@
 // with A_z[m, k] = A[offA(z) + m·a_sm + k·a_sk], B_z[k, n] = B[offB(z) + k·b_sk + n·b_sn], C_z[m, n] at
 // C[offC(z) + m·c_sm + n], and off*(z) = (z / zdiv)·s1 + (z % zdiv)·s2 (two batch levels: attention's (sample, head)).
 // Transposes are strides: Linear's y = x·wᵀ reads w[o, i] as B[k = i, n = o] with b_sk = 1, b_sn = In.
-// With accumulate = 0, C is only written (it may hold NaN before).
+// With accumulate = 0, C is only written (it may hold NaN before). act, ax, ay: the fused SiLU (gemm_epi.cuh).
 extern "C" __global__ void __launch_bounds__(GEMM_THREADS)
     gemm_f32(const float* A, const float* B, float* C, const float* bias, int M, int N, int K, int a_sm, int a_sk,
              int b_sk, int b_sn, int c_sm, int zdiv, int a_s1, int a_s2, int b_s1, int b_s2, int c_s1, int c_s2,
-             float alpha, int accumulate) {
+             float alpha, int accumulate, const float* ax, float* ay, int act) {
   const int z = blockIdx.z, z1 = z / zdiv, z2 = z - z1 * zdiv;
   const float* a = A + (long long)z1 * a_s1 + (long long)z2 * a_s2;
   const float* b = B + (long long)z1 * b_s1 + (long long)z2 * b_s2;
   float* c = C + (long long)z1 * c_s1 + (long long)z2 * c_s2;
   auto la = [&](int m, int k) { return __ldg(a + (long long)m * a_sm + (long long)k * a_sk); };
   auto lb = [&](int k, int n) { return __ldg(b + (long long)k * b_sk + (long long)n * b_sn); };
-  auto st = [&](int m, int n, float v) {
-    float* p = c + (long long)m * c_sm + n;
-    v *= alpha;
-    if (bias) v += bias[n];
-    *p = accumulate ? *p + v : v;
-  };
+  const GemmEpi st{c, bias, ax, ay, c_sm, accumulate, act, alpha};
   gemm_tile<GemmCoreFP32>(M, N, 0, K, a_sk == 1, b_sk == 1, la, lb, st);
 }
 EMU_REGISTER(gemm_f32)

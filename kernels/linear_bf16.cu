@@ -4,6 +4,7 @@
 // build only the entry point with an empty body (never launched: package cuda refuses bf16 below compute capability
 // 8.0). Compiling linear.cu itself for compute_80 instead would replace its FP32 kernels on sm_80+ devices too.
 #include "common.cuh"
+#include "gemm_epi.cuh"
 #include "mma.cuh"
 
 // The block tile: GBF_BM x GBF_BN outputs (the same 64 x 64 tiles as gemm_f32, so that the launch grid is the same),
@@ -93,9 +94,8 @@ GBF_UNROLL
 
 // The GEMM of one block, with A's and B's layouts as template arguments (gemm_bf16 picks one of four).
 template <bool AKF, bool BKF>
-__device__ __forceinline__ void gemm_bf16_tile(const float* a, const float* b, float* c, const float* bias, int M,
-                                               int N, int K, int a_sm, int a_sk, int b_sk, int b_sn, int c_sm,
-                                               float alpha, int accumulate) {
+__device__ __forceinline__ void gemm_bf16_tile(const float* a, const float* b, const GemmEpi& epi, int M, int N,
+                                               int K, int a_sm, int a_sk, int b_sk, int b_sn) {
   DYNAMIC_SHARED(uint32_t, smem);  // [2][BM + BN][LDW] words: stage s's A tile at s·(BM + BN)·LDW, its B tile after
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int m0 = blockIdx.y * GBF_BM, n0 = blockIdx.x * GBF_BN;
@@ -161,8 +161,8 @@ GBF_UNROLL
   }
   if (i < nk) step(i & 1, false, GbfBool<true>());
 
-  // Epilogue, as gemm_f32's: alpha, then the bias, then the accumulation, in FP32. acc[i][j][q] is row g (+8 for
-  // q ≥ 2), column 2t + q % 2 of its m16n8 tile (g = lane / 4, t = lane % 4).
+  // Epilogue, gemm_f32's (gemm_epi.cuh): alpha, then the bias, then the accumulation, in FP32. acc[i][j][q] is
+  // row g (+8 for q ≥ 2), column 2t + q % 2 of its m16n8 tile (g = lane / 4, t = lane % 4).
   const int g = lane / 4, t = lane % 4;
 GBF_UNROLL
   for (int i = 0; i < 2; i++)
@@ -171,12 +171,7 @@ GBF_UNROLL
 GBF_UNROLL
       for (int q = 0; q < 4; q++) {
         const int m = m0 + wm + 16 * i + g + 8 * (q / 2), n = n0 + wn + 8 * j + 2 * t + q % 2;
-        if (m < M && n < N) {
-          float* p = c + (long long)m * c_sm + n;
-          float v = acc[i][j][q] * alpha;
-          if (bias) v += bias[n];
-          *p = accumulate ? *p + v : v;
-        }
+        if (m < M && n < N) epi(m, n, acc[i][j][q]);
       }
 }
 
@@ -198,23 +193,25 @@ GBF_UNROLL
 extern "C" __global__ void __launch_bounds__(GBF_THREADS, GBF_MIN_BLOCKS)
     gemm_bf16(const float* A, const float* B, float* C, const float* bias, int M, int N, int K, int a_sm, int a_sk,
               int b_sk, int b_sn, int c_sm, int zdiv, int a_s1, int a_s2, int b_s1, int b_s2, int c_s1, int c_s2,
-              float alpha, int accumulate) {
+              float alpha, int accumulate, const float* ax, float* ay, int act) {
   const int z = blockIdx.z, z1 = z / zdiv, z2 = z - z1 * zdiv;
   const float* a = A + (long long)z1 * a_s1 + (long long)z2 * a_s2;
   const float* b = B + (long long)z1 * b_s1 + (long long)z2 * b_s2;
   float* c = C + (long long)z1 * c_s1 + (long long)z2 * c_s2;
+  const GemmEpi epi{c, bias, ax, ay, c_sm, accumulate, act, alpha};
   if (a_sk == 1 && b_sk == 1)
-    gemm_bf16_tile<true, true>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
+    gemm_bf16_tile<true, true>(a, b, epi, M, N, K, a_sm, a_sk, b_sk, b_sn);
   else if (a_sk == 1)
-    gemm_bf16_tile<true, false>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
+    gemm_bf16_tile<true, false>(a, b, epi, M, N, K, a_sm, a_sk, b_sk, b_sn);
   else if (b_sk == 1)
-    gemm_bf16_tile<false, true>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
+    gemm_bf16_tile<false, true>(a, b, epi, M, N, K, a_sm, a_sk, b_sk, b_sn);
   else
-    gemm_bf16_tile<false, false>(a, b, c, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, alpha, accumulate);
+    gemm_bf16_tile<false, false>(a, b, epi, M, N, K, a_sm, a_sk, b_sk, b_sn);
 }
 #else
 // The compute_70 build: the entry point with an empty body (see the file comment).
 extern "C" __global__ void gemm_bf16(const float*, const float*, float*, const float*, int, int, int, int, int, int,
-                                     int, int, int, int, int, int, int, int, int, float, int) {}
+                                     int, int, int, int, int, int, int, int, int, float, int, const float*, float*,
+                                     int) {}
 #endif
 EMU_REGISTER(gemm_bf16)

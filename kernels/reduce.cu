@@ -54,8 +54,11 @@ extern "C" __global__ void reduce_partial_f32(const float* a, const float* b, do
 EMU_REGISTER(reduce_partial_f32)
 
 // MSE gradient, accumulating: da[i] += c·(a[i] − b[i]) with c = 2·scale/n formed on the host (the derivative of
-// scale·(1/n)·Σ (a−b)² with respect to a).
-extern "C" __global__ void mse_bwd_f32(const float* a, const float* b, float* da, float c, long long n) {
-  for (long long i = global_index(); i < n; i += global_stride()) da[i] += c * (a[i] - b[i]);
+// scale·(1/n)·Σ (a−b)² with respect to a); accumulate = 0 stores 0 + c·(a[i] − b[i]) instead, for a da whose zero
+// fill the launcher took over (cuda/fills.go).
+extern "C" __global__ void mse_bwd_f32(const float* a, const float* b, float* da, float c, long long n,
+                                       int accumulate) {
+  for (long long i = global_index(); i < n; i += global_stride())
+    da[i] = (accumulate ? da[i] : 0.0f) + c * (a[i] - b[i]);
 }
 EMU_REGISTER(mse_bwd_f32)

@@ -61,22 +61,23 @@ type timeLayer struct {
 	h2          int // saved
 	g1, ga1, g2 int // gradients
 	out         act
+	outSiLU     bool // the backward of the last SiLU is done by tembProjLayer's (out's only consumer), fused
 }
 
 func (l *timeLayer) forward(u *UNet) {
 	b, n := u.be, u.n
 	b.TimestepEmbedding(ops.EmbedShape{N: n, Dim: l.dim, FlipSinToCos: l.flip, FreqShift: l.shift}, u.tIn, u.buf(l.emb))
-	b.Linear(n, l.dim, l.tdim, u.buf(l.emb), u.pv[l.l1.w], u.pv[l.l1.b], u.buf(l.h1))
-	b.SiLU(u.buf(l.h1), u.buf(l.a1))
-	b.Linear(n, l.tdim, l.tdim, u.buf(l.a1), u.pv[l.l2.w], u.pv[l.l2.b], u.buf(l.h2))
-	b.SiLU(u.buf(l.h2), u.buf(l.out.v))
+	ops.LinearSiLU(b, n, l.dim, l.tdim, u.buf(l.emb), u.pv[l.l1.w], u.pv[l.l1.b], u.buf(l.h1), u.buf(l.a1))
+	ops.LinearSiLU(b, n, l.tdim, l.tdim, u.buf(l.a1), u.pv[l.l2.w], u.pv[l.l2.b], u.buf(l.h2), u.buf(l.out.v))
 }
 
 func (l *timeLayer) backward(u *UNet) {
 	b, n := u.be, u.n
-	b.SiLUBackward(u.buf(l.h2), u.buf(l.out.g), u.buf(l.g2))
-	b.LinearBackward(n, l.tdim, l.tdim, u.buf(l.a1), u.pv[l.l2.w], u.buf(l.g2), u.buf(l.ga1), u.gv[l.l2.w], u.gv[l.l2.b])
-	b.SiLUBackward(u.buf(l.h1), u.buf(l.ga1), u.buf(l.g1))
+	if !l.outSiLU {
+		b.SiLUBackward(u.buf(l.h2), u.buf(l.out.g), u.buf(l.g2))
+	}
+	ops.LinearBackwardSiLU(b, n, l.tdim, l.tdim, u.buf(l.a1), u.pv[l.l2.w], u.buf(l.g2), u.buf(l.ga1), u.gv[l.l2.w],
+		u.gv[l.l2.b], u.buf(l.h1), u.buf(l.g1))
 	b.LinearBackward(n, l.dim, l.tdim, u.buf(l.emb), u.pv[l.l1.w], u.buf(l.g1), nil, u.gv[l.l1.w], u.gv[l.l1.b])
 }
 
@@ -95,6 +96,7 @@ func (l *timeLayer) flops(n int) int64 {
 // their own names and places in the parameter table (plan.tembProj).
 type tembProjLayer struct {
 	tact       act // SiLU(temb): the input
+	tpre, dpre int // temb before that SiLU (timeLayer's h2) and its gradient (g2): the SiLU's backward is fused here
 	in, out    int // tdim; ΣC
 	wOff, bOff int // arena offsets of the stacked weights and biases
 	z, dz      int // saved [ΣC] per sample and its gradient (zeroed with the gradients between modules)
@@ -106,8 +108,9 @@ func (l *tembProjLayer) forward(u *UNet) {
 }
 
 func (l *tembProjLayer) backward(u *UNet) {
-	u.be.LinearBackward(u.n, l.in, l.out, u.buf(l.tact.v), u.sub(subParams, l.wOff, l.out*l.in), u.buf(l.dz),
-		u.buf(l.tact.g), u.sub(subGrads, l.wOff, l.out*l.in), u.sub(subGrads, l.bOff, l.out))
+	ops.LinearBackwardSiLU(u.be, u.n, l.in, l.out, u.buf(l.tact.v), u.sub(subParams, l.wOff, l.out*l.in), u.buf(l.dz),
+		u.buf(l.tact.g), u.sub(subGrads, l.wOff, l.out*l.in), u.sub(subGrads, l.bOff, l.out), u.buf(l.tpre),
+		u.buf(l.dpre))
 }
 
 func (l *tembProjLayer) flops(n int) int64 { return linFLOPs(n, l.in, l.out) }
@@ -255,9 +258,7 @@ func (l *attnLayer) forward(u *UNet) {
 	b.Attention(l.shape(n), u.buf(l.qv), u.buf(l.kv), u.buf(l.vv), u.buf(l.ov), u.buf(l.pv))
 	y := u.buf(l.y)
 	b.Linear(n*L, c, c, u.buf(l.ov), u.pv[l.o.w], u.pv[l.o.b], y)
-	out := u.buf(l.out.v)
-	b.Transpose(n, L, c, y, out)
-	b.Add(out, x, out)
+	ops.TransposeAdd(b, n, L, c, y, x, u.buf(l.out.v))
 }
 
 func (l *attnLayer) backward(u *UNet) {

@@ -244,7 +244,7 @@ func buildPlan(cfg config.Model, inChannels, imageSize int, tembs []tembEntry) (
 	p.addLayer(te)
 	p.block("time_embedding", mark, act{c: p.tembDim, h: 1, w: 1})
 	if tembs != nil {
-		p.tembProj()
+		p.tembProj(te)
 	}
 
 	// Down path; skips is the stack of activations the up path concatenates.
@@ -362,9 +362,10 @@ type tembEntry struct {
 
 // tembProj adds the tembProjLayer of p.tembs: the stacked weights ([C_r, tdim] of each resnet r, rows after rows),
 // then the stacked biases, each tensor under its resnet's own name; its parameters are counted in the blocks of
-// their resnets (block).
-func (p *plan) tembProj() {
-	l := &tembProjLayer{tact: p.tact, in: p.tembDim}
+// their resnets (block). Its backward does the backward of te's last SiLU too (ops.LinearBackwardSiLU).
+func (p *plan) tembProj(te *timeLayer) {
+	l := &tembProjLayer{tact: p.tact, tpre: te.h2, dpre: te.g2, in: p.tembDim}
+	te.outSiLU = true // tembProjLayer's backward does the SiLU's
 	for _, e := range p.tembs {
 		l.out += e.out
 	}

@@ -78,3 +78,50 @@ func GroupNormSiLUBackwardRes(be Backend, s NormShape, x, gamma, beta, stats, dy
 	be.Axpy(1, res, dx)
 	be.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, dx, dgamma, dbeta)
 }
+
+// LinearFuser is a backend that applies SiLU in a linear layer's own pass (the GPU backend: in the GEMM's epilogue)
+// instead of in a launch of its own. Its results are those of LinearSiLU and LinearBackwardSiLU below on a backend
+// without it, bit for bit (the same operations on the same values).
+type LinearFuser interface {
+	LinearSiLU(n, in, out int, x, w, b, y, a Buf)
+	LinearBackwardSiLU(n, in, out int, x, w, dy, dx, dw, db, h, dh Buf)
+}
+
+// LinearSiLU is Linear (y = x·wᵀ + b) followed by SiLU(y → a): a linear layer and the activation after it, keeping
+// both (y for the activation's backward).
+func LinearSiLU(be Backend, n, in, out int, x, w, b, y, a Buf) {
+	if f, ok := be.(LinearFuser); ok {
+		f.LinearSiLU(n, in, out, x, w, b, y, a)
+		return
+	}
+	be.Linear(n, in, out, x, w, b, y)
+	be.SiLU(y, a)
+}
+
+// LinearBackwardSiLU is LinearBackward followed by SiLUBackward(h, dx, dh): the backward of a linear layer whose
+// input is x = SiLU(h), into dx and on to dh (dh += dx·SiLU'(h)).
+func LinearBackwardSiLU(be Backend, n, in, out int, x, w, dy, dx, dw, db, h, dh Buf) {
+	if f, ok := be.(LinearFuser); ok {
+		f.LinearBackwardSiLU(n, in, out, x, w, dy, dx, dw, db, h, dh)
+		return
+	}
+	be.LinearBackward(n, in, out, x, w, dy, dx, dw, db)
+	be.SiLUBackward(h, dx, dh)
+}
+
+// TransposeFuser is a backend that adds a residual in a transpose's own pass (the GPU backend: in the kernel's
+// store). Its results are those of TransposeAdd below on a backend without it, bit for bit.
+type TransposeFuser interface {
+	TransposeAdd(n, r, c int, x, res, y Buf)
+}
+
+// TransposeAdd is Transpose(n, r, c, x → y) followed by Add(y, res, y): y = transpose(x) + res (the attention
+// block's output and its residual); y must be neither x nor res.
+func TransposeAdd(be Backend, n, r, c int, x, res, y Buf) {
+	if f, ok := be.(TransposeFuser); ok {
+		f.TransposeAdd(n, r, c, x, res, y)
+		return
+	}
+	be.Transpose(n, r, c, x, y)
+	be.Add(y, res, y)
+}

@@ -203,7 +203,7 @@ func init() {
 	works["scale_f32"] = elem(2, 1, 1, 1)                            // (alpha, x, n)
 	works["silu_fwd_f32"] = elem(2, 1, 1, 4)                         // (x, y, n)
 	works["silu_bwd_f32"] = elem(3, 3, 1, 8)                         // (x, dy, dx, n): dx +=
-	works["mse_bwd_f32"] = elem(4, 3, 1, 3)                          // (a, b, da, c, n): da +=
+	works["mse_bwd_f32"] = elem(4, 3, 1, 3)                          // (a, b, da, c, n, accumulate): da +=
 	works["adamw_f32"] = elem(4, 4, 3, 15)                           // (p, g, m, v, n, …)
 	works["adamw_ctl_f32"] = elem(4, 4, 4, 15)                       // (p, g, m, v, n, …, w, settings): g zeroed
 	works["ema_f32"] = elem(3, 2, 1, 3)                              // (e, p, decay, n)
@@ -303,7 +303,12 @@ func init() {
 	works["transpose_f32"] = func(l Launch) (Work, error) {
 		v, err := ints(l, 2, 3, 4)
 		e := float64(max(l.Grid.Z, 1)) * v[0] * v[1]
-		return Work{FLOPs: v[2] * e, Bytes: 4 * e * (2 + v[2])}, err
+		w := Work{FLOPs: v[2] * e, Bytes: 4 * e * (2 + v[2])}
+		if !isNull(l, 5) { // res, read and added
+			w.FLOPs += e
+			w.Bytes += 4 * e
+		}
+		return w, err
 	}
 	// attention_softmax_f32(p, rows, L): p read and written; _bwd(p, ds, rows, L): p read, ds read and written
 	works["attention_softmax_f32"] = func(l Launch) (Work, error) {
@@ -498,14 +503,15 @@ func convWgrad(t gemmTile, es float64) workFn {
 }
 
 // gemm: gemm_f32 or gemm_bf16(A, B, C, bias, M, N, K, a_sm, a_sk, b_sk, b_sn, c_sm, zdiv, a_s1, a_s2, b_s1, b_s2,
-// c_s1, c_s2, alpha, accumulate), grid.z matrices.
+// c_s1, c_s2, alpha, accumulate, ax, ay, act), grid.z matrices; the fused SiLU (act 1: ay written; act 2: ax read,
+// ay read and written) over C's elements.
 func gemm(t gemmTile) workFn {
 	return func(l Launch) (Work, error) {
-		v, err := ints(l, 4, 5, 6, 20)
+		v, err := ints(l, 4, 5, 6, 20, 23)
 		if err != nil {
 			return Work{}, err
 		}
-		m, n, k, acc := v[0], v[1], v[2], v[3]
+		m, n, k, acc, act := v[0], v[1], v[2], v[3], v[4]
 		z := max(l.Grid.Z, 1)
 		if err := checkGrid(l, t, m, n, z); err != nil {
 			return Work{}, err
@@ -515,7 +521,16 @@ func gemm(t gemmTile) workFn {
 		if !isNull(l, 3) {
 			bytes += 4 * n
 		}
-		return Work{FLOPs: 2 * b * m * n * k, FMAs: b * pad(m, t.BM) * pad(n, t.BN) * pad(k, t.BK), Tiled: true,
+		flops := 2 * b * m * n * k
+		switch act { // SiLU's FLOPs as silu_fwd_f32's and silu_bwd_f32's (elem)
+		case 1:
+			bytes += 4 * b * m * n
+			flops += 4 * b * m * n
+		case 2:
+			bytes += 4 * 3 * b * m * n
+			flops += 8 * b * m * n
+		}
+		return Work{FLOPs: flops, FMAs: b * pad(m, t.BM) * pad(n, t.BN) * pad(k, t.BK), Tiled: true,
 			Bytes: bytes}, nil
 	}
 }
