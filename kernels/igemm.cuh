@@ -222,6 +222,31 @@ __device__ __forceinline__ void ig_tc_pipeline(int ksteps, const ISSUE& issue, c
   cp_async_wait<0>();  // the trailing (empty) groups
 }
 
+// The pipeline of the K-major loops (TF32 and BF16) and of the BF16 MN-major loop: ig_tc_pipeline's schedule
+// (IG_STAGES stages, one commit per k-step slot, one barrier per k-step), unrolled by IG_STAGES so that the stage of
+// every call is a constant: the shared addresses of the copies and of the ldmatrix rows are then a per-thread
+// register plus an immediate, with no stage arithmetic in the loop.
+template <class ISSUE, class COMPUTE>
+__device__ __forceinline__ void ig_tc_pipeline_unrolled(int ksteps, const ISSUE& issue, const COMPUTE& compute) {
+  IG_UNROLL
+  for (int s = 0; s < IG_STAGES - 1; s++) {
+    if (s < ksteps) issue(s);
+    cp_async_commit();
+  }
+  for (int s0 = 0; s0 < ksteps; s0 += IG_STAGES) {
+    IG_UNROLL
+    for (int u = 0; u < IG_STAGES; u++) {  // k-step s0 + u in stage u
+      if (u > 0 && s0 + u >= ksteps) break;
+      cp_async_wait<IG_STAGES - 2>();  // this thread's copies of k-step s0 + u are complete
+      __syncthreads();  // everyone's are; and everyone has finished the k-step before, whose stage is reused
+      if (s0 + u + IG_STAGES - 1 < ksteps) issue((u + IG_STAGES - 1) % IG_STAGES);
+      cp_async_commit();
+      compute(u);
+    }
+  }
+  cp_async_wait<0>();  // the trailing (empty) groups
+}
+
 // K-major tensor-core loop. Stage layout: As[BM][32] then Bs[IG_BN][32], rows of one k-step; 16-byte chunk c of row
 // r is stored at chunk c ^ (r & 7), so that the eight rows of an 8x4 block that ldmatrix reads at one chunk lie in
 // eight different bank groups. H = 1: thread tid copies chunk cc = tid % 8 of rows r0 + 16j (r0 = tid / 8) of A
@@ -272,23 +297,25 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
   // 2jj + 1: row wn·64 + 16jj + 8(q >> 1) + rr at chunk 2kb + (q & 1). All these rows have row & 7 = rr.
   // Offsets (floats, within a stage) of the sub-block kb: computed once, so that each ldmatrix address is a stage
   // base plus one of these plus a constant.
-  int aoff[4], boff[4];
+  // Pinned (saddr_pin), and with the pipeline unrolled by stage, each address is a register plus an immediate.
+  saddr_t aaddr[4], baddr[4];
   IG_UNROLL
   for (int kb = 0; kb < 4; kb++) {
-    aoff[kb] = (wm * WM + 8 * (q & 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q >> 1)) ^ rr);
-    boff[kb] = BM * IG_BK_TC + (wn * 64 + 8 * (q >> 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q & 1)) ^ rr);
+    aaddr[kb] = saddr(sm + (wm * WM + 8 * (q & 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q >> 1)) ^ rr));
+    baddr[kb] = saddr(sm + BM * IG_BK_TC + (wn * 64 + 8 * (q >> 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q & 1)) ^ rr));
+    saddr_pin(aaddr[kb]);
+    saddr_pin(baddr[kb]);
   }
   auto compute = [&](int stage) {
-    const float* St = sm + stage * STAGE;
     IG_UNROLL
     for (int kb = 0; kb < 4; kb++) {
       uint32_t fa[MT][4];
       IG_UNROLL
-      for (int i = 0; i < MT; i++) ldmatrix_x4(fa[i], St + aoff[kb] + 16 * i * IG_BK_TC);
+      for (int i = 0; i < MT; i++) ldmatrix_x4_at(fa[i], aaddr[kb] + 4 * (stage * STAGE + 16 * i * IG_BK_TC));
       IG_UNROLL
       for (int jj = 0; jj < NT / 2; jj++) {
         uint32_t fb[4];
-        ldmatrix_x4(fb, St + boff[kb] + 16 * jj * IG_BK_TC);
+        ldmatrix_x4_at(fb, baddr[kb] + 4 * (stage * STAGE + 16 * jj * IG_BK_TC));
         IG_UNROLL
         for (int i = 0; i < MT; i++) {
           mma_tf32_m16n8k8_acc(acc[i][2 * jj], fa[i], fb);
@@ -297,7 +324,7 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
       }
     }
   };
-  ig_tc_pipeline(ksteps, issue, compute);
+  ig_tc_pipeline_unrolled(ksteps, issue, compute);
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
@@ -388,7 +415,7 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
         for (int j = 0; j < NT; j++) mma_tf32_m16n8k4_acc(acc[i][j], va + 2 * i, vb[j]);
     }
   };
-  ig_tc_pipeline(ksteps, issue, compute);
+  ig_tc_pipeline_unrolled(ksteps, issue, compute);
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
@@ -410,31 +437,6 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
 // which halves that overhead per MMA. (The alternative, a k-step of 32 with half the shared memory, would not place
 // more blocks on an SM: the tiles' registers (150-250 per thread) already limit them to two or three.) Fragments
 // come from ldmatrix on 16-bit elements straight into the m16n8k16 layout: no conversion in the loop.
-
-// The BF16 loops' pipeline: ig_tc_pipeline's schedule (IG_STAGES stages, one commit per k-step slot, one barrier
-// per k-step), unrolled by IG_STAGES so that the stage of every call is a constant: the shared addresses of the
-// copies and of the ldmatrix rows are then a per-thread register plus an immediate, with no stage arithmetic in the
-// loop.
-template <class ISSUE, class COMPUTE>
-__device__ __forceinline__ void ig_bf16_pipeline(int ksteps, const ISSUE& issue, const COMPUTE& compute) {
-  IG_UNROLL
-  for (int s = 0; s < IG_STAGES - 1; s++) {
-    if (s < ksteps) issue(s);
-    cp_async_commit();
-  }
-  for (int s0 = 0; s0 < ksteps; s0 += IG_STAGES) {
-    IG_UNROLL
-    for (int u = 0; u < IG_STAGES; u++) {  // k-step s0 + u in stage u
-      if (u > 0 && s0 + u >= ksteps) break;
-      cp_async_wait<IG_STAGES - 2>();  // this thread's copies of k-step s0 + u are complete
-      __syncthreads();  // everyone's are; and everyone has finished the k-step before, whose stage is reused
-      if (s0 + u + IG_STAGES - 1 < ksteps) issue((u + IG_STAGES - 1) % IG_STAGES);
-      cp_async_commit();
-      compute(u);
-    }
-  }
-  cp_async_wait<0>();  // the trailing (empty) groups
-}
 
 // K-major BF16 loop: ig_tc_kmajor's stage layout, copies and swizzle (As[BM][64] then Bs[IG_BN][64] bfloat16, chunk
 // c of row r at chunk c ^ (r & 7); H = 1: chunk tid % 8 of rows tid / 8 + 16j; H = 2: chunks cc and cc + 4 of rows
@@ -507,7 +509,7 @@ __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int 
       }
     }
   };
-  ig_bf16_pipeline(ksteps, issue, compute);
+  ig_tc_pipeline_unrolled(ksteps, issue, compute);
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
@@ -597,7 +599,7 @@ __device__ __forceinline__ void ig_bf16_mnmajor(SRC& src, int ksteps, int M, int
       }
     }
   };
-  ig_bf16_pipeline(ksteps, issue, compute);
+  ig_tc_pipeline_unrolled(ksteps, issue, compute);
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
