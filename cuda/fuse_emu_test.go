@@ -142,6 +142,36 @@ func TestEmuConvFuserMatchesComposition(t *testing.T) {
 	}
 }
 
+// TestEmuConvBackwardSumManySamples: with more samples than tickets for their sums (N + 1 > ticketWords),
+// Conv2DBackwardSum falls back to ChannelSum's launch: bit for bit the composition, in as many launches.
+func TestEmuConvBackwardSumManySamples(t *testing.T) {
+	s := ops.ConvShape{N: ticketWords, Cin: 2, H: 2, W: 3, Cout: 3, K: 1, Stride: 1, Pad: 0}
+	lc := &launchCounter{n: map[string]int{}}
+	be := guardedBackend(t, func(d Driver) Driver { lc.Driver = d; return lc })
+	rnd := rand.New(rand.NewSource(5))
+	xn, yn, ld := s.N*s.Cin*6, s.N*s.Cout*6, s.Cout+1
+	x, w, dy := fillsUpload(be, fillsRand(rnd, xn)), fillsUpload(be, fillsRand(rnd, s.Cout*s.Cin)), fillsUpload(be, fillsRand(rnd, yn))
+	dch0 := fillsRand(rnd, ops.RowsLen(s.N, s.Cout, ld))
+	var got [][]float32
+	var launches []int
+	for _, b := range []ops.Backend{be, plainBackend{be}} {
+		dx, dw, db, dch := be.Alloc(xn), be.Alloc(s.Cout*s.Cin), be.Alloc(s.Cout), fillsUpload(be, dch0)
+		n0 := lc.total()
+		ops.Conv2DBackwardSum(b, s, x, w, dy, dx, dw, db, dch, ld)
+		launches = append(launches, lc.total()-n0)
+		for _, o := range []ops.Buf{dx, dw, db, dch} {
+			got = append(got, fillsDownload(t, be, o))
+		}
+	}
+	for i, name := range []string{"dx", "dw", "db", "dchan"} {
+		sameFloatBits(t, name, got[i], got[4+i])
+	}
+	if launches[0] != launches[1] {
+		t.Errorf("%d launches fused, %d composed; the fallback should launch ChannelSum as the composition does",
+			launches[0], launches[1])
+	}
+}
+
 // sameFloatBits fails unless got and want hold the same float32 bit patterns.
 func sameFloatBits(t *testing.T, name string, got, want []float32) {
 	t.Helper()
