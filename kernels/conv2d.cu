@@ -42,16 +42,26 @@
 #include "warp_reduce.cuh"
 
 // The BF16 entry points live in a module of their own under nvcc: kernels/conv2d_bf16.cu compiles this file with
-// CONV_BF16_MODULE defined, which keeps them and drops the rest. (Compiled together with the TF32 kernels, CUDA 11.8's
-// NVVM emitted the PTX of the TF32 backward-weight kernels differently from run to run, which made the committed PTX
-// irreproducible.) The emulator compiles everything once, from this file.
+// CONV_BF16_MODULE defined, which keeps them and drops the rest; so do the TF32 backward-weight kernels,
+// kernels/conv2d_wgrad_tf32.cu with CONV_WGRAD_TF32_MODULE. (Compiled in one module with other kernels, CUDA 11.8's
+// NVVM emitted the PTX of the TF32 backward-weight kernels differently from run to run -- with the BF16 kernels, and
+// again with this file's later kernels -- which made the committed PTX irreproducible; alone they compile the same
+// every time.) The emulator compiles everything once, from this file.
+#if defined(CONV_BF16_MODULE) || defined(CONV_WGRAD_TF32_MODULE)
+#define CONV_SPLIT_MODULE
+#endif
 #if defined(CONV_BF16_MODULE) || !defined(__CUDACC__)
 #define CONV_BF16_ENTRIES HAVE_MMA_TF32
 #else
 #define CONV_BF16_ENTRIES 0
 #endif
+#if defined(CONV_WGRAD_TF32_MODULE) || !defined(__CUDACC__)
+#define CONV_WGRAD_TF32_ENTRIES HAVE_MMA_TF32
+#else
+#define CONV_WGRAD_TF32_ENTRIES 0
+#endif
 
-#ifndef CONV_BF16_MODULE
+#ifndef CONV_SPLIT_MODULE
 // ---- packing ---------------------------------------------------------------------------------------------------------
 // out[n][a][b][c] for a < Hp, b < Wp, c < Cp: with ra = a − off and rb = b − off, in[n][c][ra/Z][rb/Z] when c < C and
 // ra, rb ≥ 0, divisible by Z, ra/Z < H and rb/Z < W; 0 otherwise. Rounded as round says (conv_round), or written
@@ -270,7 +280,7 @@ extern "C" __global__ void conv2d_pack_w_batch_bf16(const ConvPackEntry* table, 
 EMU_REGISTER(conv2d_pack_w_batch_bf16)
 
 
-#endif  // CONV_BF16_MODULE
+#endif  // CONV_SPLIT_MODULE
 
 // ---- geometry helpers ------------------------------------------------------------------------------------------------
 // n / d and n % d by a multiply and a shift (0 ≤ n < 2^31, 1 ≤ d < 2^31): m = ⌊2^32·(2^s − d)/d⌋ + 1 with
@@ -331,6 +341,11 @@ __device__ __forceinline__ void conv_splitk_finish(const float* part, float* out
       out[i] += acc;
   }
 }
+
+// Backward-weight's value in mode set (conv_splitk_finish): the sum as it is (+ 0, as the bias-less forward).
+struct ConvSetSum {
+  __device__ __forceinline__ float operator()(float acc, long long, int) const { return acc + 0.0f; }
+};
 
 // The forward GEMM's epilogue in mode set (ops.Conv2DAdd, cuda/conv2d.go): what Conv2D, AddChannel and Add compute
 // one after the other, in their order,
@@ -608,7 +623,7 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
   EMU_REGISTER(NAME)
 
 // FP32: a kernel row (K·Cp ≥ 8 floats for K ≥ 2) is at least a k-step (two chunks) long, so _kn serves every K ≥ 2.
-#ifndef CONV_BF16_MODULE
+#ifndef CONV_SPLIT_MODULE
 CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_k1, 128, 1, false, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_kn, 128, 2, false, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_k1, 64, 1, false, false)
@@ -621,7 +636,7 @@ CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_k1, 64, 1, true, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kn, 64, 2, true, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
 #endif
-#endif  // CONV_BF16_MODULE
+#endif  // CONV_SPLIT_MODULE
 #if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
 // The compute_70 build of the BF16 module: the entry points with empty bodies (never launched: package cuda refuses
 // BF16 below compute capability 8.0, where the compute_80 module replaces them).
@@ -786,7 +801,7 @@ __device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out
       if (m >= Cout || n >= Ncol || c >= Cin) return false;
       i = ((long long)m * Cin + c) * KK + tap;
       return true;
-    }, [](float acc, long long, int) { return acc + 0.0f; });
+    }, ConvSetSum{});
   }
 }
 
@@ -800,26 +815,32 @@ __device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out
   }                                                                                                              \
   EMU_REGISTER(NAME)
 
-#ifndef CONV_BF16_MODULE
+#ifndef CONV_SPLIT_MODULE
 CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m128, 128, false, false)
 CONV_WGRAD_ENTRY(conv2d_wgrad_f32_m64, 64, false, false)
-#if HAVE_MMA_TF32
-CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m128, 128, true, false)
-CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m64, 64, true, false)
-#endif
-#endif  // CONV_BF16_MODULE
-#if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
+#endif  // CONV_SPLIT_MODULE
+#if defined(CONV_SPLIT_MODULE) && !HAVE_MMA_TF32
+// The compute_70 build of the split modules: their entry points with empty bodies (never launched: package cuda
+// refuses TF32 and BF16 below compute capability 8.0, where the compute_80 modules replace them).
 #undef CONV_WGRAD_ENTRY
 #define CONV_WGRAD_ENTRY(NAME, BM, TC, BF)                                                                          \
   extern "C" __global__ void NAME(const float*, const float*, float*, float*, unsigned*, int, int, int, int, int,  \
                                   int, int, int, int, int, int, int, int) {}
+#ifdef CONV_WGRAD_TF32_MODULE
+#undef CONV_WGRAD_TF32_ENTRIES
+#define CONV_WGRAD_TF32_ENTRIES 1
+#endif
+#endif
+#if CONV_WGRAD_TF32_ENTRIES
+CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m128, 128, true, false)
+CONV_WGRAD_ENTRY(conv2d_wgrad_tf32_m64, 64, true, false)
 #endif
 #if CONV_BF16_ENTRIES
 CONV_WGRAD_ENTRY(conv2d_wgrad_bf16_m128, 128, true, true)
 CONV_WGRAD_ENTRY(conv2d_wgrad_bf16_m64, 64, true, true)
 #endif
 
-#ifndef CONV_BF16_MODULE
+#ifndef CONV_SPLIT_MODULE
 // ---- bias gradient -------------------------------------------------------------------------------------------------
 // db[o] += Σ_{img, pix} dy[img, o, pix]: block o (CONV_BIAS_THREADS threads) strides over the pixels of each image,
 // then a fixed-order block sum.
@@ -837,4 +858,4 @@ extern "C" __global__ void __launch_bounds__(CONV_BIAS_THREADS)
   if (threadIdx.x == 0) db[o] += acc;
 }
 EMU_REGISTER(conv2d_bias_grad_f32)
-#endif  // CONV_BF16_MODULE
+#endif  // CONV_SPLIT_MODULE

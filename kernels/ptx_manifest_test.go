@@ -188,8 +188,9 @@ func TestPTXManifestProblems(t *testing.T) {
 		{"cu", func(t *testing.T, dir string) { appendTo(t, dir, "kernels/embed.cu") }, []string{"kernels/ptx/embed.ptx is stale: kernels/embed.cu changed"}},
 		{"header", func(t *testing.T, dir string) { appendTo(t, dir, "kernels/mma.cuh") },
 			[]string{"kernels/ptx/conv2d.ptx is stale", "kernels/ptx/conv2d_bf16.ptx is stale",
-				"kernels/ptx/linear_bf16.ptx is stale", "kernels/ptx/tc_probe.ptx is stale",
-				"kernels/ptx/sm80/conv2d.ptx is stale", "kernels/ptx/sm80/conv2d_bf16.ptx is stale",
+				"kernels/ptx/conv2d_wgrad_tf32.ptx is stale", "kernels/ptx/linear_bf16.ptx is stale",
+				"kernels/ptx/tc_probe.ptx is stale", "kernels/ptx/sm80/conv2d.ptx is stale",
+				"kernels/ptx/sm80/conv2d_bf16.ptx is stale", "kernels/ptx/sm80/conv2d_wgrad_tf32.ptx is stale",
 				"kernels/ptx/sm80/linear_bf16.ptx is stale", "kernels/ptx/sm80/tc_probe.ptx is stale"}},
 		{"ptx", func(t *testing.T, dir string) { appendTo(t, dir, "kernels/ptx/embed.ptx") }, []string{"kernels/ptx/embed.ptx differs"}},
 		{"new cu", func(t *testing.T, dir string) {
@@ -325,10 +326,12 @@ func TestPTXScriptWithoutNVCC(t *testing.T) {
 		lines, code := run(t, dir, path, "", bash, "scripts/ptx.sh", "build")
 		stale(t, lines, code, "kernels/ptx/conv2d.ptx is stale: kernels/mma.cuh changed"+hint,
 			"kernels/ptx/conv2d_bf16.ptx is stale: kernels/mma.cuh changed"+hint,
+			"kernels/ptx/conv2d_wgrad_tf32.ptx is stale: kernels/mma.cuh changed"+hint,
 			"kernels/ptx/linear_bf16.ptx is stale: kernels/mma.cuh changed"+hint,
 			"kernels/ptx/tc_probe.ptx is stale: kernels/mma.cuh changed"+hint,
 			"kernels/ptx/sm80/conv2d.ptx is stale: kernels/mma.cuh changed"+hint,
 			"kernels/ptx/sm80/conv2d_bf16.ptx is stale: kernels/mma.cuh changed"+hint,
+			"kernels/ptx/sm80/conv2d_wgrad_tf32.ptx is stale: kernels/mma.cuh changed"+hint,
 			"kernels/ptx/sm80/linear_bf16.ptx is stale: kernels/mma.cuh changed"+hint,
 			"kernels/ptx/sm80/tc_probe.ptx is stale: kernels/mma.cuh changed"+hint)
 	})

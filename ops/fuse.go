@@ -21,7 +21,7 @@ type ConvFuser interface {
 //
 //	y[n,o,i,j] = ((conv(x, w)[n,o,i,j] + b[o]) + Chan[n·ld + o]) + Res[n,o,i,j]
 //
-// on one launch sequence of the backend's own where it is a ConvFuser.
+// A ConvFuser computes it in its own way (one launch sequence on the GPU); any other backend, as written here.
 func Conv2DAdd(be Backend, s ConvShape, x, w, b, y Buf, a ConvAddends) {
 	if f, ok := be.(ConvFuser); ok {
 		f.Conv2DAdd(s, x, w, b, y, a)

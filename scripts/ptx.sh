@@ -38,12 +38,13 @@ PTX_ARCH=compute_70
 PTXAS_SMS="sm_70 sm_80 sm_90"
 # conv2d.cu again for compute_80, where its _tf32 kernels use tensor cores and asynchronous copies (mma.sync with
 # TF32 and cp.async need sm_80), conv2d_bf16.cu, its BF16 kernels (mma.sync m16n8k16 bf16; a module of their own,
-# see kernels/conv2d.cu), linear_bf16.cu, the BF16 GEMM of the linear layers and attention (gemm_bf16), and
+# see kernels/conv2d.cu), conv2d_wgrad_tf32.cu, its TF32 backward-weight kernels (a module of their own for the
+# same reason), linear_bf16.cu, the BF16 GEMM of the linear layers and attention (gemm_bf16), and
 # tc_probe.cu, the tests' probes of those instructions; the cuda driver loads kernels/ptx/sm80/*.ptx on devices of
 # compute capability >= 8.0.
 PTX80_ARCH=compute_80
 PTX80_SMS="sm_80 sm_90"
-PTX80_SRCS="kernels/conv2d.cu kernels/conv2d_bf16.cu kernels/linear_bf16.cu kernels/tc_probe.cu"
+PTX80_SRCS="kernels/conv2d.cu kernels/conv2d_bf16.cu kernels/conv2d_wgrad_tf32.cu kernels/linear_bf16.cu kernels/tc_probe.cu"
 NVCC_FLAGS="-std=c++14 -O3"
 
 # The modules: mods[i] is the PTX file made from srcs[i] for archs[i], checked by ptxas for smss[i].
