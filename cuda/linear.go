@@ -101,7 +101,9 @@ func checkLinear(op string, s linearShape) {
 }
 
 // Linear: y[n,o] = b[o] + Σ_i x[n,i]·w[o,i] (x [N, In], w [Out, In]), one GEMM y = x·wᵀ; b may be nil.
-func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) { be.linear("Linear", n, in, out, x, w, b, y, nil) }
+func (be *Backend) Linear(n, in, out int, x, w, b, y ops.Buf) {
+	be.linear("Linear", n, in, out, x, w, b, y, nil)
+}
 
 // LinearSiLU (ops.LinearFuser) is Linear with a = SiLU(y) written by the GEMM's epilogue (kernels/gemm_epi.cuh), the
 // values silu_fwd_f32 would write, one launch fewer.
