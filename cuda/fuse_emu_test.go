@@ -19,6 +19,27 @@ func (c *launchCounter) total() int {
 	return n
 }
 
+// during is the number of launches that f makes.
+func (c *launchCounter) during(f func()) int {
+	n0 := c.total()
+	f()
+	return c.total() - n0
+}
+
+// ticketsClear fails unless every ticket counter is back at 0 (the last blocks set back what they counted).
+func ticketsClear(t *testing.T, be *Backend) {
+	t.Helper()
+	tickets := make([]uint32, ticketWords)
+	if err := Download(be.d, tickets, be.tickets); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range tickets {
+		if v != 0 {
+			t.Fatalf("ticket %d is %d after the launches, want 0", i, v)
+		}
+	}
+}
+
 // plainBackend hides every capability but ops.Backend: ops.Conv2DAdd and ops.Conv2DBackwardSum compose their
 // definitions (Conv2D, AddChannel, Add; ChannelSum, Conv2DBackward) on it.
 type plainBackend struct{ ops.Backend }
@@ -54,12 +75,8 @@ func TestEmuConvFuserMatchesComposition(t *testing.T) {
 
 				// Forward.
 				yF, yC := be.Alloc(yn), be.Alloc(yn)
-				n0 := lc.total()
-				ops.Conv2DAdd(be, s, x, w, b, yF, a)
-				fused := lc.total() - n0
-				n0 = lc.total()
-				ops.Conv2DAdd(plainBackend{be}, s, x, w, b, yC, a)
-				composed := lc.total() - n0
+				fused := lc.during(func() { ops.Conv2DAdd(be, s, x, w, b, yF, a) })
+				composed := lc.during(func() { ops.Conv2DAdd(plainBackend{be}, s, x, w, b, yC, a) })
 				sameFloatBits(t, "y", fillsDownload(t, be, yF), fillsDownload(t, be, yC))
 				if fused != composed-2 {
 					t.Errorf("forward: %d launches fused, %d composed; want two fewer", fused, composed)
@@ -85,16 +102,15 @@ func TestEmuConvFuserMatchesComposition(t *testing.T) {
 				if err := be.Sync(); err != nil {
 					t.Fatal(err)
 				}
-				n0 = lc.total()
-				for k := 0; k < 2; k++ {
-					ops.Conv2DBackwardSum(be, s, x, w, dy, gF.dx, gF.dw, gF.db, gF.dch, ld)
+				twice := func(b ops.Backend, g grads) func() {
+					return func() {
+						for k := 0; k < 2; k++ {
+							ops.Conv2DBackwardSum(b, s, x, w, dy, g.dx, g.dw, g.db, g.dch, ld)
+						}
+					}
 				}
-				fused = lc.total() - n0
-				n0 = lc.total()
-				for k := 0; k < 2; k++ {
-					ops.Conv2DBackwardSum(plainBackend{be}, s, x, w, dy, gC.dx, gC.dw, gC.db, gC.dch, ld)
-				}
-				composed = lc.total() - n0
+				fused = lc.during(twice(be, gF))
+				composed = lc.during(twice(plainBackend{be}, gC))
 				if fused != composed-2 {
 					t.Errorf("backward: %d launches fused, %d composed (two calls each); want one fewer a call", fused, composed)
 				}
@@ -122,15 +138,7 @@ func TestEmuConvFuserMatchesComposition(t *testing.T) {
 						}
 					}
 				}
-				tickets := make([]uint32, ticketWords)
-				if err := Download(be.d, tickets, be.tickets); err != nil {
-					t.Fatal(err)
-				}
-				for i, v := range tickets {
-					if v != 0 {
-						t.Fatalf("ticket %d is %d after the launches, want 0", i, v)
-					}
-				}
+				ticketsClear(t, be)
 
 				// Without dw: ChannelSum's launch, the same sums.
 				dA, dB := fillsUpload(be, dch0), fillsUpload(be, dch0)
@@ -156,9 +164,7 @@ func TestEmuConvBackwardSumManySamples(t *testing.T) {
 	var launches []int
 	for _, b := range []ops.Backend{be, plainBackend{be}} {
 		dx, dw, db, dch := be.Alloc(xn), be.Alloc(s.Cout*s.Cin), be.Alloc(s.Cout), fillsUpload(be, dch0)
-		n0 := lc.total()
-		ops.Conv2DBackwardSum(b, s, x, w, dy, dx, dw, db, dch, ld)
-		launches = append(launches, lc.total()-n0)
+		launches = append(launches, lc.during(func() { ops.Conv2DBackwardSum(b, s, x, w, dy, dx, dw, db, dch, ld) }))
 		for _, o := range []ops.Buf{dx, dw, db, dch} {
 			got = append(got, fillsDownload(t, be, o))
 		}
@@ -206,13 +212,13 @@ func TestEmuNormBackwardResMatchesComposition(t *testing.T) {
 					if fresh {
 						be.Fill(dxb, 0) // waits (fills.go): the fused op stores instead of adding
 					}
-					n0 := lc.total()
-					if silu {
-						ops.GroupNormSiLUBackwardRes(b, s, x, gamma, beta, stats, dyb, dxb, dgb, dbb, res)
-					} else {
-						ops.GroupNormBackwardRes(b, s, x, gamma, stats, dyb, dxb, dgb, dbb, res)
-					}
-					launches = lc.total() - n0
+					launches = lc.during(func() {
+						if silu {
+							ops.GroupNormSiLUBackwardRes(b, s, x, gamma, beta, stats, dyb, dxb, dgb, dbb, res)
+						} else {
+							ops.GroupNormBackwardRes(b, s, x, gamma, stats, dyb, dxb, dgb, dbb, res)
+						}
+					})
 					return fillsDownload(t, be, dxb), fillsDownload(t, be, dgb), fillsDownload(t, be, dbb), launches
 				}
 				fx, fg, fb, fl := run(be)
@@ -269,16 +275,12 @@ func TestEmuLinearSiLUMatchesComposition(t *testing.T) {
 				}
 				run := func(be2 ops.Backend) res {
 					y, a := be.Alloc(n*out), be.Alloc(n*out)
-					n0 := lc.total()
-					ops.LinearSiLU(be2, n, in, out, x, w, b, y, a)
-					fwd := lc.total() - n0
+					fwd := lc.during(func() { ops.LinearSiLU(be2, n, in, out, x, w, b, y, a) })
 					dx, dw, db, dh := fillsUpload(be, dx0), fillsUpload(be, make([]float32, out*in)), fillsUpload(be, make([]float32, out)), fillsUpload(be, dh0)
 					if fresh {
 						be.Fill(dx, 0) // waits (fills.go): dx's GEMM stores
 					}
-					n0 = lc.total()
-					ops.LinearBackwardSiLU(be2, n, in, out, x, w, dy, dx, dw, db, h, dh)
-					bwd := lc.total() - n0
+					bwd := lc.during(func() { ops.LinearBackwardSiLU(be2, n, in, out, x, w, dy, dx, dw, db, h, dh) })
 					return res{fillsDownload(t, be, y), fillsDownload(t, be, a), fillsDownload(t, be, dx),
 						fillsDownload(t, be, dw), fillsDownload(t, be, db), fillsDownload(t, be, dh), fwd, bwd}
 				}
@@ -323,12 +325,8 @@ func TestEmuTransposeAddMatchesComposition(t *testing.T) {
 		rnd := rand.New(rand.NewSource(int64(r)))
 		x, res := fillsUpload(be, fillsRand(rnd, n*r*c)), fillsUpload(be, fillsRand(rnd, n*r*c))
 		yF, yC := be.Alloc(n*r*c), be.Alloc(n*r*c)
-		n0 := lc.total()
-		ops.TransposeAdd(be, n, r, c, x, res, yF)
-		f := lc.total() - n0
-		n0 = lc.total()
-		ops.TransposeAdd(plainBackend{be}, n, r, c, x, res, yC)
-		cl := lc.total() - n0
+		f := lc.during(func() { ops.TransposeAdd(be, n, r, c, x, res, yF) })
+		cl := lc.during(func() { ops.TransposeAdd(plainBackend{be}, n, r, c, x, res, yC) })
 		got, want := fillsDownload(t, be, yF), fillsDownload(t, be, yC)
 		sameFloatBits(t, "y", got, want)
 		if f != cl-1 {

@@ -94,15 +94,7 @@ func TestEmuSplitKInOneLaunch(t *testing.T) {
 			if split != 5 { // the forward, two backward-data and two backward-weight GEMMs
 				t.Errorf("%d split GEMM launches, want 5 (each of the five GEMMs split: %s)", split, fmt.Sprint(gl.grids))
 			}
-			tickets := make([]uint32, ticketWords)
-			if err := Download(be.d, tickets, be.tickets); err != nil {
-				t.Fatal(err)
-			}
-			for i, v := range tickets {
-				if v != 0 {
-					t.Fatalf("ticket %d is %d after the launches, want 0", i, v)
-				}
-			}
+			ticketsClear(t, be)
 		})
 	}
 }
