@@ -15,20 +15,13 @@
 #endif
 
 // A load of what other blocks of this launch wrote (a last block's reduction, after __threadfence and a ticket):
-// from L2 (ld.global.cg), around the non-coherent L1.
-__device__ __forceinline__ float ld_cg(const float* p) {
+// from L2 (ld.global.cg), around the non-coherent L1. T: float or double.
+template <class T>
+__device__ __forceinline__ T ld_cg(const T* p) {
 #ifdef __CUDACC__
   return __ldcg(p);
 #else
-  return *(const volatile float*)p;
-#endif
-}
-
-__device__ __forceinline__ double ld_cg(const double* p) {
-#ifdef __CUDACC__
-  return __ldcg(p);
-#else
-  return *(const volatile double*)p;
+  return *(const volatile T*)p;
 #endif
 }
 

@@ -184,7 +184,7 @@ func (l *resnetLayer) forward(u *UNet) {
 func (l *resnetLayer) backward(u *UNet) {
 	b, n, hw := u.be, u.n, l.x.hw()
 	x, gx, gout := u.buf(l.x.v), u.buf(l.x.g), u.buf(l.out.g)
-	var res ops.Buf // the identity shortcut's gradient, added with norm1's
+	var res ops.Buf // the identity shortcut's gradient, added with norm1's (nil with a conv shortcut)
 	if l.short != nil {
 		b.Conv2DBackward(l.short.shape(n, l.x.h, l.x.w), x, u.pv[l.short.w], gout, gx, u.gv[l.short.w], u.gv[l.short.b])
 	} else {
@@ -206,11 +206,6 @@ func (l *resnetLayer) backward(u *UNet) {
 	ga1 := u.zero(l.ga1)
 	ops.Conv2DBackwardSum(b, cs, u.buf(l.a1), u.pv[l.conv1.w], gh, ga1, u.gv[l.conv1.w], u.gv[l.conv1.b],
 		l.proj.cols(u, l.proj.dz, l.projCol, l.cout), l.proj.out)
-	if res == nil {
-		b.GroupNormSiLUBackward(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
-			u.gv[l.norm1.w], u.gv[l.norm1.b])
-		return
-	}
 	ops.GroupNormSiLUBackwardRes(b, u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
 		u.gv[l.norm1.w], u.gv[l.norm1.b], res)
 }

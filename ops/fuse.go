@@ -58,24 +58,29 @@ type NormBackwardFuser interface {
 }
 
 // GroupNormBackwardRes is Axpy(1, res, dx) followed by GroupNormBackward: dx = (dx + res) + the norm's gradient,
-// the backward of out = x + f(GroupNorm(x)) for x's gradient (the attention block's residual).
+// the backward of out = x + f(GroupNorm(x)) for x's gradient (the attention block's residual). res may be nil (no
+// residual: GroupNormBackward alone).
 func GroupNormBackwardRes(be Backend, s NormShape, x, gamma, stats, dy, dx, dgamma, dbeta, res Buf) {
 	if f, ok := be.(NormBackwardFuser); ok {
 		f.GroupNormBackwardRes(s, x, gamma, stats, dy, dx, dgamma, dbeta, res)
 		return
 	}
-	be.Axpy(1, res, dx)
+	if res != nil {
+		be.Axpy(1, res, dx)
+	}
 	be.GroupNormBackward(s, x, gamma, stats, dy, dx, dgamma, dbeta)
 }
 
 // GroupNormSiLUBackwardRes is Axpy(1, res, dx) followed by GroupNormSiLUBackward (a resnet with an identity
-// shortcut: out = x + f(SiLU(GroupNorm(x)))).
+// shortcut: out = x + f(SiLU(GroupNorm(x)))); res may be nil, as in GroupNormBackwardRes.
 func GroupNormSiLUBackwardRes(be Backend, s NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta, res Buf) {
 	if f, ok := be.(NormBackwardFuser); ok {
 		f.GroupNormSiLUBackwardRes(s, x, gamma, beta, stats, dy, dx, dgamma, dbeta, res)
 		return
 	}
-	be.Axpy(1, res, dx)
+	if res != nil {
+		be.Axpy(1, res, dx)
+	}
 	be.GroupNormSiLUBackward(s, x, gamma, beta, stats, dy, dx, dgamma, dbeta)
 }
 

@@ -128,11 +128,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if params == 0 { // the table holds the error
 			return cli.Usage
 		}
-		if *device == "cpu" {
+		switch *device {
+		case "cpu":
 			fmt.Fprint(stdout, train.DryRunMemory(cfg, nil)) // the check Run makes before training
-		} else {
+		case "cuda", "emu":
 			// A GPU backend: its step traced over a driver that holds no memory (no device is opened).
 			fmt.Fprint(stdout, train.DryRunDeviceMemory(cfg, *device, memtrace.DeviceStep))
+		default:
+			return cmd.Usagef("-device %q: %s", *device, backend.Usage)
 		}
 		return cli.OK
 	}
