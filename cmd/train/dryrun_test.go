@@ -56,3 +56,15 @@ func TestDryRunDevice(t *testing.T) {
 		t.Errorf("-device cpu: the CPU estimate, with no device lines:\n%s", out)
 	}
 }
+
+// TestDryRunUnknownDevice: -dry-run, which opens no backend, still refuses a -device no backend has, before printing
+// anything.
+func TestDryRunUnknownDevice(t *testing.T) {
+	var o, e bytes.Buffer
+	args := []string{"-c", filepath.Join("..", "..", "configs", "tiny.toml"), "-dry-run", "-device", "gpu0"}
+	if code := run(context.Background(), args, &o, &e); code != cli.Usage || o.Len() != 0 ||
+		!strings.Contains(e.String(), `-device "gpu0"`) {
+		t.Errorf("exit %d, stdout %q, stderr %q; want a usage error naming the device and nothing printed", code,
+			o.String(), e.String())
+	}
+}

@@ -123,19 +123,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return cli.OK
 	}
 	if *dryRun {
+		if d := *device; d != "cpu" && d != "cuda" && d != "emu" { // -dry-run opens no backend, which would say so
+			return cmd.Usagef("-device %q: %s", d, backend.Usage)
+		}
 		table, params, _ := model.Summary(cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, cfg.Train.BatchSize)
 		fmt.Fprint(stdout, table)
 		if params == 0 { // the table holds the error
 			return cli.Usage
 		}
-		switch *device {
-		case "cpu":
+		if *device == "cpu" {
 			fmt.Fprint(stdout, train.DryRunMemory(cfg, nil)) // the check Run makes before training
-		case "cuda", "emu":
+		} else {
 			// A GPU backend: its step traced over a driver that holds no memory (no device is opened).
 			fmt.Fprint(stdout, train.DryRunDeviceMemory(cfg, *device, memtrace.DeviceStep))
-		default:
-			return cmd.Usagef("-device %q: %s", *device, backend.Usage)
 		}
 		return cli.OK
 	}
