@@ -16,7 +16,8 @@ import (
 // BenchmarkCeleba32StepProfile times full training steps of the celeba32 U-Net on the
 // float32 backend (zero grads, forward, MSE and its gradient, backward, AdamW, as the
 // trainer's step) and logs the per-op-family time profile of the timed steps. Batch
-// DDPM_PROFILE_BATCH (default 64):
+// DDPM_PROFILE_BATCH (default 64), precision DDPM_PROFILE_PRECISION (default fp32; bf16
+// needs AVX512-BF16 or AMX):
 //
 //	go test ./cpu/ -run '^$' -bench Celeba32StepProfile -benchtime 3x -v
 func BenchmarkCeleba32StepProfile(b *testing.B) {
@@ -35,6 +36,15 @@ func BenchmarkCeleba32StepProfile(b *testing.B) {
 		}
 	}
 	be := cpu.New()
+	if v := os.Getenv("DDPM_PROFILE_PRECISION"); v != "" {
+		p, err := ops.ParsePrecision(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := be.SetPrecision(p); err != nil {
+			b.Fatal(err)
+		}
+	}
 	in, size := cfg.Data.Channels, cfg.Data.ImageSize
 	u, err := model.New(be, cfg.Model, in, size, batch)
 	if err != nil {
@@ -82,7 +92,7 @@ func BenchmarkCeleba32StepProfile(b *testing.B) {
 	sec := b.Elapsed().Seconds()
 	b.ReportMetric(float64(b.N*batch)/sec, "images/s")
 	b.ReportMetric(3*float64(u.ForwardFLOPs(batch))*float64(b.N)/sec/1e9, "GFLOP/s")
-	b.Logf("celeba32, batch %d, %d steps, wall %.0f ms/step:\n%s", batch, b.N, 1e3*sec/float64(b.N), be.Profile().Table(b.N))
+	b.Logf("celeba32, batch %d, %s (conv %s), %d steps, wall %.0f ms/step:\n%s", batch, be.Precision(), be.ConvImpl(), b.N, 1e3*sec/float64(b.N), be.Profile().Table(b.N))
 }
 
 // TestTrainStepAllocatesNothing: after the first step, a training step of the tiny U-Net
