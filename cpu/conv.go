@@ -229,7 +229,7 @@ func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []
 			fused = nil
 		}
 		t0 := be.phase()
-		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, fused)
+		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, fused, dxs != nil)
 		be.endPhase(0, 0, t0)
 		if fused != nil {
 			return

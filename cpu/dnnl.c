@@ -7,6 +7,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include "dnnl_conv.h"
+#include "dnnl_layout.h"
 
 static dnnl_engine_t eng;
 static dnnl_stream_t strm;
@@ -20,12 +21,42 @@ static size_t workSize[W_N];
 // A port binds a user buffer (plain layout) to a primitive argument (layout chosen by
 // oneDNN). When the layouts differ, reorder converts between the user memory and the
 // workspace memory; for outputs with accumulate, reorder is always present and adds.
+// The two reorders that dominate at bf16 (NCHW f32 → NHWC bf16 in, NHWC f32 → NCHW f32 out) run as
+// dnnl_layout.c's transposes where the CPU has them, with the same results (layout, n, c, hw: dnnl_layout.h).
+
 typedef struct {
 	dnnl_memory_t user, prim;
 	dnnl_primitive_t reorder; // NULL when the primitive uses the user memory directly
 	dnnl_memory_t scratch;    // the reorder's scratchpad (user mode, in W_SCRATCH)
 	int role;
+	int layout, n, c, hw, acc;
 } port;
+
+static int layoutOK = -1; // ddpm_layout_available(), once; 0 also when DDPM_DNNL_REORDER=1 asks for oneDNN's
+
+static int tagIs(const dnnl_memory_desc_t *md, dnnl_data_type_t dt, dnnl_format_tag_t tag) {
+	dnnl_memory_desc_t t;
+	if (md->ndims != 4) return 0;
+	if (dnnl_memory_desc_init_by_tag(&t, 4, md->dims, dt, tag) != dnnl_success) return 0;
+	return dnnl_memory_desc_equal(md, &t);
+}
+
+// layoutOf picks the port's own layout change, or L_NONE for oneDNN's reorder.
+static void layoutOf(port *p, const dnnl_memory_desc_t *user, const dnnl_memory_desc_t *prim, int isOut, int acc) {
+	if (layoutOK < 0) {
+		const char *e = getenv("DDPM_DNNL_REORDER");
+		layoutOK = ddpm_layout_available() && !(e && strcmp(e, "1") == 0);
+	}
+	p->layout = L_NONE;
+	if (!layoutOK || !tagIs(user, dnnl_f32, dnnl_abcd)) return;
+	if (!isOut && !acc && tagIs(prim, dnnl_bf16, dnnl_acdb)) p->layout = L_TO_NHWC_BF16;
+	else if (isOut && tagIs(prim, dnnl_f32, dnnl_acdb)) p->layout = L_TO_NCHW_F32;
+	else return;
+	p->n = (int)user->dims[0];
+	p->c = (int)user->dims[1];
+	p->hw = (int)(user->dims[2] * user->dims[3]);
+	p->acc = acc;
+}
 
 struct ddpm_conv {
 	int nthr;
@@ -35,7 +66,18 @@ struct ddpm_conv {
 	port x, w, b, y;           // forward
 	port dyD, wD, dx;           // backward-data (wD: weights in the bwd-data layout)
 	port xW, dyW, dw, db;       // backward-weights
+	int dyShared;               // dyD and dyW reorder dy into the same layout (see held)
 };
+
+// held: the plan and the user dy whose reordered copy the last call left in work[W_DDST_D] (a backward-data pass);
+// the backward-weights pass of the same plan and dy reads it instead of reordering dy again, when its caller says
+// that dy has not changed since (ddpm_conv_bwd_weights' dyFromData). Every other entry point forgets it.
+static struct {
+	const ddpm_conv *c;
+	const float *dy;
+} held;
+
+static void forget(void) { held.c = NULL, held.dy = NULL; }
 
 static int fail(char *err, int n, const char *what, dnnl_status_t st) {
 	snprintf(err, n, "%s: dnnl status %d", what, (int)st);
@@ -93,6 +135,7 @@ static int makePort(port *p, const dnnl_memory_desc_t *user, const dnnl_memory_d
 	CK(dnnl_primitive_create(&p->reorder, rpd), "reorder primitive_create");
 	if (scratchMem(&p->scratch, rpd)) return fail(err, errn, "scratchpad", dnnl_out_of_memory);
 	dnnl_primitive_desc_destroy(rpd);
+	layoutOf(p, user, prim, isOut, acc);
 	return 0;
 }
 
@@ -104,6 +147,12 @@ static int bind(port *p, void *ptr) {
 
 static int runReorder(port *p, int isOut) {
 	if (!p->reorder) return 0;
+	void *u = NULL, *w = work[p->role];
+	if (p->layout != L_NONE && dnnl_memory_get_data_handle(p->user, &u) != dnnl_success) return -1;
+	switch (p->layout) {
+	case L_TO_NHWC_BF16: ddpm_nchw_to_nhwc_bf16(u, w, p->n, p->c, p->hw); return 0;
+	case L_TO_NCHW_F32: ddpm_nhwc_to_nchw_f32(w, u, p->n, p->c, p->hw, p->acc); return 0;
+	}
 	if (dnnl_memory_set_data_handle(p->scratch, work[W_SCRATCH]) != dnnl_success) return -1;
 	dnnl_exec_arg_t a[3] = {{DNNL_ARG_FROM, isOut ? p->prim : p->user}, {DNNL_ARG_TO, isOut ? p->user : p->prim},
 		{DNNL_ARG_SCRATCHPAD, p->scratch}};
@@ -128,6 +177,7 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 	ddpm_conv *c = calloc(1, sizeof *c);
 	if (!c) { snprintf(err, errn, "calloc"); return NULL; }
 	c->nthr = nthr;
+	forget(); // plan creation may move the workspace
 	// oneDNN fixes a primitive's thread decomposition (e.g. backward-weights' split of the minibatch, whose partial
 	// sums it adds up) from omp_get_max_threads() at creation: set it here as before every execution, or a primitive
 	// created on a fresh OS thread (whose default is the number of cores) would sum in another order than one created
@@ -190,6 +240,10 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 	CKP(makePort(&c->dw, &uw, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 0), 1, 1, W_DWEI, err, errn));
 	CKP(makePort(&c->db, &ub, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 1), 1, 1, W_DBIAS, err, errn));
 
+	c->dyShared = c->dyD.reorder && c->dyW.reorder && c->dyD.role == W_DDST_D &&
+		dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_dst_md, 0),
+			dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0));
+
 	CKN(dnnl_primitive_create(&c->fwd, fpd), "forward primitive_create");
 	CKN(dnnl_primitive_create(&c->bwdd, dpd), "backward-data primitive_create");
 	CKN(dnnl_primitive_create(&c->bwdw, wpd), "backward-weights primitive_create");
@@ -211,6 +265,7 @@ const char *ddpm_conv_impl(ddpm_conv *c, int i) { return c->impl[i]; }
 // The bias port of the forward pass reads the user's bias directly (layout x); a nil
 // bias is a zero vector kept here.
 int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, float *y) {
+	forget();
 	omp_set_num_threads(c->nthr);
 	if (bind(&c->x, (void *)x) || bind(&c->w, (void *)w) || bind(&c->b, (void *)b) || bind(&c->y, y)) return -1;
 	if (runReorder(&c->x, 0) || runReorder(&c->w, 0) || runReorder(&c->b, 0)) return -2;
@@ -223,9 +278,11 @@ int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, 
 }
 
 int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx) {
+	forget();
 	omp_set_num_threads(c->nthr);
 	if (bind(&c->wD, (void *)w) || bind(&c->dyD, (void *)dy) || bind(&c->dx, dx)) return -1;
 	if (runReorder(&c->wD, 0) || runReorder(&c->dyD, 0)) return -2;
+	if (c->dyShared) held.c = c, held.dy = dy;
 	if (dnnl_memory_set_data_handle(c->sbwdd, work[W_SCRATCH]) != dnnl_success) return -1;
 	dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, c->dyD.prim}, {DNNL_ARG_WEIGHTS, c->wD.prim},
 		{DNNL_ARG_DIFF_SRC, c->dx.prim}, {DNNL_ARG_SCRATCHPAD, c->sbwdd}};
@@ -235,11 +292,15 @@ int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx)
 }
 
 // db may be NULL when the plan's caller has no bias gradient: then the bias gradient is
-// computed into the workspace and dropped.
-int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db) {
+// computed into the workspace and dropped. dyFromData: the caller has not changed dy since this plan's backward-data
+// pass took it (see held).
+int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db, int dyFromData) {
+	const int reuse = dyFromData && held.c == c && held.dy == dy;
+	forget();
 	omp_set_num_threads(c->nthr);
 	if (bind(&c->xW, (void *)x) || bind(&c->dyW, (void *)dy) || bind(&c->dw, dw) || bind(&c->db, db)) return -1;
-	if (runReorder(&c->xW, 0) || runReorder(&c->dyW, 0)) return -2;
+	if (reuse && dnnl_memory_set_data_handle(c->dyW.prim, work[W_DDST_D]) != dnnl_success) return -1;
+	if (runReorder(&c->xW, 0) || (!reuse && runReorder(&c->dyW, 0))) return -2;
 	if (dnnl_memory_set_data_handle(c->sbwdw, work[W_SCRATCH]) != dnnl_success) return -1;
 	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->xW.prim}, {DNNL_ARG_DIFF_DST, c->dyW.prim},
 		{DNNL_ARG_DIFF_WEIGHTS, c->dw.prim}, {DNNL_ARG_DIFF_BIAS, c->db.prim}, {DNNL_ARG_SCRATCHPAD, c->sbwdw}};
@@ -318,6 +379,7 @@ ddpm_mm *ddpm_mm_create(int batch, int m, int n, int k, int transA, int lda, lon
 const char *ddpm_mm_impl(ddpm_mm *p) { return p->impl; }
 
 int ddpm_mm_run(ddpm_mm *p, const float *a, const float *b, float *c) {
+	forget();
 	omp_set_num_threads(p->nthr);
 	if (bind(&p->a, (void *)a) || bind(&p->b, (void *)b) || dnnl_memory_set_data_handle(p->c, c) != dnnl_success) return -1;
 	if (runReorder(&p->a, 0) || runReorder(&p->b, 0)) return -2;
@@ -326,4 +388,55 @@ int ddpm_mm_run(ddpm_mm *p, const float *a, const float *b, float *c) {
 		{DNNL_ARG_SCRATCHPAD, p->smm}};
 	if (dnnl_primitive_execute(p->mm, strm, 4, x) != dnnl_success) return -3;
 	return 0;
+}
+
+// ddpm_layout_test runs one of the two layout changes of a port on dims {n, c, h, w}, into dst: own != 0 by
+// dnnl_layout.c, else by a oneDNN reorder between the same memory descriptors (with the sum post-op where acc). For
+// TestLayoutMatchesOneDNN; returns nonzero on a oneDNN error, or -9 when own is asked for without the instructions.
+int ddpm_layout_test(int layout, int n, int c, int h, int w, const float *src, void *dst, int acc, int own) {
+	forget();
+	if (own) {
+		if (!ddpm_layout_available()) return -9;
+		if (layout == L_TO_NHWC_BF16) ddpm_nchw_to_nhwc_bf16(src, dst, n, c, h * w);
+		else ddpm_nhwc_to_nchw_f32(src, dst, n, c, h * w, acc);
+		return 0;
+	}
+	char e[128];
+	if (ddpm_dnnl_init(e, sizeof e)) return -1;
+	dnnl_dims_t d = {n, c, h, w};
+	dnnl_memory_desc_t from, to;
+	if (layout == L_TO_NHWC_BF16) {
+		dnnl_memory_desc_init_by_tag(&from, 4, d, dnnl_f32, dnnl_abcd);
+		dnnl_memory_desc_init_by_tag(&to, 4, d, dnnl_bf16, dnnl_acdb);
+	} else {
+		dnnl_memory_desc_init_by_tag(&from, 4, d, dnnl_f32, dnnl_acdb);
+		dnnl_memory_desc_init_by_tag(&to, 4, d, dnnl_f32, dnnl_abcd);
+	}
+	dnnl_primitive_attr_t attr = NULL;
+	if (dnnl_primitive_attr_create(&attr) != dnnl_success) return -1;
+	if (acc) {
+		dnnl_post_ops_t po;
+		dnnl_post_ops_create(&po);
+		dnnl_post_ops_append_sum(po, 1.0f);
+		dnnl_primitive_attr_set_post_ops(attr, po);
+		dnnl_post_ops_destroy(po);
+	}
+	dnnl_primitive_desc_t rpd;
+	dnnl_primitive_t r;
+	dnnl_memory_t a, b;
+	int rc = -2;
+	if (dnnl_reorder_primitive_desc_create(&rpd, &from, eng, &to, eng, attr) == dnnl_success) {
+		if (dnnl_primitive_create(&r, rpd) == dnnl_success) {
+			dnnl_memory_create(&a, &from, eng, (void *)src);
+			dnnl_memory_create(&b, &to, eng, dst);
+			dnnl_exec_arg_t x[2] = {{DNNL_ARG_FROM, a}, {DNNL_ARG_TO, b}};
+			rc = dnnl_primitive_execute(r, strm, 2, x) == dnnl_success ? 0 : -3;
+			dnnl_memory_destroy(a);
+			dnnl_memory_destroy(b);
+			dnnl_primitive_destroy(r);
+		}
+		dnnl_primitive_desc_destroy(rpd);
+	}
+	dnnl_primitive_attr_destroy(attr);
+	return rc;
 }

@@ -33,9 +33,11 @@ package cpu
 // backward-weight sums may differ in the last bits.
 
 /*
+#cgo CFLAGS: -fopenmp
 #cgo LDFLAGS: -ldnnl -lgomp
 #include <stdlib.h>
 #include "dnnl_conv.h"
+#include "dnnl_layout.h"
 */
 import "C"
 
@@ -181,12 +183,14 @@ func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T) {
 	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_data(p, f32p(ws), f32p(dys), f32p(dxs)))
 }
 
-// dnnlConvBwdWeights: dw += Σ_n dy_n ⋆ x_n, db += Σ_{n,i,j} dy (db may be nil).
-func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T) {
+// dnnlConvBwdWeights: dw += Σ_n dy_n ⋆ x_n, db += Σ_{n,i,j} dy (db may be nil). afterData: dnnlConvBwdData ran
+// just before with the same dy, unchanged since; the plan then reads the dy it reordered where the layouts agree
+// and no other call came between (dnnl.c's held).
+func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T, afterData bool) {
 	dnnlMu.Lock()
 	defer dnnlMu.Unlock()
 	p := d.plan("Conv2DBackward", s)
-	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs)))
+	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs), cbool(afterData)))
 }
 
 // dnnlMatmulBF16 runs c = op(a)·op(b) (+ c where key.acc) with a and b rounded to bf16 (to nearest even) by oneDNN's
@@ -226,3 +230,22 @@ func cbool(b bool) C.int {
 	}
 	return 0
 }
+
+// layoutTest runs ddpm_layout_test (dnnl.c): one of the ports' two layout changes on dims {n, c, h, w}, by
+// dnnl_layout.c (own) or by oneDNN's reorder. toNHWC: NCHW f32 src → NHWC bf16 dst (2 bytes an element), else NHWC
+// f32 src → NCHW f32 dst, added to it where acc. Errors when own is asked for on a CPU without the instructions.
+func layoutTest(toNHWC bool, n, c, h, w int, src []float32, dst unsafe.Pointer, acc, own bool) error {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	layout := C.int(C.L_TO_NCHW_F32)
+	if toNHWC {
+		layout = C.L_TO_NHWC_BF16
+	}
+	if rc := C.ddpm_layout_test(layout, C.int(n), C.int(c), C.int(h), C.int(w), f32p(src), dst, cbool(acc), cbool(own)); rc != 0 {
+		return fmt.Errorf("ddpm_layout_test %d×%d×%d×%d: rc %d", n, c, h, w, int(rc))
+	}
+	return nil
+}
+
+// layoutAvailable: the CPU runs dnnl_layout.c's layout changes.
+func layoutAvailable() bool { return C.ddpm_layout_available() != 0 }

@@ -13,9 +13,9 @@ type dnnlState struct{ bf16 bool }
 
 func newDNNL[T Float]() *dnnlState { return nil }
 
-func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T)        {}
-func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T)         {}
-func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T) {}
+func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T)              {}
+func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T)               {}
+func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool) {}
 
 func (d *dnnlState) probe(bool) ([3]string, error) {
 	return [3]string{}, errors.New("built without cgo: no oneDNN")
