@@ -48,6 +48,7 @@ type Float interface{ ~float32 | ~float64 }
 // Buf is a host buffer: a slice of the backend's element type. Slice views share it.
 type Buf[T Float] struct {
 	data []T
+	z    *zeroQueue // the waiting zero fills of the backend that made it (fills.go)
 }
 
 // Len is the number of elements.
@@ -62,6 +63,7 @@ func Data[T Float](b ops.Buf) []T {
 		var z T
 		panic(fmt.Sprintf("cpu.Data[%T]: buffer is %T", z, b))
 	}
+	flush(p.z, p.data)
 	return p.data
 }
 
@@ -89,6 +91,8 @@ type Backend[T Float] struct {
 	bfw  [][]T         // bf16: per worker, attention's rounded P or dS [L, L]
 
 	prof *profiler // per-op-family timer; nil when off (see SetProfile)
+
+	zeros zeroQueue // Fill(b, 0) not yet done (fills.go)
 
 	j       job[T]           // the parallel op in flight (see jobs.go)
 	pool    *pool            // persistent worker goroutines (see pool.go)
@@ -120,9 +124,19 @@ func (be *Backend[T]) Name() string {
 	return fmt.Sprintf("cpu-%T", z)
 }
 
-// buf unwraps an operand; nil stays nil. It panics when the buffer belongs to another
-// backend or precision.
+// buf unwraps an operand, clearing the waiting zero fills it overlaps (fills.go); nil stays nil. It panics when the
+// buffer belongs to another backend or precision.
 func (be *Backend[T]) buf(op, name string, b ops.Buf) []T {
+	p := be.unwrap(op, name, b)
+	if p == nil {
+		return nil
+	}
+	flush(p.z, p.data)
+	return p.data
+}
+
+// unwrap is buf without the clearing: for the ops that only look at the buffer or overwrite it whole.
+func (be *Backend[T]) unwrap(op, name string, b ops.Buf) *Buf[T] {
 	if b == nil {
 		return nil
 	}
@@ -130,10 +144,7 @@ func (be *Backend[T]) buf(op, name string, b ops.Buf) []T {
 	if !ok {
 		panic(fmt.Sprintf("cpu %s: %s is %T, not a buffer of %s", op, name, b, be.Name()))
 	}
-	if p == nil {
-		return nil
-	}
-	return p.data
+	return p
 }
 
 // arg unwraps a required operand of at least n elements and returns its first n. It is
@@ -198,17 +209,21 @@ func (be *Backend[T]) Alloc(n int) ops.Buf {
 	if n < 0 {
 		panic(fmt.Sprintf("cpu Alloc: negative length %d", n))
 	}
-	return &Buf[T]{data: make([]T, n)}
+	return &Buf[T]{data: make([]T, n), z: &be.zeros}
 }
 
 // Slice returns the view [off, off+n) of b, sharing its storage. The view's capacity
 // ends at off+n, so an op that overruns the view panics instead of writing past it.
 func (be *Backend[T]) Slice(b ops.Buf, off, n int) ops.Buf {
-	d := be.buf("Slice", "b", b)
+	p := be.unwrap("Slice", "b", b)
+	var d []T
+	if p != nil {
+		d = p.data
+	}
 	if off < 0 || n < 0 || off+n > len(d) {
 		panic(fmt.Sprintf("cpu Slice: [%d, %d+%d) out of a buffer of %d elements", off, off, n, len(d)))
 	}
-	return &Buf[T]{data: d[off : off+n : off+n]}
+	return &Buf[T]{data: d[off : off+n : off+n], z: p.z}
 }
 
 // Free drops the buffer's storage (the garbage collector reclaims it once no view
@@ -217,8 +232,13 @@ func (be *Backend[T]) Free(b ops.Buf) {
 	if isNil(b) {
 		return
 	}
-	be.buf("Free", "b", b)
-	b.(*Buf[T]).data = nil
+	p := be.unwrap("Free", "b", b)
+	if p.z != nil {
+		p.z.mu.Lock()
+		p.z.cut(rangeOf(p.data), nil)
+		p.z.mu.Unlock()
+	}
+	p.data = nil
 }
 
 // Upload copies src into dst (same length), converting float32 to T.
@@ -248,9 +268,14 @@ func (be *Backend[T]) Download(dst []float32, src ops.Buf) {
 	}
 }
 
-// Fill sets every element to v.
+// Fill sets every element to v; a large fill with +0 waits for the buffer's next use (fills.go).
 func (be *Backend[T]) Fill(b ops.Buf, v float32) {
 	defer be.stop(FamOther, be.start())
+	if p := be.unwrap("Fill", "b", b); p != nil && p.z == &be.zeros && len(p.data) >= deferMin &&
+		v == 0 && !math.Signbit(float64(v)) {
+		be.deferZero(p.data)
+		return
+	}
 	d := be.buf("Fill", "b", b)
 	j := be.newJob(jFill)
 	j.a[0], j.c[0] = d, T(v)

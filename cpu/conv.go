@@ -133,6 +133,11 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 	checkConv("Conv2DBackward", s)
 	defer be.convBwdSplit(be.convBwdStart())
 	ckk, ohw, hw := s.Cin*s.K*s.K, s.OutH()*s.OutW(), s.H*s.W
+	// dx waiting to be zeroed (fills.go) is written instead, where oneDNN's pass can; before dx passes through opt.
+	write := false
+	if p, ok := dx.(*Buf[T]); ok && be.dn != nil && s.N > 0 && dnnlWritesDx(be.dn, s) {
+		write = be.takeZero(p)
+	}
 	xs := arg(be, "Conv2DBackward", s, "x", x, s.N*s.Cin*hw)
 	ws := arg(be, "Conv2DBackward", s, "w", w, s.Cout*ckk)
 	dys := arg(be, "Conv2DBackward", s, "dy", dy, s.N*s.Cout*ohw)
@@ -140,7 +145,7 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 	dws := opt(be, "Conv2DBackward", s, "dw", dw, s.Cout*ckk)
 	dbs := opt(be, "Conv2DBackward", s, "db", db, s.Cout)
 	if be.dn != nil && s.N > 0 && (dxs != nil || dws != nil) { // float32: oneDNN (dnnl.go)
-		be.dnnlConvBwd(s, xs, ws, dys, dxs, dws, dbs)
+		be.dnnlConvBwd(s, xs, ws, dys, dxs, dws, dbs, write)
 		return
 	}
 	if be.prec == ops.BF16 { // float64 at bf16: the reference of bf16.go, rounding what the oneDNN path rounds
@@ -214,10 +219,10 @@ func (be *Backend[T]) conv2DBackward(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs
 
 // dnnlConvBwd is Conv2DBackward on oneDNN; a bias gradient without a weight gradient
 // goes through convBiasItem.
-func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []T) {
+func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []T, writeDx bool) {
 	if dxs != nil {
 		t0 := be.phase()
-		dnnlConvBwdData(be.dn, s, ws, dys, dxs)
+		dnnlConvBwdData(be.dn, s, ws, dys, dxs, writeDx)
 		be.endPhase(0, 1, t0)
 	}
 	if dws != nil {

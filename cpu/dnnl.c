@@ -277,8 +277,14 @@ int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, 
 	return 0;
 }
 
-int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx) {
+// ddpm_conv_dx_writes: backward-data can write dx instead of adding to it (its dx comes back through
+// dnnl_layout.c's transpose, which does either).
+int ddpm_conv_dx_writes(ddpm_conv *c) { return c->dx.layout == L_TO_NCHW_F32; }
+
+// write: dx is written, not added to (only where ddpm_conv_dx_writes).
+int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx, int write) {
 	forget();
+	if (write && !ddpm_conv_dx_writes(c)) return -5;
 	omp_set_num_threads(c->nthr);
 	if (bind(&c->wD, (void *)w) || bind(&c->dyD, (void *)dy) || bind(&c->dx, dx)) return -1;
 	if (runReorder(&c->wD, 0) || runReorder(&c->dyD, 0)) return -2;
@@ -287,7 +293,10 @@ int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx)
 	dnnl_exec_arg_t a[4] = {{DNNL_ARG_DIFF_DST, c->dyD.prim}, {DNNL_ARG_WEIGHTS, c->wD.prim},
 		{DNNL_ARG_DIFF_SRC, c->dx.prim}, {DNNL_ARG_SCRATCHPAD, c->sbwdd}};
 	if (dnnl_primitive_execute(c->bwdd, strm, 4, a) != dnnl_success) return -3;
-	if (runReorder(&c->dx, 1)) return -4;
+	c->dx.acc = !write;
+	const int rc = runReorder(&c->dx, 1);
+	c->dx.acc = 1;
+	if (rc) return -4;
 	return 0;
 }
 

@@ -175,12 +175,20 @@ func dnnlConvFwd[T Float](d *dnnlState, s ops.ConvShape, xs, ws, bs, ys []T) {
 	dnnlCheck("Conv2D", s, C.ddpm_conv_fwd(p, f32p(xs), f32p(ws), b, f32p(ys)))
 }
 
-// dnnlConvBwdData: dx += conv_backward_data(w, dy).
-func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T) {
+// dnnlConvBwdData: dx += conv_backward_data(w, dy); write: dx = …, where dnnlWritesDx.
+func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T, write bool) {
 	dnnlMu.Lock()
 	defer dnnlMu.Unlock()
 	p := d.plan("Conv2DBackward", s)
-	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_data(p, f32p(ws), f32p(dys), f32p(dxs)))
+	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_data(p, f32p(ws), f32p(dys), f32p(dxs), cbool(write)))
+}
+
+// dnnlWritesDx: the shape's backward-data pass can write dx instead of adding to it (the bf16 plans whose dx comes
+// back through dnnl_layout.c).
+func dnnlWritesDx(d *dnnlState, s ops.ConvShape) bool {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	return C.ddpm_conv_dx_writes(d.plan("Conv2DBackward", s)) != 0
 }
 
 // dnnlConvBwdWeights: dw += Σ_n dy_n ⋆ x_n, db += Σ_{n,i,j} dy (db may be nil). afterData: dnnlConvBwdData ran

@@ -14,7 +14,7 @@ type dnnlState struct{ bf16 bool }
 func newDNNL[T Float]() *dnnlState { return nil }
 
 func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T)              {}
-func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T)               {}
+func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, bool)         {}
 func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool) {}
 
 func (d *dnnlState) probe(bool) ([3]string, error) {
@@ -22,3 +22,5 @@ func (d *dnnlState) probe(bool) ([3]string, error) {
 }
 
 func dnnlMatmulBF16[T Float](*dnnlState, mmKey, []T, []T, []T) {}
+
+func dnnlWritesDx(*dnnlState, ops.ConvShape) bool { return false }

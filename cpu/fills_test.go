@@ -1,0 +1,119 @@
+//go:build cgo
+
+package cpu
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ddpmgo/ddpm/ops"
+)
+
+// TestDeferredFillReads: a waiting zero fill (fills.go) is seen by every way of reading the buffer -- Download, a
+// view's Download, Data, an op's operand -- and combines with later fills of overlapping parts in the order asked.
+func TestDeferredFillReads(t *testing.T) {
+	be := New()
+	const n = 4 * deferMin
+	ones := make([]float32, n)
+	for i := range ones {
+		ones[i] = 1
+	}
+	b := be.Alloc(n)
+	be.Upload(b, ones)
+	be.Fill(b, 0)
+	if len(be.zeros.spans) != 1 {
+		t.Fatalf("Fill(b, 0) of %d elements: %d waiting fills, want 1", n, len(be.zeros.spans))
+	}
+	v := be.Slice(b, deferMin, deferMin) // a view; making it reads nothing
+	if len(be.zeros.spans) != 1 {
+		t.Fatalf("Slice cleared the waiting fill")
+	}
+	got := make([]float32, deferMin)
+	be.Download(got, v)
+	for i, x := range got {
+		if x != 0 {
+			t.Fatalf("view after Fill(b, 0): element %d is %g", i, x)
+		}
+	}
+	if len(be.zeros.spans) != 2 {
+		t.Fatalf("reading a view: %d waiting fills, want 2 (the parts of b before and after it)", len(be.zeros.spans))
+	}
+	be.Fill(be.Slice(b, 3*deferMin, 10), 2) // a small fill of a part of a waiting one
+	be.Fill(be.Slice(b, 0, 10), 3)
+	d := Data[float32](b)
+	if len(be.zeros.spans) != 0 {
+		t.Fatalf("Data left %d waiting fills", len(be.zeros.spans))
+	}
+	for i, x := range d {
+		want := float32(0)
+		switch {
+		case i < 10:
+			want = 3
+		case i >= 3*deferMin && i < 3*deferMin+10:
+			want = 2
+		}
+		if x != want {
+			t.Fatalf("element %d is %g, want %g", i, x, want)
+		}
+	}
+	// An op's operand: Axpy reads y and adds.
+	be.Upload(b, ones)
+	be.Fill(b, 0)
+	x := be.Alloc(n)
+	be.Upload(x, ones)
+	be.Axpy(2, x, b)
+	be.Download(ones, b)
+	for i, v := range ones {
+		if v != 2 {
+			t.Fatalf("Axpy into a waiting fill: element %d is %g, want 2", i, v)
+		}
+	}
+}
+
+// TestDeferredFillConvWrites: Conv2DBackward takes a waiting fill of dx (a view inside a larger waiting fill, as the
+// U-Net's gradients between modules are) and writes dx instead of adding to zeros: dx equals the same pass into
+// zeros written by Upload, the rest of the large buffer reads zero, and what dx does not cover still waits.
+func TestDeferredFillConvWrites(t *testing.T) {
+	be := New()
+	if err := be.SetPrecision(ops.BF16); err != nil || !layoutAvailable() {
+		t.Skipf("needs AVX512-BF16 or AMX and dnnl_layout.c's instructions (avx512_bf16): %v", err)
+	}
+	s := ops.ConvShape{N: 2, Cin: 32, H: 16, W: 16, Cout: 32, K: 3, Stride: 1, Pad: 1}
+	if !dnnlWritesDx(be.dn, s) {
+		t.Fatalf("%+v at bf16: backward-data's dx does not come back through dnnl_layout.c", s)
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	up := func(n int) ops.Buf {
+		h := make([]float32, n)
+		for i := range h {
+			h[i] = float32(r.NormFloat64())
+		}
+		b := be.Alloc(n)
+		be.Upload(b, h)
+		return b
+	}
+	nx := s.N * s.Cin * s.H * s.W
+	x, w, dy := up(nx), up(s.Cout*s.Cin*9), up(s.N*s.Cout*s.H*s.W)
+	want := be.Alloc(nx) // zeros, not a waiting fill
+	be.Conv2DBackward(s, x, w, dy, want, nil, nil)
+
+	big := up(3 * nx) // dx is its middle third
+	be.Fill(big, 0)
+	be.Conv2DBackward(s, x, w, dy, be.Slice(big, nx, nx), nil, nil)
+	if len(be.zeros.spans) != 2 {
+		t.Fatalf("after Conv2DBackward into a waiting fill: %d waiting fills, want 2 (dx taken out of the middle)", len(be.zeros.spans))
+	}
+	got := make([]float32, 3*nx)
+	be.Download(got, big)
+	ref := make([]float32, nx)
+	be.Download(ref, want)
+	for i, v := range got {
+		exp := float32(0)
+		if i >= nx && i < 2*nx {
+			exp = ref[i-nx]
+		}
+		if v != exp {
+			t.Fatalf("element %d of the buffer is %g, want %g", i, v, exp)
+		}
+	}
+}
