@@ -207,12 +207,20 @@ func concatRows[T Float](j *job[T], lo, hi int) {
 func (be *Backend[T]) ConcatBackward(n, ca, cb, hw int, dy, da, db ops.Buf) {
 	defer be.stop(FamOther, be.start())
 	sh := struct{ N, Ca, Cb, HW int }{n, ca, cb, hw}
+	writeA, writeB := be.takes(da), be.takes(db) // waiting zeros (fills.go): copy instead of adding
 	dys := arg(be, "ConcatBackward", sh, "dy", dy, n*(ca+cb)*hw)
 	das := opt(be, "ConcatBackward", sh, "da", da, n*ca*hw)
 	dbs := opt(be, "ConcatBackward", sh, "db", db, n*cb*hw)
 	j := be.newJob(jConcatBwd)
 	j.a[0], j.a[1], j.a[2] = dys, das, dbs
 	j.m[0], j.m[1], j.m[2] = ca, cb, hw
+	j.u[0] = 0
+	if writeA {
+		j.u[0] |= 1
+	}
+	if writeB {
+		j.u[0] |= 2
+	}
 	be.parallelRows(j, n, (ca+cb)*hw)
 }
 
@@ -221,10 +229,14 @@ func concatBwdRows[T Float](j *job[T], lo, hi int) {
 	ca, cb, hw := j.m[0], j.m[1], j.m[2]
 	for s := lo; s < hi; s++ {
 		row := dys[s*(ca+cb)*hw : (s+1)*(ca+cb)*hw]
-		if das != nil {
+		if das != nil && j.u[0]&1 != 0 {
+			copy(das[s*ca*hw:(s+1)*ca*hw], row[:ca*hw])
+		} else if das != nil {
 			addTo(das[s*ca*hw:(s+1)*ca*hw], row[:ca*hw])
 		}
-		if dbs != nil {
+		if dbs != nil && j.u[0]&2 != 0 {
+			copy(dbs[s*cb*hw:(s+1)*cb*hw], row[ca*hw:])
+		} else if dbs != nil {
 			addTo(dbs[s*cb*hw:(s+1)*cb*hw], row[ca*hw:])
 		}
 	}

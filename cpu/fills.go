@@ -3,6 +3,8 @@ package cpu
 import (
 	"sync"
 	"unsafe"
+
+	"github.com/ddpmgo/ddpm/ops"
 )
 
 // Deferred zero fills: the first backward op into a gradient buffer writes instead of accumulating (the CPU twin of
@@ -19,7 +21,8 @@ import (
 // and the MPI collective's direct reads), Free. Nothing can therefore observe that a fill waited, and no fill is lost.
 //
 // The ops that take a fill: Conv2DBackward's dx where oneDNN's backward-data output comes back through
-// dnnl_layout.c's transpose (which can write or add).
+// dnnl_layout.c's transpose (which can write or add), ConcatBackward's da and db (copies instead of additions),
+// LinearBackward's dx (β = 0, or oneDNN's matmul without its sum post-op).
 
 // deferMin is the smallest fill that waits (in elements): below it the bookkeeping costs more than the zeros.
 const deferMin = 1 << 14
@@ -111,6 +114,12 @@ func (be *Backend[T]) deferZero(d []T) {
 	r := rangeOf(d)
 	q.cut(r, nil)
 	q.spans = append(q.spans, r)
+}
+
+// takes is takeZero for an operand as the op receives it (nil, or a buffer of another backend: false).
+func (be *Backend[T]) takes(b ops.Buf) bool {
+	p, ok := b.(*Buf[T])
+	return ok && be.takeZero(p)
 }
 
 // takeZero reports whether b (nil allowed) lies within one waiting fill, and then removes its range from the queue:

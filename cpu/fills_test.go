@@ -3,6 +3,7 @@
 package cpu
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 
@@ -114,6 +115,65 @@ func TestDeferredFillConvWrites(t *testing.T) {
 		}
 		if v != exp {
 			t.Fatalf("element %d of the buffer is %g, want %g", i, v, exp)
+		}
+	}
+}
+
+// TestDeferredFillTakers: ConcatBackward's da and db and LinearBackward's dx (fp32 and bf16 where the CPU has it)
+// take a waiting fill over stale values (NaN among them) and write what they would have added to zeros.
+func TestDeferredFillTakers(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, prec := range []ops.Precision{ops.FP32, ops.BF16} {
+		be := New()
+		if err := be.SetPrecision(prec); err != nil {
+			t.Logf("%s: %v (skipped)", prec, err)
+			continue
+		}
+		up := func(n int) ops.Buf {
+			h := make([]float32, n)
+			for i := range h {
+				h[i] = float32(r.NormFloat64())
+			}
+			b := be.Alloc(n)
+			be.Upload(b, h)
+			return b
+		}
+		// stale is a buffer of n elements holding a NaN, filled with zeros that wait.
+		stale := func(n int) ops.Buf {
+			b := up(n)
+			be.Upload(be.Slice(b, 0, 1), []float32{float32(math.NaN())})
+			be.Fill(b, 0)
+			return b
+		}
+		same := func(what string, got, want ops.Buf) {
+			g, w := make([]float32, got.Len()), make([]float32, want.Len())
+			be.Download(g, got)
+			be.Download(w, want)
+			for i := range g {
+				if g[i] != w[i] {
+					t.Fatalf("%s %s: element %d is %g into a waiting fill, %g into zeros", prec, what, i, g[i], w[i])
+				}
+			}
+		}
+		const n, ca, cb, hw = 3, 16, 24, 512 // da and db above deferMin
+		dy := up(n * (ca + cb) * hw)
+		da, db := stale(n*ca*hw), stale(n*cb*hw)
+		wa, wb := be.Alloc(n*ca*hw), be.Alloc(n*cb*hw)
+		be.ConcatBackward(n, ca, cb, hw, dy, da, db)
+		be.ConcatBackward(n, ca, cb, hw, dy, wa, wb)
+		same("ConcatBackward da", da, wa)
+		same("ConcatBackward db", db, wb)
+
+		const rows, in, out = 256, 96, 64 // dx above deferMin
+		x, w, g := up(rows*in), up(out*in), up(rows*out)
+		dx, want := stale(rows*in), be.Alloc(rows*in)
+		dw1, dw2 := be.Alloc(out*in), be.Alloc(out*in)
+		be.LinearBackward(rows, in, out, x, w, g, dx, dw1, nil)
+		be.LinearBackward(rows, in, out, x, w, g, want, dw2, nil)
+		same("LinearBackward dx", dx, want)
+		same("LinearBackward dw", dw1, dw2)
+		if len(be.zeros.spans) != 0 {
+			t.Fatalf("%s: %d fills still wait: an op did not take its output's", prec, len(be.zeros.spans))
 		}
 	}
 }

@@ -44,6 +44,7 @@ func (be *Backend[T]) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Bu
 	defer be.stop(FamLinear, be.start())
 	s := linearShape{n, in, out}
 	checkLinear("LinearBackward", s)
+	writeDx := n > 0 && be.takes(dx) // waiting zeros (fills.go): dx = … instead of +=
 	xs := arg(be, "LinearBackward", s, "x", x, n*in)
 	ws := arg(be, "LinearBackward", s, "w", w, out*in)
 	dys := arg(be, "LinearBackward", s, "dy", dy, n*out)
@@ -56,7 +57,7 @@ func (be *Backend[T]) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Bu
 	if be.mmBF16() { // dx += bf16(dy)·bf16(w), dw += bf16(dy)ᵀ·bf16(x) on oneDNN's bf16 matmul (bf16.go)
 		if dxs != nil {
 			dnnlMatmulBF16(be.dn, mmKey{batch: 1, m: n, n: in, k: out, lda: out, ldb: in, ldc: in,
-				sa: n * out, sb: out * in, sc: n * in, acc: true}, dys, ws, dxs)
+				sa: n * out, sb: out * in, sc: n * in, acc: !writeDx}, dys, ws, dxs)
 		}
 		if dws != nil {
 			dnnlMatmulBF16(be.dn, mmKey{batch: 1, m: out, n: in, k: n, transA: true, lda: out, ldb: in, ldc: in,
@@ -65,7 +66,11 @@ func (be *Backend[T]) LinearBackward(n, in, out int, x, w, dy, dx, dw, db ops.Bu
 	} else if dxs != nil || dws != nil {
 		dyr := be.bf(2, dys) // bf16: rounded copies (bf16.go); db below sums the float32 dy
 		if dxs != nil {
-			gemm(false, false, n, in, out, 1, dyr, out, be.bf(1, ws), in, 1, dxs, in)
+			beta := T(1)
+			if writeDx {
+				beta = 0
+			}
+			gemm(false, false, n, in, out, 1, dyr, out, be.bf(1, ws), in, beta, dxs, in)
 		}
 		if dws != nil {
 			gemm(true, false, out, in, n, 1, dyr, out, be.bf(0, xs), in, 1, dws, in)
