@@ -95,6 +95,10 @@ func (be *Backend[T]) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk,
 	defer be.stop(FamAttention, be.start())
 	checkAttn("AttentionBackward", s)
 	hd := s.Heads * s.D
+	var write [3]bool // waiting zeros (fills.go): dq, dk, dv = … instead of +=
+	if s.N > 0 {
+		write = [3]bool{be.takes(dq), be.takes(dk), be.takes(dv)}
+	}
 	qs := arg(be, "AttentionBackward", s, "q", q, s.N*s.L*hd)
 	ks := arg(be, "AttentionBackward", s, "k", k, s.N*s.L*hd)
 	vs := arg(be, "AttentionBackward", s, "v", v, s.N*s.L*hd)
@@ -108,6 +112,12 @@ func (be *Backend[T]) AttentionBackward(s ops.AttnShape, q, k, v, p, do, dq, dk,
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = qs, ks, vs, ps, dos
 	j.sets[0] = scratch(&be.attn, be.workers, s.L*s.L)
 	j.sets[1] = be.attnGrads(dqs, dks, dvs)
+	for i, w := range write {
+		j.c[i] = 1 // the GEMMs' β for dq, dk, dv
+		if w {
+			j.c[i] = 0
+		}
+	}
 	if be.prec == ops.BF16 { // per worker: the (n, h) item's operands rounded to bf16 (bf16.go)
 		j.sets[2] = scratch(&be.bfw, be.workers, bf16AttnScratch(s))
 	}
@@ -144,7 +154,7 @@ func attentionBwdItem[T Float](j *job[T], wk, nh int) {
 				pv = bw.p
 				roundBF16To(pv, pm)
 			}
-			gemm(true, false, s.L, s.D, s.L, 1, pv, s.L, do, ld, 1, dvs[off:], hd)
+			gemm(true, false, s.L, s.D, s.L, 1, pv, s.L, do, ld, j.c[2], dvs[off:], hd)
 		}
 		if dqs == nil && dks == nil {
 			return
@@ -168,10 +178,10 @@ func attentionBwdItem[T Float](j *job[T], wk, nh int) {
 			roundBF16To(ds, ds)
 		}
 		if dqs != nil {
-			gemm(false, false, s.L, s.D, s.L, scale, ds, s.L, k, ld, 1, dqs[off:], hd)
+			gemm(false, false, s.L, s.D, s.L, scale, ds, s.L, k, ld, j.c[0], dqs[off:], hd)
 		}
 		if dks != nil {
-			gemm(true, false, s.L, s.D, s.L, scale, ds, s.L, q, ld, 1, dks[off:], hd)
+			gemm(true, false, s.L, s.D, s.L, scale, ds, s.L, q, ld, j.c[1], dks[off:], hd)
 		}
 	}
 }

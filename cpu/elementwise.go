@@ -161,10 +161,11 @@ func upsampleRows[T Float](j *job[T], lo, hi int) {
 func (be *Backend[T]) Upsample2xBackward(nc, h, w int, dy, dx ops.Buf) {
 	defer be.stop(FamOther, be.start())
 	sh := struct{ NC, H, W int }{nc, h, w}
+	write := be.takes(dx) // waiting zeros (fills.go): dx = … instead of +=
 	dys := arg(be, "Upsample2xBackward", sh, "dy", dy, nc*4*h*w)
 	dxs := arg(be, "Upsample2xBackward", sh, "dx", dx, nc*h*w)
 	j := be.newJob(jUpsampleBwd)
-	j.a[0], j.a[1], j.m[0] = dys, dxs, w
+	j.a[0], j.a[1], j.m[0], j.flag = dys, dxs, w, write
 	be.parallelRows(j, nc*h, 4*w)
 }
 
@@ -174,6 +175,12 @@ func upsampleBwdRows[T Float](j *job[T], lo, hi int) {
 		d := dxs[r*w : (r+1)*w]
 		a := dys[2*r*2*w : (2*r+1)*2*w]
 		b := dys[(2*r+1)*2*w : (2*r+2)*2*w]
+		if j.flag {
+			for k := range d {
+				d[k] = a[2*k] + a[2*k+1] + b[2*k] + b[2*k+1]
+			}
+			continue
+		}
 		for k := range d {
 			d[k] += a[2*k] + a[2*k+1] + b[2*k] + b[2*k+1]
 		}

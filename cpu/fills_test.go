@@ -119,7 +119,8 @@ func TestDeferredFillConvWrites(t *testing.T) {
 	}
 }
 
-// TestDeferredFillTakers: ConcatBackward's da and db and LinearBackward's dx (fp32 and bf16 where the CPU has it)
+// TestDeferredFillTakers: ConcatBackward's da and db, Upsample2xBackward's dx, AttentionBackward's dq, dk, dv and
+// LinearBackward's dx (fp32 and bf16 where the CPU has it)
 // take a waiting fill over stale values (NaN among them) and write what they would have added to zeros.
 func TestDeferredFillTakers(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
@@ -163,6 +164,27 @@ func TestDeferredFillTakers(t *testing.T) {
 		be.ConcatBackward(n, ca, cb, hw, dy, wa, wb)
 		same("ConcatBackward da", da, wa)
 		same("ConcatBackward db", db, wb)
+
+		const nc, h, w2 = 32, 32, 16 // dx above deferMin
+		udy := up(nc * 4 * h * w2)
+		udx, uwant := stale(nc*h*w2), be.Alloc(nc*h*w2)
+		be.Upsample2xBackward(nc, h, w2, udy, udx)
+		be.Upsample2xBackward(nc, h, w2, udy, uwant)
+		same("Upsample2xBackward dx", udx, uwant)
+
+		as := ops.AttnShape{N: 4, Heads: 4, L: 64, D: 16} // each gradient above deferMin
+		an := as.N * as.L * as.Heads * as.D
+		aq, ak, av, ado := up(an), up(an), up(an), up(an)
+		ap := be.Alloc(as.N * as.Heads * as.L * as.L)
+		ao := be.Alloc(an)
+		be.Attention(as, aq, ak, av, ao, ap)
+		dq, dk, dv := stale(an), stale(an), stale(an)
+		wq, wk, wv := be.Alloc(an), be.Alloc(an), be.Alloc(an)
+		be.AttentionBackward(as, aq, ak, av, ap, ado, dq, dk, dv)
+		be.AttentionBackward(as, aq, ak, av, ap, ado, wq, wk, wv)
+		same("AttentionBackward dq", dq, wq)
+		same("AttentionBackward dk", dk, wk)
+		same("AttentionBackward dv", dv, wv)
 
 		const rows, in, out = 256, 96, 64 // dx above deferMin
 		x, w, g := up(rows*in), up(out*in), up(rows*out)
