@@ -22,8 +22,8 @@ static size_t workSize[W_N];
 // oneDNN). When the layouts differ, reorder converts between the user memory and the
 // workspace memory; for outputs with accumulate, reorder is always present and adds.
 // The two reorders that dominate at bf16 (NCHW f32 → NHWC bf16 in, NHWC f32 → NCHW f32 out) run as
-// dnnl_layout.c's transposes where the CPU has them, with the same results (layout, n, c, hw: dnnl_layout.h).
-
+// dnnl_layout.c's transposes where the CPU has them, with the same results (layout, n, c, hw: dnnl_layout.h;
+// DDPM_DNNL_REORDER=1 keeps oneDNN's, for comparisons).
 typedef struct {
 	dnnl_memory_t user, prim;
 	dnnl_primitive_t reorder; // NULL when the primitive uses the user memory directly
