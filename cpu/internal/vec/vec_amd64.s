@@ -142,3 +142,207 @@ addloop:
 adddone:
 	VZEROUPPER
 	RET
+
+// The group-norm kernels below accumulate float64 sums of float32 data in 32 partials:
+// four registers of 8 float64 lanes, partial k (register k/8, lane k%8) taking the
+// elements i ≡ k (mod 32) of a block of n elements, n a multiple of 32, added in
+// increasing i onto the partials already in p (see Sum64 for the combination).
+
+// func sum64AVX512(x *float32, n int, p *[32]float64): p[k] += x[i] for i ≡ k (mod 32).
+TEXT ·sum64AVX512(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVQ p+16(FP), DI
+	VMOVUPD (DI), Z0
+	VMOVUPD 64(DI), Z1
+	VMOVUPD 128(DI), Z2
+	VMOVUPD 192(DI), Z3
+sumloop:
+	CMPQ CX, $32
+	JLT sumdone
+	VCVTPS2PD (SI), Z4
+	VCVTPS2PD 32(SI), Z5
+	VCVTPS2PD 64(SI), Z6
+	VCVTPS2PD 96(SI), Z7
+	VADDPD Z4, Z0, Z0
+	VADDPD Z5, Z1, Z1
+	VADDPD Z6, Z2, Z2
+	VADDPD Z7, Z3, Z3
+	ADDQ $128, SI
+	SUBQ $32, CX
+	JMP sumloop
+sumdone:
+	VMOVUPD Z0, (DI)
+	VMOVUPD Z1, 64(DI)
+	VMOVUPD Z2, 128(DI)
+	VMOVUPD Z3, 192(DI)
+	VZEROUPPER
+	RET
+
+// func sumSqDev64AVX512(x *float32, n int, mu float64, p *[32]float64):
+// p[k] = fma(d, d, p[k]) with d = x[i] − mu (float64), for i ≡ k (mod 32).
+TEXT ·sumSqDev64AVX512(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSD mu+16(FP), Z8
+	MOVQ p+24(FP), DI
+	VMOVUPD (DI), Z0
+	VMOVUPD 64(DI), Z1
+	VMOVUPD 128(DI), Z2
+	VMOVUPD 192(DI), Z3
+sqloop:
+	CMPQ CX, $32
+	JLT sqdone
+	VCVTPS2PD (SI), Z4
+	VCVTPS2PD 32(SI), Z5
+	VCVTPS2PD 64(SI), Z6
+	VCVTPS2PD 96(SI), Z7
+	VSUBPD Z8, Z4, Z4
+	VSUBPD Z8, Z5, Z5
+	VSUBPD Z8, Z6, Z6
+	VSUBPD Z8, Z7, Z7
+	VFMADD231PD Z4, Z4, Z0
+	VFMADD231PD Z5, Z5, Z1
+	VFMADD231PD Z6, Z6, Z2
+	VFMADD231PD Z7, Z7, Z3
+	ADDQ $128, SI
+	SUBQ $32, CX
+	JMP sqloop
+sqdone:
+	VMOVUPD Z0, (DI)
+	VMOVUPD Z1, 64(DI)
+	VMOVUPD Z2, 128(DI)
+	VMOVUPD Z3, 192(DI)
+	VZEROUPPER
+	RET
+
+// DYX8(off, a, b): for the 8 elements at byte offset off of dy (BX) and x (SI),
+// a += dy and b = fma(dy, (x − mu)·rstd, b) in float64 (mu in Z16, rstd in Z17).
+#define DYX8(off, a, b) \
+	VCVTPS2PD off(BX), Z18 \
+	VCVTPS2PD off(SI), Z19 \
+	VSUBPD Z16, Z19, Z19 \
+	VMULPD Z17, Z19, Z19 \
+	VADDPD Z18, a, a \
+	VFMADD231PD Z19, Z18, b
+
+// func sumDyDyXhatAVX512(dy, x *float32, n int, mu, rstd float64, p *[64]float64):
+// for i ≡ k (mod 32), p[k] += dy[i] and p[32+k] = fma(dy[i], (x[i] − mu)·rstd, p[32+k]).
+TEXT ·sumDyDyXhatAVX512(SB), NOSPLIT, $0-48
+	MOVQ dy+0(FP), BX
+	MOVQ x+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSD mu+24(FP), Z16
+	VBROADCASTSD rstd+32(FP), Z17
+	MOVQ p+40(FP), DI
+	VMOVUPD (DI), Z0
+	VMOVUPD 64(DI), Z1
+	VMOVUPD 128(DI), Z2
+	VMOVUPD 192(DI), Z3
+	VMOVUPD 256(DI), Z4
+	VMOVUPD 320(DI), Z5
+	VMOVUPD 384(DI), Z6
+	VMOVUPD 448(DI), Z7
+dyxloop:
+	CMPQ CX, $32
+	JLT dyxdone
+	DYX8(0, Z0, Z4)
+	DYX8(32, Z1, Z5)
+	DYX8(64, Z2, Z6)
+	DYX8(96, Z3, Z7)
+	ADDQ $128, BX
+	ADDQ $128, SI
+	SUBQ $32, CX
+	JMP dyxloop
+dyxdone:
+	VMOVUPD Z0, (DI)
+	VMOVUPD Z1, 64(DI)
+	VMOVUPD Z2, 128(DI)
+	VMOVUPD Z3, 192(DI)
+	VMOVUPD Z4, 256(DI)
+	VMOVUPD Z5, 320(DI)
+	VMOVUPD Z6, 384(DI)
+	VMOVUPD Z7, 448(DI)
+	VZEROUPPER
+	RET
+
+// func affineAVX512(x, y *float32, n int, m, a, b float32): y[i] = ((x[i] − m)·a) + b,
+// three rounded float32 operations (no FMA), n a multiple of 16.
+TEXT ·affineAVX512(SB), NOSPLIT, $0-36
+	MOVQ x+0(FP), SI
+	MOVQ y+8(FP), DI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS m+24(FP), Z1
+	VBROADCASTSS a+28(FP), Z2
+	VBROADCASTSS b+32(FP), Z3
+affloop:
+	CMPQ CX, $32
+	JLT afftail
+	VMOVUPS (SI), Z4
+	VMOVUPS 64(SI), Z5
+	VSUBPS Z1, Z4, Z4
+	VSUBPS Z1, Z5, Z5
+	VMULPS Z2, Z4, Z4
+	VMULPS Z2, Z5, Z5
+	VADDPS Z3, Z4, Z4
+	VADDPS Z3, Z5, Z5
+	VMOVUPS Z4, (DI)
+	VMOVUPS Z5, 64(DI)
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP affloop
+afftail:
+	CMPQ CX, $16
+	JLT affdone
+	VMOVUPS (SI), Z4
+	VSUBPS Z1, Z4, Z4
+	VMULPS Z2, Z4, Z4
+	VADDPS Z3, Z4, Z4
+	VMOVUPS Z4, (DI)
+affdone:
+	VZEROUPPER
+	RET
+
+// DX8(off): for the 8 elements at byte offset off of dy (BX), x (SI) and dx (DI), in
+// float64: xh = (x − mu)·rstd, t = rstd·(((dy·gc) − m1) − xh·m2), then dx += float32(t)
+// (mu, rstd, gc, m1, m2 in Z16–Z20; no FMA).
+#define DX8(off) \
+	VCVTPS2PD off(SI), Z4 \
+	VCVTPS2PD off(BX), Z5 \
+	VSUBPD Z16, Z4, Z4 \
+	VMULPD Z17, Z4, Z4 \
+	VMULPD Z18, Z5, Z5 \
+	VSUBPD Z19, Z5, Z5 \
+	VMULPD Z20, Z4, Z4 \
+	VSUBPD Z4, Z5, Z5 \
+	VMULPD Z17, Z5, Z5 \
+	VCVTPD2PS Z5, Y6 \
+	VADDPS off(DI), Y6, Y6 \
+	VMOVUPS Y6, off(DI)
+
+// func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64): DX8 over
+// n elements, n a multiple of 16.
+TEXT ·gnDxAVX512(SB), NOSPLIT, $0-72
+	MOVQ dy+0(FP), BX
+	MOVQ x+8(FP), SI
+	MOVQ dx+16(FP), DI
+	MOVQ n+24(FP), CX
+	VBROADCASTSD mu+32(FP), Z16
+	VBROADCASTSD rstd+40(FP), Z17
+	VBROADCASTSD gc+48(FP), Z18
+	VBROADCASTSD m1+56(FP), Z19
+	VBROADCASTSD m2+64(FP), Z20
+dxloop:
+	CMPQ CX, $16
+	JLT dxdone
+	DX8(0)
+	DX8(32)
+	ADDQ $64, BX
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP dxloop
+dxdone:
+	VZEROUPPER
+	RET
