@@ -57,9 +57,10 @@ func groupNormItem[T Float](j *job[T], ng int) {
 		for cc := 0; cc < cpg; cc++ {
 			a, b := tr*gs[c0+cc], bs[c0+cc]
 			src, dst := seg[cc*s.HW:(cc+1)*s.HW], out[cc*s.HW:(cc+1)*s.HW]
-			gnAffine(src, dst, tm, a, b)
 			if j.kind == jGroupNormSiLU {
-				siluInPlace(dst)
+				gnAffineSiLU(src, dst, tm, a, b)
+			} else {
+				gnAffine(src, dst, tm, a, b)
 			}
 		}
 	}
@@ -159,16 +160,10 @@ func groupNormBwdItem[T Float](j *job[T], wk, ng int) {
 	for cc := 0; cc < cpg; cc++ {
 		c := c0 + cc
 		lo, hi := cc*s.HW, (cc+1)*s.HW
-		if gv != nil {
-			tm, tr := st[2*ng], st[2*ng+1]
-			gnAffine(xg[lo:hi], nv, tm, tr*gs[c], bs[c])
-			clear(gv[lo:hi])
-			siluBwdSlice(nv, dyg[lo:hi], gv[lo:hi])
-		}
 		gc := float64(gs[c])
-		var a, b float64 // Σ dy, Σ dy·x̂ over the channel
+		var a, b float64 // Σ dy, Σ dy·x̂ over the channel (dy: gn for GroupNormSiLUBackward)
 		if gv != nil {
-			a, b = gnSumDyDyXhat(gv[lo:hi], xg[lo:hi], mu, rstd)
+			a, b = gnSiLUGrad(xg[lo:hi], dyg[lo:hi], nv, gv[lo:hi], st[2*ng], st[2*ng+1]*gs[c], bs[c], mu, rstd)
 		} else {
 			a, b = gnSumDyDyXhat(dyg[lo:hi], xg[lo:hi], mu, rstd)
 		}

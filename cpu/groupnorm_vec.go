@@ -68,3 +68,30 @@ func gnDx[T Float](dy, x, dx []T, mu, rstd, gc, m1, m2 float64) {
 		dx[i] += T(rstd * (float64(dy[i])*gc - m1 - xh*m2))
 	}
 }
+
+// gnAffineSiLU is gnAffine followed by SiLU's loop in place (siluInPlace). With AVX-512
+// for both, vec.AffineSiLU does the same in one pass (bit for bit).
+func gnAffineSiLU[T Float](src, dst []T, m, a, b T) {
+	if s32, ok := any(src).([]float32); ok && useAVX512GroupNorm && useAVX512 {
+		vec.AffineSiLU(s32, any(dst).([]float32), any(m).(float32), any(a).(float32), any(b).(float32))
+		return
+	}
+	gnAffine(src, dst, m, a, b)
+	siluInPlace(dst[:len(src)])
+}
+
+// gnSiLUGrad writes gn = SiLU'(n)·dy with n = (x − m)·a + b (gnAffine into the scratch nv,
+// then SiLUBackward's loop into gn cleared to zeros) and returns gnSumDyDyXhat(gn, x, mu,
+// rstd): GroupNormSiLUBackward's recomputation for one channel. With AVX-512 for both
+// group norm and SiLU, vec.GroupNormSiLUGrad does the same in one pass (bit for bit; nv
+// unused).
+func gnSiLUGrad[T Float](x, dy, nv, gn []T, m, a, b T, mu, rstd float64) (float64, float64) {
+	if x32, ok := any(x).([]float32); ok && useAVX512GroupNorm && useAVX512 {
+		return vec.GroupNormSiLUGrad(x32, any(dy).([]float32), any(gn).([]float32),
+			any(m).(float32), any(a).(float32), any(b).(float32), mu, rstd)
+	}
+	gnAffine(x, nv, m, a, b)
+	clear(gn)
+	siluBwdSlice(nv, dy, gn)
+	return gnSumDyDyXhat(gn, x, mu, rstd)
+}

@@ -25,14 +25,14 @@ var gnShapes = []ops.NormShape{
 	{N: 1, C: 96, HW: 49, G: 32, Eps: 1e-5},
 }
 
-// gnOutputs runs the group norm family on the float32 backend, with the AVX-512 kernels
-// or without, and returns every result by name: GroupNorm and GroupNormSiLU with
+// gnOutputs runs the group norm family on the float32 backend, with group norm's AVX-512
+// kernels or without (avx), SiLU's or without (siluAVX), and returns every result by name: GroupNorm and GroupNormSiLU with
 // their backward passes (into non-zero dx, dgamma, dbeta), and the unfused
 // compositions that the fused ops must equal bit for bit.
-func gnOutputs(t *testing.T, s ops.NormShape, avx bool) map[string][]float32 {
+func gnOutputs(t *testing.T, s ops.NormShape, avx, siluAVX bool) map[string][]float32 {
 	t.Helper()
-	defer func(v bool) { useAVX512GroupNorm = v }(useAVX512GroupNorm)
-	useAVX512GroupNorm = avx
+	defer func(v, w bool) { useAVX512GroupNorm, useAVX512 = v, w }(useAVX512GroupNorm, useAVX512)
+	useAVX512GroupNorm, useAVX512 = avx, siluAVX
 	r := rand.New(rand.NewSource(int64(s.N*1000 + s.C*10 + s.HW)))
 	be := New()
 	n := s.N * s.C * s.HW
@@ -92,15 +92,15 @@ func gnOutputs(t *testing.T, s ops.NormShape, avx bool) map[string][]float32 {
 }
 
 // TestGroupNormSiLUFusedBitExact: GroupNormSiLU and GroupNormSiLUBackward equal the
-// unfused compositions bit for bit, with the AVX-512 kernels and without.
+// unfused compositions bit for bit, with each of group norm's and SiLU's AVX-512 kernels
+// and without.
 func TestGroupNormSiLUFusedBitExact(t *testing.T) {
-	for _, avx := range []bool{false, true} {
-		if avx && !vec.Available {
-			t.Log("no AVX-512 on this CPU: scalar path only")
+	for _, avx := range [][2]bool{{false, false}, {true, true}, {true, false}, {false, true}} {
+		if (avx[0] || avx[1]) && !vec.Available {
 			continue
 		}
 		for _, s := range gnShapes {
-			o := gnOutputs(t, s, avx)
+			o := gnOutputs(t, s, avx[0], avx[1])
 			for _, name := range []string{"y", "stats", "dx", "dgamma", "dbeta"} {
 				got, want := o["silu "+name], o["unfused silu "+name]
 				for i := range want {
@@ -131,7 +131,7 @@ func TestGroupNormVecMatchesScalar(t *testing.T) {
 	}
 	const eps = 8.0 / (1 << 24)
 	for _, s := range gnShapes {
-		got, want := gnOutputs(t, s, true), gnOutputs(t, s, false)
+		got, want := gnOutputs(t, s, true, true), gnOutputs(t, s, false, true)
 		for _, name := range []string{"y", "stats", "dx", "dgamma", "dbeta", "silu y", "silu dx", "silu dgamma", "silu dbeta"} {
 			g, w := got[name], want[name]
 			same, worst := 0, 0.0

@@ -104,3 +104,67 @@ func TestGroupNormElementwise(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupNormSiLUGrad: the one-pass kernel equals Affine, SiLUBackward into zeros
+// and SumDyDyXhat bit for bit, including where gn is ±0 and at large |n|.
+func TestGroupNormSiLUGrad(t *testing.T) {
+	if !Available {
+		t.Skip("no AVX-512 on this CPU")
+	}
+	r := rand.New(rand.NewSource(7))
+	for _, n := range gnLengths {
+		x, dy := gnData(r, n, 2), gnData(r, n, 0)
+		for i := 0; i < n; i += 13 {
+			dy[i] = 0 // gn = +0 from dy·… = ±0
+			if i+5 < n {
+				x[i+5] = float32(60 * r.NormFloat64()) // saturated SiLU
+			}
+		}
+		m, a, b := float32(1.93), float32(3.1), float32(-0.3)
+		mu, rstd := 1.9, 0.97
+		gn := make([]float32, n+3)
+		ga, gb := GroupNormSiLUGrad(x, dy, gn[:n], m, a, b, mu, rstd)
+		nv, want := make([]float32, n), make([]float32, n)
+		Affine(x, nv, m, a, b)
+		SiLUBackward(nv, dy, want)
+		wa, wb := SumDyDyXhat(want, x, mu, rstd)
+		for i := range want {
+			if math.Float32bits(gn[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d: gn[%d] = %v, want %v", n, i, gn[i], want[i])
+			}
+		}
+		if gn[n] != 0 {
+			t.Fatalf("n=%d: wrote past len(gn)", n)
+		}
+		if ga != wa || gb != wb {
+			t.Errorf("n=%d: sums %v, %v, want %v, %v", n, ga, gb, wa, wb)
+		}
+	}
+}
+
+// TestAffineSiLU: the one-pass kernel equals Affine then SiLU bit for bit.
+func TestAffineSiLU(t *testing.T) {
+	if !Available {
+		t.Skip("no AVX-512 on this CPU")
+	}
+	r := rand.New(rand.NewSource(8))
+	for _, n := range gnLengths {
+		x := gnData(r, n, 2)
+		for i := 0; i+5 < n; i += 13 {
+			x[i+5] = float32(60 * r.NormFloat64())
+		}
+		m, a, b := float32(1.93), float32(3.1), float32(-0.3)
+		y, want := make([]float32, n+3), make([]float32, n)
+		AffineSiLU(x, y[:n], m, a, b)
+		Affine(x, want, m, a, b)
+		SiLU(want, want)
+		for i := range want {
+			if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d: y[%d] = %v, want %v", n, i, y[i], want[i])
+			}
+		}
+		if y[n] != 0 {
+			t.Fatalf("n=%d: wrote past len(x)", n)
+		}
+	}
+}

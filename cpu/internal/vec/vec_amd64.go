@@ -259,3 +259,59 @@ func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64) {
 		copy(dx[n:], bdx[:t])
 	}
 }
+
+//go:noescape
+func gnSiLUGradAVX512(x, dy, gn *float32, n int, m, a, b float32, mu, rstd float64, p *[64]float64)
+
+// GroupNormSiLUGrad is, in one pass, Affine(x, nv, m, a, b), SiLUBackward(nv, dy, gn)
+// into gn cleared to zeros, and SumDyDyXhat(gn, x, mu, rstd), whose two sums it
+// returns: the gradient at the input of the SiLU that follows a group norm and that
+// gradient's sums for the norm's backward, bit for bit as those three calls (x and dy
+// at least as long as gn). It panics when !Available.
+func GroupNormSiLUGrad(x, dy, gn []float32, m, a, b float32, mu, rstd float64) (float64, float64) {
+	if !Available {
+		panic("vec.GroupNormSiLUGrad: no AVX-512")
+	}
+	var p [64]float64
+	x, dy = x[:len(gn)], dy[:len(gn)]
+	n := len(gn) &^ 31
+	if n > 0 {
+		gnSiLUGradAVX512(&x[0], &dy[0], &gn[0], n, m, a, b, mu, rstd, &p)
+	}
+	if n < len(gn) {
+		tx, tdy, tg := x[n:], dy[n:], gn[n:]
+		var nv [32]float32
+		Affine(tx, nv[:], m, a, b)
+		clear(tg)
+		SiLUBackward(nv[:len(tg)], tdy, tg)
+		for i, g := range tg {
+			d := float64(g)
+			p[i] += d
+			p[32+i] = math.FMA(d, (float64(tx[i])-mu)*rstd, p[32+i])
+		}
+	}
+	return combine32((*[32]float64)(p[:32])), combine32((*[32]float64)(p[32:]))
+}
+
+//go:noescape
+func affineSiLUAVX512(x, y *float32, n int, m, a, b float32)
+
+// AffineSiLU is Affine(x, y, m, a, b) followed by SiLU(y, y) in one pass, bit for bit as
+// those two calls: a group norm's normalisation and the SiLU after it. It panics when
+// !Available.
+func AffineSiLU(x, y []float32, m, a, b float32) {
+	if !Available {
+		panic("vec.AffineSiLU: no AVX-512")
+	}
+	n := len(x) &^ 15
+	y = y[:len(x)]
+	if n > 0 {
+		affineSiLUAVX512(&x[0], &y[0], n, m, a, b)
+	}
+	if t := len(x) - n; t > 0 {
+		var bx, by [16]float32
+		copy(bx[:], x[n:])
+		affineSiLUAVX512(&bx[0], &by[0], 16, m, a, b)
+		copy(y[n:], by[:t])
+	}
+}

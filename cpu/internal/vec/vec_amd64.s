@@ -346,3 +346,114 @@ dxloop:
 dxdone:
 	VZEROUPPER
 	RET
+
+// GNSG16(off, a0, a1, b0, b1): 16 elements of GroupNormSiLUGrad at byte offset off of
+// x (SI), dy (BX) and gn (DI): n = ((x − m)·a) + b as affineAVX512 (m, a, b in
+// Z29–Z31), gn = 0 + dy·s·(1 + n·(1−s)) as siluBwdAVX512 into zeros, then for the
+// low and high 8 lanes a0/a1 += gn and b0/b1 = fma(gn, (x − mu)·rstd, b0/b1) in float64
+// as DYX8 (mu, rstd broadcast from (R8) and 8(R8)).
+#define GNSG16(off, a0, a1, b0, b1) \
+	VMOVUPS off(SI), Z0 \
+	VSUBPS Z29, Z0, Z0 \
+	VMULPS Z30, Z0, Z0 \
+	VADDPS Z31, Z0, Z0 \
+	VPXORD Z16, Z0, Z1 \
+	EXP16(Z1, Z2, Z3, Z4, Z5) \
+	VADDPS Z28, Z2, Z2 \
+	VDIVPS Z2, Z28, Z6 \
+	VSUBPS Z6, Z28, Z7 \
+	VMULPS Z7, Z0, Z7 \
+	VADDPS Z28, Z7, Z7 \
+	VMOVUPS off(BX), Z1 \
+	VMULPS Z6, Z1, Z1 \
+	VMULPS Z7, Z1, Z1 \
+	VPXORD Z2, Z2, Z2 \
+	VADDPS Z2, Z1, Z1 \
+	VMOVUPS Z1, off(DI) \
+	VCVTPS2PD Y1, Z2 \
+	VEXTRACTF64X4 $1, Z1, Y3 \
+	VCVTPS2PD Y3, Z3 \
+	VCVTPS2PD off(SI), Z4 \
+	VCVTPS2PD off+32(SI), Z5 \
+	VSUBPD.BCST (R8), Z4, Z4 \
+	VSUBPD.BCST (R8), Z5, Z5 \
+	VMULPD.BCST 8(R8), Z4, Z4 \
+	VMULPD.BCST 8(R8), Z5, Z5 \
+	VADDPD Z2, a0, a0 \
+	VADDPD Z3, a1, a1 \
+	VFMADD231PD Z4, Z2, b0 \
+	VFMADD231PD Z5, Z3, b1
+
+// func gnSiLUGradAVX512(x, dy, gn *float32, n int, m, a, b float32, mu, rstd float64, p *[64]float64):
+// GNSG16 over n elements, n a multiple of 32, the sums in the 32 partials of p (Σ gn in
+// p[0:32], Σ gn·x̂ in p[32:64]).
+TEXT ·gnSiLUGradAVX512(SB), NOSPLIT, $0-72
+	MOVQ x+0(FP), SI
+	MOVQ dy+8(FP), BX
+	MOVQ gn+16(FP), DI
+	MOVQ n+24(FP), CX
+	VBROADCASTSS m+32(FP), Z29
+	VBROADCASTSS a+36(FP), Z30
+	VBROADCASTSS b+40(FP), Z31
+	MOVQ p+64(FP), DX
+	LEAQ mu+48(FP), R8
+	EXPCONST
+	VMOVUPD (DX), Z8
+	VMOVUPD 64(DX), Z9
+	VMOVUPD 128(DX), Z10
+	VMOVUPD 192(DX), Z11
+	VMOVUPD 256(DX), Z12
+	VMOVUPD 320(DX), Z13
+	VMOVUPD 384(DX), Z14
+	VMOVUPD 448(DX), Z15
+gnsgloop:
+	CMPQ CX, $32
+	JLT gnsgdone
+	GNSG16(0, Z8, Z9, Z12, Z13)
+	GNSG16(64, Z10, Z11, Z14, Z15)
+	ADDQ $128, SI
+	ADDQ $128, BX
+	ADDQ $128, DI
+	SUBQ $32, CX
+	JMP gnsgloop
+gnsgdone:
+	VMOVUPD Z8, (DX)
+	VMOVUPD Z9, 64(DX)
+	VMOVUPD Z10, 128(DX)
+	VMOVUPD Z11, 192(DX)
+	VMOVUPD Z12, 256(DX)
+	VMOVUPD Z13, 320(DX)
+	VMOVUPD Z14, 384(DX)
+	VMOVUPD Z15, 448(DX)
+	VZEROUPPER
+	RET
+
+// func affineSiLUAVX512(x, y *float32, n int, m, a, b float32): v = ((x[i] − m)·a) + b as
+// affineAVX512, then y[i] = v/(1+exp(−v)) as siluAVX512; n a multiple of 16.
+TEXT ·affineSiLUAVX512(SB), NOSPLIT, $0-36
+	MOVQ x+0(FP), SI
+	MOVQ y+8(FP), DI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS m+24(FP), Z29
+	VBROADCASTSS a+28(FP), Z30
+	VBROADCASTSS b+32(FP), Z31
+	EXPCONST
+asloop:
+	CMPQ CX, $16
+	JLT asdone
+	VMOVUPS (SI), Z0
+	VSUBPS Z29, Z0, Z0
+	VMULPS Z30, Z0, Z0
+	VADDPS Z31, Z0, Z0
+	VPXORD Z16, Z0, Z1
+	EXP16(Z1, Z2, Z3, Z4, Z5)
+	VADDPS Z28, Z2, Z2
+	VDIVPS Z2, Z0, Z6
+	VMOVUPS Z6, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP asloop
+asdone:
+	VZEROUPPER
+	RET

@@ -35,3 +35,11 @@ func Affine(x, y []float32, m, a, b float32) { panic("vec.Affine: no AVX-512") }
 func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64) {
 	panic("vec.GroupNormDx: no AVX-512")
 }
+
+// GroupNormSiLUGrad panics: there is no kernel on this architecture.
+func GroupNormSiLUGrad(x, dy, gn []float32, m, a, b float32, mu, rstd float64) (float64, float64) {
+	panic("vec.GroupNormSiLUGrad: no AVX-512")
+}
+
+// AffineSiLU panics: there is no kernel on this architecture.
+func AffineSiLU(x, y []float32, m, a, b float32) { panic("vec.AffineSiLU: no AVX-512") }
