@@ -48,7 +48,11 @@ func groupNormItem[T Float](j *job[T], ng int) {
 	{
 		seg := xs[ng*m : (ng+1)*m]
 		mu := gnSum64(seg) / float64(m)
-		ss := gnSumSqDev64(seg, mu)
+		var w []T // GroupNorm: y, prefetched during the second pass (GroupNormSiLU's third pass is long enough to hide its own misses)
+		if j.kind == jGroupNorm {
+			w = ys[ng*m : (ng+1)*m]
+		}
+		ss := gnSumSqDev64(seg, mu, w)
 		rstd := 1 / math.Sqrt(ss/float64(m)+float64(s.Eps))
 		st[2*ng], st[2*ng+1] = T(mu), T(rstd)
 		tm, tr := T(mu), T(rstd)
@@ -148,6 +152,10 @@ func groupNormBwdItem[T Float](j *job[T], wk, ng int) {
 	cpg := s.C / s.G
 	m := cpg * s.HW
 	xg, dyg := xs[ng*m:(ng+1)*m], dys[ng*m:(ng+1)*m]
+	var dxg []T // nil when dx is not wanted
+	if dxs != nil {
+		dxg = dxs[ng*m : (ng+1)*m]
+	}
 	var nv, gv []T
 	if j.kind == jGroupNormSiLUGrad {
 		w := j.sets[0][wk]
@@ -161,11 +169,15 @@ func groupNormBwdItem[T Float](j *job[T], wk, ng int) {
 		c := c0 + cc
 		lo, hi := cc*s.HW, (cc+1)*s.HW
 		gc := float64(gs[c])
+		var w []T // GroupNormSiLUBackward: dx of the channel, prefetched during the long SiLU pass for the dx pass
+		if dxg != nil && gv != nil {
+			w = dxg[lo:hi]
+		}
 		var a, b float64 // Σ dy, Σ dy·x̂ over the channel (dy: gn for GroupNormSiLUBackward)
 		if gv != nil {
-			a, b = gnSiLUGrad(xg[lo:hi], dyg[lo:hi], nv, gv[lo:hi], st[2*ng], st[2*ng+1]*gs[c], bs[c], mu, rstd)
+			a, b = gnSiLUGrad(xg[lo:hi], dyg[lo:hi], nv, gv[lo:hi], st[2*ng], st[2*ng+1]*gs[c], bs[c], mu, rstd, w)
 		} else {
-			a, b = gnSumDyDyXhat(dyg[lo:hi], xg[lo:hi], mu, rstd)
+			a, b = gnSumDyDyXhat(dyg[lo:hi], xg[lo:hi], mu, rstd, w)
 		}
 		sdy[n*s.C+c], sdyx[n*s.C+c] = a, b
 		m1 += a * gc
@@ -177,7 +189,6 @@ func groupNormBwdItem[T Float](j *job[T], wk, ng int) {
 	if gv != nil {
 		dyg = gv
 	}
-	dxg := dxs[ng*m : (ng+1)*m]
 	m1 /= float64(m)
 	m2 /= float64(m)
 	for cc := 0; cc < cpg; cc++ {

@@ -25,18 +25,20 @@ func gnSum64[T Float](v []T) float64 {
 }
 
 // gnSumSqDev64 is Σ (v[i] − mu)² in float64 (vec.SumSqDev64 or sumSqDev64, as gnSum64).
-func gnSumSqDev64[T Float](v []T, mu float64) float64 {
+// The vector kernel prefetches w (the output that the caller writes next: nil, or at
+// least as long as v) meanwhile, so that the writes find their lines in cache.
+func gnSumSqDev64[T Float](v []T, mu float64, w []T) float64 {
 	if v32, ok := any(v).([]float32); ok && useAVX512GroupNorm {
-		return vec.SumSqDev64(v32, mu)
+		return vec.SumSqDev64(v32, mu, any(w).([]float32))
 	}
 	return sumSqDev64(v, mu)
 }
 
 // gnSumDyDyXhat is (Σ dy[i], Σ dy[i]·x̂[i]) with x̂[i] = (x[i] − mu)·rstd
-// (vec.SumDyDyXhat or sumDyDyXhat, as gnSum64).
-func gnSumDyDyXhat[T Float](dy, x []T, mu, rstd float64) (float64, float64) {
+// (vec.SumDyDyXhat or sumDyDyXhat, as gnSum64), prefetching w as gnSumSqDev64.
+func gnSumDyDyXhat[T Float](dy, x []T, mu, rstd float64, w []T) (float64, float64) {
 	if dy32, ok := any(dy).([]float32); ok && useAVX512GroupNorm {
-		return vec.SumDyDyXhat(dy32, any(x).([]float32), mu, rstd)
+		return vec.SumDyDyXhat(dy32, any(x).([]float32), mu, rstd, any(w).([]float32))
 	}
 	return sumDyDyXhat(dy, x, mu, rstd)
 }
@@ -82,16 +84,16 @@ func gnAffineSiLU[T Float](src, dst []T, m, a, b T) {
 
 // gnSiLUGrad writes gn = SiLU'(n)·dy with n = (x − m)·a + b (gnAffine into the scratch nv,
 // then SiLUBackward's loop into gn cleared to zeros) and returns gnSumDyDyXhat(gn, x, mu,
-// rstd): GroupNormSiLUBackward's recomputation for one channel. With AVX-512 for both
+// rstd, w): GroupNormSiLUBackward's recomputation for one channel. With AVX-512 for both
 // group norm and SiLU, vec.GroupNormSiLUGrad does the same in one pass (bit for bit; nv
-// unused).
-func gnSiLUGrad[T Float](x, dy, nv, gn []T, m, a, b T, mu, rstd float64) (float64, float64) {
+// unused), prefetching w.
+func gnSiLUGrad[T Float](x, dy, nv, gn []T, m, a, b T, mu, rstd float64, w []T) (float64, float64) {
 	if x32, ok := any(x).([]float32); ok && useAVX512GroupNorm && useAVX512 {
 		return vec.GroupNormSiLUGrad(x32, any(dy).([]float32), any(gn).([]float32),
-			any(m).(float32), any(a).(float32), any(b).(float32), mu, rstd)
+			any(m).(float32), any(a).(float32), any(b).(float32), mu, rstd, any(w).([]float32))
 	}
 	gnAffine(x, nv, m, a, b)
 	clear(gn)
 	siluBwdSlice(nv, dy, gn)
-	return gnSumDyDyXhat(gn, x, mu, rstd)
+	return gnSumDyDyXhat(gn, x, mu, rstd, w)
 }

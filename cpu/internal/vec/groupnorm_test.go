@@ -49,10 +49,10 @@ func TestGroupNormSums(t *testing.T) {
 		if got, want := Sum64(x), refCombine(ps[:]); got != want {
 			t.Errorf("n=%d: Sum64 = %v, want %v", n, got, want)
 		}
-		if got, want := SumSqDev64(x, mu), refCombine(pq[:]); got != want {
+		if got, want := SumSqDev64(x, mu, nil), refCombine(pq[:]); got != want {
 			t.Errorf("n=%d: SumSqDev64 = %v, want %v", n, got, want)
 		}
-		a, b := SumDyDyXhat(dy, x, mu, rstd)
+		a, b := SumDyDyXhat(dy, x, mu, rstd, dy)
 		if wa, wb := refCombine(pa[:]), refCombine(pb[:]); a != wa || b != wb {
 			t.Errorf("n=%d: SumDyDyXhat = %v, %v, want %v, %v", n, a, b, wa, wb)
 		}
@@ -123,11 +123,11 @@ func TestGroupNormSiLUGrad(t *testing.T) {
 		m, a, b := float32(1.93), float32(3.1), float32(-0.3)
 		mu, rstd := 1.9, 0.97
 		gn := make([]float32, n+3)
-		ga, gb := GroupNormSiLUGrad(x, dy, gn[:n], m, a, b, mu, rstd)
+		ga, gb := GroupNormSiLUGrad(x, dy, gn[:n], m, a, b, mu, rstd, gn)
 		nv, want := make([]float32, n), make([]float32, n)
 		Affine(x, nv, m, a, b)
 		SiLUBackward(nv, dy, want)
-		wa, wb := SumDyDyXhat(want, x, mu, rstd)
+		wa, wb := SumDyDyXhat(want, x, mu, rstd, nil)
 		for i := range want {
 			if math.Float32bits(gn[i]) != math.Float32bits(want[i]) {
 				t.Fatalf("n=%d: gn[%d] = %v, want %v", n, i, gn[i], want[i])

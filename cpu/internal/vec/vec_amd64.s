@@ -179,13 +179,15 @@ sumdone:
 	VZEROUPPER
 	RET
 
-// func sumSqDev64AVX512(x *float32, n int, mu float64, p *[32]float64):
-// p[k] = fma(d, d, p[k]) with d = x[i] − mu (float64), for i ≡ k (mod 32).
-TEXT ·sumSqDev64AVX512(SB), NOSPLIT, $0-32
+// func sumSqDev64AVX512(x *float32, n int, mu float64, p *[32]float64, w *float32):
+// p[k] = fma(d, d, p[k]) with d = x[i] − mu (float64), for i ≡ k (mod 32); meanwhile
+// PREFETCHT0 of w's 4n bytes.
+TEXT ·sumSqDev64AVX512(SB), NOSPLIT, $0-40
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
 	VBROADCASTSD mu+16(FP), Z8
 	MOVQ p+24(FP), DI
+	MOVQ w+32(FP), R9
 	VMOVUPD (DI), Z0
 	VMOVUPD 64(DI), Z1
 	VMOVUPD 128(DI), Z2
@@ -193,6 +195,9 @@ TEXT ·sumSqDev64AVX512(SB), NOSPLIT, $0-32
 sqloop:
 	CMPQ CX, $32
 	JLT sqdone
+	PREFETCHT0 (R9)
+	PREFETCHT0 64(R9)
+	ADDQ $128, R9
 	VCVTPS2PD (SI), Z4
 	VCVTPS2PD 32(SI), Z5
 	VCVTPS2PD 64(SI), Z6
@@ -226,15 +231,17 @@ sqdone:
 	VADDPD Z18, a, a \
 	VFMADD231PD Z19, Z18, b
 
-// func sumDyDyXhatAVX512(dy, x *float32, n int, mu, rstd float64, p *[64]float64):
-// for i ≡ k (mod 32), p[k] += dy[i] and p[32+k] = fma(dy[i], (x[i] − mu)·rstd, p[32+k]).
-TEXT ·sumDyDyXhatAVX512(SB), NOSPLIT, $0-48
+// func sumDyDyXhatAVX512(dy, x *float32, n int, mu, rstd float64, p *[64]float64, w *float32):
+// for i ≡ k (mod 32), p[k] += dy[i] and p[32+k] = fma(dy[i], (x[i] − mu)·rstd, p[32+k]);
+// meanwhile PREFETCHT0 of w's 4n bytes.
+TEXT ·sumDyDyXhatAVX512(SB), NOSPLIT, $0-56
 	MOVQ dy+0(FP), BX
 	MOVQ x+8(FP), SI
 	MOVQ n+16(FP), CX
 	VBROADCASTSD mu+24(FP), Z16
 	VBROADCASTSD rstd+32(FP), Z17
 	MOVQ p+40(FP), DI
+	MOVQ w+48(FP), R9
 	VMOVUPD (DI), Z0
 	VMOVUPD 64(DI), Z1
 	VMOVUPD 128(DI), Z2
@@ -246,6 +253,9 @@ TEXT ·sumDyDyXhatAVX512(SB), NOSPLIT, $0-48
 dyxloop:
 	CMPQ CX, $32
 	JLT dyxdone
+	PREFETCHT0 (R9)
+	PREFETCHT0 64(R9)
+	ADDQ $128, R9
 	DYX8(0, Z0, Z4)
 	DYX8(32, Z1, Z5)
 	DYX8(64, Z2, Z6)
@@ -384,10 +394,10 @@ dxdone:
 	VFMADD231PD Z4, Z2, b0 \
 	VFMADD231PD Z5, Z3, b1
 
-// func gnSiLUGradAVX512(x, dy, gn *float32, n int, m, a, b float32, mu, rstd float64, p *[64]float64):
+// func gnSiLUGradAVX512(x, dy, gn *float32, n int, m, a, b float32, mu, rstd float64, p *[64]float64, w *float32):
 // GNSG16 over n elements, n a multiple of 32, the sums in the 32 partials of p (Σ gn in
-// p[0:32], Σ gn·x̂ in p[32:64]).
-TEXT ·gnSiLUGradAVX512(SB), NOSPLIT, $0-72
+// p[0:32], Σ gn·x̂ in p[32:64]); meanwhile PREFETCHT0 of w's 4n bytes.
+TEXT ·gnSiLUGradAVX512(SB), NOSPLIT, $0-80
 	MOVQ x+0(FP), SI
 	MOVQ dy+8(FP), BX
 	MOVQ gn+16(FP), DI
@@ -397,6 +407,7 @@ TEXT ·gnSiLUGradAVX512(SB), NOSPLIT, $0-72
 	VBROADCASTSS b+40(FP), Z31
 	MOVQ p+64(FP), DX
 	LEAQ mu+48(FP), R8
+	MOVQ w+72(FP), R9
 	EXPCONST
 	VMOVUPD (DX), Z8
 	VMOVUPD 64(DX), Z9
@@ -409,6 +420,9 @@ TEXT ·gnSiLUGradAVX512(SB), NOSPLIT, $0-72
 gnsgloop:
 	CMPQ CX, $32
 	JLT gnsgdone
+	PREFETCHT0 (R9)
+	PREFETCHT0 64(R9)
+	ADDQ $128, R9
 	GNSG16(0, Z8, Z9, Z12, Z13)
 	GNSG16(64, Z10, Z11, Z14, Z15)
 	ADDQ $128, SI

@@ -21,10 +21,10 @@ func BF16() (avx512bf16, amxbf16 bool) { return false, false }
 func Sum64(x []float32) float64 { panic("vec.Sum64: no AVX-512") }
 
 // SumSqDev64 panics: there is no kernel on this architecture.
-func SumSqDev64(x []float32, mu float64) float64 { panic("vec.SumSqDev64: no AVX-512") }
+func SumSqDev64(x []float32, mu float64, w []float32) float64 { panic("vec.SumSqDev64: no AVX-512") }
 
 // SumDyDyXhat panics: there is no kernel on this architecture.
-func SumDyDyXhat(dy, x []float32, mu, rstd float64) (float64, float64) {
+func SumDyDyXhat(dy, x []float32, mu, rstd float64, w []float32) (float64, float64) {
 	panic("vec.SumDyDyXhat: no AVX-512")
 }
 
@@ -37,7 +37,7 @@ func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64) {
 }
 
 // GroupNormSiLUGrad panics: there is no kernel on this architecture.
-func GroupNormSiLUGrad(x, dy, gn []float32, m, a, b float32, mu, rstd float64) (float64, float64) {
+func GroupNormSiLUGrad(x, dy, gn []float32, m, a, b float32, mu, rstd float64, w []float32) (float64, float64) {
 	panic("vec.GroupNormSiLUGrad: no AVX-512")
 }
 
