@@ -15,7 +15,7 @@ func checkNorm(op string, s ops.NormShape) {
 
 // GroupNorm (ops.Backend.GroupNorm): per (n, g), over the M = (C/G)·HW elements of channels [g·C/G, (g+1)·C/G),
 // μ and σ² in two passes in float64 with four partial sums (see sum64; on the float32 backend with AVX-512, 32 partial
-// sums: see groupnorm_vec.go). (n, g) pairs run in parallel.
+// sums: see groupnorm_vec.go). (n, g) pairs run in parallel, gnChunk consecutive ones per item.
 func (be *Backend[T]) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
 	be.groupNorm("GroupNorm", jGroupNorm, s, x, gamma, beta, y, stats)
 }
@@ -37,16 +37,29 @@ func (be *Backend[T]) groupNorm(op string, kind jobKind, s ops.NormShape, x, gam
 	j := be.newJob(kind)
 	j.norm = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = xs, gs, bs, ys, st
-	be.forEach(j, s.N*s.G)
+	be.forEach(j, gnItems(s))
 }
 
-// groupNormItem normalises group ng = n·G + g.
-func groupNormItem[T Float](j *job[T], ng int) {
+// gnChunk is the number of (n, g) groups in one item of a group norm job: consecutive groups, so that an item's
+// last pass over a group can prefetch the next group's inputs (into L2, where the next group's first pass finds
+// them). Eight keeps ≥ 8 items per worker at the smallest U-Net layer of a batch of 64 (2048 groups).
+const gnChunk = 8
+
+// gnItems is the number of items of a group norm job: groups [i·gnChunk, (i+1)·gnChunk) ∩ [0, N·G) for item i.
+func gnItems(s ops.NormShape) int { return (s.N*s.G + gnChunk - 1) / gnChunk }
+
+// groupNormItem normalises the groups ng = n·G + g of item i (see gnItems).
+func groupNormItem[T Float](j *job[T], i int) {
 	s, xs, gs, bs, ys, st := j.norm, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
 	cpg := s.C / s.G
 	m := cpg * s.HW
-	{
+	last := min((i+1)*gnChunk, s.N*s.G) - 1
+	for ng := i * gnChunk; ng <= last; ng++ {
 		seg := xs[ng*m : (ng+1)*m]
+		var next []T // the next group's x, prefetched during the last pass (nil: none in this item)
+		if ng < last {
+			next = xs[(ng+1)*m : (ng+2)*m]
+		}
 		mu := gnSum64(seg) / float64(m)
 		var w []T // GroupNorm: y, prefetched during the second pass (GroupNormSiLU's third pass is long enough to hide its own misses)
 		if j.kind == jGroupNorm {
@@ -60,11 +73,15 @@ func groupNormItem[T Float](j *job[T], ng int) {
 		out := ys[ng*m : (ng+1)*m]
 		for cc := 0; cc < cpg; cc++ {
 			a, b := tr*gs[c0+cc], bs[c0+cc]
-			src, dst := seg[cc*s.HW:(cc+1)*s.HW], out[cc*s.HW:(cc+1)*s.HW]
-			if j.kind == jGroupNormSiLU {
-				gnAffineSiLU(src, dst, tm, a, b)
+			lo, hi := cc*s.HW, (cc+1)*s.HW
+			var pf []T
+			if next != nil {
+				pf = next[lo:hi]
+			}
+			if j.kind == jGroupNorm {
+				gnAffine(seg[lo:hi], out[lo:hi], tm, a, b, pf)
 			} else {
-				gnAffine(src, dst, tm, a, b)
+				gnAffineSiLU(seg[lo:hi], out[lo:hi], tm, a, b, pf)
 			}
 		}
 	}
@@ -127,7 +144,7 @@ func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, bs, st, dys, dx
 	j.norm = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4], j.a[5] = xs, gs, st, dys, dxs, bs
 	j.sums[0], j.sums[1] = sdy, sdyx
-	be.forEach(j, s.N*s.G)
+	be.forEach(j, gnItems(s))
 	for c := 0; c < s.C; c++ {
 		var a, b float64
 		for n := 0; n < s.N; n++ {
@@ -143,15 +160,29 @@ func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, bs, st, dys, dx
 	}
 }
 
-// groupNormBwdItem computes group ng's per-channel sums and (when dx is wanted) its dx, on worker wk. For
-// GroupNormSiLUBackward (jGroupNormSiLUGrad) it first writes each channel's n and gn into the worker's scratch
-// (see GroupNormSiLUBackward) and uses gn as dy.
-func groupNormBwdItem[T Float](j *job[T], wk, ng int) {
+// groupNormBwdItem runs groupNormBwdGroup on the groups of item i (see gnItems) on worker wk. GroupNormBackward
+// prefetches the next group's x and dy during a group's dx pass; GroupNormSiLUBackward does not (its first pass
+// computes long enough to hide its own misses, and measured no faster with it).
+func groupNormBwdItem[T Float](j *job[T], wk, i int) {
+	last := min((i+1)*gnChunk, j.norm.N*j.norm.G) - 1
+	for ng := i * gnChunk; ng <= last; ng++ {
+		groupNormBwdGroup(j, wk, ng, ng < last && j.kind == jGroupNormBwd)
+	}
+}
+
+// groupNormBwdGroup computes group ng's per-channel sums and (when dx is wanted) its dx, on worker wk, prefetching
+// the next group's x and dy during the dx pass when hasNext. For GroupNormSiLUBackward (jGroupNormSiLUGrad) it first
+// writes each channel's n and gn into the worker's scratch (see GroupNormSiLUBackward) and uses gn as dy.
+func groupNormBwdGroup[T Float](j *job[T], wk, ng int, hasNext bool) {
 	s, xs, gs, st, dys, dxs, bs := j.norm, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4], j.a[5]
 	sdy, sdyx := j.sums[0], j.sums[1]
 	cpg := s.C / s.G
 	m := cpg * s.HW
 	xg, dyg := xs[ng*m:(ng+1)*m], dys[ng*m:(ng+1)*m]
+	var nx, ndy []T // the next group's x and dy (nil: none in this item)
+	if hasNext {
+		nx, ndy = xs[(ng+1)*m:(ng+2)*m], dys[(ng+1)*m:(ng+2)*m]
+	}
 	var dxg []T // nil when dx is not wanted
 	if dxs != nil {
 		dxg = dxs[ng*m : (ng+1)*m]
@@ -193,7 +224,11 @@ func groupNormBwdItem[T Float](j *job[T], wk, ng int) {
 	m2 /= float64(m)
 	for cc := 0; cc < cpg; cc++ {
 		lo, hi := cc*s.HW, (cc+1)*s.HW
-		gnDx(dyg[lo:hi], xg[lo:hi], dxg[lo:hi], mu, rstd, float64(gs[c0+cc]), m1, m2)
+		var pf1, pf2 []T
+		if hasNext {
+			pf1, pf2 = nx[lo:hi], ndy[lo:hi]
+		}
+		gnDx(dyg[lo:hi], xg[lo:hi], dxg[lo:hi], mu, rstd, float64(gs[c0+cc]), m1, m2, pf1, pf2)
 	}
 }
 

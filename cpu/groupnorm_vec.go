@@ -46,9 +46,10 @@ func gnSumDyDyXhat[T Float](dy, x []T, mu, rstd float64, w []T) (float64, float6
 // gnAffine is the normalisation of one channel: dst[i] = (src[i] − m)·a + b in T.
 // GroupNorm, GroupNormSiLU and GroupNormSiLUBackward's recomputation all call it, so
 // that they agree bit for bit on either path.
-func gnAffine[T Float](src, dst []T, m, a, b T) {
+// The vector kernel prefetches pf into L2 meanwhile (nil, or at least as long as src).
+func gnAffine[T Float](src, dst []T, m, a, b T, pf []T) {
 	if s32, ok := any(src).([]float32); ok && useAVX512GroupNorm {
-		vec.Affine(s32, any(dst).([]float32), any(m).(float32), any(a).(float32), any(b).(float32))
+		vec.Affine(s32, any(dst).([]float32), any(m).(float32), any(a).(float32), any(b).(float32), any(pf).([]float32))
 		return
 	}
 	dst = dst[:len(src)]
@@ -58,10 +59,11 @@ func gnAffine[T Float](src, dst []T, m, a, b T) {
 }
 
 // gnDx is group norm's dx over one channel: dx[i] += T(rstd·(dy[i]·gc − m1 − x̂·m2)) with
-// x̂ = (x[i] − mu)·rstd, in float64.
-func gnDx[T Float](dy, x, dx []T, mu, rstd, gc, m1, m2 float64) {
+// x̂ = (x[i] − mu)·rstd, in float64. The vector kernel prefetches pf1 and pf2 into L2 meanwhile (as gnAffine).
+func gnDx[T Float](dy, x, dx []T, mu, rstd, gc, m1, m2 float64, pf1, pf2 []T) {
 	if dy32, ok := any(dy).([]float32); ok && useAVX512GroupNorm {
-		vec.GroupNormDx(dy32, any(x).([]float32), any(dx).([]float32), mu, rstd, gc, m1, m2)
+		vec.GroupNormDx(dy32, any(x).([]float32), any(dx).([]float32), mu, rstd, gc, m1, m2,
+			any(pf1).([]float32), any(pf2).([]float32))
 		return
 	}
 	x, dx = x[:len(dy)], dx[:len(dy)]
@@ -73,12 +75,12 @@ func gnDx[T Float](dy, x, dx []T, mu, rstd, gc, m1, m2 float64) {
 
 // gnAffineSiLU is gnAffine followed by SiLU's loop in place (siluInPlace). With AVX-512
 // for both, vec.AffineSiLU does the same in one pass (bit for bit).
-func gnAffineSiLU[T Float](src, dst []T, m, a, b T) {
+func gnAffineSiLU[T Float](src, dst []T, m, a, b T, pf []T) {
 	if s32, ok := any(src).([]float32); ok && useAVX512GroupNorm && useAVX512 {
-		vec.AffineSiLU(s32, any(dst).([]float32), any(m).(float32), any(a).(float32), any(b).(float32))
+		vec.AffineSiLU(s32, any(dst).([]float32), any(m).(float32), any(a).(float32), any(b).(float32), any(pf).([]float32))
 		return
 	}
-	gnAffine(src, dst, m, a, b)
+	gnAffine(src, dst, m, a, b, pf)
 	siluInPlace(dst[:len(src)])
 }
 
@@ -92,7 +94,7 @@ func gnSiLUGrad[T Float](x, dy, nv, gn []T, m, a, b T, mu, rstd float64, w []T) 
 		return vec.GroupNormSiLUGrad(x32, any(dy).([]float32), any(gn).([]float32),
 			any(m).(float32), any(a).(float32), any(b).(float32), mu, rstd, any(w).([]float32))
 	}
-	gnAffine(x, nv, m, a, b)
+	gnAffine(x, nv, m, a, b, nil)
 	clear(gn)
 	siluBwdSlice(nv, dy, gn)
 	return gnSumDyDyXhat(gn, x, mu, rstd, w)

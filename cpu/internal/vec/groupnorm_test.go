@@ -76,7 +76,7 @@ func TestGroupNormElementwise(t *testing.T) {
 		x, dy, dx0 := gnData(r, n+3, 2), gnData(r, n, 0), gnData(r, n+3, 0)
 		m, a, b := float32(1.93), float32(0.71), float32(-0.3)
 		y := make([]float32, n+3)
-		Affine(x[:n], y, m, a, b)
+		Affine(x[:n], y, m, a, b, dy)
 		for i := range n {
 			if want := float32(float32(x[i]-m)*a) + b; y[i] != want {
 				t.Fatalf("n=%d: Affine[%d] = %v, want %v", n, i, y[i], want)
@@ -89,7 +89,7 @@ func TestGroupNormElementwise(t *testing.T) {
 		}
 		mu, rstd, gc, m1, m2 := 1.9, 0.97, 1.3, 0.01, -0.2
 		dx := append([]float32(nil), dx0...)
-		GroupNormDx(dy, x, dx, mu, rstd, gc, m1, m2)
+		GroupNormDx(dy, x, dx, mu, rstd, gc, m1, m2, x, nil)
 		for i := range n {
 			xh := float64(float64(x[i])-mu) * rstd
 			want := dx0[i] + float32(rstd*float64(float64(float64(dy[i])*gc)-m1-float64(xh*m2)))
@@ -125,7 +125,7 @@ func TestGroupNormSiLUGrad(t *testing.T) {
 		gn := make([]float32, n+3)
 		ga, gb := GroupNormSiLUGrad(x, dy, gn[:n], m, a, b, mu, rstd, gn)
 		nv, want := make([]float32, n), make([]float32, n)
-		Affine(x, nv, m, a, b)
+		Affine(x, nv, m, a, b, nil)
 		SiLUBackward(nv, dy, want)
 		wa, wb := SumDyDyXhat(want, x, mu, rstd, nil)
 		for i := range want {
@@ -155,8 +155,8 @@ func TestAffineSiLU(t *testing.T) {
 		}
 		m, a, b := float32(1.93), float32(3.1), float32(-0.3)
 		y, want := make([]float32, n+3), make([]float32, n)
-		AffineSiLU(x, y[:n], m, a, b)
-		Affine(x, want, m, a, b)
+		AffineSiLU(x, y[:n], m, a, b, x)
+		Affine(x, want, m, a, b, nil)
 		SiLU(want, want)
 		for i := range want {
 			if math.Float32bits(y[i]) != math.Float32bits(want[i]) {

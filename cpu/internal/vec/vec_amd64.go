@@ -134,10 +134,10 @@ func sumSqDev64AVX512(x *float32, n int, mu float64, p *[32]float64, w *float32)
 func sumDyDyXhatAVX512(dy, x *float32, n int, mu, rstd float64, p *[64]float64, w *float32)
 
 //go:noescape
-func affineAVX512(x, y *float32, n int, m, a, b float32)
+func affineAVX512(x, y *float32, n int, m, a, b float32, pf *float32)
 
 //go:noescape
-func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64)
+func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32)
 
 // Group norm's kernels. The scalar loops of package cpu convert every float32 to
 // float64 and keep four partial sums, about one element per cycle; these take 8
@@ -224,20 +224,22 @@ func SumDyDyXhat(dy, x []float32, mu, rstd float64, w []float32) (float64, float
 // Affine: y[i] = ((x[i] − m)·a) + b for i < len(x) (y at least as long), each
 // operation rounded to float32 (no FMA), as the scalar loop compiled without FMA.
 // Every element goes through the 16-lane kernel (a tail through a padded block).
-// It panics when !Available.
-func Affine(x, y []float32, m, a, b float32) {
+// Meanwhile it prefetches pf into L2 (nil, or at least as long as x: the data of the
+// next group, which the caller reads next; see package cpu's groupnorm_vec.go). It
+// panics when !Available.
+func Affine(x, y []float32, m, a, b float32, pf []float32) {
 	if !Available {
 		panic("vec.Affine: no AVX-512")
 	}
 	n := len(x) &^ 15
 	y = y[:len(x)]
 	if n > 0 {
-		affineAVX512(&x[0], &y[0], n, m, a, b)
+		affineAVX512(&x[0], &y[0], n, m, a, b, warm(pf, x, n))
 	}
 	if t := len(x) - n; t > 0 {
 		var bx, by [16]float32
 		copy(bx[:], x[n:])
-		affineAVX512(&bx[0], &by[0], 16, m, a, b)
+		affineAVX512(&bx[0], &by[0], 16, m, a, b, &bx[0])
 		copy(y[n:], by[:t])
 	}
 }
@@ -245,22 +247,23 @@ func Affine(x, y []float32, m, a, b float32) {
 // GroupNormDx: dx[i] += float32(rstd·((dy[i]·gc − m1) − x̂·m2)) with x̂ = (x[i] − mu)·rstd,
 // in float64 without FMA (the scalar loop of group norm's backward, operation for
 // operation), for i < len(dy) (x and dx at least as long). Every element goes through
-// the kernel (a tail through a padded block). It panics when !Available.
-func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64) {
+// the kernel (a tail through a padded block). Meanwhile it prefetches pf1 and pf2 into
+// L2 as Affine. It panics when !Available.
+func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64, pf1, pf2 []float32) {
 	if !Available {
 		panic("vec.GroupNormDx: no AVX-512")
 	}
 	n := len(dy) &^ 15
 	x, dx = x[:len(dy)], dx[:len(dy)]
 	if n > 0 {
-		gnDxAVX512(&dy[0], &x[0], &dx[0], n, mu, rstd, gc, m1, m2)
+		gnDxAVX512(&dy[0], &x[0], &dx[0], n, mu, rstd, gc, m1, m2, warm(pf1, x, n), warm(pf2, dy, n))
 	}
 	if t := len(dy) - n; t > 0 {
 		var bdy, bx, bdx [16]float32
 		copy(bdy[:], dy[n:])
 		copy(bx[:], x[n:])
 		copy(bdx[:], dx[n:])
-		gnDxAVX512(&bdy[0], &bx[0], &bdx[0], 16, mu, rstd, gc, m1, m2)
+		gnDxAVX512(&bdy[0], &bx[0], &bdx[0], 16, mu, rstd, gc, m1, m2, &bx[0], &bdy[0])
 		copy(dx[n:], bdx[:t])
 	}
 }
@@ -287,7 +290,7 @@ func GroupNormSiLUGrad(x, dy, gn []float32, m, a, b float32, mu, rstd float64, w
 	if n < len(gn) {
 		tx, tdy, tg := x[n:], dy[n:], gn[n:]
 		var nv [32]float32
-		Affine(tx, nv[:], m, a, b)
+		Affine(tx, nv[:], m, a, b, nil)
 		clear(tg)
 		SiLUBackward(nv[:len(tg)], tdy, tg)
 		for i, g := range tg {
@@ -309,24 +312,24 @@ func warm(w, x []float32, n int) *float32 {
 }
 
 //go:noescape
-func affineSiLUAVX512(x, y *float32, n int, m, a, b float32)
+func affineSiLUAVX512(x, y *float32, n int, m, a, b float32, pf *float32)
 
 // AffineSiLU is Affine(x, y, m, a, b) followed by SiLU(y, y) in one pass, bit for bit as
 // those two calls: a group norm's normalisation and the SiLU after it. It panics when
-// !Available.
-func AffineSiLU(x, y []float32, m, a, b float32) {
+// !Available. Meanwhile it prefetches pf into L2 as Affine.
+func AffineSiLU(x, y []float32, m, a, b float32, pf []float32) {
 	if !Available {
 		panic("vec.AffineSiLU: no AVX-512")
 	}
 	n := len(x) &^ 15
 	y = y[:len(x)]
 	if n > 0 {
-		affineSiLUAVX512(&x[0], &y[0], n, m, a, b)
+		affineSiLUAVX512(&x[0], &y[0], n, m, a, b, warm(pf, x, n))
 	}
 	if t := len(x) - n; t > 0 {
 		var bx, by [16]float32
 		copy(bx[:], x[n:])
-		affineSiLUAVX512(&bx[0], &by[0], 16, m, a, b)
+		affineSiLUAVX512(&bx[0], &by[0], 16, m, a, b, &bx[0])
 		copy(y[n:], by[:t])
 	}
 }

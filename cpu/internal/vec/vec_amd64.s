@@ -276,18 +276,23 @@ dyxdone:
 	VZEROUPPER
 	RET
 
-// func affineAVX512(x, y *float32, n int, m, a, b float32): y[i] = ((x[i] − m)·a) + b,
-// three rounded float32 operations (no FMA), n a multiple of 16.
-TEXT ·affineAVX512(SB), NOSPLIT, $0-36
+// func affineAVX512(x, y *float32, n int, m, a, b float32, pf *float32): y[i] = ((x[i] − m)·a) + b,
+// three rounded float32 operations (no FMA), n a multiple of 16; meanwhile PREFETCHT1
+// of pf's 4·(n &^ 31) bytes.
+TEXT ·affineAVX512(SB), NOSPLIT, $0-48
 	MOVQ x+0(FP), SI
 	MOVQ y+8(FP), DI
 	MOVQ n+16(FP), CX
 	VBROADCASTSS m+24(FP), Z1
 	VBROADCASTSS a+28(FP), Z2
 	VBROADCASTSS b+32(FP), Z3
+	MOVQ pf+40(FP), R9
 affloop:
 	CMPQ CX, $32
 	JLT afftail
+	PREFETCHT1 (R9)
+	PREFETCHT1 64(R9)
+	ADDQ $128, R9
 	VMOVUPS (SI), Z4
 	VMOVUPS 64(SI), Z5
 	VSUBPS Z1, Z4, Z4
@@ -331,9 +336,9 @@ affdone:
 	VADDPS off(DI), Y6, Y6 \
 	VMOVUPS Y6, off(DI)
 
-// func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64): DX8 over
-// n elements, n a multiple of 16.
-TEXT ·gnDxAVX512(SB), NOSPLIT, $0-72
+// func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32):
+// DX8 over n elements, n a multiple of 16; meanwhile PREFETCHT1 of pf1's and pf2's 4n bytes.
+TEXT ·gnDxAVX512(SB), NOSPLIT, $0-88
 	MOVQ dy+0(FP), BX
 	MOVQ x+8(FP), SI
 	MOVQ dx+16(FP), DI
@@ -343,9 +348,15 @@ TEXT ·gnDxAVX512(SB), NOSPLIT, $0-72
 	VBROADCASTSD gc+48(FP), Z18
 	VBROADCASTSD m1+56(FP), Z19
 	VBROADCASTSD m2+64(FP), Z20
+	MOVQ pf1+72(FP), R10
+	MOVQ pf2+80(FP), R11
 dxloop:
 	CMPQ CX, $16
 	JLT dxdone
+	PREFETCHT1 (R10)
+	PREFETCHT1 (R11)
+	ADDQ $64, R10
+	ADDQ $64, R11
 	DX8(0)
 	DX8(32)
 	ADDQ $64, BX
@@ -442,19 +453,23 @@ gnsgdone:
 	VZEROUPPER
 	RET
 
-// func affineSiLUAVX512(x, y *float32, n int, m, a, b float32): v = ((x[i] − m)·a) + b as
-// affineAVX512, then y[i] = v/(1+exp(−v)) as siluAVX512; n a multiple of 16.
-TEXT ·affineSiLUAVX512(SB), NOSPLIT, $0-36
+// func affineSiLUAVX512(x, y *float32, n int, m, a, b float32, pf *float32): v = ((x[i] − m)·a) + b
+// as affineAVX512, then y[i] = v/(1+exp(−v)) as siluAVX512; n a multiple of 16; meanwhile
+// PREFETCHT1 of pf's 4n bytes.
+TEXT ·affineSiLUAVX512(SB), NOSPLIT, $0-48
 	MOVQ x+0(FP), SI
 	MOVQ y+8(FP), DI
 	MOVQ n+16(FP), CX
 	VBROADCASTSS m+24(FP), Z29
 	VBROADCASTSS a+28(FP), Z30
 	VBROADCASTSS b+32(FP), Z31
+	MOVQ pf+40(FP), R9
 	EXPCONST
 asloop:
 	CMPQ CX, $16
 	JLT asdone
+	PREFETCHT1 (R9)
+	ADDQ $64, R9
 	VMOVUPS (SI), Z0
 	VSUBPS Z29, Z0, Z0
 	VMULPS Z30, Z0, Z0

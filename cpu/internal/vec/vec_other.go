@@ -29,10 +29,10 @@ func SumDyDyXhat(dy, x []float32, mu, rstd float64, w []float32) (float64, float
 }
 
 // Affine panics: there is no kernel on this architecture.
-func Affine(x, y []float32, m, a, b float32) { panic("vec.Affine: no AVX-512") }
+func Affine(x, y []float32, m, a, b float32, pf []float32) { panic("vec.Affine: no AVX-512") }
 
 // GroupNormDx panics: there is no kernel on this architecture.
-func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64) {
+func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64, pf1, pf2 []float32) {
 	panic("vec.GroupNormDx: no AVX-512")
 }
 
@@ -42,4 +42,4 @@ func GroupNormSiLUGrad(x, dy, gn []float32, m, a, b float32, mu, rstd float64, w
 }
 
 // AffineSiLU panics: there is no kernel on this architecture.
-func AffineSiLU(x, y []float32, m, a, b float32) { panic("vec.AffineSiLU: no AVX-512") }
+func AffineSiLU(x, y []float32, m, a, b float32, pf []float32) { panic("vec.AffineSiLU: no AVX-512") }
