@@ -20,8 +20,9 @@
 // weight and bias gradients, the sums of SumSquares and MSE) combines its partial sums
 // in one fixed order, and the partition does not depend on the number of goroutines,
 // so results are bit-identical run to run and for any GOMAXPROCS (oneDNN's
-// convolutions: run to run for a fixed GOMAXPROCS; see dnnl.go). SiLU and long
-// additions run AVX-512 kernels (package internal/vec) where the CPU has them.
+// convolutions: run to run for a fixed GOMAXPROCS; see dnnl.go). SiLU, long additions
+// and group norm's passes run AVX-512 kernels (package internal/vec) where the CPU has
+// them.
 //
 // Memory. Scratch (im2col panels, per-chunk weight-gradient partials, reduction
 // partials) is owned by the backend, allocated on first use and only ever grown, and
@@ -79,7 +80,7 @@ type Backend[T Float] struct {
 	dxgrid  [][]T     // per worker: the shifted-GEMM backward's dx on the input grid (convshift.go)
 	wtap    []T       // the shifted-GEMM path's weights in tap order [K·K, Cout, Cin]
 	sums    []float64 // reduction partials (one per block), group-norm per-(n,c) sums
-	gnsilu  []T       // GroupNormSiLUBackward: the recomputed norm n and the gradient at n, 2 × N·C·HW
+	gnsilu  [][]T     // per worker: GroupNormSiLUBackward's n of a channel and gn of a group [(C/G + 1)·HW]
 	attn    [][]T     // per worker: attention dP [L, L]
 	attnG   [3][]T    // AttentionBackward's dq, dk, dv for its job
 	dw      []T       // Conv2DBackward's dw for its job (nil when not wanted)

@@ -14,7 +14,8 @@ func checkNorm(op string, s ops.NormShape) {
 }
 
 // GroupNorm (ops.Backend.GroupNorm): per (n, g), over the M = (C/G)·HW elements of channels [g·C/G, (g+1)·C/G),
-// μ and σ² in two passes in float64 with four partial sums (see sum64). (n, g) pairs run in parallel.
+// μ and σ² in two passes in float64 with four partial sums (see sum64; on the float32 backend with AVX-512, 32 partial
+// sums: see groupnorm_vec.go). (n, g) pairs run in parallel, gnChunk consecutive ones per item.
 func (be *Backend[T]) GroupNorm(s ops.NormShape, x, gamma, beta, y, stats ops.Buf) {
 	be.groupNorm("GroupNorm", jGroupNorm, s, x, gamma, beta, y, stats)
 }
@@ -36,18 +37,35 @@ func (be *Backend[T]) groupNorm(op string, kind jobKind, s ops.NormShape, x, gam
 	j := be.newJob(kind)
 	j.norm = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = xs, gs, bs, ys, st
-	be.forEach(j, s.N*s.G)
+	be.forEach(j, gnItems(s))
 }
 
-// groupNormItem normalises group ng = n·G + g.
-func groupNormItem[T Float](j *job[T], ng int) {
+// gnChunk is the number of (n, g) groups in one item of a group norm job: consecutive groups, so that an item's
+// last pass over a group can prefetch the next group's inputs (into L2, where the next group's first pass finds
+// them). Eight keeps ≥ 8 items per worker at the smallest U-Net layer of a batch of 64 (2048 groups).
+const gnChunk = 8
+
+// gnItems is the number of items of a group norm job: groups [i·gnChunk, (i+1)·gnChunk) ∩ [0, N·G) for item i.
+func gnItems(s ops.NormShape) int { return (s.N*s.G + gnChunk - 1) / gnChunk }
+
+// groupNormItem normalises the groups ng = n·G + g of item i (see gnItems).
+func groupNormItem[T Float](j *job[T], i int) {
 	s, xs, gs, bs, ys, st := j.norm, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
 	cpg := s.C / s.G
 	m := cpg * s.HW
-	{
+	last := min((i+1)*gnChunk, s.N*s.G) - 1
+	for ng := i * gnChunk; ng <= last; ng++ {
 		seg := xs[ng*m : (ng+1)*m]
-		mu := sum64(seg) / float64(m)
-		ss := sumSqDev64(seg, mu)
+		var next []T // the next group's x, prefetched during the last pass (nil: none in this item)
+		if ng < last {
+			next = xs[(ng+1)*m : (ng+2)*m]
+		}
+		mu := gnSum64(seg) / float64(m)
+		var w []T // GroupNorm: y, prefetched during the second pass (GroupNormSiLU's third pass is long enough to hide its own misses)
+		if j.kind == jGroupNorm {
+			w = ys[ng*m : (ng+1)*m]
+		}
+		ss := gnSumSqDev64(seg, mu, w)
 		rstd := 1 / math.Sqrt(ss/float64(m)+float64(s.Eps))
 		st[2*ng], st[2*ng+1] = T(mu), T(rstd)
 		tm, tr := T(mu), T(rstd)
@@ -55,12 +73,15 @@ func groupNormItem[T Float](j *job[T], ng int) {
 		out := ys[ng*m : (ng+1)*m]
 		for cc := 0; cc < cpg; cc++ {
 			a, b := tr*gs[c0+cc], bs[c0+cc]
-			src, dst := seg[cc*s.HW:(cc+1)*s.HW], out[cc*s.HW:(cc+1)*s.HW]
-			for i, v := range src {
-				dst[i] = (v-tm)*a + b
+			lo, hi := cc*s.HW, (cc+1)*s.HW
+			var pf []T
+			if next != nil {
+				pf = next[lo:hi]
 			}
-			if j.kind == jGroupNormSiLU {
-				siluInPlace(dst)
+			if j.kind == jGroupNorm {
+				gnAffine(seg[lo:hi], out[lo:hi], tm, a, b, pf)
+			} else {
+				gnAffineSiLU(seg[lo:hi], out[lo:hi], tm, a, b, pf)
 			}
 		}
 	}
@@ -84,13 +105,13 @@ func (be *Backend[T]) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx
 	dxs := opt(be, "GroupNormBackward", s, "dx", dx, s.N*s.C*s.HW)
 	dgs := opt(be, "GroupNormBackward", s, "dgamma", dgamma, s.C)
 	dbs := opt(be, "GroupNormBackward", s, "dbeta", dbeta, s.C)
-	be.groupNormBackward(s, xs, gs, st, dys, dxs, dgs, dbs)
+	be.groupNormBackward(s, xs, gs, nil, st, dys, dxs, dgs, dbs)
 }
 
 // GroupNormSiLUBackward (ops.Backend.GroupNormSiLUBackward) recomputes, per group, n = (x − μ)·rstd·gamma + beta as
 // GroupNormSiLU's forward did (same rounding) and the gradient at n, gn = dy·σ(n)·(1 + n·(1−σ(n))), by the same
-// code as SiLUBackward into zeros, into backend scratch; then it is GroupNormBackward with dy = gn. Results equal the
-// unfused composition bit for bit.
+// code as SiLUBackward into zeros, into per-worker scratch (one group's gn, in cache); then it is GroupNormBackward
+// with dy = gn on that group. Results equal the unfused composition bit for bit.
 func (be *Backend[T]) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, stats, dy, dx, dgamma, dbeta ops.Buf) {
 	const op = "GroupNormSiLUBackward"
 	defer be.stop(FamGroupNorm, be.start())
@@ -107,44 +128,23 @@ func (be *Backend[T]) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, sta
 	if dxs == nil && dgs == nil && dbs == nil {
 		return
 	}
-	be.gnsilu = grow(be.gnsilu, 2*n)
-	j := be.newJob(jGroupNormSiLUGrad)
-	j.norm = s
-	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = xs, gs, bs, st, dys
-	be.forEach(j, s.N*s.G)
-	be.groupNormBackward(s, xs, gs, st, be.gnsilu[n:2*n], dxs, dgs, dbs)
+	be.groupNormBackward(s, xs, gs, bs, st, dys, dxs, dgs, dbs)
 }
 
-// groupNormSiLUGradItem writes group ng's n and gn into the backend's scratch (see GroupNormSiLUBackward).
-func groupNormSiLUGradItem[T Float](j *job[T], ng int) {
-	s, xs, gs, bs, st, dys := j.norm, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
-	total := s.N * s.C * s.HW
-	nb, gb := j.be.gnsilu[:total], j.be.gnsilu[total:2*total]
-	cpg := s.C / s.G
-	m := cpg * s.HW
-	tm, tr := st[2*ng], st[2*ng+1]
-	c0 := (ng % s.G) * cpg
-	for cc := 0; cc < cpg; cc++ {
-		off := ng*m + cc*s.HW
-		a, b := tr*gs[c0+cc], bs[c0+cc]
-		src, nv, gv := xs[off:off+s.HW], nb[off:off+s.HW], gb[off:off+s.HW]
-		for i, v := range src {
-			nv[i] = (v-tm)*a + b
-			gv[i] = 0
-		}
-		siluBwdSlice(nv, dys[off:off+s.HW], gv)
-	}
-}
-
-// groupNormBackward is GroupNormBackward on checked slices.
-func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, st, dys, dxs, dgs, dbs []T) {
+// groupNormBackward is GroupNormBackward on checked slices, or GroupNormSiLUBackward when bs (beta) is not nil.
+func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, bs, st, dys, dxs, dgs, dbs []T) {
 	be.sums = grow(be.sums, 2*s.N*s.C)
 	sdy, sdyx := be.sums[:s.N*s.C], be.sums[s.N*s.C:]
 	j := be.newJob(jGroupNormBwd)
+	if bs != nil {
+		j.kind = jGroupNormSiLUGrad
+		cpg := s.C / s.G
+		j.sets[0] = scratch(&be.gnsilu, be.workers, (cpg+1)*s.HW) // per worker: n of a channel, gn of a group
+	}
 	j.norm = s
-	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4] = xs, gs, st, dys, dxs
+	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4], j.a[5] = xs, gs, st, dys, dxs, bs
 	j.sums[0], j.sums[1] = sdy, sdyx
-	be.forEach(j, s.N*s.G)
+	be.forEach(j, gnItems(s))
 	for c := 0; c < s.C; c++ {
 		var a, b float64
 		for n := 0; n < s.N; n++ {
@@ -160,39 +160,75 @@ func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, st, dys, dxs, d
 	}
 }
 
-// groupNormBwdItem computes group ng's per-channel sums and (when dx is wanted) its dx.
-func groupNormBwdItem[T Float](j *job[T], ng int) {
-	s, xs, gs, st, dys, dxs := j.norm, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4]
+// groupNormBwdItem runs groupNormBwdGroup on the groups of item i (see gnItems) on worker wk. GroupNormBackward
+// prefetches the next group's x and dy during a group's dx pass; GroupNormSiLUBackward does not (its first pass
+// computes long enough to hide its own misses, and measured no faster with it).
+func groupNormBwdItem[T Float](j *job[T], wk, i int) {
+	last := min((i+1)*gnChunk, j.norm.N*j.norm.G) - 1
+	for ng := i * gnChunk; ng <= last; ng++ {
+		groupNormBwdGroup(j, wk, ng, ng < last && j.kind == jGroupNormBwd)
+	}
+}
+
+// groupNormBwdGroup computes group ng's per-channel sums and (when dx is wanted) its dx, on worker wk, prefetching
+// the next group's x and dy during the dx pass when hasNext. For GroupNormSiLUBackward (jGroupNormSiLUGrad) it first
+// writes each channel's n and gn into the worker's scratch (see GroupNormSiLUBackward) and uses gn as dy.
+func groupNormBwdGroup[T Float](j *job[T], wk, ng int, hasNext bool) {
+	s, xs, gs, st, dys, dxs, bs := j.norm, j.a[0], j.a[1], j.a[2], j.a[3], j.a[4], j.a[5]
 	sdy, sdyx := j.sums[0], j.sums[1]
 	cpg := s.C / s.G
 	m := cpg * s.HW
-	{
-		mu, rstd := float64(st[2*ng]), float64(st[2*ng+1])
-		c0 := (ng % s.G) * cpg
-		n := ng / s.G
-		var m1, m2 float64 // Σ g, Σ g·x̂ over the group
-		for cc := 0; cc < cpg; cc++ {
-			c := c0 + cc
-			off := ng*m + cc*s.HW
-			gc := float64(gs[c])
-			a, b := sumDyDyXhat(dys[off:off+s.HW], xs[off:off+s.HW], mu, rstd) // Σ dy, Σ dy·x̂ over the channel
-			sdy[n*s.C+c], sdyx[n*s.C+c] = a, b
-			m1 += a * gc
-			m2 += b * gc
+	xg, dyg := xs[ng*m:(ng+1)*m], dys[ng*m:(ng+1)*m]
+	var nx, ndy []T // the next group's x and dy (nil: none in this item)
+	if hasNext {
+		nx, ndy = xs[(ng+1)*m:(ng+2)*m], dys[(ng+1)*m:(ng+2)*m]
+	}
+	var dxg []T // nil when dx is not wanted
+	if dxs != nil {
+		dxg = dxs[ng*m : (ng+1)*m]
+	}
+	var nv, gv []T
+	if j.kind == jGroupNormSiLUGrad {
+		w := j.sets[0][wk]
+		nv, gv = w[:s.HW], w[s.HW:s.HW+m]
+	}
+	mu, rstd := float64(st[2*ng]), float64(st[2*ng+1])
+	c0 := (ng % s.G) * cpg
+	n := ng / s.G
+	var m1, m2 float64 // Σ g, Σ g·x̂ over the group
+	for cc := 0; cc < cpg; cc++ {
+		c := c0 + cc
+		lo, hi := cc*s.HW, (cc+1)*s.HW
+		gc := float64(gs[c])
+		var w []T // GroupNormSiLUBackward: dx of the channel, prefetched during the long SiLU pass for the dx pass
+		if dxg != nil && gv != nil {
+			w = dxg[lo:hi]
 		}
-		if dxs == nil {
-			return
+		var a, b float64 // Σ dy, Σ dy·x̂ over the channel (dy: gn for GroupNormSiLUBackward)
+		if gv != nil {
+			a, b = gnSiLUGrad(xg[lo:hi], dyg[lo:hi], nv, gv[lo:hi], st[2*ng], st[2*ng+1]*gs[c], bs[c], mu, rstd, w)
+		} else {
+			a, b = gnSumDyDyXhat(dyg[lo:hi], xg[lo:hi], mu, rstd, w)
 		}
-		m1 /= float64(m)
-		m2 /= float64(m)
-		for cc := 0; cc < cpg; cc++ {
-			off := ng*m + cc*s.HW
-			gc := float64(gs[c0+cc])
-			for i := off; i < off+s.HW; i++ {
-				xh := (float64(xs[i]) - mu) * rstd
-				dxs[i] += T(rstd * (float64(dys[i])*gc - m1 - xh*m2))
-			}
+		sdy[n*s.C+c], sdyx[n*s.C+c] = a, b
+		m1 += a * gc
+		m2 += b * gc
+	}
+	if dxs == nil {
+		return
+	}
+	if gv != nil {
+		dyg = gv
+	}
+	m1 /= float64(m)
+	m2 /= float64(m)
+	for cc := 0; cc < cpg; cc++ {
+		lo, hi := cc*s.HW, (cc+1)*s.HW
+		var pf1, pf2 []T
+		if hasNext {
+			pf1, pf2 = nx[lo:hi], ndy[lo:hi]
 		}
+		gnDx(dyg[lo:hi], xg[lo:hi], dxg[lo:hi], mu, rstd, float64(gs[c0+cc]), m1, m2, pf1, pf2)
 	}
 }
 
@@ -200,6 +236,8 @@ func groupNormBwdItem[T Float](j *job[T], ng int) {
 // combined as (p0+p1)+(p2+p3): four independent chains of additions instead of one,
 // which the latency of a floating-point addition (4 cycles) would otherwise serialise.
 // The order is fixed, so the sums are the same on every run and for any worker count.
+// They are the float64 backend's, and the float32 backend's without AVX-512; with it,
+// group norm uses package vec's 32-partial kernels (groupnorm_vec.go).
 
 // sum64 is Σ v[i].
 func sum64[T Float](v []T) float64 {

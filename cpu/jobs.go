@@ -56,7 +56,7 @@ type job[T Float] struct {
 	split    bool
 	n, parts int
 
-	a    [5][]T     // operand slices
+	a    [6][]T     // operand slices
 	c    [8]T       // scalar coefficients
 	d    [8]float64 // float64 coefficients
 	u    [2]uint64
@@ -183,10 +183,8 @@ func (j *job[T]) run(wk, i int) {
 		convShiftFwdGroup(j, wk, i)
 	case jGroupNorm, jGroupNormSiLU:
 		groupNormItem(j, i)
-	case jGroupNormSiLUGrad:
-		groupNormSiLUGradItem(j, i)
-	case jGroupNormBwd:
-		groupNormBwdItem(j, i)
+	case jGroupNormBwd, jGroupNormSiLUGrad:
+		groupNormBwdItem(j, wk, i)
 	case jAttention:
 		attentionItem(j, wk, i)
 	case jAttentionBwd:
