@@ -28,14 +28,21 @@ func addRange[T Float](j *job[T], lo, hi int) {
 // Axpy: y[i] += alpha·x[i].
 func (be *Backend[T]) Axpy(alpha float32, x, y ops.Buf) {
 	defer be.stop(FamOther, be.start())
+	write := be.takes(y) // waiting zeros (fills.go): y = αx instead of +=
 	s := be.same("Axpy", "x, y", x, y)
 	j := be.newJob(jAxpy)
-	j.a[0], j.a[1], j.c[0] = s[0], s[1], T(alpha)
+	j.a[0], j.a[1], j.c[0], j.flag = s[0], s[1], T(alpha), write
 	be.parallel(j, len(s[1]))
 }
 
 func axpyRange[T Float](j *job[T], lo, hi int) {
 	xs, ys, al := j.a[0][lo:hi], j.a[1][lo:hi], j.c[0]
+	if j.flag {
+		for i := range ys {
+			ys[i] = al * xs[i]
+		}
+		return
+	}
 	for i := range ys {
 		ys[i] += al * xs[i]
 	}

@@ -23,7 +23,8 @@ import (
 // The ops that take a fill: Conv2DBackward's dx where oneDNN's backward-data output comes back through
 // dnnl_layout.c's transpose (which can write or add), ConcatBackward's da and db (copies instead of additions),
 // Upsample2xBackward's dx, LinearBackward's dx (β = 0, or oneDNN's matmul without its sum post-op),
-// AttentionBackward's dq, dk, dv (β = 0).
+// AttentionBackward's dq, dk, dv (β = 0), GroupNorm(SiLU)Backward's dx, Axpy's y (which a residual's gradient
+// goes through first, ops.GroupNorm(SiLU)BackwardRes).
 
 // deferMin is the smallest fill that waits (in elements): below it the bookkeeping costs more than the zeros.
 const deferMin = 1 << 14

@@ -3,6 +3,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -119,8 +120,8 @@ func TestDeferredFillConvWrites(t *testing.T) {
 	}
 }
 
-// TestDeferredFillTakers: ConcatBackward's da and db, Upsample2xBackward's dx, AttentionBackward's dq, dk, dv and
-// LinearBackward's dx (fp32 and bf16 where the CPU has it)
+// TestDeferredFillTakers: ConcatBackward's da and db, Upsample2xBackward's dx, AttentionBackward's dq, dk, dv,
+// GroupNorm(SiLU)Backward's dx with and without a residual (through Axpy), and LinearBackward's dx (fp32 and bf16 where the CPU has it)
 // take a waiting fill over stale values (NaN among them) and write what they would have added to zeros.
 func TestDeferredFillTakers(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
@@ -185,6 +186,25 @@ func TestDeferredFillTakers(t *testing.T) {
 		same("AttentionBackward dq", dq, wq)
 		same("AttentionBackward dk", dk, wk)
 		same("AttentionBackward dv", dv, wv)
+
+		ns := ops.NormShape{N: 4, C: 32, HW: 256, G: 8, Eps: 1e-5} // dx above deferMin
+		nn := ns.N * ns.C * ns.HW
+		gx, gamma, beta, gdy, res := up(nn), up(ns.C), up(ns.C), up(nn), up(nn)
+		stats, gy := be.Alloc(2*ns.N*ns.G), be.Alloc(nn)
+		be.GroupNorm(ns, gx, gamma, beta, gy, stats)
+		for _, silu := range []bool{false, true} {
+			for _, r := range []ops.Buf{nil, res} {
+				gdx, gwant := stale(nn), be.Alloc(nn)
+				for _, d := range []ops.Buf{gdx, gwant} {
+					if silu {
+						ops.GroupNormSiLUBackwardRes(be, ns, gx, gamma, beta, stats, gdy, d, nil, nil, r)
+					} else {
+						ops.GroupNormBackwardRes(be, ns, gx, gamma, stats, gdy, d, nil, nil, r)
+					}
+				}
+				same(fmt.Sprintf("GroupNorm backward (SiLU %v, residual %v) dx", silu, r != nil), gdx, gwant)
+			}
+		}
 
 		const rows, in, out = 256, 96, 64 // dx above deferMin
 		x, w, g := up(rows*in), up(out*in), up(rows*out)

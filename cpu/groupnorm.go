@@ -98,6 +98,7 @@ func groupNormItem[T Float](j *job[T], i int) {
 func (be *Backend[T]) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx, dgamma, dbeta ops.Buf) {
 	defer be.stop(FamGroupNorm, be.start())
 	checkNorm("GroupNormBackward", s)
+	write := be.takes(dx) // waiting zeros (fills.go): dx = … instead of +=
 	xs := arg(be, "GroupNormBackward", s, "x", x, s.N*s.C*s.HW)
 	gs := arg(be, "GroupNormBackward", s, "gamma", gamma, s.C)
 	st := arg(be, "GroupNormBackward", s, "stats", stats, 2*s.N*s.G)
@@ -105,7 +106,7 @@ func (be *Backend[T]) GroupNormBackward(s ops.NormShape, x, gamma, stats, dy, dx
 	dxs := opt(be, "GroupNormBackward", s, "dx", dx, s.N*s.C*s.HW)
 	dgs := opt(be, "GroupNormBackward", s, "dgamma", dgamma, s.C)
 	dbs := opt(be, "GroupNormBackward", s, "dbeta", dbeta, s.C)
-	be.groupNormBackward(s, xs, gs, nil, st, dys, dxs, dgs, dbs)
+	be.groupNormBackward(s, xs, gs, nil, st, dys, dxs, dgs, dbs, write)
 }
 
 // GroupNormSiLUBackward (ops.Backend.GroupNormSiLUBackward) recomputes, per group, n = (x − μ)·rstd·gamma + beta as
@@ -117,6 +118,7 @@ func (be *Backend[T]) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, sta
 	defer be.stop(FamGroupNorm, be.start())
 	checkNorm(op, s)
 	n := s.N * s.C * s.HW
+	write := be.takes(dx) // waiting zeros (fills.go): dx = … instead of +=
 	xs := arg(be, op, s, "x", x, n)
 	gs := arg(be, op, s, "gamma", gamma, s.C)
 	bs := arg(be, op, s, "beta", beta, s.C)
@@ -128,11 +130,12 @@ func (be *Backend[T]) GroupNormSiLUBackward(s ops.NormShape, x, gamma, beta, sta
 	if dxs == nil && dgs == nil && dbs == nil {
 		return
 	}
-	be.groupNormBackward(s, xs, gs, bs, st, dys, dxs, dgs, dbs)
+	be.groupNormBackward(s, xs, gs, bs, st, dys, dxs, dgs, dbs, write)
 }
 
-// groupNormBackward is GroupNormBackward on checked slices, or GroupNormSiLUBackward when bs (beta) is not nil.
-func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, bs, st, dys, dxs, dgs, dbs []T) {
+// groupNormBackward is GroupNormBackward on checked slices, or GroupNormSiLUBackward when bs (beta) is not nil;
+// writeDx: dx is written, not added to.
+func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, bs, st, dys, dxs, dgs, dbs []T, writeDx bool) {
 	be.sums = grow(be.sums, 2*s.N*s.C)
 	sdy, sdyx := be.sums[:s.N*s.C], be.sums[s.N*s.C:]
 	j := be.newJob(jGroupNormBwd)
@@ -143,6 +146,7 @@ func (be *Backend[T]) groupNormBackward(s ops.NormShape, xs, gs, bs, st, dys, dx
 	}
 	j.norm = s
 	j.a[0], j.a[1], j.a[2], j.a[3], j.a[4], j.a[5] = xs, gs, st, dys, dxs, bs
+	j.flag = writeDx
 	j.sums[0], j.sums[1] = sdy, sdyx
 	be.forEach(j, gnItems(s))
 	for c := 0; c < s.C; c++ {
@@ -228,7 +232,7 @@ func groupNormBwdGroup[T Float](j *job[T], wk, ng int, hasNext bool) {
 		if hasNext {
 			pf1, pf2 = nx[lo:hi], ndy[lo:hi]
 		}
-		gnDx(dyg[lo:hi], xg[lo:hi], dxg[lo:hi], mu, rstd, float64(gs[c0+cc]), m1, m2, pf1, pf2)
+		gnDx(dyg[lo:hi], xg[lo:hi], dxg[lo:hi], mu, rstd, float64(gs[c0+cc]), m1, m2, pf1, pf2, j.flag)
 	}
 }
 

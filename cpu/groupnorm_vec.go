@@ -59,17 +59,23 @@ func gnAffine[T Float](src, dst []T, m, a, b T, pf []T) {
 }
 
 // gnDx is group norm's dx over one channel: dx[i] += T(rstd·(dy[i]·gc − m1 − x̂·m2)) with
-// x̂ = (x[i] − mu)·rstd, in float64. The vector kernel prefetches pf1 and pf2 into L2 meanwhile (as gnAffine).
-func gnDx[T Float](dy, x, dx []T, mu, rstd, gc, m1, m2 float64, pf1, pf2 []T) {
+// x̂ = (x[i] − mu)·rstd, in float64 (set: dx[i] = …, for a dx that waited to be zeroed: fills.go). The vector
+// kernel prefetches pf1 and pf2 into L2 meanwhile (as gnAffine).
+func gnDx[T Float](dy, x, dx []T, mu, rstd, gc, m1, m2 float64, pf1, pf2 []T, set bool) {
 	if dy32, ok := any(dy).([]float32); ok && useAVX512GroupNorm {
 		vec.GroupNormDx(dy32, any(x).([]float32), any(dx).([]float32), mu, rstd, gc, m1, m2,
-			any(pf1).([]float32), any(pf2).([]float32))
+			any(pf1).([]float32), any(pf2).([]float32), set)
 		return
 	}
 	x, dx = x[:len(dy)], dx[:len(dy)]
 	for i := range dy {
 		xh := (float64(x[i]) - mu) * rstd
-		dx[i] += T(rstd * (float64(dy[i])*gc - m1 - xh*m2))
+		v := T(rstd * (float64(dy[i])*gc - m1 - xh*m2))
+		if set {
+			dx[i] = v
+		} else {
+			dx[i] += v
+		}
 	}
 }
 

@@ -88,18 +88,24 @@ func TestGroupNormElementwise(t *testing.T) {
 			}
 		}
 		mu, rstd, gc, m1, m2 := 1.9, 0.97, 1.3, 0.01, -0.2
-		dx := append([]float32(nil), dx0...)
-		GroupNormDx(dy, x, dx, mu, rstd, gc, m1, m2, x, nil)
-		for i := range n {
-			xh := float64(float64(x[i])-mu) * rstd
-			want := dx0[i] + float32(rstd*float64(float64(float64(dy[i])*gc)-m1-float64(xh*m2)))
-			if dx[i] != want {
-				t.Fatalf("n=%d: GroupNormDx[%d] = %v, want %v", n, i, dx[i], want)
+		for _, set := range []bool{false, true} { // set: dx = … over whatever dx held
+			dx := append([]float32(nil), dx0...)
+			GroupNormDx(dy, x, dx, mu, rstd, gc, m1, m2, x, nil, set)
+			for i := range n {
+				xh := float64(float64(x[i])-mu) * rstd
+				v := float32(rstd * float64(float64(float64(dy[i])*gc)-m1-float64(xh*m2)))
+				want := dx0[i] + v
+				if set {
+					want = v
+				}
+				if dx[i] != want {
+					t.Fatalf("n=%d set=%v: GroupNormDx[%d] = %v, want %v", n, set, i, dx[i], want)
+				}
 			}
-		}
-		for i := n; i < n+3; i++ {
-			if dx[i] != dx0[i] {
-				t.Fatalf("n=%d: GroupNormDx wrote past len(dy) at %d", n, i)
+			for i := n; i < n+3; i++ {
+				if dx[i] != dx0[i] {
+					t.Fatalf("n=%d set=%v: GroupNormDx wrote past len(dy) at %d", n, set, i)
+				}
 			}
 		}
 	}

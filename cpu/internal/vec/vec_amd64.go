@@ -139,6 +139,9 @@ func affineAVX512(x, y *float32, n int, m, a, b float32, pf *float32)
 //go:noescape
 func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32)
 
+//go:noescape
+func gnDxSetAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32)
+
 // Group norm's kernels. The scalar loops of package cpu convert every float32 to
 // float64 and keep four partial sums, about one element per cycle; these take 8
 // float64 lanes per instruction and 32 partial sums, so that the conversions, not the
@@ -248,22 +251,26 @@ func Affine(x, y []float32, m, a, b float32, pf []float32) {
 // in float64 without FMA (the scalar loop of group norm's backward, operation for
 // operation), for i < len(dy) (x and dx at least as long). Every element goes through
 // the kernel (a tail through a padded block). Meanwhile it prefetches pf1 and pf2 into
-// L2 as Affine. It panics when !Available.
-func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64, pf1, pf2 []float32) {
+// L2 as Affine. set: dx[i] = … instead of += (dx need not hold zeros). It panics when !Available.
+func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64, pf1, pf2 []float32, set bool) {
 	if !Available {
 		panic("vec.GroupNormDx: no AVX-512")
 	}
 	n := len(dy) &^ 15
 	x, dx = x[:len(dy)], dx[:len(dy)]
+	kernel := gnDxAVX512
+	if set {
+		kernel = gnDxSetAVX512
+	}
 	if n > 0 {
-		gnDxAVX512(&dy[0], &x[0], &dx[0], n, mu, rstd, gc, m1, m2, warm(pf1, x, n), warm(pf2, dy, n))
+		kernel(&dy[0], &x[0], &dx[0], n, mu, rstd, gc, m1, m2, warm(pf1, x, n), warm(pf2, dy, n))
 	}
 	if t := len(dy) - n; t > 0 {
 		var bdy, bx, bdx [16]float32
 		copy(bdy[:], dy[n:])
 		copy(bx[:], x[n:])
 		copy(bdx[:], dx[n:])
-		gnDxAVX512(&bdy[0], &bx[0], &bdx[0], 16, mu, rstd, gc, m1, m2, &bx[0], &bdy[0])
+		kernel(&bdy[0], &bx[0], &bdx[0], 16, mu, rstd, gc, m1, m2, &bx[0], &bdy[0])
 		copy(dx[n:], bdx[:t])
 	}
 }

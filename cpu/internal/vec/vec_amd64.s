@@ -368,6 +368,52 @@ dxdone:
 	VZEROUPPER
 	RET
 
+// DX8SET(off) is DX8 storing the value instead of adding it to dx (a dx that was all zeros: 0 + v = v).
+#define DX8SET(off) \
+	VCVTPS2PD off(SI), Z4 \
+	VCVTPS2PD off(BX), Z5 \
+	VSUBPD Z16, Z4, Z4 \
+	VMULPD Z17, Z4, Z4 \
+	VMULPD Z18, Z5, Z5 \
+	VSUBPD Z19, Z5, Z5 \
+	VMULPD Z20, Z4, Z4 \
+	VSUBPD Z4, Z5, Z5 \
+	VMULPD Z17, Z5, Z5 \
+	VCVTPD2PS Z5, Y6 \
+	VMOVUPS Y6, off(DI)
+
+// func gnDxSetAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32):
+// gnDxAVX512 writing dx instead of adding to it (DX8SET), n a multiple of 16; meanwhile PREFETCHT1 of pf1's and pf2's 4n bytes.
+TEXT ·gnDxSetAVX512(SB), NOSPLIT, $0-88
+	MOVQ dy+0(FP), BX
+	MOVQ x+8(FP), SI
+	MOVQ dx+16(FP), DI
+	MOVQ n+24(FP), CX
+	VBROADCASTSD mu+32(FP), Z16
+	VBROADCASTSD rstd+40(FP), Z17
+	VBROADCASTSD gc+48(FP), Z18
+	VBROADCASTSD m1+56(FP), Z19
+	VBROADCASTSD m2+64(FP), Z20
+	MOVQ pf1+72(FP), R10
+	MOVQ pf2+80(FP), R11
+dxsloop:
+	CMPQ CX, $16
+	JLT dxsdone
+	PREFETCHT1 (R10)
+	PREFETCHT1 (R11)
+	ADDQ $64, R10
+	ADDQ $64, R11
+	DX8SET(0)
+	DX8SET(32)
+	ADDQ $64, BX
+	ADDQ $64, SI
+	ADDQ $64, DI
+	SUBQ $16, CX
+	JMP dxsloop
+dxsdone:
+	VZEROUPPER
+	RET
+
 // GNSG16(off, a0, a1, b0, b1): 16 elements of GroupNormSiLUGrad at byte offset off of
 // x (SI), dy (BX) and gn (DI): n = ((x − m)·a) + b as affineAVX512 (m, a, b in
 // Z29–Z31), gn = 0 + dy·s·(1 + n·(1−s)) as siluBwdAVX512 into zeros, then for the

@@ -32,7 +32,7 @@ func SumDyDyXhat(dy, x []float32, mu, rstd float64, w []float32) (float64, float
 func Affine(x, y []float32, m, a, b float32, pf []float32) { panic("vec.Affine: no AVX-512") }
 
 // GroupNormDx panics: there is no kernel on this architecture.
-func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64, pf1, pf2 []float32) {
+func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64, pf1, pf2 []float32, set bool) {
 	panic("vec.GroupNormDx: no AVX-512")
 }
 
