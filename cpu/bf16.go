@@ -11,7 +11,7 @@ package cpu
 //	                         the primitives' blocked layouts do the rounding (for the AMX kernels' NHWC, the
 //	                         transposes of dnnl_layout.c; backward-weights reads the dy that backward-data rounded).
 //	                         The weight gradient of the shapes where oneDNN's bf16 kernel is slower than its FP32 one
-//	                         stays FP32 (BF16WeightGrad: some shapes on AVX512-BF16, none on AMX); the bias
+//	                         stays FP32 (BF16WeightGrad); the bias
 //	                         gradient, a plain sum, takes the float32 dy. The kernels are oneDNN's AVX512-BF16
 //	                         (jit_bf16:avx512_core_bf16, vdpbf16ps) or AMX (brgconv:avx512_core_amx_bf16) ones.
 //	Linear, LinearBackward   oneDNN's bf16 matmul (dnnlMatmulBF16; brg:avx512_core_bf16 here): y = bf16(x)·bf16(w)ᵀ,
@@ -55,7 +55,6 @@ import (
 	"math"
 	"os"
 	"strings"
-	"sync"
 
 	"github.com/ddpmgo/ddpm/cpu/internal/vec"
 	"github.com/ddpmgo/ddpm/ops"
@@ -71,21 +70,15 @@ var probeShape = ops.ConvShape{N: 8, Cin: 64, H: 32, W: 32, Cout: 64, K: 3, Stri
 
 // BF16WeightGrad says whether the weight gradient of a convolution takes bf16 inputs at precision bf16 (the GPU's
 // always does; package cuda's conformance test compares the two tightly where this is true);
-// where not, it runs in FP32 (x and dy unrounded: more precise, never less). oneDNN 2.6.3's AVX512-BF16
-// backward-weights kernel (jit_bf16:avx512_core_bf16) is slower than its FP32 one for strided convolutions (a 64→64
-// stride-2 layer at 32×32, batch 64: 250 ms against 13), for few output channels (64→3: 63 ms against 14) and for the
-// 512-channel concatenation at 8×8 (131–660 ms against 77–82), measured on an AMD EPYC (Zen 4) on 2 threads; elsewhere
-// it is 1.3–2× faster. Its AMX kernel (jit:avx512_core_amx_bf16) is faster than FP32 on every shape of the celeba32
-// U-Net (on an Intel Xeon with AMX, 2 threads, batch 64: 512→256 at 8×8 20–27 ms against 50, 64→64 stride 2 4.6–7.5
-// against 9–12, 64→3 3.6–4.0 against 6–8), so on a CPU with AMX-BF16 every shape takes bf16 inputs. The rule is a
-// function of the shape and the CPU's instructions, never of timings, so that a run's numbers are the same on every
-// run on one machine.
-func BF16WeightGrad(s ops.ConvShape) bool {
-	return hasAMX() || (s.Stride == 1 && s.Cout >= 16 && s.Cin < 512)
-}
-
-// hasAMX: the CPU has AMX-BF16 (cpuBF16 at first use).
-var hasAMX = sync.OnceValue(func() bool { _, amx := cpuBF16(); return amx })
+// where not, it runs in FP32 (x and dy unrounded: more precise, never less). oneDNN 2.6.3's bf16 backward-weights
+// kernel (jit_bf16:avx512_core_bf16) is slower than its FP32 one for strided convolutions (a 64→64 stride-2 layer at
+// 32×32, batch 64: 250 ms against 13), for few output channels (64→3: 63 ms against 14) and for the 512-channel
+// concatenation at 8×8 (131–660 ms against 77–82), measured on an AMD EPYC (Zen 4) on 2 threads; elsewhere it is 1.3–2×
+// faster. Its AMX kernel (jit:avx512_core_amx_bf16) gains nothing on those shapes taken together (an Intel Xeon with
+// AMX, 2 threads, batch 64, three alternating runs of the celeba32 step: 159 ms per step for them in bf16 against 145
+// in FP32; faster on 64→3 and 64→64 stride 2, slower on 128→128 stride 2 and on the 512-channel ones), so the rule is
+// the same there. It is a function of the shape alone, so that a run's numbers do not depend on timings.
+func BF16WeightGrad(s ops.ConvShape) bool { return s.Stride == 1 && s.Cout >= 16 && s.Cin < 512 }
 
 // RoundBF16 rounds v to the nearest bfloat16 (ties to even), returned as the float32 of the same value: the upper
 // 16 bits of float32 with the lower 16 cleared. NaN stays NaN (quieted, sign kept); values past the largest
