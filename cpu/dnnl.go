@@ -257,3 +257,23 @@ func layoutTest(toNHWC bool, n, c, h, w int, src []float32, dst unsafe.Pointer, 
 
 // layoutAvailable: the CPU runs dnnl_layout.c's layout changes.
 func layoutAvailable() bool { return C.ddpm_layout_available() != 0 }
+
+// convAsForward switches backward-data as a forward convolution (dnnl.c's asForward) on or off for the plans created
+// from now on, process-wide (TestBF16BackwardDataAsForward).
+func convAsForward(on bool) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	C.ddpm_conv_as_forward(cbool(on))
+}
+
+// planImpl is oneDNN's implementation of pass i (0 forward, 1 backward-data, 2 backward-weights) of the shape's plan
+// in the current input type ("" before the plan exists).
+func (d *dnnlState) planImpl(s ops.ConvShape, i int) string {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	p, ok := d.plans[planKey{s, d.bf16}]
+	if !ok {
+		return ""
+	}
+	return C.GoString(C.ddpm_conv_impl(p, C.int(i)))
+}

@@ -5,8 +5,11 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/ddpmgo/ddpm/ops"
 )
 
 // TestLayoutMatchesOneDNN: the two layout changes of dnnl_layout.c (NCHW f32 → NHWC bf16 for the bf16 primitives'
@@ -106,6 +109,67 @@ func BenchmarkLayout(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestBF16BackwardDataAsForward: at bf16, a stride-1 convolution's backward-data runs as a forward convolution of dy
+// with the flipped, transposed weights where oneDNN has a brgconv kernel for it (dnnl.c's asForward: AMX), and its
+// dx (added to a non-zero dx) equals that of oneDNN's backward-data primitive on a plan created with the switch off,
+// up to the order of the float32 sums (the operands are the same bf16 numbers): 3×3 same, 3×3 valid (pad 0, so
+// padded by 2), 1×1, and a 512-channel layer.
+func TestBF16BackwardDataAsForward(t *testing.T) {
+	shapes := []ops.ConvShape{
+		{N: 4, Cin: 64, H: 16, W: 16, Cout: 64, K: 3, Stride: 1, Pad: 1},
+		{N: 2, Cin: 32, H: 10, W: 12, Cout: 48, K: 3, Stride: 1, Pad: 0},
+		{N: 2, Cin: 96, H: 8, W: 8, Cout: 32, K: 1, Stride: 1, Pad: 0},
+		{N: 2, Cin: 512, H: 8, W: 8, Cout: 256, K: 3, Stride: 1, Pad: 1},
+	}
+	mk := func(on bool) *Backend[float32] {
+		convAsForward(on)
+		defer convAsForward(true)
+		be := New()
+		if err := be.SetPrecision(ops.BF16); err != nil {
+			t.Skipf("needs AVX512-BF16 or AMX: %v", err)
+		}
+		return be
+	}
+	on, off := mk(true), mk(false)
+	if !strings.HasPrefix(on.ConvImpl(), "brgconv") {
+		t.Skipf("oneDNN's bf16 forward here is %s, not brgconv (AMX): backward-data stays oneDNN's", on.ConvImpl())
+	}
+	for _, s := range shapes {
+		var dx [2][]float32
+		for i, be := range []*Backend[float32]{on, off} {
+			convAsForward(i == 0)
+			r := rand.New(rand.NewPCG(uint64(s.Cin), 13)) // the same data on both backends
+			up := func(n int) ops.Buf {
+				h := make([]float32, n)
+				for i := range h {
+					h[i] = float32(r.NormFloat64())
+				}
+				b := be.Alloc(n)
+				be.Upload(b, h)
+				return b
+			}
+			nx := s.N * s.Cin * s.H * s.W
+			x, w, dy, d := up(nx), up(s.Cout*s.Cin*s.K*s.K), up(s.N*s.Cout*s.OutH()*s.OutW()), up(nx)
+			be.Conv2DBackward(s, x, w, dy, d, nil, nil)
+			dx[i] = make([]float32, nx)
+			be.Download(dx[i], d)
+			convAsForward(true)
+			name := be.dn.planImpl(s, 1)
+			if as := strings.Contains(name, "(as forward)"); as != (i == 0) {
+				t.Fatalf("%+v: backward-data runs %q with the switch %v", s, name, i == 0)
+			}
+		}
+		// Both sum K = Cout·k² bf16 products in float32 in different orders.
+		k := float64(s.Cout * s.K * s.K)
+		for i := range dx[0] {
+			a, b := float64(dx[0][i]), float64(dx[1][i])
+			if tol := 4 * k * 0x1p-24 * (1 + math.Abs(b)); math.Abs(a-b) > tol {
+				t.Fatalf("%+v: dx[%d] = %g as a forward convolution, %g by oneDNN's backward-data (tolerance %.2g)", s, i, a, b, tol)
+			}
 		}
 	}
 }
