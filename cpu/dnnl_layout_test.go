@@ -143,15 +143,7 @@ func TestBF16BackwardDataAsForward(t *testing.T) {
 		for i, be := range []*Backend[float32]{on, off} {
 			convAsForward(i == 0)
 			r := rand.New(rand.NewPCG(uint64(s.Cin), 13)) // the same data on both backends
-			up := func(n int) ops.Buf {
-				h := make([]float32, n)
-				for i := range h {
-					h[i] = float32(r.NormFloat64())
-				}
-				b := be.Alloc(n)
-				be.Upload(b, h)
-				return b
-			}
+			up := func(n int) ops.Buf { return normalBuf(be, r, n) }
 			nx := s.N * s.Cin * s.H * s.W
 			x, w, dy, d := up(nx), up(s.Cout*s.Cin*s.K*s.K), up(s.N*s.Cout*s.OutH()*s.OutW()), up(nx)
 			be.Conv2DBackward(s, x, w, dy, d, nil, nil)

@@ -106,15 +106,7 @@ func TestDNNLBackendsInParallel(t *testing.T) {
 	type result struct{ y, dx, dw []float32 }
 	run := func(be *Backend[float32], s ops.ConvShape, seed int64) result {
 		r := rand.New(rand.NewPCG(uint64(seed), 1))
-		vals := func(n int) ops.Buf {
-			v := make([]float32, n)
-			for i := range v {
-				v[i] = float32(r.NormFloat64())
-			}
-			b := be.Alloc(n)
-			be.Upload(b, v)
-			return b
-		}
+		vals := func(n int) ops.Buf { return normalBuf(be, r, n) }
 		xn, wn, yn := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*s.OutH()*s.OutW()
 		x, w, dy := vals(xn), vals(wn), vals(yn)
 		y, dx, dw := be.Alloc(yn), be.Alloc(xn), be.Alloc(wn)

@@ -85,15 +85,7 @@ func TestDeferredFillConvWrites(t *testing.T) {
 		t.Fatalf("%+v at bf16: backward-data's dx does not come back through dnnl_layout.c", s)
 	}
 	r := rand.New(rand.NewPCG(7, 8))
-	up := func(n int) ops.Buf {
-		h := make([]float32, n)
-		for i := range h {
-			h[i] = float32(r.NormFloat64())
-		}
-		b := be.Alloc(n)
-		be.Upload(b, h)
-		return b
-	}
+	up := func(n int) ops.Buf { return normalBuf(be, r, n) }
 	nx := s.N * s.Cin * s.H * s.W
 	x, w, dy := up(nx), up(s.Cout*s.Cin*9), up(s.N*s.Cout*s.H*s.W)
 	want := be.Alloc(nx) // zeros, not a waiting fill
@@ -131,15 +123,7 @@ func TestDeferredFillTakers(t *testing.T) {
 			t.Logf("%s: %v (skipped)", prec, err)
 			continue
 		}
-		up := func(n int) ops.Buf {
-			h := make([]float32, n)
-			for i := range h {
-				h[i] = float32(r.NormFloat64())
-			}
-			b := be.Alloc(n)
-			be.Upload(b, h)
-			return b
-		}
+		up := func(n int) ops.Buf { return normalBuf(be, r, n) }
 		// stale is a buffer of n elements holding a NaN, filled with zeros that wait.
 		stale := func(n int) ops.Buf {
 			b := up(n)

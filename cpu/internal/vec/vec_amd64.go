@@ -137,10 +137,7 @@ func sumDyDyXhatAVX512(dy, x *float32, n int, mu, rstd float64, p *[64]float64, 
 func affineAVX512(x, y *float32, n int, m, a, b float32, pf *float32)
 
 //go:noescape
-func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32)
-
-//go:noescape
-func gnDxSetAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32)
+func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32, set bool)
 
 // Group norm's kernels. The scalar loops of package cpu convert every float32 to
 // float64 and keep four partial sums, about one element per cycle; these take 8
@@ -258,19 +255,15 @@ func GroupNormDx(dy, x, dx []float32, mu, rstd, gc, m1, m2 float64, pf1, pf2 []f
 	}
 	n := len(dy) &^ 15
 	x, dx = x[:len(dy)], dx[:len(dy)]
-	kernel := gnDxAVX512
-	if set {
-		kernel = gnDxSetAVX512
-	}
 	if n > 0 {
-		kernel(&dy[0], &x[0], &dx[0], n, mu, rstd, gc, m1, m2, warm(pf1, x, n), warm(pf2, dy, n))
+		gnDxAVX512(&dy[0], &x[0], &dx[0], n, mu, rstd, gc, m1, m2, warm(pf1, x, n), warm(pf2, dy, n), set)
 	}
 	if t := len(dy) - n; t > 0 {
 		var bdy, bx, bdx [16]float32
 		copy(bdy[:], dy[n:])
 		copy(bx[:], x[n:])
 		copy(bdx[:], dx[n:])
-		kernel(&bdy[0], &bx[0], &bdx[0], 16, mu, rstd, gc, m1, m2, &bx[0], &bdy[0])
+		gnDxAVX512(&bdy[0], &bx[0], &bdx[0], 16, mu, rstd, gc, m1, m2, &bx[0], &bdy[0], set)
 		copy(dx[n:], bdx[:t])
 	}
 }

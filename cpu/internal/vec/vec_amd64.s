@@ -319,10 +319,10 @@ affdone:
 	VZEROUPPER
 	RET
 
-// DX8(off): for the 8 elements at byte offset off of dy (BX), x (SI) and dx (DI), in
-// float64: xh = (x − mu)·rstd, t = rstd·(((dy·gc) − m1) − xh·m2), then dx += float32(t)
-// (mu, rstd, gc, m1, m2 in Z16–Z20; no FMA).
-#define DX8(off) \
+// DXV(off): for the 8 elements at byte offset off of dy (BX) and x (SI), in float64:
+// xh = (x − mu)·rstd, t = rstd·(((dy·gc) − m1) − xh·m2), into Y6 as float32 (mu, rstd,
+// gc, m1, m2 in Z16–Z20; no FMA).
+#define DXV(off) \
 	VCVTPS2PD off(SI), Z4 \
 	VCVTPS2PD off(BX), Z5 \
 	VSUBPD Z16, Z4, Z4 \
@@ -332,13 +332,23 @@ affdone:
 	VMULPD Z20, Z4, Z4 \
 	VSUBPD Z4, Z5, Z5 \
 	VMULPD Z17, Z5, Z5 \
-	VCVTPD2PS Z5, Y6 \
+	VCVTPD2PS Z5, Y6
+
+// DX8(off): dx += DXV(off) at byte offset off of dx (DI).
+#define DX8(off) \
+	DXV(off) \
 	VADDPS off(DI), Y6, Y6 \
 	VMOVUPS Y6, off(DI)
 
-// func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32):
-// DX8 over n elements, n a multiple of 16; meanwhile PREFETCHT1 of pf1's and pf2's 4n bytes.
-TEXT ·gnDxAVX512(SB), NOSPLIT, $0-88
+// DX8SET(off): dx = DXV(off), for a dx that was all zeros (0 + v = v; fills.go of package cpu).
+#define DX8SET(off) \
+	DXV(off) \
+	VMOVUPS Y6, off(DI)
+
+// func gnDxAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32, set bool):
+// DX8 (DX8SET where set) over n elements, n a multiple of 16; meanwhile PREFETCHT1 of pf1's
+// and pf2's 4n bytes.
+TEXT ·gnDxAVX512(SB), NOSPLIT, $0-89
 	MOVQ dy+0(FP), BX
 	MOVQ x+8(FP), SI
 	MOVQ dx+16(FP), DI
@@ -350,6 +360,7 @@ TEXT ·gnDxAVX512(SB), NOSPLIT, $0-88
 	VBROADCASTSD m2+64(FP), Z20
 	MOVQ pf1+72(FP), R10
 	MOVQ pf2+80(FP), R11
+	MOVBLZX set+88(FP), R12
 dxloop:
 	CMPQ CX, $16
 	JLT dxdone
@@ -357,60 +368,21 @@ dxloop:
 	PREFETCHT1 (R11)
 	ADDQ $64, R10
 	ADDQ $64, R11
+	TESTQ R12, R12
+	JNZ dxset
 	DX8(0)
 	DX8(32)
+	JMP dxnext
+dxset:
+	DX8SET(0)
+	DX8SET(32)
+dxnext:
 	ADDQ $64, BX
 	ADDQ $64, SI
 	ADDQ $64, DI
 	SUBQ $16, CX
 	JMP dxloop
 dxdone:
-	VZEROUPPER
-	RET
-
-// DX8SET(off) is DX8 storing the value instead of adding it to dx (a dx that was all zeros: 0 + v = v).
-#define DX8SET(off) \
-	VCVTPS2PD off(SI), Z4 \
-	VCVTPS2PD off(BX), Z5 \
-	VSUBPD Z16, Z4, Z4 \
-	VMULPD Z17, Z4, Z4 \
-	VMULPD Z18, Z5, Z5 \
-	VSUBPD Z19, Z5, Z5 \
-	VMULPD Z20, Z4, Z4 \
-	VSUBPD Z4, Z5, Z5 \
-	VMULPD Z17, Z5, Z5 \
-	VCVTPD2PS Z5, Y6 \
-	VMOVUPS Y6, off(DI)
-
-// func gnDxSetAVX512(dy, x, dx *float32, n int, mu, rstd, gc, m1, m2 float64, pf1, pf2 *float32):
-// gnDxAVX512 writing dx instead of adding to it (DX8SET), n a multiple of 16; meanwhile PREFETCHT1 of pf1's and pf2's 4n bytes.
-TEXT ·gnDxSetAVX512(SB), NOSPLIT, $0-88
-	MOVQ dy+0(FP), BX
-	MOVQ x+8(FP), SI
-	MOVQ dx+16(FP), DI
-	MOVQ n+24(FP), CX
-	VBROADCASTSD mu+32(FP), Z16
-	VBROADCASTSD rstd+40(FP), Z17
-	VBROADCASTSD gc+48(FP), Z18
-	VBROADCASTSD m1+56(FP), Z19
-	VBROADCASTSD m2+64(FP), Z20
-	MOVQ pf1+72(FP), R10
-	MOVQ pf2+80(FP), R11
-dxsloop:
-	CMPQ CX, $16
-	JLT dxsdone
-	PREFETCHT1 (R10)
-	PREFETCHT1 (R11)
-	ADDQ $64, R10
-	ADDQ $64, R11
-	DX8SET(0)
-	DX8SET(32)
-	ADDQ $64, BX
-	ADDQ $64, SI
-	ADDQ $64, DI
-	SUBQ $16, CX
-	JMP dxsloop
-dxsdone:
 	VZEROUPPER
 	RET
 
