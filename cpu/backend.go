@@ -216,15 +216,14 @@ func (be *Backend[T]) Alloc(n int) ops.Buf {
 // Slice returns the view [off, off+n) of b, sharing its storage. The view's capacity
 // ends at off+n, so an op that overruns the view panics instead of writing past it.
 func (be *Backend[T]) Slice(b ops.Buf, off, n int) ops.Buf {
-	p := be.unwrap("Slice", "b", b)
-	var d []T
-	if p != nil {
-		d = p.data
+	var v Buf[T] // a nil buffer's fields: no data, no fills
+	if p := be.unwrap("Slice", "b", b); p != nil {
+		v = *p
 	}
-	if off < 0 || n < 0 || off+n > len(d) {
-		panic(fmt.Sprintf("cpu Slice: [%d, %d+%d) out of a buffer of %d elements", off, off, n, len(d)))
+	if off < 0 || n < 0 || off+n > len(v.data) {
+		panic(fmt.Sprintf("cpu Slice: [%d, %d+%d) out of a buffer of %d elements", off, off, n, len(v.data)))
 	}
-	return &Buf[T]{data: d[off : off+n : off+n], z: p.z}
+	return &Buf[T]{data: v.data[off : off+n : off+n], z: v.z}
 }
 
 // Free drops the buffer's storage (the garbage collector reclaims it once no view
