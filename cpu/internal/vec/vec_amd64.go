@@ -231,17 +231,7 @@ func Affine(x, y []float32, m, a, b float32, pf []float32) {
 	if !Available {
 		panic("vec.Affine: no AVX-512")
 	}
-	n := len(x) &^ 15
-	y = y[:len(x)]
-	if n > 0 {
-		affineAVX512(&x[0], &y[0], n, m, a, b, warm(pf, x, n))
-	}
-	if t := len(x) - n; t > 0 {
-		var bx, by [16]float32
-		copy(bx[:], x[n:])
-		affineAVX512(&bx[0], &by[0], 16, m, a, b, &bx[0])
-		copy(y[n:], by[:t])
-	}
+	affineRun(false, x, y, m, a, b, pf)
 }
 
 // GroupNormDx: dx[i] += float32(rstd·((dy[i]·gc − m1) − x̂·m2)) with x̂ = (x[i] − mu)·rstd,
@@ -321,15 +311,29 @@ func AffineSiLU(x, y []float32, m, a, b float32, pf []float32) {
 	if !Available {
 		panic("vec.AffineSiLU: no AVX-512")
 	}
+	affineRun(true, x, y, m, a, b, pf)
+}
+
+// affineRun runs affineAVX512 (affineSiLUAVX512 where silu) over x into y: the multiple of 16 in place, a tail
+// through a padded block. A switch, not a func value: through a func value the padded blocks would escape to the heap.
+func affineRun(silu bool, x, y []float32, m, a, b float32, pf []float32) {
 	n := len(x) &^ 15
 	y = y[:len(x)]
 	if n > 0 {
-		affineSiLUAVX512(&x[0], &y[0], n, m, a, b, warm(pf, x, n))
+		if silu {
+			affineSiLUAVX512(&x[0], &y[0], n, m, a, b, warm(pf, x, n))
+		} else {
+			affineAVX512(&x[0], &y[0], n, m, a, b, warm(pf, x, n))
+		}
 	}
 	if t := len(x) - n; t > 0 {
 		var bx, by [16]float32
 		copy(bx[:], x[n:])
-		affineSiLUAVX512(&bx[0], &by[0], 16, m, a, b, &bx[0])
+		if silu {
+			affineSiLUAVX512(&bx[0], &by[0], 16, m, a, b, &bx[0])
+		} else {
+			affineAVX512(&bx[0], &by[0], 16, m, a, b, &bx[0])
+		}
 		copy(y[n:], by[:t])
 	}
 }
