@@ -12,9 +12,13 @@
 static dnnl_engine_t eng;
 static dnnl_stream_t strm;
 
+// The most threads a plan splits backward-weights over (splitWeights), each with its own stream.
+#define MAX_PARTS 8
+static dnnl_stream_t partStrm[MAX_PARTS];
+
 // Workspace shared by all plans (calls are serialised by the backend): one buffer per
 // role, grown at plan creation to the largest size any plan needs.
-enum { W_SRC, W_WEI, W_DST, W_DDST_D, W_DDST_W, W_DSRC, W_DWEI, W_DBIAS, W_SCRATCH, W_WT, W_N };
+enum { W_SRC, W_WEI, W_DST, W_DDST_D, W_DDST_W, W_DSRC, W_DWEI, W_DBIAS, W_SCRATCH, W_WT, W_SPLIT, W_N };
 static void *work[W_N];
 static size_t workSize[W_N];
 
@@ -72,6 +76,14 @@ struct ddpm_conv {
 	dnnl_memory_t sfwdT;
 	port wT; // the flipped, transposed weights (user layout in work[W_WT]) into fwdT's layout
 	int cin, cout, k;
+	// Backward-weights as one single-threaded primitive per thread on a slice of the minibatch (see splitWeights):
+	// nparts = 0 where the plan runs bwdw. Part t reads images [t·n/nparts, (t+1)·n/nparts) of xW's and dyW's
+	// reordered copies and writes its partial dw at work[W_SPLIT] + t·partW bytes.
+	int nparts;
+	dnnl_primitive_t part;
+	dnnl_memory_t pSrc[MAX_PARTS], pDdst[MAX_PARTS], pDw[MAX_PARTS], pScratch[MAX_PARTS];
+	size_t partSrc, partDdst, partW, partScratch; // bytes per part
+	port dwP;                                      // the summed partials (in part 0's place) into the user's dw
 };
 
 // held: the plan and the user dy whose reordered copy the last call left in work[W_DDST_D] (a backward-data pass);
@@ -168,6 +180,7 @@ int ddpm_dnnl_init(char *err, int errn) {
 	if (eng) return 0;
 	CK(dnnl_engine_create(&eng, dnnl_cpu, 0), "engine_create");
 	CK(dnnl_stream_create(&strm, eng, dnnl_stream_default_flags), "stream_create");
+	for (int i = 0; i < MAX_PARTS; i++) CK(dnnl_stream_create(&partStrm[i], eng, dnnl_stream_default_flags), "stream_create");
 	return 0;
 }
 
@@ -227,6 +240,99 @@ static void flipT(const float *w, float *wt, int cin, int cout, int k) {
 			float *dst = wt + ((long)ci * cout + o) * kk;
 			for (int t = 0; t < kk; t++) dst[t] = src[kk - 1 - t];
 		}
+}
+
+// splitWeights sets the plan up to run its bf16 backward-weights pass as nthr single-threaded primitives, one per
+// OpenMP thread, each on its slice of the minibatch, the partial weight gradients then added in slice order
+// (c->nparts; else it stays 0 and the plan runs c->bwdw). Why: oneDNN 2.6.3's AMX backward-weights kernel
+// (jit:avx512_core_amx_bf16) stalls when it runs on more than one thread and another process wants a core: 10–20 ms
+// calls took ~520 ms each, call after call, on a 2-core machine while a compiler ran beside it (forward and the
+// other kernels slowed by the load's share, no more). One thread per primitive has nothing to wait for inside it.
+// Only where the copies that xW and dyW reorder into are NHWC (acdb), so that a slice of images is a contiguous
+// range, and where the single-threaded primitive is the same AMX kernel on the same layouts.
+// DDPM_DNNL_SPLIT=0 keeps one primitive, for comparisons.
+static int splitOff; // ddpm_conv_split_weights(0): plans created from now on keep one primitive (tests)
+
+void ddpm_conv_split_weights(int on) { splitOff = !on; }
+
+static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, int cin, int h, int w, int cout, int k,
+		const dnnl_dims_t strides, const dnnl_dims_t pl, const dnnl_dims_t pr, int oh, int ow, const dnnl_memory_desc_t *uw,
+		dnnl_primitive_attr_t attr) {
+	const int nthr = c->nthr;
+	const char *e = getenv("DDPM_DNNL_SPLIT");
+	if (splitOff || (e && strcmp(e, "0") == 0) || nthr < 2 || nthr > MAX_PARTS || n % nthr != 0 || strncmp(c->impl[2], "jit:avx512_core_amx", 19) != 0 ||
+			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_src_md, 0), dnnl_bf16, dnnl_acdb) ||
+			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0), dnnl_bf16, dnnl_acdb))
+		return;
+	const int np = n / nthr;
+	dnnl_dims_t xd = {np, cin, h, w}, wd = {cout, cin, k, k}, yd = {np, cout, oh, ow};
+	dnnl_memory_desc_t px, pw, py;
+	dnnl_memory_desc_init_by_tag(&px, 4, xd, dnnl_bf16, dnnl_acdb);
+	dnnl_memory_desc_init_by_tag(&pw, 4, wd, dnnl_f32, dnnl_format_tag_any);
+	dnnl_memory_desc_init_by_tag(&py, 4, yd, dnnl_bf16, dnnl_acdb);
+	dnnl_convolution_desc_t d;
+	dnnl_primitive_desc_t pd = NULL;
+	omp_set_num_threads(1); // the primitive's decomposition is fixed at creation: one thread
+	int ok = dnnl_convolution_backward_weights_desc_init(&d, dnnl_convolution_direct, &px, &pw, NULL, &py, strides, pl,
+			pr) == dnnl_success && dnnl_primitive_desc_create(&pd, &d, attr, eng, NULL) == dnnl_success;
+	omp_set_num_threads(nthr);
+	if (!ok) return;
+	const char *name = NULL;
+	char err[64];
+	const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_diff_weights_md, 0);
+	const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+	c->partSrc = dnnl_memory_desc_get_size(&px);
+	c->partDdst = dnnl_memory_desc_get_size(&py);
+	c->partW = (dnnl_memory_desc_get_size(wmd) + 63) & ~(size_t)63;
+	c->partScratch = (dnnl_memory_desc_get_size(smd) + 63) & ~(size_t)63;
+	ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) == dnnl_success && name &&
+		strcmp(name, c->impl[2]) == 0 && (c->partSrc & 63) == 0 && (c->partDdst & 63) == 0 &&
+		grow(W_SPLIT, (size_t)nthr * (c->partW + c->partScratch)) == 0 &&
+		makePort(&c->dwP, uw, wmd, 1, 1, W_SPLIT, err, sizeof err) == 0 &&
+		dnnl_primitive_create(&c->part, pd) == dnnl_success;
+	for (int t = 0; ok && t < nthr; t++)
+		ok = dnnl_memory_create(&c->pSrc[t], &px, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+			dnnl_memory_create(&c->pDdst[t], &py, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+			dnnl_memory_create(&c->pDw[t], wmd, eng, DNNL_MEMORY_NONE) == dnnl_success &&
+			dnnl_memory_create(&c->pScratch[t], smd, eng, DNNL_MEMORY_NONE) == dnnl_success;
+	if (ok) {
+		c->nparts = nthr;
+		snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread)", name, nthr);
+	}
+	dnnl_primitive_desc_destroy(pd);
+}
+
+// runParts runs the split backward-weights pass (splitWeights) on the reordered x and dy in src and ddst, leaving the
+// summed partial dw in work[W_SPLIT] in the part primitive's layout.
+static int runParts(ddpm_conv *c, char *src, char *ddst) {
+	char *base = work[W_SPLIT];
+	const int np = c->nparts;
+	int bad = 0;
+	for (int t = 0; t < np; t++) {
+		char *dw = base + (size_t)t * c->partW, *sc = base + (size_t)np * c->partW + (size_t)t * c->partScratch;
+		if (dnnl_memory_set_data_handle(c->pSrc[t], src + (size_t)t * c->partSrc) != dnnl_success ||
+				dnnl_memory_set_data_handle(c->pDdst[t], ddst + (size_t)t * c->partDdst) != dnnl_success ||
+				dnnl_memory_set_data_handle(c->pDw[t], dw) != dnnl_success ||
+				dnnl_memory_set_data_handle(c->pScratch[t], sc) != dnnl_success)
+			return -1;
+	}
+	// One part per thread of the team; oneDNN runs a primitive single-threaded inside a parallel region.
+	#pragma omp parallel num_threads(np) reduction(|: bad)
+	{
+		const int t = omp_get_thread_num();
+		dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, c->pSrc[t]}, {DNNL_ARG_DIFF_DST, c->pDdst[t]},
+			{DNNL_ARG_DIFF_WEIGHTS, c->pDw[t]}, {DNNL_ARG_SCRATCHPAD, c->pScratch[t]}};
+		if (t < np && dnnl_primitive_execute(c->part, partStrm[t], 4, a) != dnnl_success) bad |= 1;
+	}
+	if (bad) return -3;
+	// The partials in slice order, into part 0's: a fixed order whatever the threads' timing.
+	float *d0 = (float *)base;
+	const size_t m = c->partW / sizeof(float);
+	for (int t = 1; t < np; t++) {
+		const float *dt = (const float *)(base + (size_t)t * c->partW);
+		for (size_t i = 0; i < m; i++) d0[i] += dt[i];
+	}
+	return 0;
 }
 
 // pad zeros before each spatial dimension, pad + pad_end after it (ops.ConvShape).
@@ -307,6 +413,8 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 		dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_dst_md, 0),
 			dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0));
 
+	if (bf16w)
+		splitWeights(c, wpd, n, cin, h, w, cout, k, strides, pl, pr, oh, ow, &uw, attr);
 	if (bf16 && s == 1 && pad_end == 0 && pad <= k - 1)
 		asForward(c, dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_dst_md, 0),
 			dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_src_md, 0), cin, cout, k, pad, attr);
@@ -390,6 +498,13 @@ int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *
 	if (bind(&c->xW, (void *)x) || bind(&c->dyW, (void *)dy) || bind(&c->dw, dw) || bind(&c->db, db)) return -1;
 	if (reuse && dnnl_memory_set_data_handle(c->dyW.prim, work[W_DDST_D]) != dnnl_success) return -1;
 	if (runReorder(&c->xW, 0) || (!reuse && runReorder(&c->dyW, 0))) return -2;
+	if (c->nparts && !db) { // the split pass (splitWeights) has no bias gradient: only where the caller asks for none
+		if (!dw) return 0;
+		int rc = runParts(c, work[W_SRC], reuse ? work[W_DDST_D] : work[W_DDST_W]);
+		if (rc) return rc;
+		if (bind(&c->dwP, dw) || runReorder(&c->dwP, 1)) return -4;
+		return 0;
+	}
 	if (dnnl_memory_set_data_handle(c->sbwdw, work[W_SCRATCH]) != dnnl_success) return -1;
 	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->xW.prim}, {DNNL_ARG_DIFF_DST, c->dyW.prim},
 		{DNNL_ARG_DIFF_WEIGHTS, c->dw.prim}, {DNNL_ARG_DIFF_BIAS, c->db.prim}, {DNNL_ARG_SCRATCHPAD, c->sbwdw}};

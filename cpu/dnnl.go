@@ -266,6 +266,23 @@ func convAsForward(on bool) {
 	C.ddpm_conv_as_forward(cbool(on))
 }
 
+// convSplitWeights switches the split backward-weights pass (dnnl.c's splitWeights) on or off for the plans created
+// from now on, process-wide (TestBF16WeightGradSplit).
+func convSplitWeights(on bool) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	C.ddpm_conv_split_weights(cbool(on))
+}
+
+// probeImpl is oneDNN's implementation of pass i of probeShape's plan in the current input type (probe creates it).
+func (d *dnnlState) probeImpl(i int) string {
+	impl, err := d.probe(d.bf16)
+	if err != nil {
+		return err.Error()
+	}
+	return impl[i]
+}
+
 // planImpl is oneDNN's implementation of pass i (0 forward, 1 backward-data, 2 backward-weights) of the shape's plan
 // in the current input type ("" before the plan exists).
 func (d *dnnlState) planImpl(s ops.ConvShape, i int) string {

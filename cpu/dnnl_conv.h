@@ -13,3 +13,4 @@ int ddpm_mm_run(ddpm_mm *p, const float *a, const float *b, float *c);
 const char *ddpm_mm_impl(ddpm_mm *p);
 int ddpm_layout_test(int layout, int n, int c, int h, int w, const float *src, void *dst, int acc, int own);
 void ddpm_conv_as_forward(int on);
+void ddpm_conv_split_weights(int on);

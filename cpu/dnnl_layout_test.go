@@ -5,6 +5,7 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -161,6 +162,72 @@ func TestBF16BackwardDataAsForward(t *testing.T) {
 			a, b := float64(dx[0][i]), float64(dx[1][i])
 			if tol := 4 * k * 0x1p-24 * (1 + math.Abs(b)); math.Abs(a-b) > tol {
 				t.Fatalf("%+v: dx[%d] = %g as a forward convolution, %g by oneDNN's backward-data (tolerance %.2g)", s, i, a, b, tol)
+			}
+		}
+	}
+}
+
+// TestBF16WeightGradSplit: at bf16 on more than one thread, oneDNN's AMX backward-weights runs as one single-threaded
+// primitive per thread on a slice of the minibatch, the partial gradients added in slice order (dnnl.c's
+// splitWeights), and its dw (added to a non-zero dw) equals that of the one multi-threaded primitive of a plan
+// created with the switch off, up to the order of the float32 sums; with and without dx (backward-weights reading
+// the dy that backward-data rounded, or rounding dy itself), on 3×3 same, 3×3 valid, 1×1 and a batch that the threads
+// do not divide (not split). Runs at GOMAXPROCS ≥ 2 (set here), whatever the machine's cores.
+func TestBF16WeightGradSplit(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
+	threads := runtime.GOMAXPROCS(0)
+	shapes := []ops.ConvShape{
+		{N: 4, Cin: 64, H: 16, W: 16, Cout: 64, K: 3, Stride: 1, Pad: 1},
+		{N: 2 * threads, Cin: 32, H: 10, W: 12, Cout: 48, K: 3, Stride: 1, Pad: 0},
+		{N: 2 * threads, Cin: 96, H: 8, W: 8, Cout: 32, K: 1, Stride: 1, Pad: 0},
+		{N: 2*threads + 1, Cin: 64, H: 8, W: 8, Cout: 64, K: 3, Stride: 1, Pad: 1},
+	}
+	mk := func(on bool) *Backend[float32] {
+		convSplitWeights(on)
+		defer convSplitWeights(true)
+		be := New()
+		if err := be.SetPrecision(ops.BF16); err != nil {
+			t.Skipf("needs AVX512-BF16 or AMX: %v", err)
+		}
+		return be
+	}
+	on, off := mk(true), mk(false)
+	if !strings.Contains(on.dn.probeImpl(2), "amx") {
+		t.Skipf("oneDNN's bf16 backward-weights here is %s, not the AMX kernel: it stays one primitive", on.dn.probeImpl(2))
+	}
+	for _, s := range shapes {
+		if !BF16WeightGrad(s) {
+			t.Fatalf("%+v: not a bf16 weight-gradient shape", s)
+		}
+		for _, withDx := range []bool{true, false} {
+			var dw [2][]float32
+			for i, be := range []*Backend[float32]{on, off} {
+				convSplitWeights(i == 0)
+				r := rand.New(rand.NewPCG(uint64(s.Cin), 17)) // the same data on both backends
+				up := func(n int) ops.Buf { return normalBuf(be, r, n) }
+				nx, nw := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K
+				x, w, dy, d := up(nx), up(nw), up(s.N*s.Cout*s.OutH()*s.OutW()), up(nw)
+				var dx ops.Buf
+				if withDx {
+					dx = up(nx)
+				}
+				be.Conv2DBackward(s, x, w, dy, dx, d, nil)
+				dw[i] = make([]float32, nw)
+				be.Download(dw[i], d)
+				convSplitWeights(true)
+				name := be.dn.planImpl(s, 2)
+				split := strings.Contains(name, "× 1 thread")
+				if want := i == 0 && s.N%threads == 0; split != want {
+					t.Fatalf("%+v: backward-weights runs %q with the switch %v (split wanted: %v)", s, name, i == 0, want)
+				}
+			}
+			// Both sum K = N·OH·OW bf16 products in float32 in different orders.
+			k := float64(s.N * s.OutH() * s.OutW())
+			for i := range dw[0] {
+				a, b := float64(dw[0][i]), float64(dw[1][i])
+				if tol := 4 * k * 0x1p-24 * (1 + math.Abs(b)); math.Abs(a-b) > tol {
+					t.Fatalf("%+v (dx %v): dw[%d] = %g split, %g by one primitive (tolerance %.2g)", s, withDx, i, a, b, tol)
+				}
 			}
 		}
 	}
