@@ -13,7 +13,7 @@ static dnnl_engine_t eng;
 static dnnl_stream_t strm;
 
 // The most threads a plan splits backward-weights over (splitWeights), each with its own stream.
-#define MAX_PARTS 8
+#define MAX_PARTS 32
 static dnnl_stream_t partStrm[MAX_PARTS];
 
 // Workspace shared by all plans (calls are serialised by the backend): one buffer per
@@ -249,7 +249,8 @@ static void flipT(const float *w, float *wt, int cin, int cout, int k) {
 // calls took ~520 ms each, call after call, on a 2-core machine while a compiler ran beside it (forward and the
 // other kernels slowed by the load's share, no more). One thread per primitive has nothing to wait for inside it.
 // Only where the copies that xW and dyW reorder into are NHWC (acdb), so that a slice of images is a contiguous
-// range, and where the single-threaded primitive is the same AMX kernel on the same layouts.
+// range, where the single-threaded primitive is the same AMX kernel on the same layouts, and where OpenMP will give
+// the parallel region its nthr threads (not with OMP_DYNAMIC).
 // DDPM_DNNL_SPLIT=0 keeps one primitive, for comparisons.
 static int splitOff; // ddpm_conv_split_weights(0): plans created from now on keep one primitive (tests)
 
@@ -260,7 +261,7 @@ static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, i
 		dnnl_primitive_attr_t attr) {
 	const int nthr = c->nthr;
 	const char *e = getenv("DDPM_DNNL_SPLIT");
-	if (splitOff || (e && strcmp(e, "0") == 0) || nthr < 2 || nthr > MAX_PARTS || n % nthr != 0 || strncmp(c->impl[2], "jit:avx512_core_amx", 19) != 0 ||
+	if (splitOff || (e && strcmp(e, "0") == 0) || omp_get_dynamic() || nthr < 2 || nthr > MAX_PARTS || n % nthr != 0 || strncmp(c->impl[2], "jit:avx512_core_amx", 19) != 0 ||
 			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_src_md, 0), dnnl_bf16, dnnl_acdb) ||
 			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0), dnnl_bf16, dnnl_acdb))
 		return;
@@ -316,13 +317,13 @@ static int runParts(ddpm_conv *c, char *src, char *ddst) {
 				dnnl_memory_set_data_handle(c->pScratch[t], sc) != dnnl_success)
 			return -1;
 	}
-	// One part per thread of the team; oneDNN runs a primitive single-threaded inside a parallel region.
+	// One part per thread of the team (each thread takes every team-size-th part, should OpenMP give fewer threads);
+	// oneDNN runs a primitive single-threaded inside a parallel region.
 	#pragma omp parallel num_threads(np) reduction(|: bad)
-	{
-		const int t = omp_get_thread_num();
+	for (int t = omp_get_thread_num(); t < np; t += omp_get_num_threads()) {
 		dnnl_exec_arg_t a[4] = {{DNNL_ARG_SRC, c->pSrc[t]}, {DNNL_ARG_DIFF_DST, c->pDdst[t]},
 			{DNNL_ARG_DIFF_WEIGHTS, c->pDw[t]}, {DNNL_ARG_SCRATCHPAD, c->pScratch[t]}};
-		if (t < np && dnnl_primitive_execute(c->part, partStrm[t], 4, a) != dnnl_success) bad |= 1;
+		if (dnnl_primitive_execute(c->part, partStrm[t], 4, a) != dnnl_success) bad |= 1;
 	}
 	if (bad) return -3;
 	// The partials in slice order, into part 0's: a fixed order whatever the threads' timing.
@@ -345,6 +346,9 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 		int nthr, char *err, int errn) {
 	ddpm_conv *c = calloc(1, sizeof *c);
 	if (!c) { snprintf(err, errn, "calloc"); return NULL; }
+	// No more threads than OpenMP will give (OMP_THREAD_LIMIT): a backward-weights primitive created for two threads
+	// and run on one waited forever for the second.
+	if (nthr > omp_get_thread_limit()) nthr = omp_get_thread_limit();
 	c->nthr = nthr;
 	forget(); // plan creation may move the workspace
 	// oneDNN fixes a primitive's thread decomposition (e.g. backward-weights' split of the minibatch, whose partial
@@ -539,6 +543,7 @@ ddpm_mm *ddpm_mm_create(int batch, int m, int n, int k, int transA, int lda, lon
 		int ldc, long sc, int acc, int nthr, char *err, int errn) {
 	ddpm_mm *p = calloc(1, sizeof *p);
 	if (!p) { snprintf(err, errn, "calloc"); return NULL; }
+	if (nthr > omp_get_thread_limit()) nthr = omp_get_thread_limit(); // as in ddpm_conv_create
 	p->nthr = nthr;
 	omp_set_num_threads(nthr); // fixes the primitive's thread split (see ddpm_conv_create)
 	dnnl_dims_t ad = {batch, m, k}, bd = {batch, k, n}, cd = {batch, m, n};

@@ -36,6 +36,7 @@ package cpu
 #cgo CFLAGS: -fopenmp
 #cgo LDFLAGS: -ldnnl -lgomp
 #include <stdlib.h>
+#include <omp.h>
 #include "dnnl_conv.h"
 #include "dnnl_layout.h"
 */
@@ -265,6 +266,9 @@ func convAsForward(on bool) {
 	defer dnnlMu.Unlock()
 	C.ddpm_conv_as_forward(cbool(on))
 }
+
+// ompThreadLimit is OpenMP's thread limit (OMP_THREAD_LIMIT), to which dnnl.c caps a plan's threads.
+func ompThreadLimit() int { return int(C.omp_get_thread_limit()) }
 
 // convSplitWeights switches the split backward-weights pass (dnnl.c's splitWeights) on or off for the plans created
 // from now on, process-wide (TestBF16WeightGradSplit).
