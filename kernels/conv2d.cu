@@ -428,23 +428,23 @@ struct KSrc {
   }
 };
 
-// The BF16 kernels' K-major source for TAPS = 1 and 2 (H = 2): KSrc's addresses, with the k-step's bases advanced
-// in place and the kernel-row jump precomputed, so that a k-step costs a few additions. The bases are not clamped at
-// the end of the k range: a chunk past it has src-size 0 (nothing is read; ok false), and its address lies less than
-// a k-step past the operand's row, inside the row after it or the scratch's slack. With TAPS = 2 (Cp a multiple of
-// 64, and the k range's ends multiples of 64: the launcher's split-K chunks) every k-step is whole, so one test
-// serves both chunks.
-template <int CA, int CB, int STEP, int TAPS>
-struct KSrcBF16 {
-  static constexpr int E = 8;  // bfloat16 per chunk
-  const uint16_t *abase, *bbase;
-  const uint16_t *ak, *bk;  // abase + 8kc, bbase + bkoff
+// The tensor-core kernels' K-major source for TAPS = 1 and 2 (H = 2): KSrc's addresses, with the k-step's bases
+// advanced in place and the kernel-row jump precomputed, so that a k-step costs a few additions. The bases are not
+// clamped at the end of the k range: a chunk past it has src-size 0 (nothing is read; ok false), and its address lies
+// less than a k-step (128 bytes) past the operand's row, inside the row after it or the scratch's slack. With
+// TAPS = 2 (Cp a multiple of the k-step, and the k range's ends multiples of it: the launcher's split-K chunks) every
+// k-step is whole, so one test serves both chunks.
+template <class T, int CA, int CB, int STEP, int TAPS>
+struct KSrcTC {
+  static constexpr int E = 16 / sizeof(T);  // elements per chunk
+  const T *abase, *bbase;
+  const T *ak, *bk;  // abase + E·kc, bbase + bkoff
   unsigned arow[CA], brow[CB];
   int kc, kcEnd, left = 0, rowlen = 0, jump = 0;
 
   __device__ __forceinline__ bool ok(int h) const { return TAPS == 2 ? kc < kcEnd : kc + 4 * h < kcEnd; }
-  __device__ __forceinline__ const uint16_t* aptr(int j, int h) const { return ak + arow[j] + 32 * h; }
-  __device__ __forceinline__ const uint16_t* bptr(int j, int h) const { return bk + brow[j] + 32 * h; }
+  __device__ __forceinline__ const T* aptr(int j, int h) const { return ak + arow[j] + 4 * E * h; }
+  __device__ __forceinline__ const T* bptr(int j, int h) const { return bk + brow[j] + 4 * E * h; }
   __device__ __forceinline__ void start(int kc0, int kcEnd_, int Cp, int K, int Win) {
     kc = kc0;
     kcEnd = kcEnd_;
@@ -468,18 +468,18 @@ struct KSrcBF16 {
     }
   }
 };
-// The K-major source of each kernel: KSrcBF16 for the BF16 kernels' TAPS 1 and 2, KSrc otherwise.
+// The K-major source of each kernel: KSrcTC for the tensor-core kernels' TAPS 1 and 2 (H = 2), KSrc otherwise.
 template <class E, int CA, int CB, int STEP, int TAPS, int H>
 struct KSrcOf {
   typedef KSrc<E, CA, CB, STEP, TAPS, H> type;
 };
-template <int CA, int CB, int STEP>
-struct KSrcOf<uint16_t, CA, CB, STEP, 1, 2> {
-  typedef KSrcBF16<CA, CB, STEP, 1> type;
+template <class E, int CA, int CB, int STEP>
+struct KSrcOf<E, CA, CB, STEP, 1, 2> {
+  typedef KSrcTC<E, CA, CB, STEP, 1> type;
 };
-template <int CA, int CB, int STEP>
-struct KSrcOf<uint16_t, CA, CB, STEP, 2, 2> {
-  typedef KSrcBF16<CA, CB, STEP, 2> type;
+template <class E, int CA, int CB, int STEP>
+struct KSrcOf<E, CA, CB, STEP, 2, 2> {
+  typedef KSrcTC<E, CA, CB, STEP, 2> type;
 };
 
 // Store of the K-major GEMM element (m, n): n is a pixel (img, pix) of the output, pix < OHW; out[img][m][pix].

@@ -21,7 +21,8 @@
 // k-step costs registers for the prefetched chunks: at 8 the 256-thread tile fits 128 registers, two blocks per SM.)
 //
 // Tensor-core loops (sm_80 and the emulator): BK = IG_BK_TC = 32, IG_TC_THREADS = 128 threads (2x2 warps of
-// (BM/2) x 64), an IG_STAGES-stage cp.async pipeline into dynamic shared memory (one barrier per k-step), mma.sync
+// (BM/2) x 64; the K-major loops with BM = 64 slice k instead: 2x2 warps of 64 x 64 over half the k-step each, see
+// IG_SLICED_K), an IG_STAGES-stage cp.async pipeline into dynamic shared memory (one barrier per k-step), mma.sync
 // TF32 with FP32 accumulators; the operands must already be TF32 values (the packing kernels round them). Fragments
 // go from shared memory straight into the MMA's registers: by ldmatrix (K-major, mma m16n8k8) or by 128-bit loads
 // of consecutive floats after renaming the rows and columns of C (MN-major, mma m16n8k4); an XOR swizzle of the
@@ -247,6 +248,40 @@ __device__ __forceinline__ void ig_tc_pipeline_unrolled(int ksteps, const ISSUE&
   cp_async_wait<0>();  // the trailing (empty) groups
 }
 
+// Sliced k (the K-major loops with BM = 64): the 2x2 warps are (k half kh, n half wn), each with the whole 64 x 64
+// tile of its n half over the sub-blocks of its k half of every k-step, so that a warp's MMAs per ldmatrix are those
+// of the 128-row tiles' 64 x 64 warp tiles (32 per 8 instead of 16 per 6 with 32 x 64 tiles). After the main loop
+// the two k halves' partial tiles are added through shared memory in a fixed order (half 0 + half 1), so the result
+// depends on the shape only.
+#define IG_SLICED_K(BM) ((BM) == 64)
+
+// The sliced-k reduction: the k half 1 warps leave their accumulators in shared memory (the pipeline's stages, all
+// copies complete and read; 32 KiB of the 72), each at its (wn, fragment, lane) place, 16 bytes per lane, so that a
+// warp's stores and loads are 512 contiguous bytes (no bank conflicts); the k half 0 warps add them to theirs.
+// Returns whether this warp holds the sums (and stores them). Every thread reaches both barriers.
+template <int MT, int NT>
+__device__ __forceinline__ bool ig_sliced_k_sum(float (&acc)[MT][NT][4], float* red, int kh, int wn, int lane) {
+  float4* part = reinterpret_cast<float4*>(red) + wn * MT * NT * 32 + lane;
+  __syncthreads();  // every warp has finished reading the stages
+  if (kh == 1) {
+    IG_UNROLL
+    for (int i = 0; i < MT; i++)
+      IG_UNROLL
+      for (int j = 0; j < NT; j++)
+        part[(i * NT + j) * 32] = make_float4(acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
+  }
+  __syncthreads();
+  if (kh == 1) return false;
+  IG_UNROLL
+  for (int i = 0; i < MT; i++)
+    IG_UNROLL
+    for (int j = 0; j < NT; j++) {
+      const float4 p = part[(i * NT + j) * 32];
+      acc[i][j][0] += p.x, acc[i][j][1] += p.y, acc[i][j][2] += p.z, acc[i][j][3] += p.w;
+    }
+  return true;
+}
+
 // K-major tensor-core loop. Stage layout: As[BM][32] then Bs[IG_BN][32], rows of one k-step; 16-byte chunk c of row
 // r is stored at chunk c ^ (r & 7), so that the eight rows of an 8x4 block that ldmatrix reads at one chunk lie in
 // eight different bank groups. H = 1: thread tid copies chunk cc = tid % 8 of rows r0 + 16j (r0 = tid / 8) of A
@@ -259,11 +294,13 @@ __device__ __forceinline__ void ig_tc_pipeline_unrolled(int ksteps, const ISSUE&
 // chunks 2kb, 2kb + 1, then of the second).
 template <int BM, int H, class SRC, class ST>
 __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-  constexpr int WM = BM / 2, MT = WM / 16, NT = 8, TPR = 8 / H, RS = IG_TC_THREADS / TPR, CA = BM / RS,
-                CB = IG_BN / RS;
+  constexpr bool SK = IG_SLICED_K(BM);
+  constexpr int WM = SK ? BM : BM / 2, MT = WM / 16, NT = 8, KS = SK ? 2 : 4, TPR = 8 / H, RS = IG_TC_THREADS / TPR,
+                CA = BM / RS, CB = IG_BN / RS;
   constexpr int STAGE = (BM + IG_BN) * IG_BK_TC;
   DYNAMIC_SHARED(float, sm);
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp >> 1, wn = warp & 1;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wn = warp & 1;
+  const int wm = SK ? 0 : warp >> 1, kh = SK ? warp >> 1 : 0;  // the warp's m half, or (sliced k) its k half
   const int g = lane >> 2, t = lane & 3, cc = tid % TPR, r0 = tid / TPR;
   const int q = lane >> 3, rr = lane & 7;  // this lane's ldmatrix row: row rr of block q
   float acc[MT][NT][4];
@@ -294,28 +331,30 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
     src.next();
   };
   // This lane's ldmatrix rows: A m-tile i: row wm·WM + 16i + 8(q & 1) + rr at chunk 2kb + (q >> 1); B n-tiles 2jj,
-  // 2jj + 1: row wn·64 + 16jj + 8(q >> 1) + rr at chunk 2kb + (q & 1). All these rows have row & 7 = rr.
+  // 2jj + 1: row wn·64 + 16jj + 8(q >> 1) + rr at chunk 2kb + (q & 1). All these rows have row & 7 = rr. The warp's
+  // sub-blocks are kb = KS·kh + kk (kk < KS): all four, or with sliced k its half of them.
   // Offsets (floats, within a stage) of the sub-block kb: computed once, so that each ldmatrix address is a stage
   // base plus one of these plus a constant.
   // Pinned (saddr_pin), and with the pipeline unrolled by stage, each address is a register plus an immediate.
-  saddr_t aaddr[4], baddr[4];
+  saddr_t aaddr[KS], baddr[KS];
   IG_UNROLL
-  for (int kb = 0; kb < 4; kb++) {
-    aaddr[kb] = saddr(sm + (wm * WM + 8 * (q & 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q >> 1)) ^ rr));
-    baddr[kb] = saddr(sm + BM * IG_BK_TC + (wn * 64 + 8 * (q >> 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q & 1)) ^ rr));
-    saddr_pin(aaddr[kb]);
-    saddr_pin(baddr[kb]);
+  for (int kk = 0; kk < KS; kk++) {
+    const int kb = KS * kh + kk;
+    aaddr[kk] = saddr(sm + (wm * WM + 8 * (q & 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q >> 1)) ^ rr));
+    baddr[kk] = saddr(sm + BM * IG_BK_TC + (wn * 64 + 8 * (q >> 1) + rr) * IG_BK_TC + 4 * ((2 * kb + (q & 1)) ^ rr));
+    saddr_pin(aaddr[kk]);
+    saddr_pin(baddr[kk]);
   }
   auto compute = [&](int stage) {
     IG_UNROLL
-    for (int kb = 0; kb < 4; kb++) {
+    for (int kk = 0; kk < KS; kk++) {
       uint32_t fa[MT][4];
       IG_UNROLL
-      for (int i = 0; i < MT; i++) ldmatrix_x4_at(fa[i], aaddr[kb] + 4 * (stage * STAGE + 16 * i * IG_BK_TC));
+      for (int i = 0; i < MT; i++) ldmatrix_x4_at(fa[i], aaddr[kk] + 4 * (stage * STAGE + 16 * i * IG_BK_TC));
       IG_UNROLL
       for (int jj = 0; jj < NT / 2; jj++) {
         uint32_t fb[4];
-        ldmatrix_x4_at(fb, baddr[kb] + 4 * (stage * STAGE + 16 * jj * IG_BK_TC));
+        ldmatrix_x4_at(fb, baddr[kk] + 4 * (stage * STAGE + 16 * jj * IG_BK_TC));
         IG_UNROLL
         for (int i = 0; i < MT; i++) {
           mma_tf32_m16n8k8_acc(acc[i][2 * jj], fa[i], fb);
@@ -325,6 +364,7 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
     }
   };
   ig_tc_pipeline_unrolled(ksteps, issue, compute);
+  if (SK && !ig_sliced_k_sum(acc, sm, kh, wn, lane)) return;  // the k half 1 warps are done
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
@@ -448,11 +488,13 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
 // b0, b1 of n-tile 2jj (rows 0-7 at chunks 2kb, 2kb + 1) then of n-tile 2jj + 1: the TF32 loop's addresses.
 template <int BM, int H, class SRC, class ST>
 __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-  constexpr int WM = BM / 2, MT = WM / 16, NT = 8, TPR = 8 / H, RS = IG_TC_THREADS / TPR, CA = BM / RS,
-                CB = IG_BN / RS, BK = IG_BK_BF16;
+  constexpr bool SK = IG_SLICED_K(BM);
+  constexpr int WM = SK ? BM : BM / 2, MT = WM / 16, NT = 8, KS = SK ? 2 : 4, TPR = 8 / H, RS = IG_TC_THREADS / TPR,
+                CA = BM / RS, CB = IG_BN / RS, BK = IG_BK_BF16;
   constexpr int STAGE = (BM + IG_BN) * BK;
   DYNAMIC_SHARED(uint16_t, smh);  // a name of its own: extern __shared__ arrays of one name share a type
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp >> 1, wn = warp & 1;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wn = warp & 1;
+  const int wm = SK ? 0 : warp >> 1, kh = SK ? warp >> 1 : 0;  // the warp's m half, or (sliced k) its k half
   const int g = lane >> 2, t = lane & 3, cc = tid % TPR, r0 = tid / TPR;
   const int q = lane >> 3, rr = lane & 7;  // this lane's ldmatrix row: row rr of matrix q
   float acc[MT][NT][4];
@@ -482,27 +524,29 @@ __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int 
     }
     src.next();
   };
-  // Shared addresses in stage 0 of this lane's ldmatrix rows for the k16 group kb: A m-tile 0: row
-  // wm·WM + 8(q & 1) + rr at chunk 2kb + (q >> 1); B n-tile pair 0: row wn·64 + 8(q >> 1) + rr at chunk 2kb + (q & 1).
+  // Shared addresses in stage 0 of this lane's ldmatrix rows for the k16 group kb = KS·kh + kk (kk < KS: all four
+  // groups, or with sliced k the warp's half of them): A m-tile 0: row wm·WM + 8(q & 1) + rr at chunk 2kb + (q >> 1);
+  // B n-tile pair 0: row wn·64 + 8(q >> 1) + rr at chunk 2kb + (q & 1).
   // Pinned (saddr_pin), so that the loop adds only immediates (stage, tile) instead of recomputing the swizzle.
-  saddr_t aaddr[4], baddr[4];
+  saddr_t aaddr[KS], baddr[KS];
   IG_UNROLL
-  for (int kb = 0; kb < 4; kb++) {
-    aaddr[kb] = saddr(smh + (wm * WM + 8 * (q & 1) + rr) * BK + 8 * ((2 * kb + (q >> 1)) ^ rr));
-    baddr[kb] = saddr(smh + BM * BK + (wn * 64 + 8 * (q >> 1) + rr) * BK + 8 * ((2 * kb + (q & 1)) ^ rr));
-    saddr_pin(aaddr[kb]);
-    saddr_pin(baddr[kb]);
+  for (int kk = 0; kk < KS; kk++) {
+    const int kb = KS * kh + kk;
+    aaddr[kk] = saddr(smh + (wm * WM + 8 * (q & 1) + rr) * BK + 8 * ((2 * kb + (q >> 1)) ^ rr));
+    baddr[kk] = saddr(smh + BM * BK + (wn * 64 + 8 * (q >> 1) + rr) * BK + 8 * ((2 * kb + (q & 1)) ^ rr));
+    saddr_pin(aaddr[kk]);
+    saddr_pin(baddr[kk]);
   }
   auto compute = [&](int stage) {
     IG_UNROLL
-    for (int kb = 0; kb < BK / 16; kb++) {
+    for (int kk = 0; kk < KS; kk++) {
       uint32_t fa[MT][4];
       IG_UNROLL
-      for (int i = 0; i < MT; i++) ldmatrix_x4_at(fa[i], aaddr[kb] + 2 * (stage * STAGE + 16 * i * BK));
+      for (int i = 0; i < MT; i++) ldmatrix_x4_at(fa[i], aaddr[kk] + 2 * (stage * STAGE + 16 * i * BK));
       IG_UNROLL
       for (int jj = 0; jj < NT / 2; jj++) {
         uint32_t fb[4];
-        ldmatrix_x4_at(fb, baddr[kb] + 2 * (stage * STAGE + 16 * jj * BK));
+        ldmatrix_x4_at(fb, baddr[kk] + 2 * (stage * STAGE + 16 * jj * BK));
         IG_UNROLL
         for (int i = 0; i < MT; i++) {
           mma_bf16_m16n8k16_acc(acc[i][2 * jj], fa[i], fb);
@@ -512,6 +556,7 @@ __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int 
     }
   };
   ig_tc_pipeline_unrolled(ksteps, issue, compute);
+  if (SK && !ig_sliced_k_sum(acc, reinterpret_cast<float*>(smh), kh, wn, lane)) return;  // the k half 1 warps are done
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
