@@ -80,7 +80,9 @@ var probeShape = ops.ConvShape{N: 8, Cin: 64, H: 32, W: 32, Cout: 64, K: 3, Stri
 // faster. Its AMX kernel (jit:avx512_core_amx_bf16) gains nothing on those shapes taken together (an Intel Xeon with
 // AMX, 2 threads, batch 64, three alternating runs of the celeba32 step: 159 ms per step for them in bf16 against 145
 // in FP32; faster on 64→3 and 64→64 stride 2, slower on 128→128 stride 2 and on the 512-channel ones), so the rule is
-// the same there. It is a function of the shape alone, so that a run's numbers do not depend on timings.
+// the same there; rechecked after the AMX kernel became one single-threaded primitive per thread (dnnl.c's
+// splitWeights): bf16 on every shape was slower still (two alternating runs under load, 3755 and 4425 ms per step
+// against 2849 and 3005). It is a function of the shape alone, so that a run's numbers do not depend on timings.
 func BF16WeightGrad(s ops.ConvShape) bool { return s.Stride == 1 && s.Cout >= 16 && s.Cin < 512 }
 
 // RoundBF16 rounds v to the nearest bfloat16 (ties to even), returned as the float32 of the same value: the upper
