@@ -261,7 +261,8 @@ static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, i
 		dnnl_primitive_attr_t attr) {
 	const int nthr = c->nthr;
 	const char *e = getenv("DDPM_DNNL_SPLIT");
-	if (splitOff || (e && strcmp(e, "0") == 0) || omp_get_dynamic() || nthr < 2 || nthr > MAX_PARTS || n % nthr != 0 || strncmp(c->impl[2], "jit:avx512_core_amx", 19) != 0 ||
+	if (splitOff || (e && strcmp(e, "0") == 0) || omp_get_dynamic() || nthr < 2 || nthr > MAX_PARTS || n % nthr != 0 ||
+			strncmp(c->impl[2], "jit:avx512_core_amx", 19) != 0 ||
 			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_src_md, 0), dnnl_bf16, dnnl_acdb) ||
 			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0), dnnl_bf16, dnnl_acdb))
 		return;
