@@ -126,16 +126,7 @@ func TestBF16BackwardDataAsForward(t *testing.T) {
 		{N: 2, Cin: 96, H: 8, W: 8, Cout: 32, K: 1, Stride: 1, Pad: 0},
 		{N: 2, Cin: 512, H: 8, W: 8, Cout: 256, K: 3, Stride: 1, Pad: 1},
 	}
-	mk := func(on bool) *Backend[float32] {
-		convAsForward(on)
-		defer convAsForward(true)
-		be := New()
-		if err := be.SetPrecision(ops.BF16); err != nil {
-			t.Skipf("needs AVX512-BF16 or AMX: %v", err)
-		}
-		return be
-	}
-	on, off := mk(true), mk(false)
+	on, off := bf16Backends(t, convAsForward)
 	if !strings.HasPrefix(on.ConvImpl(), "brgconv") {
 		t.Skipf("oneDNN's bf16 forward here is %s, not brgconv (AMX): backward-data stays oneDNN's", on.ConvImpl())
 	}
@@ -183,16 +174,7 @@ func TestBF16WeightGradSplit(t *testing.T) {
 		{N: 2 * threads, Cin: 96, H: 8, W: 8, Cout: 32, K: 1, Stride: 1, Pad: 0},
 		{N: 2*threads + 1, Cin: 64, H: 8, W: 8, Cout: 64, K: 3, Stride: 1, Pad: 1},
 	}
-	mk := func(on bool) *Backend[float32] {
-		convSplitWeights(on)
-		defer convSplitWeights(true)
-		be := New()
-		if err := be.SetPrecision(ops.BF16); err != nil {
-			t.Skipf("needs AVX512-BF16 or AMX: %v", err)
-		}
-		return be
-	}
-	on, off := mk(true), mk(false)
+	on, off := bf16Backends(t, convSplitWeights)
 	if !strings.Contains(on.dn.probeImpl(2), "amx") {
 		t.Skipf("oneDNN's bf16 backward-weights here is %s, not the AMX kernel: it stays one primitive", on.dn.probeImpl(2))
 	}
@@ -232,4 +214,19 @@ func TestBF16WeightGradSplit(t *testing.T) {
 			}
 		}
 	}
+}
+
+// bf16Backends returns two backends at precision bf16 whose plans are created with one of dnnl.c's switches
+// (convAsForward, convSplitWeights) on and off; the switch is left on. Skips on a CPU without bf16 instructions.
+func bf16Backends(t *testing.T, set func(bool)) (on, off *Backend[float32]) {
+	mk := func(v bool) *Backend[float32] {
+		set(v)
+		defer set(true)
+		be := New()
+		if err := be.SetPrecision(ops.BF16); err != nil {
+			t.Skipf("needs AVX512-BF16 or AMX: %v", err)
+		}
+		return be
+	}
+	return mk(true), mk(false)
 }
