@@ -208,6 +208,17 @@ func igemmTile(m int) int {
 	return 128
 }
 
+// wgradCp is the packed channel count of backward-weight's xp for input channels padded to cinP: for BF16 a
+// multiple of 64, so that each thread's eight consecutive B chunks (64 columns) lie in one kernel tap (the B-linear
+// source of conv2d_wgrad_bf16_*, kernels/conv2d.cu WSrc); the padding columns are computed and not stored. Else
+// cinP.
+func (be *Backend) wgradCp(cinP int) int {
+	if be.Precision() == ops.BF16 {
+		return roundUp(cinP, igBKBF16)
+	}
+	return cinP
+}
+
 // igLaunch is the block size, dynamic shared memory and kernel-name precision of the GEMM kernels with tile bm.
 func (be *Backend) igLaunch(bm int) (block Dim3, smem int, prec string) {
 	if be.tensor() {
@@ -460,8 +471,10 @@ func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, 
 	}
 	npix := s.N * g.ohw
 	bm := igemmTile(s.Cout)
+	wcp := be.wgradCp(g.cinP)
 	if dws != nil {
-		dwSplits, dwChunk = convSplits(ceilDiv(g.kk*g.cinP, igBN)*ceilDiv(s.Cout, bm), npix, be.kStep())
+		i32(op, s, s.N*g.hp*g.wp*wcp+convSlack)
+		dwSplits, dwChunk = convSplits(ceilDiv(g.kk*wcp, igBN)*ceilDiv(s.Cout, bm), npix, be.kStep())
 		if dwSplits > 1 {
 			dwPartN = dwSplits * s.Cout * s.Cin * g.kk
 			i32(op, s, dwPartN)
@@ -470,7 +483,7 @@ func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, 
 			biasN = s.N * s.OutH() * s.Cout
 		}
 	}
-	r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, wBytes, 4*dxPartN, es*s.N*g.hp*g.wp*g.cinP, es*npix*g.coutP,
+	r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, wBytes, 4*dxPartN, es*s.N*g.hp*g.wp*wcp, es*npix*g.coutP,
 		4*dwPartN, 4*biasN)
 	jobs := make([]packJob, 0, 3)
 	if dxs != nil {
@@ -478,7 +491,7 @@ func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, 
 	}
 	var dbp, dchp DevicePtr
 	if dws != nil {
-		jobs = append(jobs, packJob{xs.p, r[3], s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1},
+		jobs = append(jobs, packJob{xs.p, r[3], s.Cin, s.H, s.W, wcp, g.hp, g.wp, s.Pad, 1},
 			packJob{dys.p, r[4], s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1})
 		if dbs != nil {
 			dbp = dbs.p
@@ -504,11 +517,11 @@ func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, 
 	}
 	if dws != nil {
 		block, smem, prec := be.igLaunch(bm)
-		grid := Dim3{X: ceilDiv(g.kk*g.cinP, igBN), Y: ceilDiv(s.Cout, bm), Z: dwSplits}
+		grid := Dim3{X: ceilDiv(g.kk*wcp, igBN), Y: ceilDiv(s.Cout, bm), Z: dwSplits}
 		be.checkTickets(op, s, grid)
 		be.keep(op, be.d.Launch(fmt.Sprintf("conv2d_wgrad_%s_m%d", prec, bm), grid, block, smem, Ptr(r[4]), Ptr(r[3]),
 			Ptr(dws.p), Ptr(r[5]), Ptr(be.tickets), I32(int32(s.Cout)), I32(int32(g.coutP)), I32(int32(s.Cin)),
-			I32(int32(g.cinP)), I32(int32(s.K)), I32(int32(s.Stride)), I32(int32(g.hp)), I32(int32(g.wp)),
+			I32(int32(wcp)), I32(int32(s.K)), I32(int32(s.Stride)), I32(int32(g.hp)), I32(int32(g.wp)),
 			I32(int32(s.OutH())), I32(int32(s.OutW())), I32(int32(npix)), I32(int32(dwChunk)), I32(int32(convAdd))))
 	}
 }

@@ -660,83 +660,59 @@ CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kx, 64, 0, true, true)
 
 // ---- backward-weight -------------------------------------------------------------------------------------------------
 // MN-major operands at the pixel row u of the current k-step (u = this thread's row; u advances by BK per k-step):
-//   A chunk j: dyh[u][m0 + 4(c0 + j·CS) ..]            dyh = NHWC dy [Npix][Mp]
-//   B chunk j: xp[img][i·S + p][jj·S + q][c ..]         for the column (tap, c) = n0 + 4(c0 + j·CS), u = (img, i, jj)
-// The columns' tap offsets are fixed per thread; the pixel is decoded once per k-step. Columns past the operand's
-// width read inside its row (A, within the scratch's slack) or at column 0 (B): they only feed columns or rows of C
-// that are not stored. Rows past the block's k range are zero (ok false).
-template <class T, int CA, int CB, int CS, int BK>
+//   A chunk j: dyh[u][m0 + E(c0 + j·CS) ..]            dyh = NHWC dy [Npix][Mp]
+//   B chunk j: xp[img][i·S + p][jj·S + q][c ..]         for the column (tap, c) = n0 + E(c0 + j·CS), u = (img, i, jj)
+// The columns' tap offsets are fixed per thread. The pixel is decoded once, by division, and then advanced: BK
+// pixels are da images, di rows and dj columns (BK = da·OH·OW + di·OW + dj, di < OH, dj < OW), so a k-step adds those
+// to (img, i, jj) with at most one carry from jj into i and one from i into img, and the matching offsets to the
+// pixel's offset in xp (rowB = ((img·Hp + i·S)·Wp + jj·S)·Cp, unsigned: the carries' terms may be negative) -- a few
+// additions instead of two divisions and five multiplies per k-step. Columns past the operand's width read inside
+// its row (A, within the scratch's slack) or at column 0 (B): they only feed columns or rows of C that are not
+// stored. Rows past the block's k range have ok false (zeros, and the tensor-core copies' src-size 0: their
+// addresses, up to a k-step past the operands, are never read).
+//
+// BLIN (B linear): the thread's B chunks are consecutive, columns n0 + E(c0·CB + j), and lie in one tap (the
+// launcher's Cp is a multiple of E·CB), so chunk j is E·j elements after chunk 0: one base and immediates, where
+// separate offsets cost a wide add per chunk and k-step.
+template <class T, int CA, int CB, int CS, int BK, bool BLIN>
 struct WSrc {
   static constexpr int E = 16 / sizeof(T);  // elements per chunk
-  const T* dyh;
-  const T* xp;
   const T* abase;  // dyh + u·Mp + acol0
-  const T* bbase;  // xp + pixel offset of u
-  int acol0;
-  unsigned boff[CB];  // unsigned: bbase + boff is one wide multiply-add
-  int u, uEnd;
-  int Mp, Hp, Wp, S, Cp, OHW, OW;
-  IntDiv dOHW, dOW;
+  const T* bbase;  // xp + rowB
+  const T* xp;
+  unsigned boff[BLIN ? 1 : CB];  // unsigned: bbase + boff is one wide multiply-add
+  int left;                   // the rows of the block's k range from u on (u < uEnd while left > 0)
+  int i, jj, OH, OW, di, dj;  // the pixel's row and column, the output's size, the advance's rows and columns
+  unsigned rowB, step, carryJ, carryI, astep;  // rowB's advance, its carries from jj and from i; abase's advance
 
-  __device__ __forceinline__ WSrc(int OHW_, int OW_) : dOHW(OHW_), dOW(OW_) {}
-  __device__ __forceinline__ bool aok(int) const { return u < uEnd; }
-  __device__ __forceinline__ bool bok(int) const { return u < uEnd; }
+  __device__ __forceinline__ bool aok(int) const { return left > 0; }
+  __device__ __forceinline__ bool bok(int) const { return left > 0; }
   __device__ __forceinline__ const T* aptr(int j) const { return abase + E * CS * j; }
-  __device__ __forceinline__ const T* bptr(int j) const { return bbase + boff[j]; }
-  __device__ __forceinline__ void settle() {
-    int rowA = 0, rowB = 0;
-    if (u < uEnd) {
-      const int img = dOHW.div(u), rem = u - img * OHW, i = dOW.div(rem), jj = rem - i * OW;
-      rowA = u * Mp;
-      rowB = ((img * Hp + i * S) * Wp + jj * S) * Cp;
-    }
-    abase = dyh + rowA + acol0;
+  __device__ __forceinline__ const T* bptr(int j) const { return BLIN ? bbase + E * j : bbase + boff[j]; }
+  // Row u0 of dyh (acol0 its first column) and of xp [N][Hp][Wp][Cp] for the output OH x OW at stride S.
+  __device__ __forceinline__ void start(int u, int uEnd, const T* dyh, int Mp, int acol0, const T* xp_, int Hp,
+                                        int Wp, int S, int Cp, int OH_, int OW_) {
+    left = uEnd - u, xp = xp_, OH = OH_, OW = OW_;
+    const int OHW = OH * OW, img = u / OHW, rem = u - img * OHW, da = BK / OHW;
+    i = rem / OW, jj = rem - i * OW;
+    di = BK % OHW / OW, dj = BK % OW;
+    const unsigned sJ = (unsigned)S * Cp, sI = sJ * Wp, sN = (unsigned)Hp * Wp * Cp;  // a column, row, image of xp
+    step = da * sN + di * sI + dj * sJ;
+    carryJ = sI - OW * sJ;  // jj wraps: one row more, OW columns less
+    carryI = sN - OH * sI;  // i wraps: one image more, OH rows less
+    astep = (unsigned)BK * Mp;
+    rowB = img * sN + i * sI + jj * sJ + (BLIN ? boff[0] : 0u);  // with BLIN, rowB includes the chunks' offset
+    abase = dyh + ((unsigned)u * Mp + acol0);
     bbase = xp + rowB;
   }
   __device__ __forceinline__ void next() {
-    u += BK;
-    settle();
+    left -= BK;
+    abase += astep;
+    jj += dj, i += di, rowB += step;
+    if (jj >= OW) jj -= OW, i++, rowB += carryJ;
+    if (i >= OH) i -= OH, rowB += carryI;
+    bbase = xp + rowB;
   }
-};
-
-// The BF16 kernels' MN-major source: WSrc's addresses, with the pixel decoded on every k-step without a branch (past
-// the block's k range the chunks have src-size 0: their addresses are never read) and the offsets unsigned.
-template <int CA, int CB, int CS, int BK>
-struct WSrcBF16 {
-  static constexpr int E = 8;  // bfloat16 per chunk
-  const uint16_t* dyh;
-  const uint16_t* xp;
-  const uint16_t* abase;  // dyh + u·Mp + acol0
-  const uint16_t* bbase;  // xp + pixel offset of u
-  int acol0;
-  unsigned boff[CB];
-  int u, uEnd;
-  int Mp, Hp, Wp, S, Cp, OHW, OW;
-  IntDiv dOHW, dOW;
-
-  __device__ __forceinline__ WSrcBF16(int OHW_, int OW_) : dOHW(OHW_), dOW(OW_) {}
-  __device__ __forceinline__ bool aok(int) const { return u < uEnd; }
-  __device__ __forceinline__ bool bok(int) const { return u < uEnd; }
-  __device__ __forceinline__ const uint16_t* aptr(int j) const { return abase + E * CS * j; }
-  __device__ __forceinline__ const uint16_t* bptr(int j) const { return bbase + boff[j]; }
-  __device__ __forceinline__ void settle() {
-    const unsigned img = dOHW.div(u), rem = u - img * OHW, i = dOW.div(rem), jj = rem - i * OW;
-    abase = dyh + ((unsigned)u * Mp + acol0);
-    bbase = xp + ((img * Hp + i * S) * Wp + jj * S) * Cp;
-  }
-  __device__ __forceinline__ void next() {
-    u += BK;
-    settle();
-  }
-};
-// The MN-major source of each kernel: WSrcBF16 for the BF16 kernels, WSrc otherwise.
-template <class E, int CA, int CB, int CS, int BK>
-struct WSrcOf {
-  typedef WSrc<E, CA, CB, CS, BK> type;
-};
-template <int CA, int CB, int CS, int BK>
-struct WSrcOf<uint16_t, CA, CB, CS, BK> {
-  typedef WSrcBF16<CA, CB, CS, BK> type;
 };
 
 // Store of (m, n) = (o, column (tap, c)): dw[o][c][tap] (mode add) or part[z][o][c][tap] (mode part), c < Cin.
@@ -765,7 +741,8 @@ struct WStore {
 };
 
 // out (mode) dw[o][c][p][q] = Σ_u dyh[u][o]·xp[img][i·S + p][jj·S + q][c] over this block's pixels
-// [z·kchunk, min(Npix, (z+1)·kchunk)). dyh: [Npix][Mp] packed dy, xp: [N][Hp][Wp][Cp] packed x.
+// [z·kchunk, min(Npix, (z+1)·kchunk)). dyh: [Npix][Mp] packed dy, xp: [N][Hp][Wp][Cp] packed x; for BF16 Cp is a
+// multiple of 64 (cuda/conv2d.go wgradCp), which the B-linear source needs.
 template <int BM, bool TC, bool BF, class E>
 __device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out, float* part, unsigned* tickets,
                                            int Cout, int Mp, int Cin, int Cp, int K, int S, int Hp, int Wp, int OH,
@@ -778,19 +755,16 @@ __device__ __forceinline__ void conv_wgrad(const E* dyh, const E* xp, float* out
   const int k0 = blockIdx.z * kchunk, k1 = min(Npix, k0 + kchunk);
   const int ksteps = (k1 - k0 + BK - 1) / BK;
 
-  typename WSrcOf<E, CA, CB, TPR, BK>::type src(OH * OW, OW);
-  src.dyh = dyh, src.xp = xp;
-  src.Mp = Mp, src.Hp = Hp, src.Wp = Wp, src.S = S, src.Cp = Cp, src.OHW = OH * OW, src.OW = OW;
-  src.acol0 = m0 + EC * c0 < Mp ? m0 + EC * c0 : 0;
+  constexpr bool BLIN = BF;  // the BF16 loop's B chunks are consecutive (ig_bf16_mnmajor)
+  WSrc<E, CA, CB, TPR, BK, BLIN> src;
   const IntDiv dCp(Cp);
   IG_UNROLL
-  for (int j = 0; j < CB; j++) {
-    const int col = n0 + EC * (c0 + TPR * j), tap = dCp.div(col), c = col - tap * Cp, p = tap / K, q = tap - p * K;
+  for (int j = 0; j < (BLIN ? 1 : CB); j++) {
+    const int col = n0 + EC * (BLIN ? CB * c0 : c0 + TPR * j), tap = dCp.div(col), c = col - tap * Cp, p = tap / K,
+              q = tap - p * K;
     src.boff[j] = col < Ncol ? (unsigned)((p * Wp + q) * Cp + c) : 0u;
   }
-  src.u = k0 + r;
-  src.uEnd = k1;
-  src.settle();
+  src.start(k0 + r, k1, dyh, Mp, m0 + EC * c0 < Mp ? m0 + EC * c0 : 0, xp, Hp, Wp, S, Cp, OH, OW);
 
   const bool split = gridDim.z > 1;
   const WStore st{split ? part : out, Cout, Cin, Cp, KK, split ? CONV_PART : mode};

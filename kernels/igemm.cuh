@@ -248,7 +248,7 @@ __device__ __forceinline__ void ig_tc_pipeline_unrolled(int ksteps, const ISSUE&
   cp_async_wait<0>();  // the trailing (empty) groups
 }
 
-// Sliced k (the K-major loops with BM = 64): the 2x2 warps are (k half kh, n half wn), each with the whole 64 x 64
+// Sliced k (every tensor-core loop with BM = 64): the 2x2 warps are (k half kh, n half wn), each with the whole 64 x 64
 // tile of its n half over the sub-blocks of its k half of every k-step, so that a warp's MMAs per ldmatrix are those
 // of the 128-row tiles' 64 x 64 warp tiles (32 per 8 instead of 16 per 6 with 32 x 64 tiles). After the main loop
 // the two k halves' partial tiles are added through shared memory in a fixed order (half 0 + half 1), so the result
@@ -390,7 +390,11 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
 // of row 4s + t, and b0 of all eight n-tiles in the eight floats at column wn·64 + 8g: L = 2MT/4 resp. 2 chunks, read
 // straight into the MMA's registers. The quarter-warp's lanes read chunks g·L + l (g of one pair) in rows with
 // t = row & 3: swz_L spreads t over the chunk bits other than g's lowest, which makes the eight chunks distinct
-// modulo 8.
+// modulo 8 (the rows are 256 or 512 bytes long, so every row starts at bank 0).
+//
+// With BM = 64 the loop slices k (IG_SLICED_K): warp (kh, wn) renames the whole 64-row tile (WM = 64, MT = 4, L = 2,
+// the 128-row tile's warp layout) and multiplies sub-steps 4kh .. 4kh + 3 of every k-step, 16 MMAs per 4 shared
+// loads instead of 8 per 3; ig_sliced_k_sum adds the halves after the loop.
 __device__ __forceinline__ int ig_swz(int row, int L) {
   const int t = row & 3;
   return L == 1 ? t << 1 : ((t & 1) | ((t & 2) << 1));
@@ -398,11 +402,13 @@ __device__ __forceinline__ int ig_swz(int row, int L) {
 
 template <int BM, class SRC, class ST>
 __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-  constexpr int WM = BM / 2, MT = WM / 16, NT = 8, CA = BM / 16, CB = IG_BN / 16;
+  constexpr bool SK = IG_SLICED_K(BM);
+  constexpr int WM = SK ? BM : BM / 2, MT = WM / 16, NT = 8, CA = BM / 16, CB = IG_BN / 16, KS = SK ? 4 : 8;
   constexpr int LA = 2 * MT / 4, LB = 2;
   constexpr int STAGE = (BM + IG_BN) * IG_BK_TC;
   DYNAMIC_SHARED(float, sm);
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp >> 1, wn = warp & 1;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wn = warp & 1;
+  const int wm = SK ? 0 : warp >> 1, kh = SK ? warp >> 1 : 0;  // the warp's m half, or (sliced k) its k half
   const int g = lane >> 2, t = lane & 3, r = tid / 4, c0 = tid % 4;
   float acc[MT][NT][4];
   IG_UNROLL
@@ -424,18 +430,19 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
       cp_async_16(Bs + r * IG_BN + 4 * ((c0 + 4 * j) ^ sb), src.bptr(j), src.bok(j) ? 16 : 0);
     src.next();
   };
-  // This lane's chunks: A at (wm·WM)/4 + g·LA + l, B at wn·16 + g·LB + l, swizzled by its rows' t.
+  // This lane's chunks: A at (wm·WM)/4 + g·LA + l, B at wn·16 + g·LB + l, swizzled by its rows' t, in the rows of
+  // the warp's first sub-step KS·kh (with sliced k: k-rows 16kh .. 16kh + 15 are its half of the k-step).
   const int sa = ig_swz(t, LA), sb = ig_swz(t, LB);
   int aoff[LA], boff[LB];
   IG_UNROLL
-  for (int l = 0; l < LA; l++) aoff[l] = t * BM + 4 * (((wm * WM) / 4 + g * LA + l) ^ sa);
+  for (int l = 0; l < LA; l++) aoff[l] = (4 * KS * kh + t) * BM + 4 * (((wm * WM) / 4 + g * LA + l) ^ sa);
   IG_UNROLL
-  for (int l = 0; l < LB; l++) boff[l] = t * IG_BN + 4 * ((wn * 16 + g * LB + l) ^ sb);
+  for (int l = 0; l < LB; l++) boff[l] = (4 * KS * kh + t) * IG_BN + 4 * ((wn * 16 + g * LB + l) ^ sb);
   auto compute = [&](int stage) {
     const float* As = sm + stage * STAGE;
     const float* Bs = As + BM * IG_BK_TC;
     IG_UNROLL
-    for (int s = 0; s < IG_BK_TC / 4; s++) {
+    for (int s = 0; s < KS; s++) {
       uint32_t va[4 * LA], vb[4 * LB];
       IG_UNROLL
       for (int l = 0; l < LA; l++) {
@@ -458,6 +465,7 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
   // Not ig_tc_pipeline_unrolled: with it, CUDA 11.8's NVVM numbers this loop's PTX registers differently from run
   // to run (the committed PTX must be reproducible, make ptx-check), though it raised the MMA share by 7-8 points.
   ig_tc_pipeline(ksteps, issue, compute);
+  if (SK && !ig_sliced_k_sum(acc, sm, kh, wn, lane)) return;  // the k half 1 warps are done
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
@@ -577,20 +585,28 @@ __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int 
 __device__ __forceinline__ int ig_swz_bf16(int r) { return ((r & 3) << 1) | ((r >> 2) & 1); }
 
 // MN-major BF16 loop. Stage layout: As[64][BM] then Bs[64][IG_BN] bfloat16, one row per k (pixel), chunks swizzled by
-// ig_swz_bf16. Thread tid copies row tid / 2, chunks (tid % 2) + 2j of A (j < BM/16) and B (j < 8).
+// ig_swz_bf16. Thread tid copies row tid / 2: chunks (tid % 2) + 2j of A (j < BM/16), and chunks 8(tid % 2) + j of B
+// (j < 8), eight consecutive chunks, so that the source can address them from one base with immediates (WSrc, B
+// linear; the launcher makes every thread's 64 columns lie in one kernel tap). The copies stay free of bank
+// conflicts: a warp's sixteen rows at one j land on chunk j ^ ig_swz_bf16(r) modulo 8, each of the eight twice per
+// c0, four 16-byte stores per bank group for 512 bytes, the least possible.
 //
 // Fragments by ldmatrix.x4.trans (m16n8k16: A(m, k) needs lane (g, t) to hold (g, 2t), (g, 2t + 1) and B(k, n)
 // (2t, g), (2t + 1, g); in shared memory both are stored k-row by k-row, so each 8x8 matrix is transposed on the
 // way): m-tile i of the warp's A is the matrices (k 0-7, m 0-7), (k 0-7, m 8-15), (k 8-15, m 0-7), (k 8-15, m 8-15)
 // = a0, a1, a2, a3; n-tiles 2jj, 2jj + 1 of B are (k 0-7, n 0-7), (k 8-15, n 0-7), (k 0-7, n 8-15), (k 8-15, n 8-15)
-// = b0, b1 of each. C keeps its natural rows and columns (unlike the TF32 MN-major loop, no renaming).
+// = b0, b1 of each. C keeps its natural rows and columns (unlike the TF32 MN-major loop, no renaming). With BM = 64
+// the loop slices k (IG_SLICED_K): warp (kh, wn) takes all four m-tiles over k16 groups 2kh, 2kh + 1 of each k-step
+// (32 MMAs per 8 ldmatrix instead of 16 per 6).
 template <int BM, class SRC, class ST>
 __device__ __forceinline__ void ig_bf16_mnmajor(SRC& src, int ksteps, int M, int N, const ST& st) {
-  constexpr int WM = BM / 2, MT = WM / 16, NT = 8, BK = IG_BK_BF16, TPR = IG_TC_THREADS / BK, CA = BM / (8 * TPR),
-                CB = IG_BN / (8 * TPR);
+  constexpr bool SK = IG_SLICED_K(BM);
+  constexpr int WM = SK ? BM : BM / 2, MT = WM / 16, NT = 8, BK = IG_BK_BF16, KS = SK ? BK / 32 : BK / 16,
+                TPR = IG_TC_THREADS / BK, CA = BM / (8 * TPR), CB = IG_BN / (8 * TPR);
   constexpr int STAGE = (BM + IG_BN) * BK;
   DYNAMIC_SHARED(uint16_t, smh);  // a name of its own: extern __shared__ arrays of one name share a type
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wm = warp >> 1, wn = warp & 1;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, wn = warp & 1;
+  const int wm = SK ? 0 : warp >> 1, kh = SK ? warp >> 1 : 0;  // the warp's m half, or (sliced k) its k half
   const int g = lane >> 2, t = lane & 3, r = tid / TPR, c0 = tid % TPR;
   const int q = lane >> 3, rr = lane & 7;  // this lane's ldmatrix row: row rr of matrix q
   float acc[MT][NT][4];
@@ -610,27 +626,28 @@ __device__ __forceinline__ void ig_bf16_mnmajor(SRC& src, int ksteps, int M, int
       cp_async_16(As + r * BM + 8 * ((c0 + TPR * j) ^ sw), src.aptr(j), src.aok(j) ? 16 : 0);
     IG_UNROLL
     for (int j = 0; j < CB; j++)
-      cp_async_16(Bs + r * IG_BN + 8 * ((c0 + TPR * j) ^ sw), src.bptr(j), src.bok(j) ? 16 : 0);
+      cp_async_16(Bs + r * IG_BN + 8 * ((CB * c0 + j) ^ sw), src.bptr(j), src.bok(j) ? 16 : 0);
     src.next();
   };
-  // Shared addresses in stage 0 of this lane's ldmatrix rows in k16 group 0 (group kk adds 16kk rows): A m-tile i:
-  // k-row 8(q >> 1) + rr, chunk wm·WM/8 + 2i + (q & 1); B n-tiles 2jj, 2jj + 1: k-row 8(q & 1) + rr, chunk
+  // Shared addresses in stage 0 of this lane's ldmatrix rows in the warp's first k16 group KS·kh (group kk adds 16kk
+  // rows; without sliced k every warp has all four groups, with it groups 2kh, 2kh + 1): A m-tile i: k-row
+  // 8(q >> 1) + rr, chunk wm·WM/8 + 2i + (q & 1); B n-tiles 2jj, 2jj + 1: k-row 8(q & 1) + rr, chunk
   // wn·8 + 2jj + (q >> 1). Every such row has row & 7 = rr. Pinned (saddr_pin), as in ig_bf16_kmajor.
-  const int sw = ig_swz_bf16(rr);
+  const int sw = ig_swz_bf16(rr), kr = 16 * KS * kh;
   saddr_t aaddr[MT], baddr[NT / 2];
   IG_UNROLL
   for (int i = 0; i < MT; i++) {
-    aaddr[i] = saddr(smh + (8 * (q >> 1) + rr) * BM + 8 * ((wm * WM / 8 + 2 * i + (q & 1)) ^ sw));
+    aaddr[i] = saddr(smh + (kr + 8 * (q >> 1) + rr) * BM + 8 * ((wm * WM / 8 + 2 * i + (q & 1)) ^ sw));
     saddr_pin(aaddr[i]);
   }
   IG_UNROLL
   for (int jj = 0; jj < NT / 2; jj++) {
-    baddr[jj] = saddr(smh + BM * BK + (8 * (q & 1) + rr) * IG_BN + 8 * ((wn * 8 + 2 * jj + (q >> 1)) ^ sw));
+    baddr[jj] = saddr(smh + BM * BK + (kr + 8 * (q & 1) + rr) * IG_BN + 8 * ((wn * 8 + 2 * jj + (q >> 1)) ^ sw));
     saddr_pin(baddr[jj]);
   }
   auto compute = [&](int stage) {
     IG_UNROLL
-    for (int kk = 0; kk < BK / 16; kk++) {
+    for (int kk = 0; kk < KS; kk++) {
       uint32_t fa[MT][4];
       IG_UNROLL
       for (int i = 0; i < MT; i++) ldmatrix_x4_trans_at(fa[i], aaddr[i] + 2 * (stage * STAGE + 16 * kk * BM));
@@ -647,6 +664,7 @@ __device__ __forceinline__ void ig_bf16_mnmajor(SRC& src, int ksteps, int M, int
     }
   };
   ig_tc_pipeline_unrolled(ksteps, issue, compute);
+  if (SK && !ig_sliced_k_sum(acc, reinterpret_cast<float*>(smh), kh, wn, lane)) return;  // the k half 1 warps are done
 
   const int m0 = blockIdx.y * BM + wm * WM, n0 = blockIdx.x * IG_BN + wn * 64;
   const auto out = st.ready();
