@@ -107,7 +107,10 @@ func (be *Backend) SetTensorCores(on bool) bool {
 // TensorCores reports whether the convolutions run on tensor cores (TF32 or BF16).
 func (be *Backend) TensorCores() bool { return be.tensor() }
 
-func (be *Backend) tensor() bool { p := be.Precision(); return p == ops.TF32 || p == ops.BF16 }
+func (be *Backend) tensor() bool { return tensorPrec(be.Precision()) }
+
+// tensorPrec says whether the convolutions run on tensor cores at precision p.
+func tensorPrec(p ops.Precision) bool { return p == ops.TF32 || p == ops.BF16 }
 
 // convRound is the rounding mode of the packing kernels for the selected kernels (conv_round of kernels/conv2d.cu).
 func (be *Backend) convRound() int32 {
@@ -128,13 +131,13 @@ func ccString(d Driver) string {
 	return "no tensor cores"
 }
 
-func checkConv(op string, s ops.ConvShape, align int) {
+func checkConv(op string, s ops.ConvShape, p ops.Precision) {
 	if s.N < 0 || s.Cin < 1 || s.H < 1 || s.W < 1 || s.Cout < 1 || s.K < 1 || s.Stride < 1 || s.Pad < 0 ||
 		s.PadEnd < 0 || s.OutH() < 1 || s.OutW() < 1 {
 		panic(fmt.Sprintf("cuda %s %+v: invalid shape (output %dx%d)", op, s, s.OutH(), s.OutW()))
 	}
 	// Every product the kernels form in int: the tensors and their packed copies (conv2d.go's convGeom).
-	g := geomOf(s, align)
+	g := geomOf(s, p)
 	i32(op, s, s.N*s.Cin*s.H*s.W, s.N*s.Cout*g.ohw, s.Cout*s.Cin*s.K*s.K, s.N*s.H*s.W, s.N*g.ohw,
 		s.N*g.hp*g.wp*g.cinP+convSlack, s.N*g.hq*g.wq*g.coutP+convSlack, s.N*g.ohw*g.coutP+convSlack,
 		s.K*s.K*s.Cout*g.cinP+convSlack, s.K*s.K*s.Cin*g.coutP+convSlack)
@@ -143,31 +146,50 @@ func checkConv(op string, s ops.ConvShape, align int) {
 // convGeom: the padded sizes of the packed operands (kernels/conv2d.cu, conv2d_pack_act_*).
 type convGeom struct {
 	ohw, kk     int
-	cinP, coutP int // channels rounded up to a multiple of the chunk: 4 floats, or 8 bfloat16 (packAlign)
+	cinP, coutP int // channels padded for the precision's kernels (convChannels)
 	hp, wp      int // x padded by P before and P + PadEnd after (forward, backward-weight)
 	hq, wq      int // dy with S−1 zeros between elements and K−1−P around (backward-data)
 }
 
-func geomOf(s ops.ConvShape, align int) convGeom {
-	g := convGeom{ohw: s.OutH() * s.OutW(), kk: s.K * s.K, cinP: roundUp(s.Cin, align),
-		coutP: roundUp(s.Cout, align), hp: s.H + 2*s.Pad + s.PadEnd, wp: s.W + 2*s.Pad + s.PadEnd,
+func geomOf(s ops.ConvShape, p ops.Precision) convGeom {
+	g := convGeom{ohw: s.OutH() * s.OutW(), kk: s.K * s.K, cinP: convChannels(s.Cin, s.K, p),
+		coutP: convChannels(s.Cout, s.K, p), hp: s.H + 2*s.Pad + s.PadEnd, wp: s.W + 2*s.Pad + s.PadEnd,
 		hq: s.H + s.K - 1, wq: s.W + s.K - 1}
 	return g
 }
 
-// igemmTaps is the kernel-size variant of conv2d_igemm_* (kernels/conv2d.cu, KSrc) for kernel size k over cp packed
-// channels and the k-step bk (elements): k1 for 1x1; kn when a k-step changes kernel rows at most once: always for
-// the FP32 kernels (a kernel row, k·cp ≥ 8 floats, is at least a k-step long), and for the tensor-core kernels (two
-// chunks of a row per thread, four chunks apart) when cp is a multiple of the k-step (32 floats for TF32, 64
-// bfloat16 for BF16); kx otherwise (tensor cores only).
-func igemmTaps(k, cp int, tc bool, bk int) string {
-	switch {
-	case k == 1:
-		return "k1"
-	case !tc || cp%bk == 0:
-		return "kn"
+// convChannels is the packed channel count Cp of c channels for a kernel of size k at precision p: that of every
+// packed operand and weight of the convolutions (kernels/conv2d.cu), chosen so that the GEMM kernels' k-loops hold.
+// A 16-byte chunk must be whole: Cp is a multiple of 4 floats (8 bfloat16 for BF16), which is all FP32 needs (its
+// kernel rows, K·Cp ≥ 8 floats, are always a k-step long). A tensor-core thread copies two adjacent chunks of a row
+// (KSrcTC), which must not straddle a kernel row or the k range's end: Cp is a multiple of two chunks (8 floats,
+// 16 bfloat16); and for k ≥ 2 a kernel row, k·Cp, is at least a k-step (32 floats, 64 bfloat16), so that a k-step
+// changes kernel rows at most once (_kn). So 3 channels at k = 3 are 16 at TF32 and 32 at BF16; 32 stay 32.
+func convChannels(c, k int, p ops.Precision) int {
+	chunk := 16 / packElem(p)
+	if !tensorPrec(p) {
+		return roundUp(c, chunk)
 	}
-	return "kx"
+	cp := roundUp(c, 2*chunk)
+	if k >= 2 {
+		cp = max(cp, roundUp(ceilDiv(kStep(p), k), 2*chunk))
+	}
+	return cp
+}
+
+// igemmTaps is the kernel-size variant of conv2d_igemm_* (kernels/conv2d.cu, KSrc) for kernel size k over cp packed
+// channels at precision p: k1 for 1x1, kn (at most one kernel-row change per k-step) for k ≥ 2. It panics, naming op
+// and s, when cp is not a count that convChannels pads to (an already padded count is its own padding), for which
+// the k-loops would read the wrong chunks.
+func igemmTaps(op string, s ops.ConvShape, k, cp int, p ops.Precision) string {
+	if want := convChannels(cp, k, p); cp != want {
+		panic(fmt.Sprintf("cuda %s %+v: %d packed channels at kernel size %d for the %s kernels; convChannels pads "+
+			"them to %d", op, s, cp, k, p, want))
+	}
+	if k == 1 {
+		return "k1"
+	}
+	return "kn"
 }
 
 func roundUp(a, b int) int { return ceilDiv(a, b) * b }
@@ -180,25 +202,26 @@ func convSplits(tiles, k, step int) (splits, chunk int) {
 	return ceilDiv(k, chunk), chunk
 }
 
-// kStep is the multiple of which split-K chunks are (convSplits) and by which the tensor-core igemm variants are
-// picked (igemmTaps): IG_BK_BF16 for BF16, else IG_BK_TC.
-func (be *Backend) kStep() int {
-	if be.Precision() == ops.BF16 {
+// kStep is the multiple of which split-K chunks are (convSplits) and the k-step of which the tensor-core kernels'
+// kernel rows are at least as long (convChannels): IG_BK_BF16 for BF16, else IG_BK_TC.
+func kStep(p ops.Precision) int {
+	if p == ops.BF16 {
 		return igBKBF16
 	}
 	return igBKTC
 }
 
-// packElem is the size in bytes of a packed operand's element: 2 (bfloat16) for BF16, else 4; packAlign the
-// channel multiple that makes a 16-byte chunk whole (8 bfloat16 or 4 floats).
-func (be *Backend) packElem() int {
-	if be.Precision() == ops.BF16 {
+func (be *Backend) kStep() int { return kStep(be.Precision()) }
+
+// packElem is the size in bytes of a packed operand's element: 2 (bfloat16) for BF16, else 4.
+func packElem(p ops.Precision) int {
+	if p == ops.BF16 {
 		return 2
 	}
 	return 4
 }
 
-func (be *Backend) packAlign() int { return 16 / be.packElem() }
+func (be *Backend) packElem() int { return packElem(be.Precision()) }
 
 // igemmTile is the block tile's M side for m rows: 64 when m ≤ 64, else 128.
 func igemmTile(m int) int {
@@ -317,7 +340,7 @@ type igemmCall struct {
 func (be *Backend) igemm(op string, s ops.ConvShape, c igemmCall, splits, chunk int) {
 	bm := igemmTile(c.m)
 	block, smem, prec := be.igLaunch(bm)
-	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(c.k, c.cp, be.tensor(), be.kStep()))
+	name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, igemmTaps(op, s, c.k, c.cp, be.Precision()))
 	grid := Dim3{X: ceilDiv(c.npix, igBN), Y: ceilDiv(c.m, bm), Z: splits}
 	be.checkTickets(op, s, grid)
 	be.keep(op, be.d.Launch(name, grid, block, smem, Ptr(c.in), Ptr(c.wk), Ptr(c.bias), Ptr(c.out), Ptr(c.part),
@@ -338,7 +361,7 @@ func (be *Backend) checkTickets(op string, s ops.ConvShape, grid Dim3) {
 // Conv2D: y[n,o,i,j] = b[o] + Σ_{c,p,q} w[o,c,p,q]·x[n,c,i·S+p−P, j·S+q−P] (zero outside x; OH and OW count
 // PadEnd); b may be nil. x is packed to NHWC padded by P (and PadEnd after it) and w tap-major (or w's copy from
 // PackConvWeights is read, packw.go), then one implicit GEMM (M = Cout, N = batch·OH·OW,
-// K = K·K·Cin rounded up to 4 channels) computes y, split along K (and summed in order with the bias) when its
+// K = K·K·Cin, the channels padded as convChannels says) computes y, split along K (and summed in order with the bias) when its
 // tiles would not fill the GPU.
 func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	be.conv2D("Conv2D", s, x, w, b, y, ops.ConvAddends{})
@@ -353,8 +376,8 @@ func (be *Backend) Conv2DAdd(s ops.ConvShape, x, w, b, y ops.Buf, a ops.ConvAdde
 var _ ops.ConvFuser = (*Backend)(nil)
 
 func (be *Backend) conv2D(op string, s ops.ConvShape, x, w, b, y ops.Buf, a ops.ConvAddends) {
-	checkConv(op, s, be.packAlign())
-	g := geomOf(s, be.packAlign())
+	checkConv(op, s, be.Precision())
+	g := geomOf(s, be.Precision())
 	xs := be.arg(op, s, "x", x, s.N*s.Cin*s.H*s.W)
 	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
 	bs := be.opt(op, s, "b", b, s.Cout)
@@ -425,9 +448,9 @@ func (be *Backend) Conv2DBackwardSum(s ops.ConvShape, x, w, dy, dx, dw, db, dcha
 }
 
 func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, db, dchan ops.Buf, ld int) {
-	checkConv(op, s, be.packAlign())
+	checkConv(op, s, be.Precision())
 	freshDx := be.takeZero(dx) // dx is a waiting zero fill: store instead of adding (fills.go)
-	g := geomOf(s, be.packAlign())
+	g := geomOf(s, be.Precision())
 	es := be.packElem()
 	hw := s.H * s.W
 	xs := be.arg(op, s, "x", x, s.N*s.Cin*hw)

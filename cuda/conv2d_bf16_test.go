@@ -10,8 +10,9 @@ import (
 
 // TestConvPackBF16: the BF16 kernels' packing against its definition, bit for bit: conv2d_pack_act_bf16 writes x
 // NHWC on the padded grid as bfloat16 (the upper half of bf16RNE: to nearest, ties to even; zeros in the padding and
-// for channels past C, which are padded to a multiple of 8), conv2d_pack_w_bf16 the weights tap-major, flipped and
-// transposed for backward-data. The inputs include ties, a value that rounds to infinity, infinity, NaN and -0.
+// for channels past C, which are padded to 32 at K = 3: convChannels), conv2d_pack_w_bf16 the weights tap-major,
+// flipped and transposed for backward-data. The inputs include ties, a value that rounds to infinity, infinity, NaN
+// and -0.
 func TestConvPackBF16(t *testing.T) {
 	be := testBackend(t)
 	if !be.Driver().TensorCores() {
@@ -21,9 +22,9 @@ func TestConvPackBF16(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := ops.ConvShape{N: 2, Cin: 5, H: 3, W: 4, Cout: 3, K: 3, Stride: 1, Pad: 1, PadEnd: 1}
-	g := geomOf(s, be.packAlign())
-	if g.cinP != 8 || g.coutP != 8 {
-		t.Fatalf("packed channels %d, %d; want 8, 8", g.cinP, g.coutP)
+	g := geomOf(s, be.Precision())
+	if g.cinP != 32 || g.coutP != 32 {
+		t.Fatalf("packed channels %d, %d; want 32, 32", g.cinP, g.coutP)
 	}
 	rnd := rand.New(rand.NewSource(11))
 	special := []float32{1 + 0x1p-8, 1 + 3*0x1p-8, -(1 + 0x1p-8), 3.4e38, float32(math.Inf(1)),

@@ -9,8 +9,8 @@ import (
 
 // Convolution weights packed once for many calls (ops.ConvWeightPacker): the model hands every conv weight of its
 // forward pass to PackConvWeights, which packs each in both layouts of kernels/conv2d.cu -- tap-major [Cout][KK][Cp]
-// for the forward (Cp = Cin rounded up to packAlign) and flipped [Cin][KK][Cp] for backward-data (Cp = Cout rounded
-// up) -- in the current precision's element, all in one launch of conv2d_pack_w_batch_f32 (_bf16). Conv2D and
+// for the forward (Cp = Cin padded as convChannels says) and flipped [Cin][KK][Cp] for backward-data (Cp = Cout
+// padded) -- in the current precision's element, all in one launch of conv2d_pack_w_batch_f32 (_bf16). Conv2D and
 // Conv2DBackward then read those copies instead of launching conv2d_pack_w_* for a w that is exactly a packed
 // weight (address, length and shape); any other w is packed per call as before. The copies are the same values the
 // per-call pack writes (the same conv_pack_w), so results do not change by a bit.
@@ -58,7 +58,7 @@ func (be *Backend) PackConvWeights(ws []ops.ConvWeight) {
 	if 2*len(ws) > 65535 {
 		panic(fmt.Sprintf("cuda %s: %d weights, more than the grid's 65535/2", op, len(ws)))
 	}
-	es, align := be.packElem(), be.packAlign()
+	es, prec := be.packElem(), be.Precision()
 	pw.entries = pw.entries[:0]
 	total, wfloats, elems, maxN := 0, 0, 0, 0
 	region := func(elems int) int {
@@ -72,8 +72,8 @@ func (be *Backend) PackConvWeights(ws []ops.ConvWeight) {
 		}
 		kk := w.K * w.K
 		cb := be.arg(op, w, "w", w.W, w.Cout*w.Cin*kk)
-		e := packedW{src: cb.p, n: cb.n, cout: w.Cout, cin: w.Cin, k: w.K, fwdCp: roundUp(w.Cin, align),
-			bwdCp: roundUp(w.Cout, align)}
+		e := packedW{src: cb.p, n: cb.n, cout: w.Cout, cin: w.Cin, k: w.K, fwdCp: convChannels(w.Cin, w.K, prec),
+			bwdCp: convChannels(w.Cout, w.K, prec)}
 		e.fwdRows, e.bwdRows = w.Cout, w.Cin
 		nf, nb := e.fwdRows*kk*e.fwdCp, e.bwdRows*kk*e.bwdCp
 		i32(op, w, nf+convSlack, nb+convSlack)

@@ -10,7 +10,8 @@
 // conv2d_pack_w_bf16) into its scratch:
 //   activations NCHW → "NHWC on a padded grid": a[n][h'][w'][c], zero outside the image and for c ≥ C, the channel
 //     count rounded up to Cp, a multiple of 4 (8 for BF16), so that every 16-byte chunk of four floats (eight
-//     bfloat16) is aligned;
+//     bfloat16) is aligned -- for the tensor-core kernels a multiple of two chunks, and K·Cp at least a k-step for
+//     K ≥ 2 (cuda/conv2d.go, convChannels; see KSrcTC);
 //   weights → tap-major rows: wk[o][tap][c] (c < Cp) -- unless the weights were packed for the whole forward pass
 //     beforehand (conv2d_pack_w_batch_f32/_bf16, cuda/packw.go: the same values, both layouts, one launch);
 // and, for the TF32 kernels, rounds them to TF32 (cvt.rna.tf32.f32) on the way; for the BF16 kernels it writes them
@@ -31,12 +32,11 @@
 // kernel would (splitk_last, conv_splitk_finish): the results do not depend on scheduling, and a split GEMM is one
 // launch.
 //
-// Entry points: conv2d_igemm_{f32,tf32,bf16}_m{64,128}_k{1,n} and conv2d_igemm_{tf32,bf16}_m{64,128}_kx (forward
-// and backward-data: block tile M 64 or 128; kernel 1x1, KxK with at most one kernel-row change per k-step, or any:
-// see KSrc) and conv2d_wgrad_{f32,tf32,bf16}_m{64,128} (backward-weight); the _tf32 and _bf16 ones (mma.sync
-// m16n8k8/m16n8k4 TF32, m16n8k16 bf16; FP32 accumulation) only for sm_80 and newer (kernels/ptx/sm80) and the
-// emulator. The stride does not enter the main loops (only the rows' offsets, computed before them), so no variant
-// depends on it.
+// Entry points: conv2d_igemm_{f32,tf32,bf16}_m{64,128}_k{1,n} (forward and backward-data: block tile M 64 or 128;
+// kernel 1x1, or KxK with at most one kernel-row change per k-step: see KSrc) and
+// conv2d_wgrad_{f32,tf32,bf16}_m{64,128} (backward-weight); the _tf32 and _bf16 ones (mma.sync m16n8k8/m16n8k4 TF32,
+// m16n8k16 bf16; FP32 accumulation) only for sm_80 and newer (kernels/ptx/sm80) and the emulator. The stride does not
+// enter the main loops (only the rows' offsets, computed before them), so no variant depends on it.
 #include "common.cuh"
 #include "igemm.cuh"
 #include "warp_reduce.cuh"
@@ -371,19 +371,18 @@ struct ConvEpi {
 // bkoff elements further in B. Rows past an operand's end read its row 0 instead: they only feed rows or columns of
 // C that are not stored. Chunks past the end of the block's k range are zero (ok false): they meet the other
 // operand's chunks of the same k, which may hold anything. The thread's chunk index along k is kc (k = E·kc ..
-// E·kc + E − 1, advancing by STEP chunks per k-step) within [.., kcEnd). With H = 2 the thread also copies chunk
-// kc + 4, 4E elements further (which the variants below that use it guarantee).
+// E·kc + E − 1, advancing by STEP chunks per k-step) within [.., kcEnd). KSrc serves the FP32 loops, one chunk per
+// row and thread (H = 1); KSrcTC (below) the tensor-core loops, two adjacent chunks (H = 2).
 //
 // Weights: k is linear within a row ([M][KK][Cp]). Activations: k = (p, q, c) over KK·Cp, and in the packed NHWC
 // input the k of one kernel row p (taps q = 0..K−1, all channels) are K·Cp consecutive elements:
 // bkoff = p·Win·Cp + E·(chunk within the row). So bkoff advances by E·STEP per k-step and jumps by (Win − K)·Cp
 // where the k-step leaves a kernel row (left counts the row's chunks still ahead). Variants (TAPS):
 //   1  K = 1: linear too, bkoff = E·kc;
-//   2  at most one kernel-row change per k-step (K·Cp/E ≥ STEP, which the launcher checks; with H = 2 it also checks
-//      that Cp is a multiple of the k-step, 32 floats or 64 bfloat16, and split-K chunks are multiples of it, so
-//      that a k-step never straddles two kernel rows): one test;
-//   0  any K and Cp: a loop.
-template <class T, int CA, int CB, int STEP, int TAPS, int H>
+//   2  K ≥ 2 with at most one kernel-row change per k-step, a kernel row (rowlen = K·Cp/E chunks) being at least
+//      STEP chunks long: for FP32 always (K·Cp ≥ 8 floats, the k-step); for the tensor-core kernels the launcher
+//      pads Cp so (cuda/conv2d.go, convChannels): one test.
+template <class T, int CA, int CB, int STEP, int TAPS>
 struct KSrc {
   static constexpr int E = 16 / sizeof(T);  // elements per chunk
   const T *abase, *bbase;
@@ -392,9 +391,10 @@ struct KSrc {
   int kc, kcEnd, bkoff;
   int left = 0, K = 1, Cp = 0, Win = 0;  // kernel arguments: the compiler reads them where used
 
-  __device__ __forceinline__ bool ok(int h) const { return kc + 4 * h < kcEnd; }
-  __device__ __forceinline__ const T* aptr(int j, int h) const { return ak + arow[j] + 4 * E * h; }
-  __device__ __forceinline__ const T* bptr(int j, int h) const { return bk + brow[j] + 4 * E * h; }
+  // The second argument is the thread's chunk of the row: always 0 here.
+  __device__ __forceinline__ bool ok(int) const { return kc < kcEnd; }
+  __device__ __forceinline__ const T* aptr(int j, int) const { return ak + arow[j]; }
+  __device__ __forceinline__ const T* bptr(int j, int) const { return bk + brow[j]; }
   __device__ __forceinline__ void settle() {
     const bool in = kc < kcEnd;
     ak = abase + (in ? E * kc : 0);
@@ -416,35 +416,40 @@ struct KSrc {
   __device__ __forceinline__ void next() {
     kc += STEP;
     bkoff += E * STEP;
-    if (TAPS != 1) {
+    if (TAPS == 2) {
       left -= STEP;
-      if (TAPS == 2) {
-        if (left <= 0) left += K * (Cp / E), bkoff += (Win - K) * Cp;
-      } else {
-        while (left <= 0) left += K * (Cp / E), bkoff += (Win - K) * Cp;
-      }
+      if (left <= 0) left += K * (Cp / E), bkoff += (Win - K) * Cp;
     }
     settle();
   }
 };
 
-// The tensor-core kernels' K-major source for TAPS = 1 and 2 (H = 2): KSrc's addresses, with the k-step's bases
-// advanced in place and the kernel-row jump precomputed, so that a k-step costs a few additions. The bases are not
-// clamped at the end of the k range: a chunk past it has src-size 0 (nothing is read; ok false), and its address lies
-// less than a k-step (128 bytes) past the operand's row, inside the row after it or the scratch's slack. With
-// TAPS = 2 (Cp a multiple of the k-step, and the k range's ends multiples of it: the launcher's split-K chunks) every
-// k-step is whole, so one test serves both chunks.
+// The tensor-core kernels' K-major source (H = 2): KSrc's addresses, with the k-step's bases advanced in place and
+// the kernel-row jump precomputed, so that a k-step costs a few additions; the row change is found by comparing kc
+// with rowEnd, the chunk where the thread's current kernel row ends (kc is advanced anyway, for ok). The thread
+// copies two adjacent chunks of each of its rows, kc and kc + 1 (one address, the second 16 bytes after the first),
+// with kc even: the k range starts at a multiple of the k-step (STEP = 8 chunks), the thread at chunk 2cc of it. The
+// launcher pads the channels (cuda/conv2d.go, convChannels) so that Cp is a multiple of two chunks (2E) and, for
+// K ≥ 2, rowlen = K·Cp/E ≥ STEP: a kernel row is then an even number of chunks, so that a pair never straddles two
+// rows (both chunks are at bk), and at least a k-step long, so that the thread changes rows at most once per k-step
+// (TAPS 2: one test). The k range's ends are even chunk counts as well (KK·Cp, and the split-K chunks, multiples of
+// the k-step), so kc < kcEnd holds for both chunks of a pair or for neither: one test serves both.
+//
+// The bases are not clamped at the end of the k range: a chunk past it has src-size 0 (nothing is read; ok false),
+// and its address lies less than a k-step (128 bytes) past the operand's row (A: the weights' row; B: the pixel's
+// channels, or with TAPS 2 its last kernel row, for the jump to the next kernel row is not taken past the range: it
+// would lead a whole image row further), inside the row after it or the scratch's slack.
 template <class T, int CA, int CB, int STEP, int TAPS>
 struct KSrcTC {
   static constexpr int E = 16 / sizeof(T);  // elements per chunk
   const T *abase, *bbase;
   const T *ak, *bk;  // abase + E·kc, bbase + bkoff
   unsigned arow[CA], brow[CB];
-  int kc, kcEnd, left = 0, rowlen = 0, jump = 0;
+  int kc, kcEnd, rowEnd = 0, rowlen = 0, jump = 0;
 
-  __device__ __forceinline__ bool ok(int h) const { return TAPS == 2 ? kc < kcEnd : kc + 4 * h < kcEnd; }
-  __device__ __forceinline__ const T* aptr(int j, int h) const { return ak + arow[j] + 4 * E * h; }
-  __device__ __forceinline__ const T* bptr(int j, int h) const { return bk + brow[j] + 4 * E * h; }
+  __device__ __forceinline__ bool ok(int) const { return kc < kcEnd; }
+  __device__ __forceinline__ const T* aptr(int j, int h) const { return ak + arow[j] + E * h; }
+  __device__ __forceinline__ const T* bptr(int j, int h) const { return bk + brow[j] + E * h; }
   __device__ __forceinline__ void start(int kc0, int kcEnd_, int Cp, int K, int Win) {
     kc = kc0;
     kcEnd = kcEnd_;
@@ -455,31 +460,24 @@ struct KSrcTC {
       rowlen = K * (Cp / E), jump = (Win - K) * Cp;
       const int p = kc0 / rowlen, rem = kc0 - p * rowlen;
       bk = bbase + p * Win * Cp + E * rem;
-      left = rowlen - rem;
+      rowEnd = kc0 - rem + rowlen;
     }
   }
   __device__ __forceinline__ void next() {
     kc += STEP;
     ak += E * STEP;
     bk += E * STEP;
-    if (TAPS == 2) {
-      left -= STEP;
-      if (left <= 0) left += rowlen, bk += jump;
-    }
+    if (TAPS == 2 && kc >= rowEnd && kc < kcEnd) rowEnd += rowlen, bk += jump;
   }
 };
-// The K-major source of each kernel: KSrcTC for the tensor-core kernels' TAPS 1 and 2 (H = 2), KSrc otherwise.
+// The K-major source of each kernel: KSrcTC for the tensor-core loops (H = 2), KSrc for the FP32 ones (H = 1).
 template <class E, int CA, int CB, int STEP, int TAPS, int H>
 struct KSrcOf {
-  typedef KSrc<E, CA, CB, STEP, TAPS, H> type;
+  typedef KSrcTC<E, CA, CB, STEP, TAPS> type;
 };
-template <class E, int CA, int CB, int STEP>
-struct KSrcOf<E, CA, CB, STEP, 1, 2> {
-  typedef KSrcTC<E, CA, CB, STEP, 1> type;
-};
-template <class E, int CA, int CB, int STEP>
-struct KSrcOf<E, CA, CB, STEP, 2, 2> {
-  typedef KSrcTC<E, CA, CB, STEP, 2> type;
+template <class E, int CA, int CB, int STEP, int TAPS>
+struct KSrcOf<E, CA, CB, STEP, TAPS, 1> {
+  typedef KSrc<E, CA, CB, STEP, TAPS> type;
 };
 
 // Store of the K-major GEMM element (m, n): n is a pixel (img, pix) of the output, pix < OHW; out[img][m][pix].
@@ -568,10 +566,10 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
                                            unsigned* tickets, int M, int Npix, int OH, int OW, int Hin, int Win,
                                            int S, int K, int Cp, int kchunk, int mode, const float* chan,
                                            int ld, const float* res) {
-  // H chunks per row and thread: two on the tensor-core path where they are four chunks apart (not for TAPS = 0).
+  // H chunks per row and thread: two adjacent ones on the tensor-core path (KSrcTC), the thread's first at 2cc.
   constexpr int BK = IgElem<TC, BF>::BK, T = TC ? IG_TC_THREADS : IG_F32_THREADS(BM),
                 STEP = BK / (16 / (int)sizeof(E));
-  constexpr int H = TC && TAPS != 0 ? 2 : 1, TPR = STEP / H, RS = T / TPR, CA = BM / RS, CB = IG_BN / RS;
+  constexpr int H = TC ? 2 : 1, TPR = STEP / H, RS = T / TPR, CA = BM / RS, CB = IG_BN / RS;
   const int tid = threadIdx.x, cc = tid % TPR, r0 = tid / TPR;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * IG_BN;
   const int ldk = K * K * Cp, OHW = OH * OW;
@@ -593,7 +591,7 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
     const int img = dOHW.div(u), rem = u - img * OHW, i = dOW.div(rem), jj = rem - i * OW;
     src.brow[j] = u < Npix ? (unsigned)(((img * Hin + i * S) * Win + jj * S) * Cp) : 0u;
   }
-  src.start(k0 / src.E + cc, k1 / src.E, Cp, K, Win);
+  src.start(k0 / src.E + H * cc, k1 / src.E, Cp, K, Win);
 
   const bool split = gridDim.z > 1;
   const ConvEpi epi{bias, chan, res, ld};
@@ -623,7 +621,8 @@ __device__ __forceinline__ void conv_igemm(const E* in, const E* wk, const float
   }                                                                                                                   \
   EMU_REGISTER(NAME)
 
-// FP32: a kernel row (K·Cp ≥ 8 floats for K ≥ 2) is at least a k-step (two chunks) long, so _kn serves every K ≥ 2.
+// FP32: a kernel row (K·Cp ≥ 8 floats for K ≥ 2) is at least a k-step (two chunks) long, so _kn serves every K ≥ 2;
+// the tensor-core kernels' launcher pads Cp until it is so there too (KSrcTC).
 #ifndef CONV_SPLIT_MODULE
 CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_k1, 128, 1, false, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_f32_m128_kn, 128, 2, false, false)
@@ -632,10 +631,8 @@ CONV_IGEMM_ENTRY(conv2d_igemm_f32_m64_kn, 64, 2, false, false)
 #if HAVE_MMA_TF32
 CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_k1, 128, 1, true, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kn, 128, 2, true, false)
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m128_kx, 128, 0, true, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_k1, 64, 1, true, false)
 CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kn, 64, 2, true, false)
-CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
 #endif
 #endif  // CONV_SPLIT_MODULE
 #if defined(CONV_BF16_MODULE) && !HAVE_MMA_TF32
@@ -652,10 +649,8 @@ CONV_IGEMM_ENTRY(conv2d_igemm_tf32_m64_kx, 64, 0, true, false)
 // BF16: bfloat16 operands (conv2d_pack_*_bf16) through the BF16 loops (kernels/igemm.cuh, mma m16n8k16 bf16).
 CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_k1, 128, 1, true, true)
 CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kn, 128, 2, true, true)
-CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m128_kx, 128, 0, true, true)
 CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_k1, 64, 1, true, true)
 CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kn, 64, 2, true, true)
-CONV_IGEMM_ENTRY(conv2d_igemm_bf16_m64_kx, 64, 0, true, true)
 #endif
 
 // ---- backward-weight -------------------------------------------------------------------------------------------------

@@ -285,8 +285,12 @@ __device__ __forceinline__ bool ig_sliced_k_sum(float (&acc)[MT][NT][4], float* 
 // K-major tensor-core loop. Stage layout: As[BM][32] then Bs[IG_BN][32], rows of one k-step; 16-byte chunk c of row
 // r is stored at chunk c ^ (r & 7), so that the eight rows of an 8x4 block that ldmatrix reads at one chunk lie in
 // eight different bank groups. H = 1: thread tid copies chunk cc = tid % 8 of rows r0 + 16j (r0 = tid / 8) of A
-// (j < BM/16) and B (j < 8). H = 2 (the sources' chunks cc and cc + 4 of a row are 16 floats apart): chunks cc and
-// cc + 4 (cc = tid % 4) of rows r0 + 32j (r0 = tid / 4), one address for both.
+// (j < BM/16) and B (j < 8). H = 2: the two adjacent chunks 2cc and 2cc + 1 (cc = tid % 4; in the source the second
+// is 16 bytes after the first: one address, an immediate apart) of rows r0 + 32j (r0 = tid / 4). The copies are free
+// of bank conflicts too: a row is 128 bytes, so a chunk's bank group is its place in the row, and the eight threads
+// tid = 8u .. 8u + 7 of one copy instruction store (H = 1) the eight chunks of one row, or (H = 2, chunk 2cc + h) the
+// four places with lowest bit h ^ (r & 1) in each of two rows r = 2u + 32j and 2u + 1 + 32j, which differ in r & 1:
+// eight distinct places either way.
 //
 // Fragments (m16n8k8, k-slots in their natural order: k-step sub-block kb covers k = 8kb .. 8kb + 7 = chunks 2kb and
 // 2kb + 1): one ldmatrix.x4 gives the four A registers of an m-tile (8x4 blocks: rows 0-7 and 8-15 of chunk 2kb, then
@@ -319,14 +323,14 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
       const int r = r0 + RS * j;
       IG_UNROLL
       for (int h = 0; h < H; h++)
-        cp_async_16(As + r * IG_BK_TC + 4 * ((cc + 4 * h) ^ (r & 7)), src.aptr(j, h), src.ok(h) ? 16 : 0);
+        cp_async_16(As + r * IG_BK_TC + 4 * ((H * cc + h) ^ (r & 7)), src.aptr(j, h), src.ok(h) ? 16 : 0);
     }
     IG_UNROLL
     for (int j = 0; j < CB; j++) {
       const int r = r0 + RS * j;
       IG_UNROLL
       for (int h = 0; h < H; h++)
-        cp_async_16(Bs + r * IG_BK_TC + 4 * ((cc + 4 * h) ^ (r & 7)), src.bptr(j, h), src.ok(h) ? 16 : 0);
+        cp_async_16(Bs + r * IG_BK_TC + 4 * ((H * cc + h) ^ (r & 7)), src.bptr(j, h), src.ok(h) ? 16 : 0);
     }
     src.next();
   };
@@ -489,8 +493,8 @@ __device__ __forceinline__ void ig_tc_mnmajor(SRC& src, int ksteps, int M, int N
 // come from ldmatrix on 16-bit elements straight into the m16n8k16 layout: no conversion in the loop.
 
 // K-major BF16 loop: ig_tc_kmajor's stage layout, copies and swizzle (As[BM][64] then Bs[IG_BN][64] bfloat16, chunk
-// c of row r at chunk c ^ (r & 7); H = 1: chunk tid % 8 of rows tid / 8 + 16j; H = 2: chunks cc and cc + 4 of rows
-// tid / 4 + 32j, 32 elements apart in the source). Fragments (m16n8k16, k16 group kb = chunks 2kb and 2kb + 1): the
+// c of row r at chunk c ^ (r & 7); H = 1: chunk tid % 8 of rows tid / 8 + 16j; H = 2: chunks 2cc and 2cc + 1,
+// cc = tid % 4, of rows tid / 4 + 32j, adjacent in the source). Fragments (m16n8k16, k16 group kb = chunks 2kb and 2kb + 1): the
 // 8x8 b16 matrices of one ldmatrix.x4 are rows 0-7 and 8-15 of chunk 2kb, then of chunk 2kb + 1 -- exactly a0, a1,
 // a2, a3 of an m-tile (lane (g, t): row g or g + 8, k = 2t, 2t + 1 or 2t + 8, 2t + 9) -- and, on B's rows (n),
 // b0, b1 of n-tile 2jj (rows 0-7 at chunks 2kb, 2kb + 1) then of n-tile 2jj + 1: the TF32 loop's addresses.
@@ -521,14 +525,14 @@ __device__ __forceinline__ void ig_bf16_kmajor(SRC& src, int ksteps, int M, int 
       const int r = r0 + RS * j;
       IG_UNROLL
       for (int h = 0; h < H; h++)
-        cp_async_16(As + r * BK + 8 * ((cc + 4 * h) ^ (r & 7)), src.aptr(j, h), src.ok(h) ? 16 : 0);
+        cp_async_16(As + r * BK + 8 * ((H * cc + h) ^ (r & 7)), src.aptr(j, h), src.ok(h) ? 16 : 0);
     }
     IG_UNROLL
     for (int j = 0; j < CB; j++) {
       const int r = r0 + RS * j;
       IG_UNROLL
       for (int h = 0; h < H; h++)
-        cp_async_16(Bs + r * BK + 8 * ((cc + 4 * h) ^ (r & 7)), src.bptr(j, h), src.ok(h) ? 16 : 0);
+        cp_async_16(Bs + r * BK + 8 * ((H * cc + h) ^ (r & 7)), src.bptr(j, h), src.ok(h) ? 16 : 0);
     }
     src.next();
   };

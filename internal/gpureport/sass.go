@@ -174,9 +174,9 @@ func (f Function) Range(l Loop) []Inst {
 
 // MainLoop picks the loop whose instruction mix the report gives. The heuristic: of the innermost loops (backward
 // branch ranges that contain no other loop with an MMA or FFMA in it), the one with the most tensor-core MMAs, then
-// the most FFMAs, then the most instructions. A math-free loop nested in a k-loop (the any-K convolutions' walk over
-// kernel taps, conv2d_igemm_*_kx) does not hide the k-loop; its body is counted once, as the k-loop's other code. In a tiled GEMM the k-loop is innermost (its inner k-steps are unrolled) and holds every MMA or FFMA,
-// while the epilogue's store loops hold none; in a grid-stride kernel the unrolled body beats the remainder loop. A
+// the most FFMAs, then the most instructions. A math-free loop nested in a k-loop (a walk over kernel taps, say) does
+// not hide the k-loop; its body is counted once, as the k-loop's other code. In a tiled GEMM the k-loop is innermost
+// (its inner k-steps are unrolled) and holds every MMA or FFMA, while the epilogue's store loops hold none; in a grid-stride kernel the unrolled body beats the remainder loop. A
 // function without a loop is counted whole (ok false), its padding NOPs after the last EXIT excepted.
 //
 // The count is static: each instruction in the range once, both sides of its forward branches included. The main

@@ -72,11 +72,7 @@ var works = map[string]workFn{}
 func init() {
 	for _, prec := range []string{"f32", "tf32", "bf16"} {
 		for _, bm := range []int{64, 128} {
-			taps := []string{"k1", "kn", "kx"}
-			if prec == "f32" {
-				taps = taps[:2] // a k-step of 8 floats changes kernel rows at most once (kernels/conv2d.cu)
-			}
-			for _, tp := range taps {
+			for _, tp := range []string{"k1", "kn"} {
 				name := fmt.Sprintf("conv2d_igemm_%s_m%d_%s", prec, bm, tp)
 				works[name] = convIgemm(igTile(prec, bm), packedBytes(prec))
 			}
@@ -419,12 +415,13 @@ func splitK(l Launch, t gemmTile, k, chunk float64) (float64, error) {
 }
 
 // convIgemm: conv2d_igemm_*(in, wk, bias, out, part, tickets, M, Npix, OH, OW, Hin, Win, S, K, Cp, kchunk, mode,
-// chan, ld, res), the forward (M = Cout over x packed NHWC) and backward-data (M = Cin over dy spread and padded, stride 1) K-major GEMM:
-// N = Npix = images·OH·OW, k over K²·Cp, cut into grid.z chunks of kchunk. FLOPs are the GEMM's as launched,
-// 2·M·Npix·K²·Cp: the launch does not carry the convolution's true channel count (Cp is it rounded up to 4) nor, for
-// backward-data, its stride (the taps on the zeros between dy's elements are counted). Bytes: the packed input and
-// weights once (es bytes per element: packedBytes), the output written (mode set, + the bias, the channel addend and
-// the residual where given) or read and written (add), and with grid.z > 1 chunks the partials too (splitPartials).
+// chan, ld, res), the forward (M = Cout over x packed NHWC) and backward-data (M = Cin over dy spread and padded,
+// stride 1) K-major GEMM: N = Npix = images·OH·OW, k over K²·Cp, cut into grid.z chunks of kchunk. FLOPs are the
+// GEMM's as launched, 2·M·Npix·K²·Cp: the launch does not carry the convolution's true channel count (Cp is it padded,
+// as cuda's convChannels says) nor, for backward-data, its stride (the taps on the zeros between dy's elements are
+// counted). Bytes: the packed input and weights once (es bytes per element: packedBytes), the output written (mode
+// set, + the bias, the channel addend and the residual where given) or read and written (add), and with grid.z > 1
+// chunks the partials too (splitPartials).
 func convIgemm(t gemmTile, es float64) workFn {
 	return func(l Launch) (Work, error) {
 		v, err := ints(l, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)

@@ -81,13 +81,15 @@ func check(t *testing.T, ls []Launch, ws ...want) {
 }
 
 func TestWorkConv(t *testing.T) {
-	// OH = (5+2−3)/2+1 = 3, OW = 4; channels packed to Cp = 4; x padded to 7×9; dy spread and padded to 7×9.
+	// OH = (5+2−3)/2+1 = 3, OW = 4; x padded to 7×9; dy spread and padded to 7×9. Channels packed to Cp = 4 (FP32),
+	// or for the TF32 kernels to 16 (two chunks, and 3·Cp ≥ their k-step of 32: cuda's convChannels).
 	s := ops.ConvShape{N: 2, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 2, Pad: 1}
 	for _, tc := range []bool{false, true} {
-		prec, bk, kx := "f32", 8, "kn"
+		prec, bk, cp := "f32", 8.0, 4.0
 		if tc {
-			prec, bk, kx = "tf32", 32, "kx" // Cp = 4 is not a multiple of 32: the any-K tensor-core kernel
+			prec, bk, cp = "tf32", 32, 16
 		}
+		xp, k := 2*7*9*cp, 9*cp // packed x (and dy spread and padded), the GEMMs' K
 		ls := trace(t, tc, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
 			x, w, b, y := a(2*3*35), a(4*27), a(4), a(2*4*12)
 			be.Conv2D(s, x, w, b, y)
@@ -95,22 +97,23 @@ func TestWorkConv(t *testing.T) {
 			be.Conv2DBackward(s, x, w, y, nil, nil, a(4)) // db alone: a kernel of its own
 		})
 		check(t, ls,
-			// x [2,3,5,7] → [2][7][9][4]; w → [4][9][4].
-			want{"conv2d_pack_act_f32", 0, 4 * (210 + 504), 0},
-			want{"conv2d_pack_w_f32", 0, 4 * (108 + 144), 0},
-			// GEMM 4 × 24 × 36 (one chunk) → tiles 64 × 128 × k-steps; packed x, packed w, y and the bias.
-			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 4 * 24 * 36, 4 * (504 + 144 + 96 + 4),
-				64 * 128 * pad(36, bk)},
-			// One launch packs backward's three operands: dy [2,4,3,4] spread by 2 and padded by 1 → [2][7][9][4]; x
-			// again; dy NHWC [24][4], and db: 6 rows' partials of 4 channels written and read, db accumulated.
-			want{"conv2d_pack_act_f32", 96 + 24, 4 * (96 + 504 + 210 + 504 + 96 + 96 + 2*24 + 2*4), 0},
-			// w flipped → [3][9][4].
-			want{"conv2d_pack_w_f32", 0, 4 * (108 + 108), 0},
-			// GEMM 3 × 70 × 36, dx accumulated; the zero taps of the spread dy counted.
-			want{"conv2d_igemm_" + prec + "_m64_" + kx, 2 * 3 * 70 * 36, 4 * (504 + 108 + 2*210),
-				64 * 128 * pad(36, bk)},
-			// GEMM 4 × 36 × 24 pixels (one chunk), dw accumulated: FLOPs 2·Cout·K²·Cin·pixels.
-			want{"conv2d_wgrad_" + prec + "_m64", 2 * 4 * 27 * 24, 4 * (96 + 504 + 2*108), 64 * 128 * pad(24, bk)},
+			// x [2,3,5,7] → [2][7][9][Cp]; w → [4][9][Cp].
+			want{"conv2d_pack_act_f32", 0, 4 * (210 + xp), 0},
+			want{"conv2d_pack_w_f32", 0, 4 * (108 + 4*k), 0},
+			// GEMM 4 × 24 × 9·Cp (one chunk) → tiles 64 × 128 × k-steps; packed x, packed w, y and the bias.
+			want{"conv2d_igemm_" + prec + "_m64_kn", 2 * 4 * 24 * k, 4 * (xp + 4*k + 96 + 4),
+				64 * 128 * pad(k, int(bk))},
+			// One launch packs backward's three operands: dy [2,4,3,4] spread by 2 and padded by 1 → [2][7][9][Cp]; x
+			// again; dy NHWC [24][Cp], and db: 6 rows' partials of 4 channels written and read, db accumulated.
+			want{"conv2d_pack_act_f32", 96 + 24, 4 * (96 + xp + 210 + xp + 96 + 24*cp + 2*24 + 2*4), 0},
+			// w flipped → [3][9][Cp].
+			want{"conv2d_pack_w_f32", 0, 4 * (108 + 3*k), 0},
+			// GEMM 3 × 70 × 9·Cp, dx accumulated; the zero taps of the spread dy counted.
+			want{"conv2d_igemm_" + prec + "_m64_kn", 2 * 3 * 70 * k, 4 * (xp + 3*k + 2*210),
+				64 * 128 * pad(k, int(bk))},
+			// GEMM 4 × 9·Cp × 24 pixels (one chunk), dw accumulated: FLOPs 2·Cout·K²·Cin·pixels.
+			want{"conv2d_wgrad_" + prec + "_m64", 2 * 4 * 27 * 24, 4 * (24*cp + xp + 2*108),
+				64 * pad(k, 128) * pad(24, int(bk))},
 			want{"conv2d_bias_grad_f32", 96, 4 * (96 + 2*4), 0})
 	}
 	// Split K: 4096 pixels over 2 column tiles → 16 chunks of 256, partials written, then read and added by each
@@ -138,7 +141,7 @@ func TestWorkConv(t *testing.T) {
 }
 
 // TestWorkConvBF16: the shape of TestWorkConv on the BF16 kernels, whose packed operands are bfloat16 (2 bytes an
-// element, channels padded to Cp = 8) and whose k-step is 64.
+// element, channels padded to Cp = 32: two chunks of 8, and 3·Cp ≥ the k-step of 64).
 func TestWorkConvBF16(t *testing.T) {
 	s := ops.ConvShape{N: 2, Cin: 3, H: 5, W: 7, Cout: 4, K: 3, Stride: 2, Pad: 1}
 	ls := traceAt(t, ops.BF16, func(be *cuda.Backend, a func(int) ops.Buf, off func(func())) {
@@ -147,18 +150,18 @@ func TestWorkConvBF16(t *testing.T) {
 		be.Conv2DBackward(s, x, w, y, a(2*3*35), a(4*27), a(4))
 	})
 	check(t, ls,
-		// x [2,3,5,7] → [2][7][9][8] bfloat16; w → [4][9][8].
-		want{"conv2d_pack_act_bf16", 0, 4*210 + 2*1008, 0},
-		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*288, 0},
-		// GEMM 4 × 24 × 72 (Cp = 8 is not a multiple of 64: the any-K kernel); packed x and w, y and the bias.
-		want{"conv2d_igemm_bf16_m64_kx", 2 * 4 * 24 * 72, 2*(1008+288) + 4*(96+4), 64 * 128 * pad(72, 64)},
-		// One launch: dy spread and padded → [2][7][9][8]; x packed again; dy NHWC [24][8], and db (TestWorkConv).
-		want{"conv2d_pack_act_bf16", 96 + 24, 4*96 + 2*1008 + 4*210 + 2*1008 + 4*96 + 2*192 + 4*(2*24+2*4), 0},
-		// w flipped → [3][9][8].
-		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*216, 0},
-		want{"conv2d_igemm_bf16_m64_kx", 2 * 3 * 70 * 72, 2*(1008+216) + 4*2*210, 64 * 128 * pad(72, 64)},
-		// GEMM 4 × 72 × 24 pixels, dw accumulated.
-		want{"conv2d_wgrad_bf16_m64", 2 * 4 * 27 * 24, 2*(192+1008) + 4*2*108, 64 * 128 * pad(24, 64)})
+		// x [2,3,5,7] → [2][7][9][32] bfloat16; w → [4][9][32].
+		want{"conv2d_pack_act_bf16", 0, 4*210 + 2*4032, 0},
+		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*1152, 0},
+		// GEMM 4 × 24 × 288; packed x and w, y and the bias.
+		want{"conv2d_igemm_bf16_m64_kn", 2 * 4 * 24 * 288, 2*(4032+1152) + 4*(96+4), 64 * 128 * pad(288, 64)},
+		// One launch: dy spread and padded → [2][7][9][32]; x packed again; dy NHWC [24][32], and db (TestWorkConv).
+		want{"conv2d_pack_act_bf16", 96 + 24, 4*96 + 2*4032 + 4*210 + 2*4032 + 4*96 + 2*768 + 4*(2*24+2*4), 0},
+		// w flipped → [3][9][32].
+		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*864, 0},
+		want{"conv2d_igemm_bf16_m64_kn", 2 * 3 * 70 * 288, 2*(4032+864) + 4*2*210, 64 * 128 * pad(288, 64)},
+		// GEMM 4 × 288 × 24 pixels, dw accumulated.
+		want{"conv2d_wgrad_bf16_m64", 2 * 4 * 27 * 24, 2*(768+4032) + 4*2*108, 64 * pad(288, 128) * pad(24, 64)})
 }
 
 func TestWorkGEMM(t *testing.T) {

@@ -167,6 +167,10 @@ var convShapes = []struct {
 	{ops.ConvShape{N: 2, Cin: 3, H: 1, W: 1, Cout: 2, K: 3, Stride: 1, Pad: 1}, true},
 	{ops.ConvShape{N: 6, Cin: 16, H: 8, W: 8, Cout: 12, K: 3, Stride: 2, Pad: 1}, true},
 	{ops.ConvShape{N: 9, Cin: 32, H: 16, W: 16, Cout: 32, K: 3, Stride: 1, Pad: 1}, true},
+	// fashion32's 32 and 96 channels, small enough for the emulator's tensor-core runs (which leave the shape above
+	// out): at bf16, kernel rows of 1.5 and 4.5 k-steps (forward, backward-data), so k-steps that change kernel rows
+	// and a last k-step that ends halfway; Cout > 64, the 128-row tile.
+	{ops.ConvShape{N: 2, Cin: 32, H: 5, W: 6, Cout: 96, K: 3, Stride: 1, Pad: 1}, true},
 	// Cout = 65: the GPU's 128-row tile (Cout > 64) with 63 rows past the end; one image of 5x7 (odd, not square).
 	{ops.ConvShape{N: 1, Cin: 3, H: 5, W: 7, Cout: 65, K: 3, Stride: 1, Pad: 1}, true},
 	// Stride 2 on odd 9x9 with 3 images: 3·25 = 75 output pixels; 9·8 = 72 reduction terms, 2.25 tensor-core k-steps.
