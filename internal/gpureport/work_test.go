@@ -155,13 +155,14 @@ func TestWorkConvBF16(t *testing.T) {
 		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*1152, 0},
 		// GEMM 4 × 24 × 288; packed x and w, y and the bias.
 		want{"conv2d_igemm_bf16_m64_kn", 2 * 4 * 24 * 288, 2*(4032+1152) + 4*(96+4), 64 * 128 * pad(288, 64)},
-		// One launch: dy spread and padded → [2][7][9][32]; x packed again; dy NHWC [24][32], and db (TestWorkConv).
-		want{"conv2d_pack_act_bf16", 96 + 24, 4*96 + 2*4032 + 4*210 + 2*4032 + 4*96 + 2*768 + 4*(2*24+2*4), 0},
+		// One launch: dy spread and padded → [2][7][9][32]; x packed again for backward-weight, to 64 channels (cuda's
+		// wgradCp) → [2][7][9][64]; dy NHWC [24][32], and db (TestWorkConv).
+		want{"conv2d_pack_act_bf16", 96 + 24, 4*96 + 2*4032 + 4*210 + 2*8064 + 4*96 + 2*768 + 4*(2*24+2*4), 0},
 		// w flipped → [3][9][32].
 		want{"conv2d_pack_w_bf16", 0, 4*108 + 2*864, 0},
 		want{"conv2d_igemm_bf16_m64_kn", 2 * 3 * 70 * 288, 2*(4032+864) + 4*2*210, 64 * 128 * pad(288, 64)},
-		// GEMM 4 × 288 × 24 pixels, dw accumulated.
-		want{"conv2d_wgrad_bf16_m64", 2 * 4 * 27 * 24, 2*(768+4032) + 4*2*108, 64 * pad(288, 128) * pad(24, 64)})
+		// GEMM 4 × 576 × 24 pixels (9 taps of 64 channels), dw accumulated.
+		want{"conv2d_wgrad_bf16_m64", 2 * 4 * 27 * 24, 2*(768+8064) + 4*2*108, 64 * pad(576, 128) * pad(24, 64)})
 }
 
 func TestWorkGEMM(t *testing.T) {
