@@ -684,7 +684,8 @@ struct WSrc {
   __device__ __forceinline__ bool bok(int) const { return left > 0; }
   __device__ __forceinline__ const T* aptr(int j) const { return abase + E * CS * j; }
   __device__ __forceinline__ const T* bptr(int j) const { return BLIN ? bbase + E * j : bbase + boff[j]; }
-  // Row u0 of dyh (acol0 its first column) and of xp [N][Hp][Wp][Cp] for the output OH x OW at stride S.
+  // Row u of dyh (acol0 its first column) and of xp [N][Hp][Wp][Cp] for the output OH x OW at stride S; the rows from
+  // uEnd on are outside the block's k range.
   __device__ __forceinline__ void start(int u, int uEnd, const T* dyh, int Mp, int acol0, const T* xp_, int Hp,
                                         int Wp, int S, int Cp, int OH_, int OW_) {
     left = uEnd - u, xp = xp_, OH = OH_, OW = OW_;

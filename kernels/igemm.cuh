@@ -397,8 +397,8 @@ __device__ __forceinline__ void ig_tc_kmajor(SRC& src, int ksteps, int M, int N,
 // modulo 8 (the rows are 256 or 512 bytes long, so every row starts at bank 0).
 //
 // With BM = 64 the loop slices k (IG_SLICED_K): warp (kh, wn) renames the whole 64-row tile (WM = 64, MT = 4, L = 2,
-// the 128-row tile's warp layout) and multiplies sub-steps 4kh .. 4kh + 3 of every k-step, 16 MMAs per 4 shared
-// loads instead of 8 per 3; ig_sliced_k_sum adds the halves after the loop.
+// the 128-row tile's warp layout) and multiplies sub-steps 4kh .. 4kh + 3 of every k-step, 32 MMAs per 4 shared
+// loads instead of 16 per 3; ig_sliced_k_sum adds the halves after the loop.
 __device__ __forceinline__ int ig_swz(int row, int L) {
   const int t = row & 3;
   return L == 1 ? t << 1 : ((t & 1) | ((t & 2) << 1));
