@@ -82,8 +82,17 @@ var probeShape = ops.ConvShape{N: 8, Cin: 64, H: 32, W: 32, Cout: 64, K: 3, Stri
 // in FP32; faster on 64→3 and 64→64 stride 2, slower on 128→128 stride 2 and on the 512-channel ones), so the rule is
 // the same there; rechecked after the AMX kernel became one single-threaded primitive per thread (dnnl.c's
 // splitWeights): bf16 on every shape was slower still (two alternating runs under load, 3755 and 4425 ms per step
-// against 2849 and 3005). It is a function of the shape alone, so that a run's numbers do not depend on timings.
-func BF16WeightGrad(s ops.ConvShape) bool { return s.Stride == 1 && s.Cout >= 16 && s.Cin < 512 }
+// against 2849 and 3005). Since that kernel sees images at most 8 wide side by side (dnnl.c's partGeometry), the
+// 512-channel ones at 8×8 are faster in bf16 on AMX: the celeba32 step took 2631, 2904, 3136 ms against 2848, 3142,
+// 3359 with them in FP32 (three alternating runs), so on a CPU with AMX images at most 8 wide take bf16 at any
+// width of Cin. It is a function of the shape and the CPU alone, so that a run's numbers do not depend on timings.
+func BF16WeightGrad(s ops.ConvShape) bool {
+	if s.Stride != 1 || s.Cout < 16 {
+		return false
+	}
+	_, amx := cpuBF16()
+	return s.Cin < 512 || amx && s.W <= 8
+}
 
 // RoundBF16 rounds v to the nearest bfloat16 (ties to even), returned as the float32 of the same value: the upper
 // 16 bits of float32 with the lower 16 cleared. NaN stays NaN (quieted, sign kept); values past the largest

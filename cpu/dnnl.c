@@ -18,7 +18,7 @@ static dnnl_stream_t partStrm[MAX_PARTS];
 
 // Workspace shared by all plans (calls are serialised by the backend): one buffer per
 // role, grown at plan creation to the largest size any plan needs.
-enum { W_SRC, W_WEI, W_DST, W_DDST_D, W_DDST_W, W_DSRC, W_DWEI, W_DBIAS, W_SCRATCH, W_WT, W_SPLIT, W_N };
+enum { W_SRC, W_WEI, W_DST, W_DDST_D, W_DDST_W, W_DSRC, W_DWEI, W_DBIAS, W_SCRATCH, W_WT, W_SPLIT, W_STACK, W_N };
 static void *work[W_N];
 static size_t workSize[W_N];
 
@@ -84,6 +84,10 @@ struct ddpm_conv {
 	dnnl_memory_t pSrc[MAX_PARTS], pDdst[MAX_PARTS], pDw[MAX_PARTS], pScratch[MAX_PARTS];
 	size_t partSrc, partDdst, partW, partScratch; // bytes per part
 	port dwP;                                      // the summed partials (in part 0's place) into the user's dw
+	// The parts' images side by side (see partGeometry): stackG images a row (0: the parts read the NHWC copies as
+	// they are); x's stacked copy at work[W_STACK], dy's stackX bytes after it.
+	int stackG, stackN, stackH, stackW, stackCin, stackCout; // stackRows' arguments: the images as the plan has them
+	size_t stackX;
 };
 
 // held: the plan and the user dy whose reordered copy the last call left in work[W_DDST_D] (a backward-data pass);
@@ -109,6 +113,9 @@ static int grow(int role, size_t sz) {
 	work[role] = aligned_alloc(64, (sz + 63) & ~(size_t)63);
 	if (!work[role]) { workSize[role] = 0; return -1; }
 	workSize[role] = sz;
+	// The stacked copies start as NaNs (bf16 0xffff): a zero column that stackRows failed to write would show in
+	// the weight gradient (TestBF16WeightGradSplit) instead of reading as a lucky zero.
+	if (role == W_STACK) memset(work[role], 0xff, sz);
 	return 0;
 }
 
@@ -256,6 +263,53 @@ static int splitOff; // ddpm_conv_split_weights(0): plans created from now on ke
 
 void ddpm_conv_split_weights(int on) { splitOff = !on; }
 
+// partGeometry chooses the dims {n, h, w} in which a part's primitive sees its slice of np images, and returns the
+// images a stacked row holds (0: no copy). Why: the AMX backward-weights kernel reduces over output columns, a tile's
+// worth at a time, so narrow images leave its tiles mostly empty: one thread of a 256→256 3×3 layer at 8×8, 32 images,
+// took 9–23 ms as 32 images of 8×8 and 4–5 ms as 4 rows of 8 images side by side, 8×71 (a standalone oneDNN
+// program, best of 5, two runs; 384→256 and 512→256 likewise 2–3× faster; at 16×16 and 32×32 no gain — at 16×16 as 4 images a row, 67 columns, the celeba32 step's backward-weights took
+// 1.47–1.68 s against 0.98–1.04 s, three alternating runs — so images wider than 8 stay as they are).
+//   - 3×3, stride 1, padding 1 on every side, images at most 8 wide: g images side by side, a zero column between
+//     neighbours, the rows of each image level: dims {np/g, h, g·(w+1) − 1}. Exact: an output column of image j
+//     reads columns of image j and the zero columns beside it (as the padding did), and dy is zero in the separator
+//     columns, so they add nothing to the gradient; only the order of the float32 sums changes. g is the largest
+//     divisor of np with rows of at most 71 columns (8 images of 8).
+//   - 1×1, stride 1, no padding, images narrower than 64: the NHWC bytes themselves as rows of 64 pixels,
+//     {np·h·w/64, 1, 64}, no copy (a 1×1 convolution sees pixels, not their places; 384→256 at 8×8: 5.5–6.3 ms as
+//     32 images, 1.6–1.8 as rows of 64).
+// DDPM_DNNL_STACK=0 keeps the images as they are, for comparisons.
+static int partGeometry(int np, int h, int w, int k, const dnnl_dims_t strides, const dnnl_dims_t pl,
+		const dnnl_dims_t pr, int oh, int ow, dnnl_dim_t dims[3]) {
+	dims[0] = np, dims[1] = h, dims[2] = w;
+	const char *e = getenv("DDPM_DNNL_STACK");
+	if ((e && strcmp(e, "0") == 0) || strides[0] != 1 || strides[1] != 1) return 0;
+	if (k == 1 && pl[0] == 0 && pl[1] == 0 && pr[0] == 0 && pr[1] == 0 && w < 64 && (long)np * h * w % 64 == 0) {
+		dims[0] = (long)np * h * w / 64, dims[1] = 1, dims[2] = 64;
+		return 0;
+	}
+	if (k != 3 || w > 8 || oh != h || ow != w || pl[0] != 1 || pl[1] != 1 || pr[0] != 1 || pr[1] != 1) return 0;
+	int g = 72 / (w + 1); // the most images whose row fits 71 columns: g·(w+1) − 1 ≤ 71
+	while (g > 1 && np % g != 0) g--;
+	if (g < 2) return 0;
+	dims[0] = np / g, dims[2] = g * (w + 1) - 1;
+	return g;
+}
+
+// stackRows copies n NHWC bf16 images [n][h][w][c] into [n/g][h][g·(w+1) − 1][c]: g images side by side, a zero
+// column between neighbours (partGeometry). Each stacked row is written by one thread, whole.
+static void stackRows(const uint16_t *src, uint16_t *dst, int n, int g, int h, int w, int c) {
+	const long W = (long)g * (w + 1) - 1, rows = (long)(n / g) * h;
+	#pragma omp parallel for schedule(static)
+	for (long r = 0; r < rows; r++) {
+		const long b = r / h, i = r % h;
+		uint16_t *d = dst + r * W * c;
+		for (int j = 0; j < g; j++) {
+			memcpy(d + (long)j * (w + 1) * c, src + (((b * g + j) * h + i) * w) * c, (size_t)w * c * sizeof *d);
+			if (j < g - 1) memset(d + ((long)j * (w + 1) + w) * c, 0, (size_t)c * sizeof *d);
+		}
+	}
+}
+
 static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, int cin, int h, int w, int cout, int k,
 		const dnnl_dims_t strides, const dnnl_dims_t pl, const dnnl_dims_t pr, int oh, int ow, const dnnl_memory_desc_t *uw,
 		dnnl_primitive_attr_t attr) {
@@ -267,7 +321,11 @@ static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, i
 			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0), dnnl_bf16, dnnl_acdb))
 		return;
 	const int np = n / nthr;
-	dnnl_dims_t xd = {np, cin, h, w}, wd = {cout, cin, k, k}, yd = {np, cout, oh, ow};
+	dnnl_dim_t pd3[3];
+	const int g = partGeometry(np, h, w, k, strides, pl, pr, oh, ow, pd3);
+	// Output dims: the same as the input's for the geometries that change them (3×3 same-padded, 1×1).
+	dnnl_dims_t xd = {pd3[0], cin, pd3[1], pd3[2]}, wd = {cout, cin, k, k}, yd = {pd3[0], cout, oh, ow};
+	if (pd3[2] != w) yd[2] = pd3[1], yd[3] = pd3[2];
 	dnnl_memory_desc_t px, pw, py;
 	dnnl_memory_desc_init_by_tag(&px, 4, xd, dnnl_bf16, dnnl_acdb);
 	dnnl_memory_desc_init_by_tag(&pw, 4, wd, dnnl_f32, dnnl_format_tag_any);
@@ -290,6 +348,7 @@ static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, i
 	ok = dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name) == dnnl_success && name &&
 		strcmp(name, c->impl[2]) == 0 && (c->partSrc & 63) == 0 && (c->partDdst & 63) == 0 &&
 		grow(W_SPLIT, (size_t)nthr * (c->partW + c->partScratch)) == 0 &&
+		(!g || grow(W_STACK, (size_t)nthr * (c->partSrc + c->partDdst)) == 0) &&
 		makePort(&c->dwP, uw, wmd, 1, 1, W_SPLIT, err, sizeof err) == 0 &&
 		dnnl_primitive_create(&c->part, pd) == dnnl_success;
 	for (int t = 0; ok && t < nthr; t++)
@@ -299,7 +358,11 @@ static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, i
 			dnnl_memory_create(&c->pScratch[t], smd, eng, DNNL_MEMORY_NONE) == dnnl_success;
 	if (ok) {
 		c->nparts = nthr;
-		snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread)", name, nthr);
+		c->stackG = g, c->stackN = n, c->stackH = h, c->stackW = w, c->stackCin = cin, c->stackCout = cout;
+		c->stackX = (size_t)nthr * c->partSrc;
+		if (g) snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread, %d images a row)", name, nthr, g);
+		else if (pd3[2] != w) snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread, rows of %d)", name, nthr, (int)pd3[2]);
+		else snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread)", name, nthr);
 	}
 	dnnl_primitive_desc_destroy(pd);
 }
@@ -505,7 +568,14 @@ int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *
 	if (runReorder(&c->xW, 0) || (!reuse && runReorder(&c->dyW, 0))) return -2;
 	if (c->nparts && !db) { // the split pass (splitWeights) has no bias gradient: only where the caller asks for none
 		if (!dw) return 0;
-		int rc = runParts(c, work[W_SRC], reuse ? work[W_DDST_D] : work[W_DDST_W]);
+		char *src = work[W_SRC], *ddst = reuse ? work[W_DDST_D] : work[W_DDST_W];
+		if (c->stackG) {
+			char *st = work[W_STACK];
+			stackRows((const uint16_t *)src, (uint16_t *)st, c->stackN, c->stackG, c->stackH, c->stackW, c->stackCin);
+			stackRows((const uint16_t *)ddst, (uint16_t *)(st + c->stackX), c->stackN, c->stackG, c->stackH, c->stackW, c->stackCout);
+			src = st, ddst = st + c->stackX;
+		}
+		int rc = runParts(c, src, ddst);
 		if (rc) return rc;
 		if (bind(&c->dwP, dw) || runReorder(&c->dwP, 1)) return -4;
 		return 0;

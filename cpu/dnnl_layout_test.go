@@ -151,7 +151,7 @@ func TestBF16BackwardDataAsForward(t *testing.T) {
 		k := float64(s.Cout * s.K * s.K)
 		for i := range dx[0] {
 			a, b := float64(dx[0][i]), float64(dx[1][i])
-			if tol := 4 * k * 0x1p-24 * (1 + math.Abs(b)); math.Abs(a-b) > tol {
+			if tol := 4 * k * 0x1p-24 * (1 + math.Abs(b)); !(math.Abs(a-b) <= tol) { // NaN fails
 				t.Fatalf("%+v: dx[%d] = %g as a forward convolution, %g by oneDNN's backward-data (tolerance %.2g)", s, i, a, b, tol)
 			}
 		}
@@ -163,22 +163,31 @@ func TestBF16BackwardDataAsForward(t *testing.T) {
 // splitWeights), and its dw (added to a non-zero dw) equals that of the one multi-threaded primitive of a plan
 // created with the switch off, up to the order of the float32 sums; with and without dx (backward-weights reading
 // the dy that backward-data rounded, or rounding dy itself), on 3×3 same, 3×3 valid, 1×1 and a batch that the threads
-// do not divide (not split). Runs at GOMAXPROCS ≥ 2 (set here), whatever the machine's cores; with OMP_THREAD_LIMIT=1
+// do not divide (not split); and the parts' geometries of partGeometry: narrow 3×3 images side by side (stackRows'
+// copies) and 1×1 convolutions' pixels as rows of 64. Runs at GOMAXPROCS ≥ 2 (set here), whatever the machine's cores; with OMP_THREAD_LIMIT=1
 // the plans run on one thread, unsplit, and the test checks that.
 func TestBF16WeightGradSplit(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
 	threads := min(runtime.GOMAXPROCS(0), ompThreadLimit()) // the plans' threads (dnnl.c caps them)
-	shapes := []ops.ConvShape{
-		{N: 4, Cin: 64, H: 16, W: 16, Cout: 64, K: 3, Stride: 1, Pad: 1},
-		{N: 2 * threads, Cin: 32, H: 10, W: 12, Cout: 48, K: 3, Stride: 1, Pad: 0},
-		{N: 2 * threads, Cin: 96, H: 8, W: 8, Cout: 32, K: 1, Stride: 1, Pad: 0},
-		{N: 2*threads + 1, Cin: 64, H: 8, W: 8, Cout: 64, K: 3, Stride: 1, Pad: 1},
+	// geometry: what the split plan's name says of dnnl.c's partGeometry ("" for images as they are).
+	cases := []struct {
+		s        ops.ConvShape
+		geometry string
+	}{
+		{ops.ConvShape{N: 4, Cin: 64, H: 16, W: 16, Cout: 64, K: 3, Stride: 1, Pad: 1}, ""},
+		{ops.ConvShape{N: 2 * threads, Cin: 32, H: 10, W: 12, Cout: 48, K: 3, Stride: 1, Pad: 0}, ""},
+		{ops.ConvShape{N: 2 * threads, Cin: 96, H: 8, W: 8, Cout: 32, K: 1, Stride: 1, Pad: 0}, "rows of 64"},
+		{ops.ConvShape{N: 2*threads + 1, Cin: 64, H: 8, W: 8, Cout: 64, K: 3, Stride: 1, Pad: 1}, ""},
+		// 16 images a part: two stacked rows of 8; 6 images of 6×5: 12 would fit a row, 6 divide the part.
+		{ops.ConvShape{N: 16 * threads, Cin: 64, H: 8, W: 8, Cout: 48, K: 3, Stride: 1, Pad: 1}, "8 images a row"},
+		{ops.ConvShape{N: 6 * threads, Cin: 32, H: 6, W: 5, Cout: 32, K: 3, Stride: 1, Pad: 1}, "6 images a row"},
 	}
 	on, off := bf16Backends(t, convSplitWeights)
 	if !strings.Contains(on.dn.probeImpl(2), "amx") {
 		t.Skipf("oneDNN's bf16 backward-weights here is %s, not the AMX kernel: it stays one primitive", on.dn.probeImpl(2))
 	}
-	for _, s := range shapes {
+	for _, c := range cases {
+		s := c.s
 		if !BF16WeightGrad(s) {
 			t.Fatalf("%+v: not a bf16 weight-gradient shape", s)
 		}
@@ -200,15 +209,20 @@ func TestBF16WeightGradSplit(t *testing.T) {
 				convSplitWeights(true)
 				name := be.dn.planImpl(s, 2)
 				split := strings.Contains(name, "× 1 thread")
-				if want := i == 0 && threads > 1 && s.N%threads == 0; split != want {
+				want := i == 0 && threads > 1 && s.N%threads == 0
+				if split != want {
 					t.Fatalf("%+v: backward-weights runs %q with the switch %v (split wanted: %v)", s, name, i == 0, want)
+				}
+				if g := strings.Contains(name, "a row") || strings.Contains(name, "rows of"); want && g != (c.geometry != "") ||
+					want && !strings.Contains(name, c.geometry) {
+					t.Fatalf("%+v: backward-weights runs %q, want the parts' images as %q", s, name, c.geometry)
 				}
 			}
 			// Both sum K = N·OH·OW bf16 products in float32 in different orders.
 			k := float64(s.N * s.OutH() * s.OutW())
 			for i := range dw[0] {
 				a, b := float64(dw[0][i]), float64(dw[1][i])
-				if tol := 4 * k * 0x1p-24 * (1 + math.Abs(b)); math.Abs(a-b) > tol {
+				if tol := 4 * k * 0x1p-24 * (1 + math.Abs(b)); !(math.Abs(a-b) <= tol) { // NaN fails
 					t.Fatalf("%+v (dx %v): dw[%d] = %g split, %g by one primitive (tolerance %.2g)", s, withDx, i, a, b, tol)
 				}
 			}

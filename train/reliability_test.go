@@ -212,10 +212,11 @@ func TestMemoryCheck(t *testing.T) {
 	if est.Copies != copies || est.Step() != want+7*copies || est.Fixed+3*est.PerImage != at3+3*copies || est.Data != 16*64 || est.Device {
 		t.Errorf("estimate %+v: step %d want %d; at 3: %d want %d", est, est.Step(), want+7*copies, est.Fixed+3*est.PerImage, at3+3*copies)
 	}
-	// At bf16 the copies of x and dy are half as large.
+	// At bf16 the copies of x and dy are half as large, and backward-weights' copies of narrow x and dy (5/4 of a
+	// bf16 tensor each at most) come in.
 	cfg.Train.Precision = "bf16"
-	if e16, _ := EstimateMemory(cfg, cpu.New(), 16); e16.Copies != 14*copies/20 || e16.Step() >= est.Step() {
-		t.Errorf("bf16 estimate %+v: copies %d, want %d, and a step below fp32's %d", e16, e16.Copies, 14*copies/20, est.Step())
+	if e16, _ := EstimateMemory(cfg, cpu.New(), 16); e16.Copies != 19*copies/20 || e16.Step() >= est.Step() {
+		t.Errorf("bf16 estimate %+v: copies %d, want %d, and a step below fp32's %d", e16, e16.Copies, 19*copies/20, est.Step())
 	}
 
 	// A batch no machine holds fails in Run before anything is allocated or written, with the numbers.
