@@ -60,7 +60,7 @@ func groupNormItem[T Float](j *job[T], i int) {
 		if ng < last {
 			next = xs[(ng+1)*m : (ng+2)*m]
 		}
-		mu := gnSum64(seg) / float64(m)
+		mu := fastSum64(seg) / float64(m)
 		var w []T // GroupNorm: y, prefetched during the second pass (GroupNormSiLU's third pass is long enough to hide its own misses)
 		if j.kind == jGroupNorm {
 			w = ys[ng*m : (ng+1)*m]

@@ -15,16 +15,16 @@ import "github.com/ddpmgo/ddpm/cpu/internal/vec"
 // operation for operation, without FMA.
 var useAVX512GroupNorm = vec.Available
 
-// gnSum64 is Σ v[i] in float64: vec.Sum64's order on the float32 backend with AVX-512,
-// sum64's otherwise.
-func gnSum64[T Float](v []T) float64 {
+// fastSum64 is Σ v[i] in float64: vec.Sum64's order on the float32 backend with AVX-512,
+// sum64's otherwise. Group norm's statistics and the convolutions' bias gradients (convBiasItem) use it.
+func fastSum64[T Float](v []T) float64 {
 	if v32, ok := any(v).([]float32); ok && useAVX512GroupNorm {
 		return vec.Sum64(v32)
 	}
 	return sum64(v)
 }
 
-// gnSumSqDev64 is Σ (v[i] − mu)² in float64 (vec.SumSqDev64 or sumSqDev64, as gnSum64).
+// gnSumSqDev64 is Σ (v[i] − mu)² in float64 (vec.SumSqDev64 or sumSqDev64, as fastSum64).
 // The vector kernel prefetches w (the output that the caller writes next: nil, or at
 // least as long as v) meanwhile, so that the writes find their lines in cache.
 func gnSumSqDev64[T Float](v []T, mu float64, w []T) float64 {
@@ -35,7 +35,7 @@ func gnSumSqDev64[T Float](v []T, mu float64, w []T) float64 {
 }
 
 // gnSumDyDyXhat is (Σ dy[i], Σ dy[i]·x̂[i]) with x̂[i] = (x[i] − mu)·rstd
-// (vec.SumDyDyXhat or sumDyDyXhat, as gnSum64), prefetching w as gnSumSqDev64.
+// (vec.SumDyDyXhat or sumDyDyXhat, as fastSum64), prefetching w as gnSumSqDev64.
 func gnSumDyDyXhat[T Float](dy, x []T, mu, rstd float64, w []T) (float64, float64) {
 	if dy32, ok := any(dy).([]float32); ok && useAVX512GroupNorm {
 		return vec.SumDyDyXhat(dy32, any(x).([]float32), mu, rstd, any(w).([]float32))
