@@ -16,7 +16,8 @@ package cpu
 //	                         (jit_bf16:avx512_core_bf16, vdpbf16ps) or AMX (brgconv:avx512_core_amx_bf16) ones;
 //	                         the AMX backward-weights kernel runs single-threaded on a slice of the minibatch per
 //	                         thread (dnnl.c's splitWeights: on more threads it stalled whenever another process
-//	                         wanted a core).
+//	                         wanted a core), images at most 8 wide side by side (partGeometry: its tiles run
+//	                         along image rows).
 //	Linear, LinearBackward   oneDNN's bf16 matmul (dnnlMatmulBF16; brg:avx512_core_bf16 here): y = bf16(x)·bf16(w)ᵀ,
 //	                         dx += bf16(dy)·bf16(w), dw += bf16(dy)ᵀ·bf16(x), the reorders into the primitive's
 //	                         layouts rounding; db = Σ dy in float64 as in fp32. (The float64 backend rounds into

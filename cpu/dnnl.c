@@ -265,10 +265,11 @@ void ddpm_conv_split_weights(int on) { splitOff = !on; }
 
 // partGeometry chooses the dims {n, h, w} in which a part's primitive sees its slice of np images, and returns the
 // images a stacked row holds (0: no copy). Why: the AMX backward-weights kernel reduces over output columns, a tile's
-// worth at a time, so narrow images leave its tiles mostly empty: one thread of a 256→256 3×3 layer at 8×8, 32 images,
-// took 9–23 ms as 32 images of 8×8 and 4–5 ms as 4 rows of 8 images side by side, 8×71 (a standalone oneDNN
-// program, best of 5, two runs; 384→256 and 512→256 likewise 2–3× faster; at 16×16 and 32×32 no gain — at 16×16 as 4 images a row, 67 columns, the celeba32 step's backward-weights took
-// 1.47–1.68 s against 0.98–1.04 s, three alternating runs — so images wider than 8 stay as they are).
+// worth at a time, so narrow images leave its tiles mostly empty. One thread of a 256→256 3×3 layer at 8×8 on 32
+// images took 9–23 ms as 32 images of 8×8 and 4–5 ms as 4 rows of 8 images side by side, 8×71 (a standalone oneDNN
+// program, best of 5, two runs); 384→256 and 512→256 likewise 2–3× faster. Wider images gain nothing: 16×16 as 4
+// images a row (67 columns) made the celeba32 step's backward-weights 1.47–1.68 s against 0.98–1.04 s (three
+// alternating runs), so images wider than 8 stay as they are.
 //   - 3×3, stride 1, padding 1 on every side, images at most 8 wide: g images side by side, a zero column between
 //     neighbours, the rows of each image level: dims {np/g, h, g·(w+1) − 1}. Exact: an output column of image j
 //     reads columns of image j and the zero columns beside it (as the padding did), and dy is zero in the separator

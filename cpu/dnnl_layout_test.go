@@ -163,9 +163,10 @@ func TestBF16BackwardDataAsForward(t *testing.T) {
 // splitWeights), and its dw (added to a non-zero dw) equals that of the one multi-threaded primitive of a plan
 // created with the switch off, up to the order of the float32 sums; with and without dx (backward-weights reading
 // the dy that backward-data rounded, or rounding dy itself), on 3×3 same, 3×3 valid, 1×1 and a batch that the threads
-// do not divide (not split); and the parts' geometries of partGeometry: narrow 3×3 images side by side (stackRows'
-// copies) and 1×1 convolutions' pixels as rows of 64. Runs at GOMAXPROCS ≥ 2 (set here), whatever the machine's cores; with OMP_THREAD_LIMIT=1
-// the plans run on one thread, unsplit, and the test checks that.
+// do not divide (not split); and the parts' geometries of partGeometry: narrow 3×3 images side by side
+// (stackRows' copies, which start as NaNs: a separator left unwritten fails) and 1×1 convolutions' pixels as rows
+// of 64. Runs at GOMAXPROCS ≥ 2 (set here), whatever the machine's cores; with OMP_THREAD_LIMIT=1 the plans run on
+// one thread, unsplit, and the test checks that.
 func TestBF16WeightGradSplit(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(2, runtime.GOMAXPROCS(0))))
 	threads := min(runtime.GOMAXPROCS(0), ompThreadLimit()) // the plans' threads (dnnl.c caps them)
