@@ -238,11 +238,15 @@ static void asForward(ddpm_conv *c, const dnnl_memory_desc_t *dyMd, const dnnl_m
 	dnnl_primitive_desc_destroy(pd);
 }
 
-// flipT writes w [cout][cin][k][k] as wt [cin][cout][k][k] flipped in both spatial dimensions (asForward).
+// flipT writes w [cout][cin][k][k] as wt [cin][cout][k][k] flipped in both spatial dimensions (asForward), in the
+// order of wt (writes in sequence: 0.7–0.8 ms against 1.5 for a 256→256 3×3 layer in the other order, one thread),
+// input channels split over the OpenMP threads. It runs once per backward-data call: most of celeba32's 14 M
+// parameters, each step.
 static void flipT(const float *w, float *wt, int cin, int cout, int k) {
 	const int kk = k * k;
-	for (int o = 0; o < cout; o++)
-		for (int ci = 0; ci < cin; ci++) {
+	#pragma omp parallel for schedule(static)
+	for (int ci = 0; ci < cin; ci++)
+		for (int o = 0; o < cout; o++) {
 			const float *src = w + ((long)o * cin + ci) * kk;
 			float *dst = wt + ((long)ci * cout + o) * kk;
 			for (int t = 0; t < kk; t++) dst[t] = src[kk - 1 - t];
@@ -391,12 +395,17 @@ static int runParts(ddpm_conv *c, char *src, char *ddst) {
 		if (dnnl_primitive_execute(c->part, partStrm[t], 4, a) != dnnl_success) bad |= 1;
 	}
 	if (bad) return -3;
-	// The partials in slice order, into part 0's: a fixed order whatever the threads' timing.
+	// The partials in slice order, into part 0's: a fixed order whatever the threads' timing (each element's sum
+	// runs over t in order on one thread; the elements are split over the threads).
 	float *d0 = (float *)base;
-	const size_t m = c->partW / sizeof(float);
-	for (int t = 1; t < np; t++) {
-		const float *dt = (const float *)(base + (size_t)t * c->partW);
-		for (size_t i = 0; i < m; i++) d0[i] += dt[i];
+	const long m = (long)(c->partW / sizeof(float));
+	#pragma omp parallel for schedule(static)
+	for (long i0 = 0; i0 < m; i0 += 4096) {
+		const long i1 = i0 + 4096 < m ? i0 + 4096 : m;
+		for (int t = 1; t < np; t++) {
+			const float *dt = (const float *)(base + (size_t)t * c->partW);
+			for (long i = i0; i < i1; i++) d0[i] += dt[i];
+		}
 	}
 	return 0;
 }
