@@ -87,7 +87,8 @@ const traceMaxHostBytes = 1 << 30
 // and backward-weights layouts — and dx), each at most the largest activation. At fp32 all five are float32 (20 B);
 // at bf16, x and both dy are bf16 and y and dx float32 (3 × 2 + 2 × 4 = 14 B), plus the copies of x and dy with
 // images side by side that backward-weights takes at 8 pixels wide or less (dnnl.c's stackRows): bf16, each at most
-// 5/4 of its tensor (a zero column per image: 71 columns for 64 pixels at 8 wide, 69 for 56 at 4 wide), so 5 B more
+// 5/4 of its tensor for images 4 to 8 wide (a zero column per image: 71 columns for 64 pixels at 8 wide, 69 for 56
+// at 4 wide; narrower ones are far below the largest activation in any U-Net that downsamples to them), so 5 B more
 // (19 B). (Saved activations stay float32 at bf16: package cpu's bf16.go says why.)
 func hostCopyBytes(precision string) int64 {
 	if precision == "bf16" {
