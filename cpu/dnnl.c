@@ -85,9 +85,8 @@ struct ddpm_conv {
 	size_t partSrc, partDdst, partW, partScratch; // bytes per part
 	port dwP;                                      // the summed partials (in part 0's place) into the user's dw
 	// The parts' images side by side (see partGeometry): stackG images a row (0: the parts read the NHWC copies as
-	// they are); x's stacked copy at work[W_STACK], dy's stackX bytes after it.
+	// they are); x's stacked copy at work[W_STACK], dy's after it (nparts · partSrc bytes in).
 	int stackG, stackN, stackH, stackW, stackCin, stackCout; // stackRows' arguments: the images as the plan has them
-	size_t stackX;
 };
 
 // held: the plan and the user dy whose reordered copy the last call left in work[W_DDST_D] (a backward-data pass);
@@ -263,6 +262,12 @@ static void flipT(const float *w, float *wt, int cin, int cout, int k) {
 // range, where the single-threaded primitive is the same AMX kernel on the same layouts, and where OpenMP will give
 // the parallel region its nthr threads (not with OMP_DYNAMIC).
 // DDPM_DNNL_SPLIT=0 keeps one primitive, for comparisons.
+// envOff: the environment variable is set to "0" (DDPM_DNNL_SPLIT, DDPM_DNNL_STACK: a switch off, for comparisons).
+static int envOff(const char *name) {
+	const char *e = getenv(name);
+	return e && strcmp(e, "0") == 0;
+}
+
 static int splitOff; // ddpm_conv_split_weights(0): plans created from now on keep one primitive (tests)
 
 void ddpm_conv_split_weights(int on) { splitOff = !on; }
@@ -286,8 +291,7 @@ void ddpm_conv_split_weights(int on) { splitOff = !on; }
 static int partGeometry(int np, int h, int w, int k, const dnnl_dims_t strides, const dnnl_dims_t pl,
 		const dnnl_dims_t pr, int oh, int ow, dnnl_dim_t dims[3]) {
 	dims[0] = np, dims[1] = h, dims[2] = w;
-	const char *e = getenv("DDPM_DNNL_STACK");
-	if ((e && strcmp(e, "0") == 0) || strides[0] != 1 || strides[1] != 1) return 0;
+	if (envOff("DDPM_DNNL_STACK") || strides[0] != 1 || strides[1] != 1) return 0;
 	if (k == 1 && pl[0] == 0 && pl[1] == 0 && pr[0] == 0 && pr[1] == 0 && w < 64 && (long)np * h * w % 64 == 0) {
 		dims[0] = (long)np * h * w / 64, dims[1] = 1, dims[2] = 64;
 		return 0;
@@ -319,8 +323,7 @@ static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, i
 		const dnnl_dims_t strides, const dnnl_dims_t pl, const dnnl_dims_t pr, int oh, int ow, const dnnl_memory_desc_t *uw,
 		dnnl_primitive_attr_t attr) {
 	const int nthr = c->nthr;
-	const char *e = getenv("DDPM_DNNL_SPLIT");
-	if (splitOff || (e && strcmp(e, "0") == 0) || omp_get_dynamic() || nthr < 2 || nthr > MAX_PARTS || n % nthr != 0 ||
+	if (splitOff || envOff("DDPM_DNNL_SPLIT") || omp_get_dynamic() || nthr < 2 || nthr > MAX_PARTS || n % nthr != 0 ||
 			strncmp(c->impl[2], "jit:avx512_core_amx", 19) != 0 ||
 			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_src_md, 0), dnnl_bf16, dnnl_acdb) ||
 			!tagIs(dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0), dnnl_bf16, dnnl_acdb))
@@ -364,7 +367,6 @@ static void splitWeights(ddpm_conv *c, const_dnnl_primitive_desc_t wpd, int n, i
 	if (ok) {
 		c->nparts = nthr;
 		c->stackG = g, c->stackN = n, c->stackH = h, c->stackW = w, c->stackCin = cin, c->stackCout = cout;
-		c->stackX = (size_t)nthr * c->partSrc;
 		if (g) snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread, %d images a row)", name, nthr, g);
 		else if (pd3[2] != w) snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread, rows of %d)", name, nthr, (int)pd3[2]);
 		else snprintf(c->impl[2], sizeof c->impl[2], "%s (%d × 1 thread)", name, nthr);
@@ -580,10 +582,10 @@ int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *
 		if (!dw) return 0;
 		char *src = work[W_SRC], *ddst = reuse ? work[W_DDST_D] : work[W_DDST_W];
 		if (c->stackG) {
-			char *st = work[W_STACK];
+			char *st = work[W_STACK], *sdy = st + (size_t)c->nparts * c->partSrc;
 			stackRows((const uint16_t *)src, (uint16_t *)st, c->stackN, c->stackG, c->stackH, c->stackW, c->stackCin);
-			stackRows((const uint16_t *)ddst, (uint16_t *)(st + c->stackX), c->stackN, c->stackG, c->stackH, c->stackW, c->stackCout);
-			src = st, ddst = st + c->stackX;
+			stackRows((const uint16_t *)ddst, (uint16_t *)sdy, c->stackN, c->stackG, c->stackH, c->stackW, c->stackCout);
+			src = st, ddst = sdy;
 		}
 		int rc = runParts(c, src, ddst);
 		if (rc) return rc;
