@@ -121,3 +121,7 @@ func setAuto(be ops.Backend, log *zap.Logger) error {
 	log.Info("precision auto", fields...)
 	return nil
 }
+
+// HostKeptLen is the CPU backend's kept lengths of convolution inputs (ops.ConvInputKeeper.KeptLen) at a
+// train.precision value, without opening it: what -dry-run's memory estimate counts (train.DryRunMemory).
+func HostKeptLen(precision string) cpu.KeptLens { return cpu.HostKeptLens(precision) }

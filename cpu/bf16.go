@@ -36,15 +36,17 @@ package cpu
 // cache per (sample, head) while the batched primitives stream it through their reorders: 126 ms for forward and
 // backward against 65 ms at fp32; with one 256-channel head, 12 against 10.5 ms. Attention is ~3% of that step.
 //
-// Activations saved for the backward pass stay float32. The op set's buffers are float32 (ops.Buf has no element
-// type; the CUDA twin shares them), so a bf16 copy of a saved tensor would be held beside the float32 one, not
-// instead of it; and most saved tensors are the inputs of ops that must stay FP32 — group norm's inputs (its
-// statistics are cancellation-prone sums), SiLU's inputs, the attention probabilities P (dS = P·(dP − Σ P·dP)
-// cancels). What bf16 does halve is the convolutions' operand copies: oneDNN's reorders cast x, w and dy into
-// blocked-layout workspaces (one per role, shared by all shapes), which are bf16 — half the float32 ones
-// (train.hostCopyBytes counts them). Storing the convolution inputs that no FP32 op reads in bf16 (x of a conv whose
-// producer is SiLU ∘ GroupNorm is recomputable; the concatenations of the up path are read by group norm first) needs
-// a bf16 buffer type in the op set: left for later.
+// Activations saved for the backward pass: the convolution inputs that nothing but the convolution's backward reads
+// again — the resnets' SiLU outputs (after the dropout in training) and the upsampled activations, whose producers'
+// backward passes recompute what they need — are saved in bf16, as NHWC bfloat16 (keep.go, ops.ConvInputKeeper: the
+// same bf16 numbers every pass of the convolution reads, so the results are bit for bit those of float32 inputs,
+// in half the bytes, and backward-weights reads them without transposing x again), where the weight gradient takes
+// bf16 inputs (BF16WeightGrad); the others stay float32 because precision needs them there: group norm's inputs
+// (its statistics are cancellation-prone sums; the concatenations of the up path and every block output are read
+// by group norm first), SiLU's inputs, the attention probabilities P (dS = P·(dP − Σ P·dP) cancels), and the
+// inputs of the convolutions whose weight gradient stays FP32 (strided ones, conv_out's 3 output channels). On
+// celeba32 that is 3.4 MiB per image less (-dry-run). oneDNN's reorders cast x, w and dy into blocked-layout
+// workspaces (one per role, shared by all shapes), bf16 — half the float32 ones (train.hostCopyBytes counts them).
 //
 // The float64 backend (New64) accepts bf16 everywhere: it rounds the same operands to bf16 in Go and computes in
 // float64. It is the reference of the bf16 conformance cases (ops/opstest), which thereby check that the float32

@@ -39,8 +39,8 @@ func direct(s ops.ConvShape) bool { return s.K == 1 && s.Stride == 1 && s.Pad ==
 func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	defer be.stop(FamConvFwd, be.start())
 	checkConv("Conv2D", s)
-	ckk, ohw, hw := s.Cin*s.K*s.K, s.OutH()*s.OutW(), s.H*s.W
-	xs := arg(be, "Conv2D", s, "x", x, s.N*s.Cin*hw)
+	ckk, ohw := s.Cin*s.K*s.K, s.OutH()*s.OutW()
+	xs, kept := convX(be, "Conv2D", s, x)
 	ws := arg(be, "Conv2D", s, "w", w, s.Cout*ckk)
 	bs := opt(be, "Conv2D", s, "b", b, s.Cout)
 	ys := arg(be, "Conv2D", s, "y", y, s.N*s.Cout*ohw)
@@ -48,7 +48,7 @@ func (be *Backend[T]) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 		return
 	}
 	if be.dn != nil { // float32: oneDNN (dnnl.go)
-		dnnlConvFwd(be.dn, s, xs, ws, bs, ys)
+		dnnlConvFwd(be.dn, s, xs, ws, bs, ys, kept)
 		return
 	}
 	xs, ws = be.bf(0, xs), be.bf(1, ws) // float64 at bf16: the reference of bf16.go
@@ -138,14 +138,14 @@ func (be *Backend[T]) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.B
 	if p, ok := dx.(*Buf[T]); ok && be.dn != nil && s.N > 0 && dnnlWritesDx(be.dn, s) {
 		write = be.takeZero(p)
 	}
-	xs := arg(be, "Conv2DBackward", s, "x", x, s.N*s.Cin*hw)
+	xs, kept := convX(be, "Conv2DBackward", s, x)
 	ws := arg(be, "Conv2DBackward", s, "w", w, s.Cout*ckk)
 	dys := arg(be, "Conv2DBackward", s, "dy", dy, s.N*s.Cout*ohw)
 	dxs := opt(be, "Conv2DBackward", s, "dx", dx, s.N*s.Cin*hw)
 	dws := opt(be, "Conv2DBackward", s, "dw", dw, s.Cout*ckk)
 	dbs := opt(be, "Conv2DBackward", s, "db", db, s.Cout)
 	if be.dn != nil && s.N > 0 && (dxs != nil || dws != nil) { // float32: oneDNN (dnnl.go)
-		be.dnnlConvBwd(s, xs, ws, dys, dxs, dws, dbs, write)
+		be.dnnlConvBwd(s, xs, ws, dys, dxs, dws, dbs, write, kept)
 		return
 	}
 	if be.prec == ops.BF16 { // float64 at bf16: the reference of bf16.go, rounding what the oneDNN path rounds
@@ -219,7 +219,8 @@ func (be *Backend[T]) conv2DBackward(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs
 
 // dnnlConvBwd is Conv2DBackward on oneDNN; a bias gradient without a weight gradient
 // goes through convBiasItem.
-func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []T, writeDx bool) {
+// kept: xs is x kept (keep.go).
+func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []T, writeDx, kept bool) {
 	if dxs != nil {
 		t0 := be.phase()
 		dnnlConvBwdData(be.dn, s, ws, dys, dxs, writeDx)
@@ -234,7 +235,7 @@ func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []
 			fused = nil
 		}
 		t0 := be.phase()
-		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, fused, dxs != nil)
+		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, fused, dxs != nil, kept)
 		be.endPhase(0, 0, t0)
 		if fused != nil {
 			return

@@ -70,6 +70,11 @@ struct ddpm_conv {
 	port x, w, b, y;           // forward
 	port dyD, wD, dx;           // backward-data (wD: weights in the bwd-data layout)
 	port xW, dyW, dw, db;       // backward-weights
+	// x kept as NHWC bf16 by the caller (ddpm_conv_keep) into the forward's and backward-weights' layouts: no reorder
+	// where a primitive takes that layout (the AMX kernels), else oneDNN's (an exact bf16 → bf16 copy). Made where
+	// both passes take bf16 (bf16 and bf16w); kept = 0 otherwise.
+	port xK, xWK;
+	int kept, n, hw;
 	int dyShared;               // dyD and dyW reorder dy into the same layout (see held)
 	// Backward-data as a forward convolution (see asForward): NULL where the plan runs oneDNN's backward-data.
 	dnnl_primitive_t fwdT;
@@ -489,6 +494,15 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 	CKP(makePort(&c->dw, &uw, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 0), 1, 1, W_DWEI, err, errn));
 	CKP(makePort(&c->db, &ub, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 1), 1, 1, W_DBIAS, err, errn));
 
+	c->n = n, c->hw = h * w;
+	if (bf16 && bf16w) {
+		dnnl_memory_desc_t kx;
+		dnnl_memory_desc_init_by_tag(&kx, 4, xd, dnnl_bf16, dnnl_acdb);
+		CKP(makePort(&c->xK, &kx, dnnl_primitive_desc_query_md(fpd, dnnl_query_src_md, 0), 0, 0, W_SRC, err, errn));
+		CKP(makePort(&c->xWK, &kx, dnnl_primitive_desc_query_md(wpd, dnnl_query_src_md, 0), 0, 0, W_SRC, err, errn));
+		c->kept = 1;
+	}
+
 	c->dyShared = c->dyD.reorder && c->dyW.reorder && c->dyD.role == W_DDST_D &&
 		dnnl_memory_desc_equal(dnnl_primitive_desc_query_md(dpd, dnnl_query_diff_dst_md, 0),
 			dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_dst_md, 0));
@@ -517,15 +531,28 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 // backward-weights).
 const char *ddpm_conv_impl(ddpm_conv *c, int i) { return c->impl[i]; }
 
-// The bias port of the forward pass reads the user's bias directly (layout x); a nil
-// bias is a zero vector kept here.
-int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, float *y) {
-	forget();
+// ddpm_conv_keep writes x (NCHW f32) as the plan's kept x (NHWC bf16, rounded to nearest even: the transpose of the
+// L_TO_NHWC_BF16 ports, so that the passes read the same bf16 numbers as from x itself).
+int ddpm_conv_keep(ddpm_conv *c, const float *x, void *kept) {
+	if (!c->kept || !ddpm_layout_available()) return -5;
 	omp_set_num_threads(c->nthr);
-	if (bind(&c->x, (void *)x) || bind(&c->w, (void *)w) || bind(&c->b, (void *)b) || bind(&c->y, y)) return -1;
-	if (runReorder(&c->x, 0) || runReorder(&c->w, 0) || runReorder(&c->b, 0)) return -2;
+	ddpm_nchw_to_nhwc_bf16(x, kept, c->n, c->cin, c->hw);
+	return 0;
+}
+
+int ddpm_conv_keeps(ddpm_conv *c) { return c->kept && ddpm_layout_available(); }
+
+// The bias port of the forward pass reads the user's bias directly (layout x); a nil
+// bias is a zero vector kept here. kept: x is the plan's kept x (ddpm_conv_keep), not NCHW f32.
+int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, float *y, int kept) {
+	forget();
+	if (kept && !c->kept) return -5;
+	omp_set_num_threads(c->nthr);
+	port *px = kept ? &c->xK : &c->x;
+	if (bind(px, (void *)x) || bind(&c->w, (void *)w) || bind(&c->b, (void *)b) || bind(&c->y, y)) return -1;
+	if (runReorder(px, 0) || runReorder(&c->w, 0) || runReorder(&c->b, 0)) return -2;
 	if (dnnl_memory_set_data_handle(c->sfwd, work[W_SCRATCH]) != dnnl_success) return -1;
-	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->x.prim}, {DNNL_ARG_WEIGHTS, c->w.prim},
+	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, px->prim}, {DNNL_ARG_WEIGHTS, c->w.prim},
 		{DNNL_ARG_BIAS, c->b.prim}, {DNNL_ARG_DST, c->y.prim}, {DNNL_ARG_SCRATCHPAD, c->sfwd}};
 	if (dnnl_primitive_execute(c->fwd, strm, 5, a) != dnnl_success) return -3;
 	if (runReorder(&c->y, 1)) return -4;
@@ -570,17 +597,21 @@ int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx,
 
 // db may be NULL when the plan's caller has no bias gradient: then the bias gradient is
 // computed into the workspace and dropped. dyFromData: the caller has not changed dy since this plan's backward-data
-// pass took it (see held).
-int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db, int dyFromData) {
+// pass took it (see held). kept: x is the plan's kept x (ddpm_conv_keep).
+int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db, int dyFromData, int kept) {
 	const int reuse = dyFromData && held.c == c && held.dy == dy;
 	forget();
+	if (kept && !c->kept) return -5;
 	omp_set_num_threads(c->nthr);
-	if (bind(&c->xW, (void *)x) || bind(&c->dyW, (void *)dy) || bind(&c->dw, dw) || bind(&c->db, db)) return -1;
+	port *px = kept ? &c->xWK : &c->xW;
+	if (bind(px, (void *)x) || bind(&c->dyW, (void *)dy) || bind(&c->dw, dw) || bind(&c->db, db)) return -1;
 	if (reuse && dnnl_memory_set_data_handle(c->dyW.prim, work[W_DDST_D]) != dnnl_success) return -1;
-	if (runReorder(&c->xW, 0) || (!reuse && runReorder(&c->dyW, 0))) return -2;
+	if (runReorder(px, 0) || (!reuse && runReorder(&c->dyW, 0))) return -2;
 	if (c->nparts && !db) { // the split pass (splitWeights) has no bias gradient: only where the caller asks for none
 		if (!dw) return 0;
-		char *src = work[W_SRC], *ddst = reuse ? work[W_DDST_D] : work[W_DDST_W];
+		void *srcp = NULL; // x in the primitive's layout: the workspace, or the kept x itself
+		if (dnnl_memory_get_data_handle(px->prim, &srcp) != dnnl_success) return -1;
+		char *src = srcp, *ddst = reuse ? work[W_DDST_D] : work[W_DDST_W];
 		if (c->stackG) {
 			char *st = work[W_STACK], *sdy = st + (size_t)c->nparts * c->partSrc;
 			stackRows((const uint16_t *)src, (uint16_t *)st, c->stackN, c->stackG, c->stackH, c->stackW, c->stackCin);
@@ -593,7 +624,7 @@ int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *
 		return 0;
 	}
 	if (dnnl_memory_set_data_handle(c->sbwdw, work[W_SCRATCH]) != dnnl_success) return -1;
-	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->xW.prim}, {DNNL_ARG_DIFF_DST, c->dyW.prim},
+	dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, px->prim}, {DNNL_ARG_DIFF_DST, c->dyW.prim},
 		{DNNL_ARG_DIFF_WEIGHTS, c->dw.prim}, {DNNL_ARG_DIFF_BIAS, c->db.prim}, {DNNL_ARG_SCRATCHPAD, c->sbwdw}};
 	if (dnnl_primitive_execute(c->bwdw, strm, 5, a) != dnnl_success) return -3;
 	if (dw && runReorder(&c->dw, 1)) return -4;

@@ -164,8 +164,8 @@ func dnnlCheck(op string, s ops.ConvShape, rc C.int) {
 	}
 }
 
-// dnnlConvFwd: y = conv(x, w) + b (b nil: 0).
-func dnnlConvFwd[T Float](d *dnnlState, s ops.ConvShape, xs, ws, bs, ys []T) {
+// dnnlConvFwd: y = conv(x, w) + b (b nil: 0). kept: xs is x kept (dnnlKeep), not NCHW.
+func dnnlConvFwd[T Float](d *dnnlState, s ops.ConvShape, xs, ws, bs, ys []T, kept bool) {
 	dnnlMu.Lock()
 	defer dnnlMu.Unlock()
 	p := d.plan("Conv2D", s)
@@ -173,7 +173,15 @@ func dnnlConvFwd[T Float](d *dnnlState, s ops.ConvShape, xs, ws, bs, ys []T) {
 	if b == nil {
 		b = (*C.float)(unsafe.Pointer(&d.zeros[0]))
 	}
-	dnnlCheck("Conv2D", s, C.ddpm_conv_fwd(p, f32p(xs), f32p(ws), b, f32p(ys)))
+	dnnlCheck("Conv2D", s, C.ddpm_conv_fwd(p, f32p(xs), f32p(ws), b, f32p(ys), cbool(kept)))
+}
+
+// dnnlKeep writes x (NCHW float32) as the shape's kept x, NHWC bf16, into kept (bf16.go's KeepConvInput).
+func dnnlKeep[T Float](d *dnnlState, s ops.ConvShape, xs, kept []T) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	p := d.plan("KeepConvInput", s)
+	dnnlCheck("KeepConvInput", s, C.ddpm_conv_keep(p, f32p(xs), unsafe.Pointer(f32p(kept))))
 }
 
 // dnnlConvBwdData: dx += conv_backward_data(w, dy); write: dx = …, where dnnlWritesDx.
@@ -195,11 +203,13 @@ func dnnlWritesDx(d *dnnlState, s ops.ConvShape) bool {
 // dnnlConvBwdWeights: dw += Σ_n dy_n ⋆ x_n, db += Σ_{n,i,j} dy (db may be nil). afterData: dnnlConvBwdData ran
 // just before with the same dy, unchanged since; the plan then reads the dy it reordered where the layouts agree
 // and no other call came between (dnnl.c's held).
-func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T, afterData bool) {
+// kept: xs is x kept (dnnlKeep).
+func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T, afterData, kept bool) {
 	dnnlMu.Lock()
 	defer dnnlMu.Unlock()
 	p := d.plan("Conv2DBackward", s)
-	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs), cbool(afterData)))
+	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs), cbool(afterData),
+		cbool(kept)))
 }
 
 // dnnlMatmulBF16 runs c = op(a)·op(b) (+ c where key.acc) with a and b rounded to bf16 (to nearest even) by oneDNN's

@@ -13,9 +13,10 @@ type dnnlState struct{ bf16 bool }
 
 func newDNNL[T Float]() *dnnlState { return nil }
 
-func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T)              {}
-func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, bool)         {}
-func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool) {}
+func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool)              {}
+func dnnlKeep[T Float](*dnnlState, ops.ConvShape, []T, []T)                                 {}
+func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, bool)               {}
+func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool, bool) {}
 
 func (d *dnnlState) probe(bool) ([3]string, error) {
 	return [3]string{}, errors.New("built without cgo: no oneDNN")
@@ -24,3 +25,5 @@ func (d *dnnlState) probe(bool) ([3]string, error) {
 func dnnlMatmulBF16[T Float](*dnnlState, mmKey, []T, []T, []T) {}
 
 func dnnlWritesDx(*dnnlState, ops.ConvShape) bool { return false }
+
+func layoutAvailable() bool { return false }

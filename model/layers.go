@@ -141,10 +141,12 @@ type resnetLayer struct {
 	proj         *tembProjLayer // the stacked time projections
 	projCol      int            // this layer's first column in them
 	short        *convP
-	st1, a1, h   int // saved (a1 = SiLU(norm1(x)), fused: norm1(x) is not kept)
-	st2, a2, d   int // saved (a2 = SiLU(norm2(h)); d only with dropout)
-	sc           int // forward scratch
-	gd, ga2, gh  int // backward scratch
+	st1, h, st2  int    // saved
+	k1           keptIn // conv1's input SiLU(norm1(x)) (fused: norm1(x) is not kept)
+	k2           keptIn // conv2's input: SiLU(norm2(h)), after the dropout in training
+	pre          int    // forward scratch: SiLU(norm2(h)) before the dropout (with dropout in the config)
+	sc           int    // forward scratch
+	gd, ga2, gh  int    // backward scratch
 	ga1          int
 	dropBase     int
 }
@@ -162,22 +164,24 @@ func (l *resnetLayer) dropOffset(u *UNet) uint64 {
 func (l *resnetLayer) forward(u *UNet) {
 	b, n, hw := u.be, u.n, l.x.hw()
 	x := u.buf(l.x.v)
-	b.GroupNormSiLU(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.a1), u.buf(l.st1))
+	b.GroupNormSiLU(u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.convIn(l.k1), u.buf(l.st1))
 	h := u.buf(l.h)
-	ops.Conv2DAdd(b, l.conv1.shape(n, l.x.h, l.x.w), u.buf(l.a1), u.pv[l.conv1.w], u.pv[l.conv1.b], h,
+	ops.Conv2DAdd(b, l.conv1.shape(n, l.x.h, l.x.w), u.keepIn(l.k1), u.pv[l.conv1.w], u.pv[l.conv1.b], h,
 		ops.ConvAddends{Chan: l.proj.cols(u, l.proj.z, l.projCol, l.cout), ChanLd: l.proj.out})
-	in2 := u.buf(l.a2)
-	b.GroupNormSiLU(u.normShape(l.cout, hw), h, u.pv[l.norm2.w], u.pv[l.norm2.b], in2, u.buf(l.st2))
+	in2 := u.convIn(l.k2)
 	if u.dropActive {
-		b.Dropout(u.p.dropout, u.dropSeed, l.dropOffset(u), in2, u.buf(l.d))
-		in2 = u.buf(l.d)
+		pre := u.buf(l.pre)
+		b.GroupNormSiLU(u.normShape(l.cout, hw), h, u.pv[l.norm2.w], u.pv[l.norm2.b], pre, u.buf(l.st2))
+		b.Dropout(u.p.dropout, u.dropSeed, l.dropOffset(u), pre, in2)
+	} else {
+		b.GroupNormSiLU(u.normShape(l.cout, hw), h, u.pv[l.norm2.w], u.pv[l.norm2.b], in2, u.buf(l.st2))
 	}
 	res := x
 	if l.short != nil {
 		res = u.buf(l.sc)
 		b.Conv2D(l.short.shape(n, l.x.h, l.x.w), x, u.pv[l.short.w], u.pv[l.short.b], res)
 	}
-	ops.Conv2DAdd(b, l.conv2.shape(n, l.x.h, l.x.w), in2, u.pv[l.conv2.w], u.pv[l.conv2.b], u.buf(l.out.v),
+	ops.Conv2DAdd(b, l.conv2.shape(n, l.x.h, l.x.w), u.keepIn(l.k2), u.pv[l.conv2.w], u.pv[l.conv2.b], u.buf(l.out.v),
 		ops.ConvAddends{Res: res})
 }
 
@@ -195,16 +199,16 @@ func (l *resnetLayer) backward(u *UNet) {
 	ga2 := u.zero(l.ga2)
 	if u.dropActive {
 		gd := u.zero(l.gd)
-		b.Conv2DBackward(cs2, u.buf(l.d), u.pv[l.conv2.w], gout, gd, u.gv[l.conv2.w], u.gv[l.conv2.b])
+		b.Conv2DBackward(cs2, u.keptX(l.k2), u.pv[l.conv2.w], gout, gd, u.gv[l.conv2.w], u.gv[l.conv2.b])
 		b.DropoutBackward(u.p.dropout, u.dropSeed, l.dropOffset(u), gd, ga2)
 	} else {
-		b.Conv2DBackward(cs2, u.buf(l.a2), u.pv[l.conv2.w], gout, ga2, u.gv[l.conv2.w], u.gv[l.conv2.b])
+		b.Conv2DBackward(cs2, u.keptX(l.k2), u.pv[l.conv2.w], gout, ga2, u.gv[l.conv2.w], u.gv[l.conv2.b])
 	}
 	gh := u.zero(l.gh)
 	b.GroupNormSiLUBackward(u.normShape(l.cout, hw), u.buf(l.h), u.pv[l.norm2.w], u.pv[l.norm2.b], u.buf(l.st2), ga2, gh,
 		u.gv[l.norm2.w], u.gv[l.norm2.b])
 	ga1 := u.zero(l.ga1)
-	ops.Conv2DBackwardSum(b, cs, u.buf(l.a1), u.pv[l.conv1.w], gh, ga1, u.gv[l.conv1.w], u.gv[l.conv1.b],
+	ops.Conv2DBackwardSum(b, cs, u.keptX(l.k1), u.pv[l.conv1.w], gh, ga1, u.gv[l.conv1.w], u.gv[l.conv1.b],
 		l.proj.cols(u, l.proj.dz, l.projCol, l.cout), l.proj.out)
 	ops.GroupNormSiLUBackwardRes(b, u.normShape(l.x.c, hw), x, u.pv[l.norm1.w], u.pv[l.norm1.b], u.buf(l.st1), ga1, gx,
 		u.gv[l.norm1.w], u.gv[l.norm1.b], res)
@@ -302,18 +306,18 @@ func (l *concatLayer) flops(int) int64 { return 0 }
 type upsampleLayer struct {
 	x, out act
 	conv   convP
-	up     int // saved: the interpolated x
-	gup    int // backward scratch
+	up     keptIn // the interpolated x
+	gup    int    // backward scratch
 }
 
 func (l *upsampleLayer) forward(u *UNet) {
-	u.be.Upsample2x(u.n*l.x.c, l.x.h, l.x.w, u.buf(l.x.v), u.buf(l.up))
-	u.be.Conv2D(l.conv.shape(u.n, 2*l.x.h, 2*l.x.w), u.buf(l.up), u.pv[l.conv.w], u.pv[l.conv.b], u.buf(l.out.v))
+	u.be.Upsample2x(u.n*l.x.c, l.x.h, l.x.w, u.buf(l.x.v), u.convIn(l.up))
+	u.be.Conv2D(l.conv.shape(u.n, 2*l.x.h, 2*l.x.w), u.keepIn(l.up), u.pv[l.conv.w], u.pv[l.conv.b], u.buf(l.out.v))
 }
 
 func (l *upsampleLayer) backward(u *UNet) {
 	gup := u.zero(l.gup)
-	u.be.Conv2DBackward(l.conv.shape(u.n, 2*l.x.h, 2*l.x.w), u.buf(l.up), u.pv[l.conv.w], u.buf(l.out.g),
+	u.be.Conv2DBackward(l.conv.shape(u.n, 2*l.x.h, 2*l.x.w), u.keptX(l.up), u.pv[l.conv.w], u.buf(l.out.g),
 		gup, u.gv[l.conv.w], u.gv[l.conv.b])
 	u.be.Upsample2xBackward(u.n*l.x.c, l.x.h, l.x.w, gup, u.buf(l.x.g))
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/ops"
 )
 
 // Param is one named tensor of the flat parameter buffer: its diffusers state-dict
@@ -46,6 +47,7 @@ type tensorSpec struct {
 	per  int
 	kind int
 	slot int // scratch slot, for kindScratch
+	keep int // for a keptIn's tensor: its index in plan.keeps, plus 1 (0: none)
 }
 
 // Reserved tensor ids: buffers that the caller owns and passes per call.
@@ -91,32 +93,29 @@ type blockInfo struct {
 // workspace tensors and the module sequence. New attaches buffers to it; Summary and
 // CountParams read it alone.
 type plan struct {
-	cfg        config.Model
-	in, size   int
-	groups     int
-	eps        float32
-	dropout    float32
-	tembDim    int
-	params     []Param
-	inits      []initSpec
-	numParams  int
-	tensors    []tensorSpec
-	slotPer    []int // per-sample size of each scratch slot
-	layers     []layer
-	layerEnd   []int // per layer: len(params) after it was added (it owns params[layerEnd[i−1]:layerEnd[i]])
-	blocks     []blockInfo
-	dropPer    int // dropout draws per sample and step
-	out        act
-	tact       act            // SiLU(temb), the input of every resnet's time projection
-	convs      []convP        // every convolution, in the order of the plan (forward order): model.UNet.convW
-	tembs      []tembEntry    // every resnet's time_emb_proj, in forward order (from the first pass; newPlan)
-	tproj      *tembProjLayer // the resnets' time_emb_proj stacked into one layer (second pass)
-	tembNext   int            // the next entry of tembs a resnet takes
-	listing    bool           // the first pass: the resnets list their time projections in tembs
-	perSample  int            // workspace elements per sample
-	savedPer   int
-	gradPer    int
-	scratchPer int
+	cfg       config.Model
+	in, size  int
+	groups    int
+	eps       float32
+	dropout   float32
+	tembDim   int
+	params    []Param
+	inits     []initSpec
+	numParams int
+	tensors   []tensorSpec
+	slotPer   []int // per-sample size of each scratch slot
+	layers    []layer
+	layerEnd  []int // per layer: len(params) after it was added (it owns params[layerEnd[i−1]:layerEnd[i]])
+	blocks    []blockInfo
+	dropPer   int // dropout draws per sample and step
+	out       act
+	tact      act            // SiLU(temb), the input of every resnet's time projection
+	convs     []convP        // every convolution, in the order of the plan (forward order): model.UNet.convW
+	tembs     []tembEntry    // every resnet's time_emb_proj, in forward order (from the first pass; newPlan)
+	tproj     *tembProjLayer // the resnets' time_emb_proj stacked into one layer (second pass)
+	tembNext  int            // the next entry of tembs a resnet takes
+	listing   bool           // the first pass: the resnets list their time projections in tembs
+	keeps     []keptIn       // the convolution inputs a backend may keep (keptIn), in plan order
 }
 
 // Check reports why the U-Net of cfg cannot be built for inChannels-channel images of
@@ -303,9 +302,9 @@ func buildPlan(cfg config.Model, inChannels, imageSize int, tembs []tembEntry) (
 		}
 		if i < L-1 {
 			u := &upsampleLayer{x: h}
-			u.up = p.saved(name+".upsamplers.0.interp", h.c*4*h.hw())
-			u.gup = p.scratch(name+".upsamplers.0.interp.grad", 0, h.c*4*h.hw())
 			u.conv = p.conv(name+".upsamplers.0.conv", ch[l], ch[l], 3, 1, 1)
+			u.up = p.keep(name+".upsamplers.0.interp", u.conv.shape(1, 2*h.h, 2*h.w))
+			u.gup = p.scratch(name+".upsamplers.0.interp.grad", 0, h.c*4*h.hw())
 			u.out = p.act(name+".upsamplers.0", ch[l], 2*h.h, 2*h.w)
 			p.addLayer(u)
 			h = u.out
@@ -332,24 +331,6 @@ func buildPlan(cfg config.Model, inChannels, imageSize int, tembs []tembEntry) (
 	p.addLayer(o)
 	p.block("conv_norm_out+conv_out", mark, o.out)
 
-	// Workspace layout: saved | grads | scratch slots, per sample.
-	off := 0
-	for _, k := range []int{kindSaved, kindGrad} {
-		for _, t := range p.tensors[numReserved:] {
-			if t.kind == k {
-				off += t.per
-			}
-		}
-		if k == kindSaved {
-			p.savedPer = off
-		} else {
-			p.gradPer = off - p.savedPer
-		}
-	}
-	for _, s := range p.slotPer {
-		p.scratchPer += s
-	}
-	p.perSample = p.savedPer + p.gradPer + p.scratchPer
 	return p, nil
 }
 
@@ -384,33 +365,78 @@ func (p *plan) tembProj(te *timeLayer) {
 	p.addLayer(l)
 }
 
-// offsets returns the per-sample offset of every tensor (reserved ids get −1).
-func (p *plan) offsets() []int {
-	offs := make([]int, len(p.tensors))
+// layout is where the workspace tensors lie, per sample: saved | grads | scratch slots. The kept convolution inputs
+// (keptIn) make it depend on the backend: each takes its kept length where the backend keeps it, and its float32
+// form then goes to a scratch slot first.
+type layout struct {
+	per        []int // per tensor: elements per sample (the kept form's for a kept input)
+	offs       []int // per tensor: the per-sample offset (reserved ids: −1)
+	kept       []int // per keptIn: elements per sample of its kept form, 0 where it is saved as it is
+	stageOff   []int // per keptIn: the per-sample offset of its float32 form when kept (its stage slot)
+	perSample  int
+	savedPer   int
+	gradPer    int
+	scratchPer int
+}
+
+// layout lays the workspace out with the kept lengths that keptPer gives (KeptLen at N = 1; nil: nothing kept).
+func (p *plan) layout(keptPer func(ops.ConvShape) int) layout {
+	l := layout{per: make([]int, len(p.tensors)), offs: make([]int, len(p.tensors)), kept: make([]int, len(p.keeps)),
+		stageOff: make([]int, len(p.keeps))}
+	slots := append([]int(nil), p.slotPer...)
+	for i, k := range p.keeps {
+		if keptPer != nil {
+			l.kept[i] = keptPer(k.conv)
+		}
+		if l.kept[i] > 0 {
+			for len(slots) <= k.stage {
+				slots = append(slots, 0)
+			}
+			slots[k.stage] = max(slots[k.stage], p.tensors[k.id].per)
+		}
+	}
+	for i, t := range p.tensors {
+		l.per[i] = t.per
+		if t.keep > 0 && l.kept[t.keep-1] > 0 {
+			l.per[i] = l.kept[t.keep-1]
+		}
+	}
 	off := 0
 	for _, k := range []int{kindSaved, kindGrad} {
 		for i, t := range p.tensors {
 			if i < numReserved {
-				offs[i] = -1
+				l.offs[i] = -1
 				continue
 			}
 			if t.kind == k {
-				offs[i] = off
-				off += t.per
+				l.offs[i] = off
+				off += l.per[i]
 			}
 		}
+		if k == kindSaved {
+			l.savedPer = off
+		} else {
+			l.gradPer = off - l.savedPer
+		}
 	}
-	slotOff := make([]int, len(p.slotPer))
-	for s, per := range p.slotPer {
+	slotOff := make([]int, len(slots))
+	for s, per := range slots {
 		slotOff[s] = off
 		off += per
+		l.scratchPer += per
 	}
 	for i, t := range p.tensors {
 		if i >= numReserved && t.kind == kindScratch {
-			offs[i] = slotOff[t.slot]
+			l.offs[i] = slotOff[t.slot]
 		}
 	}
-	return offs
+	for i, k := range p.keeps {
+		if l.kept[i] > 0 {
+			l.stageOff[i] = slotOff[k.stage]
+		}
+	}
+	l.perSample = off
+	return l
 }
 
 // addLayer appends l, which owns the parameters made since the previous layer was added.
@@ -492,7 +518,32 @@ func (p *plan) tensor(name string, per, kind, slot int) int {
 	return len(p.tensors) - 1
 }
 
-func (p *plan) saved(name string, per int) int         { return p.tensor(name, per, kindSaved, 0) }
+func (p *plan) saved(name string, per int) int { return p.tensor(name, per, kindSaved, 0) }
+
+// keptIn is a convolution's input that nothing but that convolution's backward reads again: a SiLU output (the
+// group norm's backward recomputes it from the norm's input) or an upsampled activation. It is saved as it is, or,
+// on a backend that keeps such inputs (ops.ConvInputKeeper: at bf16 on the CPU, NHWC bfloat16, half the bytes), as
+// its kept form, its float32 form then written into scratch slot stage first (free in the forward pass: the
+// backward's gradient slots; the kept form is what the backward reads).
+type keptIn struct {
+	id    int           // the saved tensor
+	conv  ops.ConvShape // the convolution that reads it, at N = 1
+	stage int           // the scratch slot of its float32 form when kept
+	idx   int           // its index in plan.keeps
+}
+
+// stageSlot is keptIn's stage: slot 1 holds backward gradients only (resnets' act1/act2.grad, attention's), so it
+// is free in the forward pass; slot 2 holds a resnet's dropout input (forward) as well.
+const stageSlot = 1
+
+// keep registers the saved tensor of a convolution input c (N = 1) that only c's backward reads again.
+func (p *plan) keep(name string, c ops.ConvShape) keptIn {
+	id := p.saved(name, c.Cin*c.H*c.W)
+	k := keptIn{id: id, conv: c, stage: stageSlot, idx: len(p.keeps)}
+	p.keeps = append(p.keeps, k)
+	p.tensors[id].keep = len(p.keeps)
+	return k
+}
 func (p *plan) grad(name string, per int) int          { return p.tensor(name, per, kindGrad, 0) }
 func (p *plan) scratch(name string, slot, per int) int { return p.tensor(name, per, kindScratch, slot) }
 
@@ -530,15 +581,17 @@ func (p *plan) resnet(name string, x act, cout int) act {
 		r.sc = p.scratch(name+".shortcut", 0, cout*hw)
 	}
 	r.st1 = p.saved(name+".norm1.stats", 2*p.groups)
-	r.a1 = p.saved(name+".act1", x.c*hw)
+	r.k1 = p.keep(name+".act1", r.conv1.shape(1, x.h, x.w))
 	r.h = p.saved(name+".conv1+temb", cout*hw)
 	r.st2 = p.saved(name+".norm2.stats", 2*p.groups)
-	r.a2 = p.saved(name+".act2", cout*hw)
-	if p.dropout > 0 {
-		r.d = p.saved(name+".dropout", cout*hw)
+	if p.dropout > 0 { // conv2 reads the dropout's output in training, act2 itself otherwise
+		r.k2 = p.keep(name+".act2 (after dropout in training)", r.conv2.shape(1, x.h, x.w))
+		r.pre = p.scratch(name+".act2 (before dropout)", 2, cout*hw) // read by the dropout alone
 		r.dropBase = p.dropPer
 		p.dropPer += cout * hw
 		r.gd = p.scratch(name+".dropout.grad", 0, cout*hw)
+	} else {
+		r.k2 = p.keep(name+".act2", r.conv2.shape(1, x.h, x.w))
 	}
 	r.ga2 = p.scratch(name+".act2.grad", 1, cout*hw)
 	r.gh = p.scratch(name+".conv1+temb.grad", 0, cout*hw)

@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/ddpmgo/ddpm/config"
+	"github.com/ddpmgo/ddpm/ops"
 )
 
 // CountParams is the number of scalar parameters of the U-Net of cfg for images of
@@ -34,6 +35,13 @@ const bytesPerElem = 4
 // The caller's own batch buffers (images, noise, timesteps) are not included. For a
 // config the U-Net cannot be built from, the table holds the error and the counts are 0.
 func Summary(cfg config.Model, inChannels, imageSize, batch int) (string, int, int64) {
+	return SummaryKept(cfg, inChannels, imageSize, batch, nil)
+}
+
+// SummaryKept is Summary with the convolution inputs that a backend keeps in fewer bytes (ops.ConvInputKeeper)
+// counted at keptPer's length per sample (its KeptLen at N = 1; 0 or a nil keptPer: saved as float32), their
+// float32 forms in scratch: the workspace of a UNet on that backend.
+func SummaryKept(cfg config.Model, inChannels, imageSize, batch int, keptPer func(ops.ConvShape) int) (string, int, int64) {
 	p, err := newPlan(cfg, inChannels, imageSize)
 	if err != nil {
 		return "model summary: " + err.Error() + "\n", 0, 0
@@ -47,15 +55,16 @@ func Summary(cfg config.Model, inChannels, imageSize, batch int) (string, int, i
 	fmt.Fprintf(tw, "total\t%s\t\t\n", group(int64(p.numParams)))
 	tw.Flush()
 
+	l := p.layout(keptPer)
 	state := 5 * int64(p.numParams) * bytesPerElem
-	ws := int64(batch) * int64(p.perSample) * bytesPerElem
+	ws := int64(batch) * int64(l.perSample) * bytesPerElem
 	fmt.Fprintf(&sb, "forward: %.3f GFLOP per image (%.1f GFLOP per training step of %d, counted as 3 × forward)\n",
 		float64(p.flops(1))/1e9, 3*float64(p.flops(batch))/1e9, batch)
 	fmt.Fprintf(&sb, "memory per training step at batch %d: %s\n", batch, mib(state+ws))
 	fmt.Fprintf(&sb, "  parameters, gradients, AdamW m and v, EMA: 5 × %s = %s\n", mib(int64(p.numParams)*bytesPerElem), mib(state))
 	fmt.Fprintf(&sb, "  workspace: %s (saved activations %s, activation gradients %s, scratch %s)\n", mib(ws),
-		mib(int64(batch)*int64(p.savedPer)*bytesPerElem), mib(int64(batch)*int64(p.gradPer)*bytesPerElem),
-		mib(int64(batch)*int64(p.scratchPer)*bytesPerElem))
+		mib(int64(batch)*int64(l.savedPer)*bytesPerElem), mib(int64(batch)*int64(l.gradPer)*bytesPerElem),
+		mib(int64(batch)*int64(l.scratchPer)*bytesPerElem))
 	return sb.String(), p.numParams, state + ws
 }
 

@@ -33,11 +33,13 @@ type UNet struct {
 	packer ops.ConvWeightPacker // the backend's, when it has the capability (nil otherwise)
 	convW  []ops.ConvWeight     // every conv weight (views of pv), in forward order: PackConvWeights' argument
 
+	keeper  ops.ConvInputKeeper // the backend's, when it has the capability (nil otherwise)
+	lay     layout              // the workspace's, for the keeper's kept lengths when it was made
 	ws      ops.Buf
-	offs    []int              // per-sample offset of each workspace tensor
-	views   map[int][]ops.Buf  // per batch size: one view per tensor id
+	views   map[int]batchViews // per batch size
 	subs    map[subKey]ops.Buf // views within a tensor or the parameters (sub)
 	cur     []ops.Buf          // views of the current batch
+	curKeep batchViews         // the current batch's views of the kept inputs
 	n       int                // current batch (0 before the first Forward)
 	forward bool               // a Forward has run since the last Backward
 
@@ -65,19 +67,20 @@ func New(b ops.Backend, cfg config.Model, inChannels, imageSize, maxBatch int) (
 	if err != nil {
 		return nil, err
 	}
-	u := &UNet{be: b, p: p, maxBatch: maxBatch, views: map[int][]ops.Buf{}, subs: map[subKey]ops.Buf{}}
+	u := &UNet{be: b, p: p, maxBatch: maxBatch, views: map[int]batchViews{}, subs: map[subKey]ops.Buf{}}
+	u.keeper, _ = b.(ops.ConvInputKeeper)
+	u.lay = p.layout(u.keptPer)
 	u.params = b.Alloc(p.numParams)
 	u.grads = b.Alloc(p.numParams)
 	for _, t := range p.params {
 		u.pv = append(u.pv, b.Slice(u.params, t.Offset, t.Size))
 		u.gv = append(u.gv, b.Slice(u.grads, t.Offset, t.Size))
 	}
-	u.ws = b.Alloc(maxBatch * p.perSample)
+	u.ws = b.Alloc(maxBatch * u.lay.perSample)
 	if pk, ok := b.(ops.ConvWeightPacker); ok {
 		u.packer = pk
 		u.setConvWeights()
 	}
-	u.offs = p.offsets()
 	u.ready = p.gradsReady()
 	u.fwdFLOPsPer = p.flops(1)
 	return u, nil
@@ -142,7 +145,35 @@ func (u *UNet) NumParams() int { return u.p.numParams }
 func (u *UNet) MaxBatch() int { return u.maxBatch }
 
 // WorkspaceElems is the size of the workspace in elements (maxBatch samples).
-func (u *UNet) WorkspaceElems() int { return u.maxBatch * u.p.perSample }
+func (u *UNet) WorkspaceElems() int { return u.maxBatch * u.lay.perSample }
+
+// keptPer is the keeper's kept length of a convolution input per sample (s at N = 1), 0 without a keeper.
+func (u *UNet) keptPer(s ops.ConvShape) int {
+	if u.keeper == nil {
+		return 0
+	}
+	return u.keeper.KeptLen(s)
+}
+
+// checkLayout lays the workspace out again when the backend's kept lengths changed since it was made (its precision
+// changed): the saved tensors' views are made anew for the next batch, and the old workspace is freed.
+func (u *UNet) checkLayout() {
+	for i, k := range u.p.keeps {
+		if u.keptPer(k.conv) != u.lay.kept[i] {
+			u.be.Free(u.ws)
+			u.lay = u.p.layout(u.keptPer)
+			u.ws = u.be.Alloc(u.maxBatch * u.lay.perSample)
+			clear(u.views)
+			for key := range u.subs {
+				if key.id >= 0 {
+					delete(u.subs, key)
+				}
+			}
+			u.n = 0
+			return
+		}
+	}
+}
 
 // Backend is the backend the U-Net lives on.
 func (u *UNet) Backend() ops.Backend { return u.be }
@@ -213,6 +244,12 @@ func (u *UNet) OnGradsReady(f func(from int)) { u.onReady = f }
 // batched matrix products. Normalisation and elementwise ops are not counted.
 func (u *UNet) ForwardFLOPs(batch int) int64 { return int64(batch) * u.fwdFLOPsPer }
 
+// batchViews are the views of one batch size: one per tensor id, then one over the whole gradient region (bufs); per
+// keptIn, where the backend keeps it, its float32 form's place (stage) and the kept form as its convolution's x (kept).
+type batchViews struct {
+	bufs, stage, kept []ops.Buf
+}
+
 // setBatch points cur at the views of batch n, making them on the first use of n.
 func (u *UNet) setBatch(n int) {
 	if n <= 0 || n > u.maxBatch {
@@ -223,17 +260,60 @@ func (u *UNet) setBatch(n int) {
 	}
 	v, ok := u.views[n]
 	if !ok {
-		// One view per tensor, then one over the whole gradient region.
-		v = make([]ops.Buf, len(u.p.tensors)+1)
-		for i, t := range u.p.tensors {
+		l := u.lay
+		v.bufs = make([]ops.Buf, len(u.p.tensors)+1)
+		for i := range u.p.tensors {
 			if i >= numReserved {
-				v[i] = u.be.Slice(u.ws, n*u.offs[i], n*t.per)
+				v.bufs[i] = u.be.Slice(u.ws, n*l.offs[i], n*l.per[i])
 			}
 		}
-		v[len(u.p.tensors)] = u.be.Slice(u.ws, n*u.p.savedPer, n*u.p.gradPer)
+		v.bufs[len(u.p.tensors)] = u.be.Slice(u.ws, n*l.savedPer, n*l.gradPer)
+		v.stage, v.kept = make([]ops.Buf, len(u.p.keeps)), make([]ops.Buf, len(u.p.keeps))
+		for i, k := range u.p.keeps {
+			if l.kept[i] == 0 {
+				continue
+			}
+			s := k.conv
+			s.N = n
+			if got := u.keeper.KeptLen(s); got != n*l.kept[i] {
+				panic(fmt.Sprintf("model: the backend keeps x of %+v in %d elements, not %d·%d (ops.ConvInputKeeper.KeptLen is "+
+					"linear in N)", s, got, n, l.kept[i]))
+			}
+			v.stage[i] = u.be.Slice(u.ws, n*l.stageOff[i], n*u.p.tensors[k.id].per)
+			v.kept[i] = u.keeper.Kept(s, v.bufs[k.id])
+		}
 		u.views[n] = v
 	}
-	u.cur, u.n = v, n
+	u.cur, u.curKeep, u.n = v.bufs, v, n
+}
+
+// convIn is where the producer of k writes it in the forward pass: its saved tensor, or, where the backend keeps
+// it, its place in the stage slot.
+func (u *UNet) convIn(k keptIn) ops.Buf {
+	if u.lay.kept[k.idx] > 0 {
+		return u.curKeep.stage[k.idx]
+	}
+	return u.buf(k.id)
+}
+
+// keepIn is k as its convolution's x, once its producer wrote convIn(k): where the backend keeps it, it keeps it
+// (ops.ConvInputKeeper.KeepConvInput into the saved tensor) and returns the kept view.
+func (u *UNet) keepIn(k keptIn) ops.Buf {
+	if u.lay.kept[k.idx] == 0 {
+		return u.buf(k.id)
+	}
+	s := k.conv
+	s.N = u.n
+	u.keeper.KeepConvInput(s, u.curKeep.stage[k.idx], u.buf(k.id))
+	return u.curKeep.kept[k.idx]
+}
+
+// keptX is k as its convolution's x in the backward pass.
+func (u *UNet) keptX(k keptIn) ops.Buf {
+	if u.lay.kept[k.idx] > 0 {
+		return u.curKeep.kept[k.idx]
+	}
+	return u.buf(k.id)
 }
 
 // buf returns tensor id's view for the current batch.
@@ -273,6 +353,7 @@ func (u *UNet) sub(id, off, n int) ops.Buf {
 // and returns the predicted noise [batch, C, H, W], a view into the workspace that
 // the next Forward overwrites.
 func (u *UNet) Forward(x, t ops.Buf, batch int) ops.Buf {
+	u.checkLayout()
 	u.setBatch(batch)
 	px := batch * u.p.in * u.p.size * u.p.size
 	if x.Len() < px || t.Len() < batch {

@@ -41,6 +41,7 @@ type Memory struct {
 	Fixed         int64 // step bytes that do not grow with the batch (weights, gradients, moments, EMA)
 	PerImage      int64 // step bytes per image of the batch (model.Summary's, plus Copies on the host)
 	Copies        int64 // of PerImage: the CPU backend's copies of a convolution's operands (hostCopyBytes)
+	Kept          int64 // bytes per image that the convolution inputs kept in fewer bytes save (KeptLener); 0: none
 	Precision     string
 	Data          int64 // data set bytes (N·C·H·W)
 	Resident      int64 // device bytes of the resident data set (Device only; 0 when it streams from the host)
@@ -89,7 +90,7 @@ const traceMaxHostBytes = 1 << 30
 // images side by side that backward-weights takes at 8 pixels wide or less (dnnl.c's stackRows): bf16, each at most
 // 5/4 of its tensor for images 4 to 8 wide (a zero column per image: 71 columns for 64 pixels at 8 wide, 69 for 56
 // at 4 wide; narrower ones are far below the largest activation in any U-Net that downsamples to them), so 5 B more
-// (19 B). (Saved activations stay float32 at bf16: package cpu's bf16.go says why.)
+// (19 B). The saved activations that the CPU backend keeps in bf16 (ops.ConvInputKeeper) are model.SummaryKept's.
 func hostCopyBytes(precision string) int64 {
 	if precision == "bf16" {
 		return 3*2 + 2*4 + 2*2*5/4
@@ -100,19 +101,22 @@ func hostCopyBytes(precision string) int64 {
 // Step is model.Summary's training-step bytes at the run's batch (with the CPU backend's copies on the host).
 func (m Memory) Step() int64 { return m.Fixed + int64(m.Batch)*m.PerImage }
 
-// EstimateMemory builds the estimate for cfg with dataImages images (be may be nil: host memory only, as
-// -dry-run does before a backend is opened).
+// KeptLener is what the host estimate needs of a backend that keeps convolution inputs in fewer bytes
+// (ops.ConvInputKeeper): their kept lengths.
+type KeptLener interface {
+	KeptLen(s ops.ConvShape) int
+}
+
+// EstimateMemory builds the estimate for cfg with dataImages images on be (nil: host memory, nothing kept).
 func EstimateMemory(cfg config.Config, be ops.Backend, dataImages int) (Memory, error) {
-	m, err := estimate(cfg, dataImages)
-	if err != nil {
-		return m, err
-	}
 	dm, device := be.(DeviceMemory)
 	if !device {
-		c, s := cfg.Data.Channels, cfg.Data.ImageSize
-		m.Copies = hostCopyBytes(cfg.Train.Precision) * int64(model.LargestTensor(cfg.Model, c, s))
-		m.PerImage += m.Copies
-		return m, nil
+		kl, _ := be.(KeptLener)
+		return hostEstimate(cfg, dataImages, kl)
+	}
+	m, err := estimate(cfg, dataImages, nil)
+	if err != nil {
+		return m, err
 	}
 	m.setDevice(be.Name(), dataImages)
 	free, _, err := dm.MemInfo()
@@ -133,16 +137,39 @@ func (m *Memory) setDevice(name string, dataImages int) {
 	}
 }
 
-// estimate is model.Summary's step and the data set's bytes, nothing about the backend.
-func estimate(cfg config.Config, dataImages int) (Memory, error) {
+// hostEstimate is the estimate of a step on the host: model.Summary's with the inputs kl keeps (nil: none) at
+// their kept lengths, plus the CPU backend's operand copies.
+func hostEstimate(cfg config.Config, dataImages int, kl KeptLener) (Memory, error) {
+	m, err := estimate(cfg, dataImages, kl)
+	if err != nil {
+		return m, err
+	}
+	c, s := cfg.Data.Channels, cfg.Data.ImageSize
+	m.Copies = hostCopyBytes(cfg.Train.Precision) * int64(model.LargestTensor(cfg.Model, c, s))
+	m.PerImage += m.Copies
+	return m, nil
+}
+
+// estimate is model.Summary's step (the convolution inputs that kl keeps at their kept lengths; nil: none) and the
+// data set's bytes.
+func estimate(cfg config.Config, dataImages int, kl KeptLener) (Memory, error) {
 	c, s, b := cfg.Data.Channels, cfg.Data.ImageSize, cfg.Train.BatchSize
-	_, p1, s1 := model.Summary(cfg.Model, c, s, 1)
-	_, _, s2 := model.Summary(cfg.Model, c, s, 2)
+	var keptPer func(ops.ConvShape) int
+	if kl != nil {
+		keptPer = kl.KeptLen
+	}
+	_, p1, s1 := model.SummaryKept(cfg.Model, c, s, 1, keptPer)
+	_, _, s2 := model.SummaryKept(cfg.Model, c, s, 2, keptPer)
 	if p1 == 0 {
 		return Memory{}, fmt.Errorf("train: memory estimate: the model does not build (see -dry-run)")
 	}
 	m := Memory{Batch: b, PerImage: s2 - s1, Fixed: s1 - (s2 - s1), Data: int64(dataImages) * int64(c*s*s),
 		HostAvail: -1, DeviceAvail: -1, Precision: cfg.Train.Precision}
+	if kl != nil {
+		_, _, f1 := model.Summary(cfg.Model, c, s, 1)
+		_, _, f2 := model.Summary(cfg.Model, c, s, 2)
+		m.Kept = (f2 - f1) - m.PerImage
+	}
 	m.HostAvail, m.hostErr = hostMemAvailable()
 	return m, nil
 }
@@ -251,6 +278,10 @@ func (m Memory) String() string {
 	if m.Copies > 0 {
 		fmt.Fprintf(&b, "  of which the CPU backend's convolution operand copies: %s per image (%s)\n", gib(m.Copies), copyNote(m.Precision))
 	}
+	if m.Kept > 0 {
+		fmt.Fprintf(&b, "  convolution inputs saved for backward in bf16 (NHWC, the CPU backend's kept form): %s less per image "+
+			"than in float32\n", gib(m.Kept))
+	}
 	switch {
 	case m.Device && m.DeviceAvail >= 0:
 		fmt.Fprintf(&b, "  %s free: %s (resident data set %s); largest batch that fits: %d\n", m.DeviceName, gib(m.DeviceAvail),
@@ -306,12 +337,13 @@ var hostMemAvailable = func() (int64, error) {
 	return -1, fmt.Errorf("/proc/meminfo has no MemAvailable line")
 }
 
-// DryRunMemory is the estimate for cfg before anything is loaded, as -dry-run prints it: the data set's size comes
-// from its headers or listing (data.Count); be may be nil (host only). When the data set cannot be counted (not
-// there yet), the estimate leaves it out and the text says so.
-func DryRunMemory(cfg config.Config, be ops.Backend) string {
+// DryRunMemory is the estimate for cfg on the host before anything is loaded, as -dry-run prints it, with the
+// convolution inputs that kl keeps (the CPU backend's at cfg's precision: backend.HostKeptLen; nil: none): the data
+// set's size comes from its headers or listing (data.Count). When the data set cannot be counted (not there yet),
+// the estimate leaves it out and the text says so.
+func DryRunMemory(cfg config.Config, kl KeptLener) string {
 	n, cerr := data.Count(cfg.Data.Path, data.Options{MaxItems: cfg.Data.MaxItems})
-	m, err := EstimateMemory(cfg, be, n)
+	m, err := hostEstimate(cfg, n, kl)
 	if err != nil {
 		return err.Error() + "\n"
 	}
@@ -322,7 +354,7 @@ func DryRunMemory(cfg config.Config, be ops.Backend) string {
 // the device step is trace's (Memory.Trace), at cfg's batch and precision; the device's free memory is unknown.
 func DryRunDeviceMemory(cfg config.Config, device string, trace DeviceTracer) string {
 	n, cerr := data.Count(cfg.Data.Path, data.Options{MaxItems: cfg.Data.MaxItems})
-	m, err := estimate(cfg, n)
+	m, err := estimate(cfg, n, nil)
 	if err != nil {
 		return err.Error() + "\n"
 	}

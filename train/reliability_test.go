@@ -218,6 +218,20 @@ func TestMemoryCheck(t *testing.T) {
 	if e16, _ := EstimateMemory(cfg, cpu.New(), 16); e16.Copies != 19*copies/20 || e16.Step() >= est.Step() {
 		t.Errorf("bf16 estimate %+v: copies %d, want %d, and a step below fp32's %d", e16, e16.Copies, 19*copies/20, est.Step())
 	}
+	// A backend at bf16 keeps convolution inputs in bf16 (ops.ConvInputKeeper): the estimate counts them at their kept
+	// lengths, as -dry-run's does without a backend (cpu.HostKeptLens, through backend.HostKeptLen).
+	if be := cpu.New(); be.SetPrecision(ops.BF16) == nil {
+		ek, _ := EstimateMemory(cfg, be, 16)
+		_, _, kw := model.SummaryKept(cfg.Model, 1, 8, 7, be.KeptLen)
+		if ek.Kept <= 0 || ek.Step() != kw+7*ek.Copies || ek.Step() >= est.Step()-7*ek.Kept {
+			t.Errorf("bf16 estimate with kept inputs %+v: step %d, want %d (%d per image kept)", ek, ek.Step(), kw+7*ek.Copies, ek.Kept)
+		}
+		if dry, _ := hostEstimate(cfg, 16, cpu.HostKeptLens("bf16")); dry.Step() != ek.Step() || dry.Kept != ek.Kept {
+			t.Errorf("-dry-run's bf16 estimate %+v, the backend's %+v", dry, ek)
+		}
+	} else {
+		t.Logf("bf16 kept inputs not checked: %v", be.SetPrecision(ops.BF16))
+	}
 
 	// A batch no machine holds fails in Run before anything is allocated or written, with the numbers.
 	dir := filepath.Join(t.TempDir(), "run")

@@ -132,7 +132,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return cli.Usage
 		}
 		if *device == "cpu" {
-			fmt.Fprint(stdout, train.DryRunMemory(cfg, nil)) // the check Run makes before training
+			// the check Run makes before training
+			fmt.Fprint(stdout, train.DryRunMemory(cfg, backend.HostKeptLen(cfg.Train.Precision)))
 		} else {
 			// A GPU backend: its step traced over a driver that holds no memory (no device is opened).
 			fmt.Fprint(stdout, train.DryRunDeviceMemory(cfg, *device, memtrace.DeviceStep))

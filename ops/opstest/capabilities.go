@@ -28,7 +28,54 @@ func capabilityCases() []Case {
 	cs = append(cs, Case{Name: "Feed", Methods: []string{"Feeder.NewFeed", "Feed.SetOrder", "Feed.Gather", "Feed.Free"},
 		Tol: 0, Why: "uint8 → float32 by one division, as data.ToFloat; the flips are the same Philox draws",
 		Run: feedCase})
+	for _, s := range []ops.ConvShape{
+		{N: 2, Cin: 16, H: 8, W: 8, Cout: 32, K: 3, Stride: 1, Pad: 1},
+		{N: 4, Cin: 32, H: 4, W: 4, Cout: 16, K: 1, Stride: 1},
+	} {
+		kmax := max(s.Cin*s.K*s.K, s.Cout*s.K*s.K, s.N*s.OutH()*s.OutW())
+		cs = append(cs, Case{Name: fmt.Sprintf("Conv2D/kept x/%dx%dx%dx%d->%d/k%d", s.N, s.Cin, s.H, s.W, s.Cout, s.K),
+			Methods: []string{"ConvInputKeeper.KeptLen", "ConvInputKeeper.KeepConvInput", "ConvInputKeeper.Kept", "Conv2D",
+				"Conv2DBackward"},
+			Tol: tolGEMM, Why: whyGEMM, BF16: &BF16Band{K: kmax, Stages: 1, Amp: 1, Why: "db sums the float32 dy"}, Conv: &s,
+			Run: func(e *Env) { keptConvCase(e, s) }})
+	}
 	return cs
+}
+
+// keptConvCase runs a convolution and its backward pass on x kept where the backend keeps it (ops.ConvInputKeeper;
+// else on x itself, as the U-Net does): the results are those of the plain convolution at the backend's precision.
+// The kept storage lies between guard bands of Sentinel, checked here (it is not compared: its form is the backend's).
+func keptConvCase(e *Env, s ops.ConvShape) {
+	xn, wn, yn := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*s.OutH()*s.OutW()
+	x := e.In("x", e.Randn(xn, 1))
+	w, b := e.In("w", e.Randn(wn, 0.3)), e.In("b", e.Randn(s.Cout, 1))
+	xin, check := x, func() {}
+	if n := ops.KeptLen(e.B, s); n > 0 {
+		k := e.B.(ops.ConvInputKeeper)
+		full := e.B.Alloc(n + 2*Guard)
+		init := make([]float32, n+2*Guard)
+		for i := range init {
+			init[i] = Sentinel
+		}
+		e.B.Upload(full, init)
+		kept := e.B.Slice(full, Guard, n)
+		k.KeepConvInput(s, x, kept)
+		xin = k.Kept(s, kept)
+		check = func() {
+			got := e.download(full)
+			for i := range got {
+				if (i < Guard || i >= Guard+n) && got[i] != Sentinel {
+					e.Errorf("KeepConvInput %+v: guard band of the kept x written at %d", s, i-Guard)
+					return
+				}
+			}
+		}
+	}
+	e.B.Conv2D(s, xin, w, b, e.Out("y", yn))
+	dy := e.In("dy", e.Randn(yn, 1))
+	e.B.Conv2DBackward(s, xin, w, dy, e.Acc("dx", e.Randn(xn, 1)), e.Acc("dw", e.Randn(wn, 1)), e.Acc("db", e.Randn(s.Cout, 1)))
+	e.B.Conv2DBackward(s, xin, w, dy, nil, e.Acc("dw only", e.Randn(wn, 1)), nil)
+	check()
 }
 
 // stepControlCase runs 6 steps of a controller with A = 2 micro-batches and a window of 3, reading after steps 3 and

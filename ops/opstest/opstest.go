@@ -383,6 +383,7 @@ func bitDiff(got, ref []float32) error {
 var capabilities = []reflect.Type{
 	reflect.TypeOf((*ops.StepController)(nil)).Elem(), reflect.TypeOf((*ops.StepControl)(nil)).Elem(),
 	reflect.TypeOf((*ops.Feeder)(nil)).Elem(), reflect.TypeOf((*ops.Feed)(nil)).Elem(),
+	reflect.TypeOf((*ops.ConvInputKeeper)(nil)).Elem(),
 }
 
 // Methods lists the methods of ops.Backend, and those of the capabilities as Type.Method.
