@@ -74,7 +74,7 @@ struct ddpm_conv {
 	// where a primitive takes that layout (the AMX kernels), else oneDNN's (an exact bf16 → bf16 copy). Made where
 	// both passes take bf16 (bf16 and bf16w); kept = 0 otherwise.
 	port xK, xWK;
-	int kept, n, hw;
+	int kept, n, keptC, hw;
 	int dyShared;               // dyD and dyW reorder dy into the same layout (see held)
 	// Backward-data as a forward convolution (see asForward): NULL where the plan runs oneDNN's backward-data.
 	dnnl_primitive_t fwdT;
@@ -494,7 +494,7 @@ ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s
 	CKP(makePort(&c->dw, &uw, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 0), 1, 1, W_DWEI, err, errn));
 	CKP(makePort(&c->db, &ub, dnnl_primitive_desc_query_md(wpd, dnnl_query_diff_weights_md, 1), 1, 1, W_DBIAS, err, errn));
 
-	c->n = n, c->hw = h * w;
+	c->n = n, c->keptC = cin, c->hw = h * w;
 	if (bf16 && bf16w) {
 		dnnl_memory_desc_t kx;
 		dnnl_memory_desc_init_by_tag(&kx, 4, xd, dnnl_bf16, dnnl_acdb);
@@ -536,11 +536,9 @@ const char *ddpm_conv_impl(ddpm_conv *c, int i) { return c->impl[i]; }
 int ddpm_conv_keep(ddpm_conv *c, const float *x, void *kept) {
 	if (!c->kept || !ddpm_layout_available()) return -5;
 	omp_set_num_threads(c->nthr);
-	ddpm_nchw_to_nhwc_bf16(x, kept, c->n, c->cin, c->hw);
+	ddpm_nchw_to_nhwc_bf16(x, kept, c->n, c->keptC, c->hw);
 	return 0;
 }
-
-int ddpm_conv_keeps(ddpm_conv *c) { return c->kept && ddpm_layout_available(); }
 
 // The bias port of the forward pass reads the user's bias directly (layout x); a nil
 // bias is a zero vector kept here. kept: x is the plan's kept x (ddpm_conv_keep), not NCHW f32.

@@ -4,7 +4,6 @@ int ddpm_dnnl_init(char *err, int errn);
 ddpm_conv *ddpm_conv_create(int n, int cin, int h, int w, int cout, int k, int s, int pad, int pad_end, int bf16, int bf16w, int nthr, char *err, int errn);
 int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, float *y, int kept);
 int ddpm_conv_keep(ddpm_conv *c, const float *x, void *kept);
-int ddpm_conv_keeps(ddpm_conv *c);
 int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx, int write);
 int ddpm_conv_dx_writes(ddpm_conv *c);
 int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db, int dyFromData, int kept);

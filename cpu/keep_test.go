@@ -5,6 +5,8 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -118,5 +120,27 @@ func TestKeptConvInputBitExact(t *testing.T) {
 	}
 	if n := New64().KeptLen(s); n != 0 {
 		t.Errorf("float64 backend: KeptLen = %d, want 0", n)
+	}
+}
+
+// TestKeptConvInputBlocked runs TestKeptConvInputBitExact again with oneDNN held to AVX512-BF16 without AMX
+// (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16): its bf16 kernels take channel-blocked layouts (aBcd16b), so the kept NHWC
+// x goes through oneDNN's bf16 → bf16 reorder before each pass, the path of a CPU without AMX.
+func TestKeptConvInputBlocked(t *testing.T) {
+	if avx, _ := cpuBF16(); !avx {
+		t.Skip("this CPU has no AVX512-BF16: oneDNN's blocked bf16 kernels cannot run")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKeptConvInputBitExact$", "-test.v")
+	cmd.Env = append(os.Environ(), "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16", "ONEDNN_VERBOSE=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	// The child ran the blocked kernels and the reorders from the kept x.
+	for _, want := range []string{"--- PASS: TestKeptConvInputBitExact", "jit_bf16:avx512_core_bf16",
+		"src_bf16::blocked:acdb:f0 dst_bf16::blocked:aBcd16b"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("child output lacks %q:\n%.3000s", want, out)
+		}
 	}
 }
