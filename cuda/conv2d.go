@@ -235,8 +235,11 @@ func igemmTile(m int) int {
 // multiple of 64, so that each thread's eight consecutive B chunks (64 columns) lie in one kernel tap (the B-linear
 // source of conv2d_wgrad_bf16_*, kernels/conv2d.cu WSrc); the padding columns are computed and not stored. Else
 // cinP.
-func (be *Backend) wgradCp(cinP int) int {
-	if be.Precision() == ops.BF16 {
+func (be *Backend) wgradCp(cinP int) int { return wgradCp(cinP, be.Precision()) }
+
+// wgradCp is Backend.wgradCp at precision p.
+func wgradCp(cinP int, p ops.Precision) int {
+	if p == ops.BF16 {
 		return roundUp(cinP, igBKBF16)
 	}
 	return cinP
@@ -362,7 +365,7 @@ func (be *Backend) checkTickets(op string, s ops.ConvShape, grid Dim3) {
 // PadEnd); b may be nil. x is packed to NHWC padded by P (and PadEnd after it) and w tap-major (or w's copy from
 // PackConvWeights is read, packw.go), then one implicit GEMM (M = Cout, N = batch·OH·OW,
 // K = K·K·Cin, the channels padded as convChannels says) computes y, split along K (and summed in order with the bias) when its
-// tiles would not fill the GPU.
+// tiles would not fill the GPU. An x kept by KeepConvInput (keep.go) is read as it was packed there.
 func (be *Backend) Conv2D(s ops.ConvShape, x, w, b, y ops.Buf) {
 	be.conv2D("Conv2D", s, x, w, b, y, ops.ConvAddends{})
 }
@@ -378,7 +381,7 @@ var _ ops.ConvFuser = (*Backend)(nil)
 func (be *Backend) conv2D(op string, s ops.ConvShape, x, w, b, y ops.Buf, a ops.ConvAddends) {
 	checkConv(op, s, be.Precision())
 	g := geomOf(s, be.Precision())
-	xs := be.arg(op, s, "x", x, s.N*s.Cin*s.H*s.W)
+	xp, kept := be.convX(op, s, x) // x (NCHW float32), or, kept, x packed already by KeepConvInput (keep.go)
 	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
 	bs := be.opt(op, s, "b", b, s.Cout)
 	ys := be.arg(op, s, "y", y, s.N*s.Cout*g.ohw)
@@ -413,8 +416,16 @@ func (be *Backend) conv2D(op string, s ops.ConvShape, x, w, b, y ops.Buf, a ops.
 	if packed {
 		wBytes = 0
 	}
-	r := be.scratchRegions(op, es*s.N*g.hp*g.wp*g.cinP, wBytes, 4*partN)
-	be.packActs(op, s.N, []packJob{{xs.p, r[0], s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1}}, 0, 0, 0, 0)
+	xBytes := es * s.N * g.hp * g.wp * g.cinP
+	if kept {
+		xBytes = 0
+	}
+	r := be.scratchRegions(op, xBytes, wBytes, 4*partN)
+	if kept {
+		r[0] = xp
+	} else {
+		be.packActs(op, s.N, []packJob{{xp, r[0], s.Cin, s.H, s.W, g.cinP, g.hp, g.wp, s.Pad, 1}}, 0, 0, 0, 0)
+	}
 	if !packed {
 		wk = r[1]
 		be.packW(op, s, ws.p, wk, g.cinP, false)
@@ -435,7 +446,7 @@ func (be *Backend) conv2D(op string, s ops.ConvShape, x, w, b, y ops.Buf, a ops.
 // dy and x packed NHWC. The three packings of dy, x and dy are one launch (packActs). Both GEMMs split along K when
 // their tiles would not fill the GPU, the partials added in a fixed order; db is added by the packing of dy for dw,
 // or, without dw, by one block per output channel. A dx that is a waiting zero fill (fills.go) is stored rather
-// than accumulated.
+// than accumulated. An x kept by KeepConvInput (keep.go) is read by backward-weight as it was packed there.
 func (be *Backend) Conv2DBackward(s ops.ConvShape, x, w, dy, dx, dw, db ops.Buf) {
 	be.conv2DBackward("Conv2DBackward", s, x, w, dy, dx, dw, db, nil, 0)
 }
@@ -453,7 +464,7 @@ func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, 
 	g := geomOf(s, be.Precision())
 	es := be.packElem()
 	hw := s.H * s.W
-	xs := be.arg(op, s, "x", x, s.N*s.Cin*hw)
+	xp, kept := be.convX(op, s, x) // x (NCHW float32), or, kept, x packed already by KeepConvInput (keep.go)
 	ws := be.arg(op, s, "w", w, s.Cout*s.Cin*g.kk)
 	dys := be.arg(op, s, "dy", dy, s.N*s.Cout*g.ohw)
 	dxs := be.opt(op, s, "dx", dx, s.N*s.Cin*hw)
@@ -506,16 +517,28 @@ func (be *Backend) conv2DBackward(op string, s ops.ConvShape, x, w, dy, dx, dw, 
 			biasN = s.N * s.OutH() * s.Cout
 		}
 	}
-	r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, wBytes, 4*dxPartN, es*s.N*g.hp*g.wp*wcp, es*npix*g.coutP,
+	xBytes := es * s.N * g.hp * g.wp * wcp
+	if kept {
+		xBytes = 0
+	}
+	r := be.scratchRegions(op, es*s.N*g.hq*g.wq*g.coutP, wBytes, 4*dxPartN, xBytes, es*npix*g.coutP,
 		4*dwPartN, 4*biasN)
+	if kept {
+		if wcp != g.cinP { // KeptLen keeps no other x (keep.go)
+			panic(fmt.Sprintf("cuda %s %+v: kept x has %d channels, backward-weight reads %d", op, s, g.cinP, wcp))
+		}
+		r[3] = xp
+	}
 	jobs := make([]packJob, 0, 3)
 	if dxs != nil {
 		jobs = append(jobs, packJob{dys.p, r[0], s.Cout, s.OutH(), s.OutW(), g.coutP, g.hq, g.wq, s.K - 1 - s.Pad, s.Stride})
 	}
 	var dbp, dchp DevicePtr
 	if dws != nil {
-		jobs = append(jobs, packJob{xs.p, r[3], s.Cin, s.H, s.W, wcp, g.hp, g.wp, s.Pad, 1},
-			packJob{dys.p, r[4], s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1})
+		if !kept {
+			jobs = append(jobs, packJob{xp, r[3], s.Cin, s.H, s.W, wcp, g.hp, g.wp, s.Pad, 1})
+		}
+		jobs = append(jobs, packJob{dys.p, r[4], s.Cout, s.OutH(), s.OutW(), g.coutP, s.OutH(), s.OutW(), 0, 1})
 		if dbs != nil {
 			dbp = dbs.p
 		}

@@ -329,21 +329,21 @@ type headLayer struct {
 	x, out act
 	norm   normP
 	conv   convP
-	stats  int // saved
-	a      int // saved: SiLU(conv_norm_out(x)) (fused: the norm is not kept)
-	ga     int // backward scratch
+	stats  int    // saved
+	a      keptIn // SiLU(conv_norm_out(x)) (fused: the norm is not kept)
+	ga     int    // backward scratch
 }
 
 func (l *headLayer) forward(u *UNet) {
 	b := u.be
-	b.GroupNormSiLU(u.normShape(l.x.c, l.x.hw()), u.buf(l.x.v), u.pv[l.norm.w], u.pv[l.norm.b], u.buf(l.a), u.buf(l.stats))
-	b.Conv2D(l.conv.shape(u.n, l.x.h, l.x.w), u.buf(l.a), u.pv[l.conv.w], u.pv[l.conv.b], u.buf(l.out.v))
+	b.GroupNormSiLU(u.normShape(l.x.c, l.x.hw()), u.buf(l.x.v), u.pv[l.norm.w], u.pv[l.norm.b], u.convIn(l.a), u.buf(l.stats))
+	b.Conv2D(l.conv.shape(u.n, l.x.h, l.x.w), u.keepIn(l.a), u.pv[l.conv.w], u.pv[l.conv.b], u.buf(l.out.v))
 }
 
 func (l *headLayer) backward(u *UNet) {
 	b := u.be
 	ga := u.zero(l.ga)
-	b.Conv2DBackward(l.conv.shape(u.n, l.x.h, l.x.w), u.buf(l.a), u.pv[l.conv.w], u.buf(l.out.g), ga, u.gv[l.conv.w], u.gv[l.conv.b])
+	b.Conv2DBackward(l.conv.shape(u.n, l.x.h, l.x.w), u.keptX(l.a), u.pv[l.conv.w], u.buf(l.out.g), ga, u.gv[l.conv.w], u.gv[l.conv.b])
 	b.GroupNormSiLUBackward(u.normShape(l.x.c, l.x.hw()), u.buf(l.x.v), u.pv[l.norm.w], u.pv[l.norm.b], u.buf(l.stats), ga,
 		u.buf(l.x.g), u.gv[l.norm.w], u.gv[l.norm.b])
 }

@@ -324,7 +324,7 @@ func buildPlan(cfg config.Model, inChannels, imageSize int, tembs []tembEntry) (
 	o.norm = p.norm("conv_norm_out", ch[0])
 	o.conv = p.conv("conv_out", ch[0], inChannels, 3, 1, 1)
 	o.stats = p.saved("conv_norm_out.stats", 2*p.groups)
-	o.a = p.saved("conv_act", ch[0]*h.hw())
+	o.a = p.keep("conv_act", o.conv.shape(1, h.h, h.w))
 	o.ga = p.scratch("conv_act.grad", 0, ch[0]*h.hw())
 	o.out = act{v: p.saved("conv_out", inChannels*h.hw()), g: idOutGrad, c: inChannels, h: h.h, w: h.w}
 	p.out = o.out
