@@ -379,6 +379,10 @@ type layout struct {
 	scratchPer int
 }
 
+// keptAlign: a kept input starts at a multiple of 16 elements per sample, so that its batch starts on a 64-byte
+// boundary where the workspace does (a kernel's vector loads of it then need not straddle cache lines).
+const keptAlign = 16
+
 // layout lays the workspace out with the kept lengths that keptPer gives (KeptLen at N = 1; nil: nothing kept).
 func (p *plan) layout(keptPer func(ops.ConvShape) int) layout {
 	l := layout{per: make([]int, len(p.tensors)), offs: make([]int, len(p.tensors)), kept: make([]int, len(p.keeps)),
@@ -409,6 +413,9 @@ func (p *plan) layout(keptPer func(ops.ConvShape) int) layout {
 				continue
 			}
 			if t.kind == k {
+				if t.keep > 0 && l.kept[t.keep-1] > 0 {
+					off = (off + keptAlign - 1) / keptAlign * keptAlign
+				}
 				l.offs[i] = off
 				off += l.per[i]
 			}

@@ -29,63 +29,97 @@ func BenchmarkUNetPrecisionAB(b *testing.B) {
 		{"celeba32/b64", "celeba32.toml", 64},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			cfg := loadConfig(b, bc.file)
-			C, S, B := cfg.Data.Channels, cfg.Data.ImageSize, bc.batch
 			var steps [2]func()
 			for k, p := range []ops.Precision{ops.FP32, ops.BF16} {
-				be := cpu.New()
-				if err := be.SetPrecision(p); err != nil {
-					if strings.Contains(err.Error(), "avx512_bf16") {
-						b.Skipf("this CPU cannot run bf16: %v", err)
-					}
-					b.Fatal(err)
-				}
-				u, err := New(be, cfg.Model, C, S, B)
-				if err != nil {
-					b.Fatal(err)
-				}
-				u.Init(1)
-				u.SetTrain(true, 1, 0)
-				n := B * C * S * S
-				r := rand.New(rand.NewPCG(3, 4))
-				xs, ys, ts := make([]float32, n), make([]float32, n), make([]float32, B)
-				for i := range xs {
-					xs[i], ys[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
-				}
-				for i := range ts {
-					ts[i] = float32(r.IntN(1000))
-				}
-				x, t, y := upload(be, xs), upload(be, ts), upload(be, ys)
-				loss, dout := be.Alloc(1), be.Alloc(n)
-				steps[k] = func() {
-					u.ZeroGrads()
-					out := u.Forward(x, t, B)
-					be.MSE(out, y, loss)
-					be.Fill(dout, 0)
-					be.MSEBackward(1, out, y, dout)
-					u.Backward(dout)
-				}
-				steps[k]() // plans and scratch before the timer
+				be := bf16Bench(b, p)
+				steps[k] = abStep(b, be, be, bc.file, bc.batch)
 			}
-			// Which side goes first alternates: in one process the step after the other ran ~10% slower whichever
-			// it was (libgomp's and the Go pool's threads settling), and a fixed order put that on one side.
-			var d [2]time.Duration
-			i := 0
-			b.ResetTimer()
-			for b.Loop() {
-				for j := range steps {
-					k := (i + j) % 2
-					t0 := time.Now()
-					steps[k]()
-					d[k] += time.Since(t0)
-				}
-				i++
-			}
+			d := interleave(b, steps)
 			for k, name := range []string{"fp32", "bf16"} {
 				b.ReportMetric(1e3*d[k].Seconds()/float64(b.N), name+"-ms/step")
-				b.ReportMetric(float64(B*b.N)/d[k].Seconds(), name+"-img/s")
+				b.ReportMetric(float64(bc.batch*b.N)/d[k].Seconds(), name+"-img/s")
 			}
 			b.ReportMetric(d[0].Seconds()/d[1].Seconds(), "bf16/fp32-speed")
 		})
 	}
+}
+
+// BenchmarkUNetKeptAB is BenchmarkUNetPrecisionAB for the kept convolution inputs: at bf16, the celeba32 step with
+// the inputs kept as NHWC bf16 (ops.ConvInputKeeper) and with every input saved as float32 (the backend without the
+// capability: hideKeeper), interleaved in one process.
+//
+//	go test ./model/ -run '^$' -bench UNetKeptAB -benchtime 10x
+func BenchmarkUNetKeptAB(b *testing.B) {
+	be := bf16Bench(b, ops.BF16)
+	steps := [2]func(){abStep(b, be, be, "celeba32.toml", 64), abStep(b, be, hideKeeper{be}, "celeba32.toml", 64)}
+	d := interleave(b, steps)
+	for k, name := range []string{"kept", "float32"} {
+		b.ReportMetric(1e3*d[k].Seconds()/float64(b.N), name+"-ms/step")
+	}
+	b.ReportMetric(d[1].Seconds()/d[0].Seconds(), "kept/float32-speed")
+}
+
+// bf16Bench is a CPU backend at precision p; it skips where the CPU cannot run bf16.
+func bf16Bench(b *testing.B, p ops.Precision) *cpu.Backend[float32] {
+	be := cpu.New()
+	if err := be.SetPrecision(p); err != nil {
+		if strings.Contains(err.Error(), "avx512_bf16") {
+			b.Skipf("this CPU cannot run bf16: %v", err)
+		}
+		b.Fatal(err)
+	}
+	return be
+}
+
+// abStep returns one training step (no optimizer) of the U-Net of config file at batch B on mb (be, or a wrapper of
+// it), on random data; it runs it once, so that plans and scratch exist before the timer.
+func abStep(b *testing.B, be *cpu.Backend[float32], mb ops.Backend, file string, B int) func() {
+	cfg := loadConfig(b, file)
+	C, S := cfg.Data.Channels, cfg.Data.ImageSize
+	u, err := New(mb, cfg.Model, C, S, B)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Init(1)
+	u.SetTrain(true, 1, 0)
+	n := B * C * S * S
+	r := rand.New(rand.NewPCG(3, 4))
+	xs, ys, ts := make([]float32, n), make([]float32, n), make([]float32, B)
+	for i := range xs {
+		xs[i], ys[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
+	}
+	for i := range ts {
+		ts[i] = float32(r.IntN(1000))
+	}
+	x, t, y := upload(be, xs), upload(be, ts), upload(be, ys)
+	loss, dout := be.Alloc(1), be.Alloc(n)
+	step := func() {
+		u.ZeroGrads()
+		out := u.Forward(x, t, B)
+		be.MSE(out, y, loss)
+		be.Fill(dout, 0)
+		be.MSEBackward(1, out, y, dout)
+		u.Backward(dout)
+	}
+	step()
+	return step
+}
+
+// interleave runs the two steps b.N times each, one after the other, and returns each one's total time. Which side
+// goes first alternates: in one process the step after the other ran ~10% slower whichever it was (libgomp's and
+// the Go pool's threads settling), and a fixed order put that on one side.
+func interleave(b *testing.B, steps [2]func()) [2]time.Duration {
+	var d [2]time.Duration
+	i := 0
+	b.ResetTimer()
+	for b.Loop() {
+		for j := range steps {
+			k := (i + j) % 2
+			t0 := time.Now()
+			steps[k]()
+			d[k] += time.Since(t0)
+		}
+		i++
+	}
+	return d
 }
