@@ -1,7 +1,6 @@
 package model
 
 import (
-	"math/rand/v2"
 	"testing"
 
 	"github.com/ddpmgo/ddpm/config"
@@ -35,33 +34,7 @@ func BenchmarkUNetTrainStep(b *testing.B) {
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			be := cpu.New()
-			u, err := New(be, bc.cfg, bc.in, bc.size, bc.batch)
-			if err != nil {
-				b.Fatal(err)
-			}
-			u.Init(1)
-			u.SetTrain(true, 1, 0)
-			n := bc.batch * bc.in * bc.size * bc.size
-			r := rand.New(rand.NewPCG(3, 4))
-			xs, ys := make([]float32, n), make([]float32, n)
-			for i := range xs {
-				xs[i], ys[i] = float32(r.NormFloat64()), float32(r.NormFloat64())
-			}
-			ts := make([]float32, bc.batch)
-			for i := range ts {
-				ts[i] = float32(r.IntN(1000))
-			}
-			x, t, y := upload(be, xs), upload(be, ts), upload(be, ys)
-			loss, dout := be.Alloc(1), be.Alloc(n)
-			step := func() {
-				u.ZeroGrads()
-				out := u.Forward(x, t, bc.batch)
-				be.MSE(out, y, loss)
-				be.Fill(dout, 0)
-				be.MSEBackward(1, out, y, dout)
-				u.Backward(dout)
-			}
-			step()
+			u, step := trainStep(b, be, be, bc.cfg, bc.in, bc.size, bc.batch)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {

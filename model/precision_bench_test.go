@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddpmgo/ddpm/config"
 	"github.com/ddpmgo/ddpm/cpu"
 	"github.com/ddpmgo/ddpm/ops"
 )
@@ -29,10 +30,11 @@ func BenchmarkUNetPrecisionAB(b *testing.B) {
 		{"celeba32/b64", "celeba32.toml", 64},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			cfg := loadConfig(b, bc.file)
 			var steps [2]func()
 			for k, p := range []ops.Precision{ops.FP32, ops.BF16} {
 				be := bf16Bench(b, p)
-				steps[k] = abStep(b, be, be, bc.file, bc.batch)
+				_, steps[k] = trainStep(b, be, be, cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, bc.batch)
 			}
 			d := interleave(b, steps)
 			for k, name := range []string{"fp32", "bf16"} {
@@ -51,7 +53,11 @@ func BenchmarkUNetPrecisionAB(b *testing.B) {
 //	go test ./model/ -run '^$' -bench UNetKeptAB -benchtime 10x
 func BenchmarkUNetKeptAB(b *testing.B) {
 	be := bf16Bench(b, ops.BF16)
-	steps := [2]func(){abStep(b, be, be, "celeba32.toml", 64), abStep(b, be, hideKeeper{be}, "celeba32.toml", 64)}
+	cfg := loadConfig(b, "celeba32.toml")
+	var steps [2]func()
+	for k, mb := range []ops.Backend{be, hideKeeper{be}} {
+		_, steps[k] = trainStep(b, be, mb, cfg.Model, cfg.Data.Channels, cfg.Data.ImageSize, 64)
+	}
 	d := interleave(b, steps)
 	for k, name := range []string{"kept", "float32"} {
 		b.ReportMetric(1e3*d[k].Seconds()/float64(b.N), name+"-ms/step")
@@ -71,12 +77,11 @@ func bf16Bench(b *testing.B, p ops.Precision) *cpu.Backend[float32] {
 	return be
 }
 
-// abStep returns one training step (no optimizer) of the U-Net of config file at batch B on mb (be, or a wrapper of
-// it), on random data; it runs it once, so that plans and scratch exist before the timer.
-func abStep(b *testing.B, be *cpu.Backend[float32], mb ops.Backend, file string, B int) func() {
-	cfg := loadConfig(b, file)
-	C, S := cfg.Data.Channels, cfg.Data.ImageSize
-	u, err := New(mb, cfg.Model, C, S, B)
+// trainStep returns the U-Net of cfg for C×S×S images on mb (be, or a wrapper of it) and one training step of it
+// (zero the gradients, forward, MSE and its gradient, backward; no optimizer) at batch B on random data; it runs
+// the step once, so that the batch's views, plans and scratch exist before the timer.
+func trainStep(b *testing.B, be *cpu.Backend[float32], mb ops.Backend, cfg config.Model, C, S, B int) (*UNet, func()) {
+	u, err := New(mb, cfg, C, S, B)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -102,7 +107,7 @@ func abStep(b *testing.B, be *cpu.Backend[float32], mb ops.Backend, file string,
 		u.Backward(dout)
 	}
 	step()
-	return step
+	return u, step
 }
 
 // interleave runs the two steps b.N times each, one after the other, and returns each one's total time. Which side
