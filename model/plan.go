@@ -525,7 +525,9 @@ func (p *plan) tensor(name string, per, kind, slot int) int {
 	return len(p.tensors) - 1
 }
 
-func (p *plan) saved(name string, per int) int { return p.tensor(name, per, kindSaved, 0) }
+func (p *plan) saved(name string, per int) int         { return p.tensor(name, per, kindSaved, 0) }
+func (p *plan) grad(name string, per int) int          { return p.tensor(name, per, kindGrad, 0) }
+func (p *plan) scratch(name string, slot, per int) int { return p.tensor(name, per, kindScratch, slot) }
 
 // keptIn is a convolution's input that nothing but that convolution's backward reads again: a SiLU output (the
 // group norm's backward recomputes it from the norm's input) or an upsampled activation. It is saved as it is, or,
@@ -540,7 +542,7 @@ type keptIn struct {
 }
 
 // stageSlot is keptIn's stage: slot 1 holds backward gradients only (resnets' act1/act2.grad, attention's), so it
-// is free in the forward pass; slot 2 holds a resnet's dropout input (forward) as well.
+// is free in the forward pass. (A resnet's act2 before its dropout, the dropout's input, goes to slot 2.)
 const stageSlot = 1
 
 // keep registers the saved tensor of a convolution input c (N = 1) that only c's backward reads again.
@@ -551,8 +553,6 @@ func (p *plan) keep(name string, c ops.ConvShape) keptIn {
 	p.tensors[id].keep = len(p.keeps)
 	return k
 }
-func (p *plan) grad(name string, per int) int          { return p.tensor(name, per, kindGrad, 0) }
-func (p *plan) scratch(name string, slot, per int) int { return p.tensor(name, per, kindScratch, slot) }
 
 // act registers a module output: a saved value and its accumulated gradient.
 func (p *plan) act(name string, c, h, w int) act {
