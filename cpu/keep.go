@@ -64,7 +64,7 @@ func HostKeptLens(precision string) KeptLens {
 func (be *Backend[T]) KeepConvInput(s ops.ConvShape, x, kept ops.Buf) {
 	defer be.stop(FamConvFwd, be.start())
 	checkConv("KeepConvInput", s)
-	n := be.keptLen("KeepConvInput", s)
+	n := be.mustKeptLen("KeepConvInput", s)
 	xs := arg(be, "KeepConvInput", s, "x", x, s.N*s.Cin*s.H*s.W)
 	ks := arg(be, "KeepConvInput", s, "kept", kept, n)
 	if s.N > 0 {
@@ -75,7 +75,7 @@ func (be *Backend[T]) KeepConvInput(s ops.ConvShape, x, kept ops.Buf) {
 // Kept is kept as the x of the convolutions of shape s.
 func (be *Backend[T]) Kept(s ops.ConvShape, kept ops.Buf) ops.Buf {
 	checkConv("Kept", s)
-	n := be.keptLen("Kept", s)
+	n := be.mustKeptLen("Kept", s)
 	p := be.unwrap("Kept", "kept", kept)
 	if p == nil || p.Len() < n {
 		panic(fmt.Sprintf("cpu Kept %+v: kept has %d elements, need %d", s, kept.Len(), n))
@@ -83,8 +83,8 @@ func (be *Backend[T]) Kept(s ops.ConvShape, kept ops.Buf) ops.Buf {
 	return &keptX[T]{s: s, st: p}
 }
 
-// keptLen is KeptLen(s), which must not be 0 for op.
-func (be *Backend[T]) keptLen(op string, s ops.ConvShape) int {
+// mustKeptLen is KeptLen(s), which must not be 0 for op.
+func (be *Backend[T]) mustKeptLen(op string, s ops.ConvShape) int {
 	n := be.KeptLen(s)
 	if n == 0 {
 		panic(fmt.Sprintf("cpu %s %+v: this backend keeps no x of this shape at precision %s (KeptLen is 0)", op, s, be.Precision()))
@@ -101,6 +101,6 @@ func convX[T Float](be *Backend[T], op string, s ops.ConvShape, x ops.Buf) (xs [
 	if k.s != s {
 		panic(fmt.Sprintf("cpu %s %+v: x was kept for shape %+v", op, s, k.s))
 	}
-	n := be.keptLen(op, s)
+	n := be.mustKeptLen(op, s)
 	return arg(be, op, s, "x (kept)", k.st, n), true
 }
