@@ -17,7 +17,8 @@ import (
 // (keep_emu_test.go): the kernels read the same bytes, only from another address.
 //
 // Where x is not kept (fp32 and tf32, whose packed x is float32; bf16 with cinP ≠ wcp, e.g. 3 or 32 input channels,
-// where forward and backward-weight read different layouts), KeptLen is 0 and the caller saves x as it is.
+// where forward and backward-weight read different layouts; images so small that xp, halo and slack included, is
+// no smaller than x, e.g. 4×4 with P = 1), KeptLen is 0 and the caller saves x as it is.
 //
 // The storage holds more than xp: the packing writes convSlack bfloat16 zeros after the operand (CONV_SLACK of
 // kernels/conv2d.cu), and xp must start 16-byte aligned (the kernels' cp.async chunks) while a slice of a workspace
@@ -54,7 +55,11 @@ func keptLen(s ops.ConvShape, p ops.Precision) int {
 	if wgradCp(g.cinP, p) != g.cinP || !tensorPrec(p) {
 		return 0
 	}
-	return s.N * (g.hp*g.wp*g.cinP*packElem(p)/4 + keptExtra) // cinP is a multiple of 64: whole float32 elements
+	per := g.hp*g.wp*g.cinP*packElem(p)/4 + keptExtra // cinP is a multiple of 64: whole float32 elements
+	if per >= s.Cin*s.H*s.W {                         // no fewer bytes than x itself: small images, where the halo outweighs bf16's half
+		return 0
+	}
+	return s.N * per
 }
 
 // keptBase is the address of xp in kept storage st: its first 16-byte boundary.
