@@ -61,6 +61,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/ddpmgo/ddpm/cpu/internal/vec"
 	"github.com/ddpmgo/ddpm/ops"
@@ -68,8 +69,9 @@ import (
 
 var _ ops.PrecisionSetter = (*Backend[float32])(nil)
 
-// cpuBF16 reports AVX512-BF16 and AMX-BF16 (a variable so that tests can take them away).
-var cpuBF16 = vec.BF16
+// cpuBF16 reports AVX512-BF16 and AMX-BF16 (a variable so that tests can take them away), probed once: BF16WeightGrad
+// and KeptLen ask per convolution call, and CPUID traps to the hypervisor in a virtual machine.
+var cpuBF16 = sync.OnceValues(vec.BF16)
 
 // probeShape is the convolution SetPrecision asks oneDNN about: a 3×3 64→64 layer at 32×32, batch 8.
 var probeShape = ops.ConvShape{N: 8, Cin: 64, H: 32, W: 32, Cout: 64, K: 3, Stride: 1, Pad: 1}

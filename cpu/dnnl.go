@@ -267,7 +267,8 @@ func layoutTest(toNHWC bool, n, c, h, w int, src []float32, dst unsafe.Pointer, 
 }
 
 // layoutAvailable: the CPU runs dnnl_layout.c's layout changes.
-func layoutAvailable() bool { return C.ddpm_layout_available() != 0 }
+// Probed once: KeptLen asks per call.
+var layoutAvailable = sync.OnceValue(func() bool { return C.ddpm_layout_available() != 0 })
 
 // convAsForward switches backward-data as a forward convolution (dnnl.c's asForward) on or off for the plans created
 // from now on, process-wide (TestBF16BackwardDataAsForward).
