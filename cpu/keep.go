@@ -77,8 +77,11 @@ func (be *Backend[T]) Kept(s ops.ConvShape, kept ops.Buf) ops.Buf {
 	checkConv("Kept", s)
 	n := be.mustKeptLen("Kept", s)
 	p := be.unwrap("Kept", "kept", kept)
-	if p == nil || p.Len() < n {
-		panic(fmt.Sprintf("cpu Kept %+v: kept has %d elements, need %d", s, kept.Len(), n))
+	if p == nil {
+		panic(fmt.Sprintf("cpu Kept %+v: kept is nil", s))
+	}
+	if p.Len() < n {
+		panic(fmt.Sprintf("cpu Kept %+v: kept has %d elements, need %d", s, p.Len(), n))
 	}
 	return &keptX[T]{s: s, st: p}
 }
