@@ -218,42 +218,65 @@ func (be *Backend[T]) conv2DBackward(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs
 }
 
 // dnnlConvBwd is Conv2DBackward on oneDNN; a bias gradient without a weight gradient
-// goes through convBiasItem.
+// goes through convBiasItem, or through dy's channel sums (below).
 // kept: xs is x kept (keep.go).
 func (be *Backend[T]) dnnlConvBwd(s ops.ConvShape, xs, ws, dys, dxs, dws, dbs []T, writeDx, kept bool) {
+	// oneDNN adds the bias gradient to the weight gradient's pass, from the same dy -- which at bf16 is rounded
+	// where the weight gradient is (BF16WeightGrad); the bias gradient is a plain sum and takes the float32 dy
+	// at every precision (as on the GPU, and in Linear), so it is summed here then: by the pass that changes dy
+	// to NHWC bf16 where one does (dnnl_layout.c sums each sample's channels while they are in the cache; a pass
+	// of its own over dy cost ~3% of the celeba32 bf16 step), else by convBiasItem. Either way each sample's
+	// channel is fastSum64's number and the samples add in n order: the same bias gradient.
+	fused := dbs
+	if be.prec == ops.BF16 && BF16WeightGrad(s) {
+		fused = nil
+	}
+	var sums, sumsW []float64
+	if dbs != nil && (dws == nil || fused == nil) && s.N > 0 {
+		switch {
+		case dxs != nil && dnnlDySums(be.dn, s, true):
+			sums = be.dn.sumsBuf(s.N * s.Cout)
+		case dxs == nil && dws != nil && dnnlDySums(be.dn, s, false):
+			sums = be.dn.sumsBuf(s.N * s.Cout)
+			sumsW = sums
+		}
+	}
 	if dxs != nil {
 		t0 := be.phase()
-		dnnlConvBwdData(be.dn, s, ws, dys, dxs, writeDx)
+		dnnlConvBwdData(be.dn, s, ws, dys, dxs, writeDx, sums)
 		be.endPhase(0, 1, t0)
 	}
 	if dws != nil {
-		// oneDNN adds the bias gradient to the weight gradient's pass, from the same dy -- which at bf16 is rounded
-		// where the weight gradient is (BF16WeightGrad); the bias gradient is a plain sum and takes the float32 dy
-		// at every precision (as on the GPU, and in Linear), so it is left to the loop below then.
-		fused := dbs
-		if be.prec == ops.BF16 && BF16WeightGrad(s) {
-			fused = nil
-		}
 		t0 := be.phase()
-		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, fused, dxs != nil, kept)
+		dnnlConvBwdWeights(be.dn, s, xs, dys, dws, fused, dxs != nil, kept, sumsW)
 		be.endPhase(0, 0, t0)
 		if fused != nil {
 			return
 		}
 	}
-	if dbs != nil {
+	if dbs == nil {
+		return
+	}
+	t0 := be.phase()
+	if sums != nil {
+		for o := range s.Cout {
+			var sum float64
+			for n := range s.N {
+				sum += sums[n*s.Cout+o]
+			}
+			dbs[o] += T(sum)
+		}
+	} else {
 		j := be.newJob(jConvBias)
 		j.conv = s
 		j.a[2], j.a[4] = dys, dbs
-		t0 := be.phase()
 		be.forEach(j, s.Cout)
-		be.endPhase(0, 0, t0)
 	}
+	be.endPhase(0, 0, t0)
 }
 
 // convBiasItem: db[o] += Σ_n Σ_i dy[n, o, i] in float64: per sample by fastSum64 (AVX-512 where the float32 backend
-// has it: at bf16 the bias gradient is computed here, ~2% of the celeba32 step's CPU time in the scalar loop), the
-// samples added in n order.
+// has it), the samples added in n order.
 func convBiasItem[T Float](j *job[T], o int) {
 	s, dys, dbs := j.conv, j.a[2], j.a[4]
 	ohw := s.OutH() * s.OutW()

@@ -34,6 +34,7 @@ typedef struct {
 	dnnl_memory_t scratch;    // the reorder's scratchpad (user mode, in W_SCRATCH)
 	int role;
 	int layout, n, c, hw, acc;
+	double *sums; // L_TO_NHWC_BF16: the per-sample channel sums of the user memory, for the call that sets it
 } port;
 
 static int layoutOK = -1; // ddpm_layout_available(), once; 0 also when DDPM_DNNL_REORDER=1 asks for oneDNN's
@@ -178,7 +179,7 @@ static int runReorder(port *p, int isOut) {
 	void *u = NULL, *w = work[p->role];
 	if (p->layout != L_NONE && dnnl_memory_get_data_handle(p->user, &u) != dnnl_success) return -1;
 	switch (p->layout) {
-	case L_TO_NHWC_BF16: ddpm_nchw_to_nhwc_bf16(u, w, p->n, p->c, p->hw); return 0;
+	case L_TO_NHWC_BF16: ddpm_nchw_to_nhwc_bf16(u, w, p->n, p->c, p->hw, p->sums); return 0;
 	case L_TO_NCHW_F32: ddpm_nhwc_to_nchw_f32(w, u, p->n, p->c, p->hw, p->acc); return 0;
 	}
 	if (dnnl_memory_set_data_handle(p->scratch, work[W_SCRATCH]) != dnnl_success) return -1;
@@ -536,7 +537,7 @@ const char *ddpm_conv_impl(ddpm_conv *c, int i) { return c->impl[i]; }
 int ddpm_conv_keep(ddpm_conv *c, const float *x, void *kept) {
 	if (!c->kept || !ddpm_layout_available()) return -5;
 	omp_set_num_threads(c->nthr);
-	ddpm_nchw_to_nhwc_bf16(x, kept, c->n, c->keptC, c->hw);
+	ddpm_nchw_to_nhwc_bf16(x, kept, c->n, c->keptC, c->hw, NULL);
 	return 0;
 }
 
@@ -557,12 +558,19 @@ int ddpm_conv_fwd(ddpm_conv *c, const float *x, const float *w, const float *b, 
 	return 0;
 }
 
+// ddpm_conv_dy_sums: the backward-data pass (fromData) or the backward-weights pass (not after backward-data) can
+// give dy's per-sample channel sums: it changes dy to NHWC bf16 with dnnl_layout.c.
+int ddpm_conv_dy_sums(ddpm_conv *c, int fromData) {
+	return (fromData ? c->dyD.layout : c->dyW.layout) == L_TO_NHWC_BF16;
+}
+
 // ddpm_conv_dx_writes: backward-data can write dx instead of adding to it (its dx comes back through
 // dnnl_layout.c's transpose, which does either).
 int ddpm_conv_dx_writes(ddpm_conv *c) { return c->dx.layout == L_TO_NCHW_F32; }
 
 // write: dx is written, not added to (only where ddpm_conv_dx_writes).
-int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx, int write) {
+// sums (NULL: none): dy's per-sample channel sums, [n][cout] (ddpm_conv_dy_sums says where the pass gives them).
+int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx, int write, double *sums) {
 	forget();
 	if (write && !ddpm_conv_dx_writes(c)) return -5;
 	omp_set_num_threads(c->nthr);
@@ -573,7 +581,11 @@ int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx,
 	} else if (bind(&c->wD, (void *)w) || runReorder(&c->wD, 0)) {
 		return -2;
 	}
-	if (runReorder(&c->dyD, 0)) return -2;
+	if (sums && c->dyD.layout != L_TO_NHWC_BF16) return -5;
+	c->dyD.sums = sums;
+	const int rd = runReorder(&c->dyD, 0);
+	c->dyD.sums = NULL;
+	if (rd) return -2;
 	if (c->dyShared) held.c = c, held.dy = dy;
 	if (c->fwdT) {
 		if (dnnl_memory_set_data_handle(c->sfwdT, work[W_SCRATCH]) != dnnl_success) return -1;
@@ -596,15 +608,21 @@ int ddpm_conv_bwd_data(ddpm_conv *c, const float *w, const float *dy, float *dx,
 // db may be NULL when the plan's caller has no bias gradient: then the bias gradient is
 // computed into the workspace and dropped. dyFromData: the caller has not changed dy since this plan's backward-data
 // pass took it (see held). kept: x is the plan's kept x (ddpm_conv_keep).
-int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db, int dyFromData, int kept) {
+// sums: as ddpm_conv_bwd_data's, where dy is not reused.
+int ddpm_conv_bwd_weights(ddpm_conv *c, const float *x, const float *dy, float *dw, float *db, int dyFromData, int kept,
+		double *sums) {
 	const int reuse = dyFromData && held.c == c && held.dy == dy;
 	forget();
 	if (kept && !c->kept) return -5;
+	if (sums && (reuse || c->dyW.layout != L_TO_NHWC_BF16)) return -5;
 	omp_set_num_threads(c->nthr);
 	port *px = kept ? &c->xWK : &c->xW;
 	if (bind(px, (void *)x) || bind(&c->dyW, (void *)dy) || bind(&c->dw, dw) || bind(&c->db, db)) return -1;
 	if (reuse && dnnl_memory_set_data_handle(c->dyW.prim, work[W_DDST_D]) != dnnl_success) return -1;
-	if (runReorder(px, 0) || (!reuse && runReorder(&c->dyW, 0))) return -2;
+	c->dyW.sums = sums;
+	const int rc = runReorder(px, 0) || (!reuse && runReorder(&c->dyW, 0));
+	c->dyW.sums = NULL;
+	if (rc) return -2;
 	if (c->nparts && !db) { // the split pass (splitWeights) has no bias gradient: only where the caller asks for none
 		if (!dw) return 0;
 		void *srcp = NULL; // x in the primitive's layout: the workspace, or the kept x itself
@@ -718,7 +736,7 @@ int ddpm_layout_test(int layout, int n, int c, int h, int w, const float *src, v
 	forget();
 	if (own) {
 		if (!ddpm_layout_available()) return -9;
-		if (layout == L_TO_NHWC_BF16) ddpm_nchw_to_nhwc_bf16(src, dst, n, c, h * w);
+		if (layout == L_TO_NHWC_BF16) ddpm_nchw_to_nhwc_bf16(src, dst, n, c, h * w, NULL);
 		else ddpm_nhwc_to_nchw_f32(src, dst, n, c, h * w, acc);
 		return 0;
 	}

@@ -58,6 +58,7 @@ type dnnlState struct {
 	plans   map[planKey]*C.ddpm_conv
 	mms     map[mmKey]*C.ddpm_mm // bf16 matmul plans (linear layers, bf16.go)
 	zeros   []float32            // the forward's bias when b is nil
+	sums    []float64            // dy's channel sums for a bias gradient (sumsBuf)
 	last    [3]string            // the implementations of the last plan created: forward, backward-data, backward-weights
 }
 
@@ -158,6 +159,13 @@ func f32p[T Float](v []T) *C.float {
 	return (*C.float)(unsafe.Pointer(&v[0]))
 }
 
+func f64p(v []float64) *C.double {
+	if v == nil {
+		return nil
+	}
+	return (*C.double)(unsafe.Pointer(&v[0]))
+}
+
 func dnnlCheck(op string, s ops.ConvShape, rc C.int) {
 	if rc != 0 {
 		panic(fmt.Sprintf("cpu %s %+v: oneDNN execution failed (step %d)", op, s, -int(rc)))
@@ -185,11 +193,28 @@ func dnnlKeep[T Float](d *dnnlState, s ops.ConvShape, xs, kept []T) {
 }
 
 // dnnlConvBwdData: dx += conv_backward_data(w, dy); write: dx = …, where dnnlWritesDx.
-func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T, write bool) {
+// sums (nil: none; only where dnnlDySums(d, s, true)): dy's per-sample channel sums, [N][Cout], each fastSum64's.
+func dnnlConvBwdData[T Float](d *dnnlState, s ops.ConvShape, ws, dys, dxs []T, write bool, sums []float64) {
 	dnnlMu.Lock()
 	defer dnnlMu.Unlock()
 	p := d.plan("Conv2DBackward", s)
-	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_data(p, f32p(ws), f32p(dys), f32p(dxs), cbool(write)))
+	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_data(p, f32p(ws), f32p(dys), f32p(dxs), cbool(write), f64p(sums)))
+}
+
+// dnnlDySums: the shape's backward-data pass (fromData), or its backward-weights pass where no backward-data pass
+// ran before it, can give dy's per-sample channel sums (the bf16 plans whose dy goes through dnnl_layout.c).
+func dnnlDySums(d *dnnlState, s ops.ConvShape, fromData bool) bool {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	return C.ddpm_conv_dy_sums(d.plan("Conv2DBackward", s), cbool(fromData)) != 0
+}
+
+// sumsBuf is the state's buffer for dy's channel sums, at least n long (it grows on a step's first use).
+func (d *dnnlState) sumsBuf(n int) []float64 {
+	if len(d.sums) < n {
+		d.sums = make([]float64, n)
+	}
+	return d.sums[:n]
 }
 
 // dnnlWritesDx: the shape's backward-data pass can write dx instead of adding to it (the bf16 plans whose dx comes
@@ -204,12 +229,13 @@ func dnnlWritesDx(d *dnnlState, s ops.ConvShape) bool {
 // just before with the same dy, unchanged since; the plan then reads the dy it reordered where the layouts agree
 // and no other call came between (dnnl.c's held).
 // kept: xs is x kept (dnnlKeep).
-func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T, afterData, kept bool) {
+// sums: as dnnlConvBwdData's (only where dnnlDySums(d, s, false) and !afterData).
+func dnnlConvBwdWeights[T Float](d *dnnlState, s ops.ConvShape, xs, dys, dws, dbs []T, afterData, kept bool, sums []float64) {
 	dnnlMu.Lock()
 	defer dnnlMu.Unlock()
 	p := d.plan("Conv2DBackward", s)
 	dnnlCheck("Conv2DBackward", s, C.ddpm_conv_bwd_weights(p, f32p(xs), f32p(dys), f32p(dws), f32p(dbs), cbool(afterData),
-		cbool(kept)))
+		cbool(kept), f64p(sums)))
 }
 
 // dnnlMatmulBF16 runs c = op(a)·op(b) (+ c where key.acc) with a and b rounded to bf16 (to nearest even) by oneDNN's
@@ -264,6 +290,22 @@ func layoutTest(toNHWC bool, n, c, h, w int, src []float32, dst unsafe.Pointer, 
 		return fmt.Errorf("ddpm_layout_test %d×%d×%d×%d: rc %d", n, c, h, w, int(rc))
 	}
 	return nil
+}
+
+// layoutSums runs dnnl_layout.c's change of NCHW f32 src {n, c, hw} to NHWC bf16 with the per-sample channel sums,
+// for TestLayoutMatchesOneDNN: the bf16 copy (2 bytes an element) into dst, the sums [n][c] into sums.
+func layoutSums(n, c, hw int, src []float32, dst unsafe.Pointer, sums []float64) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	C.ddpm_nchw_to_nhwc_bf16(f32p(src), (*C.uint16_t)(dst), C.int(n), C.int(c), C.int(hw), f64p(sums))
+}
+
+// layoutStream switches dnnl_layout.c's streaming stores on or off, process-wide (TestLayoutMatchesOneDNN runs
+// both; BenchmarkLayoutStreamAB compares them).
+func layoutStream(on bool) {
+	dnnlMu.Lock()
+	defer dnnlMu.Unlock()
+	C.ddpm_layout_stream(cbool(on))
 }
 
 // layoutAvailable: the CPU runs dnnl_layout.c's layout changes.

@@ -10,6 +10,7 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <omp.h>
 
 #include "dnnl_layout.h"
@@ -56,37 +57,89 @@ TGT static inline uint16_t bf16of(float v) {
 	return (uint16_t)_mm256_extract_epi16((__m256i)h, 0);
 }
 
+// stream: the layout changes may use streaming stores (ddpm_layout_stream; on unless DDPM_LAYOUT_STREAM=0, for
+// comparisons).
+static int stream = -1;
+
+void ddpm_layout_stream(int on) { stream = on; }
+
+static int streams(void) {
+	if (stream < 0) {
+		const char *e = getenv("DDPM_LAYOUT_STREAM");
+		stream = !(e && e[0] == '0' && e[1] == 0);
+	}
+	return stream;
+}
+
+// aligned64: the address is a multiple of a cache line, as the streaming stores below need.
+static inline int aligned64(const void *p) { return ((uintptr_t)p & 63) == 0; }
+
+// Streaming stores (MOVNTDQ/MOVNTPS) write whole cache lines without reading them first: these layout changes run at
+// the machine's memory bandwidth (their tensors, tens of MiB, are cold), and an ordinary store's read-for-ownership
+// is a third of the traffic. Measured on cold 32 MiB tensors (2 threads, the step's shapes): NCHW → NHWC bf16
+// 6.1 → 8.7 GB/s of source, NHWC → NCHW 3.4 → 5.3 (docs/perf.md). They need whole, aligned lines of output; the
+// shapes that lack them take the ordinary stores. The fence orders them before the caller's next reads.
+
 // One sample: src [c][hw] f32 → dst [hw][c] bf16. Channel tiles outside, pixel tiles inside: the 16 source rows
 // of a tile stream through memory in order (4 KiB apart at 32×32: a tile's lines fall into one cache set, so the
-// order that revisits them matters).
+// order that revisits them matters). Where c is a multiple of 32 and dst is line-aligned, two channel tiles at a
+// time, so that each pixel's 32 outputs are one whole line, streamed.
 TGT static void toNHWCSample(const float *src, uint16_t *dst, int c, int hw) {
 	const int c16 = c & ~15, p16 = hw & ~15;
-	__m512 r[16];
-	for (int c0 = 0; c0 < c16; c0 += 16)
-		for (int p0 = 0; p0 < p16; p0 += 16) {
-			for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (long)(c0 + i) * hw + p0);
-			tr16(r);
-			for (int j = 0; j < 16; j++)
-				_mm256_storeu_si256((__m256i *)(dst + (long)(p0 + j) * c + c0), (__m256i)_mm512_cvtneps_pbh(r[j]));
-		}
+	__m512 r[16], q[16];
+	if (streams() && c % 32 == 0 && aligned64(dst)) {
+		for (int c0 = 0; c0 < c; c0 += 32)
+			for (int p0 = 0; p0 < p16; p0 += 16) {
+				for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (long)(c0 + i) * hw + p0);
+				for (int i = 0; i < 16; i++) q[i] = _mm512_loadu_ps(src + (long)(c0 + 16 + i) * hw + p0);
+				tr16(r);
+				tr16(q);
+				for (int j = 0; j < 16; j++) {
+					const __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512((__m256i)_mm512_cvtneps_pbh(r[j])),
+						(__m256i)_mm512_cvtneps_pbh(q[j]), 1);
+					_mm512_stream_si512((__m512i *)(dst + (long)(p0 + j) * c + c0), v);
+				}
+			}
+		_mm_sfence();
+	} else {
+		for (int c0 = 0; c0 < c16; c0 += 16)
+			for (int p0 = 0; p0 < p16; p0 += 16) {
+				for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (long)(c0 + i) * hw + p0);
+				tr16(r);
+				for (int j = 0; j < 16; j++)
+					_mm256_storeu_si256((__m256i *)(dst + (long)(p0 + j) * c + c0), (__m256i)_mm512_cvtneps_pbh(r[j]));
+			}
+	}
 	for (int p = 0; p < hw; p++)
 		for (int ch = p < p16 ? c16 : 0; ch < c; ch++) dst[(long)p * c + ch] = bf16of(src[(long)ch * hw + p]);
 }
 
-// One sample: src [hw][c] f32 → dst [c][hw] f32, written (acc 0) or added to (acc 1: dst + src). Tiles in the
-// order of toNHWCSample, for the same reason (here the destination rows are 4 KiB apart).
+// One sample: src [hw][c] f32 → dst [c][hw] f32, written (acc 0) or added to (acc 1: dst + src). Where dst is
+// written and its rows are whole, aligned lines (hw a multiple of 16), pixel tiles outside and streamed: the source
+// is then read in order, 16 pixels' channels at a time, and each store is a whole line. Otherwise (and to add) in
+// the order of toNHWCSample, for the same reason (here the destination rows are 4 KiB apart).
 TGT static void toNCHWSample(const float *src, float *dst, int c, int hw, int acc) {
 	const int c16 = c & ~15, p16 = hw & ~15;
 	__m512 r[16];
-	for (int c0 = 0; c0 < c16; c0 += 16)
-		for (int p0 = 0; p0 < p16; p0 += 16) {
-			for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(src + (long)(p0 + j) * c + c0);
-			tr16(r);
-			for (int i = 0; i < 16; i++) {
-				float *d = dst + (long)(c0 + i) * hw + p0;
-				_mm512_storeu_ps(d, acc ? _mm512_add_ps(_mm512_loadu_ps(d), r[i]) : r[i]);
+	if (streams() && !acc && p16 == hw && aligned64(dst)) {
+		for (int p0 = 0; p0 < hw; p0 += 16)
+			for (int c0 = 0; c0 < c16; c0 += 16) {
+				for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(src + (long)(p0 + j) * c + c0);
+				tr16(r);
+				for (int i = 0; i < 16; i++) _mm512_stream_ps(dst + (long)(c0 + i) * hw + p0, r[i]);
 			}
-		}
+		_mm_sfence();
+	} else {
+		for (int c0 = 0; c0 < c16; c0 += 16)
+			for (int p0 = 0; p0 < p16; p0 += 16) {
+				for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(src + (long)(p0 + j) * c + c0);
+				tr16(r);
+				for (int i = 0; i < 16; i++) {
+					float *d = dst + (long)(c0 + i) * hw + p0;
+					_mm512_storeu_ps(d, acc ? _mm512_add_ps(_mm512_loadu_ps(d), r[i]) : r[i]);
+				}
+			}
+	}
 	for (int p = 0; p < hw; p++)
 		for (int ch = p < p16 ? c16 : 0; ch < c; ch++) {
 			float *d = dst + (long)ch * hw + p;
@@ -94,12 +147,39 @@ TGT static void toNCHWSample(const float *src, float *dst, int c, int hw, int ac
 		}
 }
 
+// sum64 is Σ x[i] in float64 in the order of vec.Sum64 (cpu/internal/vec): element i to partial i mod 32, each
+// partial adding in increasing i from +0, the partials combined as its combine32 does; the same number.
+TGT static double sum64(const float *x, int n) {
+	__m512d a0 = _mm512_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
+	int i = 0;
+	for (; i + 32 <= n; i += 32) {
+		a0 = _mm512_add_pd(a0, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+		a1 = _mm512_add_pd(a1, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 8)));
+		a2 = _mm512_add_pd(a2, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 16)));
+		a3 = _mm512_add_pd(a3, _mm512_cvtps_pd(_mm256_loadu_ps(x + i + 24)));
+	}
+	double p[32], q[8];
+	_mm512_storeu_pd(p, a0);
+	_mm512_storeu_pd(p + 8, a1);
+	_mm512_storeu_pd(p + 16, a2);
+	_mm512_storeu_pd(p + 24, a3);
+	for (int j = 0; i < n; i++, j++) p[j] += (double)x[i];
+	for (int l = 0; l < 8; l++) q[l] = (p[l] + p[8 + l]) + (p[16 + l] + p[24 + l]);
+	return ((q[0] + q[4]) + (q[2] + q[6])) + ((q[1] + q[5]) + (q[3] + q[7]));
+}
+
 // The samples are split over the OpenMP threads (the number set by the caller); each element is written once, by
-// one thread, so the result does not depend on the split.
-void ddpm_nchw_to_nhwc_bf16(const float *src, uint16_t *dst, int n, int c, int hw) {
+// one thread, so the result does not depend on the split. sums (NULL: none): sums[i·c + ch] = sample i's channel ch
+// summed by sum64, read while the sample is still in the cache (the bias gradient of a convolution whose dy this is:
+// a second pass over dy from memory otherwise).
+void ddpm_nchw_to_nhwc_bf16(const float *src, uint16_t *dst, int n, int c, int hw, double *sums) {
 	const long sz = (long)c * hw;
 #pragma omp parallel for schedule(static)
-	for (int i = 0; i < n; i++) toNHWCSample(src + i * sz, dst + i * sz, c, hw);
+	for (int i = 0; i < n; i++) {
+		toNHWCSample(src + i * sz, dst + i * sz, c, hw);
+		if (sums)
+			for (int ch = 0; ch < c; ch++) sums[(long)i * c + ch] = sum64(src + i * sz + (long)ch * hw, hw);
+	}
 }
 
 void ddpm_nhwc_to_nchw_f32(const float *src, float *dst, int n, int c, int hw, int acc) {

@@ -7,5 +7,7 @@
 enum { L_NONE, L_TO_NHWC_BF16, L_TO_NCHW_F32 };
 
 int ddpm_layout_available(void);
-void ddpm_nchw_to_nhwc_bf16(const float *src, uint16_t *dst, int n, int c, int hw);
+void ddpm_nchw_to_nhwc_bf16(const float *src, uint16_t *dst, int n, int c, int hw, double *sums);
 void ddpm_nhwc_to_nchw_f32(const float *src, float *dst, int n, int c, int hw, int acc);
+// ddpm_layout_stream: streaming stores where the output allows them (on), or ordinary stores only (off).
+void ddpm_layout_stream(int on);

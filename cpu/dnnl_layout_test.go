@@ -3,6 +3,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"runtime"
@@ -17,12 +18,17 @@ import (
 // inputs; NHWC f32 → NCHW f32, written or added, for their outputs) equal oneDNN's reorders between the same memory
 // descriptors bit for bit, on shapes with and without whole 16×16 tiles (channels and pixels not multiples of 16,
 // 3 channels, one sample) and on values that test the rounding: ties to even, the largest values below a carry,
-// subnormals, ±0, ±Inf and NaN. Guard bands of 64 elements on both sides of each output must stay untouched.
+// subnormals, ±0, ±Inf and NaN; with dy's channel sums, those equal vec.Sum64's. Each shape runs with the output on a cache-line boundary and one element off it,
+// with streaming stores allowed and not (the streamed paths need whole aligned lines: 32-channel multiples to NHWC,
+// 16-pixel multiples to NCHW; {3,64,32,32}, {4,256,4,4} and {2,96,8,8} have them). Guard bands of 64 elements on
+// both sides of each output must stay untouched.
 func TestLayoutMatchesOneDNN(t *testing.T) {
 	if !layoutAvailable() {
 		t.Skip("dnnl_layout.c needs AVX-512 with BF16 (avx512_bf16), which this CPU lacks; oneDNN's reorders run instead")
 	}
-	shapes := [][4]int{{3, 64, 32, 32}, {2, 48, 9, 10}, {2, 3, 16, 16}, {1, 20, 4, 4}, {4, 256, 4, 4}, {5, 17, 3, 7}, {1, 16, 1, 1}}
+	defer layoutStream(true)
+	shapes := [][4]int{{3, 64, 32, 32}, {2, 48, 9, 10}, {2, 3, 16, 16}, {1, 20, 4, 4}, {4, 256, 4, 4}, {5, 17, 3, 7},
+		{1, 16, 1, 1}, {2, 96, 8, 8}, {2, 32, 3, 5}}
 	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()),
 		math.Float32frombits(0x3f808000), // 1 + 2⁻⁸: a tie, to even (down)
 		math.Float32frombits(0x3f818000), // a tie, to even (up)
@@ -31,58 +37,103 @@ func TestLayoutMatchesOneDNN(t *testing.T) {
 	const guard = 64
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, d := range shapes {
-		n, c, h, w := d[0], d[1], d[2], d[3]
-		size := n * c * h * w
-		src := make([]float32, size)
-		for i := range src {
-			if r.IntN(8) == 0 {
-				src[i] = special[r.IntN(len(special))]
-			} else {
-				src[i] = float32(r.NormFloat64())
+		for _, stream := range []bool{true, false} {
+			for _, off := range []int{0, 1} {
+				layoutStream(stream)
+				name := fmt.Sprintf("%v (streaming %v, %d off a line)", d, stream, off)
+				checkLayout(t, name, d, off, r, special, guard)
 			}
 		}
-		// In: NCHW f32 → NHWC bf16.
-		var out [2][]uint16
-		for k := range out {
-			out[k] = make([]uint16, size+2*guard)
-			for i := range out[k] {
-				out[k][i] = 0xbeef
-			}
-			if err := layoutTest(true, n, c, h, w, src, unsafe.Pointer(&out[k][guard]), false, k == 0); err != nil {
-				t.Fatal(err)
-			}
+	}
+}
+
+// checkLayout runs both layout changes of one shape against oneDNN's (TestLayoutMatchesOneDNN), each output starting
+// off elements after a cache-line boundary, at least guard elements into its buffer.
+func checkLayout(t *testing.T, name string, d [4]int, off int, r *rand.Rand, special []float32, guard int) {
+	t.Helper()
+	n, c, h, w := d[0], d[1], d[2], d[3]
+	size := n * c * h * w
+	src := make([]float32, size)
+	for i := range src {
+		if r.IntN(8) == 0 {
+			src[i] = special[r.IntN(len(special))]
+		} else {
+			src[i] = float32(r.NormFloat64())
 		}
-		for i := range out[0] {
-			if i < guard || i >= guard+size {
-				if out[0][i] != 0xbeef {
-					t.Fatalf("%v to NHWC bf16: write outside the output at %d", d, i-guard)
-				}
-			} else if out[0][i] != out[1][i] {
-				t.Fatalf("%v to NHWC bf16: element %d is %#04x, oneDNN's %#04x", d, i-guard, out[0][i], out[1][i])
-			}
+	}
+	// start is the first index at least guard in whose element lies on a cache line, plus off.
+	start := func(p unsafe.Pointer, elem int) int {
+		i := guard
+		for (uintptr(p)+uintptr(i*elem))%64 != 0 {
+			i++
 		}
-		// Out: NHWC f32 → NCHW f32, written and added.
-		for _, acc := range []bool{false, true} {
-			init := make([]float32, size+2*guard)
-			for i := range init {
-				init[i] = float32(r.NormFloat64())
+		return i + off
+	}
+	// In: NCHW f32 → NHWC bf16.
+	var out [2][]uint16
+	var at [2]int
+	for k := range out {
+		out[k] = make([]uint16, size+2*guard+64)
+		for i := range out[k] {
+			out[k][i] = 0xbeef
+		}
+		at[k] = start(unsafe.Pointer(&out[k][0]), 2)
+		if err := layoutTest(true, n, c, h, w, src, unsafe.Pointer(&out[k][at[k]]), false, k == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range out[0] {
+		if j := i - at[0]; j < 0 || j >= size {
+			if out[0][i] != 0xbeef {
+				t.Fatalf("%s to NHWC bf16: write outside the output at %d", name, j)
 			}
-			var res [2][]float32
-			for k := range res {
-				res[k] = append([]float32(nil), init...)
-				if err := layoutTest(false, n, c, h, w, src, unsafe.Pointer(&res[k][guard]), acc, k == 0); err != nil {
-					t.Fatal(err)
+		} else if out[0][i] != out[1][at[1]+j] {
+			t.Fatalf("%s to NHWC bf16: element %d is %#04x, oneDNN's %#04x", name, j, out[0][i], out[1][at[1]+j])
+		}
+	}
+	// The same with dy's channel sums (a convolution's bias gradient): the same bf16 copy, and each sum vec.Sum64's
+	// float64 number (fastSum64 on this CPU) bit for bit -- on src, and on values whose exponents spread over 2¹²⁰,
+	// so that float64 sums round and an order other than vec.Sum64's shows.
+	withSums := make([]uint16, size+2*guard+64)
+	sums := make([]float64, n*c)
+	ws := start(unsafe.Pointer(&withSums[0]), 2)
+	layoutSums(n, c, h*w, src, unsafe.Pointer(&withSums[ws]), sums)
+	for j := range size {
+		if withSums[ws+j] != out[0][at[0]+j] {
+			t.Fatalf("%s to NHWC bf16 with sums: element %d is %#04x, without %#04x", name, j, withSums[ws+j], out[0][at[0]+j])
+		}
+	}
+	checkSums(t, name, src, sums, n, c, h*w)
+	wide := make([]float32, size)
+	for i := range wide {
+		wide[i] = float32(math.Ldexp(r.NormFloat64(), r.IntN(121)-60))
+	}
+	layoutSums(n, c, h*w, wide, unsafe.Pointer(&withSums[ws]), sums)
+	checkSums(t, name+" (wide exponents)", wide, sums, n, c, h*w)
+	// Out: NHWC f32 → NCHW f32, written and added: dnnl_layout.c's in place in a guarded buffer, oneDNN's on a copy
+	// of the same starting values.
+	for _, acc := range []bool{false, true} {
+		init := make([]float32, size+2*guard+16)
+		for i := range init {
+			init[i] = float32(r.NormFloat64())
+		}
+		res := append([]float32(nil), init...)
+		at := start(unsafe.Pointer(&res[0]), 4)
+		ref := append([]float32(nil), init[at:at+size]...)
+		if err := layoutTest(false, n, c, h, w, src, unsafe.Pointer(&res[at]), acc, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := layoutTest(false, n, c, h, w, src, unsafe.Pointer(&ref[0]), acc, false); err != nil {
+			t.Fatal(err)
+		}
+		for i := range res {
+			a := math.Float32bits(res[i])
+			if j := i - at; j < 0 || j >= size {
+				if a != math.Float32bits(init[i]) {
+					t.Fatalf("%s to NCHW (acc %v): write outside the output at %d", name, acc, j)
 				}
-			}
-			for i := range res[0] {
-				a, b := math.Float32bits(res[0][i]), math.Float32bits(res[1][i])
-				if i < guard || i >= guard+size {
-					if a != math.Float32bits(init[i]) {
-						t.Fatalf("%v to NCHW (acc %v): write outside the output at %d", d, acc, i-guard)
-					}
-				} else if a != b && !(math.IsNaN(float64(res[0][i])) && math.IsNaN(float64(res[1][i]))) {
-					t.Fatalf("%v to NCHW (acc %v): element %d is %g, oneDNN's %g", d, acc, i-guard, res[0][i], res[1][i])
-				}
+			} else if b := ref[j]; a != math.Float32bits(b) && !(math.IsNaN(float64(res[i])) && math.IsNaN(float64(b))) {
+				t.Fatalf("%s to NCHW (acc %v): element %d is %g, oneDNN's %g", name, acc, j, res[i], b)
 			}
 		}
 	}
@@ -244,4 +295,75 @@ func bf16Backends(t *testing.T, set func(bool)) (on, off *Backend[float32]) {
 		return be
 	}
 	return mk(true), mk(false)
+}
+
+// checkSums: sums[i] is fastSum64 of src's i-th channel row (hw elements), bit for bit.
+func checkSums(t *testing.T, name string, src []float32, sums []float64, n, c, hw int) {
+	t.Helper()
+	for i := range n * c {
+		want := fastSum64(src[i*hw : (i+1)*hw])
+		if got := sums[i]; math.Float64bits(got) != math.Float64bits(want) && !(math.IsNaN(got) && math.IsNaN(want)) {
+			t.Fatalf("%s: the sum of sample %d's channel %d is %v, vec.Sum64's %v", name, i/c, i%c, got, want)
+		}
+	}
+}
+
+// TestConvBiasFromDySums: at bf16 the bias gradient that the pass changing dy to NHWC bf16 sums on the way
+// (dnnl_layout.c's sum64, per sample and channel, then the samples in order) equals convBiasItem's bit for bit, added
+// to a non-zero db: with backward-data (dy changed there), without it (in backward-weights), and with backward-data
+// but no weight gradient; on shapes with and without whole 32-element runs of a channel (sum64's tail), channel counts
+// that take the streamed and the 16-channel transposes, and a strided convolution.
+func TestConvBiasFromDySums(t *testing.T) {
+	if !layoutAvailable() {
+		t.Skip("dnnl_layout.c needs AVX-512 with BF16 (avx512_bf16), which this CPU lacks; convBiasItem sums dy instead")
+	}
+	be := bf16Backend(t)
+	shapes := []ops.ConvShape{
+		{N: 4, Cin: 64, H: 16, W: 16, Cout: 64, K: 3, Stride: 1, Pad: 1},
+		{N: 3, Cin: 32, H: 10, W: 12, Cout: 48, K: 3, Stride: 1, Pad: 0},
+		{N: 4, Cin: 96, H: 8, W: 8, Cout: 40, K: 1, Stride: 1, Pad: 0},
+		{N: 2, Cin: 64, H: 16, W: 16, Cout: 64, K: 3, Stride: 2, Pad: 1},
+	}
+	for _, s := range shapes {
+		for _, pass := range []struct {
+			name   string
+			dx, dw bool
+		}{{"dx and dw", true, true}, {"dw only", false, true}, {"dx only", true, false}} {
+			if pass.dw && !BF16WeightGrad(s) {
+				continue // oneDNN's backward-weights pass sums the bias itself (from the bf16 dy)
+			}
+			if !dnnlDySums(be.dn, s, pass.dx) {
+				t.Fatalf("%+v (%s): no pass gives dy's sums here", s, pass.name)
+			}
+			r := rand.New(rand.NewPCG(uint64(s.Cout), 23))
+			nx, nw, ny := s.N*s.Cin*s.H*s.W, s.Cout*s.Cin*s.K*s.K, s.N*s.Cout*s.OutH()*s.OutW()
+			x, w, dy, db := normalBuf(be, r, nx), normalBuf(be, r, nw), normalBuf(be, r, ny), normalBuf(be, r, s.Cout)
+			var dx, dw ops.Buf
+			if pass.dx {
+				dx = normalBuf(be, r, nx)
+			}
+			if pass.dw {
+				dw = normalBuf(be, r, nw)
+			}
+			dys, want := make([]float32, ny), make([]float32, s.Cout)
+			be.Download(dys, dy)
+			be.Download(want, db)
+			ohw := s.OutH() * s.OutW()
+			for o := range want {
+				var sum float64
+				for n := range s.N {
+					sum += fastSum64(dys[(n*s.Cout+o)*ohw : (n*s.Cout+o+1)*ohw])
+				}
+				want[o] += float32(sum)
+			}
+			be.Conv2DBackward(s, x, w, dy, dx, dw, db)
+			got := make([]float32, s.Cout)
+			be.Download(got, db)
+			for o := range got {
+				if math.Float32bits(got[o]) != math.Float32bits(want[o]) {
+					t.Fatalf("%+v (%s): db[%d] = %g, convBiasItem's %g", s, pass.name, o, got[o], want[o])
+				}
+			}
+		}
+	}
 }

@@ -13,10 +13,13 @@ type dnnlState struct{ bf16 bool }
 
 func newDNNL[T Float]() *dnnlState { return nil }
 
-func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool)              {}
-func dnnlKeep[T Float](*dnnlState, ops.ConvShape, []T, []T)                                 {}
-func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, bool)               {}
-func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool, bool) {}
+func dnnlConvFwd[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool)           {}
+func dnnlKeep[T Float](*dnnlState, ops.ConvShape, []T, []T)                              {}
+func dnnlConvBwdData[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, bool, []float64) {}
+func dnnlConvBwdWeights[T Float](*dnnlState, ops.ConvShape, []T, []T, []T, []T, bool, bool, []float64) {
+}
+func dnnlDySums(*dnnlState, ops.ConvShape, bool) bool { return false }
+func (d *dnnlState) sumsBuf(int) []float64            { return nil }
 
 func (d *dnnlState) probe(bool) ([3]string, error) {
 	return [3]string{}, errors.New("built without cgo: no oneDNN")

@@ -21,16 +21,9 @@ import (
 //
 //	go test ./cpu/ -run '^$' -bench Celeba32StepProfile -benchtime 3x -v
 func BenchmarkCeleba32StepProfile(b *testing.B) {
-	src, err := configs.Files.ReadFile("celeba32.toml")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Parse("celeba32.toml", src, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	batch := 64
 	if v := os.Getenv("DDPM_PROFILE_BATCH"); v != "" {
+		var err error
 		if batch, err = strconv.Atoi(v); err != nil {
 			b.Fatal(err)
 		}
@@ -45,43 +38,7 @@ func BenchmarkCeleba32StepProfile(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	in, size := cfg.Data.Channels, cfg.Data.ImageSize
-	u, err := model.New(be, cfg.Model, in, size, batch)
-	if err != nil {
-		b.Fatal(err)
-	}
-	u.Init(1)
-	u.SetTrain(true, 1, 0)
-	n := batch * in * size * size
-	r := rand.New(rand.NewPCG(3, 4))
-	host := func(n int, f func() float32) ops.Buf {
-		d := make([]float32, n)
-		for i := range d {
-			d[i] = f()
-		}
-		buf := be.Alloc(n)
-		be.Upload(buf, d)
-		return buf
-	}
-	normal := func() float32 { return float32(r.NormFloat64()) }
-	x, y := host(n, normal), host(n, normal)
-	t := host(batch, func() float32 { return float32(r.IntN(1000)) })
-	loss, dout := be.Alloc(1), be.Alloc(n)
-	np := u.NumParams()
-	m, v := be.Alloc(np), be.Alloc(np)
-	step := 0
-	train := func() {
-		step++
-		u.ZeroGrads()
-		out := u.Forward(x, t, batch)
-		be.MSE(out, y, loss)
-		be.Fill(dout, 0)
-		be.MSEBackward(1, out, y, dout)
-		u.Backward(dout)
-		be.AdamWStep(ops.AdamW{LR: 1e-4, Decay: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, RC1: 1, RC2: 1, GradScale: 1},
-			u.Params(), u.Grads(), m, v)
-	}
-	train()
+	u, train := celeba32Step(b, be, batch)
 	be.SetProfile(true)
 	defer be.SetProfile(false)
 	b.ReportAllocs()
@@ -141,4 +98,53 @@ func TestTrainStepAllocatesNothing(t *testing.T) {
 	if a := testing.AllocsPerRun(3, train); a != 0 {
 		t.Fatalf("a steady-state training step allocates %v times", a)
 	}
+}
+
+// celeba32Step is the celeba32 U-Net on be at batch and its full training step (zero grads, forward, MSE and its
+// gradient, backward, AdamW, as the trainer's step) on random data, run once so that plans and scratch exist.
+func celeba32Step(b *testing.B, be *cpu.Backend[float32], batch int) (*model.UNet, func()) {
+	src, err := configs.Files.ReadFile("celeba32.toml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg, err := config.Parse("celeba32.toml", src, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in, size := cfg.Data.Channels, cfg.Data.ImageSize
+	u, err := model.New(be, cfg.Model, in, size, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u.Init(1)
+	u.SetTrain(true, 1, 0)
+	n := batch * in * size * size
+	r := rand.New(rand.NewPCG(3, 4))
+	host := func(n int, f func() float32) ops.Buf {
+		d := make([]float32, n)
+		for i := range d {
+			d[i] = f()
+		}
+		buf := be.Alloc(n)
+		be.Upload(buf, d)
+		return buf
+	}
+	normal := func() float32 { return float32(r.NormFloat64()) }
+	x, y := host(n, normal), host(n, normal)
+	t := host(batch, func() float32 { return float32(r.IntN(1000)) })
+	loss, dout := be.Alloc(1), be.Alloc(n)
+	np := u.NumParams()
+	m, v := be.Alloc(np), be.Alloc(np)
+	train := func() {
+		u.ZeroGrads()
+		out := u.Forward(x, t, batch)
+		be.MSE(out, y, loss)
+		be.Fill(dout, 0)
+		be.MSEBackward(1, out, y, dout)
+		u.Backward(dout)
+		be.AdamWStep(ops.AdamW{LR: 1e-4, Decay: 1e-6, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, RC1: 1, RC2: 1, GradScale: 1},
+			u.Params(), u.Grads(), m, v)
+	}
+	train()
+	return u, train
 }
