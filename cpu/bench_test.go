@@ -74,21 +74,35 @@ func BenchmarkConv2D(b *testing.B) {
 	}
 }
 
-// BenchmarkAttention: the 16×16 self-attention of the U-Net (L = 256, C = 256, one
-// head) at batch 64: 4·N·L²·C = 4.3 GFLOP forward in two GEMMs plus N·L² = 4.2 M
-// exponentials; the backward pass is four GEMMs (8.6 GFLOP).
+// BenchmarkAttention: the self-attention of the celeba32 U-Net's middle block (8×8 pixels, L = 64, 256 channels in
+// 32 heads of 8: 4·N·heads·L²·D = 0.27 GFLOP forward in two GEMMs per head, and N·heads·L² = 8.4 M exponentials,
+// which cost more) and a 16×16 one-head layer (L = 256, C = 256: 4.3 GFLOP, 4.2 M exponentials) at batch 64, at
+// fp32 and at bf16 where the CPU has it; random inputs. The backward pass is four GEMMs a head (twice the FLOPs).
+//
+//	go test ./cpu/ -run '^$' -bench Attention
 func BenchmarkAttention(b *testing.B) {
-	be := New()
-	s := ops.AttnShape{N: 64, L: 256, Heads: 1, D: 256}
-	n := s.N * s.L * s.D
-	q, o, p := be.Alloc(n), be.Alloc(n), be.Alloc(s.N*s.L*s.L)
-	be.Fill(q, 0.1)
-	flops := 4 * float64(s.N) * float64(s.L*s.L) * float64(s.D)
-	dq := be.Alloc(n)
-	b.Run("fwd", func(b *testing.B) { timeFLOPs(b, flops, func() { be.Attention(s, q, q, q, o, p) }) })
-	b.Run("bwd", func(b *testing.B) {
-		timeFLOPs(b, 2*flops, func() { be.AttentionBackward(s, q, q, q, p, o, dq, dq, dq) })
-	})
+	for _, s := range []ops.AttnShape{{N: 64, L: 64, Heads: 32, D: 8}, {N: 64, L: 256, Heads: 1, D: 256}} {
+		for _, prec := range []ops.Precision{ops.FP32, ops.BF16} {
+			be := New()
+			if err := be.SetPrecision(prec); err != nil {
+				continue // no bf16 on this CPU
+			}
+			n := s.N * s.L * s.Heads * s.D
+			r := rand.New(rand.NewSource(1))
+			qs := make([]float32, n)
+			for i := range qs {
+				qs[i] = float32(r.NormFloat64())
+			}
+			q, o, p, dq := be.Alloc(n), be.Alloc(n), be.Alloc(s.N*s.Heads*s.L*s.L), be.Alloc(n)
+			be.Upload(q, qs)
+			flops := 4 * float64(s.N*s.Heads) * float64(s.L*s.L) * float64(s.D)
+			name := fmt.Sprintf("L%d-heads%d-D%d/%s", s.L, s.Heads, s.D, prec)
+			b.Run(name+"/fwd", func(b *testing.B) { timeFLOPs(b, flops, func() { be.Attention(s, q, q, q, o, p) }) })
+			b.Run(name+"/bwd", func(b *testing.B) {
+				timeFLOPs(b, 2*flops, func() { be.AttentionBackward(s, q, q, q, p, o, dq, dq, dq) })
+			})
+		}
+	}
 }
 
 // BenchmarkSiLU: 64·64·32·32 = 4.2 M elements, one exp each.

@@ -113,7 +113,13 @@ func RoundBF16(v float32) float32 {
 
 // roundBF16To sets dst[i] = RoundBF16(src[i]) (float64 elements go through float32 first: the float64 backend's
 // inputs are float32 values, so that rounding is exact for them).
+// On the float32 backend with AVX-512, runs of 16 or more go through vec.RoundBF16 (the same numbers; shorter ones,
+// such as attention's rows of 8 channels, cost more through its padded block than here).
 func roundBF16To[T Float](dst, src []T) {
+	if s32, ok := any(src).([]float32); ok && useAVX512 && len(src) >= 16 {
+		vec.RoundBF16(any(dst).([]float32), s32)
+		return
+	}
 	dst = dst[:len(src)]
 	for i, v := range src {
 		dst[i] = T(RoundBF16(float32(v)))

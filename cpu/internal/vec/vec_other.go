@@ -43,3 +43,12 @@ func GroupNormSiLUGrad(x, dy, gn []float32, m, a, b float32, mu, rstd float64, w
 
 // AffineSiLU panics: there is no kernel on this architecture.
 func AffineSiLU(x, y []float32, m, a, b float32, pf []float32) { panic("vec.AffineSiLU: no AVX-512") }
+
+// Softmax panics: there is no kernel on this architecture.
+func Softmax(r []float32) { panic("vec.Softmax: no AVX-512") }
+
+// SoftmaxGrad panics: there is no kernel on this architecture.
+func SoftmaxGrad(p, d []float32) { panic("vec.SoftmaxGrad: no AVX-512") }
+
+// RoundBF16 panics: there is no kernel on this architecture.
+func RoundBF16(dst, src []float32) { panic("vec.RoundBF16: no AVX-512") }
