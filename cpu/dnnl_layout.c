@@ -58,7 +58,7 @@ TGT static inline uint16_t bf16of(float v) {
 }
 
 // stream: the layout changes may use streaming stores (ddpm_layout_stream; on unless DDPM_LAYOUT_STREAM=0, for
-// comparisons).
+// comparisons). Read by the entry points, before their parallel regions (nt below).
 static int stream = -1;
 
 void ddpm_layout_stream(int on) { stream = on; }
@@ -84,10 +84,10 @@ static inline int aligned64(const void *p) { return ((uintptr_t)p & 63) == 0; }
 // of a tile stream through memory in order (4 KiB apart at 32×32: a tile's lines fall into one cache set, so the
 // order that revisits them matters). Where c is a multiple of 32 and dst is line-aligned, two channel tiles at a
 // time, so that each pixel's 32 outputs are one whole line, streamed.
-TGT static void toNHWCSample(const float *src, uint16_t *dst, int c, int hw) {
+TGT static void toNHWCSample(const float *src, uint16_t *dst, int c, int hw, int nt) {
 	const int c16 = c & ~15, p16 = hw & ~15;
 	__m512 r[16], q[16];
-	if (streams() && c % 32 == 0 && aligned64(dst)) {
+	if (nt && c % 32 == 0 && aligned64(dst)) {
 		for (int c0 = 0; c0 < c; c0 += 32)
 			for (int p0 = 0; p0 < p16; p0 += 16) {
 				for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + (long)(c0 + i) * hw + p0);
@@ -118,10 +118,10 @@ TGT static void toNHWCSample(const float *src, uint16_t *dst, int c, int hw) {
 // written and its rows are whole, aligned lines (hw a multiple of 16), pixel tiles outside and streamed: the source
 // is then read in order, 16 pixels' channels at a time, and each store is a whole line. Otherwise (and to add) in
 // the order of toNHWCSample, for the same reason (here the destination rows are 4 KiB apart).
-TGT static void toNCHWSample(const float *src, float *dst, int c, int hw, int acc) {
+TGT static void toNCHWSample(const float *src, float *dst, int c, int hw, int acc, int nt) {
 	const int c16 = c & ~15, p16 = hw & ~15;
 	__m512 r[16];
-	if (streams() && !acc && p16 == hw && aligned64(dst)) {
+	if (nt && !acc && p16 == hw && aligned64(dst)) {
 		for (int p0 = 0; p0 < hw; p0 += 16)
 			for (int c0 = 0; c0 < c16; c0 += 16) {
 				for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(src + (long)(p0 + j) * c + c0);
@@ -174,9 +174,10 @@ TGT static double sum64(const float *x, int n) {
 // a second pass over dy from memory otherwise).
 void ddpm_nchw_to_nhwc_bf16(const float *src, uint16_t *dst, int n, int c, int hw, double *sums) {
 	const long sz = (long)c * hw;
+	const int nt = streams();
 #pragma omp parallel for schedule(static)
 	for (int i = 0; i < n; i++) {
-		toNHWCSample(src + i * sz, dst + i * sz, c, hw);
+		toNHWCSample(src + i * sz, dst + i * sz, c, hw, nt);
 		if (sums)
 			for (int ch = 0; ch < c; ch++) sums[(long)i * c + ch] = sum64(src + i * sz + (long)ch * hw, hw);
 	}
@@ -184,6 +185,7 @@ void ddpm_nchw_to_nhwc_bf16(const float *src, uint16_t *dst, int n, int c, int h
 
 void ddpm_nhwc_to_nchw_f32(const float *src, float *dst, int n, int c, int hw, int acc) {
 	const long sz = (long)c * hw;
+	const int nt = streams();
 #pragma omp parallel for schedule(static)
-	for (int i = 0; i < n; i++) toNCHWSample(src + i * sz, dst + i * sz, c, hw, acc);
+	for (int i = 0; i < n; i++) toNCHWSample(src + i * sz, dst + i * sz, c, hw, acc, nt);
 }
