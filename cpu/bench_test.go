@@ -85,7 +85,8 @@ func BenchmarkAttention(b *testing.B) {
 		for _, prec := range []ops.Precision{ops.FP32, ops.BF16} {
 			be := New()
 			if err := be.SetPrecision(prec); err != nil {
-				continue // no bf16 on this CPU
+				b.Logf("%s: not run: %v", prec, err) // no bf16 on this CPU
+				continue
 			}
 			n := s.N * s.L * s.Heads * s.D
 			r := rand.New(rand.NewSource(1))
