@@ -18,10 +18,10 @@ import (
 // inputs; NHWC f32 → NCHW f32, written or added, for their outputs) equal oneDNN's reorders between the same memory
 // descriptors bit for bit, on shapes with and without whole 16×16 tiles (channels and pixels not multiples of 16,
 // 3 channels, one sample) and on values that test the rounding: ties to even, the largest values below a carry,
-// subnormals, ±0, ±Inf and NaN; with dy's channel sums, those equal vec.Sum64's. Each shape runs with the output on a cache-line boundary and one element off it,
-// with streaming stores allowed and not (the streamed paths need whole aligned lines: 32-channel multiples to NHWC,
-// 16-pixel multiples to NCHW; {3,64,32,32}, {4,256,4,4} and {2,96,8,8} have them). Guard bands of 64 elements on
-// both sides of each output must stay untouched.
+// subnormals, ±0, ±Inf and NaN; with dy's channel sums, those equal vec.Sum64's. Each shape runs with the output on
+// a cache-line boundary and one element off it, with streaming stores allowed and not (the streamed paths need whole
+// aligned lines: 32-channel multiples to NHWC, 16-pixel multiples to NCHW; {3,64,32,32}, {4,256,4,4} and {2,96,8,8}
+// have them). Guard bands of 64 elements on both sides of each output must stay untouched.
 func TestLayoutMatchesOneDNN(t *testing.T) {
 	if !layoutAvailable() {
 		t.Skip("dnnl_layout.c needs AVX-512 with BF16 (avx512_bf16), which this CPU lacks; oneDNN's reorders run instead")
